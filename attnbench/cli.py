@@ -1,0 +1,181 @@
+"""The `bench` command line: `bench ls`, `bench check` (and, as they land, run/report/plot)."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+
+import click
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from attnbench.errors import AttnbenchError
+from attnbench.plugins import import_plugin
+from attnbench.selection import parse_selection
+from attnbench.variants.base import VARIANTS
+from attnbench.variants.check import CHECKS, FAIL, PASS, run_checks
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+class BenchGroup(click.Group):
+    """A click group whose unknown commands get a did-you-mean."""
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise click.UsageError(f"no such command {name!r}{hint} (see bench --help)")
+        return super().resolve_command(ctx, args)
+
+
+def plugin_option(func):
+    """`--plugin MOD` (repeatable): import a module that registers components before anything runs."""
+
+    def load(ctx, param, values):
+        for target in values:
+            import_plugin(target)
+        return values
+
+    return click.option(
+        "--plugin",
+        "plugins",
+        multiple=True,
+        callback=load,
+        expose_value=False,
+        is_eager=True,
+        metavar="MOD",
+        help="Import MOD (a module name or a .py file) that registers variants or tasks.",
+    )(func)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → cuda when available, else cpu; `cuda` without CUDA is a clear error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AttnbenchError(
+            f"--device cuda: CUDA is not available (torch {torch.__version__}); use --device cpu"
+        )
+    return device
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="attnbench", prog_name="attnbench")
+def cli() -> None:
+    """attnbench: a pluggable benchmark suite for attention mechanisms.
+
+    \b
+    Examples:
+      bench ls variants            # every registered attention variant
+      bench ls variants 'lin*'     # glob over names and aliases
+      bench check --variants all   # contract + reference checks, PASS/FAIL table
+    """
+
+
+@cli.command("ls")
+@click.argument("what", type=click.Choice(["variants"]), default="variants", metavar="WHAT")
+@click.argument("pattern", required=False)
+@plugin_option
+def ls_command(what: str, pattern: str | None) -> None:
+    """List registered components as a table.
+
+    \b
+    Examples:
+      bench ls variants
+      bench ls variants 'lin*'
+      bench ls variants --plugin my_attention
+    """
+    entries = VARIANTS.entries(pattern)
+    table = Table(title="attention variants" + (f" matching {pattern!r}" if pattern else ""))
+    for column in ("name", "aliases", "complexity", "capabilities", "options"):
+        table.add_column(column, overflow="fold")
+    table.add_column("origin", no_wrap=True, min_width=max([6, *(len(e.origin) for e in entries)]))
+    for entry in entries:
+        spec = entry.obj.spec
+        options = ", ".join(f"{o.name}: {o.type.__name__} = {o.default}" for o in spec.options)
+        table.add_row(
+            entry.name,
+            ", ".join(entry.aliases) or "-",
+            spec.complexity,
+            " ".join(spec.capabilities()) or "-",
+            options or "-",
+            entry.origin,
+        )
+    console.print(table)
+    _report_plugin_errors()
+    if pattern and not entries:
+        raise AttnbenchError(f"no variant matches {pattern!r} (bench ls variants lists all)")
+
+
+def _report_plugin_errors() -> None:
+    for name, error in VARIANTS.plugin_errors.items():
+        err_console.print(f"[red]broken plugin[/red] {name!r}: {error}", highlight=False)
+
+
+@cli.command("check")
+@click.option("--variants", "variants", default="all", show_default=True,
+              help="Comma-separated names with optional options, e.g. 'local(window=16),linear'.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--checks", "checks", default="all", show_default=True,
+              help=f"Comma-separated subset of: {', '.join(CHECKS)}.")
+@plugin_option
+def check_command(variants: str, device: str, checks: str) -> int:
+    """Run the contract and reference checks on variants; exit 1 if any fails.
+
+    \b
+    Examples:
+      bench check
+      bench check --variants 'local(window=16)' --checks reference,causal
+      bench check --variants my-attention --plugin my_attention
+    """
+    device = resolve_device(device)
+    names = list(CHECKS) if checks.strip() == "all" else [c.strip() for c in checks.split(",")]
+    for name in names:
+        if name not in CHECKS:
+            close = difflib.get_close_matches(name, list(CHECKS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AttnbenchError(f"--checks: unknown check {name!r}{hint} (known: {', '.join(CHECKS)})")
+    selected = parse_selection(variants, VARIANTS, lambda n: VARIANTS[n].spec.options)
+    _report_plugin_errors()
+    table = Table(title=f"bench check on {device}")
+    for column in ("variant", "check", "result", "detail"):
+        table.add_column(column)
+    failed = 0
+    for choice in selected:
+        for result in run_checks(choice.name, choice.options, device, names):
+            style = {PASS: "green", FAIL: "bold red"}.get(result.status, "yellow")
+            table.add_row(choice.label, result.check, f"[{style}]{result.status}[/{style}]", result.detail)
+            failed += result.status == FAIL
+    console.print(table)
+    total = len(selected) * len(names)
+    console.print(f"{failed} of {total} checks failed" if failed else f"all {total} checks passed or skipped")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `bench` script: bad input → one line on stderr and exit code 2."""
+    try:
+        code = cli.main(args=argv, prog_name="bench", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        code = done.exit_code
+    except click.exceptions.Abort:
+        click.echo("bench: aborted", err=True)
+        code = 130
+    except click.UsageError as exc:
+        click.echo(f"bench: error: {exc.format_message()}", err=True)
+        code = 2
+    except click.ClickException as exc:
+        click.echo(f"bench: error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except AttnbenchError as exc:
+        click.echo(f"bench: error: {exc}", err=True)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Errors that mean "the user asked for something wrong": the CLI prints them as one line, exit 2."""
+
+
+class AttnbenchError(ValueError):
+    """Bad input (a name, an option, a file): shown to the user as one line, never a traceback."""
+
+
+class UnknownNameError(AttnbenchError, KeyError):
+    """A name that no registry holds."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class OptionError(AttnbenchError):
+    """An option with the wrong name, type or value."""
+
+
+class UnsupportedError(AttnbenchError):
+    """A feature the component declares it does not support (cross-attention, causal, ...)."""
+
+
+class PluginError(AttnbenchError):
+    """A plugin that does not import or is malformed."""

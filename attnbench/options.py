@@ -1,0 +1,102 @@
+"""Typed, validated options of a registered component (a variant's `window`, a task's `num_kv_pairs`)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from attnbench.errors import OptionError
+
+_TYPES = (int, float, bool, str)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: name, type (int | float | bool | str), default, and the values it accepts."""
+
+    name: str
+    type: type
+    default: Any
+    help: str = ""
+    minimum: float | None = None
+    choices: tuple[Any, ...] = ()
+    nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPES:
+            raise TypeError(f"option {self.name!r}: type must be one of int, float, bool, str")
+
+    def describe(self) -> str:
+        """What the option accepts, in words: 'a positive int', 'one of fp32, bf16'."""
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        kind = self.type.__name__
+        if self.minimum is None:
+            words = f"{'an' if kind == 'int' else 'a'} {kind}"
+        elif self.minimum == 1 and self.type is int:
+            words = "a positive int"
+        elif self.minimum == 0:
+            words = f"a non-negative {kind}"
+        else:
+            words = f"{'an' if kind == 'int' else 'a'} {kind} >= {self.minimum}"
+        return words + (" or None" if self.nullable else "")
+
+    def validate(self, value: Any, owner: str) -> Any:
+        """`value` checked (and int widened to float where a float is wanted), or OptionError."""
+        if value is None and self.nullable:
+            return None
+        ok = isinstance(value, self.type) and not (self.type is not bool and isinstance(value, bool))
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if ok and self.minimum is not None and value < self.minimum:
+            ok = False
+        if ok and self.choices and value not in self.choices:
+            ok = False
+        if not ok:
+            raise OptionError(f"{owner}: {self.name} must be {self.describe()}, got {value!r}")
+        return value
+
+    def parse(self, text: str, owner: str) -> Any:
+        """The value written as `text` on a command line, validated."""
+        raw = text.strip()
+        if self.nullable and raw.lower() == "none":
+            return None
+        try:
+            if self.type is bool:
+                lowered = raw.lower()
+                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(raw)
+                value: Any = lowered in {"true", "1", "yes"}
+            elif self.type is str:
+                value = raw.strip("'\"")
+            else:
+                value = self.type(raw)
+        except ValueError:
+            raise OptionError(f"{owner}: {self.name} must be {self.describe()}, got {raw!r}") from None
+        return self.validate(value, owner)
+
+
+def resolve_options(
+    owner: str, options: tuple[Option, ...], given: Mapping[str, Any], *, from_text: bool = False
+) -> dict[str, Any]:
+    """Every declared option, given values validated and the rest at their defaults."""
+    declared = {o.name: o for o in options}
+    for name in given:
+        if name not in declared:
+            if not declared:
+                raise OptionError(f"{owner}: takes no options, got {name!r}")
+            close = difflib.get_close_matches(name, list(declared), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise OptionError(
+                f"{owner}: unknown option {name!r}{hint} (options: {', '.join(declared)})"
+            )
+    resolved = {}
+    for name, opt in declared.items():
+        if name in given:
+            value = given[name]
+            resolved[name] = opt.parse(value, owner) if from_text else opt.validate(value, owner)
+        else:
+            resolved[name] = opt.default
+    return resolved

@@ -1,0 +1,220 @@
+"""A generic name → object registry with aliases, glob listing, did-you-mean and lazy plugins.
+
+One `Registry` serves variants, tasks and profiles. Third-party packages extend a registry through
+an entry-point group (e.g. ``attnbench.variants``); those are loaded lazily, on the first lookup
+or listing, and a plugin that fails is recorded by name with its error while everything else keeps
+working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fnmatch
+import importlib.metadata
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from attnbench.errors import AttnbenchError, PluginError, UnknownNameError
+
+T = TypeVar("T")
+
+BUILT_IN = "built-in"
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load; the rest of the registry still works."""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered object: its canonical name, aliases and where it came from."""
+
+    name: str
+    obj: T
+    aliases: tuple[str, ...] = ()
+    origin: str = BUILT_IN
+
+
+def normalize(name: str) -> str:
+    """Lookup key of a name: case-insensitive, `_` and `-` interchangeable."""
+    return name.strip().lower().replace("_", "-")
+
+
+class Registry(Generic[T]):
+    """Named objects of one kind ("variant", "task", ...), extensible through entry points.
+
+    `adapt(name, loaded)` turns what an entry point loads into the object to register; it returns
+    None when the loaded object was a module whose import registered its own entries, and raises
+    PluginError when the object is malformed.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        entry_point_group: str | None = None,
+        adapt: Callable[[str, object], T | None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._adapt = adapt
+        self._entries: dict[str, Entry[T]] = {}  # canonical name -> entry
+        self._keys: dict[str, str] = {}  # normalized name or alias -> canonical name
+        self._plugin_errors: dict[str, str] = {}
+        self._plugins_loaded = entry_point_group is None
+        self._origin_override: str | None = None
+
+    # ---------------------------------------------------------------- registering
+    def register(
+        self, name: str, obj: T, *, aliases: tuple[str, ...] = (), origin: str | None = None
+    ) -> T:
+        """Register `obj` under `name` (and `aliases`); a name may be taken only once."""
+        if not isinstance(name, str) or not name.strip():
+            raise AttnbenchError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+        origin = origin or self._origin_override or _origin_of(obj)
+        entry = Entry(name=name, obj=obj, aliases=tuple(aliases), origin=origin)
+        for key in (name, *entry.aliases):
+            taken = self._keys.get(normalize(key))
+            if taken is not None and not _same_definition(self._entries[taken].obj, obj):
+                raise AttnbenchError(
+                    f"{self.kind} name {key!r} is already taken by {taken!r} "
+                    f"({self._entries[taken].origin})"
+                )
+        if name in self._entries:  # re-import of the same definition: replace it
+            self._unregister(name)
+        self._entries[name] = entry
+        for key in (name, *entry.aliases):
+            self._keys[normalize(key)] = name
+        return obj
+
+    def decorator(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
+        """`@registry.decorator("name")` form of `register`."""
+
+        def wrap(obj: T) -> T:
+            return self.register(name, obj, aliases=aliases)
+
+        return wrap
+
+    def _unregister(self, name: str) -> None:
+        entry = self._entries.pop(name)
+        for key in (entry.name, *entry.aliases):
+            self._keys.pop(normalize(key), None)
+
+    @contextlib.contextmanager
+    def temporary(self) -> Iterator[None]:
+        """Undo every registration made inside the block (for tests and one-off checks)."""
+        entries, keys = dict(self._entries), dict(self._keys)
+        errors, loaded = dict(self._plugin_errors), self._plugins_loaded
+        try:
+            yield
+        finally:
+            self._entries, self._keys = entries, keys
+            self._plugin_errors, self._plugins_loaded = errors, loaded
+
+    # ---------------------------------------------------------------- looking up
+    def resolve(self, name: str) -> str:
+        """Canonical name for `name` or an alias; unknown names fail with a did-you-mean."""
+        self.load_plugins()
+        canonical = self._keys.get(normalize(name)) if isinstance(name, str) else None
+        if canonical is not None:
+            return canonical
+        if isinstance(name, str) and name in self._plugin_errors:
+            raise PluginError(
+                f"{self.kind} {name!r} is unavailable: its plugin failed to load: "
+                f"{self._plugin_errors[name]}"
+            )
+        raise UnknownNameError(self._unknown_message(name))
+
+    def get(self, name: str) -> Entry[T]:
+        """The entry registered under `name` or one of its aliases."""
+        return self._entries[self.resolve(name)]
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name).obj
+
+    def __contains__(self, name: object) -> bool:
+        self.load_plugins()
+        return isinstance(name, str) and normalize(name) in self._keys
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted canonical names; `pattern` is a glob matched against names and aliases."""
+        self.load_plugins()
+        if pattern is None:
+            return sorted(self._entries)
+        pat = normalize(pattern)
+        return sorted(
+            e.name
+            for e in self._entries.values()
+            if any(fnmatch.fnmatchcase(normalize(k), pat) for k in (e.name, *e.aliases))
+        )
+
+    def entries(self, pattern: str | None = None) -> list[Entry[T]]:
+        """Entries in name order, optionally filtered by a glob."""
+        return [self._entries[n] for n in self.names(pattern)]
+
+    def _unknown_message(self, name: object) -> str:
+        keys = sorted({*self._entries, *(a for e in self._entries.values() for a in e.aliases)})
+        close = difflib.get_close_matches(normalize(str(name)), keys, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        known = ", ".join(sorted(self._entries)) or "none registered"
+        return f"unknown {self.kind} {name!r}{hint} (known: {known})"
+
+    # ---------------------------------------------------------------- plugins
+    @property
+    def plugin_errors(self) -> dict[str, str]:
+        """Entry-point name → error, for every plugin that failed to load."""
+        self.load_plugins()
+        return dict(self._plugin_errors)
+
+    def load_plugins(self, *, reload: bool = False) -> None:
+        """Load the entry-point group once (again with `reload=True`)."""
+        if self._plugins_loaded and not reload:
+            return
+        self._plugins_loaded = True
+        if reload:
+            self._plugin_errors.clear()
+        for ep in importlib.metadata.entry_points(group=self.entry_point_group):
+            self._load_entry_point(ep)
+
+    def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
+        dist = getattr(ep.dist, "name", None) or "unknown distribution"
+        origin = f"plugin:{dist}"
+        try:
+            self._origin_override = origin
+            loaded = ep.load()
+            obj = self._adapt(ep.name, loaded) if self._adapt else loaded
+            if obj is not None:
+                self.register(ep.name, obj, origin=origin)
+        except Exception as exc:  # a broken plugin must never break the built-ins
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if not isinstance(exc, (PluginError, AttnbenchError)):
+                where = traceback.extract_tb(exc.__traceback__)[-1:]
+                if where:
+                    message += f" (at {where[0].filename}:{where[0].lineno})"
+            self._plugin_errors[ep.name] = f"{message} [entry point {ep.value!r} of {dist}]"
+            warnings.warn(
+                f"{self.kind} plugin {ep.name!r} failed to load: {self._plugin_errors[ep.name]}",
+                PluginWarning,
+                stacklevel=2,
+            )
+        finally:
+            self._origin_override = None
+
+
+def _origin_of(obj: object) -> str:
+    module = getattr(obj, "__module__", None) or ""
+    if module == "attnbench" or module.startswith("attnbench."):
+        return BUILT_IN
+    return f"python:{module}" if module else "python"
+
+
+def _same_definition(a: object, b: object) -> bool:
+    """True when `b` is `a` or a re-import of the same module-level definition."""
+    if a is b:
+        return True
+    qual = lambda o: (getattr(o, "__module__", None), getattr(o, "__qualname__", None))  # noqa: E731
+    return qual(a) == qual(b) and qual(a)[1] is not None

@@ -1,0 +1,110 @@
+"""Parse a command-line selection such as ``all`` or ``local(window=64),linear`` against a registry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from attnbench.errors import AttnbenchError
+from attnbench.options import Option, resolve_options
+from attnbench.registry import Registry
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-*?\[\]]+$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One selected component: canonical name and resolved options (defaults filled in)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """`name(opt=value, …)` with the options given explicitly, `name` when none."""
+        if not self.options:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.options.items())})"
+
+
+def split_top_level(text: str, what: str) -> list[str]:
+    """Split on commas outside parentheses; unbalanced parentheses are an error."""
+    items, depth, current = [], 0, []
+    for char in text:
+        if char == "(":
+            depth += 1
+            if depth > 1:
+                raise AttnbenchError(f"{what}: nested parentheses in {text!r}")
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise AttnbenchError(f"{what}: unbalanced ')' in {text!r}")
+        if char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth:
+        raise AttnbenchError(f"{what}: missing ')' in {text!r}")
+    items.append("".join(current))
+    return [item.strip() for item in items]
+
+
+def parse_selection(
+    text: str,
+    registry: Registry,
+    options_of: Callable[[str], tuple[Option, ...]],
+    *,
+    what: str = "--variants",
+) -> list[Selected]:
+    """`all`, a glob, or names with inline options → validated selections, in the order given.
+
+    Options given inline are validated with the component's declared types; options not given
+    are left out of `Selected.options` (the component's defaults apply when it is built).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise AttnbenchError(f"{what}: empty list (give names, or 'all')")
+    selected: list[Selected] = []
+    for item in split_top_level(text, what):
+        if not item:
+            raise AttnbenchError(f"{what}: empty name in {text!r}")
+        name, _, rest = item.partition("(")
+        name = name.strip()
+        if not _NAME.match(name):
+            raise AttnbenchError(f"{what}: {name!r} is not a valid name")
+        if rest and not rest.rstrip().endswith(")"):
+            raise AttnbenchError(f"{what}: text after ')' in {item!r}")
+        given = _parse_options(rest.rstrip()[:-1] if rest else "", item, what)
+        if name == "all" or any(c in name for c in "*?["):
+            matches = registry.names() if name == "all" else registry.names(name)
+            if not matches:
+                raise AttnbenchError(f"{what}: no {registry.kind} matches {name!r}")
+            if given:
+                raise AttnbenchError(f"{what}: options need a single name, not {name!r}")
+            selected.extend(Selected(n) for n in matches)
+            continue
+        canonical = registry.resolve(name)
+        resolved = resolve_options(canonical, options_of(canonical), given, from_text=True)
+        selected.append(Selected(canonical, {k: resolved[k] for k in given}))
+    unique: dict[str, Selected] = {}
+    for s in selected:  # the same selection twice counts once
+        unique.setdefault(s.label, s)
+    return list(unique.values())
+
+
+def _parse_options(body: str, item: str, what: str) -> dict[str, str]:
+    given: dict[str, str] = {}
+    if not body.strip():
+        return given
+    for pair in body.split(","):
+        key, eq, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not _KEY.match(key) or not value:
+            raise AttnbenchError(f"{what}: expected name=value in {item!r}, got {pair.strip()!r}")
+        if key in given:
+            raise AttnbenchError(f"{what}: option {key!r} given twice in {item!r}")
+        given[key] = value
+    return given

@@ -1,0 +1,38 @@
+"""Shared fixtures: a sandboxed variant registry and simulated installed plugin packages."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from attnbench.variants.base import VARIANTS
+
+
+@pytest.fixture
+def sandbox():
+    """Every registration made in the test is undone afterwards."""
+    with VARIANTS.temporary():
+        yield VARIANTS
+
+
+@pytest.fixture
+def make_distribution():
+    """`make_distribution(root, dist, entry_points, modules)`: a simulated installed package."""
+    return write_distribution
+
+
+def write_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:
+    """Lay out what `pip install` leaves for a package: its modules and a .dist-info with entry points.
+
+    `importlib.metadata` finds it once `root` is on sys.path, exactly as for a real install.
+    """
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[attnbench.variants]\n{lines}")
+    return root

@@ -1,0 +1,123 @@
+"""Third-party variants: an installed entry-point package, a broken one, and `--plugin MODULE`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnbench import build_variant, list_variants
+from attnbench.errors import PluginError
+from attnbench.registry import PluginWarning
+from attnbench.variants.check import FAIL, PASS, run_checks
+
+EXAMPLE = Path(__file__).parent / "plugin_example"
+
+GOOD_MODULE = """
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("mha-copy", aliases=("copycat",))
+    class Copy(MultiHeadAttention):
+        pass
+"""
+
+
+def bench(*args: str, pythonpath: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", "from attnbench.cli import main; main()", *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory) -> Path:
+    """The example plugin package really installed (pip, no deps) into a directory of its own."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True, timeout=300,
+    )
+    return target
+
+
+def test_an_installed_plugin_is_listed_built_and_checked(installed_example):
+    listing = bench("ls", "variants", pythonpath=installed_example)
+    assert listing.returncode == 0, listing.stderr
+    row = next(line for line in listing.stdout.splitlines() if "cosine" in line)
+    assert "plugin:attnbench-example-plugin" in row and "n^2" in row
+
+    checked = bench("check", "--variants", "cosine", pythonpath=installed_example)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "FAIL" not in checked.stdout and checked.stdout.count("PASS") >= 6
+    assert "reference" in checked.stdout
+
+
+def test_installed_plugin_builds_in_process(installed_example, monkeypatch, sandbox):
+    monkeypatch.syspath_prepend(str(installed_example))
+    sandbox.load_plugins(reload=True)
+    layer = build_variant("cosine", d_model=32, n_heads=4)
+    out, weights = layer(torch.randn(2, 9, 32), causal=True)
+    assert out.shape == (2, 9, 32) and weights is None
+    assert "cosine" in list_variants("cos*")
+    assert all(r.status != FAIL for r in run_checks("cosine"))
+
+
+def test_a_broken_plugin_is_named_and_the_rest_keep_working(tmp_path, monkeypatch, sandbox, make_distribution):
+    make_distribution(
+        tmp_path,
+        "attn-broken",
+        {"exploding": "attn_exploding:Layer", "not-a-layer": "attn_notlayer:VALUE", "good": "attn_good"},
+        {
+            "attn_exploding": "import definitely_not_installed_module\n",
+            "attn_notlayer": "VALUE = 42\n",
+            "attn_good": GOOD_MODULE,
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginWarning) as caught:
+        sandbox.load_plugins(reload=True)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "'exploding' failed to load: ModuleNotFoundError" in messages
+    assert "'not-a-layer' failed to load: PluginError" in messages and "not an nn.Module subclass" in messages
+    assert {"mha-copy", "multi-head", "local"} <= set(list_variants())
+    assert sandbox.get("copycat").origin == "plugin:attn-broken"
+    assert build_variant("local", d_model=16, n_heads=2)(torch.randn(1, 4, 16))[0].shape == (1, 4, 16)
+    with pytest.raises(PluginError, match="'exploding' is unavailable"):
+        build_variant("exploding")
+
+    listing = bench("ls", "variants", pythonpath=tmp_path)
+    assert listing.returncode == 0
+    assert "mha-copy" in listing.stdout and "multi-head" in listing.stdout
+    assert "broken plugin 'exploding'" in listing.stderr and "Traceback" not in listing.stderr
+
+
+def test_plugin_option_imports_a_module_or_a_file(tmp_path):
+    (tmp_path / "my_attention.py").write_text(GOOD_MODULE.replace("    ", "", 1).replace("\n    ", "\n"))
+    by_name = bench("ls", "variants", "mha-*", "--plugin", "my_attention", cwd=tmp_path)
+    assert by_name.returncode == 0, by_name.stderr
+    assert "mha-copy" in by_name.stdout and "python:my_attention" in by_name.stdout
+    by_path = bench("check", "--variants", "copycat", "--checks", "shape,reference",
+                    "--plugin", str(tmp_path / "my_attention.py"))
+    assert by_path.returncode == 0, by_path.stdout + by_path.stderr
+    assert by_path.stdout.count("PASS") == 2
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("no_such_module_xyz", "--plugin no_such_module_xyz: import failed: ModuleNotFoundError"),
+     ("missing/file.py", "--plugin missing/file.py: no such file")],
+)
+def test_a_plugin_that_does_not_import_is_one_clear_line(target, message):
+    result = bench("ls", "variants", "--plugin", target)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"bench: error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,260 @@
+"""Fast paths against independent references: outputs and gradients, fp32, relative error ≤ 1e-5.
+
+Shapes include lengths that are not multiples of the window or chunk size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from attnbench import build_variant
+from attnbench.variants.additive import CHUNK_ELEMENTS
+from attnbench.variants.linear import causal_linear_attention, global_linear_attention
+from attnbench.variants.local import sliding_window_attention
+from attnbench.variants.reference import (
+    additive_attention,
+    full_attention,
+    linear_attention,
+    linear_attention_recurrent,
+)
+
+TOL = 1e-5
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
+
+
+def qkv(b, h, n, d, seed=0, m=None):
+    gen = torch.Generator().manual_seed(seed)
+    m = n if m is None else m
+    make = lambda length: torch.randn(b, h, length, d, generator=gen).requires_grad_()  # noqa: E731
+    return make(n), make(m), make(m)
+
+
+def padding(b, m, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, m + 1, (b,), generator=gen)
+    lengths[0] = m
+    return torch.arange(m)[None, :] >= lengths[:, None]
+
+
+def assert_same(fast_fn, ref_fn, tensors):
+    """Same outputs and the same gradients for every input tensor."""
+    fast, ref = fast_fn(*tensors), ref_fn(*tensors)
+    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(99))
+    fast_grads = torch.autograd.grad((fast * probe).sum(), tensors)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), tensors)
+    assert rel_err(fast, ref) <= TOL, f"outputs differ: {rel_err(fast, ref):.2e}"
+    for i, (g, r) in enumerate(zip(fast_grads, ref_grads)):
+        assert rel_err(g, r) <= TOL, f"gradient {i} differs: {rel_err(g, r):.2e}"
+
+
+# ------------------------------------------------------------------------------ multi-head
+def mha_with_weights_of(layer) -> nn.MultiheadAttention:
+    mha = nn.MultiheadAttention(layer.d_model, layer.heads, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight]))
+        mha.in_proj_bias.copy_(torch.cat([layer.q_proj.bias, layer.k_proj.bias, layer.v_proj.bias]))
+        mha.out_proj.weight.copy_(layer.out_proj.weight)
+        mha.out_proj.bias.copy_(layer.out_proj.bias)
+    return mha
+
+
+SELF_MODES = ["plain", "causal", "padding", "causal+padding"]
+CROSS_MODES = ["plain", "padding"]  # causal masking is defined for self-attention only
+
+
+@pytest.mark.parametrize(
+    ("b", "n", "m", "heads", "mode"),
+    [(2, 7, 7, 4, mode) for mode in SELF_MODES]
+    + [(3, 33, 33, 2, mode) for mode in SELF_MODES]
+    + [(1, 65, 17, 8, mode) for mode in CROSS_MODES]
+    + [(2, 10, 129, 1, mode) for mode in CROSS_MODES],
+)
+def test_multi_head_equals_torch_multihead_attention(b, n, m, heads, mode):
+    torch.manual_seed(n)
+    layer = build_variant("multi-head", d_model=64, n_heads=heads)
+    mha = mha_with_weights_of(layer)
+    causal, cross = "causal" in mode, m != n
+    x = torch.randn(b, n, 64, requires_grad=True)
+    context = torch.randn(b, m, 64, requires_grad=True) if cross else None
+    mask = padding(b, m, seed=n) if "padding" in mode else None
+    source = context if cross else x
+    attn_mask = torch.ones(n, m, dtype=torch.bool).triu(1) if causal else None
+
+    ours, our_weights = layer(x, context, key_padding_mask=mask, causal=causal, need_weights=True)
+    fused, _ = layer(x, context, key_padding_mask=mask, causal=causal)
+    theirs, their_weights = mha(x, source, source, key_padding_mask=mask, attn_mask=attn_mask,
+                                need_weights=True, average_attn_weights=False)
+    assert rel_err(ours, theirs) <= TOL and rel_err(fused, theirs) <= TOL
+    assert rel_err(our_weights, their_weights) <= TOL
+
+    inputs = [x] + ([context] if cross else [])
+    probe = torch.randn(b, n, 64)
+    ours_g = torch.autograd.grad((fused * probe).sum(), inputs + [layer.q_proj.weight, layer.v_proj.weight])
+    theirs_g = torch.autograd.grad((theirs * probe).sum(), inputs + [mha.in_proj_weight])
+    for got, want in zip(ours_g[: len(inputs)], theirs_g[: len(inputs)]):
+        assert rel_err(got, want) <= TOL
+    d = 64
+    assert rel_err(ours_g[-2], theirs_g[-1][:d]) <= TOL  # q block of in_proj
+    assert rel_err(ours_g[-1], theirs_g[-1][2 * d :]) <= TOL  # v block of in_proj
+
+
+# ------------------------------------------------------------------------------ dot-product
+@pytest.mark.parametrize(("b", "n", "causal"), [(2, 5, False), (1, 37, True), (3, 64, False)])
+def test_dot_product_equals_naive_softmax(b, n, causal):
+    torch.manual_seed(b + n)
+    layer = build_variant("dot-product", d_model=48, n_heads=4)  # n_heads is ignored: one head
+    assert layer.heads == 1
+    x = torch.randn(b, n, 48, requires_grad=True)
+
+    def naive(x):
+        q, k, v = layer.q_proj(x), layer.k_proj(x), layer.v_proj(x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(48)
+        if causal:
+            scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+        return layer.out_proj(scores.softmax(-1) @ v)
+
+    assert_same(lambda x: layer(x, causal=causal)[0], naive, [x])
+
+
+# ------------------------------------------------------------------------------ local
+@pytest.mark.parametrize(("n", "window"), [(5, 5), (13, 64), (100, 100), (128, 128), (129, 130), (31, 1000)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_local_with_window_at_least_n_equals_full_attention(n, window, causal):
+    q, k, v = qkv(2, 3, n, 16, seed=n)
+    mask = padding(2, n, seed=window)
+    assert_same(
+        lambda q, k, v: sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=mask),
+        lambda q, k, v: full_attention(q, k, v, causal=causal, key_padding_mask=mask)[0],
+        [q, k, v],
+    )
+
+
+@pytest.mark.parametrize(("n", "window"), [(10, 1), (10, 3), (37, 4), (64, 16), (100, 7), (257, 32)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_local_equals_masked_naive_reference(n, window, causal, padded):
+    q, k, v = qkv(2, 2, n, 8, seed=window)
+    mask = padding(2, n, seed=n) if padded else None
+    assert_same(
+        lambda q, k, v: sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=mask),
+        lambda q, k, v: full_attention(q, k, v, causal=causal, window=window, key_padding_mask=mask)[0],
+        [q, k, v],
+    )
+
+
+def test_local_window_reaches_exactly_window_minus_one_back():
+    q, k, v = qkv(1, 1, 40, 4, seed=3)
+    out = sliding_window_attention(q, k, v, window=5, causal=True).detach()
+    v2 = v.detach().clone()
+    v2[:, :, 10] += 100.0  # visible from queries 10..14 only
+    out2 = sliding_window_attention(q, k, v2, window=5, causal=True).detach()
+    changed = (out2 - out).abs().amax(dim=-1)[0, 0] > 1e-6
+    assert changed.nonzero().flatten().tolist() == [10, 11, 12, 13, 14]
+
+
+# ------------------------------------------------------------------------------ linear
+@pytest.mark.parametrize(("n", "chunk"), [(2, 4), (9, 4), (64, 64), (100, 16), (130, 64), (77, 200)])
+@pytest.mark.parametrize("padded", [False, True])
+def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded):
+    q, k, v = qkv(2, 2, n, 8, seed=n + chunk)
+    mask = padding(2, n, seed=chunk) if padded else None
+    assert_same(
+        lambda q, k, v: causal_linear_attention(q, k, v, chunk_size=chunk, key_padding_mask=mask),
+        lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
+        [q, k, v],
+    )
+
+
+@pytest.mark.parametrize(("n", "m"), [(7, 7), (50, 13), (9, 130)])
+def test_global_linear_equals_quadratic_form(n, m):
+    q, k, v = qkv(2, 4, n, 8, seed=m, m=m)
+    mask = padding(2, m, seed=n)
+    assert_same(
+        lambda q, k, v: global_linear_attention(q, k, v, key_padding_mask=mask),
+        lambda q, k, v: linear_attention(q, k, v, key_padding_mask=mask)[0],
+        [q, k, v],
+    )
+
+
+def test_recurrent_and_quadratic_causal_linear_agree():
+    q, k, v = qkv(1, 2, 29, 8, seed=1)
+    with torch.no_grad():
+        recurrent = linear_attention_recurrent(q, k, v)
+        quadratic, _ = linear_attention(q, k, v, causal=True)
+    assert rel_err(recurrent, quadratic) <= TOL
+
+
+# ------------------------------------------------------------------------------ additive
+@pytest.mark.parametrize(("heads", "chunk", "n", "m"), [(1, 1, 9, 9), (2, 4, 33, 20), (4, 0, 17, 17), (1, 7, 50, 3)])
+def test_chunked_additive_equals_materialized_reference(heads, chunk, n, m):
+    torch.manual_seed(heads * 100 + n)
+    layer = build_variant("additive", d_model=32, heads=heads, chunk_size=chunk)
+    q, k, v = qkv(2, heads, n, 32 // heads, seed=n, m=m)
+    mask = padding(2, m, seed=chunk)
+    w = layer.score_vector
+    causal = n == m
+    assert_same(
+        lambda q, k, v, w: layer.core(q, k, v, mask, causal, False)[0],
+        lambda q, k, v, w: additive_attention(q, k, v, w, key_padding_mask=mask, causal=causal)[0],
+        [q, k, v, w],
+    )
+
+
+def test_additive_score_is_v_dot_tanh_of_the_sum():
+    torch.manual_seed(0)
+    q, k, v = qkv(1, 1, 2, 3, seed=5)
+    w = torch.randn(1, 3)
+    _, weights = additive_attention(q, k, v, w)
+    by_hand = torch.stack([torch.stack([w[0] @ torch.tanh(q[0, 0, i] + k[0, 0, j]) for j in range(2)]) for i in range(2)])
+    assert torch.allclose(weights[0, 0], by_hand.softmax(-1))
+
+
+# ------------------------------------------------------------------------------ memory shape
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any op produces (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def largest_tensor(name: str, n: int, causal: bool, **options) -> int:
+    torch.manual_seed(0)
+    layer = build_variant(name, d_model=64, n_heads=4, **options)
+    x = torch.randn(1, n, 64, requires_grad=True)
+    with LargestTensor() as mode:
+        out, _ = layer(x, causal=causal)
+        out.sum().backward()
+    return mode.largest
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("name", "options"), [("local", {"window": 32}), ("linear", {})])
+def test_local_and_linear_memory_grows_linearly_and_never_n_by_n(name, options, causal):
+    heads, n = 4, 2048
+    largest = largest_tensor(name, n, causal, **options)
+    half = largest_tensor(name, n // 2, causal, **options)
+    assert largest < heads * n * n // 8, f"{name} formed {largest} elements (h·n² = {heads * n * n})"
+    assert largest / half <= 2.2, f"{name}: largest tensor grew {largest / half:.2f}× for 2× n"
+
+
+def test_additive_never_forms_the_whole_tanh_block():
+    n = 512
+    largest = largest_tensor("additive", n, causal=False)
+    assert largest <= max(CHUNK_ELEMENTS, n * n), largest
+    assert largest < n * n * 64 // 2  # the (b, h, n, m, d) tensor the naive form needs

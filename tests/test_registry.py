@@ -1,0 +1,94 @@
+"""The generic Registry: names, aliases, globs, did-you-mean, duplicates, lazy entry-point plugins."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnbench.errors import AttnbenchError, PluginError, UnknownNameError
+from attnbench.registry import PluginWarning, Registry
+
+
+def make() -> Registry[str]:
+    reg: Registry[str] = Registry("widget")
+    reg.register("linear", "L", aliases=("lin",))
+    reg.register("local", "W", aliases=("sliding-window",))
+    reg.register("multi-head", "M")
+    return reg
+
+
+def test_lookup_by_name_alias_case_and_underscores():
+    reg = make()
+    assert reg["linear"] == reg["lin"] == reg["LINEAR"] == "L"
+    assert reg.resolve("sliding_window") == "local"
+    assert reg.get("multi_head").name == "multi-head"
+    assert "Lin" in reg and "nope" not in reg
+
+
+def test_glob_matches_names_and_aliases_sorted():
+    reg = make()
+    assert reg.names() == ["linear", "local", "multi-head"]
+    assert reg.names("l*") == ["linear", "local"]
+    assert reg.names("sliding*") == ["local"]
+    assert reg.names("z*") == []
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownNameError) as info:
+        make().resolve("lineer")
+    message = str(info.value)
+    assert "unknown widget 'lineer'" in message and "did you mean 'linear'" in message
+    assert "known: linear, local, multi-head" in message
+
+
+def test_unknown_name_without_close_match_lists_known_names():
+    message = str(pytest.raises(UnknownNameError, make().resolve, "qqqqqq").value)
+    assert "did you mean" not in message and "known:" in message
+
+
+def test_a_name_or_alias_is_taken_once():
+    reg = make()
+    with pytest.raises(AttnbenchError, match="already taken by 'linear'"):
+        reg.register("lin", "other")
+    with pytest.raises(AttnbenchError, match="already taken"):
+        reg.register("new", "other", aliases=("local",))
+    with pytest.raises(AttnbenchError, match="non-empty"):
+        reg.register("  ", "x")
+
+
+def test_temporary_undoes_registrations():
+    reg = make()
+    with reg.temporary():
+        reg.register("extra", "E")
+        assert "extra" in reg
+    assert "extra" not in reg and reg.names() == ["linear", "local", "multi-head"]
+
+
+def test_decorator_registers_and_returns_the_object():
+    reg = make()
+
+    @reg.decorator("thing", aliases=("t",))
+    def thing():
+        return 1
+
+    assert reg["t"] is thing and thing() == 1
+    assert reg.get("thing").origin.startswith("python:") and reg.get("thing").origin.endswith("test_registry")
+
+
+def test_entry_points_load_lazily_and_a_broken_one_is_reported(tmp_path, monkeypatch, make_distribution):
+    make_distribution(
+        tmp_path,
+        "widgets-extra",
+        {"good": "widgets_good:VALUE", "broken": "widgets_broken:VALUE"},
+        {"widgets_good": "VALUE = 'G'\n", "widgets_broken": "raise ImportError('no gizmo here')\n"},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg: Registry[str] = Registry("widget", entry_point_group="attnbench.variants")
+    reg.register("core", "C")
+    assert reg._plugins_loaded is False  # nothing loaded until the first lookup
+    with pytest.warns(PluginWarning, match="'broken' failed to load: ImportError: no gizmo here"):
+        names = reg.names()
+    assert names == ["core", "good"]
+    assert reg.get("good").origin == "plugin:widgets-extra"
+    assert "no gizmo here" in reg.plugin_errors["broken"]
+    with pytest.raises(PluginError, match="'broken' is unavailable: its plugin failed to load"):
+        reg.resolve("broken")

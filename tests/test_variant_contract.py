@@ -1,0 +1,68 @@
+"""Every registered variant passes every contract and reference check `bench check` runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnbench import get_variant_spec, list_variants
+from attnbench.variants.check import CHECKS, FAIL, PASS, SKIP, run_check
+
+# which spec flag lets a check be skipped; every other skip is a failure
+SKIPPABLE = {
+    "causal": lambda spec: not spec.supports_causal,
+    "padding": lambda spec: not spec.supports_padding_mask,
+    "cross": lambda spec: not spec.supports_cross,
+    "weights": lambda spec: not spec.returns_weights,
+    "unsupported": lambda spec: all(
+        (spec.supports_causal, spec.supports_padding_mask, spec.supports_cross, spec.returns_weights)
+    ),
+}
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("variant", list_variants())
+def test_variant_passes(variant, check):
+    result = run_check(variant, check)
+    assert result.status != FAIL, f"{variant} {check}: {result.detail}"
+    may_skip = SKIPPABLE.get(check, lambda spec: False)(get_variant_spec(variant))
+    assert (result.status == SKIP) == may_skip, f"{variant} {check}: {result.status} {result.detail}"
+
+
+@pytest.mark.parametrize(
+    ("variant", "options"),
+    [("local", {"window": 1}), ("local", {"window": 5}), ("linear", {"chunk_size": 7}),
+     ("additive", {"heads": 4, "chunk_size": 3})],
+)
+def test_non_default_options_pass_the_reference_and_causal_checks(variant, options):
+    for check in ("reference", "causal", "padding"):
+        result = run_check(variant, check, options)
+        assert result.status == PASS, f"{variant}{options} {check}: {result.detail}"
+
+
+def test_the_checks_catch_a_broken_variant(sandbox):
+    import torch
+    from torch import nn
+
+    from attnbench import VariantSpec, register_variant
+
+    @register_variant("leaky")
+    class LeakyAttention(nn.Module):
+        spec = VariantSpec(complexity="n", supports_cross=False, returns_weights=False)
+
+        def __init__(self, d_model, n_heads):
+            super().__init__()
+            self.proj = nn.Linear(d_model, d_model)
+
+        def forward(self, x, context=None, *, key_padding_mask=None, causal=False, need_weights=False):
+            return self.proj(x.mean(dim=1, keepdim=True).expand_as(x)), None  # ignores causal and mask
+
+        def reference_forward(self, x, context=None, **kwargs):
+            return self.proj(x) * 2, None
+
+    verdicts = {check: run_check("leaky", check).status for check in CHECKS}
+    assert verdicts["causal"] == FAIL
+    assert verdicts["padding"] == FAIL
+    assert verdicts["reference"] == FAIL
+    assert verdicts["unsupported"] == FAIL  # context= was accepted silently
+    assert verdicts["shape"] == PASS and verdicts["cross"] == SKIP
+    assert torch.is_tensor(LeakyAttention(8, 2)(torch.zeros(1, 3, 8))[0])

@@ -1,0 +1,341 @@
+"""Contract and reference checks for any registered variant: what `bench check` and the tests run.
+
+Each check builds the layer afresh, calls it, and returns PASS, FAIL (with the reason) or SKIP
+(with why: a feature the spec declares unsupported, or no reference to compare against). A plugin
+author runs the very checks the built-ins pass.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnbench.variants.base import VARIANTS, VariantSpec, build_variant
+
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+D_MODEL, N_HEADS = 32, 4
+REL_TOL = 1e-5  # fp32, relative to the largest reference magnitude
+REFERENCE_SHAPES = ((2, 7, 5), (1, 33, 17), (2, 150, 64), (1, 300, 129))  # (b, n, m) with odd n
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check on one variant."""
+
+    variant: str
+    check: str
+    status: str
+    detail: str = ""
+
+
+class Skip(Exception):
+    """The check does not apply to this variant."""
+
+
+class Failure(AssertionError):
+    """The check failed; the message says how."""
+
+
+@dataclass
+class Subject:
+    """A variant under test: how to build it on a device, and what it declares."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def spec(self) -> VariantSpec:
+        return VARIANTS[self.name].spec
+
+    def build(self, seed: int = 0) -> nn.Module:
+        """A fresh fp32 layer, parameters drawn from `seed` without touching the global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layer = build_variant(self.name, d_model=D_MODEL, n_heads=N_HEADS, **self.options)
+        return layer.to(self.device)
+
+    def randn(self, *shape: int, seed: int = 1) -> Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(*shape, generator=gen).to(self.device)
+
+
+def _call(layer: nn.Module, x: Tensor, **kwargs) -> tuple[Tensor, Tensor | None]:
+    result = layer(x, **kwargs)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise Failure(f"forward must return (out, weights), got {type(result).__name__}")
+    return result
+
+
+def _rel_err(got: Tensor, want: Tensor) -> float:
+    scale = want.abs().max().clamp_min(1e-12)
+    return ((got - want).abs().max() / scale).item()
+
+
+# ------------------------------------------------------------------------------------------ checks
+def check_shape(s: Subject) -> str:
+    """Output is (b, n, d_model), same dtype and device as x; weights None unless asked for."""
+    layer, x = s.build(), s.randn(2, 11, D_MODEL)
+    out, weights = _call(layer, x)
+    if tuple(out.shape) != tuple(x.shape):
+        raise Failure(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
+    if out.dtype != x.dtype or out.device != x.device:
+        raise Failure(f"out is {out.dtype} on {out.device}, x is {x.dtype} on {x.device}")
+    if weights is not None:
+        raise Failure("weights returned although need_weights=False")
+    return "out (2, 11, 32) fp32"
+
+
+def check_finite_grad(s: Subject) -> str:
+    """Outputs and the gradients of x and every parameter are finite; x gets a gradient."""
+    layer = s.build()
+    x = s.randn(2, 19, D_MODEL).requires_grad_()
+    out, _ = _call(layer, x)
+    if not torch.isfinite(out).all():
+        raise Failure("non-finite output")
+    out.square().sum().backward()
+    if x.grad is None or not torch.isfinite(x.grad).all() or not x.grad.abs().sum() > 0:
+        raise Failure("x.grad is missing, zero or not finite")
+    bad = [n for n, p in layer.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if bad:
+        raise Failure(f"non-finite gradients in {', '.join(bad)}")
+    return f"{sum(p.grad is not None for p in layer.parameters())} parameter grads finite"
+
+
+def check_determinism(s: Subject) -> str:
+    """The same seed builds the same layer, and the same call gives bit-identical outputs."""
+    x = s.randn(2, 17, D_MODEL)
+    first, _ = _call(s.build(seed=3), x)
+    second, _ = _call(s.build(seed=3), x)
+    if not torch.equal(first, second):
+        raise Failure(f"two builds with one seed differ by {(first - second).abs().max().item():.2e}")
+    other, _ = _call(s.build(seed=4), x)
+    if torch.equal(first, other):
+        raise Failure("a different seed built an identical layer (parameters ignore the seed?)")
+    return "bit-identical for one seed"
+
+
+def check_causal(s: Subject) -> str:
+    """With causal=True, changing tokens at t and later leaves every output before t unchanged."""
+    if not s.spec.supports_causal:
+        raise Skip("spec: supports_causal=False")
+    layer, n, t = s.build(), 23, 9
+    x = s.randn(2, n, D_MODEL)
+    changed = x.clone()
+    changed[:, t:] = s.randn(2, n - t, D_MODEL, seed=7)
+    before, _ = _call(layer, x, causal=True)
+    after, _ = _call(layer, changed, causal=True)
+    leak = (before[:, :t] - after[:, :t]).abs().max().item()
+    if leak > 1e-6:
+        raise Failure(f"future tokens changed earlier outputs by {leak:.2e}")
+    if torch.allclose(before[:, t:], after[:, t:]):
+        raise Failure("changing tokens did not change their own outputs")
+    return f"outputs before t={t} unchanged (max diff {leak:.1e})"
+
+
+def check_padding(s: Subject) -> str:
+    """Changing masked keys leaves outputs at unmasked positions unchanged; the mask has effect."""
+    if not s.spec.supports_padding_mask:
+        raise Skip("spec: supports_padding_mask=False")
+    layer, n = s.build(), 21
+    lengths = [21, 13]
+    mask = torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]  # True = padding
+    mask = mask.to(s.device)
+    x = s.randn(2, n, D_MODEL)
+    changed = torch.where(mask[..., None], s.randn(2, n, D_MODEL, seed=9), x)
+    worst = 0.0
+    for causal in (False, True) if s.spec.supports_causal else (False,):
+        a, _ = _call(layer, x, key_padding_mask=mask, causal=causal)
+        b, _ = _call(layer, changed, key_padding_mask=mask, causal=causal)
+        keep = ~mask
+        worst = max(worst, (a[keep] - b[keep]).abs().max().item())
+        if not torch.isfinite(a).all():
+            raise Failure(f"non-finite outputs with padding (causal={causal})")
+    if worst > 1e-6:
+        raise Failure(f"masked keys changed unmasked outputs by {worst:.2e}")
+    unmasked, _ = _call(layer, changed)
+    masked, _ = _call(layer, changed, key_padding_mask=mask)
+    if torch.allclose(unmasked[1], masked[1]):
+        raise Failure("key_padding_mask had no effect")
+    return f"masked keys ignored (max diff {worst:.1e})"
+
+
+def check_cross(s: Subject) -> str:
+    """Cross-attention with m ≠ n: shape (b, n, d), the context matters, its padding is honoured."""
+    if not s.spec.supports_cross:
+        raise Skip("spec: supports_cross=False")
+    layer = s.build()
+    x, context = s.randn(2, 9, D_MODEL), s.randn(2, 14, D_MODEL, seed=2)
+    out, _ = _call(layer, x, context=context)
+    if tuple(out.shape) != (2, 9, D_MODEL):
+        raise Failure(f"cross-attention out shape {tuple(out.shape)} != (2, 9, {D_MODEL})")
+    other, _ = _call(layer, x, context=s.randn(2, 14, D_MODEL, seed=3))
+    if torch.allclose(out, other):
+        raise Failure("output does not depend on the context")
+    if s.spec.supports_padding_mask:
+        mask = torch.zeros(2, 14, dtype=torch.bool, device=s.device)
+        mask[:, 10:] = True
+        changed = context.clone()
+        changed[:, 10:] = 0.0
+        a, _ = _call(layer, x, context=context, key_padding_mask=mask)
+        b, _ = _call(layer, x, context=changed, key_padding_mask=mask)
+        if (a - b).abs().max().item() > 1e-6:
+            raise Failure("masked context positions changed the output")
+    return "m=14 ≠ n=9"
+
+
+def check_weights(s: Subject) -> str:
+    """need_weights=True returns (b, h, n, m) non-negative rows summing to 1, causal ones lower-triangular."""
+    if not s.spec.returns_weights:
+        raise Skip("spec: returns_weights=False")
+    layer, n = s.build(), 12
+    x = s.randn(2, n, D_MODEL)
+    plain, _ = _call(layer, x)
+    out, weights = _call(layer, x, need_weights=True)
+    if weights is None or weights.dim() != 4 or weights.shape[0] != 2 or weights.shape[2:] != (n, n):
+        raise Failure(f"weights shape {None if weights is None else tuple(weights.shape)}, want (2, h, {n}, {n})")
+    if not torch.allclose(plain, out, rtol=1e-5, atol=1e-6):
+        raise Failure("need_weights=True changed the output")
+    if (weights < 0).any() or not torch.allclose(weights.sum(-1), torch.ones_like(weights.sum(-1)), atol=1e-4):
+        raise Failure("weights are negative or rows do not sum to 1")
+    if s.spec.supports_causal:
+        _, causal = _call(layer, x, causal=True, need_weights=True)
+        if causal.triu(diagonal=1).abs().max().item() > 0:
+            raise Failure("causal weights put mass on future keys")
+    return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1"
+
+
+def check_unsupported(s: Subject) -> str:
+    """Every feature the spec declares unsupported raises an error instead of running silently."""
+    layer, x = s.build(), s.randn(2, 8, D_MODEL)
+    mask = torch.zeros(2, 8, dtype=torch.bool, device=s.device)
+    calls = {
+        "cross": (s.spec.supports_cross, dict(context=s.randn(2, 5, D_MODEL))),
+        "causal": (s.spec.supports_causal, dict(causal=True)),
+        "padding": (s.spec.supports_padding_mask, dict(key_padding_mask=mask)),
+        "weights": (s.spec.returns_weights, dict(need_weights=True)),
+    }
+    tried = [name for name, (supported, _) in calls.items() if not supported]
+    if not tried:
+        raise Skip("spec declares every feature supported")
+    for name in tried:
+        try:
+            layer(x, **calls[name][1])
+        except Exception:
+            continue
+        raise Failure(f"spec says no {name} support, but the call ran without an error")
+    return "raises for " + ", ".join(tried)
+
+
+def check_reference(s: Subject) -> str:
+    """Outputs and gradients (x, context, parameters) equal the naive fp32 reference, rel ≤ 1e-5."""
+    layer = s.build()
+    if not callable(getattr(layer, "reference_forward", None)):
+        raise Skip("the layer has no reference_forward to compare against")
+    worst = 0.0
+    for b, n, m in REFERENCE_SHAPES:
+        for kwargs in _reference_calls(s, b, n, m):
+            worst = max(worst, _compare_with_reference(s, layer, b, n, m, kwargs))
+    if worst > REL_TOL:
+        raise Failure(f"relative error {worst:.2e} > {REL_TOL:.0e}")
+    return f"max rel err {worst:.1e} over {len(REFERENCE_SHAPES)} shapes"
+
+
+def _reference_calls(s: Subject, b: int, n: int, m: int) -> Iterator[dict]:
+    spec = s.spec
+    mask = torch.arange(n, device=s.device)[None, :] >= torch.tensor([n, max(1, n // 2)], device=s.device)[:b, None]
+    yield {}
+    if spec.supports_causal:
+        yield {"causal": True}
+    if spec.supports_padding_mask:
+        yield {"key_padding_mask": mask}
+        if spec.supports_causal:
+            yield {"key_padding_mask": mask, "causal": True}
+    if spec.supports_cross:
+        yield {"context": m}
+        if spec.supports_padding_mask:
+            yield {"context": m, "key_padding_mask": torch.arange(m, device=s.device)[None, :].expand(b, m) >= m - 2}
+
+
+def _compare_with_reference(s: Subject, layer: nn.Module, b: int, n: int, m: int, kwargs: dict) -> float:
+    kwargs = dict(kwargs)
+    x = s.randn(b, n, D_MODEL, seed=n).requires_grad_()
+    inputs = [x]
+    if "context" in kwargs:
+        kwargs["context"] = s.randn(b, m, D_MODEL, seed=m + 1).requires_grad_()
+        inputs.append(kwargs["context"])
+    params = [p for p in layer.parameters() if p.requires_grad]
+    probe = s.randn(b, n, D_MODEL, seed=5)
+    results = []
+    for forward in (layer, layer.reference_forward):
+        out, _ = forward(x, **kwargs)
+        grads = torch.autograd.grad((out * probe).sum(), inputs + params, allow_unused=True)
+        results.append((out.detach(), grads))
+    (fast, fast_grads), (ref, ref_grads) = results
+    if any((got is None) != (want is None) for got, want in zip(fast_grads, ref_grads)):
+        raise Failure("a gradient exists on one path only")
+    # inputs one by one; parameters as one vector, so that a gradient that is zero in exact
+    # arithmetic (the key bias under softmax) is judged against the scale of all the others
+    flat = lambda grads: torch.cat([g.flatten() for g in grads if g is not None] or [torch.zeros(1)])  # noqa: E731
+    pairs = [(fast, ref), *zip(fast_grads[: len(inputs)], ref_grads[: len(inputs)])]
+    pairs.append((flat(fast_grads[len(inputs) :]), flat(ref_grads[len(inputs) :])))
+    return max(_rel_err(got, want) for got, want in pairs)
+
+
+def check_low_precision(s: Subject) -> str:
+    """In fp16/bf16 (where the device supports it) the layer keeps the dtype and stays finite."""
+    dtypes = [torch.bfloat16] if s.device.type == "cpu" else [torch.float16, torch.bfloat16]
+    for dtype in dtypes:
+        layer = s.build().to(dtype)
+        x = s.randn(2, 40, D_MODEL).to(dtype)
+        out, _ = _call(layer, x, causal=s.spec.supports_causal)
+        if out.dtype != dtype or not torch.isfinite(out).all():
+            raise Failure(f"{dtype}: out is {out.dtype}, finite={bool(torch.isfinite(out).all())}")
+        ref, _ = _call(s.build(), x.float(), causal=s.spec.supports_causal)
+        err = _rel_err(out.float(), ref)
+        if err > 0.1:
+            raise Failure(f"{dtype}: relative error {err:.2e} against fp32 is above 0.1")
+    return ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
+CHECKS: dict[str, Callable[[Subject], str]] = {
+    "shape": check_shape,
+    "finite-grad": check_finite_grad,
+    "determinism": check_determinism,
+    "causal": check_causal,
+    "padding": check_padding,
+    "cross": check_cross,
+    "weights": check_weights,
+    "unsupported": check_unsupported,
+    "reference": check_reference,
+    "low-precision": check_low_precision,
+}
+
+
+def run_check(name: str, check: str, options: dict | None = None, device: str = "cpu") -> CheckResult:
+    """Run one named check on variant `name`; never raises for a faulty variant."""
+    subject = Subject(name, dict(options or {}), torch.device(device))
+    try:
+        detail = CHECKS[check](subject)
+        return CheckResult(name, check, PASS, detail)
+    except Skip as why:
+        return CheckResult(name, check, SKIP, str(why))
+    except Failure as why:
+        return CheckResult(name, check, FAIL, str(why))
+    except Exception as exc:  # a faulty plugin must show up as FAIL, not crash the checker
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return CheckResult(
+            name, check, FAIL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+        )
+
+
+def run_checks(
+    name: str, options: dict | None = None, device: str = "cpu", checks: list[str] | None = None
+) -> list[CheckResult]:
+    """Every check (or those named) on variant `name`."""
+    return [run_check(name, c, options, device) for c in (checks or list(CHECKS))]

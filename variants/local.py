@@ -1,0 +1,99 @@
+"""Sliding-window (local) attention (Child et al. 2019; Beltagy et al. 2020), computed block-wise.
+
+Query i sees key j when |i − j| < window (causal: 0 ≤ i − j < window). The sequence is cut into
+blocks of `window` positions; a query block only needs its own key block and its neighbours
+(the previous one if causal, previous and next otherwise), so each block attends to at most
+3·window keys: time and memory are O(n·w) and no (n × n) tensor is formed. The per-block
+attention runs on torch's fused `scaled_dot_product_attention` with the band as its mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from attnbench.options import Option
+from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
+from attnbench.variants.reference import full_attention
+
+
+@register_variant("local", aliases=("sliding-window", "window"))
+class LocalAttention(ProjectedAttention):
+    """Softmax attention restricted to a sliding window of `window` positions."""
+
+    spec = VariantSpec(
+        complexity="n*w",
+        supports_cross=False,
+        description="sliding-window softmax attention, block-wise O(n·w)",
+        options=(Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),),
+    )
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        window = self.options["window"]
+        out = sliding_window_attention(
+            q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask
+        )
+        weights = None
+        if need_weights:  # asked for explicitly: the dense (n × n) weights, for inspection only
+            _, weights = full_attention(
+                q, k, v, key_padding_mask=key_padding_mask, causal=causal, window=window
+            )
+        return out, weights
+
+    def reference_core(self, q, k, v, key_padding_mask, causal):
+        return full_attention(
+            q, k, v, key_padding_mask=key_padding_mask, causal=causal, window=self.options["window"]
+        )
+
+
+def sliding_window_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    window: int,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """(b h n d) → (b h n d): softmax attention over keys with |i − j| < window, block by block."""
+    n = q.shape[-2]
+    size = min(window, n)  # block size; a window reaches at most one block to each side
+    n_blocks = math.ceil(n / size)
+    pad = n_blocks * size - n
+    offsets = (-1, 0) if causal else (-1, 0, 1)  # which neighbouring key blocks a query block needs
+
+    def blocks(t: Tensor) -> Tensor:  # b h (nb s) d → b h nb s d
+        return rearrange(F.pad(t, (0, 0, 0, pad)), "b h (nb s) d -> b h nb s d", s=size)
+
+    def neighbours(t: Tensor) -> Tensor:  # b h nb s d → b h nb (o s) d, o = len(offsets)
+        padded = F.pad(t, (0, 0, 0, 0, 1, 1))  # one empty block before the first, one after the last
+        return torch.cat([padded[:, :, 1 + o : 1 + o + n_blocks] for o in offsets], dim=-2)
+
+    q_blocks = blocks(q)
+    k_near, v_near = neighbours(blocks(k)), neighbours(blocks(v))
+
+    # which (query, key) pairs of each block fall outside the window or the sequence: nb s (o s)
+    block = torch.arange(n_blocks, device=q.device)[:, None, None]
+    q_pos = block * size + torch.arange(size, device=q.device)[None, :, None]
+    k_pos = torch.cat(
+        [(block + o) * size + torch.arange(size, device=q.device)[None, None, :] for o in offsets],
+        dim=-1,
+    )
+    distance = q_pos - k_pos
+    hidden = (k_pos < 0) | (k_pos >= n) | (distance.abs() >= window)
+    if causal:
+        hidden = hidden | (distance < 0)
+    hidden = hidden[None, None]  # 1 1 nb s (o s)
+    if key_padding_mask is not None:
+        pad_blocks = rearrange(
+            F.pad(key_padding_mask, (0, pad), value=True), "b (nb s) -> b 1 nb s 1", s=size
+        )
+        pad_near = neighbours(pad_blocks)  # b 1 nb (o s) 1
+        hidden = hidden | rearrange(pad_near, "b 1 nb k 1 -> b 1 nb 1 k")
+
+    out = F.scaled_dot_product_attention(q_blocks, k_near, v_near, attn_mask=~hidden)
+    return rearrange(out, "b h nb s d -> b h (nb s) d")[:, :, :n]
