@@ -38,6 +38,7 @@ def plugin_option(func):
     def load(ctx, param, values):
         for target in values:
             import_plugin(target)
+        ctx.meta["attnbench.plugins"] = tuple(values)  # worker processes import them too
         return values
 
     return click.option(
@@ -77,18 +78,31 @@ def cli() -> None:
 
 
 @cli.command("ls")
-@click.argument("what", type=click.Choice(["variants"]), default="variants", metavar="WHAT")
+@click.argument("what", type=click.Choice(["variants", "tasks", "profiles"]), default="variants", metavar="WHAT")
 @click.argument("pattern", required=False)
 @plugin_option
 def ls_command(what: str, pattern: str | None) -> None:
-    """List registered components as a table.
+    """List registered variants, tasks or profiles as a table (WHAT: variants | tasks | profiles).
 
     \b
     Examples:
       bench ls variants
       bench ls variants 'lin*'
+      bench ls tasks
+      bench ls profiles
       bench ls variants --plugin my_attention
     """
+    from attnbench.cli_tasks import profiles_table, tasks_table
+
+    make = {"variants": variants_table, "tasks": tasks_table, "profiles": profiles_table}[what]
+    table, found = make(pattern)
+    console.print(table)
+    _report_plugin_errors()
+    if pattern and not found:
+        raise AttnbenchError(f"no {what[:-1]} matches {pattern!r} (bench ls {what} lists all)")
+
+
+def variants_table(pattern: str | None) -> tuple[Table, int]:
     entries = VARIANTS.entries(pattern)
     table = Table(title="attention variants" + (f" matching {pattern!r}" if pattern else ""))
     for column in ("name", "aliases", "complexity", "capabilities", "options"):
@@ -105,15 +119,15 @@ def ls_command(what: str, pattern: str | None) -> None:
             options or "-",
             entry.origin,
         )
-    console.print(table)
-    _report_plugin_errors()
-    if pattern and not entries:
-        raise AttnbenchError(f"no variant matches {pattern!r} (bench ls variants lists all)")
+    return table, len(entries)
 
 
 def _report_plugin_errors() -> None:
-    for name, error in VARIANTS.plugin_errors.items():
-        err_console.print(f"[red]broken plugin[/red] {name!r}: {error}", highlight=False)
+    from attnbench.tasks.base import TASKS
+
+    for registry in (VARIANTS, TASKS):
+        for name, error in registry.plugin_errors.items():
+            err_console.print(f"[red]broken {registry.kind} plugin[/red] {name!r}: {error}", highlight=False)
 
 
 @cli.command("check")
@@ -176,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     sys.exit(code if isinstance(code, int) else 0)
 
+
+from attnbench import cli_run, cli_tasks  # noqa: E402,F401  (register their commands)
 
 if __name__ == "__main__":
     main()

@@ -28,9 +28,13 @@ def test_wheel_holds_one_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"attnbench"}, top
-    for module in ("attnbench/variants/local.py", "attnbench/variants/reference.py",
-                   "attnbench/tasks/__init__.py", "attnbench/runner/__init__.py", "attnbench/cli.py"):
-        assert module in names
+    sources = [p for folder in ("attnbench", "variants", "tasks", "runner") for p in (ROOT / folder).rglob("*.py")]
+    expected = {
+        "attnbench/" + str(p.relative_to(ROOT)).removeprefix("attnbench/")
+        for p in sources
+        if "__pycache__" not in p.parts
+    }
+    assert expected - set(names) == set(), "every source module ships in the wheel (packages list)"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "bench = attnbench.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -43,16 +47,19 @@ def test_regular_install_imports_and_lists_variants(wheel, tmp_path):
     )
     code = (
         "import attnbench, sys; "
-        "print(attnbench.__file__); print(','.join(attnbench.list_variants()))"
+        "import attnbench.tasks, attnbench.runner.sweep; "
+        "print(attnbench.__file__); print(','.join(attnbench.list_variants())); "
+        "print(','.join(attnbench.tasks.list_tasks()))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    where, names = result.stdout.split()
+    where, names, tasks = result.stdout.split()
     assert where.startswith(str(site))  # the installed copy, not the source tree
     assert names == "additive,dot-product,linear,local,multi-head"
+    assert {"copy", "mqar", "listops", "text-cls", "translation"} <= set(tasks.split(","))
 
 
 def test_editable_install_is_the_source_tree():

@@ -4,7 +4,8 @@ Query i sees key j when |i − j| < window (causal: 0 ≤ i − j < window). The
 blocks of `window` positions; a query block only needs its own key block and its neighbours
 (the previous one if causal, previous and next otherwise), so each block attends to at most
 3·window keys: time and memory are O(n·w) and no (n × n) tensor is formed. The per-block
-attention runs on torch's fused `scaled_dot_product_attention` with the band as its mask.
+attention runs on torch's fused `scaled_dot_product_attention` with the band as its mask; when the
+window covers the whole sequence (window ≥ n) it is full attention, computed in one fused call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
+from attnbench.variants.masking import dense_hidden
 from attnbench.variants.reference import full_attention
 
 
@@ -61,6 +63,11 @@ def sliding_window_attention(
 ) -> Tensor:
     """(b h n d) → (b h n d): softmax attention over keys with |i − j| < window, block by block."""
     n = q.shape[-2]
+    if window >= n:  # the window covers the sequence: plain full attention, one fused call
+        if key_padding_mask is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        hidden = dense_hidden(n, n, key_padding_mask=key_padding_mask, causal=causal, device=q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden)
     size = min(window, n)  # block size; a window reaches at most one block to each side
     n_blocks = math.ceil(n / size)
     pad = n_blocks * size - n

@@ -1,0 +1,218 @@
+"""`bench run` (a sweep with progress and a summary) and `bench export`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from attnbench.cli import cli, console, plugin_option, resolve_device
+from attnbench.errors import AttnbenchError
+from attnbench.runner.cells import KINDS
+from attnbench.runner.executors import EXECUTORS
+from attnbench.runner.store import export, load_results
+from attnbench.runner.sweep import SweepRequest, open_store, plan_sweep, run_sweep
+
+STATUS_STYLE = {"ok": "green", "unsupported": "yellow", "timeout": "magenta", "oom": "magenta", "error": "bold red"}
+
+
+def parse_ints(flag: str, text: str | None) -> tuple[int, ...] | None:
+    """'256,1024' → (256, 1024); anything else is a one-line error."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise AttnbenchError(f"{flag}: expected comma-separated ints such as 256,1024, got {text!r}")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise AttnbenchError(f"{flag}: expected comma-separated ints such as 256,1024, got {text!r}") from None
+
+
+def describe(record: dict) -> str:
+    """One line about a finished cell."""
+    status = record["status"]
+    where = f"{record['variant_label']} {record['task_label'] if record['task'] else ''} n={record['seq_len']}"
+    where = " ".join(where.split())
+    if status != "ok":
+        return f"[{STATUS_STYLE[status]}]{status}[/] {record['kind']} {where}: {record['message']}"
+    result = record["result"]
+    if record["kind"] == "efficiency":
+        what = (
+            f"fwd {result['fwd']['median_s'] * 1e3:.2f} ms, fwd+bwd {result['fwd_bwd']['median_s'] * 1e3:.2f} ms, "
+            f"peak {result['peak_bytes_fwd_bwd'] / 2**20:.1f} MiB"
+        )
+    else:
+        what = f"{result['metric']} {result['score']:.3f} (chance {result['chance']:.3f}), {result['steps']} steps"
+    return f"[green]ok[/] {record['kind']} {where} seed={record['seed']}: {what} [{record['seconds']:.1f} s]"
+
+
+def summary_tables(records: list[dict]) -> list[Table]:
+    """Accuracy (variant × task, mean over seeds and lengths) and efficiency (fwd+bwd ms per n)."""
+    tables = []
+    frame = pd.DataFrame(records)
+    if frame.empty:
+        return tables
+    acc = frame[(frame.kind == "accuracy")]
+    if not acc.empty:
+        acc = acc.assign(score=[r["score"] if isinstance(r, dict) else None for r in acc.result])
+        cells = acc.groupby(["variant_label", "task_label"]).agg(
+            score=("score", "mean"), status=("status", lambda s: ",".join(sorted(set(s))))
+        )
+        tasks = list(dict.fromkeys(acc.task_label))
+        table = Table(title="accuracy cells: test score (mean over seeds and lengths)")
+        table.add_column("variant")
+        for t in tasks:
+            table.add_column(t, justify="right")
+        for variant in dict.fromkeys(acc.variant_label):
+            row = []
+            for t in tasks:
+                if (variant, t) not in cells.index:
+                    row.append("")
+                    continue
+                score, status = cells.loc[(variant, t)]
+                row.append(f"{score:.3f}" if score == score and score is not None else status)
+            table.add_row(variant, *row)
+        tables.append(table)
+    eff = frame[(frame.kind == "efficiency")]
+    if not eff.empty:
+        lengths = sorted(set(eff.seq_len))
+        table = Table(title="efficiency cells: attention layer forward+backward, median ms (peak MiB)")
+        table.add_column("variant")
+        for n in lengths:
+            table.add_column(f"n={n}", justify="right")
+        for variant in dict.fromkeys(eff.variant_label):
+            row = []
+            for n in lengths:
+                hit = eff[(eff.variant_label == variant) & (eff.seq_len == n)]
+                if hit.empty:
+                    row.append("")
+                    continue
+                rec = hit.iloc[-1]
+                if rec.status != "ok":
+                    row.append(rec.status)
+                    continue
+                res = rec.result
+                row.append(f"{res['fwd_bwd']['median_s'] * 1e3:.1f} ({res['peak_bytes_fwd_bwd'] / 2**20:.1f})")
+            table.add_row(variant, *row)
+        tables.append(table)
+    return tables
+
+
+@cli.command("run")
+@click.option("--variants", default="all", show_default=True, help="'all', globs, or names with options: 'local(window=64),linear'.")
+@click.option("--tasks", default="all", show_default=True, help="'all', globs, or task names with options.")
+@click.option("--profile", default="quick", show_default=True, help="Grid and budgets (bench ls profiles).")
+@click.option("--lengths", default=None, help="Sequence lengths of accuracy cells, e.g. 64,256 (default: the profile's per task).")
+@click.option("--efficiency-lengths", default=None, help="Sequence lengths of efficiency cells, e.g. 1024,4096.")
+@click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2 (default: the profile's).")
+@click.option("--kinds", default=",".join(KINDS), show_default=True, help="Cell kinds to run.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads (default: torch's; recorded).")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: in-process; subprocess: a worker process that a hang or crash costs one cell.")
+@click.option("--cross", default=None, help="Variant for cross-attention in seq2seq (default: the same variant).")
+@click.option("--max-cell-seconds", type=float, default=None, help="Time budget per cell (default: the profile's).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default results/runs/<time>-<profile>).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run in this directory.")
+@click.option("--retry", default="", help="On --resume, also rerun cells with these statuses, e.g. error,timeout.")
+@click.option("--quiet", is_flag=True, help="No progress or per-cell lines; print only the run directory.")
+@plugin_option
+@click.pass_context
+def run_command(ctx, variants, tasks, profile, lengths, efficiency_lengths, seeds, kinds, device, dtype, threads,
+                executor, cross, max_cell_seconds, out, resume, retry, quiet) -> int:
+    """Sweep variants × tasks × lengths × seeds; train, measure and record every cell.
+
+    \b
+    Examples:
+      bench run --variants all                       # the quick profile, a few minutes on a CPU
+      bench run --variants 'local(window=16),multi-head' --tasks distance --lengths 128
+      bench run --profile smoke --executor subprocess --max-cell-seconds 60
+      bench run --resume results/runs/20261127-101500-quick
+    """
+    if out is not None and resume is not None:
+        raise AttnbenchError("--out and --resume: give one (--resume continues the run where it is)")
+    request = SweepRequest(
+        profile=profile,
+        variants=variants,
+        tasks=tasks,
+        lengths=parse_ints("--lengths", lengths),
+        efficiency_lengths=parse_ints("--efficiency-lengths", efficiency_lengths),
+        seeds=parse_ints("--seeds", seeds),
+        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        device=resolve_device(device),
+        dtype=dtype,
+        threads=threads,
+        executor=executor,
+        max_cell_seconds=max_cell_seconds,
+        cross=cross,
+        plugins=tuple(ctx.meta.get("attnbench.plugins", ())),
+    )
+    statuses = tuple(s.strip() for s in retry.split(",") if s.strip())
+    sweep = plan_sweep(request)
+    store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]])
+    with store:
+        if quiet:
+            outcome = run_sweep(sweep, store, executor=executor, retry=statuses)
+        else:
+            outcome = _run_with_progress(sweep, store, executor, statuses)
+    bad = [r for r in outcome.records if r["status"] != "ok"]
+    if quiet:
+        click.echo(str(outcome.path))
+        return 0
+    for table in summary_tables(outcome.records):
+        console.print(table)
+    counts = pd.Series([r["status"] for r in outcome.records]).value_counts().to_dict()
+    console.print(
+        f"{outcome.ran} cells run, {outcome.skipped} already recorded, in {outcome.seconds:.0f} s; "
+        + ", ".join(f"{k}: {v}" for k, v in counts.items())
+    )
+    console.print(f"run directory: {outcome.path}")
+    console.print(f"next: bench export {outcome.path} --format csv" + ("" if not bad else f"   (cells not ok: {len(bad)})"))
+    return 0
+
+
+def _run_with_progress(sweep, store, executor, retry):
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("cells", total=None)
+
+        def on_start(todo: int, skipped: int) -> None:
+            progress.update(bar, total=todo)
+            if skipped:
+                progress.console.print(f"resuming: {skipped} cells already recorded, {todo} to run")
+
+        def on_record(record: dict) -> None:
+            progress.console.print(describe(record), highlight=False)
+            progress.advance(bar)
+
+        return run_sweep(sweep, store, executor=executor, retry=retry, on_start=on_start, on_record=on_record)
+
+
+@cli.command("export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output file (default RUN/cells.FORMAT).")
+def export_command(run: Path, fmt: str, out: Path | None) -> None:
+    """Write a run's cells as one table (one row per cell, nested fields flattened).
+
+    \b
+    Examples:
+      bench export results/runs/20261127-101500-quick --format csv
+      bench export RUN --format parquet --out cells.parquet
+    """
+    path = export(run, fmt, out)
+    rows = len(load_results(run))
+    console.print(f"wrote {rows} cells to {path}")

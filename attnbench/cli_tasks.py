@@ -1,0 +1,95 @@
+"""`bench show-task` and the task and profile tables of `bench ls`."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from attnbench.cli import cli, console, plugin_option
+from attnbench.errors import AttnbenchError
+from attnbench.runner.profiles import PROFILES
+from attnbench.selection import parse_selection
+from attnbench.tasks.base import SPLITS, TASKS, build_task
+
+
+def tasks_table(pattern: str | None) -> tuple[Table, int]:
+    """name, kind, metric, chance (at default options), source and licence, options."""
+    entries = TASKS.entries(pattern)
+    table = Table(title="tasks" + (f" matching {pattern!r}" if pattern else ""))
+    for column in ("name", "kind", "metric", "chance", "source", "licence", "options"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        spec = entry.obj.spec
+        try:
+            chance = f"{build_task(entry.name).chance:.3f}"
+        except AttnbenchError as exc:  # e.g. its data package is missing: say so in the row
+            chance = f"unavailable: {exc}"
+        options = ", ".join(f"{o.name}: {o.type.__name__} = {o.default!r}" for o in spec.options)
+        table.add_row(entry.name, spec.kind, spec.metric, chance, spec.source, spec.licence, options or "-")
+    return table, len(entries)
+
+
+def profiles_table(pattern: str | None) -> tuple[Table, int]:
+    """Each profile's lengths, seeds, model, training budget and efficiency lengths."""
+    entries = PROFILES.entries(pattern)
+    table = Table(title="profiles (bench run --profile NAME)")
+    for column in ("name", "lengths", "seeds", "model", "training", "efficiency n", "cell budget", "about"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        p = entry.obj
+        per_task = "; ".join(f"{t}: {','.join(map(str, ns))}" for t, ns in p.task_lengths.items())
+        table.add_row(
+            p.name,
+            ",".join(map(str, p.lengths)) + (f" ({per_task})" if per_task else ""),
+            ",".join(map(str, p.seeds)),
+            f"d={p.size.d_model} L={p.size.n_layers} h={p.size.n_heads}",
+            f"{p.train.steps} steps x {p.train.batch_size}",
+            ",".join(map(str, p.efficiency.lengths)),
+            f"{p.max_cell_seconds:g} s" if p.max_cell_seconds else "-",
+            p.description,
+        )
+    return table, len(entries)
+
+
+@cli.command("show-task")
+@click.argument("name")
+@click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
+@click.option("-n", "count", type=click.IntRange(min=1, max=50), default=3, show_default=True, help="Examples to show.")
+@plugin_option
+def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int) -> None:
+    """Print a few decoded examples of a task with their targets and distances.
+
+    \b
+    Examples:
+      bench show-task distance --seq-len 48
+      bench show-task 'mqar(num_kv_pairs=4)' --seq-len 32 -n 2
+    """
+    selected = parse_selection(name, TASKS, lambda n: TASKS[n].spec.options, what="show-task")
+    if len(selected) != 1:
+        raise AttnbenchError(f"show-task: give one task name, got {len(selected)} ({name!r})")
+    choice = selected[0]
+    task = build_task(choice.name, **choice.options)
+    batch = task.build(split, count, seq_len, seed)
+    spec = task.spec
+    console.print(
+        f"[bold]{choice.label}[/bold] — {spec.description}\n"
+        f"kind {spec.kind}, metric {spec.metric}, chance {task.chance:.3f}, vocab {task.vocab_size}"
+        + (f", classes {task.n_classes}" if task.n_classes else "")
+        + f"; {split} split, seq_len {seq_len}, seed {seed}\nsource: {spec.source} ({spec.licence})",
+        highlight=False,
+    )
+    for i in range(len(batch)):
+        console.rule(f"example {i}")
+        console.print(f"[dim]input:[/dim]  {task.decode(batch.tokens[i].tolist())}", highlight=False, soft_wrap=True)
+        console.print(f"[dim]target:[/dim] {task.describe_target(batch, i)}", highlight=False, soft_wrap=True)
+        for key, values in batch.meta.items():
+            value = values[i]
+            if hasattr(value, "tolist"):
+                value = value.tolist()
+            if isinstance(value, list):
+                value = [v for v in value if v != -1] if all(isinstance(v, int) for v in value) else value
+                if len(value) > 40:
+                    value = f"{value[:40]} … ({len(value)} values)"
+            console.print(f"[dim]{key}:[/dim] {value}", highlight=False, soft_wrap=True)

@@ -1,0 +1,185 @@
+"""Run one cell and turn whatever happens into a record: ok | oom | timeout | unsupported | error.
+
+`execute_cell(cell, plan)` never raises for a problem of the cell itself (a variant that raises,
+returns NaN or the wrong shape, runs out of memory, or exceeds its time budget): it returns the
+record, and the sweep goes on. The plan is plain JSON data, so that a worker process can receive it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from attnbench.errors import UnsupportedError
+from attnbench.runner.cells import Cell
+from attnbench.runner.measure import is_oom, measure_attention
+from attnbench.runner.model import ModelSize
+from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
+from attnbench.tasks.base import build_task
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class CellTimeout(BaseException):
+    """The cell ran past its time budget (a BaseException, so no `except Exception` swallows it)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Run-wide settings that every cell of a sweep shares (JSON-able)."""
+
+    size: dict[str, Any]
+    train: dict[str, Any]
+    efficiency: dict[str, Any]
+    device: str = "cpu"
+    dtype: str = "fp32"
+    threads: int = 1
+    max_cell_seconds: float | None = None
+    cross: str | None = None
+    plugins: tuple[str, ...] = field(default_factory=tuple)
+    peak_flops: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        return cls(**{**data, "plugins": tuple(data.get("plugins", ()))})
+
+
+def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any]:
+    """The record of `cell`: its identity, status, message, result and wall seconds."""
+    started = time.perf_counter()
+    status, message, result = "ok", "", None
+    budget = cell_budget(cell, plan)
+    try:
+        with _time_limit(budget if alarm else None):
+            result = _run(cell, plan)
+    except UnsupportedError as exc:
+        status, message = "unsupported", str(exc)
+    except CellTimeout:
+        status, message = "timeout", f"over the {budget:g} s cell budget"
+    except Diverged as exc:
+        status, message = "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 — one bad cell never ends the sweep
+        if is_oom(exc):
+            status, message = "oom", _first_line(exc)
+            if plan.device == "cuda":
+                torch.cuda.empty_cache()
+        else:
+            status, message = "error", f"{type(exc).__name__}: {_first_line(exc)}"
+            result = {"traceback": traceback.format_exc(limit=-4)}
+    return {
+        **cell.to_dict(),
+        "status": status,
+        "message": message,
+        "result": result,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def cell_budget(cell: Cell, plan: Plan) -> float | None:
+    """Seconds a cell may take: efficiency cells may have their own budget."""
+    if cell.kind == "efficiency" and plan.efficiency.get("max_seconds"):
+        return plan.efficiency["max_seconds"]
+    return plan.max_cell_seconds
+
+
+def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
+    torch.set_num_threads(plan.threads)
+    dtype = DTYPES[plan.dtype]
+    options = dict(cell.variant_options)
+    if cell.kind == "efficiency":
+        steady_heap()
+        eff = plan.efficiency
+        return measure_attention(
+            cell.variant,
+            options,
+            seq_len=cell.seq_len,
+            batch=eff["batch"],
+            d_model=eff["d_model"],
+            n_heads=eff["n_heads"],
+            device=plan.device,
+            dtype=dtype,
+            min_run_time=eff["min_run_time"],
+            seed=cell.seed,
+            peak_flops=plan.peak_flops,
+        )
+    task = build_task(cell.task, **dict(cell.task_options))
+    cross = (plan.cross, {}) if plan.cross else None
+    result = train_and_evaluate(
+        task,
+        cell.variant,
+        options,
+        seq_len=cell.seq_len,
+        seed=cell.seed,
+        size=ModelSize(**plan.size),
+        settings=TrainSettings(**plan.train),
+        device=plan.device,
+        dtype=dtype,
+        cross=cross,
+    )
+    if not all(_finite(v) for v in (result["accuracy"], result["score"])):
+        raise Diverged(f"non-finite test metric {result['score']}")
+    return result
+
+
+@functools.cache
+def steady_heap() -> None:
+    """Pin glibc's mmap threshold at 4 MiB (once per process, Linux only; efficiency cells).
+
+    glibc raises the threshold each time a large block is freed, after which big tensors come from
+    the heap and fragment it: additive attention's fwd+bwd at n=1024 reached 2.2 GB of RSS for
+    58 MB of live tensors, and n=4096 exhausted 24 GB. With the threshold pinned, big blocks go
+    back to the OS when freed. Not for training cells: their many mid-size tensors would each
+    pay an mmap and page faults.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to pin
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise CellTimeout in the main thread after `seconds` (SIGALRM; checked between Python
+    bytecodes, so one long native op finishes first — the subprocess executor kills instead)."""
+    usable = (
+        seconds
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise CellTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

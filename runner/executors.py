@@ -1,0 +1,132 @@
+"""Executors: where cells run. Both yield the same records for deterministic cells.
+
+- `local`: in this process. Fast to start; a cell over its budget is stopped by SIGALRM between
+  Python bytecodes; a segfault or an OOM kill would end the sweep (already recorded cells stay).
+- `subprocess`: cells run one at a time in a worker process (`python -m attnbench.runner.worker`)
+  that is reused from cell to cell (importing torch costs seconds) and replaced when it dies or
+  hangs. The parent enforces the per-cell budget by killing the worker, so a hang, a segfault or
+  the kernel's OOM killer costs exactly one cell, recorded as `timeout`, `error` or `oom`.
+
+Protocol: the parent writes one JSON line per cell ({"cell": …, "plan": …}) to the worker's stdin;
+the worker answers with one line `@@record <json>` on its stdout, which carries nothing else (its
+prints, and native code writing to fd 1, go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from attnbench.runner.cells import Cell
+from attnbench.runner.execute import Plan, cell_budget, execute_cell
+
+EXECUTORS = ("local", "subprocess")
+MARK = "@@record "
+# without a cell budget, a worker still gets this long before it counts as hung
+DEFAULT_WORKER_SECONDS = 6 * 3600
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def run(self, cell: Cell) -> dict[str, Any]:
+        return execute_cell(cell, self.plan)
+
+    def close(self) -> None:
+        pass
+
+
+class SubprocessExecutor:
+    name = "subprocess"
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen(
+            [sys.executable, "-m", "attnbench.runner.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def run(self, cell: Cell) -> dict[str, Any]:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+        started = time.perf_counter()
+        budget = cell_budget(cell, self.plan)
+        message = json.dumps({"cell": cell.to_dict(), "plan": self.plan.to_dict()})
+        try:
+            self.proc.stdin.write(message + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return self._failed(cell, started, "error", "the worker process died before the cell started")
+        # the worker's own SIGALRM fires at `budget`; the parent kills at budget + grace
+        deadline = started + (budget + 30 if budget else DEFAULT_WORKER_SECONDS)
+        for line in self._lines(deadline):
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK) :])
+        if self.proc.poll() is None:  # hung past the deadline
+            self._kill()
+            limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"
+            return self._failed(cell, started, "timeout", f"over {limit}; worker killed")
+        code = self.proc.returncode
+        self.proc = None
+        if code == -signal.SIGKILL:
+            return self._failed(cell, started, "oom", "worker killed by SIGKILL (the kernel's OOM killer?)")
+        reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return self._failed(cell, started, "error", f"worker process died ({reason})")
+
+    def _lines(self, deadline: float) -> Iterator[str]:
+        """Lines from the worker until EOF or the deadline (the worker's stdout carries only
+        records: it points its own prints at stderr, so no line waits in a read buffer)."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while (left := deadline - time.perf_counter()) > 0:
+                if not sel.select(timeout=min(left, 1.0)):
+                    continue
+                line = self.proc.stdout.readline()
+                if line == "":
+                    return
+                yield line
+
+    def _failed(self, cell: Cell, started: float, status: str, message: str) -> dict[str, Any]:
+        return {
+            **cell.to_dict(),
+            "status": status,
+            "message": message,
+            "result": None,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
+                self._kill()
+        self.proc = None
+
+
+def make_executor(name: str, plan: Plan):
+    return {"local": LocalExecutor, "subprocess": SubprocessExecutor}[name](plan)

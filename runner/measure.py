@@ -1,0 +1,340 @@
+"""Efficiency measurement: wall time, peak memory and FLOPs of a layer or of one training step.
+
+What each number means
+----------------------
+time (`Timing`)
+    `torch.utils.benchmark.Timer.blocked_autorange`: after `warmup` untimed calls, the callable runs
+    in blocks of `number_per_run` calls until `min_run_time` seconds have been spent; each block is
+    one measurement of the mean time per call. `median_s` and `iqr_s` are the median and the
+    interquartile range of those per-call times, `runs` the number of measurements (blocks).
+    The Timer runs with `num_threads=torch.get_num_threads()`, the thread count fixed by the
+    caller (and recorded as `threads` in every result). On CUDA every measurement is bracketed by
+    device synchronisation (the Timer synchronises the accelerator; the warm-up calls are
+    synchronised here), so the time is device time, not launch time.
+
+peak memory (`peak_memory`, bytes above the baseline at the start of the callable)
+    CUDA, method "cuda.max_memory_allocated": synchronise, reset the peak statistics, take
+    `memory_allocated()` as the baseline, run, synchronise, report `max_memory_allocated()` minus
+    the baseline. It covers every allocation of the caching allocator on that device (tensors and
+    the kernels' workspaces) but not the allocator's cached-but-free blocks.
+
+    CPU (and any other device), method "tensor-bytes": a `TorchDispatchMode` sees the outputs of
+    every aten op that runs inside the callable, forward and backward alike (the autograd engine
+    dispatches its ops through the mode, gradient accumulation into `.grad` included). Every new
+    storage an op returns is counted with its `nbytes` until the storage is freed (a
+    `weakref.finalize` on it), and the peak of the live total is reported. So it includes
+    - every tensor allocated by torch ops during the callable: activations, the ones autograd saves
+      for backward, gradients (of inputs and parameters, `.grad` included), outputs, temporaries;
+    and it excludes
+    - tensors created before the callable (freeing one of them inside does not lower the number),
+      and views and in-place results of them (they allocate nothing);
+    - scratch memory a kernel allocates internally and never returns (e.g. the per-thread blocks
+      of the fused CPU `scaled_dot_product_attention`, packed matmul buffers);
+    - Python objects, allocator overhead and fragmentation, and memory not made by torch ops
+      (`torch.from_numpy`).
+    It is a deterministic byte count, independent of the allocator and of other processes, which
+    is what makes "memory vs length" slopes comparable between variants on a CPU. It is not the
+    process's RSS: glibc's heap can fragment far beyond it (additive attention's fwd+bwd at n=1024,
+    d_model=256 counts 58 MB here but peaks at 2.2 GB RSS, 0.39 GB with MALLOC_MMAP_THRESHOLD_=131072).
+    The two methods differ on one more point: freeing a tensor made before the callable lowers
+    the CUDA number (it is net of frees) but not this one.
+
+FLOPs (`count_flops`)
+    `torch.utils.flop_counter.FlopCounterMode`: the matmul-class ops (mm, bmm, addmm, convolution,
+    fused attention), forward and backward, 2 FLOPs per multiply-add; elementwise ops (softmax,
+    exp, tanh) count zero, and a causal mask does not halve the count of a fused attention. The
+    fused CPU attention kernel, which torch's table lacks, is counted with the same formula as its
+    CUDA siblings. `flops_per_s` is FLOPs over the median time; `peak_fraction` is that over the
+    machine's measured matmul rate (`matmul_peak`: a square matmul of the same dtype under the
+    precision settings in force, e.g. TF32 on CUDA where enabled).
+
+Memory and FLOPs are measured in separate calls from the timing: both dispatch modes slow the
+callable down. Out-of-memory errors propagate; `is_oom` tells the runner they were one.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch.utils import benchmark
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from attnbench.variants.base import build_variant
+
+__all__ = [
+    "TensorBytes",
+    "Timing",
+    "count_flops",
+    "is_oom",
+    "matmul_peak",
+    "measure_attention",
+    "measure_step",
+    "peak_memory",
+    "time_call",
+]
+
+CUDA_MEMORY_METHOD = "cuda.max_memory_allocated"
+CPU_MEMORY_METHOD = "tensor-bytes"
+MATMUL_SIZE = {"cpu": 1024, "cuda": 8192}  # square matmul edge for `matmul_peak`
+OOM_MARKERS = ("out of memory", "can't allocate memory", "defaultcpuallocator")
+
+
+def _is_cuda(device: str | torch.device) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def _sync(device: str | torch.device) -> None:
+    if _is_cuda(device):
+        torch.cuda.synchronize(torch.device(device))
+
+
+# ------------------------------------------------------------------------------------ time
+@dataclass(frozen=True)
+class Timing:
+    """Median and interquartile range of the time per call, over `runs` measurements."""
+
+    median_s: float
+    iqr_s: float
+    runs: int
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict (for a results record)."""
+        return asdict(self)
+
+
+def time_call(
+    fn: Callable[[], object], *, device: str, min_run_time: float = 0.2, warmup: int = 1
+) -> Timing:
+    """Time `fn()` with `torch.utils.benchmark` after `warmup` synchronised calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    return Timing(median_s=measurement.median, iqr_s=measurement.iqr, runs=len(measurement.times))
+
+
+# ---------------------------------------------------------------------------------- memory
+class TensorBytes(TorchDispatchMode):
+    """Live and peak bytes of the storages that torch ops create while the mode is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {}  # storage identity (StorageImpl address) → counted nbytes
+        self._finalizers: list[weakref.finalize] = []
+        self._lock = threading.RLock()  # a finalizer may fire on an autograd thread
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.ops.aten.lift_fresh.default:
+            inputs = set()  # torch.tensor(data): the input was made outside the mode, but is new
+        else:
+            inputs = {_storage_key(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._record(t, inputs)
+        return out
+
+    def _record(self, t: torch.Tensor, inputs: set) -> None:
+        if t.device.type == "meta":
+            return
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # sparse and other storage-less layouts
+            return
+        key, nbytes = storage._cdata, storage.nbytes()
+        with self._lock:
+            if key in self._sizes:  # seen before: only a resize (`out=`, `resize_`) changes it
+                self._grow(key, nbytes)
+            elif key not in inputs:  # a new allocation (views and in-place results alias an input)
+                self._sizes[key] = 0
+                self._grow(key, nbytes)
+                self._finalizers.append(weakref.finalize(storage, self._free, key))
+
+    def _grow(self, key: int, nbytes: int) -> None:
+        self.live += nbytes - self._sizes[key]
+        self._sizes[key] = nbytes
+        self.peak = max(self.peak, self.live)
+
+    def _free(self, key: int) -> None:
+        with self._lock:
+            self.live -= self._sizes.pop(key, 0)
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            for finalizer in self._finalizers:  # storages still alive no longer report here
+                finalizer.detach()
+            self._finalizers.clear()
+
+
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+def peak_memory(fn: Callable[[], object], *, device: str) -> tuple[int, str]:
+    """Peak bytes allocated during `fn()` above the baseline at its start, and the method's name."""
+    if _is_cuda(device):
+        dev = torch.device(device)
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        return max(0, torch.cuda.max_memory_allocated(dev) - base), CUDA_MEMORY_METHOD
+    with TensorBytes() as mode:
+        fn()
+    return mode.peak, CPU_MEMORY_METHOD
+
+
+# ----------------------------------------------------------------------------------- FLOPs
+def _fused_cpu_attention_formulas() -> dict:
+    """Flop formulas for the fused CPU attention ops that torch's flop table does not list."""
+    aten = torch.ops.aten
+    formulas = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        formulas[aten._scaled_dot_product_flash_attention_for_cpu] = (
+            lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
+        )
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        formulas[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+            lambda grad_out, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(
+                grad_out, q, k, v
+            )
+        )
+    return formulas
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of the matmul-class ops `fn()` runs (forward and backward), per FlopCounterMode."""
+    with FlopCounterMode(display=False, custom_mapping=_fused_cpu_attention_formulas()) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak(
+    *, device: str, dtype: torch.dtype = torch.float32, size: int | None = None, min_run_time: float = 0.3
+) -> float:
+    """Measured FLOP/s of a square matmul on `device` (cached per device, dtype and thread count)."""
+    if size is None:
+        size = MATMUL_SIZE["cuda" if _is_cuda(device) else "cpu"]
+    return _matmul_peak(str(device), dtype, torch.get_num_threads(), size, min_run_time)
+
+
+@functools.cache
+def _matmul_peak(device: str, dtype: torch.dtype, threads: int, size: int, min_run_time: float) -> float:
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(device, dtype) for _ in range(2))
+    timing = time_call(lambda: a @ b, device=device, min_run_time=min_run_time, warmup=2)
+    return 2 * size**3 / timing.median_s
+
+
+# ------------------------------------------------------------------------------------- OOM
+def is_oom(exc: BaseException) -> bool:
+    """Whether `exc` reports an allocation failure (CUDA or host) rather than a bug."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    if isinstance(exc, RuntimeError):
+        message = str(exc).lower()
+        return any(marker in message for marker in OOM_MARKERS)
+    return False
+
+
+# ---------------------------------------------------------------------------- whole cells
+def _rates(flops: int, timing: Timing, peak_flops: float | None) -> tuple[float, float | None]:
+    rate = flops / timing.median_s if timing.median_s > 0 else 0.0
+    return rate, (rate / peak_flops if peak_flops else None)
+
+
+def measure_step(
+    step: Callable[[], object], *, device: str, min_run_time: float = 0.2, peak_flops: float | None = None
+) -> dict:
+    """Time, peak memory and FLOPs of one call of `step` (e.g. a whole training step)."""
+    timing = time_call(step, device=device, min_run_time=min_run_time)
+    peak_bytes, method = peak_memory(step, device=device)
+    flops = count_flops(step)
+    rate, fraction = _rates(flops, timing, peak_flops)
+    return {
+        "time": timing.to_dict(),
+        "peak_bytes": peak_bytes,
+        "mem_method": method,
+        "flops": flops,
+        "flops_per_s": rate,
+        "peak_fraction": fraction,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+
+
+def measure_attention(
+    variant: str,
+    options: dict,
+    *,
+    seq_len: int,
+    batch: int = 1,
+    d_model: int = 256,
+    n_heads: int = 4,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    causal: bool = False,
+    min_run_time: float = 0.2,
+    seed: int = 0,
+    peak_flops: float | None = None,
+) -> dict:
+    """Forward (inference) and forward+backward time, peak memory and FLOPs of one attention layer."""
+    with torch.random.fork_rng(devices=[]):  # seeded parameters; the caller's RNG is untouched
+        torch.manual_seed(seed)
+        layer = build_variant(variant, d_model=d_model, n_heads=n_heads, **options)
+    layer = layer.to(device=device, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, seq_len, d_model, generator=gen).to(device, dtype).requires_grad_()
+    # inference takes x without grad: FlopCounterMode's module hooks fail on a grad-requiring
+    # input under inference_mode, and an inference input needs none
+    x_inference = x.detach()
+
+    def forward():
+        with torch.inference_mode():
+            return layer(x_inference, causal=causal)[0]
+
+    def zero_grad():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+
+    def forward_backward():
+        zero_grad()  # fresh gradients each call, nothing accumulates
+        out, _ = layer(x, causal=causal)
+        out.sum().backward()
+
+    result: dict = {}
+    for key, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
+        timing = time_call(fn, device=device, min_run_time=min_run_time)
+        zero_grad()  # the gradients fn makes are counted; none from before are live
+        peak_bytes, method = peak_memory(fn, device=device)
+        zero_grad()
+        flops = count_flops(fn)
+        rate, fraction = _rates(flops, timing, peak_flops)
+        result.update({
+            key: timing.to_dict(),
+            f"peak_bytes_{key}": peak_bytes,
+            "mem_method": method,
+            f"flops_{key}": flops,
+            f"flops_per_s_{key}": rate,
+            f"peak_fraction_{key}": fraction,
+        })
+    zero_grad()
+    result.update({"threads": torch.get_num_threads(), "device": str(device), "dtype": str(dtype)})
+    return result

@@ -1,0 +1,198 @@
+"""The model harness: a small pre-norm transformer around any registered attention variant.
+
+    model = BenchModel.for_task(task, "local", {"window": 16}, ModelSize(d_model=64, n_layers=2))
+    logits = model(batch.tokens, batch.padding_mask)            # classify / tag / lm
+    logits = model(batch.tokens, batch.padding_mask, decoder_input)   # seq2seq
+
+Heads per task kind:
+- classify: the encoder's states are pooled and classified. `task.pooling` picks the pool: "mean"
+  over non-pad tokens (LRA's choice, the default) or "last" non-pad token (tasks whose question sits
+  at the end, such as `distance`, where a mean would smear the answer over the whole input).
+- tag, lm: a per-token head; lm self-attention is causal.
+- seq2seq: encoder + decoder; the decoder has causal self-attention and cross-attention into the
+  encoder, both through the variant — or through `cross_variant`, so that `additive` can be studied
+  in its original encoder-decoder role behind any self-attention.
+
+Positions are sinusoidal unless the variant's spec says it brings its own (`own_positions`).
+A combination the variant does not support (causal, cross, padding) raises `UnsupportedError`
+when the model is built or first called; the runner records the cell as `unsupported`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from attnbench.errors import UnsupportedError
+from attnbench.variants.base import build_variant, get_variant_spec
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Width and depth of the harness."""
+
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    mlp_ratio: int = 2
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def sinusoidal_positions(n: int, d: int) -> Tensor:
+    """(n, d) fixed sin/cos position codes (Vaswani et al. 2017)."""
+    position = rearrange(torch.arange(n, dtype=torch.float32), "n -> n 1")
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    codes = torch.zeros(n, d)
+    codes[:, 0::2] = torch.sin(position * freq)
+    codes[:, 1::2] = torch.cos(position * freq[: d // 2])
+    return codes
+
+
+class Block(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention, MLP; each with a residual."""
+
+    def __init__(self, size: ModelSize, variant: str, options: dict, cross: tuple[str, dict] | None):
+        super().__init__()
+        d = size.d_model
+        self.norm_self = nn.LayerNorm(d)
+        self.self_attn = build_variant(variant, d_model=d, n_heads=size.n_heads, **options)
+        self.norm_cross = nn.LayerNorm(d) if cross else None
+        self.cross_attn = (
+            build_variant(cross[0], d_model=d, n_heads=size.n_heads, **cross[1]) if cross else None
+        )
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, size.mlp_ratio * d), nn.GELU(), nn.Linear(size.mlp_ratio * d, d)
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        pad: Tensor | None,
+        *,
+        causal: bool = False,
+        memory: Tensor | None = None,
+        memory_pad: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        attended, _ = self.self_attn(self.norm_self(x), key_padding_mask=pad, causal=causal)
+        x = x + attended
+        weights = None
+        if self.cross_attn is not None:
+            attended, weights = self.cross_attn(
+                self.norm_cross(x), memory, key_padding_mask=memory_pad, need_weights=need_weights
+            )
+            x = x + attended
+        return x + self.mlp(self.norm_mlp(x)), weights
+
+
+class Stack(nn.Module):
+    """Embedding + positions + blocks + final norm."""
+
+    def __init__(self, vocab: int, size: ModelSize, variant: str, options: dict, cross=None):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, size.d_model)
+        self.positions = not get_variant_spec(variant).own_positions
+        self.blocks = nn.ModuleList(Block(size, variant, options, cross) for _ in range(size.n_layers))
+        self.norm = nn.LayerNorm(size.d_model)
+
+    def forward(self, tokens: Tensor, pad: Tensor | None, **kwargs) -> tuple[Tensor, Tensor | None]:
+        x = self.embed(tokens)
+        if self.positions:
+            x = x + sinusoidal_positions(tokens.shape[1], x.shape[-1]).to(x)
+        weights = None
+        for block in self.blocks:
+            x, weights = block(x, pad, **kwargs)
+        return self.norm(x), weights
+
+
+class BenchModel(nn.Module):
+    """Encoder (and decoder for seq2seq) with the head that the task's kind needs."""
+
+    def __init__(
+        self,
+        kind: str,
+        vocab_size: int,
+        n_out: int,
+        variant: str,
+        options: dict[str, Any],
+        size: ModelSize,
+        *,
+        pooling: str = "mean",
+        target_vocab_size: int | None = None,
+        cross: tuple[str, dict] | None = None,
+    ) -> None:
+        super().__init__()
+        self.kind, self.pooling = kind, pooling
+        spec = get_variant_spec(variant)
+        if kind in ("lm", "seq2seq") and not spec.supports_causal:
+            raise UnsupportedError(f"{variant} does not support causal attention, which {kind} needs")
+        if kind == "seq2seq":
+            cross = cross or (variant, options)
+            if not get_variant_spec(cross[0]).supports_cross:
+                raise UnsupportedError(f"{cross[0]} does not support cross-attention, which seq2seq needs")
+        self.encoder = Stack(vocab_size, size, variant, options)
+        self.decoder = (
+            Stack(target_vocab_size or vocab_size, size, variant, options, cross)
+            if kind == "seq2seq"
+            else None
+        )
+        self.head = nn.Linear(size.d_model, n_out)
+
+    @classmethod
+    def for_task(cls, task, variant: str, options: dict, size: ModelSize, cross=None) -> BenchModel:
+        """The model that `task` needs, around `variant`."""
+        kind = task.spec.kind
+        n_out = {
+            "classify": task.n_classes,
+            "tag": task.n_classes,
+            "lm": task.vocab_size,
+            "seq2seq": getattr(task, "target_vocab_size", task.vocab_size),
+        }[kind]
+        return cls(
+            kind,
+            task.vocab_size,
+            n_out,
+            variant,
+            options,
+            size,
+            pooling=getattr(task, "pooling", "mean"),
+            target_vocab_size=getattr(task, "target_vocab_size", None),
+            cross=cross,
+        )
+
+    def forward(
+        self,
+        tokens: Tensor,
+        padding_mask: Tensor,
+        decoder_input: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor | None]:
+        pad = padding_mask if bool(padding_mask.any()) else None
+        states, _ = self.encoder(tokens, pad, causal=self.kind == "lm")
+        if self.kind == "seq2seq":
+            states, weights = self.decoder(
+                decoder_input, None, causal=True, memory=states, memory_pad=pad, need_weights=need_weights
+            )
+            logits = self.head(states)
+            return (logits, weights) if need_weights else logits
+        if self.kind == "classify":
+            states = self.pool(states, padding_mask)
+        return self.head(states)
+
+    def pool(self, states: Tensor, padding_mask: Tensor) -> Tensor:
+        """(b, n, d) → (b, d): mean over real tokens, or the last real token."""
+        keep = (~padding_mask).to(states.dtype)
+        if self.pooling == "last":
+            last = (keep.sum(dim=1).long() - 1).clamp(min=0)
+            return states[torch.arange(states.shape[0], device=states.device), last]
+        total = torch.einsum("bnd,bn->bd", states, keep)
+        return total / keep.sum(dim=1, keepdim=True).clamp(min=1.0)

@@ -1,0 +1,428 @@
+"""The crash-safe results store of a sweep run: one directory, one writer, one JSON line per cell.
+
+A run directory holds
+
+- ``env.json``    the environment (versions, device, threads, git sha, argv), written once;
+- ``grid.json``   the sweep definition, compared on ``--resume``;
+- ``cells.jsonl`` one strict-JSON object per finished cell, appended with ``O_APPEND`` + fsync;
+- ``run.lock``    the filelock that keeps a second ``bench run`` out (``run.lock.pid`` names
+  the holder).
+
+A writer killed mid-line leaves at most one torn last line. Readers skip it with a
+`StoreWarning` (the cell is not recorded, so it reruns on resume) and the next writer starts
+on a fresh line, so a killed run loses at most the cell in flight and never a complete row.
+Only JSON is ever read or written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from attnbench.errors import AttnbenchError
+
+__all__ = [
+    "STATUSES",
+    "RunStore",
+    "StoreError",
+    "StoreWarning",
+    "default_run_dir",
+    "export",
+    "load_results",
+    "read_records",
+]
+
+STATUSES = ("ok", "oom", "timeout", "unsupported", "error")
+EXPORT_FORMATS = ("csv", "parquet")
+
+ENV_FILE = "env.json"
+GRID_FILE = "grid.json"
+CELLS_FILE = "cells.jsonl"
+LOCK_FILE = "run.lock"
+PID_FILE = "run.lock.pid"
+
+
+class StoreError(AttnbenchError):
+    """A run directory that cannot be created, resumed, locked or read."""
+
+
+class StoreWarning(UserWarning):
+    """A recoverable problem in a run directory (a torn or corrupted line)."""
+
+
+class RunStore:
+    """The one writer of a run directory; holds its lock from `create`/`resume` until `release`."""
+
+    def __init__(self, path: Path, *, grid: dict, env: dict) -> None:
+        """Use `RunStore.create` or `RunStore.resume`; this only binds the fields."""
+        self.path = path
+        self._grid = grid
+        self._env = env
+        # held by the store, not by a thread: any thread of the runner may release it
+        self._lock = FileLock(path / LOCK_FILE, timeout=0, thread_local=False)
+        self._fd: int | None = None  # cells.jsonl, opened O_APPEND at the first append
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, *, grid: dict, env: dict) -> RunStore:
+        """Start a new run in `path` (made with its parents); refuses a directory that holds a run."""
+        path = Path(path)
+        _check_writable(path)
+        store = cls(path, grid=_json_roundtrip(grid), env=_json_roundtrip(env))
+        store.lock()
+        try:
+            if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
+                raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
+            _write_json_atomic(path / ENV_FILE, store._env)
+            _write_json_atomic(path / GRID_FILE, store._grid)
+        except BaseException:
+            store.release()
+            raise
+        return store
+
+    @classmethod
+    def resume(cls, path: str | Path, *, grid: dict) -> RunStore:
+        """Continue the run in `path`; its stored grid must equal `grid`."""
+        path = Path(path)
+        stored = _read_json(path, GRID_FILE)
+        diff = _grid_diff(stored, _json_roundtrip(grid))
+        if diff:
+            raise StoreError(f"--resume {path}: this run's grid differs: {diff}")
+        env = _read_json(path, ENV_FILE) if (path / ENV_FILE).exists() else {}
+        _check_writable(path)
+        store = cls(path, grid=stored, env=env)
+        store.lock()
+        return store
+
+    # -- the lock --------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the run's lock without waiting; StoreError if another run holds it."""
+        if self._lock.is_locked:
+            return
+        try:
+            self._lock.acquire()
+        except Timeout:
+            holder = _holder_pid(self.path)
+            who = f"pid {holder}; " if holder else ""
+            raise StoreError(
+                f"{self.path} is in use by another bench run ({who}lock file {self.path / LOCK_FILE}); "
+                "wait for it or use another --out"
+            ) from None
+        except OSError as err:
+            raise StoreError(f"cannot write to {self.path}: {err.strerror or err}") from None
+        try:
+            (self.path / PID_FILE).write_text(f"{os.getpid()}\n")
+        except OSError:
+            pass  # the pid only decorates the "in use" message
+
+    def release(self) -> None:
+        """Close the cells file and give the lock back (safe to call twice)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock.is_locked:
+            try:
+                (self.path / PID_FILE).unlink(missing_ok=True)
+            except OSError:
+                pass
+            self._lock.release(force=True)
+
+    def __enter__(self) -> RunStore:
+        self.lock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- records ---------------------------------------------------------------------------
+
+    def append(self, record: dict) -> None:
+        """Append one cell record as a strict-JSON line (NaN/inf become null), then fsync."""
+        if not isinstance(record.get("key"), str) or record.get("status") not in STATUSES:
+            raise ValueError(f"a cell record needs a str 'key' and a 'status' in {STATUSES}: {record!r}")
+        line = json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n"
+        fd = self._cells_fd()
+        _write_all(fd, line.encode())
+        os.fsync(fd)
+
+    def records(self) -> list[dict]:
+        """The recorded cells, last record per key; torn or corrupted lines skipped with a warning."""
+        return _read_cells(self.path / CELLS_FILE)
+
+    def done_keys(self, *, retry: tuple[str, ...] = ()) -> set[str]:
+        """Keys of cells already recorded, except those whose status is in `retry` (rerun those)."""
+        return {r["key"] for r in self.records() if r.get("status") not in retry}
+
+    @property
+    def env(self) -> dict:
+        """The environment recorded when the run was created."""
+        return self._env
+
+    @property
+    def grid(self) -> dict:
+        """The sweep definition of this run."""
+        return self._grid
+
+    def _cells_fd(self) -> int:
+        """The O_APPEND descriptor of cells.jsonl; the first call ends a torn last line first."""
+        if self._fd is None:
+            cells = self.path / CELLS_FILE
+            created = not cells.exists()
+            fd = os.open(cells, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if not created and not _ends_with_newline(cells):
+                _write_all(fd, b"\n")  # a killed writer's half line stays alone on its line
+                os.fsync(fd)
+            if created:
+                _fsync_dir(self.path)
+            self._fd = fd
+        return self._fd
+
+
+# -- reading a run (no lock) ---------------------------------------------------------------
+
+
+def read_records(run_dir: str | Path) -> list[dict]:
+    """The cell records of a run, read without locking (for reports), last record per key."""
+    run_dir = Path(run_dir)
+    _require_run(run_dir)
+    return _read_cells(run_dir / CELLS_FILE)
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """One row per cell, nested dicts flattened to dotted columns ("metrics.acc"); lists kept."""
+    records = read_records(run_dir)
+    if not records:
+        return pd.DataFrame({"key": pd.Series(dtype=object)})
+    frame = pd.json_normalize(records, sep=".")
+    first = [c for c in ("key", "status") if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    """Write the results of a run as csv or parquet (default `run_dir/cells.<fmt>`); return the path."""
+    if fmt not in EXPORT_FORMATS:
+        raise StoreError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    frame = load_results(run_dir)
+    out = Path(out) if out is not None else Path(run_dir) / f"cells.{fmt}"
+    try:
+        if fmt == "csv":
+            _json_cells(frame).to_csv(out, index=False)
+        else:
+            _to_parquet(frame, out)
+    except OSError as err:
+        raise StoreError(f"cannot write {out}: {err.strerror or err}") from None
+    return out
+
+
+def default_run_dir(root: str | Path, profile: str, *, now: datetime | None = None) -> Path:
+    """`root/<YYYYmmdd-HHMMSS>-<profile>`, with -2, -3 … appended while that name exists."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{profile}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _read_cells(cells: Path) -> list[dict]:
+    """Tolerant read of cells.jsonl, keeping the last record of each key.
+
+    The last record wins because a key is written twice only when a cell was rerun (a resume
+    with `retry`), and the rerun supersedes the failure. Records come in file order of their
+    last occurrence.
+    """
+    try:
+        data = cells.read_bytes()
+    except FileNotFoundError:
+        return []
+    by_key: dict[str, dict] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        record = _parse_line(raw)
+        if record is None:
+            warnings.warn(
+                f"{CELLS_FILE} line {number} is torn or corrupted; skipped (the cell reruns on resume)",
+                StoreWarning,
+                stacklevel=3,
+            )
+            continue
+        by_key.pop(record["key"], None)
+        by_key[record["key"]] = record
+    return list(by_key.values())
+
+
+def _parse_line(raw: bytes) -> dict | None:
+    """The record on one line, or None if it is not a JSON object with a str "key"."""
+    try:
+        record = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        return None
+    return record
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN/±inf float replaced by None (strict JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_roundtrip(value: dict) -> dict:
+    """`value` as it reads back from strict JSON (tuples become lists, NaN becomes null)."""
+    return json.loads(json.dumps(_finite(value), sort_keys=True, allow_nan=False))
+
+
+def _check_writable(path: Path) -> None:
+    """Make `path` (with parents) and prove a file can be created in it, or raise StoreError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
+
+
+def _write_json_atomic(target: Path, value: dict) -> None:
+    """Write `value` as JSON to a temp file beside `target`, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        _write_all(fd, (json.dumps(value, sort_keys=True, indent=2, allow_nan=False) + "\n").encode())
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _read_json(run_dir: Path, name: str) -> dict:
+    """A JSON file of a run, or StoreError if the directory is not a run or the file is broken."""
+    _require_run(run_dir)
+    try:
+        value = json.loads((run_dir / name).read_text())
+    except (OSError, ValueError) as err:
+        raise StoreError(f"cannot read {run_dir / name}: {err}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"{run_dir / name} is not a JSON object")
+    return value
+
+
+def _require_run(run_dir: Path) -> None:
+    """StoreError unless `run_dir` is a run directory (it holds grid.json)."""
+    if not (run_dir / GRID_FILE).is_file():
+        raise StoreError(f"{run_dir} is not an attnbench run (no {GRID_FILE})")
+
+
+def _grid_diff(stored: dict, new: dict, width: int = 80) -> str:
+    """One line naming each top-level key whose value differs: "key stored vs new; …"."""
+    absent = object()
+
+    def show(value: Any) -> str:
+        text = "<absent>" if value is absent else json.dumps(value, sort_keys=True)
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    parts = []
+    for key in sorted(stored.keys() | new.keys()):
+        old, cur = stored.get(key, absent), new.get(key, absent)
+        if old != cur:
+            parts.append(f"{key} {show(old)} vs {show(cur)}")
+    return "; ".join(parts)
+
+
+def _holder_pid(run_dir: Path) -> int | None:
+    """The pid the lock holder wrote beside the lock, if readable."""
+    try:
+        return int((run_dir / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _ends_with_newline(file: Path) -> bool:
+    """Whether `file` is empty or its last byte is a newline."""
+    with open(file, "rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return True
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write `data` (one call for any line a cell writes; loops only on a short write)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist the directory entry of a newly created or renamed file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the data itself is synced
+    finally:
+        os.close(fd)
+
+
+def _json_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` whose list/dict cells are JSON strings (for flat file formats)."""
+    frame = frame.copy()
+    for column in frame.columns[frame.dtypes == object]:
+        frame[column] = frame[column].map(
+            lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+        )
+    return frame
+
+
+def _to_parquet(frame: pd.DataFrame, out: Path) -> None:
+    """Write parquet natively; where pyarrow rejects mixed-type columns, store them as JSON text."""
+    import pyarrow as pa
+
+    try:
+        frame.to_parquet(out, index=False)
+        return
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    frame = frame.copy()
+    for column in frame.columns[frame.dtypes == object]:
+        frame[column] = frame[column].map(_as_text)
+    frame.to_parquet(out, index=False)
+
+
+def _as_text(value: Any) -> str | None:
+    """A cell of a mixed-type column as text: strings kept, missing as None, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,240 @@
+"""A sweep: a profile plus overrides → a grid of cells → records in a run directory.
+
+    request = SweepRequest(profile="quick", variants="all", tasks="all")
+    outcome = run_sweep(request, out=None, resume=None)     # results/runs/<timestamp>-quick
+
+Every input is validated before any work starts (one-line AttnbenchError). Cells run in a fixed
+order — accuracy cells grouped by task, then efficiency cells — each ends in a record appended to
+the store as soon as it finishes, so a killed run loses at most the cell in flight and
+`--resume DIR` picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnbench.errors import AttnbenchError
+from attnbench.runner.cells import KINDS, Cell
+from attnbench.runner.environment import collect
+from attnbench.runner.execute import DTYPES, Plan
+from attnbench.runner.executors import EXECUTORS, make_executor
+from attnbench.runner.profiles import PROFILES, Profile
+from attnbench.runner.store import RunStore, default_run_dir
+from attnbench.selection import Selected, parse_selection
+from attnbench.tasks.base import TASKS, build_task
+from attnbench.variants.base import VARIANTS, get_variant_spec
+
+DEFAULT_ROOT = Path("results") / "runs"
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What the user asked for: a profile and the overrides of its grid."""
+
+    profile: str = "quick"
+    variants: str = "all"
+    tasks: str = "all"
+    lengths: tuple[int, ...] | None = None
+    efficiency_lengths: tuple[int, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    kinds: tuple[str, ...] = KINDS
+    device: str = "cpu"
+    dtype: str = "fp32"
+    threads: int | None = None
+    executor: str = "local"
+    max_cell_seconds: float | None = None
+    cross: str | None = None
+    plugins: tuple[str, ...] = ()
+    retry: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class SweepPlan:
+    """The validated grid: cells in order, the shared plan, and the grid as stored in grid.json."""
+
+    profile: Profile
+    cells: list[Cell]
+    plan: Plan
+    grid: dict[str, Any]
+
+
+def plan_sweep(request: SweepRequest) -> SweepPlan:
+    """Validate `request` against the registries and the profile; the cells to run."""
+    profile = PROFILES[request.profile]
+    if request.executor not in EXECUTORS:
+        raise AttnbenchError(f"--executor: {request.executor!r} is not one of {', '.join(EXECUTORS)}")
+    if request.dtype not in DTYPES:
+        raise AttnbenchError(f"--dtype: {request.dtype!r} is not one of {', '.join(DTYPES)}")
+    unknown = [k for k in request.kinds if k not in KINDS]
+    if unknown or not request.kinds:
+        raise AttnbenchError(f"--kinds: give one or more of {', '.join(KINDS)}, got {','.join(request.kinds)!r}")
+    variants = [
+        Selected(v.name, v.options or profile.variant_options.get(v.name, {}))
+        for v in parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options)
+    ]
+    tasks = (
+        parse_selection(request.tasks, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
+        if "accuracy" in request.kinds
+        else []
+    )
+    cross = None
+    if request.cross:
+        cross = VARIANTS.resolve(request.cross)
+    seeds = request.seeds if request.seeds is not None else profile.seeds
+    _check_ints("--seeds", seeds, minimum=0)
+    eff_lengths = request.efficiency_lengths or profile.efficiency.lengths
+    _check_ints("--efficiency-lengths", eff_lengths, minimum=1)
+    if request.lengths is not None:
+        _check_ints("--lengths", request.lengths, minimum=1)
+    max_seconds = request.max_cell_seconds if request.max_cell_seconds is not None else profile.max_cell_seconds
+    if max_seconds is not None and max_seconds <= 0:
+        raise AttnbenchError(f"--max-cell-seconds must be positive, got {max_seconds:g}")
+
+    lengths_of = {t.label: _task_lengths(t, profile, request.lengths) for t in tasks}
+    cells = [
+        Cell.make("accuracy", v.name, v.options, t.name, _task_options(t, profile), n, seed)
+        for t in tasks
+        for n in lengths_of[t.label]
+        for v in variants
+        for seed in seeds
+    ]
+    if "efficiency" in request.kinds:
+        cells += [Cell.make("efficiency", v.name, v.options, None, {}, n, seeds[0]) for n in eff_lengths for v in variants]
+    threads = request.threads or torch.get_num_threads()
+    plan = Plan(
+        size=profile.size.to_dict(),
+        train=profile.train.to_dict(),
+        efficiency={**profile.efficiency.to_dict(), "lengths": list(eff_lengths)},
+        device=request.device,
+        dtype=request.dtype,
+        threads=threads,
+        max_cell_seconds=max_seconds,
+        cross=cross,
+        plugins=tuple(request.plugins),
+    )
+    grid = {
+        "profile": profile.name,
+        "variants": [v.label for v in variants],
+        "tasks": [t.label for t in tasks],
+        "lengths": {label: list(ns) for label, ns in lengths_of.items()},
+        "efficiency_lengths": list(eff_lengths) if "efficiency" in request.kinds else [],
+        "seeds": list(seeds),
+        "kinds": list(request.kinds),
+        "device": request.device,
+        "dtype": request.dtype,
+        "threads": threads,
+        "cross": cross,
+        "size": plan.size,
+        "train": plan.train,
+        "efficiency": plan.efficiency,
+        "max_cell_seconds": max_seconds,
+    }
+    return SweepPlan(profile, cells, plan, grid)
+
+
+def _check_ints(flag: str, values, *, minimum: int) -> None:
+    if not values:
+        raise AttnbenchError(f"{flag}: empty list")
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            kind = "positive" if minimum == 1 else "non-negative"
+            raise AttnbenchError(f"{flag}: {v!r} is not a {kind} int")
+
+
+def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:
+    return {**profile.task_options.get(selected.name, {}), **selected.options}
+
+
+def _task_lengths(selected: Selected, profile: Profile, override: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The task's lengths, checked against what it can be built at."""
+    lengths = override or profile.lengths_for(selected.name)
+    task = build_task(selected.name, **_task_options(selected, profile))
+    low, high = task.min_seq_len(), task.spec.max_seq_len
+    for n in lengths:
+        if n < low:
+            raise AttnbenchError(f"--lengths: {n} is too short for {selected.label} (its minimum is {low})")
+        if high is not None and n > high:
+            raise AttnbenchError(f"--lengths: {n} exceeds {selected.label}'s maximum of {high}")
+    return tuple(lengths)
+
+
+# ---------------------------------------------------------------------------- running
+def _skip_longer(cell: Cell, failed_at: dict[str, dict]) -> dict | None:
+    """An efficiency cell longer than one of the same variant that ran out of memory or time
+    would too: record the same status without running it (a sweep does not spend its budget
+    rediscovering that n^2 grows)."""
+    first = failed_at.get(cell.variant_label)
+    if cell.kind != "efficiency" or first is None or cell.seq_len <= first["seq_len"]:
+        return None
+    return {
+        **cell.to_dict(),
+        "status": first["status"],
+        "message": f"not run: {first['status']} at n={first['seq_len']} already",
+        "result": None,
+        "seconds": 0.0,
+    }
+
+
+@dataclass
+class SweepOutcome:
+    path: Path
+    records: list[dict]
+    ran: int
+    skipped: int
+    seconds: float
+
+
+def open_store(sweep: SweepPlan, *, out: Path | None, resume: Path | None, argv: list[str] | None) -> RunStore:
+    """A new run directory (env.json measured now), or the run to resume (its grid must match)."""
+    if resume is not None:
+        return RunStore.resume(resume, grid=sweep.grid)
+    path = out or default_run_dir(DEFAULT_ROOT, sweep.profile.name)
+    plan = sweep.plan
+    env = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, argv=argv)
+    return RunStore.create(path, grid=sweep.grid, env=env)
+
+
+def run_sweep(
+    sweep: SweepPlan,
+    store: RunStore,
+    *,
+    executor: str = "local",
+    retry: tuple[str, ...] = (),
+    on_start: Callable[[int, int], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
+) -> SweepOutcome:
+    """Run every cell not yet recorded in `store`; each record is appended as it finishes."""
+    started = time.perf_counter()
+    done = store.done_keys(retry=retry)
+    todo = [c for c in sweep.cells if c.key not in done]
+    plan = replace(sweep.plan, peak_flops=store.env.get("matmul_peak_flops"))
+    if on_start:
+        on_start(len(todo), len(sweep.cells) - len(todo))
+    runner = make_executor(executor, plan)
+    failed_at: dict[str, dict] = {}  # efficiency: variant label → its first oom/timeout record
+    for earlier in sorted(store.records(), key=lambda r: r["seq_len"]):  # a resumed run's too
+        if earlier["kind"] == "efficiency" and earlier["status"] in ("oom", "timeout"):
+            failed_at.setdefault(earlier["variant_label"], earlier)
+    try:
+        for cell in todo:
+            record = _skip_longer(cell, failed_at) or runner.run(cell)
+            if cell.kind == "efficiency" and record["status"] in ("oom", "timeout"):
+                failed_at.setdefault(cell.variant_label, record)
+            store.append(record)
+            if on_record:
+                on_record(record)
+    finally:
+        runner.close()
+    return SweepOutcome(
+        path=store.path,
+        records=store.records(),
+        ran=len(todo),
+        skipped=len(sweep.cells) - len(todo),
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,42 @@
+"""The worker process of the subprocess executor: reads cells on stdin, answers records on stdout.
+
+Started by `SubprocessExecutor` as `python -m attnbench.runner.worker`; see executors.py for the
+protocol. Only records go to the real stdout: fd 1 is pointed at stderr so that prints (Python's
+or native code's) cannot interleave with a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main() -> None:
+    records = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    import attnbench  # noqa: F401  (registers built-ins; entry-point plugins load lazily)
+    import attnbench.tasks  # noqa: F401
+    from attnbench.plugins import import_plugin
+    from attnbench.runner.cells import Cell
+    from attnbench.runner.execute import Plan, execute_cell
+    from attnbench.runner.executors import MARK
+
+    imported: set[str] = set()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        plan = Plan.from_dict(message["plan"])
+        for target in plan.plugins:
+            if target not in imported:
+                import_plugin(target)
+                imported.add(target)
+        record = execute_cell(Cell.from_dict(message["cell"]), plan)
+        records.write(MARK + json.dumps(record) + "\n")
+        records.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The task contract: `TaskSpec`, the `Batch` a task builds, the `Task` base classes and the registry.
+
+A task is registered by name and built with options, then asked for data:
+
+    task = build_task("mqar", num_kv_pairs=8)
+    batch = task.build("train", n=256, seq_len=128, seed=0)
+
+batch.tokens        (n, seq_len) int64, padded with `task.pad_id`
+batch.padding_mask  (n, seq_len) bool, True = pad
+batch.target        classify: (n,) class in [0, n_classes)
+                    tag:      (n, seq_len) class in [0, n_classes) or IGNORE_INDEX (-100)
+                    lm:       (n, seq_len) next token in [0, vocab_size) or IGNORE_INDEX
+                    seq2seq:  (n, target_len) token in [0, target_vocab_size) or IGNORE_INDEX;
+                              ends with `eos_id`; the decoder input is `shift_right(target, ...)`
+batch.meta          name → per-example values; `distance` wherever the task has a dependency
+                    distance: (n,) for classify, (n, seq_len) for tag with -1 where unlabelled.
+
+Same (split, n, seq_len, seed) ⇒ identical tensors (numpy `Generator` streams derived from
+(seed, split, task name), never global RNG state). Generated tasks keep splits disjoint by
+construction: an example belongs to the split that the hash of its input tokens selects (80/10/10),
+so no test input ever appears in training. Corpus tasks split by document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import types
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnbench.errors import AttnbenchError, OptionError, PluginError
+from attnbench.options import Option, resolve_options
+from attnbench.registry import Registry
+
+KINDS = ("classify", "tag", "lm", "seq2seq")
+METRICS = ("accuracy", "exact_match", "bits_per_byte")  # accuracy: over labelled targets
+SPLITS = ("train", "valid", "test")
+IGNORE_INDEX = -100
+NO_DISTANCE = -1  # meta value where a position has no dependency (unlabelled, padding)
+
+# hash buckets (of 10) that each split owns in generated tasks
+_SPLIT_BUCKETS = {"train": range(0, 8), "valid": range(8, 9), "test": range(9, 10)}
+
+
+class TaskError(AttnbenchError):
+    """A task asked for something it cannot give (a bad split, too short a sequence, ...)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task is, frozen: its kind, metric, options, source and licence."""
+
+    kind: str
+    metric: str
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    options: tuple[Option, ...] = ()
+    max_seq_len: int | None = None
+    has_distance: bool = False
+
+    def resolve(self, owner: str, given: Mapping[str, Any], *, from_text: bool = False) -> dict:
+        """All options of this task, `given` validated, the rest at their defaults."""
+        return resolve_options(owner, self.options, given, from_text=from_text)
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """A built split: tokens with padding mask, targets and per-example meta."""
+
+    tokens: Tensor
+    padding_mask: Tensor
+    target: Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def select(self, index: Tensor | slice | Sequence[int]) -> Batch:
+        """The examples at `index` (a slice, indices or a bool mask), meta included."""
+        if isinstance(index, slice):
+            pick = list(range(len(self)))[index]
+        elif isinstance(index, Tensor) and index.dtype == torch.bool:
+            pick = index.nonzero().flatten().tolist()
+        else:
+            pick = [int(i) for i in index]
+        idx = torch.tensor(pick, dtype=torch.long)
+        meta = {
+            k: v[idx] if isinstance(v, Tensor) else [v[i] for i in pick] for k, v in self.meta.items()
+        }
+        return Batch(self.tokens[idx], self.padding_mask[idx], self.target[idx], meta)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One generated example before padding: input ids, target and meta values."""
+
+    tokens: Sequence[int]
+    target: int | Sequence[int]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def shift_right(target: Tensor, bos_id: int, pad_id: int) -> Tensor:
+    """Decoder input for teacher forcing: BOS then target[:, :-1], ignored positions as pad."""
+    body = target[:, :-1].masked_fill(target[:, :-1] == IGNORE_INDEX, pad_id)
+    return torch.cat([torch.full_like(target[:, :1], bos_id), body], dim=1)
+
+
+def split_rng(seed: int, split: str, task: str) -> np.random.Generator:
+    """The numpy stream of one (seed, split, task): independent of every other triple."""
+    key = (SPLITS.index(split), zlib.crc32(task.encode()))
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
+
+
+def split_of(tokens: Sequence[int]) -> str:
+    """The split that owns an input (by a stable hash of its tokens)."""
+    raw = np.asarray(tokens, dtype=np.int64).tobytes()
+    bucket = int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") % 10
+    return next(s for s, owned in _SPLIT_BUCKETS.items() if bucket in owned)
+
+
+class Task:
+    """Base class of every task. Subclasses set `spec` and implement `make` (or `sample`)."""
+
+    spec: ClassVar[TaskSpec]
+    task_name: str = ""
+    pad_id: int = 0
+    vocab_size: int = 0
+    n_classes: int | None = None
+    chance: float = 0.0
+    pooling: str = "mean"  # classify: pool states by "mean" over tokens or from the "last" token
+
+    def __init__(self, **options: Any) -> None:
+        self.options = self.spec.resolve(self.name, options)
+        self.setup()
+
+    @property
+    def name(self) -> str:
+        return self.task_name or type(self).__name__
+
+    def setup(self) -> None:
+        """Derive vocabulary sizes and chance from `self.options` (called once by __init__)."""
+
+    # ---------------------------------------------------------------- contract
+    def min_seq_len(self) -> int:
+        """The shortest seq_len this task can be built at with its options."""
+        return 2
+
+    def size(self, split: str) -> int | None:
+        """Examples available in `split` for corpus-backed tasks; None for generated ones."""
+        self.check_split(split)
+        return None
+
+    def build(self, split: str, n: int, seq_len: int, seed: int) -> Batch:
+        """`n` examples of `split` at `seq_len`, a pure function of its arguments and the options."""
+        self.check_split(split)
+        for label, value, low in (("n", n, 1), ("seq_len", seq_len, 1), ("seed", seed, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                kind = "a positive int" if low == 1 else "a non-negative int"
+                raise TaskError(f"{self.name}: {label} must be {kind}, got {value!r}")
+        minimum = self.min_seq_len()
+        if seq_len < minimum:
+            raise TaskError(
+                f"{self.name}: seq_len={seq_len} is too short for these options; the minimum is "
+                f"{minimum}"
+            )
+        top = self.spec.max_seq_len
+        if top is not None and seq_len > top:
+            raise TaskError(f"{self.name}: seq_len={seq_len} exceeds the maximum of {top}")
+        return self.make(split, n, seq_len, seed)
+
+    def make(self, split: str, n: int, seq_len: int, seed: int) -> Batch:
+        raise NotImplementedError
+
+    def check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise TaskError(f"{self.name}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+    # ---------------------------------------------------------------- for people
+    def token_names(self) -> list[str]:
+        """Printable name of every token id (for show-task); bytes override `decode`."""
+        return [str(i) for i in range(self.vocab_size)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids as text, padding dropped."""
+        names = self.token_names()
+        return " ".join(names[i] for i in ids if i != self.pad_id)
+
+    def describe_target(self, batch: Batch, i: int) -> str:
+        """The target of example `i` in words."""
+        target = batch.target[i]
+        if target.dim() == 0:
+            return str(int(target))
+        labelled = target != IGNORE_INDEX
+        return " ".join(str(int(t)) for t in target[labelled])
+
+
+class GeneratedTask(Task):
+    """A task drawn from a seeded generator: subclasses implement `sample(rng, seq_len)`."""
+
+    max_tries_per_example: ClassVar[int] = 200
+
+    def sample(self, rng: np.random.Generator, seq_len: int) -> Example:
+        raise NotImplementedError
+
+    def target_len(self, seq_len: int) -> int:
+        """Width of the target for seq2seq tasks."""
+        return seq_len
+
+    def make(self, split: str, n: int, seq_len: int, seed: int) -> Batch:
+        rng = split_rng(seed, split, self.name)
+        examples: list[Example] = []
+        tries = 0
+        while len(examples) < n:
+            tries += 1
+            if tries > self.max_tries_per_example * n + 1000:
+                raise TaskError(
+                    f"{self.name}: could not generate {n} distinct-split examples at "
+                    f"seq_len={seq_len}; try a longer seq_len or other options"
+                )
+            ex = self.sample(rng, seq_len)
+            if split_of(ex.tokens) == split:
+                examples.append(ex)
+        return self.assemble(examples, seq_len)
+
+    def assemble(self, examples: Sequence[Example], seq_len: int) -> Batch:
+        """Pad examples into a Batch."""
+        n = len(examples)
+        tokens = torch.full((n, seq_len), self.pad_id, dtype=torch.long)
+        for i, ex in enumerate(examples):
+            tokens[i, : len(ex.tokens)] = torch.as_tensor(np.asarray(ex.tokens, dtype=np.int64))
+        kind = self.spec.kind
+        if kind == "classify":
+            target = torch.tensor([int(ex.target) for ex in examples], dtype=torch.long)
+        else:
+            width = self.target_len(seq_len) if kind == "seq2seq" else seq_len
+            target = _pad_rows([ex.target for ex in examples], width, IGNORE_INDEX)
+        meta: dict[str, Any] = {}
+        for key in examples[0].meta if examples else ():
+            values = [ex.meta[key] for ex in examples]
+            if all(isinstance(v, (int, np.integer)) for v in values):
+                meta[key] = torch.tensor([int(v) for v in values], dtype=torch.long)
+            elif all(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+                width = self.meta_width(key, seq_len)
+                meta[key] = _pad_rows(values, width, NO_DISTANCE)
+            else:
+                meta[key] = values
+        return Batch(tokens, tokens == self.pad_id, target, meta)
+
+    def meta_width(self, key: str, seq_len: int) -> int:
+        """Width of a per-position meta row (seq_len unless it follows the target)."""
+        return seq_len
+
+
+def _pad_rows(rows: Sequence[Sequence[int]], width: int, fill: int) -> Tensor:
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(np.asarray(row, dtype=np.int64))
+    return out
+
+
+# ---------------------------------------------------------------------------- the registry
+def check_task_class(name: str, obj: object) -> type[Task]:
+    """`obj` if it is a valid task class (a `Task` subclass with `spec: TaskSpec`)."""
+    if not (inspect.isclass(obj) and issubclass(obj, Task)):
+        raise PluginError(f"task {name!r}: {obj!r} is not a subclass of attnbench.tasks.base.Task")
+    spec = getattr(obj, "spec", None)
+    if not isinstance(spec, TaskSpec):
+        raise PluginError(
+            f"task {name!r}: class {obj.__qualname__} needs a class attribute `spec: TaskSpec`, "
+            f"found {type(spec).__name__}"
+        )
+    if spec.kind not in KINDS:
+        raise PluginError(f"task {name!r}: spec.kind must be one of {', '.join(KINDS)}, got {spec.kind!r}")
+    if spec.metric not in METRICS:
+        raise PluginError(
+            f"task {name!r}: spec.metric must be one of {', '.join(METRICS)}, got {spec.metric!r}"
+        )
+    return obj
+
+
+def _adapt_entry_point(name: str, loaded: object) -> type[Task] | None:
+    if isinstance(loaded, types.ModuleType):
+        return None  # importing the module registered its tasks
+    return check_task_class(name, loaded)
+
+
+TASKS: Registry[type[Task]] = Registry("task", entry_point_group="attnbench.tasks", adapt=_adapt_entry_point)
+
+
+def register_task(name: str, cls: type[Task] | None = None, *, aliases: tuple[str, ...] = ()):
+    """Register a task class: `@register_task("mine")` or `register_task("mine", Cls)`."""
+
+    def wrap(task_cls: type[Task]) -> type[Task]:
+        TASKS.register(name, check_task_class(name, task_cls), aliases=aliases)
+        if "task_name" not in vars(task_cls):
+            task_cls.task_name = name  # so that the task's own messages use its name
+        return task_cls
+
+    return wrap if cls is None else wrap(cls)
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered under `name` (or an alias)."""
+    return TASKS[name]
+
+
+def get_task_spec(name: str) -> TaskSpec:
+    """The `TaskSpec` of a registered task (name or alias)."""
+    return TASKS[name].spec
+
+
+def list_tasks(pattern: str | None = None) -> list[str]:
+    """Registered task names, optionally filtered by a glob such as 'sel*'."""
+    return TASKS.names(pattern)
+
+
+def build_task(name: str, **options: Any) -> Task:
+    """A task instance of `name` with validated options."""
+    entry = TASKS.get(name)
+    resolved = entry.obj.spec.resolve(entry.name, options)
+    try:
+        task = entry.obj(**resolved)
+    except AttnbenchError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{entry.name}: building the task failed: {type(exc).__name__}: {exc}") from exc
+    task.task_name = entry.name
+    return task
+
+
+def parse_distances(text: str, owner: str) -> tuple[int, ...] | None:
+    """'8,32,128' → (8, 32, 128); '' → None; anything else is an OptionError."""
+    if not text.strip():
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise OptionError(
+            f"{owner}: distances must be comma-separated positive ints such as '8,32,128', got {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise OptionError(f"{owner}: distances must be positive, got {text!r}")
+    return tuple(sorted(set(values)))

@@ -1,0 +1,72 @@
+"""`char-lm`: byte-level language modelling of State of the Union addresses.
+
+Capability: using context to predict text — spelling, words, and beyond a few hundred bytes the
+topic and phrasing of the speech; the metric is bits per byte, as for enwik8/text8 character
+models. The text is every address of the `sotu` package (1790–2026; MIT package, public-domain
+speeches from the UCSB American Presidency Project), split 80/10/10 BY SPEECH (a stable hash of the
+file id) and tiled into `window`-byte windows every `stride` bytes (default: back to back). An
+example is the first seq_len bytes of a window; its target is the next byte at every position,
+IGNORE_INDEX past the window's end. Byte b is token b + 1, 0 is padding.
+
+`unigram_bits_per_byte()` (also `self.baseline`) is the entropy of the training split's byte
+distribution: what a model that ignores context scores, the number a useful model must beat.
+`chance` is in accuracy units like every task's: the test frequency of the training split's most
+frequent byte (the space), i.e. the next-byte accuracy of a constant guess.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attnbench.options import Option
+from attnbench.tasks.base import TaskSpec, register_task
+from attnbench.tasks.nlp.corpus import Corpus, CorpusTask, Spans, tiled_spans
+from attnbench.tasks.nlp.sources import sotu_corpus
+
+
+@register_task("char-lm")
+class CharLMTask(CorpusTask):
+    """Predict the next byte of a State of the Union address."""
+
+    spec = TaskSpec(
+        kind="lm",
+        metric="bits_per_byte",
+        description="byte-level language modelling of State of the Union addresses (bits per byte)",
+        source="US State of the Union addresses, `sotu` package (UCSB American Presidency Project)",
+        licence="sotu package MIT; speeches public domain (17 U.S.C. § 105)",
+        options=(
+            Option("window", int, 4096, "bytes per window (an example reads up to seq_len + 1)", minimum=2),
+            Option("stride", int, 0, "bytes between window starts; 0 = window (no overlap)", minimum=0),
+        ),
+    )
+
+    baseline: float
+
+    def load(self) -> Corpus:
+        return sotu_corpus(self.name)
+
+    def setup(self) -> None:
+        super().setup()
+        train, test = self.byte_counts("train"), self.byte_counts("test")
+        self.chance = float(test[train.argmax()] / max(1, test.sum()))
+        self.baseline = self.unigram_bits_per_byte()
+
+    def spans(self, corpus: Corpus, docs: np.ndarray) -> Spans:
+        o = self.options
+        return tiled_spans(corpus, docs, o["window"], o["stride"] or o["window"], 2)
+
+    def unigram_bits_per_byte(self) -> float:
+        """Entropy (bits) of the byte distribution of the training split: the context-free baseline."""
+        if getattr(self, "baseline", None) is not None:
+            return self.baseline
+        counts = self.byte_counts("train")
+        p = counts[counts > 0] / counts.sum()
+        return float(-(p * np.log2(p)).sum())
+
+    def byte_counts(self, split: str) -> np.ndarray:
+        """(256,) occurrences of each byte value in the documents of `split`."""
+        c = self.corpus
+        counts = np.zeros(256, dtype=np.int64)
+        for d in c.docs_in(split):
+            counts += np.bincount(c.data[c.offsets[d] : c.offsets[d + 1]], minlength=256)
+        return counts

