@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from attnbench import cli_run, cli_tasks  # noqa: E402,F401  (register their commands)
+from attnbench import cli_plot, cli_report, cli_run, cli_tasks  # noqa: E402,F401  (register their commands)
 
 if __name__ == "__main__":
     main()

@@ -47,7 +47,11 @@ def describe(record: dict) -> str:
             f"peak {result['peak_bytes_fwd_bwd'] / 2**20:.1f} MiB"
         )
     else:
-        what = f"{result['metric']} {result['score']:.3f} (chance {result['chance']:.3f}), {result['steps']} steps"
+        if "baseline_bits_per_byte" in result:
+            scale = f"unigram baseline {result['baseline_bits_per_byte']:.3f}"
+        else:
+            scale = f"chance {result['chance']:.3f}"
+        what = f"{result['metric']} {result['score']:.3f} ({scale}), {result['steps']} steps"
     return f"[green]ok[/] {record['kind']} {where} seed={record['seed']}: {what} [{record['seconds']:.1f} s]"
 
 
@@ -173,7 +177,8 @@ def run_command(ctx, variants, tasks, profile, lengths, efficiency_lengths, seed
         + ", ".join(f"{k}: {v}" for k, v in counts.items())
     )
     console.print(f"run directory: {outcome.path}")
-    console.print(f"next: bench export {outcome.path} --format csv" + ("" if not bad else f"   (cells not ok: {len(bad)})"))
+    console.print(f"next: bench report {outcome.path}   |   bench plot {outcome.path}"
+                  + ("" if not bad else f"   (cells not ok: {len(bad)}; listed by bench report)"))
     return 0
 
 

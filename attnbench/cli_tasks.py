@@ -21,7 +21,10 @@ def tasks_table(pattern: str | None) -> tuple[Table, int]:
     for entry in entries:
         spec = entry.obj.spec
         try:
-            chance = f"{build_task(entry.name).chance:.3f}"
+            task = build_task(entry.name)
+            chance = f"{task.chance:.3f}"
+            if spec.metric == "bits_per_byte" and hasattr(task, "unigram_bits_per_byte"):
+                chance = f"{task.unigram_bits_per_byte():.2f} bpb (unigram)"
         except AttnbenchError as exc:  # e.g. its data package is missing: say so in the row
             chance = f"unavailable: {exc}"
         options = ", ".join(f"{o.name}: {o.type.__name__} = {o.default!r}" for o in spec.options)
@@ -77,7 +80,7 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
         f"[bold]{choice.label}[/bold] — {spec.description}\n"
         f"kind {spec.kind}, metric {spec.metric}, chance {task.chance:.3f}, vocab {task.vocab_size}"
         + (f", classes {task.n_classes}" if task.n_classes else "")
-        + f"; {split} split, seq_len {seq_len}, seed {seed}\nsource: {spec.source} ({spec.licence})",
+        + f"; {split} split, seq_len {seq_len}, seed {seed}\nsource: {spec.source}; licence: {spec.licence}",
         highlight=False,
     )
     for i in range(len(batch)):

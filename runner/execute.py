@@ -21,8 +21,8 @@ import torch
 
 from attnbench.errors import UnsupportedError
 from attnbench.runner.cells import Cell
-from attnbench.runner.measure import is_oom, measure_attention
-from attnbench.runner.model import ModelSize
+from attnbench.runner.measure import is_oom, measure_attention, measure_step
+from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
 from attnbench.tasks.base import build_task
 
@@ -102,7 +102,7 @@ def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
     if cell.kind == "efficiency":
         steady_heap()
         eff = plan.efficiency
-        return measure_attention(
+        result = measure_attention(
             cell.variant,
             options,
             seq_len=cell.seq_len,
@@ -115,6 +115,9 @@ def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
             seed=cell.seed,
             peak_flops=plan.peak_flops,
         )
+        if eff.get("model_step", True):
+            result["model_step"] = measure_model_step(cell, plan, dtype)
+        return result
     task = build_task(cell.task, **dict(cell.task_options))
     cross = (plan.cross, {}) if plan.cross else None
     result = train_and_evaluate(
@@ -149,6 +152,30 @@ def steady_heap() -> None:
         libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to pin
+
+
+def measure_model_step(cell: Cell, plan: Plan, dtype: torch.dtype) -> dict[str, Any]:
+    """Time, peak memory and FLOPs of one training step (forward, loss, backward) of the harness
+    around the variant: a byte-vocabulary classifier at the efficiency width, the profile's depth."""
+    eff = plan.efficiency
+    size = ModelSize(**{**plan.size, "d_model": eff["d_model"], "n_heads": eff["n_heads"],
+                        "max_len": max(plan.size.get("max_len", 0), cell.seq_len)})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cell.seed)
+        model = BenchModel("classify", 257, 2, cell.variant, dict(cell.variant_options), size)
+    model = model.to(device=plan.device, dtype=dtype)
+    gen = torch.Generator().manual_seed(cell.seed)
+    tokens = torch.randint(1, 257, (eff["batch"], cell.seq_len), generator=gen).to(plan.device)
+    pad = torch.zeros_like(tokens, dtype=torch.bool)
+    target = torch.randint(0, 2, (eff["batch"],), generator=gen).to(plan.device)
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(tokens, pad).float(), target).backward()
+
+    result = measure_step(step, device=plan.device, min_run_time=eff["min_run_time"], peak_flops=plan.peak_flops)
+    result["n_layers"] = size.n_layers
+    return result
 
 
 def _finite(value: Any) -> bool:

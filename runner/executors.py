@@ -79,6 +79,10 @@ class SubprocessExecutor:
         for line in self._lines(deadline):
             if line.startswith(MARK):
                 return json.loads(line[len(MARK) :])
+        try:  # EOF: the worker is exiting (its status may lag its closed pipe by a moment)
+            self.proc.wait(timeout=max(0.0, min(5.0, deadline - time.perf_counter())))
+        except subprocess.TimeoutExpired:
+            pass
         if self.proc.poll() is None:  # hung past the deadline
             self._kill()
             limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"

@@ -13,7 +13,8 @@ Heads per task kind:
   encoder, both through the variant — or through `cross_variant`, so that `additive` can be studied
   in its original encoder-decoder role behind any self-attention.
 
-Positions are sinusoidal unless the variant's spec says it brings its own (`own_positions`).
+Positions are sinusoidal (or learned, `ModelSize(positions="learned")`) unless the variant's spec
+says it brings its own (`own_positions`).
 A combination the variant does not support (causal, cross, padding) raises `UnsupportedError`
 when the model is built or first called; the runner records the cell as `unsupported`.
 """
@@ -28,7 +29,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from attnbench.errors import UnsupportedError
+from attnbench.errors import AttnbenchError, UnsupportedError
 from attnbench.variants.base import build_variant, get_variant_spec
 
 
@@ -40,8 +41,14 @@ class ModelSize:
     n_layers: int = 2
     n_heads: int = 4
     mlp_ratio: int = 2
+    positions: str = "sinusoidal"  # or "learned" (up to max_len positions); none if the variant has its own
+    max_len: int = 8192  # positions a learned table holds
 
-    def to_dict(self) -> dict[str, int]:
+    def __post_init__(self) -> None:
+        if self.positions not in ("sinusoidal", "learned"):
+            raise AttnbenchError(f"model positions must be 'sinusoidal' or 'learned', got {self.positions!r}")
+
+    def to_dict(self) -> dict[str, int | str]:
         return dict(vars(self))
 
 
@@ -99,14 +106,20 @@ class Stack(nn.Module):
     def __init__(self, vocab: int, size: ModelSize, variant: str, options: dict, cross=None):
         super().__init__()
         self.embed = nn.Embedding(vocab, size.d_model)
-        self.positions = not get_variant_spec(variant).own_positions
+        self.positions = None if get_variant_spec(variant).own_positions else size.positions
+        self.learned = nn.Embedding(size.max_len, size.d_model) if self.positions == "learned" else None
         self.blocks = nn.ModuleList(Block(size, variant, options, cross) for _ in range(size.n_layers))
         self.norm = nn.LayerNorm(size.d_model)
 
     def forward(self, tokens: Tensor, pad: Tensor | None, **kwargs) -> tuple[Tensor, Tensor | None]:
         x = self.embed(tokens)
-        if self.positions:
-            x = x + sinusoidal_positions(tokens.shape[1], x.shape[-1]).to(x)
+        n = tokens.shape[1]
+        if self.positions == "learned":
+            if n > self.learned.num_embeddings:
+                raise AttnbenchError(f"sequence of {n} tokens exceeds the {self.learned.num_embeddings} learned positions")
+            x = x + self.learned.weight[:n]
+        elif self.positions == "sinusoidal":
+            x = x + sinusoidal_positions(n, x.shape[-1]).to(x)
         weights = None
         for block in self.blocks:
             x, weights = block(x, pad, **kwargs)

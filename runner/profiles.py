@@ -33,6 +33,7 @@ class EfficiencySettings:
     n_heads: int = 4
     min_run_time: float = 0.1
     max_seconds: float | None = None  # budget of one efficiency cell (default: the profile's)
+    model_step: bool = True  # also time one whole training step of the harness around the layer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

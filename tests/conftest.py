@@ -23,7 +23,13 @@ def make_distribution():
     return write_distribution
 
 
-def write_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:
+def write_distribution(
+    root: Path,
+    dist: str,
+    entry_points: dict[str, str],
+    modules: dict[str, str],
+    group: str = "attnbench.variants",
+) -> Path:
     """Lay out what `pip install` leaves for a package: its modules and a .dist-info with entry points.
 
     `importlib.metadata` finds it once `root` is on sys.path, exactly as for a real install.
@@ -34,5 +40,5 @@ def write_distribution(root: Path, dist: str, entry_points: dict[str, str], modu
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[attnbench.variants]\n{lines}")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
     return root

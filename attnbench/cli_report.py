@@ -1,0 +1,73 @@
+"""`bench report` (LRA-style tables of a run) and `bench compare` (a regression gate between two runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from attnbench.cli import cli
+from attnbench.errors import AttnbenchError
+from attnbench.runner.report import compare_runs, load_run, render_comparison, render_markdown, write_csv
+
+
+@cli.command("report")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True,
+              help="md: one GitHub-markdown report; csv: one CSV file per table.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="md: the file to write (default: stdout). csv: the path prefix, FILE → FILE_accuracy.csv, "
+                   "FILE_long_range.csv, FILE_effective_range.csv, FILE_efficiency.csv, FILE_scaling.csv "
+                   "(a .csv suffix is dropped; default RUN/report_*.csv).")
+def report_command(run: Path, fmt: str, out: Path | None) -> int:
+    """Tabulate a run directory: accuracy (LRA-style), long-range ranges, speed and memory vs multi-head.
+
+    Reads only RUN's env.json, grid.json and cells.jsonl; nothing is re-run.
+
+    \b
+    Examples:
+      bench report results/runs/20260101-120000-quick
+      bench report RUN --out RUN/report.md
+      bench report RUN --format csv --out tables/quick   # tables/quick_accuracy.csv, ...
+    """
+    loaded = load_run(run)
+    if fmt == "csv":
+        for path in write_csv(loaded, out if out is not None else loaded.path / "report"):
+            click.echo(str(path))
+        return 0
+    text = render_markdown(loaded)
+    if out is None:
+        click.echo(text, nl=False)
+        return 0
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as err:
+        raise AttnbenchError(f"--out: cannot write {out}: {err.strerror or err}") from None
+    click.echo(str(out))
+    return 0
+
+
+@cli.command("compare")
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option("--rtol", type=float, default=0.05, show_default=True,
+              help="Relative tolerance: B may be this much worse than A before it counts as a regression.")
+def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
+    """Compare two runs cell by cell (B against A); exit 1 if any metric regresses beyond --rtol.
+
+    A regression: score down by more than rtol relative (bits per byte: up), fwd+bwd median time or
+    peak memory up by more than rtol, or a cell ok in A and not ok in B. Cells in one run only are
+    listed, not counted. Exit codes: 0 no regression, 1 regressions (listed), 2 bad input.
+
+    \b
+    Examples:
+      bench compare results/runs/before results/runs/after
+      bench compare before after --rtol 0.10     # allow 10 % noise in time and memory
+    """
+    if not rtol >= 0:
+        raise AttnbenchError(f"--rtol must be >= 0, got {rtol}")
+    a, b = load_run(run_a), load_run(run_b)
+    comparison = compare_runs(a, b, rtol)
+    click.echo(render_comparison(a, b, comparison), nl=False)
+    return 1 if not comparison.regressions.empty else 0

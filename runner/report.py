@@ -1,0 +1,896 @@
+"""Reports of a run directory: LRA-style accuracy, long-range and efficiency tables, and run comparison.
+
+Everything here reads only a run's files (``env.json``, ``grid.json``, ``cells.jsonl``) and never
+re-runs a cell. The ``*_frame`` functions return tidy pandas DataFrames with numbers (the CSV
+output); ``render_markdown`` and ``render_comparison`` turn them into plain GitHub markdown.
+
+Definitions the tables use (also printed as footnotes of the report):
+
+- *score*: a task's test metric; ``accuracy`` and ``exact_match`` are higher-is-better and enter
+  the Average column, ``bits_per_byte`` is lower-is-better and is shown on its own, next to the
+  task's unigram baseline.
+- *effective range*: see `effective_range`; *above-chance reach*: see `above_chance_reach`.
+- *speed-up* = t(multi-head) / t(variant) and *memory ratio* = mem(variant) / mem(multi-head), at
+  the same n, as the Long Range Arena reports them.
+- *scaling exponent*: the least-squares slope of log(value) against log(n) over a variant's ok
+  lengths (at least two).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from attnbench.runner.store import ENV_FILE, GRID_FILE, STATUSES, StoreError, read_records
+
+__all__ = [
+    "Comparison",
+    "Run",
+    "above_chance_reach",
+    "accuracy_frame",
+    "accuracy_table",
+    "compare_runs",
+    "distance_frame",
+    "effective_range",
+    "efficiency_frame",
+    "efficiency_table",
+    "load_run",
+    "long_range_frame",
+    "long_range_table",
+    "markdown_table",
+    "render_comparison",
+    "render_markdown",
+    "scaling_exponent",
+    "scaling_frame",
+    "write_csv",
+]
+
+LOWER_IS_BETTER = frozenset({"bits_per_byte"})
+RANGE_FRACTION = 0.9  # effective range: accuracy stays >= this fraction of the shortest bucket's
+CHANCE_SIGMAS = 2.0  # above chance: more than this many standard errors of a chance-level guesser
+REFERENCE_VARIANT = "multi-head"
+AVERAGE = "Average"
+CHANCE_ROW = "chance"
+CSV_TABLES = ("accuracy", "long_range", "effective_range", "efficiency", "scaling")
+
+
+@dataclass(frozen=True)
+class Run:
+    """The files of one run directory, read once."""
+
+    path: Path
+    env: dict
+    grid: dict
+    records: list[dict]
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run directory (StoreError, one line, when it is not one)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise StoreError(f"{path} is not an attnbench run (not a directory)")
+    records = read_records(path)  # StoreError unless it holds grid.json
+    return Run(path=path, env=_read_optional_json(path / ENV_FILE), grid=_read_optional_json(path / GRID_FILE),
+               records=records)
+
+
+def _read_optional_json(file: Path) -> dict:
+    """A JSON object file of a run; {} when absent, StoreError when unreadable."""
+    if not file.exists():
+        return {}
+    try:
+        value = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise StoreError(f"cannot read {file}: {err}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"{file} is not a JSON object")
+    return value
+
+
+# -- accuracy ----------------------------------------------------------------------------------
+
+
+def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per accuracy record: its cell, status and (when ok) score and chance."""
+    rows = []
+    for r in records:
+        if r.get("kind") != "accuracy":
+            continue
+        res = r.get("result") if r.get("status") == "ok" else None
+        res = res or {}
+        rows.append({
+            "variant": r.get("variant_label") or r.get("variant"),
+            "task": r.get("task_label") or r.get("task"),
+            "seq_len": int(r.get("seq_len") or 0),
+            "seed": r.get("seed"),
+            "status": r.get("status"),
+            "metric": res.get("metric"),
+            "score": _number(res.get("score")),
+            "chance": _number(res.get("chance")),
+            "baseline_bits_per_byte": _number(res.get("baseline_bits_per_byte")),
+        })
+    return pd.DataFrame(rows, columns=["variant", "task", "seq_len", "seed", "status", "metric", "score",
+                                       "chance", "baseline_bits_per_byte"])
+
+
+def accuracy_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """Tidy accuracy: one row per (variant, task, n) — mean and sample std of the score over ok seeds.
+
+    A task run at several lengths gets one column per length, named ``task (n=N)``; a task run at
+    one length is named by its label. Rows with ``column == "Average"`` hold each variant's mean
+    over its ok higher-is-better columns (``tasks_ok`` of ``tasks_total``). ``best`` marks the
+    best mean of each column (max; min for bits per byte; Average: among full averages only).
+    """
+    rows = _accuracy_rows(records)
+    columns = ["variant", "task", "seq_len", "column", "metric", "higher_is_better", "mean", "std", "seeds",
+               "ok_seeds", "status", "chance", "baseline_bits_per_byte", "tasks_ok", "tasks_total", "best"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    variants = list(dict.fromkeys(rows.variant))
+    tasks = list(dict.fromkeys(rows.task))
+    lengths = {t: sorted(set(rows.seq_len[rows.task == t])) for t in tasks}
+    out = []
+    for task in tasks:
+        for n in lengths[task]:
+            cell_rows = rows[(rows.task == task) & (rows.seq_len == n)]
+            ok = cell_rows[cell_rows.status == "ok"]
+            metric = ok.metric.dropna().iloc[0] if not ok.metric.dropna().empty else None
+            chance = ok.chance.dropna().iloc[0] if not ok.chance.dropna().empty else math.nan
+            base = ok.baseline_bits_per_byte.dropna()
+            baseline = base.iloc[0] if not base.empty else math.nan
+            name = task if len(lengths[task]) == 1 else f"{task} (n={n})"
+            for variant in variants:
+                mine = cell_rows[cell_rows.variant == variant]
+                if mine.empty:
+                    continue
+                scores = mine.score[(mine.status == "ok")].dropna()
+                bad = sorted(set(mine.status[mine.status != "ok"]))
+                out.append({
+                    "variant": variant, "task": task, "seq_len": n, "column": name, "metric": metric,
+                    "higher_is_better": metric not in LOWER_IS_BETTER,
+                    "mean": float(scores.mean()) if len(scores) else math.nan,
+                    "std": float(scores.std(ddof=1)) if len(scores) > 1 else math.nan,
+                    "seeds": len(mine), "ok_seeds": len(scores),
+                    "status": "ok" if not bad else "/".join(bad),
+                    "chance": chance, "baseline_bits_per_byte": baseline,
+                    "tasks_ok": math.nan, "tasks_total": math.nan, "best": False,
+                })
+    frame = pd.DataFrame(out, columns=columns)
+    frame = pd.concat([frame, _averages(frame, variants)], ignore_index=True)
+    frame["best"] = _best_marks(frame)
+    return frame
+
+
+def _averages(frame: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Per variant: the mean over its higher-is-better columns that have a score."""
+    scored = frame[frame.higher_is_better]
+    total = scored.column.nunique()
+    chances = scored.drop_duplicates("column").chance.dropna()
+    rows = []
+    for variant in variants:
+        mine = scored[(scored.variant == variant)].dropna(subset=["mean"])
+        rows.append({
+            "variant": variant, "task": AVERAGE, "seq_len": 0, "column": AVERAGE, "metric": "average",
+            "higher_is_better": True, "mean": float(mine["mean"].mean()) if len(mine) else math.nan,
+            "std": math.nan, "seeds": math.nan, "ok_seeds": math.nan, "status": "ok" if len(mine) else "-",
+            "chance": float(chances.mean()) if len(chances) else math.nan, "baseline_bits_per_byte": math.nan,
+            "tasks_ok": len(mine), "tasks_total": total, "best": False,
+        })
+    return pd.DataFrame(rows, columns=frame.columns) if total else frame.iloc[0:0]
+
+
+def _best_marks(frame: pd.DataFrame) -> pd.Series:
+    """True where a row holds its column's best mean (ties all marked)."""
+    best = pd.Series(False, index=frame.index)
+    for column, group in frame.groupby("column", sort=False):
+        if column == AVERAGE:
+            group = group[group.tasks_ok == group.tasks_total]
+        values = group["mean"].dropna()
+        if values.empty:
+            continue
+        target = values.max() if bool(group.higher_is_better.iloc[0]) else values.min()
+        best[values.index[np.isclose(values, target, rtol=0, atol=1e-12)]] = True
+    return best
+
+
+def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The LRA-shaped display table of `accuracy_frame`: variant rows, task columns, Average, chance row.
+
+    Cells are strings: ``mean`` or ``mean ± std`` (std over seeds when more than one ended ok),
+    in bold where best, ``(k/m seeds)`` when some seeds did not end ok, the status when none did.
+    Higher-is-better columns come first, then Average, then bits-per-byte columns.
+    """
+    if frame.empty:
+        return pd.DataFrame()
+    cells = frame[frame.column != AVERAGE]
+    order = list(dict.fromkeys(cells.column))
+    higher = [c for c in order if bool(cells[cells.column == c].higher_is_better.iloc[0])]
+    lower = [c for c in order if c not in higher]
+    headers = {c: c for c in higher}
+    for c in lower:
+        metric = cells[cells.column == c].metric.iloc[0]
+        headers[c] = f"{c} ({metric.replace('_', ' ')} ↓)" if metric else c
+    shown = higher + ([AVERAGE] if higher else []) + lower
+    variants = list(dict.fromkeys(frame.variant))
+    table = pd.DataFrame("", index=[*variants, CHANCE_ROW], columns=[headers.get(c, c) for c in shown])
+    for _, row in frame.iterrows():
+        table.loc[row.variant, headers.get(row.column, row.column)] = _score_cell(row)
+    for c in shown:
+        first = frame[frame.column == c].iloc[0]
+        if c in lower:
+            base = first.baseline_bits_per_byte
+            text = f"{base:.3f} (unigram)" if _finite(base) else "-"
+        else:
+            text = _chance(first.chance)
+        table.loc[CHANCE_ROW, headers.get(c, c)] = text
+    table.index.name = "variant"
+    return table
+
+
+def _score_cell(row: pd.Series) -> str:
+    """The display text of one accuracy cell (see `accuracy_table`)."""
+    if row.column == AVERAGE:
+        if not _finite(row["mean"]):
+            return "-"
+        text = f"{row['mean']:.3f}"
+        text = f"**{text}**" if row.best else text
+        if row.tasks_ok < row.tasks_total:
+            text += f" ({int(row.tasks_ok)}/{int(row.tasks_total)} tasks)"
+        return text
+    if not _finite(row["mean"]):
+        return row.status
+    text = f"{row['mean']:.3f}" + (f" ± {row['std']:.3f}" if _finite(row["std"]) else "")
+    text = f"**{text}**" if row.best else text
+    if row.ok_seeds < row.seeds:
+        text += f" ({int(row.ok_seeds)}/{int(row.seeds)} seeds; {row.status})"
+    return text
+
+
+# -- long range --------------------------------------------------------------------------------
+
+
+def distance_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """Accuracy per dependency-distance bucket: one row per (task, n, variant, bucket), ok cells only.
+
+    Seeds are pooled: accuracy is the count-weighted mean, count the total. ``bucket`` is the
+    lower edge d of the bucket [d, 2d) that the runner records.
+    """
+    pooled: dict[tuple, list[float]] = {}
+    chance: dict[tuple, float] = {}
+    for r in records:
+        res = r.get("result") or {}
+        if r.get("kind") != "accuracy" or r.get("status") != "ok" or not res.get("by_distance"):
+            continue
+        task, n, variant = r.get("task_label") or r.get("task"), int(r.get("seq_len") or 0), r.get("variant_label")
+        chance.setdefault((task, n), _number(res.get("chance")))
+        for edge, bucket in res["by_distance"].items():
+            count = int(bucket.get("count") or 0)
+            acc = _number(bucket.get("accuracy"))
+            if count <= 0 or not _finite(acc):
+                continue
+            total = pooled.setdefault((task, n, variant, int(edge)), [0.0, 0])
+            total[0] += acc * count
+            total[1] += count
+    rows = [
+        {"task": t, "seq_len": n, "variant": v, "bucket": e, "accuracy": hits / count, "count": count,
+         "chance": chance[(t, n)]}
+        for (t, n, v, e), (hits, count) in pooled.items()
+    ]
+    frame = pd.DataFrame(rows, columns=["task", "seq_len", "variant", "bucket", "accuracy", "count", "chance"])
+    return frame.sort_values(["task", "seq_len", "bucket"], kind="stable").reset_index(drop=True)
+
+
+def effective_range(accuracy: Mapping[int, float], fraction: float = RANGE_FRACTION) -> tuple[int | None, bool]:
+    """The effective range of accuracies by bucket edge, and whether it reaches the last bucket.
+
+    With bucket lower edges e_1 < … < e_k (bucket i holds distances [e_i, e_{i+1})) and accuracies
+    a_i, the effective range is the largest e_j such that a_i >= fraction · a_1 for every i <= j:
+    up to bucket j, accuracy never fell below 90 % (by default) of its value at the shortest
+    distances. The second value is True when j = k: the variant never dropped within the measured
+    distances, so the range is only known to be ">= e_k". (None, False) for no buckets.
+    """
+    edges = sorted(accuracy)
+    if not edges:
+        return None, False
+    floor = fraction * accuracy[edges[0]]
+    reached = edges[0]
+    for edge in edges:
+        if accuracy[edge] < floor - 1e-9:  # exactly 90 % holds, despite float rounding
+            return reached, False
+        reached = edge
+    return reached, True
+
+
+def above_chance(accuracy: float, count: int, chance: float, sigmas: float = CHANCE_SIGMAS) -> bool:
+    """Whether `accuracy` over `count` items exceeds `chance` by more than `sigmas` standard errors
+    of a guesser at chance (sqrt(c·(1−c)/count))."""
+    if not (_finite(chance) and count > 0):
+        return True  # no chance level recorded: nothing to test against
+    return accuracy - chance > sigmas * math.sqrt(max(chance * (1 - chance), 0.0) / count)
+
+
+def above_chance_reach(buckets: Mapping[int, tuple[float, int]], chance: float) -> int | None:
+    """The largest bucket edge whose (accuracy, count) is above chance (see `above_chance`); None if none.
+
+    Unlike the effective range this does not ask for accuracy to hold up, only for the model to do
+    better than guessing: it shows where a variant stops seeing the answer at all.
+    """
+    hits = [e for e, (acc, count) in buckets.items() if above_chance(acc, count, chance)]
+    return max(hits) if hits else None
+
+
+def long_range_frame(records: Sequence[dict], grid: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Per (task, n, variant) with distances: effective range, above-chance reach, window × layers.
+
+    ``effective_range`` is None (shown "-") when the shortest bucket itself is not above chance:
+    keeping 90 % of a guess means nothing. ``window_x_layers`` is window · n_layers (n_layers from
+    grid.json's model size) for variants with a ``window`` option.
+    """
+    columns = ["task", "seq_len", "variant", "shortest_accuracy", "effective_range", "never_dropped",
+               "longest_bucket", "above_chance_reach", "window", "n_layers", "window_x_layers"]
+    dist = distance_frame(records)
+    if dist.empty:
+        return pd.DataFrame(columns=columns)
+    n_layers = ((grid or {}).get("size") or {}).get("n_layers")
+    windows = {
+        r.get("variant_label"): (r.get("variant_options") or {}).get("window")
+        for r in records if r.get("kind") == "accuracy"
+    }
+    rows = []
+    for (task, n, variant), group in dist.groupby(["task", "seq_len", "variant"], sort=False):
+        group = group.sort_values("bucket")
+        first = group.iloc[0]
+        chance = first.chance
+        acc = dict(zip(group.bucket.astype(int), group.accuracy))
+        if above_chance(first.accuracy, int(first["count"]), chance):
+            reach, dropped_never = effective_range(acc)
+        else:
+            reach, dropped_never = None, False
+        window = windows.get(variant)
+        window = int(window) if isinstance(window, (int, float)) and not isinstance(window, bool) else None
+        rows.append({
+            "task": task, "seq_len": n, "variant": variant, "shortest_accuracy": float(first.accuracy),
+            "effective_range": reach, "never_dropped": dropped_never, "longest_bucket": int(group.bucket.max()),
+            "above_chance_reach": above_chance_reach(
+                {int(e): (a, int(c)) for e, a, c in zip(group.bucket, group.accuracy, group["count"])}, chance),
+            "window": window, "n_layers": n_layers,
+            "window_x_layers": window * n_layers if window is not None and n_layers else None,
+        })
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def long_range_table(records: Sequence[dict], grid: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Display table: one row per (task, variant), accuracy per bucket [d, 2d), then the ranges."""
+    dist = distance_frame(records)
+    ranges = long_range_frame(records, grid)
+    if dist.empty:
+        return pd.DataFrame()
+    buckets = sorted(set(dist.bucket.astype(int)))
+    several = dist.groupby("task").seq_len.nunique().to_dict()
+    rows = []
+    for _, r in ranges.iterrows():
+        mine = dist[(dist.task == r.task) & (dist.seq_len == r.seq_len) & (dist.variant == r.variant)]
+        acc = dict(zip(mine.bucket.astype(int), mine.accuracy))
+        row = {"task": r.task if several[r.task] == 1 else f"{r.task} (n={r.seq_len})", "variant": r.variant}
+        for b in buckets:
+            row[f"[{b},{2 * b})"] = f"{acc[b]:.2f}" if b in acc else ""
+        if r.effective_range is None:
+            row["effective range"] = "- (at chance)"
+        else:
+            row["effective range"] = f"≥ {r.effective_range}" if r.never_dropped else str(r.effective_range)
+        row["above-chance reach"] = "-" if r.above_chance_reach is None else str(r.above_chance_reach)
+        row["window × layers"] = (f"{r.window} × {r.n_layers} = {r.window_x_layers}"
+                                  if r.window_x_layers is not None else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- efficiency --------------------------------------------------------------------------------
+
+
+def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per (variant, n) of efficiency cells: times (ms), memory (MiB), ratios to multi-head.
+
+    Seeds, if several, are averaged. ``speedup_*`` = t(multi-head) / t(variant) and
+    ``memory_ratio`` = peak fwd+bwd memory(variant) / that of multi-head, both at the same n;
+    NaN where either cell did not end ok. ``status`` is a non-ok cell's status (its message too).
+    """
+    columns = ["variant", "variant_name", "seq_len", "status", "message", "fwd_ms", "fwd_iqr_ms", "fwd_bwd_ms",
+               "fwd_bwd_iqr_ms", "runs_fwd", "runs_fwd_bwd", "peak_mib_fwd", "peak_mib_fwd_bwd", "flops_fwd",
+               "flops_fwd_bwd", "peak_fraction_fwd", "peak_fraction_fwd_bwd", "step_ms", "step_peak_mib",
+               "mem_method", "speedup_fwd", "speedup_fwd_bwd", "memory_ratio"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("kind") == "efficiency":
+            groups.setdefault((r.get("variant_label") or r.get("variant"), int(r.get("seq_len") or 0)), []).append(r)
+    rows = []
+    for (variant, n), recs in groups.items():
+        ok = [r["result"] for r in recs if r.get("status") == "ok" and r.get("result")]
+        row: dict[str, Any] = {"variant": variant, "variant_name": recs[0].get("variant"), "seq_len": n}
+        if not ok:
+            row["status"] = "/".join(sorted({r.get("status", "?") for r in recs}))
+            row["message"] = next((r.get("message") for r in recs if r.get("message")), "")
+            rows.append(row)
+            continue
+        row.update({"status": "ok", "message": "", "mem_method": ok[0].get("mem_method")})
+
+        def mean(getter) -> float:
+            values = [v for v in (getter(res) for res in ok) if _finite(v)]
+            return float(np.mean(values)) if values else math.nan
+
+        for key in ("fwd", "fwd_bwd"):
+            row[f"{key}_ms"] = mean(lambda res, k=key: (res.get(k) or {}).get("median_s")) * 1e3
+            row[f"{key}_iqr_ms"] = mean(lambda res, k=key: (res.get(k) or {}).get("iqr_s")) * 1e3
+            row[f"runs_{key}"] = mean(lambda res, k=key: (res.get(k) or {}).get("runs"))
+            row[f"peak_mib_{key}"] = mean(lambda res, k=key: res.get(f"peak_bytes_{k}")) / 2**20
+            row[f"flops_{key}"] = mean(lambda res, k=key: res.get(f"flops_{k}"))
+            row[f"peak_fraction_{key}"] = mean(lambda res, k=key: res.get(f"peak_fraction_{k}"))
+        row["step_ms"] = mean(lambda res: ((res.get("model_step") or {}).get("time") or {}).get("median_s")) * 1e3
+        row["step_peak_mib"] = mean(lambda res: (res.get("model_step") or {}).get("peak_bytes")) / 2**20
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=columns)
+    if frame.empty:
+        return frame
+    ref = _reference_label(frame)
+    for n, group in frame.groupby("seq_len"):
+        base = group[(group.variant == ref) & (group.status == "ok")] if ref else group.iloc[0:0]
+        if base.empty:
+            continue
+        base = base.iloc[0]
+        idx = group.index
+        frame.loc[idx, "speedup_fwd"] = base.fwd_ms / frame.loc[idx, "fwd_ms"]
+        frame.loc[idx, "speedup_fwd_bwd"] = base.fwd_bwd_ms / frame.loc[idx, "fwd_bwd_ms"]
+        frame.loc[idx, "memory_ratio"] = frame.loc[idx, "peak_mib_fwd_bwd"] / base.peak_mib_fwd_bwd
+    order = {v: i for i, v in enumerate(dict.fromkeys(frame.variant))}
+    frame = frame.sort_values(["seq_len", "variant"], key=lambda s: s.map(order) if s.name == "variant" else s,
+                              kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def _reference_label(frame: pd.DataFrame) -> str | None:
+    """The label of the multi-head rows that ratios divide by: without options if there is one."""
+    labels = list(dict.fromkeys(frame.variant[frame.variant_name == REFERENCE_VARIANT]))
+    if REFERENCE_VARIANT in labels:
+        return REFERENCE_VARIANT
+    return labels[0] if labels else None
+
+
+def scaling_exponent(lengths: Sequence[float], values: Sequence[float]) -> float | None:
+    """The least-squares slope of log(value) vs log(n); None with fewer than two distinct usable n."""
+    pairs = [(n, v) for n, v in zip(lengths, values) if _finite(v) and v > 0 and n and n > 0]
+    if len({n for n, _ in pairs}) < 2:
+        return None
+    x = np.log([n for n, _ in pairs])
+    y = np.log([v for _, v in pairs])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def scaling_frame(efficiency: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: fitted exponents of time and peak memory vs n over its ok lengths (>= 2 needed)."""
+    columns = ["variant", "lengths", "points", "time_exp_fwd", "time_exp_fwd_bwd", "mem_exp_fwd", "mem_exp_fwd_bwd"]
+    rows = []
+    for variant in dict.fromkeys(efficiency.variant) if not efficiency.empty else ():
+        ok = efficiency[(efficiency.variant == variant) & (efficiency.status == "ok")].sort_values("seq_len")
+        n = list(ok.seq_len)
+        rows.append({
+            "variant": variant,
+            "lengths": ",".join(str(x) for x in n),
+            "points": len(n),
+            "time_exp_fwd": scaling_exponent(n, list(ok.fwd_ms)),
+            "time_exp_fwd_bwd": scaling_exponent(n, list(ok.fwd_bwd_ms)),
+            "mem_exp_fwd": scaling_exponent(n, list(ok.peak_mib_fwd)),
+            "mem_exp_fwd_bwd": scaling_exponent(n, list(ok.peak_mib_fwd_bwd)),
+        })
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Display table of `efficiency_frame`: one row per (n, variant); a non-ok cell shows its status."""
+    rows = []
+    has_step = not frame.empty and frame.step_ms.notna().any()
+    for _, r in frame.iterrows():
+        row = {"n": str(r.seq_len), "variant": r.variant}
+        if r.status != "ok":
+            row.update({"fwd ms": r.status, "fwd speed-up": "", "fwd+bwd ms": r.status, "fwd+bwd speed-up": "",
+                        "peak MiB fwd": r.status, "peak MiB fwd+bwd": r.status, "memory ratio": "",
+                        "% of matmul peak (fwd / fwd+bwd)": ""})
+            if has_step:
+                row["train step ms"] = r.status
+            rows.append(row)
+            continue
+        row["fwd ms"] = _time_cell(r.fwd_ms, r.fwd_iqr_ms)
+        row["fwd speed-up"] = _ratio(r.speedup_fwd)
+        row["fwd+bwd ms"] = _time_cell(r.fwd_bwd_ms, r.fwd_bwd_iqr_ms)
+        row["fwd+bwd speed-up"] = _ratio(r.speedup_fwd_bwd)
+        row["peak MiB fwd"] = _mib(r.peak_mib_fwd)
+        row["peak MiB fwd+bwd"] = _mib(r.peak_mib_fwd_bwd)
+        row["memory ratio"] = _ratio(r.memory_ratio)
+        row["% of matmul peak (fwd / fwd+bwd)"] = (f"{_percent(r.peak_fraction_fwd)} / "
+                                                   f"{_percent(r.peak_fraction_fwd_bwd)}")
+        if has_step:
+            row["train step ms"] = _time_cell(r.step_ms, None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _scaling_table(scaling: pd.DataFrame) -> pd.DataFrame:
+    def exp(v) -> str:
+        return "-" if v is None or not _finite(v) else f"{v:.2f}"
+
+    return pd.DataFrame([
+        {"variant": r.variant, "lengths fitted": r.lengths or "-", "time fwd": exp(r.time_exp_fwd),
+         "time fwd+bwd": exp(r.time_exp_fwd_bwd), "memory fwd": exp(r.mem_exp_fwd),
+         "memory fwd+bwd": exp(r.mem_exp_fwd_bwd)}
+        for _, r in scaling.iterrows()
+    ])
+
+
+# -- the whole report --------------------------------------------------------------------------
+
+
+def render_markdown(run: Run) -> str:
+    """The report of a run as plain GitHub markdown: header, accuracy, long-range, efficiency, notes."""
+    parts = [_header(run)]
+    acc = accuracy_frame(run.records)
+    parts.append("## Accuracy\n")
+    if acc.empty:
+        parts.append("No accuracy cells in this run.\n")
+    else:
+        parts.append(markdown_table(accuracy_table(acc), index=True))
+        parts.append(_accuracy_notes(acc, run))
+    parts.append("## Long-range dependencies\n")
+    lr = long_range_table(run.records, run.grid)
+    if lr.empty:
+        parts.append("No task in this run records accuracy by dependency distance.\n")
+    else:
+        parts.append(markdown_table(lr))
+        parts.append(_long_range_notes(run))
+    eff = efficiency_frame(run.records)
+    parts.append("## Efficiency\n")
+    if eff.empty:
+        parts.append("No efficiency cells in this run.\n")
+    else:
+        parts.append(_efficiency_conditions(run, eff))
+        parts.append(markdown_table(efficiency_table(eff)))
+        parts.append(_efficiency_notes(eff))
+        parts.append("### Scaling with sequence length\n")
+        parts.append(markdown_table(_scaling_table(scaling_frame(eff))))
+        parts.append("Exponent k of value ∝ n^k: the least-squares slope of log(value) against log(n) over "
+                     "the variant's ok lengths (at least two; \"-\" otherwise). Full attention's time tends to 2 at "
+                     "large n (fused kernels keep its memory near 1); fixed per-call overheads pull measured "
+                     "exponents below their asymptote at short n.\n")
+    bad = [r for r in run.records if r.get("status") != "ok"]
+    if bad:
+        parts.append("## Cells not ok\n")
+        parts.append("\n".join(
+            f"- `{r.get('key')}`: {r.get('status')}" + (f" — {r['message']}" if r.get("message") else "") for r in bad
+        ) + "\n")
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+def _header(run: Run) -> str:
+    env, grid = run.env, run.grid
+    counts = pd.Series([r.get("status") for r in run.records], dtype=object).value_counts()
+    size = grid.get("size") or {}
+    train = grid.get("train") or {}
+    eff = grid.get("efficiency") or {}
+    peak = env.get("matmul_peak_flops")
+    device = env.get("device") or grid.get("device") or "?"
+    device_text = f"{device} ({env.get('cuda_device') or env.get('cpu') or '?'})"
+    variants = grid.get("variants") or sorted({r.get("variant_label") for r in run.records})
+    tasks = grid.get("tasks") or sorted({r.get("task_label") for r in run.records if r.get("task")})
+    lines = [
+        f"# attnbench report: {run.path.name}",
+        "",
+        f"- **device**: {device_text}, {env.get('threads', grid.get('threads', '?'))} threads, "
+        f"dtype {env.get('dtype') or grid.get('dtype') or '?'}",
+        f"- **matmul peak**: {peak / 1e9:.1f} GFLOP/s ({env.get('matmul_peak_dtype') or 'fp32'}, measured at run start)"
+        if _finite(peak) else "- **matmul peak**: not measured",
+        f"- **software**: torch {env.get('torch', '?')}, python {env.get('python', '?')}, "
+        f"attnbench {env.get('attnbench', '?')}, git {env.get('git_sha') or '?'}",
+        f"- **platform**: {env.get('platform', '?')}",
+        f"- **date**: {env.get('created', '?')}",
+        f"- **profile**: {grid.get('profile', '?')}; {len(variants)} variants ({', '.join(map(str, variants)) or '-'}); "
+        f"{len(tasks)} tasks; seeds {', '.join(str(s) for s in grid.get('seeds') or []) or '?'}",
+    ]
+    if size or train:
+        lines.append(
+            f"- **model** (accuracy cells): d_model {size.get('d_model', '?')}, {size.get('n_heads', '?')} heads, "
+            f"{size.get('n_layers', '?')} layers; training: {train.get('steps', '?')} steps, batch "
+            f"{train.get('batch_size', '?')}, lr {train.get('lr', '?')}, {train.get('n_train', '?')} train / "
+            f"{train.get('n_test', '?')} test examples"
+        )
+    if eff:
+        lines.append(
+            f"- **efficiency cells** (one attention layer): batch {eff.get('batch', '?')}, d_model "
+            f"{eff.get('d_model', '?')}, {eff.get('n_heads', '?')} heads, lengths "
+            f"{', '.join(str(n) for n in eff.get('lengths') or grid.get('efficiency_lengths') or [])}"
+        )
+    statuses = ", ".join(f"{k} {v}" for k, v in counts.items())
+    lines.append(f"- **cells**: {len(run.records)} recorded ({statuses})" if len(counts) else "- **cells**: none recorded")
+    if env.get("argv"):
+        lines.append(f"- **command**: `{' '.join(map(str, env['argv']))}`")
+    lines.append(f"- **run directory**: `{run.path}`")
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_notes(acc: pd.DataFrame, run: Run) -> str:
+    cells = acc[acc.column != AVERAGE]
+    lengths = cells.drop_duplicates("column")
+    metrics = {c: m for c, m in zip(lengths.column, lengths.metric) if m and m != "accuracy"}
+    seeds = run.grid.get("seeds") or sorted({r.get("seed") for r in run.records if r.get("kind") == "accuracy"})
+    notes = [
+        f"Test score per task, mean over {len(seeds)} seed(s)"
+        + (" ± sample std (ddof=1) where more than one ended ok" if len(seeds) > 1 else "")
+        + "; best per column in **bold**. Lengths: "
+        + ", ".join(f"{t} n={n}" for t, n in zip(lengths.column, lengths.seq_len)) + ".",
+    ]
+    if metrics:
+        notes.append("Metrics other than accuracy: " + ", ".join(
+            f"{c}: {m.replace('_', ' ')}" + (" (lower is better; its chance row is the unigram baseline)"
+                                             if m in LOWER_IS_BETTER else "")
+            for c, m in metrics.items()) + ".")
+    notes.append("Average: mean over the higher-is-better columns (bits per byte excluded); "
+                 "\"(k/m tasks)\" when some cells did not end ok — such an average is not comparable and is "
+                 "never bold. A task run at several lengths gets one column per length.")
+    return "\n".join(notes) + "\n"
+
+
+def _long_range_notes(run: Run) -> str:
+    n_layers = (run.grid.get("size") or {}).get("n_layers")
+    return (
+        "Accuracy per dependency-distance bucket [d, 2d) (seeds pooled, weighted by item count). "
+        f"**Effective range**: the largest bucket edge d such that accuracy in that bucket and every shorter one "
+        f"stays ≥ {RANGE_FRACTION:.0%} of the accuracy in the shortest bucket; \"≥ d\" when it never dropped within "
+        "the measured buckets (the true range may be longer); \"- (at chance)\" when even the shortest bucket is not "
+        "above chance. **Above-chance reach**: the largest bucket edge whose accuracy beats chance by more than "
+        f"{CHANCE_SIGMAS:g} standard errors of a chance-level guesser (√(c(1−c)/count)). **window × layers** "
+        f"(n_layers = {n_layers if n_layers else '?'}): a local-attention stack sees at most (window − 1) per layer, "
+        "so its reach should stay below window × layers.\n"
+    )
+
+
+def _efficiency_conditions(run: Run, eff: pd.DataFrame) -> str:
+    methods = ", ".join(sorted({m for m in eff.mem_method.dropna()})) or "?"
+    ref = _reference_label(eff)
+    return (
+        f"Median time over `torch.utils.benchmark` runs ± its interquartile range, in ms; peak memory in MiB "
+        f"(method: {methods}). Speed-up = t({ref or REFERENCE_VARIANT}) / t(variant), memory ratio = "
+        f"peak fwd+bwd(variant) / peak fwd+bwd({ref or REFERENCE_VARIANT}), at the same n"
+        + ("" if ref else f" — no `{REFERENCE_VARIANT}` cells in this run, so no ratios")
+        + ". % of matmul peak: achieved FLOP/s (FlopCounterMode FLOPs / median time) over the measured "
+        "matmul peak of the header.\n"
+    )
+
+
+def _efficiency_notes(eff: pd.DataFrame) -> str:
+    single = eff[(eff.status == "ok") & ((eff.runs_fwd_bwd <= 1) | (eff.runs_fwd <= 1))]
+    notes = []
+    if not single.empty:
+        notes.append("An IQR of 0 from a single timed run (slow cells: "
+                     + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in single.iterrows())
+                     + ") says nothing about spread.")
+    if eff.step_ms.notna().any():
+        notes.append("train step ms: one training step (forward, loss, backward) of the whole model around the "
+                     "variant, at the efficiency width.")
+    return "\n".join(notes) + ("\n" if notes else "")
+
+
+def write_csv(run: Run, prefix: str | Path) -> list[Path]:
+    """Write one CSV per table as ``<prefix>_<table>.csv`` (tables: CSV_TABLES); return the paths.
+
+    A trailing ``.csv`` or ``.md`` on `prefix` is dropped (``--out report.csv`` → ``report_accuracy.csv``).
+    """
+    prefix = Path(prefix)
+    if prefix.suffix in (".csv", ".md"):
+        prefix = prefix.with_suffix("")
+    eff = efficiency_frame(run.records)
+    frames = {
+        "accuracy": accuracy_frame(run.records),
+        "long_range": distance_frame(run.records),
+        "effective_range": long_range_frame(run.records, run.grid),
+        "efficiency": eff,
+        "scaling": scaling_frame(eff),
+    }
+    paths = []
+    for name in CSV_TABLES:
+        out = prefix.with_name(f"{prefix.name}_{name}.csv")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            frames[name].to_csv(out, index=False)
+        except OSError as err:
+            raise StoreError(f"cannot write {out}: {err.strerror or err}") from None
+        paths.append(out)
+    return paths
+
+
+# -- comparing two runs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Matched cells of two runs (one row per cell and metric) and what is in one run only."""
+
+    frame: pd.DataFrame
+    only_a: list[str]
+    only_b: list[str]
+    rtol: float
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        """The rows that regressed beyond the tolerance."""
+        return self.frame[self.frame.regressed]
+
+
+def _metrics(record: dict) -> dict[str, tuple[float, bool]]:
+    """Compared metrics of an ok record: name → (value, higher is better)."""
+    res = record.get("result") or {}
+    if record.get("kind") == "efficiency":
+        return {
+            "fwd+bwd ms": (_number((res.get("fwd_bwd") or {}).get("median_s")) * 1e3, False),
+            "peak MiB fwd+bwd": (_number(res.get("peak_bytes_fwd_bwd")) / 2**20, False),
+        }
+    metric = res.get("metric") or "score"
+    return {metric: (_number(res.get("score")), metric not in LOWER_IS_BETTER)}
+
+
+def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
+    """Match cells by key; a row regresses when B is worse than A by more than `rtol` (relative).
+
+    Worse: a score lower (bits per byte: higher), fwd+bwd median time or peak memory higher, or a
+    status that went from ok to anything else. A cell not ok in A is never a regression.
+    """
+    by_a = {r["key"]: r for r in a.records}
+    by_b = {r["key"]: r for r in b.records}
+    rows = []
+    for key in [k for k in by_a if k in by_b]:
+        ra, rb = by_a[key], by_b[key]
+        sa, sb = ra.get("status"), rb.get("status")
+        base = {"key": key, "kind": ra.get("kind"), "status_a": sa, "status_b": sb}
+        if sa != "ok" or sb != "ok":
+            regressed = sa == "ok" and sb != "ok"
+            note = (f"status ok → {sb}" + (f": {rb.get('message')}" if rb.get("message") else "")) if regressed else (
+                "now ok" if sb == "ok" else "not ok in either")
+            rows.append({**base, "metric": "status", "a": math.nan, "b": math.nan, "ratio": math.nan,
+                         "change": math.nan, "regressed": regressed, "note": note})
+            continue
+        ma, mb = _metrics(ra), _metrics(rb)
+        for name, (va, higher) in ma.items():
+            vb = mb.get(name, (math.nan, higher))[0]
+            ratio = vb / va if _finite(va) and _finite(vb) and va != 0 else math.nan
+            change = (vb - va) / abs(va) if _finite(va) and _finite(vb) and va != 0 else math.nan
+            if not (_finite(va) and _finite(vb)):
+                regressed, note = False, "not comparable"
+            elif higher:
+                regressed = vb < va - rtol * abs(va)
+                note = "worse" if regressed else ("better" if vb > va else "")
+            else:
+                regressed = vb > va + rtol * abs(va)
+                note = "worse" if regressed else ("better" if vb < va else "")
+            rows.append({**base, "metric": name, "a": va, "b": vb, "ratio": ratio, "change": change,
+                         "regressed": regressed, "note": note})
+    frame = pd.DataFrame(rows, columns=["key", "kind", "status_a", "status_b", "metric", "a", "b", "ratio",
+                                        "change", "regressed", "note"])
+    frame["regressed"] = frame.regressed.astype(bool)
+    return Comparison(frame=frame, only_a=[k for k in by_a if k not in by_b],
+                      only_b=[k for k in by_b if k not in by_a], rtol=rtol)
+
+
+def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
+    """The comparison as plain markdown: conditions of both runs, side-by-side table, one-run cells, verdict."""
+    lines = [f"# attnbench compare: A = {a.path.name}, B = {b.path.name}", ""]
+    for name, run in (("A", a), ("B", b)):
+        env = run.env
+        where = env.get("cuda_device") or env.get("cpu", "?")
+        lines.append(f"- **{name}**: `{run.path}` — {env.get('device', '?')} ({where}), "
+                     f"{env.get('threads', '?')} threads, torch {env.get('torch', '?')}, git {env.get('git_sha', '?')}, "
+                     f"profile {run.grid.get('profile', '?')}, {env.get('created', '?')}")
+    differs = [k for k in ("device", "cpu", "cuda_device", "threads", "torch") if a.env.get(k) != b.env.get(k)]
+    if differs:
+        lines.append(f"- **note**: the runs differ in {', '.join(differs)}: time and memory ratios compare machines, "
+                     "not code.")
+    lines += ["", f"B / A per matched cell; a regression is B worse than A by more than rtol = {comparison.rtol:g} "
+              "(score down — bits per byte up —, fwd+bwd time or peak memory up, or ok → not ok).", ""]
+    frame = comparison.frame
+    table = pd.DataFrame([
+        {"cell": f"`{r.key}`", "metric": r.metric,
+         "A": _value(r.a) if r.metric != "status" else r.status_a,
+         "B": _value(r.b) if r.metric != "status" else r.status_b,
+         "B / A": _ratio(r.ratio), "change": "" if not _finite(r.change) else f"{r.change:+.1%}",
+         "verdict": ("**REGRESSION**" if r.regressed else "") + (f" {r.note}" if r.note else "")}
+        for _, r in frame.iterrows()
+    ])
+    lines.append(markdown_table(table) if not table.empty else "No cell is in both runs.\n")
+    for name, keys in (("A", comparison.only_a), ("B", comparison.only_b)):
+        if keys:
+            lines += [f"Only in {name} ({len(keys)}):", ""] + [f"- `{k}`" for k in keys] + [""]
+    bad = comparison.regressions
+    if bad.empty:
+        lines.append(f"No regressions beyond rtol {comparison.rtol:g} in {frame.key.nunique()} matched cells.")
+    else:
+        lines += [f"**{len(bad)} regression(s)** beyond rtol {comparison.rtol:g}:", ""]
+        for _, r in bad.iterrows():
+            if r.metric == "status":
+                lines.append(f"- `{r.key}`: {r.note}")
+            else:
+                lines.append(f"- `{r.key}`: {r.metric} {_value(r.a)} → {_value(r.b)} ({r.change:+.1%})")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
+    """`frame` as a GitHub markdown table (cells as text, '|' escaped); numbers right-aligned."""
+    if index:
+        frame = frame.reset_index()
+    header = [str(c) for c in frame.columns]
+    body = [["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in row]
+            for row in frame.itertuples(index=False)]
+    right = [i > 0 and any(row[i] for row in body)
+             and all(_numeric_text(row[i]) for row in body if row[i] and row[i] not in (*STATUSES, "-"))
+             for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    rule = "|" + "|".join("---:" if r else "---" for r in right) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in body)]) + "\n"
+
+
+def _numeric_text(text: str) -> bool:
+    head = text.strip("*≥< ").split(" ")[0].rstrip("×%")
+    try:
+        float(head)
+    except ValueError:
+        return False
+    return True
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
+
+
+def _decimals(value: float) -> int:
+    magnitude = abs(value)
+    return 0 if magnitude >= 100 else 1 if magnitude >= 10 else 2 if magnitude >= 1 else 3
+
+
+def _time_cell(ms: float, iqr_ms: float | None) -> str:
+    if not _finite(ms):
+        return "-"
+    d = _decimals(ms)
+    return f"{ms:.{d}f}" + (f" ± {iqr_ms:.{d}f}" if iqr_ms is not None and _finite(iqr_ms) else "")
+
+
+def _mib(value: float) -> str:
+    return "-" if not _finite(value) else f"{value:.{_decimals(value)}f}"
+
+
+def _chance(value: float) -> str:
+    if not _finite(value):
+        return "-"
+    return "<0.001" if 0 < value < 0.0005 else f"{value:.3f}"
+
+
+def _ratio(value: float) -> str:
+    return "-" if not _finite(value) else f"{value:.2f}×"
+
+
+def _percent(value: float) -> str:
+    return "-" if not _finite(value) else f"{value * 100:.1f}%"
+
+
+def _value(value: float) -> str:
+    return "-" if not _finite(value) else f"{value:.{_decimals(value) + 1}f}"

@@ -1,0 +1,475 @@
+"""Reports and comparison of run directories: tables from hand-made runs with known numbers, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attnbench.cli import main
+from attnbench.runner.report import (
+    accuracy_frame,
+    accuracy_table,
+    compare_runs,
+    distance_frame,
+    effective_range,
+    efficiency_frame,
+    load_run,
+    long_range_frame,
+    long_range_table,
+    render_markdown,
+    scaling_exponent,
+    scaling_frame,
+)
+
+SAMPLE = Path("/tmp/sample-quick")
+
+ENV = {
+    "argv": ["bench", "run", "--variants", "all"],
+    "attnbench": "0.1.0",
+    "cpu": "Test CPU 9000",
+    "cpu_count": 2,
+    "created": "2026-01-02T03:04:05+00:00",
+    "cuda_device": None,
+    "device": "cpu",
+    "dtype": "fp32",
+    "git_sha": "abc1234def",
+    "matmul_peak_flops": 123.4e9,
+    "matmul_peak_dtype": "fp32",
+    "platform": "Linux-test",
+    "python": "3.11.7",
+    "threads": 2,
+    "torch": "2.13.0+cpu",
+}
+
+
+def grid(**extra) -> dict:
+    return {
+        "profile": "quick",
+        "variants": ["multi-head", "local(window=4)"],
+        "tasks": ["task-a"],
+        "seeds": [0],
+        "size": {"d_model": 64, "n_heads": 4, "n_layers": 2, "mlp_ratio": 2},
+        "train": {"steps": 200, "batch_size": 32, "lr": 0.003, "n_train": 2048, "n_test": 512},
+        "efficiency": {"batch": 1, "d_model": 128, "n_heads": 4, "lengths": [256, 1024, 4096]},
+        "device": "cpu",
+        "dtype": "fp32",
+        **extra,
+    }
+
+
+def write_run(path: Path, records: list[dict], *, env: dict | None = None, grid_: dict | None = None) -> Path:
+    """A run directory as `bench run` leaves it: env.json, grid.json, cells.jsonl."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "env.json").write_text(json.dumps(ENV if env is None else env, indent=2))
+    (path / "grid.json").write_text(json.dumps(grid() if grid_ is None else grid_, indent=2))
+    (path / "cells.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    return path
+
+
+def _label(name: str, options: dict) -> str:
+    return name if not options else f"{name}({', '.join(f'{k}={options[k]}' for k in sorted(options))})"
+
+
+def acc(variant: str, task: str, score: float | None = None, *, seed: int = 0, n: int = 32, status: str = "ok",
+        metric: str = "accuracy", chance: float = 0.5, by_distance: dict | None = None, options: dict | None = None,
+        baseline: float | None = None, message: str = "") -> dict:
+    """An accuracy record shaped as the runner writes it."""
+    options = options or {}
+    vlabel = _label(variant, options)
+    result = None
+    if status == "ok":
+        result = {
+            "accuracy": score if metric != "bits_per_byte" else 0.4, "exact_match": score, "metric": metric,
+            "score": score, "chance": chance, "steps": 200, "train_seconds": 1.0, "tokens_per_s": 1e5,
+            "valid_accuracy": score, "n_eval": 512, "n_params": 70000,
+            "curve": [{"loss": 0.1, "step": 50, "valid_accuracy": 0.5}],
+        }
+        if by_distance is not None:
+            result["by_distance"] = {str(k): {"accuracy": a, "count": c} for k, (a, c) in by_distance.items()}
+        if baseline is not None:
+            result["baseline_bits_per_byte"] = baseline
+    return {
+        "key": f"accuracy/{vlabel}/{task}/n={n}/seed={seed}", "kind": "accuracy", "variant": variant,
+        "variant_label": vlabel, "variant_options": options, "task": task, "task_label": task, "task_options": {},
+        "seq_len": n, "seed": seed, "status": status, "message": message, "seconds": 1.5, "result": result,
+    }
+
+
+def eff(variant: str, n: int, fwd_s: float = 1e-3, fwd_bwd_s: float = 3e-3, mem: float = 2**20, *,
+        status: str = "ok", options: dict | None = None, message: str = "", runs: int = 10) -> dict:
+    """An efficiency record shaped as the runner writes it."""
+    options = options or {}
+    vlabel = _label(variant, options)
+    result = None
+    if status == "ok":
+        result = {
+            "device": "cpu", "dtype": "torch.float32", "threads": 2, "mem_method": "tensor-bytes",
+            "fwd": {"median_s": fwd_s, "iqr_s": fwd_s / 20, "runs": runs},
+            "fwd_bwd": {"median_s": fwd_bwd_s, "iqr_s": fwd_bwd_s / 20, "runs": runs},
+            "peak_bytes_fwd": mem / 2, "peak_bytes_fwd_bwd": mem,
+            "flops_fwd": 1e8, "flops_fwd_bwd": 3e8, "flops_per_s_fwd": 1e8 / fwd_s,
+            "flops_per_s_fwd_bwd": 3e8 / fwd_bwd_s, "peak_fraction_fwd": 0.5, "peak_fraction_fwd_bwd": 0.25,
+        }
+    return {
+        "key": f"efficiency/{vlabel}/-/n={n}/seed=0", "kind": "efficiency", "variant": variant,
+        "variant_label": vlabel, "variant_options": options, "task": None, "task_label": "-", "task_options": {},
+        "seq_len": n, "seed": 0, "status": status, "message": message, "seconds": 2.0, "result": result,
+    }
+
+
+LOCAL = {"window": 4}
+
+
+def bench(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+# -- accuracy -------------------------------------------------------------------------------
+
+
+def accuracy_records() -> list[dict]:
+    return [
+        acc("multi-head", "task-a", 0.8, seed=0),
+        acc("multi-head", "task-a", 0.9, seed=1),
+        acc("local", "task-a", 0.5, seed=0, options=LOCAL),
+        acc("local", "task-a", 0.7, seed=1, options=LOCAL),
+        acc("multi-head", "task-b", 0.3, seed=0, chance=0.1),
+        acc("multi-head", "task-b", 0.3, seed=1, chance=0.1),
+        acc("local", "task-b", seed=0, status="unsupported", options=LOCAL, message="no cross"),
+        acc("local", "task-b", seed=1, status="unsupported", options=LOCAL, message="no cross"),
+        acc("multi-head", "char-lm", 3.0, metric="bits_per_byte", chance=0.2, baseline=4.38),
+        acc("multi-head", "char-lm", 3.2, seed=1, metric="bits_per_byte", chance=0.2, baseline=4.38),
+        acc("local", "char-lm", 2.5, metric="bits_per_byte", chance=0.2, baseline=4.38, options=LOCAL),
+        acc("local", "char-lm", 2.5, seed=1, metric="bits_per_byte", chance=0.2, baseline=4.38, options=LOCAL),
+    ]
+
+
+def test_accuracy_table_mean_std_bold_best_chance_row_and_status_cells():
+    table = accuracy_table(accuracy_frame(accuracy_records()))
+    assert list(table.index) == ["multi-head", "local(window=4)", "chance"]
+    assert table.loc["multi-head", "task-a"] == f"**0.850 ± {math.sqrt(0.005):.3f}**"
+    assert table.loc["local(window=4)", "task-a"] == f"0.600 ± {math.sqrt(0.02):.3f}"
+    assert table.loc["local(window=4)", "task-b"] == "unsupported"  # shown, never dropped
+    assert table.loc["multi-head", "task-b"] == "**0.300 ± 0.000**"
+    assert table.loc["chance", "task-a"] == "0.500" and table.loc["chance", "task-b"] == "0.100"
+
+
+def test_average_excludes_bits_per_byte_which_has_its_own_column_with_the_unigram_baseline():
+    frame = accuracy_frame(accuracy_records())
+    table = accuracy_table(frame)
+    columns = list(table.columns)
+    bpb = "char-lm (bits per byte ↓)"
+    assert columns == ["task-a", "task-b", "Average", bpb]
+    # multi-head: (0.85 + 0.30) / 2; bits per byte (3.1) is not averaged in
+    assert table.loc["multi-head", "Average"] == "**0.575**"
+    # local has one of two tasks: its average is flagged and never bold
+    assert table.loc["local(window=4)", "Average"] == "0.600 (1/2 tasks)"
+    # lower is better: local's 2.5 is the best
+    assert table.loc["local(window=4)", bpb] == "**2.500 ± 0.000**"
+    assert table.loc["multi-head", bpb] == f"3.100 ± {math.sqrt(0.02):.3f}"
+    assert table.loc["chance", bpb] == "4.380 (unigram)"
+    assert table.loc["chance", "Average"] == "0.300"  # mean of the averaged columns' chance
+    average = frame[frame.column == "Average"].set_index("variant")
+    assert average.loc["multi-head", "mean"] == pytest.approx(0.575)
+
+
+def test_single_seed_has_no_std_and_partial_seeds_are_flagged():
+    records = [
+        acc("multi-head", "task-a", 0.8, seed=0),
+        acc("multi-head", "task-a", seed=1, status="timeout"),
+    ]
+    table = accuracy_table(accuracy_frame(records))
+    assert table.loc["multi-head", "task-a"] == "**0.800** (1/2 seeds; timeout)"
+
+
+def test_a_task_at_several_lengths_gets_a_column_per_length():
+    records = [acc("multi-head", "task-a", 0.8, n=32), acc("multi-head", "task-a", 0.6, n=64)]
+    table = accuracy_table(accuracy_frame(records))
+    assert ["task-a (n=32)", "task-a (n=64)", "Average"] == list(table.columns)
+    assert table.loc["multi-head", "Average"] == "**0.700**"
+
+
+# -- long range -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "accuracies, expected",
+    [
+        ({1: 1.0, 2: 0.95, 4: 0.5}, (2, False)),
+        ({1: 1.0, 2: 0.99, 4: 0.95, 8: 0.91}, (8, True)),  # never dropped: ">= 8"
+        ({1: 1.0, 2: 0.5, 4: 1.0}, (1, False)),  # a recovery after a drop does not count
+        ({2: 0.8, 4: 0.72, 8: 0.7}, (4, False)),  # 0.72 = 90 % of 0.8 holds; 0.7 does not
+        ({}, (None, False)),
+    ],
+)
+def test_effective_range(accuracies, expected):
+    assert effective_range(accuracies) == expected
+
+
+def test_long_range_pools_seeds_by_count_and_shows_ranges_and_window_x_layers():
+    records = [
+        acc("multi-head", "distance", 0.8, chance=0.125, by_distance={1: (1.0, 10), 2: (0.95, 100), 4: (0.9, 100)}),
+        acc("multi-head", "distance", 0.8, seed=1, chance=0.125,
+            by_distance={1: (0.5, 30), 2: (0.95, 100), 4: (0.9, 100)}),
+        acc("local", "distance", 0.5, chance=0.125, options=LOCAL,
+            by_distance={1: (1.0, 100), 2: (0.95, 100), 4: (0.5, 100), 8: (0.12, 100)}),
+        acc("multi-head", "no-distances", 0.9),
+    ]
+    dist = distance_frame(records)
+    pooled = dist[(dist.variant == "multi-head") & (dist.bucket == 1)].iloc[0]
+    assert pooled.accuracy == pytest.approx((1.0 * 10 + 0.5 * 30) / 40) and pooled["count"] == 40
+    ranges = long_range_frame(records, grid()).set_index("variant")
+    assert set(long_range_frame(records, grid()).task) == {"distance"}
+    assert ranges.loc["multi-head", "effective_range"] == 4 and ranges.loc["multi-head", "never_dropped"]
+    assert ranges.loc["local(window=4)", "effective_range"] == 2
+    assert not ranges.loc["local(window=4)", "never_dropped"]
+    assert ranges.loc["local(window=4)", "above_chance_reach"] == 4  # 0.12 at d=8 is chance
+    assert ranges.loc["local(window=4)", "window_x_layers"] == 8
+    assert ranges.loc["multi-head", "window_x_layers"] is None
+    table = long_range_table(records, grid()).set_index("variant")
+    assert table.loc["multi-head", "effective range"] == "≥ 4"
+    assert table.loc["local(window=4)", "effective range"] == "2"
+    assert table.loc["local(window=4)", "window × layers"] == "4 × 2 = 8"
+    assert table.loc["local(window=4)", "[4,8)"] == "0.50"
+
+
+def test_effective_range_is_undefined_when_the_shortest_bucket_is_at_chance():
+    records = [acc("multi-head", "mqar", 0.1, chance=0.25, by_distance={4: (0.25, 200), 8: (0.26, 200)})]
+    row = long_range_frame(records, grid()).iloc[0]
+    assert row.effective_range is None and row.above_chance_reach is None
+    assert long_range_table(records, grid()).iloc[0]["effective range"] == "- (at chance)"
+
+
+# -- efficiency -----------------------------------------------------------------------------
+
+
+def efficiency_records() -> list[dict]:
+    records = []
+    for n in (256, 1024, 4096):
+        scale = n / 256
+        records.append(eff("multi-head", n, 1e-3 * scale**2, 3e-3 * scale**2, 2**20 * scale**2))
+        if n < 4096:
+            records.append(eff("linear", n, 2e-3 * scale, 6e-3 * scale, 2**21 * scale))
+        else:
+            records.append(eff("linear", n, status="oom", message="out of memory"))
+    return records
+
+
+def test_efficiency_ratios_against_multi_head_at_the_same_n():
+    frame = efficiency_frame(efficiency_records()).set_index(["variant", "seq_len"])
+    lin = frame.loc[("linear", 1024)]
+    mha = frame.loc[("multi-head", 1024)]
+    assert mha.fwd_ms == pytest.approx(16.0) and mha.fwd_bwd_ms == pytest.approx(48.0)
+    assert lin.fwd_ms == pytest.approx(8.0) and lin.peak_mib_fwd_bwd == pytest.approx(8.0)
+    assert lin.speedup_fwd == pytest.approx(2.0)  # t_mha / t_variant
+    assert lin.speedup_fwd_bwd == pytest.approx(2.0)
+    assert lin.memory_ratio == pytest.approx(0.5)  # mem_variant / mem_mha
+    assert frame.loc[("linear", 256)].speedup_fwd == pytest.approx(0.5)
+    assert mha.speedup_fwd == pytest.approx(1.0) and mha.memory_ratio == pytest.approx(1.0)
+    oom = frame.loc[("linear", 4096)]
+    assert oom.status == "oom" and math.isnan(oom.speedup_fwd)
+
+
+def test_scaling_exponent_recovers_the_power_and_needs_two_points():
+    assert scaling_exponent([256, 1024, 4096], [n**2 * 1e-9 for n in (256, 1024, 4096)]) == pytest.approx(2.0)
+    assert scaling_exponent([256], [1.0]) is None
+    assert scaling_exponent([256, 1024], [1.0, math.nan]) is None
+    scaling = scaling_frame(efficiency_frame(efficiency_records())).set_index("variant")
+    assert scaling.loc["multi-head", "time_exp_fwd_bwd"] == pytest.approx(2.0)
+    assert scaling.loc["multi-head", "mem_exp_fwd_bwd"] == pytest.approx(2.0)
+    assert scaling.loc["linear", "time_exp_fwd"] == pytest.approx(1.0)  # over the ok lengths only
+    assert scaling.loc["linear", "points"] == 2
+
+
+def test_markdown_report_has_the_environment_header_and_every_section(tmp_path):
+    run = write_run(tmp_path / "run", accuracy_records() + efficiency_records())
+    text = render_markdown(load_run(run))
+    for expected in ("cpu (Test CPU 9000)", "2 threads", "torch 2.13.0+cpu", "123.4 GFLOP/s", "abc1234def",
+                     "2026-01-02T03:04:05", "profile**: quick", "2 layers", "lengths 256, 1024, 4096"):
+        assert expected in text, expected
+    assert "## Accuracy" in text and "## Long-range" in text and "## Efficiency" in text and "### Scaling" in text
+    assert "| 4096 | linear | oom |" in text
+    assert "`efficiency/linear/-/n=4096/seed=0`: oom — out of memory" in text
+    assert "<" not in text.replace("<0.001", "")  # plain markdown, no HTML
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_help_shows_an_example(capsys, command):
+    code, out, _ = bench(capsys, command, "--help")
+    assert code == 0 and "Example" in out and f"bench {command} " in out
+
+
+def test_bench_report_markdown_to_stdout_and_to_a_file(capsys, tmp_path):
+    run = write_run(tmp_path / "run", accuracy_records() + efficiency_records())
+    code, out, _ = bench(capsys, "report", run)
+    assert code == 0 and out.startswith("# attnbench report: run") and "| **0.575** |" in out
+    code, out, _ = bench(capsys, "report", run, "--out", tmp_path / "out" / "report.md")
+    assert code == 0 and (tmp_path / "out" / "report.md").read_text().startswith("# attnbench report")
+
+
+def test_bench_report_csv_writes_one_file_per_table(capsys, tmp_path):
+    run = write_run(tmp_path / "run", accuracy_records() + efficiency_records() + [
+        acc("multi-head", "distance", 0.8, chance=0.125, by_distance={1: (1.0, 10), 2: (0.9, 10)})])
+    code, out, _ = bench(capsys, "report", run, "--format", "csv", "--out", tmp_path / "tables" / "quick.csv")
+    assert code == 0
+    names = ["accuracy", "long_range", "effective_range", "efficiency", "scaling"]
+    paths = [tmp_path / "tables" / f"quick_{name}.csv" for name in names]
+    assert out.split() == [str(p) for p in paths]
+    accuracy = pd.read_csv(paths[0])
+    row = accuracy[(accuracy.variant == "multi-head") & (accuracy.column == "task-a")].iloc[0]
+    assert row["mean"] == pytest.approx(0.85) and bool(row.best)
+    efficiency = pd.read_csv(paths[3])
+    assert set(efficiency.status) == {"ok", "oom"}
+    assert pd.read_csv(paths[2]).effective_range.tolist() == [2]
+    # default: beside the run
+    code, out, _ = bench(capsys, "report", run, "--format", "csv")
+    assert code == 0 and (run / "report_accuracy.csv").exists()
+
+
+@pytest.mark.parametrize("args", [["report"], ["compare", "RUN"]])
+def test_a_directory_that_is_not_a_run_is_one_line_and_exit_2(capsys, tmp_path, args):
+    code, out, err = bench(capsys, *args, tmp_path)
+    assert code == 2 and "not an attnbench run" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_compare_identical_runs_exit_0(capsys, tmp_path):
+    records = accuracy_records() + efficiency_records()
+    a, b = write_run(tmp_path / "a", records), write_run(tmp_path / "b", records)
+    code, out, _ = bench(capsys, "compare", a, b)
+    assert code == 0 and "No regressions beyond rtol 0.05" in out and "1.00×" in out
+
+
+def test_compare_an_accuracy_drop_beyond_rtol_exits_1_naming_the_cell(capsys, tmp_path):
+    a = write_run(tmp_path / "a", [acc("multi-head", "task-a", 0.8), acc("linear", "task-a", 0.8)])
+    b = write_run(tmp_path / "b", [acc("multi-head", "task-a", 0.72), acc("linear", "task-a", 0.78)])
+    code, out, _ = bench(capsys, "compare", a, b, "--rtol", "0.05")
+    assert code == 1
+    summary = out.split("regression(s)**")[1]
+    assert "accuracy/multi-head/task-a/n=32/seed=0" in summary and "-10.0%" in summary
+    assert "linear" not in summary  # -2.5 % is within the tolerance
+
+
+def test_compare_bits_per_byte_up_is_a_regression():
+    a = load_run_from([acc("multi-head", "char-lm", 3.0, metric="bits_per_byte")])
+    b = load_run_from([acc("multi-head", "char-lm", 3.3, metric="bits_per_byte")])
+    assert compare_runs(a, b, 0.05).regressions.metric.tolist() == ["bits_per_byte"]
+    assert compare_runs(b, a, 0.05).regressions.empty  # down is better
+
+
+def test_compare_time_within_tolerance_passes_and_beyond_it_fails(capsys, tmp_path):
+    a = write_run(tmp_path / "a", [eff("multi-head", 256, fwd_bwd_s=1e-2)])
+    b = write_run(tmp_path / "b", [eff("multi-head", 256, fwd_bwd_s=1.03e-2)])
+    c = write_run(tmp_path / "c", [eff("multi-head", 256, fwd_bwd_s=1.10e-2, mem=2**21)])
+    assert bench(capsys, "compare", a, b)[0] == 0
+    code, out, _ = bench(capsys, "compare", a, c)
+    assert code == 1 and "fwd+bwd ms" in out.split("regression(s)")[1] and "peak MiB" in out.split("regression(s)")[1]
+    assert bench(capsys, "compare", a, c, "--rtol", "1.5")[0] == 0
+
+
+def test_compare_ok_to_error_is_a_regression_and_one_run_cells_are_listed(capsys, tmp_path):
+    a = write_run(tmp_path / "a", [acc("multi-head", "task-a", 0.8), acc("linear", "task-a", 0.8)])
+    b = write_run(tmp_path / "b", [acc("multi-head", "task-a", status="error", message="diverged at step 12"),
+                                   acc("additive", "task-a", 0.7)])
+    code, out, _ = bench(capsys, "compare", a, b)
+    assert code == 1
+    assert "accuracy/multi-head/task-a/n=32/seed=0`: status ok → error: diverged at step 12" in out
+    assert "Only in A (1)" in out and "accuracy/linear/task-a" in out
+    assert "Only in B (1)" in out and "accuracy/additive/task-a" in out
+    # error → ok is not a regression, and cells in one run only never fail the gate
+    assert bench(capsys, "compare", b, a)[0] == 0
+
+
+def test_compare_rejects_a_negative_rtol(capsys, tmp_path):
+    a = write_run(tmp_path / "a", [])
+    code, _, err = bench(capsys, "compare", a, a, "--rtol", "-1")
+    assert code == 2 and "--rtol" in err
+
+
+def load_run_from(records: list[dict]):
+    import tempfile
+
+    return load_run(write_run(Path(tempfile.mkdtemp()) / "run", records))
+
+
+# -- realistic data ---------------------------------------------------------------------------
+
+
+def realistic_records() -> list[dict]:
+    """A quick-profile-like run: 5 variants, accuracy + distances + bits per byte, one unsupported,
+    efficiency at three lengths with one timeout (numbers shaped like a real 2-core CPU run)."""
+    variants = [("additive", {}), ("dot-product", {}), ("linear", {}), ("local", LOCAL), ("multi-head", {})]
+    scores = {"additive": 0.53, "dot-product": 0.50, "linear": 0.49, "local": 0.45, "multi-head": 0.52}
+    records = []
+    for name, options in variants:
+        s = scores[name]
+        far = 0.11 if name == "local" else 0.35
+        records += [
+            acc(name, "agreement", s + 0.45, options=options,
+                by_distance={1: (1.0, 135), 4: (0.99 if name != "local" else 0.84, 87),
+                             8: (0.99 if name != "local" else 0.61, 170)}),
+            acc(name, "distance", s, chance=0.125, options=options,
+                by_distance={2: (0.9, 114), 4: (0.7, 135), 8: (far, 123), 16: (far - 0.1, 140)}),
+            acc(name, "char-lm", 3.3 - s / 2, metric="bits_per_byte", chance=0.165, baseline=4.38, options=options),
+            acc(name, "translation", s + 0.4, metric="exact_match", chance=1.2e-5, options=options)
+            if name != "local" else acc(name, "translation", status="unsupported", options=options,
+                                        message="local does not support cross-attention, which seq2seq needs"),
+        ]
+    for n in (256, 1024, 4096):
+        r = n / 256
+        for name, options in variants:
+            if name == "additive" and n == 4096:
+                records.append(eff(name, n, status="timeout", message="over the 30 s cell budget"))
+                continue
+            power = 1 if name in ("linear", "local") else 2
+            records.append(eff(name, n, 4e-4 * r**power, 1.6e-3 * r**power, 1.2 * 2**20 * r**power,
+                               options=options, runs=1 if n == 4096 else 10))
+    return records
+
+
+def check_realistic_report(text: str) -> None:
+    assert "## Accuracy" in text and "## Long-range dependencies" in text and "## Efficiency" in text
+    assert "unsupported" in text and "timeout" in text
+    assert "bits per byte ↓" in text and "(unigram)" in text
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| local(window=4) |")}
+    assert lines, "the local variant has an accuracy row"
+    assert "4 × 2 = 8" in text  # window × layers beside local's ranges
+
+
+def test_report_on_a_realistic_hand_made_run(capsys, tmp_path):
+    run = write_run(tmp_path / "run", realistic_records(), grid_=grid(
+        variants=["additive", "dot-product", "linear", "local(window=4)", "multi-head"],
+        tasks=["agreement", "char-lm", "distance", "translation"]))
+    code, out, err = bench(capsys, "report", run)
+    assert code == 0, err
+    check_realistic_report(out)
+    assert "| 4096 | additive | timeout |" in out
+    assert "0.490 (3/4 tasks)" not in out  # local's average is over 2 of 3 averaged tasks
+    assert "(2/3 tasks)" in out
+    scaling = scaling_frame(efficiency_frame(load_run(run).records)).set_index("variant")
+    assert scaling.loc["multi-head", "time_exp_fwd_bwd"] == pytest.approx(2.0)
+    assert scaling.loc["local(window=4)", "mem_exp_fwd_bwd"] == pytest.approx(1.0)
+    ranges = long_range_frame(load_run(run).records, load_run(run).grid)
+    local = ranges[(ranges.variant == "local(window=4)") & (ranges.task == "distance")].iloc[0]
+    assert local.above_chance_reach == 4 and local.window_x_layers == 8
+
+
+def test_report_on_the_sample_quick_run(capsys, tmp_path):
+    if not (SAMPLE / "cells.jsonl").exists():
+        pytest.skip(f"{SAMPLE} is not on this machine (a real quick-profile run)")
+    run = shutil.copytree(SAMPLE, tmp_path / "sample-quick")
+    code, out, err = bench(capsys, "report", run)
+    assert code == 0, err
+    check_realistic_report(out)
+    assert bench(capsys, "compare", run, run)[0] == 0
