@@ -305,6 +305,12 @@ def _check_writable(path: Path) -> None:
         raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_json_atomic(target: Path, value: dict) -> None:
     """Write `value` as JSON to a temp file beside `target`, fsync, then rename over it."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
@@ -313,6 +319,7 @@ def _write_json_atomic(target: Path, value: dict) -> None:
         os.fsync(fd)
         os.close(fd)
         fd = -1
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a results file is for sharing
         os.replace(tmp, target)
     except BaseException:
         if fd >= 0:
