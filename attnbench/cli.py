@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import sys
+import warnings
 
 import click
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from attnbench.errors import AttnbenchError
 from attnbench.plugins import import_plugin
@@ -162,7 +165,7 @@ def check_command(variants: str, device: str, checks: str) -> int:
     for choice in selected:
         for result in run_checks(choice.name, choice.options, device, names):
             style = {PASS: "green", FAIL: "bold red"}.get(result.status, "yellow")
-            table.add_row(choice.label, result.check, f"[{style}]{result.status}[/{style}]", result.detail)
+            table.add_row(choice.label, result.check, f"[{style}]{result.status}[/{style}]", Text(result.detail))
             failed += result.status == FAIL
     console.print(table)
     total = len(selected) * len(names)
@@ -173,7 +176,8 @@ def check_command(variants: str, device: str, checks: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `bench` script: bad input → one line on stderr and exit code 2."""
     try:
-        code = cli.main(args=argv, prog_name="bench", standalone_mode=False)
+        with _one_line_warnings():
+            code = cli.main(args=argv, prog_name="bench", standalone_mode=False)
     except click.exceptions.Exit as done:
         code = done.exit_code
     except click.exceptions.Abort:
@@ -187,11 +191,36 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except AttnbenchError as exc:
         click.echo(f"bench: error: {exc}", err=True)
-        code = 2
+        code = getattr(exc, "exit_code", 2)  # 2: bad input; 1: a run that stopped midway (disk full)
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from attnbench import cli_plot, cli_report, cli_run, cli_tasks  # noqa: E402,F401  (register their commands)
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Show each distinct warning of ours (a torn line in cells.jsonl, a broken plugin) once, as one line."""
+    from attnbench.registry import PluginWarning
+    from attnbench.runner.store import StoreWarning
+
+    ours = (StoreWarning, PluginWarning)
+    shown: set[str] = set()
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, ours):
+            return default(message, category, filename, lineno, file, line)
+        text = f"bench: warning: {message}"
+        if text not in shown:
+            shown.add(text)
+            click.echo(text, err=True)
+
+    with warnings.catch_warnings():
+        for category in ours:  # `shown` dedups, per message rather than per call site
+            warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        yield
+
+
+from attnbench import cli_attention, cli_perf, cli_plot, cli_report, cli_run, cli_tasks  # noqa: E402,F401,I001
 
 if __name__ == "__main__":
     main()

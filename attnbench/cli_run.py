@@ -24,13 +24,14 @@ def parse_ints(flag: str, text: str | None) -> tuple[int, ...] | None:
     """'256,1024' → (256, 1024); anything else is a one-line error."""
     if text is None:
         return None
+    example = "0,1,2" if flag == "--seeds" else "256,1024"
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
-        raise AttnbenchError(f"{flag}: expected comma-separated ints such as 256,1024, got {text!r}")
+        raise AttnbenchError(f"{flag}: expected comma-separated ints such as {example}, got {text!r}")
     try:
         return tuple(int(p) for p in parts)
     except ValueError:
-        raise AttnbenchError(f"{flag}: expected comma-separated ints such as 256,1024, got {text!r}") from None
+        raise AttnbenchError(f"{flag}: expected comma-separated ints such as {example}, got {text!r}") from None
 
 
 def describe(record: dict) -> str:

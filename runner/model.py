@@ -88,8 +88,12 @@ class Block(nn.Module):
         memory: Tensor | None = None,
         memory_pad: Tensor | None = None,
         need_weights: bool = False,
+        self_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        attended, _ = self.self_attn(self.norm_self(x), key_padding_mask=pad, causal=causal)
+        """(x, weights): the cross-attention weights when `need_weights`, or the self-attention
+        weights (b, h, n, n) instead when `self_weights`; None when neither is asked for."""
+        asked = {"need_weights": True} if self_weights else {}  # the usual call is unchanged
+        attended, own = self.self_attn(self.norm_self(x), key_padding_mask=pad, causal=causal, **asked)
         x = x + attended
         weights = None
         if self.cross_attn is not None:
@@ -97,6 +101,8 @@ class Block(nn.Module):
                 self.norm_cross(x), memory, key_padding_mask=memory_pad, need_weights=need_weights
             )
             x = x + attended
+        if self_weights:
+            weights = own
         return x + self.mlp(self.norm_mlp(x)), weights
 
 
@@ -111,7 +117,10 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(size, variant, options, cross) for _ in range(size.n_layers))
         self.norm = nn.LayerNorm(size.d_model)
 
-    def forward(self, tokens: Tensor, pad: Tensor | None, **kwargs) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, tokens: Tensor, pad: Tensor | None, *, weights_layer: int | None = None, **kwargs
+    ) -> tuple[Tensor, Tensor | None]:
+        """(states, weights of block `weights_layer` (default: the last), None unless asked for)."""
         x = self.embed(tokens)
         n = tokens.shape[1]
         if self.positions == "learned":
@@ -120,9 +129,13 @@ class Stack(nn.Module):
             x = x + self.learned.weight[:n]
         elif self.positions == "sinusoidal":
             x = x + sinusoidal_positions(n, x.shape[-1]).to(x)
+        chosen = len(self.blocks) - 1 if weights_layer is None else weights_layer
+        asks = {k: kwargs.pop(k) for k in ("need_weights", "self_weights") if k in kwargs}
         weights = None
-        for block in self.blocks:
-            x, weights = block(x, pad, **kwargs)
+        for i, block in enumerate(self.blocks):
+            x, found = block(x, pad, **kwargs, **(asks if i == chosen else {}))
+            if i == chosen:
+                weights = found
         return self.norm(x), weights
 
 
@@ -200,6 +213,33 @@ class BenchModel(nn.Module):
         if self.kind == "classify":
             states = self.pool(states, padding_mask)
         return self.head(states)
+
+    def attention_weights(
+        self, tokens: Tensor, padding_mask: Tensor, decoder_input: Tensor | None = None, *, layer: int = -1
+    ) -> Tensor:
+        """Weights (b, h, n, m) of block `layer` (0-based; negative counts from the last).
+
+        classify / tag / lm: the encoder's self-attention (n = m = tokens; causal for lm).
+        seq2seq: the decoder's cross-attention (n = decoder_input positions, m = tokens).
+        """
+        stack = self.decoder if self.kind == "seq2seq" else self.encoder
+        depth = len(stack.blocks)
+        if not -depth <= layer < depth:
+            raise AttnbenchError(f"layer {layer} does not exist: the model has {depth} layers")
+        chosen = layer % depth
+        pad = padding_mask if bool(padding_mask.any()) else None
+        if self.kind == "seq2seq":
+            if decoder_input is None:
+                raise AttnbenchError("seq2seq attention weights need the decoder input")
+            memory, _ = self.encoder(tokens, pad)
+            _, weights = self.decoder(
+                decoder_input, None, causal=True, memory=memory, memory_pad=pad, need_weights=True, weights_layer=chosen
+            )
+        else:
+            _, weights = self.encoder(tokens, pad, causal=self.kind == "lm", self_weights=True, weights_layer=chosen)
+        if weights is None:
+            raise UnsupportedError("the attention variant returned no weights although need_weights=True was asked")
+        return weights
 
     def pool(self, states: Tensor, padding_mask: Tensor) -> Tensor:
         """(b, n, d) → (b, d): mean over real tokens, or the last real token."""

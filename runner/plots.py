@@ -21,7 +21,6 @@ A run without accuracy (or efficiency) cells skips the figures that need them, w
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
 from attnbench.errors import AttnbenchError  # noqa: E402
-from attnbench.runner.store import StoreError, read_records  # noqa: E402
+from attnbench.runner.store import Run, StoreError  # noqa: E402
+from attnbench.runner.store import load_run as read_run  # noqa: E402
 
 __all__ = [
     "FIGURES",
@@ -64,16 +64,6 @@ RC = {"svg.fonttype": "none", "axes.titlesize": 11, "axes.labelsize": 10}
 
 
 @dataclass(frozen=True)
-class Run:
-    """What a figure may read: the cells and the run's conditions."""
-
-    path: Path
-    records: tuple[dict, ...]
-    env: dict
-    grid: dict
-
-
-@dataclass(frozen=True)
 class PlotOutcome:
     """The files written and, for each figure not drawn, why."""
 
@@ -85,24 +75,11 @@ class PlotOutcome:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """The records, env.json and grid.json of a run; StoreError if it is not a readable run."""
-    path = Path(run_dir)
-    records = read_records(path)  # StoreError for a directory without grid.json
-    for record in records:
-        _check_record(path, record)
-    return Run(path, tuple(records), _json_file(path / "env.json", required=False), _json_file(path / "grid.json"))
-
-
-def _json_file(file: Path, *, required: bool = True) -> dict:
-    if not file.exists() and not required:
-        return {}
-    try:
-        value = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        raise StoreError(f"cannot read {file}: {err}") from None
-    if not isinstance(value, dict):
-        raise StoreError(f"{file} is not a JSON object")
-    return value
+    """The run's files (attnbench.runner.store.load_run), each record checked for what plots need."""
+    run = read_run(run_dir)
+    for record in run.records:
+        _check_record(run.path, record)
+    return run
 
 
 def _check_record(path: Path, record: dict) -> None:

@@ -95,9 +95,9 @@ register_profile(
         task_lengths={"listops": (64,), "text-cls": (64,), "sentiment": (64,)},
         variant_options={"local": {"window": 4}},  # 2 layers reach 8 tokens back
         size=ModelSize(d_model=64, n_layers=2, n_heads=4),
-        train=TrainSettings(steps=200, batch_size=32, eval_every=50, n_train=2048, n_valid=256, n_test=512),
+        train=TrainSettings(steps=160, batch_size=32, eval_every=40, n_train=2048, n_valid=256, n_test=384),
         efficiency=EfficiencySettings(
-            lengths=(256, 1024, 4096), d_model=128, n_heads=4, min_run_time=0.05, max_seconds=15
+            lengths=(256, 1024, 4096), d_model=128, n_heads=4, min_run_time=0.05, max_seconds=10
         ),
         max_cell_seconds=120,
     )

@@ -18,7 +18,6 @@ Definitions the tables use (also printed as footnotes of the report):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench.runner.store import ENV_FILE, GRID_FILE, STATUSES, StoreError, read_records
+from attnbench.runner.store import STATUSES, Run, StoreError, load_run
 
 __all__ = [
     "Comparison",
@@ -59,39 +58,6 @@ REFERENCE_VARIANT = "multi-head"
 AVERAGE = "Average"
 CHANCE_ROW = "chance"
 CSV_TABLES = ("accuracy", "long_range", "effective_range", "efficiency", "scaling")
-
-
-@dataclass(frozen=True)
-class Run:
-    """The files of one run directory, read once."""
-
-    path: Path
-    env: dict
-    grid: dict
-    records: list[dict]
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Read a run directory (StoreError, one line, when it is not one)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise StoreError(f"{path} is not an attnbench run (not a directory)")
-    records = read_records(path)  # StoreError unless it holds grid.json
-    return Run(path=path, env=_read_optional_json(path / ENV_FILE), grid=_read_optional_json(path / GRID_FILE),
-               records=records)
-
-
-def _read_optional_json(file: Path) -> dict:
-    """A JSON object file of a run; {} when absent, StoreError when unreadable."""
-    if not file.exists():
-        return {}
-    try:
-        value = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        raise StoreError(f"cannot read {file}: {err}") from None
-    if not isinstance(value, dict):
-        raise StoreError(f"{file} is not a JSON object")
-    return value
 
 
 # -- accuracy ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Only JSON is ever read or written.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import math
 import os
 import tempfile
@@ -35,6 +36,8 @@ __all__ = [
     "RunStore",
     "StoreError",
     "StoreWarning",
+    "StoreWriteError",
+    "check_writable",
     "default_run_dir",
     "export",
     "load_results",
@@ -53,6 +56,12 @@ PID_FILE = "run.lock.pid"
 
 class StoreError(AttnbenchError):
     """A run directory that cannot be created, resumed, locked or read."""
+
+
+class StoreWriteError(StoreError):
+    """cells.jsonl could not be appended to mid-run (disk full, I/O error): the run stops, exit 1."""
+
+    exit_code = 1
 
 
 class StoreWarning(UserWarning):
@@ -77,14 +86,17 @@ class RunStore:
     def create(cls, path: str | Path, *, grid: dict, env: dict) -> RunStore:
         """Start a new run in `path` (made with its parents); refuses a directory that holds a run."""
         path = Path(path)
-        _check_writable(path)
+        check_writable(path)
         store = cls(path, grid=_json_roundtrip(grid), env=_json_roundtrip(env))
         store.lock()
         try:
             if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
                 raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
-            _write_json_atomic(path / ENV_FILE, store._env)
-            _write_json_atomic(path / GRID_FILE, store._grid)
+            try:
+                _write_json_atomic(path / ENV_FILE, store._env)
+                _write_json_atomic(path / GRID_FILE, store._grid)
+            except OSError as err:  # e.g. a full disk: the empty probe file fitted, these did not
+                raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
         except BaseException:
             store.release()
             raise
@@ -99,7 +111,7 @@ class RunStore:
         if diff:
             raise StoreError(f"--resume {path}: this run's grid differs: {diff}")
         env = _read_json(path, ENV_FILE) if (path / ENV_FILE).exists() else {}
-        _check_writable(path)
+        check_writable(path)
         store = cls(path, grid=stored, env=env)
         store.lock()
         return store
@@ -152,9 +164,15 @@ class RunStore:
         if not isinstance(record.get("key"), str) or record.get("status") not in STATUSES:
             raise ValueError(f"a cell record needs a str 'key' and a 'status' in {STATUSES}: {record!r}")
         line = json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n"
-        fd = self._cells_fd()
-        _write_all(fd, line.encode())
-        os.fsync(fd)
+        try:
+            fd = self._cells_fd()
+            _write_all(fd, line.encode())
+            os.fsync(fd)
+        except OSError as err:  # a full disk or an I/O error: stop; what is recorded stays valid
+            raise StoreWriteError(
+                f"cannot append to {self.path / CELLS_FILE}: {err.strerror or err}; the run stopped and the "
+                f"cells recorded before are intact; free space, then rerun with --resume {self.path}"
+            ) from None
 
     def records(self) -> list[dict]:
         """The recorded cells, last record per key; torn or corrupted lines skipped with a warning."""
@@ -190,6 +208,23 @@ class RunStore:
 
 
 # -- reading a run (no lock) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """The files of one run directory, read once (what reports and plots work from)."""
+
+    path: Path
+    env: dict
+    grid: dict
+    records: list[dict]
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run directory: its records (tolerantly), env.json (optional) and grid.json."""
+    path = Path(run_dir)
+    records = read_records(path)  # StoreError unless it holds grid.json
+    return Run(path, _read_json(path, ENV_FILE, required=False), _read_json(path, GRID_FILE), records)
 
 
 def read_records(run_dir: str | Path) -> list[dict]:
@@ -294,7 +329,7 @@ def _json_roundtrip(value: dict) -> dict:
     return json.loads(json.dumps(_finite(value), sort_keys=True, allow_nan=False))
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
     """Make `path` (with parents) and prove a file can be created in it, or raise StoreError."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -329,9 +364,12 @@ def _write_json_atomic(target: Path, value: dict) -> None:
     _fsync_dir(target.parent)
 
 
-def _read_json(run_dir: Path, name: str) -> dict:
-    """A JSON file of a run, or StoreError if the directory is not a run or the file is broken."""
+def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
+    """A JSON file of a run ({} if absent and not required), or StoreError if the directory is
+    not a run or the file is broken."""
     _require_run(run_dir)
+    if not required and not (run_dir / name).exists():
+        return {}
     try:
         value = json.loads((run_dir / name).read_text())
     except (OSError, ValueError) as err:

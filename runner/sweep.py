@@ -25,12 +25,13 @@ from attnbench.runner.environment import collect
 from attnbench.runner.execute import DTYPES, Plan
 from attnbench.runner.executors import EXECUTORS, make_executor
 from attnbench.runner.profiles import PROFILES, Profile
-from attnbench.runner.store import RunStore, default_run_dir
+from attnbench.runner.store import RunStore, check_writable, default_run_dir
 from attnbench.selection import Selected, parse_selection
-from attnbench.tasks.base import TASKS, build_task
+from attnbench.tasks.base import SPLITS, TASKS, build_task
 from attnbench.variants.base import VARIANTS, get_variant_spec
 
 DEFAULT_ROOT = Path("results") / "runs"
+MAX_CELL_SECONDS = 1e9  # SIGALRM's timer overflows on larger values (and on inf)
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,10 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     if request.lengths is not None:
         _check_ints("--lengths", request.lengths, minimum=1)
     max_seconds = request.max_cell_seconds if request.max_cell_seconds is not None else profile.max_cell_seconds
-    if max_seconds is not None and max_seconds <= 0:
-        raise AttnbenchError(f"--max-cell-seconds must be positive, got {max_seconds:g}")
+    if max_seconds is not None and not 0 < max_seconds <= MAX_CELL_SECONDS:  # also refuses nan
+        raise AttnbenchError(
+            f"--max-cell-seconds must be positive and at most {MAX_CELL_SECONDS:g}, got {max_seconds:g}"
+        )
 
     lengths_of = {t.label: _task_lengths(t, profile, request.lengths) for t in tasks}
     cells = [
@@ -155,6 +158,9 @@ def _task_lengths(selected: Selected, profile: Profile, override: tuple[int, ...
     """The task's lengths, checked against what it can be built at."""
     lengths = override or profile.lengths_for(selected.name)
     task = build_task(selected.name, **_task_options(selected, profile))
+    for split in SPLITS:  # a data file read lazily (listops path=) is read here, before any work
+        if task.size(split) == 0:
+            raise AttnbenchError(f"--tasks: {selected.label} has no {split} examples; its cells could not run")
     low, high = task.min_seq_len(), task.spec.max_seq_len
     for n in lengths:
         if n < low:
@@ -195,6 +201,7 @@ def open_store(sweep: SweepPlan, *, out: Path | None, resume: Path | None, argv:
     if resume is not None:
         return RunStore.resume(resume, grid=sweep.grid)
     path = out or default_run_dir(DEFAULT_ROOT, sweep.profile.name)
+    check_writable(path)  # an unwritable --out fails before env.json's measurements
     plan = sweep.plan
     env = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, argv=argv)
     return RunStore.create(path, grid=sweep.grid, env=env)

@@ -169,8 +169,12 @@ def train_and_evaluate(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     cross: tuple[str, dict] | None = None,
-) -> dict[str, Any]:
-    """Train, early-stop and test one (task, variant, seq_len, seed); the cell's metrics."""
+    return_model: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], BenchModel]:
+    """Train, early-stop and test one (task, variant, seq_len, seed); the cell's metrics.
+
+    With `return_model=True`: (metrics, the trained model with its best weights, in eval mode).
+    """
     data = {
         split: task_data(task, split, n, seq_len, seed)
         for split, n in (("train", settings.n_train), ("valid", settings.n_valid), ("test", settings.n_test))
@@ -228,7 +232,7 @@ def train_and_evaluate(
     baseline = getattr(task, "unigram_bits_per_byte", None)
     if metric == "bits_per_byte" and callable(baseline):
         record["baseline_bits_per_byte"] = baseline()
-    return record
+    return (record, model.eval()) if return_model else record
 
 
 def _to(batch: Batch, device: str) -> Batch:

@@ -369,21 +369,34 @@ def test_induction_distance_is_the_gap_back_to_the_answer():
 
 
 def distance_layout(task: Task) -> dict[str, int]:
+    """Token ids as the distance task documents them: pad, ?, keys, bindings (key-major), filler."""
     o = task.options
-    value_base = 2 + o["num_keys"]
-    return {"query": 1, "value_base": value_base, "filler_base": value_base + o["num_values"]}
+    binding_base = 2 + o["num_keys"]
+    return {
+        "query": 1,
+        "binding_base": binding_base,
+        "num_values": o["num_values"],
+        "filler_base": binding_base + o["num_keys"] * o["num_values"],
+    }
+
+
+def binding_of(lay: dict[str, int], token: int) -> tuple[int, int] | None:
+    """(key, value) of a binding token, None for any other token."""
+    if not lay["binding_base"] <= token < lay["filler_base"]:
+        return None
+    return divmod(token - lay["binding_base"], lay["num_values"])
 
 
 def check_distance_example(task, row, target, d, q, v_pos) -> None:
     lay = distance_layout(task)
     seq_len = len(row)
     assert q == seq_len - 1 and int(row[q - 1]) == lay["query"]
-    key = int(row[q])
-    assert 2 <= key < lay["value_base"]
+    key = int(row[q]) - 2
+    assert 0 <= key < task.options["num_keys"]
     assert v_pos == q - d and 2 <= d <= seq_len - 2
-    assert int(row[v_pos - 1]) == key, "the key right before the answer is the query key"
-    assert int(row[v_pos]) - lay["value_base"] == target, "the token d back is the answer value"
-    assert torch.nonzero(row == key).flatten().tolist() == [v_pos - 1, q], "the query key is bound once"
+    assert binding_of(lay, int(row[v_pos])) == (key, target), "the token d back binds the query key to the answer"
+    bound = [i for i, t in enumerate(row.tolist()) if (b := binding_of(lay, t)) is not None and b[0] == key]
+    assert bound == [v_pos], "the query key is bound once"
     assert int((row == lay["query"]).sum()) == 1
 
 
@@ -643,13 +656,14 @@ def test_listops_missing_file_or_split_file_fails_clearly(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the key test: reach
-def window_rule(row: torch.Tensor, W: int, value_base: int) -> int | None:
-    """What a reader of the last W tokens can do: find the query key earlier in the window, read on."""
+def window_rule(row: torch.Tensor, W: int, lay: dict[str, int]) -> int | None:
+    """What a reader of the last W tokens can do: find the query key's binding in the window."""
     window = row[-W:].tolist()
-    key = window[-1]
-    for i in range(len(window) - 2, -1, -1):
-        if window[i] == key and i + 1 < len(window) - 2:
-            return window[i + 1] - value_base
+    key = window[-1] - 2
+    for token in window[:-2]:
+        bound = binding_of(lay, token)
+        if bound is not None and bound[0] == key:
+            return bound[1]
     return None
 
 
@@ -679,11 +693,10 @@ def test_distance_is_unsolvable_beyond_the_reach_of_a_local_window(w, layers):
     data = {split: task.build(split, n, seq_len, 0) for split, n in (("train", 4000), ("valid", 1500))}
 
     def features(batch: Batch) -> dict[str, list]:
-        vb, fb = lay["value_base"], lay["filler_base"]
         win = batch.tokens[:, -W:]
         out = defaultdict(list)
         for row in win.tolist():
-            values = [t for t in row if vb <= t < fb]
+            values = [b[1] for t in row if (b := binding_of(lay, t)) is not None]
             out["window"].append(tuple(sorted(row)))
             out["key+values"].append((row[-1], tuple(sorted(values))))
             out["key+last value"].append((row[-1], values[-1] if values else None))
@@ -697,17 +710,17 @@ def test_distance_is_unsolvable_beyond_the_reach_of_a_local_window(w, layers):
     # 1. by construction: for d > W the answer pair is outside the window, the key only at the end
     for split, b in data.items():
         for row, d, v in zip(b.tokens[far[split]], b.meta["distance"][far[split]], b.meta["value_pos"][far[split]]):
-            assert int(v) - 1 < int(v) < seq_len - W, "the key-value pair lies outside the window"
+            assert int(v) < seq_len - W, "the binding lies outside the window"
             window = row[-W:]
             assert int((window == row[-1]).sum()) == 1, "the query key occurs nowhere else in the window"
-            assert window_rule(row, W, lay["value_base"]) is None
+            assert window_rule(row, W, lay) is None
 
     # 2. the exact rule on the window: 100% for d <= W - 2; full view: 100% at every d
     valid = data["valid"]
     for row, target, d in zip(valid.tokens, valid.target, valid.meta["distance"]):
         if int(d) <= W - 2:
-            assert window_rule(row, W, lay["value_base"]) == int(target)
-        assert window_rule(row, seq_len, lay["value_base"]) == int(target)
+            assert window_rule(row, W, lay) == int(target)
+        assert window_rule(row, seq_len, lay) == int(target)
 
     # 3. empirical Bayes predictors on window contents, fit on train, scored on held-out valid
     n_far = int(far["valid"].sum())
@@ -731,7 +744,7 @@ def test_distance_is_unsolvable_beyond_the_reach_of_a_local_window(w, layers):
     table = np.zeros((task.n_classes + 1, task.n_classes))
     for (_, last), y, m in zip(feats["train"]["key+last value"], data["train"].target.tolist(), far["train"].tolist()):
         if m:
-            table[0 if last is None else last - lay["value_base"] + 1, y] += 1
+            table[0 if last is None else last + 1, y] += 1
     table = table[table.sum(1) > 0]
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
     chi2 = float(((table - expected) ** 2 / expected).sum())

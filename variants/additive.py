@@ -2,9 +2,10 @@
 
 Memory: the tanh argument is a (b, h, n, m, d_head) tensor if formed at once. This layer forms it
 one chunk of query rows at a time (`chunk_size` rows; by default as many as fit in about 4M
-elements) and, when gradients are needed, recomputes each chunk in the backward pass
-(`torch.utils.checkpoint`) instead of storing it. Peak extra memory is one chunk, and the scores are
-the same numbers the unchunked form gives (each entry is computed by the same ops).
+elements) and, when gradients are needed and there is more than one chunk, recomputes each chunk in
+the backward pass (`torch.utils.checkpoint`) instead of storing it. Peak extra memory is one chunk
+(a block that fits in one chunk is stored, not recomputed), and the scores are the same numbers the
+unchunked form gives (each entry is computed by the same ops).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class AdditiveAttention(ProjectedAttention):
         b, h, n, d = q.shape
         m = k.shape[-2]
         rows = self.options["chunk_size"] or max(1, CHUNK_ELEMENTS // max(1, b * h * m * d))
-        recompute = torch.is_grad_enabled() and any(
+        # recompute in backward only when the block is chunked: one chunk is the memory bound anyway
+        recompute = rows < n and torch.is_grad_enabled() and any(
             t.requires_grad for t in (q, k, self.score_vector)
         )
         chunks = []

@@ -62,6 +62,11 @@ def _key_features(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     return fk
 
 
+def _with_ones(v: Tensor) -> Tensor:
+    """(b h n e) → (b h n e+1): a column of ones, so one matmul gives numerator and normaliser."""
+    return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
+
+
 def global_linear_attention(
     q: Tensor, k: Tensor, v: Tensor, *, key_padding_mask: Tensor | None = None
 ) -> Tensor:
@@ -83,25 +88,23 @@ def causal_linear_attention(
     key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """Causal linear attention, chunk-parallel: masked quadratic inside chunks, states across."""
-    n = q.shape[-2]
+    n, e = q.shape[-2], v.shape[-1]
     size = min(chunk_size, n)
     pad = math.ceil(n / size) * size - n  # padded positions come last: no real query sees them
     fq, fk = feature_map(q), _key_features(k, key_padding_mask)
     chunked = lambda t: rearrange(F.pad(t, (0, 0, 0, pad)), "b h (c s) d -> b h c s d", s=size)  # noqa: E731
-    fq, fk, v = chunked(fq), chunked(fk), chunked(v)
+    fq, fk, v1 = chunked(fq), chunked(fk), chunked(_with_ones(v))  # v1: b h c s (e+1)
 
-    # inside each chunk: the quadratic form with the causal mask (b h c s s)
-    scores = torch.einsum("bhcid,bhcjd->bhcij", fq, fk)
+    # inside each chunk: the quadratic form with the causal mask (b h c s s); the ones column
+    # of v1 makes the last output column the normaliser Σ_j φ(q_i)·φ(k_j)
+    scores = fq @ fk.transpose(-2, -1)
     scores = scores * torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    numerator = scores @ v
-    denominator = scores.sum(dim=-1)
+    out = scores @ v1  # b h c s (e+1)
 
     # across chunks: the state of every earlier chunk (exclusive prefix sum over c)
-    chunk_state = torch.einsum("bhcjd,bhcje->bhcde", fk, v)  # b h c d e
+    chunk_state = fk.transpose(-2, -1) @ v1  # b h c d (e+1)
     earlier_state = F.pad(chunk_state.cumsum(dim=2), (0, 0, 0, 0, 1, -1))
-    earlier_norm = F.pad(fk.sum(dim=-2).cumsum(dim=2), (0, 0, 1, -1))  # b h c d
-    numerator = numerator + torch.einsum("bhcid,bhcde->bhcie", fq, earlier_state)
-    denominator = denominator + torch.einsum("bhcid,bhcd->bhci", fq, earlier_norm)
+    out = out + fq @ earlier_state
 
-    out = numerator / (denominator[..., None] + EPS)
+    out = out[..., :e] / (out[..., e:] + EPS)
     return rearrange(out, "b h c s e -> b h (c s) e")[:, :, :n]

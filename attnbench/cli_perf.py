@@ -1,0 +1,147 @@
+"""`bench perf`: the performance benchmarks of `attnbench.benchmarks` (also `python -m attnbench.benchmarks`)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from attnbench.cli import cli, console, resolve_device
+from attnbench.errors import AttnbenchError
+
+DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise AttnbenchError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise AttnbenchError(f"{what}: expected positive integers, got {text!r}")
+    return values
+
+
+@cli.command("perf")
+@click.option("--variants", default="all", show_default=True,
+              help="Comma-separated variants (multi-head, dot-product, local, linear, additive) or all.")
+@click.option("--lengths", default=None, help="Comma-separated n [default: 512,…,16384; --quick: 256,…,2048].")
+@click.option("--batch", "batches", default=None, help="Comma-separated batch sizes [default: 1,4; --quick: 1].")
+@click.option("--batched-max-n", type=int, default=4096, show_default=True,
+              help="Batch > 1 runs only up to this n.")
+@click.option("--repeat", type=int, default=None, help="Timed repeats per cell, interleaved [default: 3; --quick: 1].")
+@click.option("--min-run-time", type=float, default=None, help="Seconds per blocked_autorange [default: 0.2].")
+@click.option("--max-cell-s", type=float, default=45.0, show_default=True,
+              help="Stop timing a series when (1 + repeat) calls are predicted to take longer.")
+@click.option("--naive-limit-gib", type=float, default=2.0, show_default=True,
+              help="Skip the naive reference where it would need more memory.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="auto", show_default=True,
+              help="auto: fp32 on CPU, bf16 on CUDA.")
+@click.option("--threads", type=int, default=None, help="torch threads [default: torch's].")
+@click.option("--quick", is_flag=True, help="Short lengths, one repeat: seconds to minutes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
+@click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu].")
+@click.option("--compare", "baseline", type=click.Path(dir_okay=False), default=None,
+              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind.")
+@click.option("--current", type=click.Path(dir_okay=False), default=None,
+              help="With --compare: check this CSV instead of running the benchmark.")
+@click.option("--tolerance", type=float, default=0.10, show_default=True)
+@click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
+def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
+                 device, dtype, threads, quick, out_dir, name, baseline, current, tolerance, note) -> int:
+    """Time every variant's core and layer against SDPA, the naive reference and peers.
+
+    Every output is verified against the reference before it is timed. Writes OUT/NAME.csv,
+    OUT/NAME.png and OUT/NAME.md (the targets of issue 8, PASS/FAIL).
+
+    \b
+    Examples:
+      bench perf --quick
+      bench perf --variants local,linear --lengths 1024,8192 --batch 1
+      bench perf --compare results/benchmarks/BASELINE.csv
+      bench perf --compare results/benchmarks/BASELINE.csv --current results/benchmarks/new.csv
+    """
+    from attnbench.benchmarks import guard
+
+    if current and not baseline:
+        raise AttnbenchError("--current needs --compare BASELINE.csv")
+    if baseline:
+        base = guard.read_results(baseline)  # fail early, before a long run
+    if current:
+        return _gate(base, guard.read_results(current), tolerance, baseline)
+    csv = _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
+               device, dtype, threads, quick, out_dir, name, note)
+    if baseline:
+        return _gate(base, guard.read_results(csv), tolerance, baseline)
+    return 0
+
+
+def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
+         device, dtype, threads, quick, out_dir, name, note) -> Path:
+    from attnbench.benchmarks.cases import CASES
+    from attnbench.benchmarks.outputs import write_all
+    from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig, run_suite
+    from attnbench.runner.execute import DTYPES
+
+    known = sorted({c.variant for c in CASES if c.variant})
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    if chosen != ["all"]:
+        import difflib
+
+        for v in chosen:
+            if v not in known:
+                close = difflib.get_close_matches(v, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
+    device = resolve_device(device)
+    cfg = PerfConfig(
+        variants=tuple(chosen),
+        lengths=_ints(lengths, "--lengths") if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS),
+        batches=_ints(batches, "--batch") if batches else ((1,) if quick else (1, 4)),
+        batched_max_n=batched_max_n,
+        repeat=repeat if repeat is not None else (1 if quick else 3),
+        min_run_time=min_run_time if min_run_time is not None else (0.05 if quick else 0.2),
+        max_cell_s=max_cell_s,
+        naive_limit_gib=naive_limit_gib,
+        memory_probes=() if quick else PerfConfig.memory_probes,
+        device=device,
+        dtype=None if dtype == "auto" else DTYPES[dtype],
+        threads=threads,
+    )
+    if cfg.repeat < 1:
+        raise AttnbenchError("--repeat must be at least 1")
+    name = name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else "")
+    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False))
+    paths = write_all(rows, Path(out_dir), name, note=note)
+    for path in paths.values():
+        console.print(f"wrote {path}")
+    return paths["csv"]
+
+
+def _gate(base, current, tolerance, baseline) -> int:
+    from attnbench.benchmarks import guard
+
+    result = guard.compare(base, current, tolerance=tolerance)
+    if result.compared == 0:
+        click.echo(f"bench perf: no row of {baseline} matches this machine kind and shape; nothing compared"
+                   + (f" ({result.other_machine} rows from another machine)" if result.other_machine else ""),
+                   err=True)
+        return 0
+    if result.regressions:
+        click.echo(f"{len(result.regressions)} of {result.compared} timings regressed by more than "
+                   f"{tolerance:.0%} against {baseline}:")
+        for reg in result.regressions:
+            click.echo(f"  {reg}")
+        return 1
+    click.echo(f"no regression: {result.compared} timings within {tolerance:.0%} of {baseline}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m attnbench.benchmarks [OPTIONS]`: the same as `bench perf [OPTIONS]`."""
+    from attnbench.cli import main as bench_main
+
+    bench_main(["perf", *(sys.argv[1:] if argv is None else argv)])

@@ -1,0 +1,77 @@
+"""What the benchmark runs: one `Case` per attention (variant + options, or the raw SDPA baseline),
+and for each case the implementations timed side by side (core, layer, naive reference, peer).
+
+Shapes follow issue 8: H = 8 heads of d_head = 64 (d_model = 512); `dot-product` is one head of
+width 512; `additive` runs with `heads=8` so its heads have the same d_head as the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HEADS = 8
+D_HEAD = 64
+D_MODEL = HEADS * D_HEAD
+
+# implementation kinds, in the order they are run and shown
+SDPA, CORE, LAYER, NAIVE, PEER = "sdpa", "core", "layer", "naive", "peer"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One attention to benchmark: a registered variant with options, or the SDPA baseline."""
+
+    label: str
+    variant: str | None  # None: raw `scaled_dot_product_attention`, the full-attention limit
+    options: tuple[tuple[str, object], ...] = ()
+    causal: bool = False
+    heads: int = HEADS  # heads of the per-head (b h n d) core inputs
+    complexity: str = "n^2"  # time complexity of the core: n^2 | n*w | n
+    peer: str | None = None  # name of the peer in `peers.PEERS`
+    peer_options: tuple[tuple[str, object], ...] = ()
+    family: str = "softmax"  # which row reference verifies it: softmax | linear | additive
+
+    @property
+    def opts(self) -> dict:
+        """The variant's options as a dict."""
+        return dict(self.options)
+
+    @property
+    def baseline(self) -> str:
+        """Label of the SDPA case this case's times are compared with."""
+        if self.heads == 1:
+            return "sdpa(h=1)"
+        return "sdpa(causal)" if self.causal else "sdpa"
+
+    def kinds(self) -> tuple[str, ...]:
+        """The implementations timed for this case."""
+        if self.variant is None:
+            return (SDPA,)
+        return (CORE, LAYER, NAIVE) + ((PEER,) if self.peer else ())
+
+
+CASES: tuple[Case, ...] = (
+    Case("sdpa", None),
+    Case("sdpa(causal)", None, causal=True),
+    Case("sdpa(h=1)", None, heads=1),
+    Case("multi-head", "multi-head"),
+    Case("dot-product", "dot-product", heads=1),
+    Case("local(window=128)", "local", (("window", 128),), complexity="n*w",
+         peer="local-attention", peer_options=(("window", 128),)),
+    Case("local(window=256)", "local", (("window", 256),), complexity="n*w",
+         peer="local-attention", peer_options=(("window", 256),)),
+    Case("linear", "linear", complexity="n", family="linear", peer="linear-attention-transformer"),
+    Case("linear(causal)", "linear", causal=True, complexity="n", family="linear",
+         peer="linear-attention-transformer"),
+    Case("additive(heads=8)", "additive", (("heads", HEADS),), family="additive"),
+)
+
+
+def select_cases(variants: list[str] | None) -> list[Case]:
+    """The cases of the named variants (None or ['all']: every case); baselines always included."""
+    if not variants or variants == ["all"]:
+        return list(CASES)
+    wanted = set(variants)
+    chosen = [c for c in CASES if c.variant in wanted or c.label in wanted]
+    baselines = {c.baseline for c in chosen}
+    return [c for c in CASES if c in chosen or (c.variant is None and c.label in baselines)]

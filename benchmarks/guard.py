@@ -1,0 +1,74 @@
+"""The regression gate: a run's times against a committed baseline CSV of the same machine kind.
+
+Rows are matched on (case, impl, batch, n, dtype, device) and compared only where the baseline was
+taken on the same machine (CPU model or GPU name) with the same thread count; a row regresses when
+its median is more than `tolerance` (10 %) above the baseline's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from attnbench.errors import AttnbenchError
+
+KEY = ["case", "impl", "batch", "n", "dtype", "device"]
+MACHINE = ["machine", "threads"]
+
+
+@dataclass(frozen=True)
+class Regression:
+    """One row that got slower than the baseline allows."""
+
+    case: str
+    impl: str
+    batch: int
+    n: int
+    baseline_s: float
+    current_s: float
+
+    @property
+    def ratio(self) -> float:
+        """Current time over baseline time."""
+        return self.current_s / self.baseline_s
+
+    def __str__(self) -> str:
+        return (f"{self.case} {self.impl} b={self.batch} n={self.n}: {self.current_s * 1e3:.2f} ms vs "
+                f"{self.baseline_s * 1e3:.2f} ms baseline ({self.ratio:.2f}×)")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome: regressions, how many rows were compared, and rows skipped for another machine."""
+
+    regressions: tuple[Regression, ...]
+    compared: int
+    other_machine: int
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """A benchmark CSV, checked for the columns the gate needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise AttnbenchError(f"no benchmark results at {path}")
+    df = pd.read_csv(path)
+    missing = [c for c in KEY + MACHINE + ["median_s"] if c not in df.columns]
+    if missing:
+        raise AttnbenchError(f"{path}: not a benchmark CSV (missing columns: {', '.join(missing)})")
+    return df
+
+
+def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float = 0.10) -> Comparison:
+    """Rows of `current` more than `tolerance` slower than `baseline` on the same machine kind."""
+    base = baseline[baseline["median_s"].notna()]
+    cur = current[current["median_s"].notna()]
+    merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
+    same = (merged["machine"] == merged["machine_base"]) & (merged["threads"] == merged["threads_base"])
+    regressions = tuple(
+        Regression(r["case"], r["impl"], int(r["batch"]), int(r["n"]), float(r["median_s_base"]), float(r["median_s"]))
+        for _, r in merged[same].iterrows()
+        if r["median_s"] > r["median_s_base"] * (1 + tolerance)
+    )
+    return Comparison(regressions, int(same.sum()), int((~same).sum()))

@@ -1,0 +1,132 @@
+"""What a benchmark run writes: `<name>.csv` (one row per implementation × shape), `<name>.png`
+(time and peak memory vs n, log–log, batch 1) and `<name>.md` (table, targets, conditions).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from attnbench.benchmarks.suite import ROW_COLUMNS
+from attnbench.benchmarks.targets import check_targets
+
+SUMMARY_LENGTHS = (2048, 8192, 16384)
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """All rows with every column of ROW_COLUMNS, in that order."""
+    pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(path, index=False)
+    return path
+
+
+def write_plot(rows: list[dict], path: Path) -> Path:
+    """Log–log time and peak memory vs n of every timed series at batch 1 (seaborn, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    df = df[(df["batch"] == 1) & df["impl"].isin(["sdpa", "core", "peer:local-attention",
+                                                  "peer:linear-attention-transformer", "naive"])]
+    df = df.assign(series=df["case"] + " · " + df["impl"])
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6))
+    for ax, column, label in ((axes[0], "median_s", "forward time (s)"), (axes[1], "peak_bytes", "peak memory (bytes)")):
+        part = df[df[column].notna()].astype({column: float})
+        if len(part):
+            sns.lineplot(data=part, x="n", y=column, hue="series", style="impl", markers=True, ax=ax, legend=ax is axes[0])
+        ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=label)
+        ax.grid(True, which="both", alpha=0.3)
+    if axes[0].get_legend():
+        sns.move_legend(axes[0], "upper left", bbox_to_anchor=(0, -0.12), ncol=3, fontsize=7, title=None)
+    machine = df["machine"].dropna().iloc[0] if df["machine"].notna().any() else "?"
+    fig.suptitle(f"attention forward, B=1, H=8, d_head=64 — {machine}")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _ms(row) -> str:
+    """`median ± IQR [min–max of the repeat medians]` in ms, or the status when not timed."""
+    if row is None or pd.isna(row["median_s"]):
+        return "—" if row is None else _short(row["status"])
+    text = f"{row['median_s'] * 1e3:.2f} ± {row['iqr_s'] * 1e3:.2f}"
+    if pd.notna(row["min_s"]) and row["repeats"] and row["repeats"] > 1:
+        text += f" [{row['min_s'] * 1e3:.2f}–{row['max_s'] * 1e3:.2f}]"
+    return text
+
+
+def _short(status: str) -> str:
+    status = str(status)
+    return status if len(status) <= 40 else status[:38] + "…"
+
+
+def summary_table(rows: list[dict], lengths=SUMMARY_LENGTHS, batch: int = 1) -> str:
+    """Markdown: median ± IQR (ms) per case × implementation at the chosen lengths, with ratios."""
+    df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    df = df[df["batch"] == batch]
+    present = sorted(set(df["n"].astype(int)))
+    lengths = sorted({n for n in lengths if n in present} | set(present[-3:]))
+    head = ["case", "impl"] + [f"n={n} ms" for n in lengths] + [f"÷SDPA n={n}" for n in lengths]
+    head += ["÷peer n=" + str(n) for n in lengths] + ["scaling", f"peak MiB n={lengths[-1]}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (case, impl), part in df.groupby(["case", "impl"], sort=False):
+        at = {int(r["n"]): r for _, r in part.iterrows()}
+        cells = [case, impl] + [_ms(at.get(n)) for n in lengths]
+        for column in ("ratio_vs_sdpa", "ratio_vs_peer"):
+            cells += [f"{at[n][column]:.2f}" if n in at and pd.notna(at[n][column]) else "" for n in lengths]
+        scaling = part["scaling_ratio"].dropna()
+        cells.append(f"{scaling.iloc[0]:.1f}" if len(scaling) else "")
+        last = at.get(lengths[-1])
+        mem = last["peak_bytes"] if last is not None else math.nan
+        est = last is not None and str(last["mem_method"]).startswith("estimate")
+        cells.append("" if pd.isna(mem) else f"{mem / 2**20:.1f}{' (est.)' if est else ''}")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str, note: str = "") -> Path:
+    """The summary: conditions, targets (PASS/FAIL with numbers), the table, statuses that are not ok."""
+    df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    first = df.iloc[0] if len(df) else None
+    lines = [f"# Attention benchmark: {path.stem}", ""]
+    if first is not None:
+        lines += [
+            f"Machine: {first['machine']} · device {first['device']} · {first['threads']} threads · "
+            f"torch {first['torch']} · {first['dtype']} · matmul peak "
+            f"{first['matmul_peak_flops'] / 1e9:.1f} GFLOP/s (1024² matmul, measured in this run).",
+            "Forward pass (inference mode). Time: median of the per-repeat medians of "
+            "`torch.utils.benchmark` `blocked_autorange` (± the median IQR), repeats interleaved "
+            "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "
+            "excludes kernel scratch). Each output verified against the naive reference on sampled "
+            "query rows before timing (max|Δ|/max|ref| ≤ tolerance).",
+            "",
+        ]
+    if note:
+        lines += [note, ""]
+    lines += ["## Targets (issue 8, batch 1)", "", "| target | result | measured |", "|---|---|---|"]
+    for t in check_targets(rows):
+        lines.append(f"| {t.name} | **{t.status}** | {t.detail} |")
+    for batch in sorted(set(df["batch"])):
+        lines += ["", f"## Time, batch {batch}: median ± IQR [min–max over repeats] in ms; ratios are time ÷ SDPA and ÷ peer", "",
+                  summary_table(rows, batch=batch)]
+    odd = df[~df["status"].isin(["ok"])]
+    if len(odd):
+        lines += ["", "## Not timed", "", "| batch | n | case | impl | status |", "|---|---|---|---|---|"]
+        for _, r in odd.iterrows():
+            lines.append(f"| {r['batch']} | {r['n']} | {r['case']} | {r['impl']} | {r['status']} |")
+    lines += ["", f"Data: [{csv_name}]({csv_name}) · plot: ![scaling]({png_name})", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_all(rows: list[dict], out_dir: Path, name: str, note: str = "") -> dict[str, Path]:
+    """CSV, PNG and markdown named `name` in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv = write_csv(rows, out_dir / f"{name}.csv")
+    png = write_plot(rows, out_dir / f"{name}.png")
+    md = write_markdown(rows, out_dir / f"{name}.md", csv_name=csv.name, png_name=png.name, note=note)
+    return {"csv": csv, "png": png, "md": md}

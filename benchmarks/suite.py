@@ -1,0 +1,418 @@
+"""The benchmark loop: for each (batch, n), build the inputs, verify every implementation against a
+reference (and measure its peak memory in that same call), then time the verified ones with
+`runner.measure.time_call`, interleaved across implementations `repeat` times.
+
+Each (case, implementation, batch, n) gives one row (`ROW_COLUMNS`). An implementation whose output
+disagrees with the reference is recorded as `mismatch` and never timed; one that would take too
+long or too much memory is recorded as `skipped: …` with the reason; a peer whose package is
+absent is `not installed`. Forward pass only (inference mode), the attention core on per-head
+(b h n d) tensors and the whole layer (projections included) on (b n d_model).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from attnbench.benchmarks import references as refs
+from attnbench.benchmarks.cases import CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
+from attnbench.benchmarks.peers import PEERS, PeerMissing
+from attnbench.runner.environment import cpu_model
+from attnbench.runner.measure import count_flops, is_oom, matmul_peak, peak_memory, time_call
+from attnbench.variants.base import build_variant
+
+FULL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
+QUICK_LENGTHS = (256, 512, 1024, 2048)
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # max|Δ| / max|ref|
+CALIBRATION_N = 256  # naive memory per score entry is measured at this length
+
+ROW_COLUMNS = (
+    "case", "impl", "variant", "options", "causal", "batch", "heads", "d_head", "n", "dtype",
+    "device", "status", "verified", "rel_err", "tolerance", "median_s", "iqr_s", "min_s", "max_s",
+    "repeats", "runs", "ratio_vs_sdpa", "ratio_vs_peer", "scaling_ratio", "scaling_span",
+    "peak_bytes", "mem_method", "flops", "flops_per_s", "peak_fraction", "matmul_peak_flops",
+    "machine", "threads", "torch", "peer_version",
+)
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    """What one benchmark run measures."""
+
+    variants: tuple[str, ...] = ("all",)
+    lengths: tuple[int, ...] = FULL_LENGTHS
+    batches: tuple[int, ...] = (1, 4)
+    batched_max_n: int = 4096  # batch > 1 runs only up to this length (time)
+    repeat: int = 3
+    min_run_time: float = 0.2
+    max_cell_s: float = 45.0  # predicted (1 + repeat) calls over this: time it no further
+    naive_limit_gib: float = 2.0  # the naive reference is skipped above this much memory
+    # (case, n) whose core runs once for memory (and verification) even when too slow to time
+    memory_probes: tuple[tuple[str, int], ...] = (("additive(heads=8)", 4096),)
+    device: str = "cpu"
+    dtype: torch.dtype | None = None  # None: fp32 on CPU, bf16 on CUDA
+    threads: int | None = None
+    seed: int = 0
+
+    def resolved_dtype(self) -> torch.dtype:
+        """fp32 on CPU, bf16 on CUDA unless given."""
+        if self.dtype is not None:
+            return self.dtype
+        return torch.bfloat16 if torch.device(self.device).type == "cuda" else torch.float32
+
+
+@dataclass
+class Candidate:
+    """One implementation at one shape: what to call and how to check its output."""
+
+    case: Case
+    impl: str
+    fn: Callable[[], Tensor] | None
+    check: Callable[[Tensor], float] | None  # output → relative error against the reference
+    status: str = "pending"
+    meta_fn: Callable[[], Tensor] | None = None  # the same call on meta tensors, for FLOPs
+    peer_version: str | None = None
+    row: dict = field(default_factory=dict)
+    times: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- references
+def rows_reference(case: Case, layer) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """(q, k, v, rows) → the naive reference's output rows for this case's core."""
+    window = case.opts.get("window")
+    if case.family == "linear":
+        return lambda q, k, v, rows: refs.linear_rows(q, k, v, rows, causal=case.causal)
+    if case.family == "additive":
+        return lambda q, k, v, rows: refs.additive_rows(q, k, v, rows, layer.score_vector, causal=case.causal)
+    return lambda q, k, v, rows: refs.softmax_rows(q, k, v, rows, causal=case.causal, window=window)
+
+
+def peer_reference(case: Case) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """The peer's own definition, row by row (see peers.py for how it differs from the variant)."""
+    if case.peer == "local-attention":
+        window = dict(case.peer_options)["window"] + 1  # exact_windowsize: |i − j| ≤ w
+        return lambda q, k, v, rows: refs.softmax_rows(q, k, v, rows, causal=case.causal, window=window)
+    return lambda q, k, v, rows: refs.peer_linear_rows(q, k, v, rows, causal=case.causal)
+
+
+def relative_error(got: Tensor, want: Tensor) -> float:
+    """max|got − want| / max|want|, in fp32 (inf on a shape mismatch or non-finite output)."""
+    if got.shape != want.shape:
+        return math.inf
+    got, want = got.float(), want.float()
+    err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
+    return err if math.isfinite(err) else math.inf
+
+
+def core_check(ref: Callable, q: Tensor, k: Tensor, v: Tensor, rows: Tensor) -> Callable[[Tensor], float]:
+    """Compare a (b h n e) output's sampled rows with the reference rows (in fp32)."""
+    def check(out: Tensor) -> float:
+        want = ref(q.float(), k.float(), v.float(), rows)
+        return relative_error(out[:, :, rows.to(out.device)], want)
+    return check
+
+
+def layer_check(ref: Callable, layer, x: Tensor, rows: Tensor) -> Callable[[Tensor], float]:
+    """Compare a (b n d_model) layer output's rows with out_proj(reference core rows)."""
+    def check(out: Tensor) -> float:
+        ref_layer = copy.deepcopy(layer).float()
+        q, k, v = ref_layer.project(x.float(), None)
+        core = ref(q, k, v, rows)
+        want = ref_layer.out_proj(rearrange(core, "b h n d -> b n (h d)"))
+        return relative_error(out[:, rows.to(out.device)], want)
+    return check
+
+
+# ------------------------------------------------------------------------------ building
+def naive_entries(case: Case, batch: int, n: int) -> int:
+    """Elements of the biggest block the naive reference forms: (b h n m), or (b h n m d) for additive."""
+    entries = batch * case.heads * n * n
+    return entries * (D_MODEL // case.heads) if case.family == "additive" else entries
+
+
+def build_candidates(
+    cases: list[Case], batch: int, n: int, cfg: PerfConfig, naive_bytes_per_entry: dict[str, tuple[float, int]]
+) -> list[Candidate]:
+    """Every (case, implementation) at (batch, n), on the same inputs."""
+    device, dtype = cfg.device, cfg.resolved_dtype()
+    gen = torch.Generator().manual_seed(cfg.seed + n + 7919 * batch)
+    qkv = {}
+    for heads in sorted({c.heads for c in cases}):
+        d = D_MODEL // heads
+        qkv[heads] = tuple(torch.randn(batch, heads, n, d, generator=gen).to(device, dtype) for _ in range(3))
+    x = torch.randn(batch, n, D_MODEL, generator=gen).to(device, dtype)
+    rows = refs.sample_rows(n)
+    meta = lambda t: torch.empty_like(t, device="meta")  # noqa: E731
+    out: list[Candidate] = []
+    for case in cases:
+        q, k, v = qkv[case.heads]
+        qm, km, vm = meta(q), meta(k), meta(v)
+        if case.variant is None:
+            sdpa = lambda q, k, v, c=case.causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)  # noqa: E731
+            ref = refs.softmax_rows if not case.causal else (
+                lambda q, k, v, r: refs.softmax_rows(q, k, v, r, causal=True))
+            out.append(Candidate(case, SDPA, lambda f=sdpa, q=q, k=k, v=v: f(q, k, v),
+                                 core_check(ref, q, k, v, rows), meta_fn=lambda f=sdpa, m=(qm, km, vm): f(*m)))
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            layer = build_variant(case.variant, d_model=D_MODEL, n_heads=case.heads, **case.opts)
+        layer = layer.to(device=device, dtype=dtype).eval()
+        meta_layer = copy.deepcopy(layer).to("meta")
+        ref = rows_reference(case, layer)
+        core = lambda lay, q, k, v, c=case.causal: lay.core(q, k, v, None, c, False)[0]  # noqa: E731
+        out.append(Candidate(case, CORE, lambda f=core, q=q, k=k, v=v, lay=layer: f(lay, q, k, v),
+                             core_check(ref, q, k, v, rows),
+                             meta_fn=lambda f=core, lay=meta_layer, m=(qm, km, vm): f(lay, *m)))
+        whole = lambda lay, x, c=case.causal: lay(x, causal=c)[0]  # noqa: E731
+        out.append(Candidate(case, LAYER, lambda f=whole, lay=layer: f(lay, x),
+                             layer_check(ref, layer, x, rows),
+                             meta_fn=lambda f=whole, lay=meta_layer: f(lay, meta(x))))
+        naive = lambda lay, q, k, v, c=case.causal: lay.reference_core(q, k, v, None, c)[0]  # noqa: E731
+        cand = Candidate(case, NAIVE, lambda f=naive, lay=layer, q=q, k=k, v=v: f(lay, q, k, v),
+                         core_check(ref, q, k, v, rows),
+                         meta_fn=lambda f=naive, lay=meta_layer, m=(qm, km, vm): f(lay, *m))
+        if case.label in naive_bytes_per_entry:
+            per_entry, at_n = naive_bytes_per_entry[case.label]
+            need = per_entry * naive_entries(case, batch, n)
+            # an estimate until the call runs (verify() then records the measured peak)
+            cand.row["peak_bytes"] = int(need)
+            cand.row["mem_method"] = f"estimate ({per_entry:.1f} B per score entry, measured at n={at_n})"
+            if need > cfg.naive_limit_gib * 2**30:
+                cand.fn, cand.status = None, f"skipped: would need {need / 2**30:.1f} GiB (> {cfg.naive_limit_gib:g} GiB limit)"
+        out.append(cand)
+        if case.peer:
+            peer = PEERS[case.peer]
+            from attnbench.benchmarks.peers import version
+
+            try:
+                fn = peer.make(causal=case.causal, **dict(case.peer_options))
+            except PeerMissing:
+                out.append(Candidate(case, PEER, None, None, status="not installed"))
+                continue
+            out.append(Candidate(case, PEER, lambda f=fn, q=q, k=k, v=v: f(q, k, v),
+                                 core_check(peer_reference(case), q, k, v, rows),
+                                 meta_fn=lambda f=fn, m=(qm, km, vm): f(*m), peer_version=version(case.peer)))
+    return out
+
+
+def calibrate_naive(cases: list[Case], batch: int, cfg: PerfConfig) -> dict[str, tuple[float, int]]:
+    """(bytes per score entry, n) of each case's naive reference, measured at n ≤ CALIBRATION_N."""
+    per_entry = {}
+    small = replace(cfg, naive_limit_gib=math.inf)
+    n = min(CALIBRATION_N, *cfg.lengths)
+    for cand in build_candidates(cases, batch, n, small, {}):
+        if cand.impl == NAIVE:
+            peak, _ = peak_memory(cand.fn, device=cfg.device)
+            per_entry[cand.case.label] = (peak / naive_entries(cand.case, batch, n), n)
+    return per_entry
+
+
+# ------------------------------------------------------------------------------- running
+def _predict(history: dict, key: tuple, n: int, exponent: int) -> float | None:
+    """Seconds per call at n, extrapolated from the last measured length of the same series."""
+    if key not in history:
+        return None
+    last_n, last_s = history[key]
+    return last_s * (n / last_n) ** exponent
+
+
+def verify(cand: Candidate, cfg: PerfConfig) -> float:
+    """One call under the memory counter; compare with the reference; returns the call's seconds."""
+    box = {}
+
+    def call():
+        box["out"] = cand.fn()
+
+    start = time.perf_counter()
+    peak, method = peak_memory(call, device=cfg.device)
+    seconds = time.perf_counter() - start
+    cand.row.update(peak_bytes=peak, mem_method=method)
+    tol = TOLERANCE[cfg.resolved_dtype()]
+    err = cand.check(box.pop("out"))
+    cand.row.update(rel_err=err, tolerance=tol, verified=err <= tol)
+    cand.status = "verified" if err <= tol else f"mismatch: rel err {err:.2e} > {tol:g}"
+    return seconds
+
+
+def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], list[Candidate]] | None = None,
+              log: Callable[[str], None] = print) -> list[dict]:
+    """Run the benchmark; `extra(candidates, batch, n)` may add candidates (tests inject a wrong one)."""
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_suite(cfg, extra, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_suite(cfg: PerfConfig, extra, log) -> list[dict]:
+    cases = select_cases(list(cfg.variants))
+    dtype = cfg.resolved_dtype()
+    peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
+    machine = torch.cuda.get_device_name() if torch.device(cfg.device).type == "cuda" else cpu_model()
+    common = {
+        "d_head": None, "dtype": str(dtype).replace("torch.", ""), "device": cfg.device,
+        "matmul_peak_flops": peak_flops, "machine": machine, "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    log(f"matmul peak {peak_flops / 1e9:.1f} GFLOP/s on {machine}, {torch.get_num_threads()} threads, {common['dtype']}")
+    rows: list[dict] = []
+    for batch in cfg.batches:
+        lengths = [n for n in cfg.lengths if batch == 1 or n <= cfg.batched_max_n]
+        with torch.inference_mode():
+            per_entry = calibrate_naive(cases, batch, cfg)
+        history: dict = {}  # (case, impl) → (n, seconds per call)
+        dropped: dict = {}  # (case, impl) → why longer lengths are not run
+        for n in lengths:
+            with torch.inference_mode():
+                cands = build_candidates(cases, batch, n, cfg, per_entry)
+                if extra is not None:
+                    cands = extra(cands, batch, n)
+                timed = _verify_all(cands, cfg, history, dropped, batch, n, log)
+                _time_all(timed, cfg)
+                for cand in cands:
+                    rows.append(_row(cand, batch, n, common, peak_flops, history))
+                    log(_line(rows[-1]))
+    add_ratios(rows)
+    return rows
+
+
+def _exponent(cand: Candidate) -> int:
+    return 2 if cand.impl in (NAIVE, SDPA) or cand.case.complexity == "n^2" else 1
+
+
+def _verify_all(cands, cfg, history, dropped, batch, n, log) -> list[Candidate]:
+    timed = []
+    for cand in cands:
+        key = (cand.case.label, cand.impl)
+        if cand.fn is None:
+            continue
+        predicted = _predict(history, key, n, _exponent(cand))
+        probe = batch == 1 and cand.impl == CORE and (cand.case.label, n) in cfg.memory_probes
+        if key in dropped and not probe:
+            cand.fn, cand.status = None, dropped[key]
+            continue
+        if key in dropped:
+            predicted = math.inf
+        if predicted is not None and predicted > cfg.max_cell_s and probe:
+            try:
+                seconds = verify(cand, cfg)
+                if cand.row["verified"]:
+                    cand.status = f"not timed: memory probe, one call took {seconds:.0f} s"
+            except Exception as exc:
+                cand.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            cand.fn = None
+            continue
+        if predicted is not None and predicted > cfg.max_cell_s:
+            cand.fn = None
+            cand.status = dropped[key] = f"skipped: predicted {predicted:.0f} s per call (> --max-cell-s {cfg.max_cell_s:g})"
+            continue
+        try:
+            seconds = verify(cand, cfg)
+        except Exception as exc:  # one broken implementation never ends the run
+            if is_oom(exc):
+                cand.status = dropped[key] = f"oom: {str(exc).splitlines()[0][:120]}"
+            else:
+                cand.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            cand.fn = None
+            continue
+        history[key] = (n, seconds)
+        if not cand.row["verified"]:
+            log(f"  {cand.case.label} {cand.impl} n={n}: {cand.status} — not timed")
+            continue
+        if seconds * (1 + cfg.repeat) > cfg.max_cell_s:
+            cand.status = f"not timed: one call took {seconds:.1f} s; memory and output verified"
+            dropped[key] = f"skipped: one call took {seconds:.1f} s at a shorter length"
+            continue
+        timed.append(cand)
+    return timed
+
+
+def _time_all(timed: list[Candidate], cfg: PerfConfig) -> None:
+    for r in range(cfg.repeat):
+        order = timed if r % 2 == 0 else timed[::-1]  # alternate the order against drift
+        for cand in order:
+            timing = time_call(cand.fn, device=cfg.device, min_run_time=cfg.min_run_time, warmup=0)  # verify() warmed it
+            cand.times.append(timing)
+    for cand in timed:
+        cand.status = "ok"
+
+
+def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, history: dict) -> dict:
+    case = cand.case
+    row = dict.fromkeys(ROW_COLUMNS)
+    row.update(common)
+    row.update(
+        case=case.label, impl=cand.impl if cand.impl != PEER else f"peer:{case.peer}",
+        variant=case.variant or "sdpa", options=",".join(f"{k}={v}" for k, v in case.options),
+        causal=case.causal, batch=batch, heads=case.heads, d_head=D_MODEL // case.heads, n=n,
+        status=cand.status, verified=False, peer_version=cand.peer_version,
+    )
+    row.update(cand.row)
+    if cand.times:
+        medians = [t.median_s for t in cand.times]
+        row.update(
+            median_s=statistics.median(medians), iqr_s=statistics.median(t.iqr_s for t in cand.times),
+            min_s=min(medians), max_s=max(medians), repeats=len(medians), runs=sum(t.runs for t in cand.times),
+        )
+        history[(case.label, cand.impl)] = (n, row["median_s"])
+        if cand.meta_fn is not None:
+            try:
+                row["flops"] = count_flops(cand.meta_fn)
+            except Exception:  # an op without a meta kernel: count on the real inputs
+                row["flops"] = count_flops(cand.fn)
+            row["flops_per_s"] = row["flops"] / row["median_s"]
+            row["peak_fraction"] = row["flops_per_s"] / peak_flops
+    return row
+
+
+def _line(row: dict) -> str:
+    t = row["median_s"]
+    timing = f"{t * 1e3:9.2f} ms ± {row['iqr_s'] * 1e3:.2f}" if t is not None else " " * 9 + "-"
+    return f"b={row['batch']} n={row['n']:>5} {row['case']:<18} {row['impl']:<34} {timing}  {row['status']}"
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """ratio_vs_sdpa, ratio_vs_peer and the scaling ratio t(n_max)/t(n_max/8), in place."""
+    by_key = {(r["case"], r["impl"], r["batch"], r["n"]): r for r in rows}
+    cases = {c.label: c for c in select_cases(None)}
+    for r in rows:
+        t = r["median_s"]
+        if t is None:
+            continue
+        case = cases.get(r["case"])
+        base = by_key.get((case.baseline if case else "sdpa", "sdpa", r["batch"], r["n"]))
+        if base and base["median_s"]:
+            r["ratio_vs_sdpa"] = t / base["median_s"]
+        if r["impl"] == CORE and case and case.peer:
+            peer = by_key.get((r["case"], f"peer:{case.peer}", r["batch"], r["n"]))
+            if peer and peer["median_s"]:
+                r["ratio_vs_peer"] = t / peer["median_s"]
+    series: dict = {}
+    for r in rows:
+        if r["median_s"] is not None:
+            series.setdefault((r["case"], r["impl"], r["batch"]), {})[r["n"]] = r["median_s"]
+    for r in rows:
+        times = series.get((r["case"], r["impl"], r["batch"]), {})
+        all_n = sorted({x["n"] for x in rows if x["batch"] == r["batch"]})
+        top = all_n[-1] if all_n else None
+        if top and top // 8 in times and top in times:
+            r["scaling_ratio"] = times[top] / times[top // 8]
+            r["scaling_span"] = f"{top}/{top // 8}"
+
+
+def default_threads() -> int:
+    """The thread count the benchmark pins: every core torch sees."""
+    return torch.get_num_threads() or os.cpu_count() or 1

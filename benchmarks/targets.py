@@ -1,0 +1,117 @@
+"""The performance targets of issue 8, checked on a run's rows (batch 1): PASS / FAIL / n/a with the
+measured numbers. Only what was measured is judged; a target without its data says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+PASS, FAIL, NA = "PASS", "FAIL", "n/a"
+LOCAL_CASES = ("local(window=128)", "local(window=256)")
+LINEAR_CASES = ("linear", "linear(causal)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One checked target: what, the verdict, and the numbers behind it."""
+
+    name: str
+    status: str
+    detail: str
+
+
+def _series(df: pd.DataFrame, case: str, impl: str, column: str = "median_s") -> dict[int, float]:
+    part = df[(df["case"] == case) & (df["impl"] == impl) & df[column].notna()]
+    return dict(zip(part["n"].astype(int), part[column].astype(float)))
+
+
+def _verdict(checks: list[bool]) -> str:
+    return NA if not checks else (PASS if all(checks) else FAIL)
+
+
+def _fmt(pairs: dict[int, float], unit: str = "×") -> str:
+    return ", ".join(f"{n}: {v:.2f}{unit}" for n, v in sorted(pairs.items())) or "no data"
+
+
+def _ratio(a: dict[int, float], b: dict[int, float]) -> dict[int, float]:
+    return {n: a[n] / b[n] for n in sorted(set(a) & set(b)) if b[n] > 0}
+
+
+def _scaling(times: dict[int, float]) -> tuple[float | None, str]:
+    if not times:
+        return None, ""
+    top = max(times)
+    if top // 8 not in times:
+        return None, ""
+    return times[top] / times[top // 8], f"t({top})/t({top // 8})"
+
+
+def check_targets(rows: list[dict]) -> list[Target]:
+    """Every target of issue 8 that the rows can judge (batch 1)."""
+    df = pd.DataFrame(rows)
+    df = df[df["batch"] == 1]
+    out: list[Target] = []
+    sdpa, sdpa_causal = _series(df, "sdpa", "sdpa"), _series(df, "sdpa(causal)", "sdpa")
+
+    ratio = _ratio(_series(df, "multi-head", "core"), sdpa)
+    out.append(Target("multi-head core within 1.10× of raw SDPA at every n",
+                      _verdict([r <= 1.10 for r in ratio.values()]), _fmt(ratio)))
+
+    for case in ("dot-product", "multi-head"):
+        frac = {n: f for n, f in _series(df, case, "core", "peak_fraction").items() if n >= 1024}
+        out.append(Target(f"{case} core ≥ 75 % of matmul FLOP/s at n ≥ 1024",
+                          _verdict([f >= 0.75 for f in frac.values()]),
+                          ", ".join(f"{n}: {f:.0%}" for n, f in sorted(frac.items())) or "no data"))
+
+    peer_of = {c: "peer:local-attention" for c in LOCAL_CASES} | {c: "peer:linear-attention-transformer" for c in LINEAR_CASES}
+    for case in LOCAL_CASES + LINEAR_CASES:
+        core = _series(df, case, "core")
+        scale, span = _scaling(core)
+        out.append(Target(f"{case}: scaling ratio ≤ 10", NA if scale is None else (PASS if scale <= 10 else FAIL),
+                          f"{span} = {scale:.2f}" if scale is not None else "needs n and n/8"))
+        base = sdpa_causal if "causal" in case else sdpa
+        vs_sdpa = {n: r for n, r in _ratio(core, base).items() if n >= 4096}
+        out.append(Target(f"{case}: faster than {'causal ' if 'causal' in case else ''}SDPA from n = 4096",
+                          _verdict([r < 1 for r in vs_sdpa.values()]), "time / SDPA: " + _fmt(vs_sdpa)))
+        peer = _series(df, case, peer_of[case])
+        vs_peer = _ratio(core, peer)
+        statuses = set(df[(df["case"] == case) & (df["impl"] == peer_of[case])]["status"])
+        if not vs_peer:
+            why = "not installed" if "not installed" in statuses else "no peer timing"
+            out.append(Target(f"{case}: at least as fast as {peer_of[case][5:]} at every n", NA, why))
+            continue
+        out.append(Target(f"{case}: at least as fast as {peer_of[case][5:]} at every n",
+                          _verdict([r <= 1 for r in vs_peer.values()]), "time / peer: " + _fmt(vs_peer)))
+        if case in LOCAL_CASES:
+            late = {n: r for n, r in vs_peer.items() if n >= 8192}
+            out.append(Target(f"{case}: faster than local-attention at n ≥ 8192",
+                              _verdict([r < 1 for r in late.values()]), "time / peer: " + _fmt(late)))
+
+    add = df[(df["case"] == "additive(heads=8)") & (df["impl"] == "core") & (df["n"] == 4096)]
+    if len(add) and pd.notna(add["peak_bytes"].iloc[0]):
+        peak = float(add["peak_bytes"].iloc[0])
+        r = add.iloc[0]
+        block = r["batch"] * r["heads"] * 4096 * 4096 * r["d_head"] * 4
+        out.append(Target("additive: no (b, n, m, d) blow-up; memory at n = 4096",
+                          PASS if peak < block / 8 else FAIL,
+                          f"peak {peak / 2**20:.0f} MiB vs {block / 2**30:.0f} GiB for the full (b,h,n,m,d) block "
+                          f"({r['status']})"))
+    else:
+        out.append(Target("additive: no (b, n, m, d) blow-up; memory at n = 4096", NA, "not measured at 4096"))
+
+    for case in LOCAL_CASES + LINEAR_CASES:
+        core = _series(df, case, "core", "peak_bytes")
+        naive = _series(df, case, "naive", "peak_bytes")
+        top = max(set(core) & set(naive), default=None)
+        if top is None:
+            out.append(Target(f"{case}: peak memory ≤ 1/8 of naive at the longest n", NA, "no data"))
+            continue
+        method = df[(df["case"] == case) & (df["impl"] == "naive") & (df["n"] == top)]["status"].iloc[0]
+        estimated = " (naive estimated)" if str(method).startswith("skipped") else ""
+        out.append(Target(f"{case}: peak memory at n = {top} ≤ 1/8 of naive full attention",
+                          PASS if core[top] <= naive[top] / 8 else FAIL,
+                          f"{core[top] / 2**20:.1f} MiB vs naive {naive[top] / 2**20:.0f} MiB{estimated}"
+                          f" = 1/{naive[top] / max(core[top], 1):.0f}"))
+    return out

@@ -1,0 +1,539 @@
+"""`bench attention`: train (or load) a small model and draw one example's attention weights.
+
+    request = AttentionRequest(variant="multi-head", task="copy", seq_len=32, ...)
+    outcome = attention_figure(request)     # trains, extracts, draws; outcome.path, outcome.record
+
+What is drawn depends on the task's kind:
+
+- classify / tag / lm: the encoder's self-attention of one layer (default the last), queries as
+  rows and keys as columns (causal for lm), one head or the mean over heads.
+- seq2seq (`translation`): the source–target alignment, i.e. the decoder's cross-attention
+  (target × source). Row j is the decoder step that *predicts* target word j (teacher-forced with
+  the gold target; greedy-decoded for `--text`). The gold alignment (`meta["alignment"]`) is
+  overlaid as boxes, each row's most-attended source word as a dot, and the alignment error rate
+  (`alignment_error_rate`: share of aligned rows whose argmax misses the gold word) is given for
+  the example and for the whole test split.
+
+Matrices are trimmed to the real (non-pad) tokens. The example is a test-split example, or
+`--text`: raw bytes for the byte-level corpus tasks (text-cls, sentiment, char-lm), words for the
+word-level tasks whose vocabulary they come from (agreement, translation).
+
+Weights: `--save-weights FILE` writes `torch.save(model.state_dict())`; `--weights FILE` loads such
+a file with `torch.load(weights_only=True)` into the same architecture instead of training.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window (set before anything imports pyplot)
+
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from attnbench.errors import AttnbenchError, UnsupportedError  # noqa: E402
+from attnbench.runner.model import BenchModel, ModelSize  # noqa: E402
+from attnbench.runner.train import TrainSettings, evaluate, greedy_decode, task_data, train_and_evaluate  # noqa: E402
+from attnbench.tasks.base import IGNORE_INDEX, Batch, Task, build_task, shift_right  # noqa: E402
+from attnbench.tasks.nlp.corpus import BYTE_OFFSET, CorpusTask  # noqa: E402
+from attnbench.tasks.nlp.translation import alignment_error_rate  # noqa: E402
+from attnbench.variants.base import get_variant_spec  # noqa: E402
+
+__all__ = [
+    "AttentionMap",
+    "AttentionOutcome",
+    "AttentionRequest",
+    "attention_figure",
+    "check_returns_weights",
+    "default_out",
+    "draw_attention",
+    "encode_text",
+    "extract_attention",
+    "load_weights",
+    "test_alignment_error_rate",
+]
+
+WORD_TASKS = ("agreement", "translation")  # word-level vocabularies that --text can be written in
+FORMATS = (".png", ".svg", ".pdf")
+DPI = 150
+CMAP = "rocket_r"  # 0 is white: masked and out-of-window keys read as empty
+GOLD = "#1f9bff"
+RC = {"svg.fonttype": "none", "axes.titlesize": 10, "axes.labelsize": 10}
+SHOWN = {" ": "␣", "\t": "⇥", "\n": "↵"}  # invisible bytes made visible on the axes
+
+
+# -- what is drawn -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionMap:
+    """One example's attention weights trimmed to real tokens, with the labels to draw them."""
+
+    weights: Tensor  # (heads, rows, cols) float32 on CPU
+    rows: tuple[str, ...]  # query labels (the predicted target word for cross-attention)
+    cols: tuple[str, ...]  # key labels
+    kind: str  # "self" or "cross"
+    layer: int  # 0-based
+    n_layers: int
+    gold: tuple[tuple[int, int], ...] = ()  # (row, col) links of the gold alignment
+    aer: float | None = None  # alignment error rate of this example (cross with gold only)
+    caption: str = ""  # the example's gold / predicted answer in words
+
+    @property
+    def heads(self) -> int:
+        return int(self.weights.shape[0])
+
+    def matrix(self, head: int | None = None) -> Tensor:
+        """(rows, cols): one head (0-based) or, for None, the mean over heads."""
+        return self.weights.mean(dim=0) if head is None else self.weights[head]
+
+
+@dataclass(frozen=True)
+class AttentionRequest:
+    """Everything `bench attention` was asked for, validated names and options included."""
+
+    variant: str
+    task: str
+    seq_len: int
+    size: ModelSize
+    settings: TrainSettings
+    out: Path
+    variant_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    cross: tuple[str, dict] | None = None
+    seed: int = 0
+    layer: int | None = None  # 0-based; None = the last
+    head: int | None = None  # 0-based; None = mean over heads
+    text: str | None = None
+    example: int = 0  # index into the test split when there is no text
+    weights: Path | None = None
+    save_weights: Path | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class AttentionOutcome:
+    """The figure written, the model's test record and the drawn map."""
+
+    path: Path
+    record: dict[str, Any]
+    amap: AttentionMap
+    test_aer: float | None = None
+
+
+# -- validation at the edge ----------------------------------------------------------------
+
+
+def drawn_variant(kind: str, variant: str, cross: tuple[str, dict] | None) -> str:
+    """The variant whose weights the figure shows: the cross variant for seq2seq."""
+    return (cross[0] if cross else variant) if kind == "seq2seq" else variant
+
+
+def check_returns_weights(name: str) -> None:
+    """A one-line error for a variant whose spec says it returns no weights."""
+    if not get_variant_spec(name).returns_weights:
+        raise AttnbenchError(f"{name} does not return attention weights (returns_weights=False in its spec)")
+
+
+def default_out(variant_label: str, task_label: str) -> Path:
+    """attention-<variant>-<task>.png in the current directory, options kept but made file-safe."""
+    safe = lambda s: re.sub(r"[^A-Za-z0-9._=-]+", "-", s).strip("-")  # noqa: E731
+    return Path(f"attention-{safe(variant_label)}-{safe(task_label)}.png")
+
+
+def check_out(out: Path) -> None:
+    if out.suffix.lower() not in FORMATS:
+        raise AttnbenchError(f"--out: {out} must end in one of {', '.join(FORMATS)}")
+
+
+# -- the example ---------------------------------------------------------------------------
+
+
+def encode_text(task: Task, text: str, seq_len: int) -> Batch:
+    """`text` as a one-example batch of `task` (no gold target): bytes or vocabulary words."""
+    if isinstance(task, CorpusTask):
+        ids = [b + BYTE_OFFSET for b in text.encode("utf-8")]
+        unit = "bytes"
+    elif task.name in WORD_TASKS:
+        vocab = {w: i for i, w in enumerate(task.token_names()) if i != task.pad_id}
+        words = text.lower().split()
+        unknown = list(dict.fromkeys(w for w in words if w not in vocab))
+        if unknown:
+            raise AttnbenchError(
+                f"--text: {task.name} has no word{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))} in its vocabulary (bench show-task {task.name} shows examples)"
+            )
+        ids, unit = [vocab[w] for w in words], "words"
+    else:
+        raise AttnbenchError(
+            f"--text is not supported for {task.name}: only byte-level tasks (text-cls, sentiment, char-lm) "
+            f"and word-level tasks ({', '.join(WORD_TASKS)}) read text"
+        )
+    if not ids:
+        raise AttnbenchError("--text: the text is empty")
+    if len(ids) > seq_len:
+        raise AttnbenchError(f"--text: {len(ids)} {unit} do not fit --seq-len {seq_len}; shorten it or raise --seq-len")
+    tokens = torch.full((1, seq_len), task.pad_id, dtype=torch.long)
+    tokens[0, : len(ids)] = torch.tensor(ids)
+    kind = task.spec.kind
+    if kind == "classify":
+        target = torch.full((1,), IGNORE_INDEX, dtype=torch.long)
+    elif kind == "seq2seq":
+        width = task.target_len(seq_len) if hasattr(task, "target_len") else seq_len
+        target = torch.full((1, width), IGNORE_INDEX, dtype=torch.long)
+    else:
+        target = torch.full((1, seq_len), IGNORE_INDEX, dtype=torch.long)
+    return Batch(tokens, tokens == task.pad_id, target, {})
+
+
+def test_example(task: Task, seq_len: int, seed: int, n_test: int, index: int) -> Batch:
+    """Example `index` of the test split that the model is scored on."""
+    test = task_data(task, "test", n_test, seq_len, seed)
+    if not 0 <= index < len(test):
+        raise AttnbenchError(f"--example: {index} is out of range; the test split has {len(test)} examples")
+    return test.select([index])
+
+
+# -- the weights ---------------------------------------------------------------------------
+
+
+def _labels(names: list[str], ids: list[int]) -> tuple[str, ...]:
+    return tuple(SHOWN.get(names[i], names[i]) if 0 <= i < len(names) else str(i) for i in ids)
+
+
+@torch.no_grad()
+def extract_attention(model: BenchModel, task: Task, batch: Batch, *, layer: int | None = None) -> AttentionMap:
+    """The attention map of the first example of `batch` (self, or cross for seq2seq)."""
+    model.eval()
+    depth = len((model.decoder if model.kind == "seq2seq" else model.encoder).blocks)
+    chosen = depth - 1 if layer is None else layer
+    batch = batch.select([0])
+    device = next(model.parameters()).device
+    tokens, pad = batch.tokens.to(device), batch.padding_mask.to(device)
+    real = (~batch.padding_mask[0]).nonzero().flatten()
+    names = task.token_names()
+    if model.kind == "seq2seq":
+        return _cross_map(model, task, batch, tokens, pad, real, names, chosen, depth)
+    weights = model.attention_weights(tokens, pad, layer=chosen)[0].float().cpu()
+    weights = weights[:, real][:, :, real]
+    labels = _labels(names, batch.tokens[0, real].tolist())
+    caption = _caption(model, task, batch, tokens, pad)
+    return AttentionMap(weights, labels, labels, "self", chosen, depth, caption=caption)
+
+
+def _cross_map(model, task, batch, tokens, pad, real, names, chosen, depth) -> AttentionMap:
+    gold = "alignment" in batch.meta
+    local = Batch(tokens, pad, batch.target.to(tokens.device), {})
+    target = batch.target.to(tokens.device) if gold else greedy_decode(model, task, local)
+    weights = model.attention_weights(tokens, pad, shift_right_of(task, target), layer=chosen)[0].float().cpu()
+    target = target[0].cpu()
+    if gold:
+        rows = (target != IGNORE_INDEX).nonzero().flatten()
+    else:  # up to and including the first <eos>
+        eos = (target == task.eos_id).nonzero().flatten()
+        rows = torch.arange(int(eos[0]) + 1 if len(eos) else len(target))
+    target_names = task.target_names() if hasattr(task, "target_names") else names
+    amap = AttentionMap(
+        weights[:, rows][:, :, real],
+        _labels(target_names, target[rows].tolist()),
+        _labels(names, batch.tokens[0, real].tolist()),
+        "cross",
+        chosen,
+        depth,
+    )
+    said = _until_eos(task, greedy_decode(model, task, local)[0].cpu() if gold else target)
+    if not gold:
+        return replace(amap, caption=f"predicted: {said} (--text: no gold alignment)")
+    alignment = batch.meta["alignment"][0][rows]
+    position = {int(p): k for k, p in enumerate(real.tolist())}
+    links = tuple((r, position[int(a)]) for r, a in enumerate(alignment.tolist()) if a >= 0 and int(a) in position)
+    aer = alignment_error_rate(amap.weights.mean(0)[None], alignment[None])
+    expected = _until_eos(task, target[target != IGNORE_INDEX])
+    caption = f"gold: {expected}; predicted: {'the same' if said == expected else said}"
+    return replace(amap, gold=links, aer=aer, caption=caption)
+
+
+def _until_eos(task: Task, ids: Tensor) -> str:
+    """Target ids up to and including the first <eos>, in words."""
+    ids = ids.tolist()
+    if task.eos_id in ids:
+        ids = ids[: ids.index(task.eos_id) + 1]
+    names = task.target_names() if hasattr(task, "target_names") else task.token_names()
+    return " ".join(names[i] for i in ids if 0 <= i < len(names) and i != task.pad_id)
+
+
+def shift_right_of(task: Task, target: Tensor) -> Tensor:
+    """The teacher-forced decoder input for `target`."""
+    return shift_right(target, task.bos_id, task.pad_id)
+
+
+def _caption(model: BenchModel, task: Task, batch: Batch, tokens: Tensor, pad: Tensor) -> str:
+    """The example's answer in words: gold (when known) and predicted, for classify and tag."""
+    if task.spec.kind not in ("classify", "tag"):
+        return ""
+    predicted = model(tokens, pad).argmax(-1).cpu()
+    target = batch.target
+    labelled = target != IGNORE_INDEX
+    if task.spec.kind == "tag":  # class ids need not be token ids: count the hits instead
+        if not bool(labelled.any()):
+            return ""
+        hits = int(((predicted == target) & labelled).sum())
+        return f"predicted {hits} of {int(labelled.sum())} labelled positions right"
+    as_batch = lambda t: Batch(batch.tokens, batch.padding_mask, t, batch.meta)  # noqa: E731
+    said = f"predicted: {task.describe_target(as_batch(predicted), 0)}"
+    if bool(labelled.all()):
+        return f"gold: {task.describe_target(batch, 0)}   {said}"
+    return said
+
+
+@torch.no_grad()
+def test_alignment_error_rate(model: BenchModel, task: Task, test: Batch, *, layer: int | None = None,
+                             batch_size: int = 128) -> float:
+    """Alignment error rate of the decoder's cross-attention (mean over heads) on a whole split."""
+    model.eval()
+    device = next(model.parameters()).device
+    wrong = scored = 0.0
+    for start in range(0, len(test), batch_size):
+        part = test.select(slice(start, start + batch_size))
+        target = part.target.to(device)
+        weights = model.attention_weights(
+            part.tokens.to(device), part.padding_mask.to(device), shift_right_of(task, target),
+            layer=-1 if layer is None else layer,
+        )
+        alignment = part.meta["alignment"]
+        n = float((alignment >= 0).sum())
+        if n:
+            wrong += alignment_error_rate(weights.float().cpu(), alignment) * n
+            scored += n
+    return wrong / scored if scored else float("nan")
+
+
+# -- saving and loading a model's weights --------------------------------------------------
+
+
+def load_weights(model: BenchModel, path: Path, what: str) -> None:
+    """Load a `torch.save(model.state_dict())` file (weights_only) into `model`; one line if it does not fit."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise AttnbenchError(f"--weights: no such file {path}") from None
+    except Exception as err:  # noqa: BLE001  (unpickling errors have many types)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AttnbenchError(f"--weights: cannot read {path} as a state dict (weights_only): {first}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise AttnbenchError(f"--weights: {path} holds a {type(state).__name__}, not a state dict of tensors")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{len(shapes)} of another shape (e.g. {k!r}: file {tuple(state[k].shape)}, "
+                f"model {tuple(expected[k].shape)})"
+            )
+        raise AttnbenchError(f"--weights: {path} does not fit {what}: {'; '.join(parts)} parameters")
+    model.load_state_dict(state)
+
+
+def save_weights(model: BenchModel, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    except OSError as err:
+        raise AttnbenchError(f"--save-weights: cannot write {path}: {err.strerror or err}") from None
+
+
+# -- the whole command ---------------------------------------------------------------------
+
+
+def _label(name: str, options: dict) -> str:
+    return f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
+
+
+def attention_figure(request: AttentionRequest) -> AttentionOutcome:
+    """Train (or load) the model of `request`, extract one example's attention, draw it."""
+    r = request
+    task = build_task(r.task, **r.task_options)
+    check_returns_weights(drawn_variant(task.spec.kind, r.variant, r.cross))
+    check_out(r.out)
+    if r.layer is not None and not 0 <= r.layer < r.size.n_layers:
+        raise AttnbenchError(f"--layer: {r.layer + 1} does not exist; the model has layers 1 to {r.size.n_layers}")
+    if r.text is not None:
+        batch = encode_text(task, r.text, r.seq_len)
+    else:
+        batch = test_example(task, r.seq_len, r.seed, r.settings.n_test, r.example)
+    what = (
+        f"{_label(r.variant, r.variant_options)} on {_label(r.task, r.task_options)} "
+        f"(d_model={r.size.d_model}, n_layers={r.size.n_layers}, n_heads={r.size.n_heads})"
+    )
+    torch.manual_seed(r.seed)
+    try:
+        model = BenchModel.for_task(task, r.variant, r.variant_options, r.size, cross=r.cross).to(r.device)
+    except UnsupportedError as err:
+        hint = "; --cross picks another variant for it (e.g. --cross additive)" if "cross-attention" in str(err) else ""
+        raise UnsupportedError(f"{err}{hint}") from None
+    heads = _head_count(model, task, batch, r.layer)  # a bad combination fails here, not after training
+    if r.head is not None and not 0 <= r.head < heads:
+        raise AttnbenchError(f"--head: {r.head + 1} does not exist; {r.variant} has heads 1 to {heads} here")
+    if r.weights is not None:
+        load_weights(model, r.weights, what)
+        record = _scored(model, task, r)
+    else:
+        record, model = train_and_evaluate(
+            task, r.variant, r.variant_options, seq_len=r.seq_len, seed=r.seed, size=r.size, settings=r.settings,
+            device=r.device, cross=r.cross, return_model=True,
+        )
+    if r.save_weights is not None:
+        save_weights(model, r.save_weights)
+    amap = extract_attention(model, task, batch, layer=r.layer)
+    test_aer = None
+    if amap.kind == "cross" and "alignment" in batch.meta:
+        test = task_data(task, "test", r.settings.n_test, r.seq_len, r.seed)
+        test_aer = test_alignment_error_rate(model, task, test, layer=r.layer)
+    title = _title(r, task, record, amap, test_aer)
+    path = draw_attention(amap, head=r.head, title=title, out=r.out)
+    return AttentionOutcome(path, record, amap, test_aer)
+
+
+@torch.no_grad()
+def _head_count(model: BenchModel, task: Task, batch: Batch, layer: int | None) -> int:
+    """Heads of the drawn attention, from one forward pass of the (untrained) model."""
+    device = next(model.parameters()).device
+    decoder_input = torch.full((1, 1), task.bos_id, device=device) if model.kind == "seq2seq" else None
+    weights = model.attention_weights(
+        batch.tokens.to(device), batch.padding_mask.to(device), decoder_input, layer=-1 if layer is None else layer
+    )
+    return int(weights.shape[1])
+
+
+def _scored(model: BenchModel, task: Task, r: AttentionRequest) -> dict[str, Any]:
+    """The test record of a loaded model (no training)."""
+    test = task_data(task, "test", r.settings.n_test, r.seq_len, r.seed)
+    if r.device != "cpu":
+        test = Batch(test.tokens.to(r.device), test.padding_mask.to(r.device), test.target.to(r.device),
+                     {k: v.to(r.device) if isinstance(v, Tensor) else v for k, v in test.meta.items()})
+    metrics = evaluate(model, task, test, greedy=task.spec.kind == "seq2seq")
+    model.eval()
+    metric = task.spec.metric
+    record = {**metrics, "metric": metric, "score": metrics.get(metric, metrics["accuracy"]), "chance": task.chance,
+              "steps": None, "loaded_from": str(r.weights)}
+    baseline = getattr(task, "unigram_bits_per_byte", None)
+    if metric == "bits_per_byte" and callable(baseline):
+        record["baseline_bits_per_byte"] = baseline()
+    return record
+
+
+def score_line(record: dict[str, Any]) -> str:
+    """'test accuracy 0.934 (chance 0.125)' for a record of train_and_evaluate or a loaded model."""
+    metric = record["metric"].replace("_", " ")
+    if "baseline_bits_per_byte" in record:
+        scale = f"unigram baseline {record['baseline_bits_per_byte']:.3f}"
+    else:
+        scale = f"chance {record['chance']:.3g}"
+    return f"test {metric} {record['score']:.3f} ({scale})"
+
+
+def _title(r: AttentionRequest, task: Task, record: dict, amap: AttentionMap, test_aer: float | None) -> str:
+    variant = _label(r.variant, r.variant_options)
+    if amap.kind == "cross":
+        cross = _label(*r.cross) if r.cross else variant
+        what = f"{cross} cross-attention (target × source), decoder layer {amap.layer + 1} of {amap.n_layers}"
+        if r.cross:
+            what = f"{variant} self-attention + {what}"
+    else:
+        causal = ", causal" if task.spec.kind == "lm" else ""
+        what = f"{variant} self-attention{causal}, layer {amap.layer + 1} of {amap.n_layers}"
+    heads = f"head {r.head + 1} of {amap.heads}" if r.head is not None else (
+        f"mean of {amap.heads} heads" if amap.heads > 1 else "1 head")
+    trained = (
+        f"weights from {Path(record['loaded_from']).name}" if record.get("loaded_from")
+        else f"{record['steps']} steps (budget {r.settings.steps})"
+    )
+    conditions = (
+        f"{_label(r.task, r.task_options)}, n={r.seq_len}, d_model={r.size.d_model}, seed {r.seed}, {trained}; "
+        f"{score_line(record)}"
+    )
+    source = "--text" if r.text is not None else f"test example {r.example}"
+    example = f"{source}; {amap.caption}" if amap.caption else source
+    if amap.aer is not None:
+        example += f"\nalignment error rate {amap.aer:.2f} on this example"
+        if test_aer is not None:
+            example += f", {test_aer:.2f} on the test split"
+    return f"{what}, {heads}\n{conditions}\n{example}"
+
+
+# -- the figure ----------------------------------------------------------------------------
+
+
+def draw_attention(amap: AttentionMap, *, head: int | None, title: str, out: Path) -> Path:
+    """A seaborn heatmap of `amap` (queries × keys) with token labels, written to `out`."""
+    matrix = amap.matrix(head).numpy()
+    n_rows, n_cols = matrix.shape
+    longest = max(n_rows, n_cols)
+    dense = longest > 40
+    cell = 0.2 if dense else 0.32 if longest > 16 else 0.45  # inches per token
+    width = max(6.5, n_cols * cell + 3.4)  # + labels and colour bar
+    chars = int(width * 72 / (9 * 0.6))  # what fits across the figure: 9 pt, ~0.6 em a character
+    title = _wrap(title, chars)
+    height = n_rows * cell + 2.4 + 0.2 * title.count("\n")
+    with sns.axes_style("white"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+        ax = fig.subplots()
+        sns.heatmap(
+            matrix, ax=ax, cmap=CMAP, vmin=0.0, vmax=max(float(matrix.max()), 1e-6), square=True,
+            xticklabels=list(amap.cols), yticklabels=list(amap.rows),
+            cbar_kws={"label": "attention weight", "shrink": 0.6},
+        )
+        ax.tick_params(axis="both", labelsize=7 if dense else 9, length=0)
+        ax.set_xticklabels(ax.get_xticklabels(), rotation=90 if _long(amap.cols) else 0)
+        ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+        if amap.kind == "cross":
+            ax.set_xlabel("source word (key)")
+            ax.set_ylabel("target word predicted at this step (query)")
+            for r, c in amap.gold:
+                ax.add_patch(Rectangle((c, r), 1, 1, fill=False, edgecolor=GOLD, linewidth=2.2, zorder=2))
+            top = matrix.argmax(axis=1)
+            ax.scatter(top + 0.5, [i + 0.5 for i in range(n_rows)], s=16, c="white", edgecolors="black",
+                       linewidths=0.7, zorder=3)
+            handles = [
+                Line2D([], [], marker="s", markersize=10, markerfacecolor="none", markeredgecolor=GOLD,
+                       markeredgewidth=2, linestyle="none", label="gold alignment"),
+                Line2D([], [], marker="o", markersize=5, markerfacecolor="white", markeredgecolor="black",
+                       linestyle="none", label="most-attended source word"),
+            ]
+            fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
+        else:
+            ax.set_xlabel("key token")
+            ax.set_ylabel("query token")
+        fig.suptitle(title, x=0.01, ha="left", fontsize=9, linespacing=1.4)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out)
+        except OSError as err:
+            raise AttnbenchError(f"--out: cannot write {out}: {err.strerror or err}") from None
+    return out
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="  ") for line in text.splitlines())
+
+
+def _long(labels: tuple[str, ...]) -> bool:
+    return any(len(s) > 2 for s in labels)

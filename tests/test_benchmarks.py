@@ -1,0 +1,184 @@
+"""The performance benchmark (`bench perf`): outputs, verification before timing, the regression
+gate, absent peers, and the row-sampled references it verifies with. Nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from attnbench.benchmarks import peers
+from attnbench.benchmarks import references as refs
+from attnbench.benchmarks.cases import CASES, CORE, D_MODEL
+from attnbench.benchmarks.suite import ROW_COLUMNS, Candidate, PerfConfig, core_check, run_suite
+from attnbench.cli import main
+from attnbench.variants.base import build_variant
+from attnbench.variants.reference import full_attention, linear_attention
+
+TINY = dict(lengths=(32,), batches=(1,), repeat=1, min_run_time=0.001, memory_probes=())
+
+
+def bench(argv, capsys=None) -> int:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    return done.value.code
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------ outputs
+def test_quick_run_writes_csv_png_and_markdown_with_every_column(tmp_path):
+    argv = ["perf", "--quick", "--lengths", "32,64", "--min-run-time", "0.001", "--out", str(tmp_path), "--name", "t"]
+    assert bench(argv) == 0
+    df = pd.read_csv(tmp_path / "t.csv")
+    assert list(df.columns) == list(ROW_COLUMNS)
+    assert set(df["n"]) == {32, 64} and set(df["batch"]) == {1}
+    assert {c.label for c in CASES} <= set(df["case"])
+    assert {"sdpa", "core", "layer", "naive"} <= set(df["impl"])
+    ours = df[df["impl"].isin(["core", "layer", "sdpa", "naive"])]
+    assert (ours["status"] == "ok").all(), ours[ours["status"] != "ok"][["case", "impl", "status"]]
+    assert ours["verified"].all() and (ours["rel_err"] <= ours["tolerance"]).all()
+    assert (ours["median_s"] > 0).all() and (ours["peak_bytes"] > 0).all() and (ours["flops"] > 0).all()
+    assert ours["ratio_vs_sdpa"].notna().all()
+    assert (tmp_path / "t.png").stat().st_size > 10_000
+    text = (tmp_path / "t.md").read_text()
+    assert "## Targets" in text and "multi-head core within 1.10×" in text
+    assert "PASS" in text or "FAIL" in text
+
+
+# ------------------------------------------------------------------------- verification
+def test_a_wrong_implementation_is_caught_and_never_timed():
+    calls = {"n": 0}
+
+    def inject(cands, batch, n):
+        sdpa = next(c for c in cands if c.impl == "sdpa" and c.case.label == "sdpa")
+
+        def wrong():
+            calls["n"] += 1
+            return sdpa.fn() * 1.01  # 1 % off: a plausible-looking bug
+
+        return cands + [Candidate(sdpa.case, CORE, wrong, sdpa.check)]
+
+    rows = run_suite(PerfConfig(variants=("multi-head",), **TINY), extra=inject, log=quiet)
+    injected = [r for r in rows if r["case"] == "sdpa" and r["impl"] == CORE]
+    assert len(injected) == 1
+    for row in injected:
+        assert row["status"].startswith("mismatch") and row["verified"] is False
+        assert row["rel_err"] > row["tolerance"]
+        assert row["median_s"] is None and row["flops"] is None
+    assert calls["n"] == 1  # the verification call only: never timed
+    good = [r for r in rows if r["impl"] == "sdpa"]
+    assert all(r["status"] == "ok" for r in good)
+
+
+def test_the_check_rejects_a_shape_mismatch():
+    q, k, v = (torch.randn(1, 2, 16, 8) for _ in range(3))
+    check = core_check(refs.softmax_rows, q, k, v, refs.sample_rows(16))
+    assert check(torch.randn(1, 2, 16, 4)) == math.inf
+
+
+# ------------------------------------------------------------------------- the gate
+def _results(path, scale=1.0, machine="cpu-model-x"):
+    rows = []
+    for case, impl in (("sdpa", "sdpa"), ("local(window=128)", "core"), ("linear", "core")):
+        for n in (512, 1024):
+            rows.append({**dict.fromkeys(ROW_COLUMNS), "case": case, "impl": impl, "batch": 1, "n": n,
+                         "dtype": "float32", "device": "cpu", "machine": machine, "threads": 2,
+                         "median_s": 0.01 * n / 512 * scale, "status": "ok"})
+    pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(path, index=False)
+    return path
+
+
+def test_the_gate_fails_on_a_20_percent_slowdown_and_passes_equal_numbers(tmp_path, capsys):
+    base = _results(tmp_path / "BASELINE.csv")
+    same = _results(tmp_path / "same.csv")
+    slow = _results(tmp_path / "slow.csv", scale=1.2)
+    assert bench(["perf", "--compare", str(base), "--current", str(same)]) == 0
+    assert "no regression" in capsys.readouterr().out
+    assert bench(["perf", "--compare", str(base), "--current", str(slow)]) == 1
+    out = capsys.readouterr().out
+    assert "6 of 6 timings regressed" in out and "local(window=128) core b=1 n=1024" in out and "1.20×" in out
+
+
+def test_the_gate_compares_only_the_same_machine_kind(tmp_path, capsys):
+    base = _results(tmp_path / "BASELINE.csv")
+    other = _results(tmp_path / "other.csv", scale=2.0, machine="another-cpu")
+    assert bench(["perf", "--compare", str(base), "--current", str(other)]) == 0
+    assert "nothing compared" in capsys.readouterr().err
+
+
+def test_the_gate_rejects_a_file_that_is_not_a_benchmark_csv(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert bench(["perf", "--compare", str(bad), "--current", str(bad)]) == 2
+    assert "not a benchmark CSV" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- peers
+def test_absent_peers_are_reported_not_installed(monkeypatch):
+    for dist in peers.MODULES:
+        monkeypatch.setitem(peers.MODULES, dist, "attnbench_no_such_peer_module")
+    rows = run_suite(PerfConfig(variants=("local", "linear"), **TINY), log=quiet)
+    peer_rows = [r for r in rows if r["impl"].startswith("peer:")]
+    assert len(peer_rows) == 4  # 2 local + 2 linear cases
+    assert all(r["status"] == "not installed" and r["median_s"] is None for r in peer_rows)
+    assert all(r["status"] == "ok" for r in rows if r["impl"] == "core")
+    from attnbench.benchmarks.targets import check_targets
+
+    verdicts = {t.name: t for t in check_targets(rows)}
+    assert verdicts["linear: at least as fast as linear-attention-transformer at every n"].detail == "not installed"
+
+
+@pytest.mark.parametrize("dist", list(peers.MODULES))
+def test_installed_peers_match_their_own_definition(dist):
+    pytest.importorskip(peers.MODULES[dist])
+    q, k, v = (torch.randn(1, 2, 256, 16, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    rows = torch.arange(256)
+    for causal in (False, True):
+        if dist == peers.LOCAL_ATTENTION:
+            got = peers.local_attention(window=64, causal=causal)(q, k, v)
+            want = refs.softmax_rows(q, k, v, rows, causal=causal, window=65)
+        else:
+            got = peers.linear_attention(causal=causal)(q, k, v)
+            want = refs.peer_linear_rows(q, k, v, rows, causal=causal)
+        assert (got - want).abs().max() / want.abs().max() < 1e-5
+
+
+# ------------------------------------------------------------------- sampled references
+@pytest.mark.parametrize("case", [c for c in CASES if c.variant], ids=lambda c: c.label)
+def test_row_references_equal_the_project_references(case):
+    if "window" in case.opts:  # a window shorter than the sequence
+        case = dataclasses.replace(case, options=(("window", 5),))
+    torch.manual_seed(0)
+    layer = build_variant(case.variant, d_model=D_MODEL // 8, n_heads=case.heads, **case.opts)
+    n, d = 23, D_MODEL // 8 // case.heads
+    q, k, v = (torch.randn(2, layer.heads, n, d) for _ in range(3))
+    want = layer.reference_core(q, k, v, None, case.causal)[0]
+    from attnbench.benchmarks.suite import rows_reference
+
+    rows = torch.tensor([0, 4, 11, 22])
+    got = rows_reference(case, layer)(q, k, v, rows)
+    torch.testing.assert_close(got, want[:, :, rows], rtol=1e-5, atol=1e-6)
+
+
+def test_sample_rows_cover_both_ends_and_the_middle():
+    rows = refs.sample_rows(1000, block=8)
+    assert rows[:8].tolist() == list(range(8)) and rows[-8:].tolist() == list(range(992, 1000))
+    assert 500 in rows.tolist() and len(rows) == 24
+    assert refs.sample_rows(20, block=8).tolist() == list(range(20))
+
+
+def test_row_references_agree_with_full_attention_on_windows_and_causal():
+    q, k, v = (torch.randn(1, 2, 40, 8) for _ in range(3))
+    rows = torch.arange(40)
+    for causal in (False, True):
+        full = full_attention(q, k, v, causal=causal, window=7)[0]
+        torch.testing.assert_close(refs.softmax_rows(q, k, v, rows, causal=causal, window=7), full)
+        lin = linear_attention(q, k, v, causal=causal)[0]
+        torch.testing.assert_close(refs.linear_rows(q, k, v, rows, causal=causal), lin)
