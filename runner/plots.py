@@ -38,6 +38,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
 from attnbench.errors import AttnbenchError  # noqa: E402
+from attnbench.runner.report import scaling_exponent  # noqa: E402
 from attnbench.runner.store import Run, StoreError  # noqa: E402
 from attnbench.runner.store import load_run as read_run  # noqa: E402
 
@@ -206,12 +207,9 @@ def variant_palette(labels: Iterable[str]) -> dict[str, tuple[float, float, floa
 
 
 def fit_slope(lengths: Sequence[float], values: Sequence[float]) -> float:
-    """Least-squares slope of log(value) vs log(length): the scaling exponent (NaN under 2 points)."""
-    x, y = np.asarray(lengths, float), np.asarray(values, float)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if len(np.unique(x[keep])) < 2:
-        return math.nan
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+    """The report's scaling exponent (least-squares slope of log value vs log n); NaN under 2 points."""
+    slope = scaling_exponent(lengths, values)
+    return math.nan if slope is None else slope
 
 
 def scaling_labels(frame: pd.DataFrame, column: str) -> dict[str, str]:

@@ -430,7 +430,7 @@ def _reference_label(frame: pd.DataFrame) -> str | None:
 
 def scaling_exponent(lengths: Sequence[float], values: Sequence[float]) -> float | None:
     """The least-squares slope of log(value) vs log(n); None with fewer than two distinct usable n."""
-    pairs = [(n, v) for n, v in zip(lengths, values) if _finite(v) and v > 0 and n and n > 0]
+    pairs = [(n, v) for n, v in zip(lengths, values) if _finite(v) and v > 0 and _finite(n) and n > 0]
     if len({n for n, _ in pairs}) < 2:
         return None
     x = np.log([n for n, _ in pairs])
