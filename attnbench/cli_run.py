@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -14,6 +15,7 @@ from attnbench.cli import cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.runner.cells import KINDS
 from attnbench.runner.executors import EXECUTORS
+from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
 from attnbench.runner.store import export, load_results
 from attnbench.runner.sweep import SweepRequest, open_store, plan_sweep, run_sweep
 
@@ -58,54 +60,63 @@ def describe(record: dict) -> str:
 
 def summary_tables(records: list[dict]) -> list[Table]:
     """Accuracy (variant × task, mean over seeds and lengths) and efficiency (fwd+bwd ms per n)."""
-    tables = []
-    frame = pd.DataFrame(records)
+    tables = [_accuracy_summary(records), _efficiency_summary(records)]
+    return [t for t in tables if t is not None]
+
+
+def _accuracy_summary(records: list[dict]) -> Table | None:
+    frame = accuracy_frame(records)
+    cells = frame[frame.column != AVERAGE]
+    if cells.empty:
+        return None
+    tasks = list(dict.fromkeys(cells.task))
+    table = _table("accuracy cells: test score (mean over seeds and lengths)", tasks)
+    scores = {key: _score_text(lengths) for key, lengths in cells.groupby(["variant", "task"], sort=False)}
+    for variant in _labels(records, "accuracy"):
+        table.add_row(variant, *(scores.get((variant, t), "") for t in tasks))
+    return table
+
+
+def _score_text(lengths: pd.DataFrame) -> str:
+    """One variant's score on one task pooled over its lengths' ok seeds; its statuses if none scored."""
+    scored = lengths[lengths.ok_seeds > 0]
+    if scored.empty:
+        return ",".join(sorted({s for status in lengths.status for s in status.split("/")}))
+    if len(scored) == 1:  # one length: its mean as it is, not re-weighted
+        return f"{scored['mean'].iloc[0]:.3f}"
+    return f"{np.average(scored['mean'], weights=scored.ok_seeds):.3f}"
+
+
+def _efficiency_summary(records: list[dict]) -> Table | None:
+    frame = efficiency_frame(records)
     if frame.empty:
-        return tables
-    acc = frame[(frame.kind == "accuracy")]
-    if not acc.empty:
-        acc = acc.assign(score=[r["score"] if isinstance(r, dict) else None for r in acc.result])
-        cells = acc.groupby(["variant_label", "task_label"]).agg(
-            score=("score", "mean"), status=("status", lambda s: ",".join(sorted(set(s))))
-        )
-        tasks = list(dict.fromkeys(acc.task_label))
-        table = Table(title="accuracy cells: test score (mean over seeds and lengths)")
-        table.add_column("variant")
-        for t in tasks:
-            table.add_column(t, justify="right")
-        for variant in dict.fromkeys(acc.variant_label):
-            row = []
-            for t in tasks:
-                if (variant, t) not in cells.index:
-                    row.append("")
-                    continue
-                score, status = cells.loc[(variant, t)]
-                row.append(f"{score:.3f}" if score == score and score is not None else status)
-            table.add_row(variant, *row)
-        tables.append(table)
-    eff = frame[(frame.kind == "efficiency")]
-    if not eff.empty:
-        lengths = sorted(set(eff.seq_len))
-        table = Table(title="efficiency cells: attention layer forward+backward, median ms (peak MiB)")
-        table.add_column("variant")
-        for n in lengths:
-            table.add_column(f"n={n}", justify="right")
-        for variant in dict.fromkeys(eff.variant_label):
-            row = []
-            for n in lengths:
-                hit = eff[(eff.variant_label == variant) & (eff.seq_len == n)]
-                if hit.empty:
-                    row.append("")
-                    continue
-                rec = hit.iloc[-1]
-                if rec.status != "ok":
-                    row.append(rec.status)
-                    continue
-                res = rec.result
-                row.append(f"{res['fwd_bwd']['median_s'] * 1e3:.1f} ({res['peak_bytes_fwd_bwd'] / 2**20:.1f})")
-            table.add_row(variant, *row)
-        tables.append(table)
-    return tables
+        return None
+    lengths = sorted(set(frame.seq_len))
+    table = _table("efficiency cells: attention layer forward+backward, median ms (peak MiB)",
+                   [f"n={n}" for n in lengths])
+    times = {(r.variant, r.seq_len): _time_text(r) for r in frame.itertuples()}
+    for variant in _labels(records, "efficiency"):
+        table.add_row(variant, *(times.get((variant, n), "") for n in lengths))
+    return table
+
+
+def _time_text(cell) -> str:
+    """'12.3 (4.5)': median fwd+bwd ms (peak MiB) of an ok cell; else its status."""
+    return f"{cell.fwd_bwd_ms:.1f} ({cell.peak_mib_fwd_bwd:.1f})" if cell.status == "ok" else cell.status
+
+
+def _table(title: str, columns: list[str]) -> Table:
+    """A summary table: a variant column, then `columns` right-aligned."""
+    table = Table(title=title)
+    table.add_column("variant")
+    for column in columns:
+        table.add_column(column, justify="right")
+    return table
+
+
+def _labels(records: list[dict], kind: str) -> list[str]:
+    """The variant labels of `kind` cells, in the order they first ran."""
+    return list(dict.fromkeys(r["variant_label"] for r in records if r["kind"] == kind))
 
 
 @cli.command("run")

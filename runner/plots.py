@@ -30,7 +30,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window (set before anything imports pyplot)
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -38,7 +37,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
 from attnbench.errors import AttnbenchError  # noqa: E402
-from attnbench.runner.report import scaling_exponent  # noqa: E402
+from attnbench.runner.report import (  # noqa: E402
+    AVERAGE,
+    accuracy_frame,
+    distance_frame,
+    efficiency_frame,
+    scaling_exponent,
+)
 from attnbench.runner.store import Run, StoreError  # noqa: E402
 from attnbench.runner.store import load_run as read_run  # noqa: E402
 
@@ -46,9 +51,7 @@ __all__ = [
     "FIGURES",
     "PlotOutcome",
     "Run",
-    "accuracy_frame",
     "draw_run",
-    "efficiency_frame",
     "fit_slope",
     "load_run",
     "plot_run",
@@ -57,7 +60,6 @@ __all__ = [
 ]
 
 ACCURACY_METRICS = ("accuracy", "exact_match")  # higher is better, 0–1: one shared colour scale
-LOWER_BETTER = ("bits_per_byte",)
 FORMATS = ("png", "svg")
 DPI = 150
 GREY = "#d9d9d9"
@@ -95,105 +97,33 @@ def _check_record(path: Path, record: dict) -> None:
 # -- tables the figures draw ---------------------------------------------------------------
 
 
-def accuracy_frame(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per (variant, task, length): mean/std score over ok seeds, metric, chance, status.
+def _accuracy_view(records: Sequence[dict]) -> pd.DataFrame:
+    """`report.accuracy_frame` as the figures read it: one row per (variant, task, length), no Average.
 
-    `column` names the task, with its length when the run has several lengths for that task.
-    `status` is "ok" when any seed is ok, else the most common status of its cells.
+    `column` names the task, with " n=N" when the run has several lengths for it; `score` is the mean
+    over ok seeds and `status` is "ok" when any seed scored; `by_distance` is the accuracy per
+    bucket, seeds pooled as the report pools them (see `_distance_curves`) and `variant_options` the variant's options.
     """
-    rows = []
-    for r in records:
-        if r["kind"] != "accuracy":
-            continue
-        res = r["result"] if r["status"] == "ok" else None
-        rows.append({
-            "variant": r["variant_label"],
-            "variant_options": r.get("variant_options") or {},
-            "task": r.get("task_label") or r.get("task"),
-            "seq_len": r["seq_len"],
-            "status": r["status"],
-            "score": res["score"] if res else np.nan,
-            "metric": res["metric"] if res else None,
-            "chance": res.get("chance") if res else np.nan,
-            "baseline": res.get("baseline_bits_per_byte", np.nan) if res else np.nan,
-            "by_distance": res.get("by_distance") if res else None,
-        })
-    if not rows:
-        return pd.DataFrame(columns=["variant", "task", "seq_len", "column", "status", "score", "std", "metric",
-                                     "chance", "baseline", "seeds", "by_distance", "variant_options"])
-    cells = pd.DataFrame(rows)
-    lengths = cells.groupby("task").seq_len.nunique()
-    cells["column"] = [t if lengths[t] == 1 else f"{t} n={n}" for t, n in zip(cells.task, cells.seq_len)]
-    out = []
-    for (variant, column), group in cells.groupby(["variant", "column"], sort=False):
-        ok = group[group.status == "ok"]
-        first = ok.iloc[0] if len(ok) else group.iloc[0]
-        out.append({
-            "variant": variant,
-            "task": first.task,
-            "seq_len": first.seq_len,
-            "column": column,
-            "status": "ok" if len(ok) else group.status.value_counts().index[0],
-            "score": ok.score.mean() if len(ok) else np.nan,
-            "std": ok.score.std(ddof=1) if len(ok) > 1 else np.nan,
-            "seeds": len(ok),
-            "metric": first.metric,
-            "chance": first.chance,
-            "baseline": first.baseline,
-            "by_distance": _mean_buckets(ok.by_distance) if len(ok) else None,
-            "variant_options": first.variant_options,
-        })
-    frame = pd.DataFrame(out)
-    # a task's metric is known once any variant scored it; a variant that did not gets the same
-    metric = frame.dropna(subset=["metric"]).groupby("column").metric.first()
-    frame["metric"] = frame.column.map(metric)
-    for col in ("chance", "baseline"):
-        frame[col] = frame.column.map(frame.groupby("column")[col].first())
-    return frame
+    frame = accuracy_frame(records)
+    frame = frame[frame.column != AVERAGE].rename(columns={"mean": "score", "baseline_bits_per_byte": "baseline"})
+    lengths = frame.groupby("task").seq_len.nunique()
+    curves = _distance_curves(records)
+    options = {r["variant_label"]: r.get("variant_options") or {} for r in records}
+    cells = list(zip(frame.variant, frame.task, frame.seq_len))
+    return frame.assign(
+        column=[t if lengths[t] == 1 else f"{t} n={n}" for _, t, n in cells],
+        status=frame.status.where(frame.ok_seeds == 0, "ok"),
+        by_distance=[curves.get(cell) for cell in cells],
+        variant_options=[options[v] for v, _, _ in cells],
+    )
 
 
-def _mean_buckets(values: Iterable[dict | None]) -> dict[int, float] | None:
-    """{bucket lower edge: mean accuracy over seeds} from the by_distance dicts of ok cells."""
-    sums: dict[int, list[float]] = {}
-    for by_distance in values:
-        for edge, cell in (by_distance or {}).items():
-            sums.setdefault(int(edge), []).append(cell["accuracy"])
-    return {edge: float(np.mean(v)) for edge, v in sorted(sums.items())} or None
-
-
-def efficiency_frame(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per (variant, length): fwd+bwd median and IQR (s), peak bytes, status (means over ok seeds)."""
-    rows = []
-    for r in records:
-        if r["kind"] != "efficiency":
-            continue
-        res = r["result"] if r["status"] == "ok" else None
-        rows.append({
-            "variant": r["variant_label"],
-            "seq_len": r["seq_len"],
-            "status": r["status"],
-            "median_s": res["fwd_bwd"]["median_s"] if res else np.nan,
-            "iqr_s": res["fwd_bwd"].get("iqr_s", 0.0) if res else np.nan,
-            "peak_bytes": res["peak_bytes_fwd_bwd"] if res else np.nan,
-            "mem_method": res.get("mem_method") if res else None,
-        })
-    columns = ["variant", "seq_len", "status", "median_s", "iqr_s", "peak_bytes", "mem_method"]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    cells = pd.DataFrame(rows)
-    out = []
-    for (variant, n), group in cells.groupby(["variant", "seq_len"]):
-        ok = group[group.status == "ok"]
-        out.append({
-            "variant": variant,
-            "seq_len": int(n),
-            "status": "ok" if len(ok) else group.status.value_counts().index[0],
-            "median_s": ok.median_s.mean(),
-            "iqr_s": ok.iqr_s.mean(),
-            "peak_bytes": ok.peak_bytes.mean(),
-            "mem_method": ok.mem_method.iloc[0] if len(ok) else None,
-        })
-    return pd.DataFrame(out, columns=columns)
+def _distance_curves(records: Sequence[dict]) -> dict[tuple[str, str, int], dict[int, float]]:
+    """{(variant, task, n): {bucket lower edge: accuracy}} from `report.distance_frame` (seeds pooled)."""
+    curves: dict[tuple[str, str, int], dict[int, float]] = {}
+    for row in distance_frame(records).itertuples():
+        curves.setdefault((row.variant, row.task, row.seq_len), {})[int(row.bucket)] = float(row.accuracy)
+    return curves
 
 
 # -- shared pieces -------------------------------------------------------------------------
@@ -278,14 +208,14 @@ def _log2_axis(ax, lengths: Sequence[int]) -> None:
 
 def figure_heatmap(run: Run, palette: dict) -> Figure | None:
     """Variant × task test score; bits-per-byte tasks in their own panel, reversed scale."""
-    frame = accuracy_frame(run.records)
+    frame = _accuracy_view(run.records)
     if frame.empty:
         return None
     variants = sorted(frame.variant.unique())
     task_order = list(dict.fromkeys(frame.sort_values(["task", "seq_len"]).column))
     panels = []
-    acc_cols = [c for c in task_order if _metric(frame, c) not in LOWER_BETTER]
-    low_cols = [c for c in task_order if _metric(frame, c) in LOWER_BETTER]
+    acc_cols = [c for c in task_order if _higher_is_better(frame, c)]
+    low_cols = [c for c in task_order if not _higher_is_better(frame, c)]
     if acc_cols:
         panels.append(("accuracy units (higher is better)", acc_cols, "viridis", (0.0, 1.0),
                        "test score (accuracy / exact match)"))
@@ -337,13 +267,13 @@ def figure_heatmap(run: Run, palette: dict) -> Figure | None:
     return fig
 
 
-def _metric(frame: pd.DataFrame, column: str) -> str | None:
-    return frame.loc[frame.column == column, "metric"].iloc[0]
+def _higher_is_better(frame: pd.DataFrame, column: str) -> bool:
+    return bool(frame.loc[frame.column == column, "higher_is_better"].iloc[0])
 
 
 def _column_label(frame: pd.DataFrame, column: str) -> str:
     row = frame[frame.column == column].iloc[0]
-    if row.metric in LOWER_BETTER:
+    if not row.higher_is_better:
         return f"{column}\n(unigram {row.baseline:.2f})" if pd.notna(row.baseline) else column
     tag = " EM" if row.metric == "exact_match" else ""
     return f"{column}{tag}\n(chance {row.chance:.2f})" if pd.notna(row.chance) else column
@@ -351,7 +281,7 @@ def _column_label(frame: pd.DataFrame, column: str) -> str:
 
 def figure_distance(run: Run, palette: dict) -> Figure | None:
     """Accuracy per dependency-distance bucket; one panel per task that reports distances."""
-    frame = accuracy_frame(run.records)
+    frame = _accuracy_view(run.records)
     frame = frame[frame.by_distance.notna()] if not frame.empty else frame
     if frame.empty:
         return None
@@ -408,15 +338,15 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
     frame = efficiency_frame(run.records)
     if frame.empty:
         return None
-    frame = frame.assign(time_ms=frame.median_s * 1e3, iqr_ms=frame.iqr_s * 1e3, mib=frame.peak_bytes / 2**20)
     lengths = sorted(frame.seq_len.unique())
     method = next((m for m in frame.mem_method if isinstance(m, str)), None)
     mem_note = {"tensor-bytes": "live tensor bytes", "cuda": "CUDA max allocated"}.get(method, method)
     fig = Figure(figsize=(12.5, 6.6), layout="constrained")
     ax_t, ax_m = fig.subplots(1, 2)
     panels = [
-        (ax_t, "time_ms", "forward+backward time (ms, median; bars: IQR)", "time"),
-        (ax_m, "mib", "peak memory, forward+backward (MiB" + (f", {mem_note})" if mem_note else ")"), "memory"),
+        (ax_t, "fwd_bwd_ms", "forward+backward time (ms, median; bars: IQR)", "time"),
+        (ax_m, "peak_mib_fwd_bwd", "peak memory, forward+backward (MiB" + (f", {mem_note})" if mem_note else ")"),
+         "memory"),
     ]
     failed = frame[frame.status != "ok"]
     for ax, column, ylabel, what in panels:
@@ -424,7 +354,7 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
         for variant in sorted(frame.variant.unique()):
             ok = frame[(frame.variant == variant) & (frame.status == "ok")].sort_values("seq_len")
             colour = palette[variant]
-            yerr = ok.iqr_ms / 2 if column == "time_ms" else None
+            yerr = ok.fwd_bwd_iqr_ms / 2 if column == "fwd_bwd_ms" else None
             ax.errorbar(ok.seq_len, ok[column], yerr=yerr, marker="o", ms=5, lw=1.8, capsize=3, color=colour,
                         label=labels[variant])
         # a length that ran out of time or memory: an × at the top of the panel with its status
@@ -459,7 +389,7 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
 
 def bubble_data(run: Run) -> tuple[pd.DataFrame, str, str, int] | None:
     """Per variant x (speed), y (mean accuracy), peak MiB; the axis labels and the length; None if not drawable."""
-    acc = accuracy_frame(run.records)
+    acc = _accuracy_view(run.records)
     eff = efficiency_frame(run.records)
     if acc.empty or eff.empty:
         return None
@@ -488,14 +418,14 @@ def bubble_data(run: Run) -> tuple[pd.DataFrame, str, str, int] | None:
         ylabel = "mean test accuracy over the tasks each variant ran (0–1)"
     batch = (run.grid.get("efficiency") or {}).get("batch", 1)
     if "multi-head" in at.index:
-        base = at.loc["multi-head", "median_s"]
-        x = {v: base / at.loc[v, "median_s"] for v in variants}
+        base = at.loc["multi-head", "fwd_bwd_ms"]
+        x = {v: base / at.loc[v, "fwd_bwd_ms"] for v in variants}
         xlabel = f"forward+backward speed-up over multi-head at n={length} (×, log scale)"
     else:
-        x = {v: length * batch / at.loc[v, "median_s"] for v in variants}
+        x = {v: length * batch / (at.loc[v, "fwd_bwd_ms"] / 1e3) for v in variants}
         xlabel = f"forward+backward throughput at n={length} (tokens/s, log scale)"
     data = pd.DataFrame({"variant": variants, "x": [x[v] for v in variants], "y": [y[v] for v in variants],
-                         "mib": [at.loc[v, "peak_bytes"] / 2**20 for v in variants]})
+                         "mib": [at.loc[v, "peak_mib_fwd_bwd"] for v in variants]})
     return data, xlabel, ylabel, length
 
 

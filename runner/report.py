@@ -2,7 +2,8 @@
 
 Everything here reads only a run's files (``env.json``, ``grid.json``, ``cells.jsonl``) and never
 re-runs a cell. The ``*_frame`` functions return tidy pandas DataFrames with numbers (the CSV
-output); ``render_markdown`` and ``render_comparison`` turn them into plain GitHub markdown.
+output, and what `bench plot` and the summary of `bench run` read); ``render_markdown`` and
+``render_comparison`` turn them into plain GitHub markdown.
 
 Definitions the tables use (also printed as footnotes of the report):
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a sandboxed variant registry and simulated installed plugin packages."""
+"""Shared fixtures: a sandboxed variant registry, simulated installed plugin packages, `bench` in-process."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from attnbench.cli import main
 from attnbench.variants.base import VARIANTS
 
 
@@ -15,6 +16,33 @@ def sandbox():
     """Every registration made in the test is undone afterwards."""
     with VARIANTS.temporary():
         yield VARIANTS
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """`bench(*args)`: run `bench ARGS` in this process; its exit code (the output stays for capsys)."""
+    return exit_code
+
+
+@pytest.fixture
+def bench_output(capsys):
+    """`bench_output(*args)`: run `bench ARGS` in this process; (exit code, stdout, stderr)."""
+
+    def run(*args) -> tuple[int, str, str]:
+        code = exit_code(*args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def exit_code(*args) -> int:
+    """The exit code of `bench ARGS` run in this process (arguments may be paths)."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as done:
+        return done.code
+    raise AssertionError("main() did not exit")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import torch
 
 import attnbench
 import attnbench.runner.attention_map as attention_map
-from attnbench.cli import main
 from attnbench.runner.attention_map import AttentionRequest, attention_figure, encode_text, extract_attention
 from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.profiles import PROFILES, Profile, register_profile
@@ -36,11 +35,10 @@ def tiny_profile():
     torch.set_num_threads(threads)
 
 
-def bench(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(["attention", "--profile", TINY, *args])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
+@pytest.fixture
+def attention(bench_output):
+    """`attention(*args)`: `bench attention --profile TINY ARGS` in this process; (exit code, stdout, stderr)."""
+    return lambda *args: bench_output("attention", "--profile", TINY, *args)
 
 
 def one_line_error(err: str) -> str:
@@ -58,9 +56,9 @@ def one_line_error(err: str) -> str:
         ("dot-product", "sentiment", ["--text", "a fine movie"]),
     ],
 )
-def test_the_figure_is_written_and_the_score_printed(capsys, tmp_path, variant, task, extra):
+def test_the_figure_is_written_and_the_score_printed(tmp_path, variant, task, extra, attention):
     out = tmp_path / f"{variant}-{task}.png"
-    code, stdout, err = bench(capsys, "--variant", variant, "--task", task, "--out", str(out), *extra)
+    code, stdout, err = attention("--variant", variant, "--task", task, "--out", str(out), *extra)
     assert code == 0, err
     image = matplotlib.image.imread(out)
     height, width = image.shape[:2]
@@ -71,9 +69,9 @@ def test_the_figure_is_written_and_the_score_printed(capsys, tmp_path, variant, 
         assert len(rates) == 2 and all(0.0 <= r <= 1.0 for r in rates)
 
 
-def test_default_out_is_named_for_variant_and_task(capsys, tmp_path, monkeypatch):
+def test_default_out_is_named_for_variant_and_task(tmp_path, monkeypatch, attention):
     monkeypatch.chdir(tmp_path)
-    code, stdout, err = bench(capsys, "--variant", "local(window=3)", "--task", "copy", "--layer", "1", "--head", "2")
+    code, stdout, err = attention("--variant", "local(window=3)", "--task", "copy", "--layer", "1", "--head", "2")
     assert code == 0, err
     assert (tmp_path / "attention-local-window=3-copy.png").exists()
 
@@ -153,20 +151,20 @@ def test_byte_text_is_encoded_as_characters():
     assert task.decode(batch.tokens[0].tolist()) == "a fine movie" and int((~batch.padding_mask).sum()) == 12
 
 
-def test_unknown_words_are_named(capsys, tmp_path):
-    code, _, err = bench(capsys, "--variant", "multi-head", "--task", "agreement",
-                         "--text", "The cat sat on the mat", "--out", str(tmp_path / "a.png"))
+def test_unknown_words_are_named(tmp_path, attention):
+    code, _, err = attention("--variant", "multi-head", "--task", "agreement",
+                             "--text", "The cat sat on the mat", "--out", str(tmp_path / "a.png"))
     line = one_line_error(err)
     assert code == 2 and "'sat'" in line and "'mat'" in line and "'on'" in line and "'cat'" not in line
 
 
-def test_text_on_a_synthetic_task_is_not_supported(capsys, tmp_path):
-    code, _, err = bench(capsys, "--variant", "multi-head", "--task", "copy", "--text", "abc")
+def test_text_on_a_synthetic_task_is_not_supported(tmp_path, attention):
+    code, _, err = attention("--variant", "multi-head", "--task", "copy", "--text", "abc")
     assert code == 2 and "--text is not supported for copy" in one_line_error(err)
 
 
 # ---------------------------------------------------------------------------- refusals before training
-def test_a_variant_without_weights_is_refused_before_training(capsys, sandbox, monkeypatch):
+def test_a_variant_without_weights_is_refused_before_training(sandbox, monkeypatch, attention):
     @attnbench.register_variant("no-weights")
     class NoWeights(torch.nn.Module):
         spec = attnbench.VariantSpec(complexity="n", returns_weights=False)
@@ -181,7 +179,7 @@ def test_a_variant_without_weights_is_refused_before_training(capsys, sandbox, m
         raise AssertionError("trained a model whose weights cannot be drawn")
 
     monkeypatch.setattr(attention_map, "train_and_evaluate", no_training)
-    code, _, err = bench(capsys, "--variant", "no-weights", "--task", "copy")
+    code, _, err = attention("--variant", "no-weights", "--task", "copy")
     assert code == 2
     assert one_line_error(err) == (
         "bench: error: no-weights does not return attention weights (returns_weights=False in its spec)"
@@ -198,12 +196,12 @@ def test_a_variant_without_weights_is_refused_before_training(capsys, sandbox, m
         (["--variant", "lin*"], "--variant: give one name"),
     ],
 )
-def test_bad_choices_are_one_line_errors(capsys, monkeypatch, args, message):
+def test_bad_choices_are_one_line_errors(monkeypatch, args, message, attention):
     monkeypatch.setattr(attention_map, "train_and_evaluate", lambda *a, **k: pytest.fail("trained"))
     given = ["--variant", "multi-head", "--task", "copy", *args]
     if "--variant" in args:
         given = given[2:]
-    code, _, err = bench(capsys, *given)
+    code, _, err = attention(*given)
     assert code == 2 and message in one_line_error(err)
 
 
@@ -221,15 +219,15 @@ def test_saved_weights_load_back_to_the_same_map(tmp_path):
     assert loaded.record["score"] == trained.record["score"] and loaded.record["loaded_from"] == str(saved)
 
 
-def test_weights_of_another_architecture_are_one_line_errors(capsys, tmp_path):
+def test_weights_of_another_architecture_are_one_line_errors(tmp_path, attention):
     saved = tmp_path / "copy.pt"
-    code, stdout, err = bench(capsys, "--variant", "multi-head", "--task", "copy", "--save-weights", str(saved),
-                              "--out", str(tmp_path / "a.png"))
+    code, stdout, err = attention("--variant", "multi-head", "--task", "copy", "--save-weights", str(saved),
+                                  "--out", str(tmp_path / "a.png"))
     assert code == 0 and saved.exists() and f"wrote weights {saved}" in stdout, err
-    code, _, err = bench(capsys, "--variant", "multi-head", "--task", "agreement", "--weights", str(saved),
-                         "--out", str(tmp_path / "b.png"))
+    code, _, err = attention("--variant", "multi-head", "--task", "agreement", "--weights", str(saved),
+                             "--out", str(tmp_path / "b.png"))
     assert code == 2 and "does not fit multi-head on agreement" in one_line_error(err)
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
-    code, _, err = bench(capsys, "--variant", "multi-head", "--task", "copy", "--weights", str(junk))
+    code, _, err = attention("--variant", "multi-head", "--task", "copy", "--weights", str(junk))
     assert code == 2 and "cannot read" in one_line_error(err)

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from rich.console import Console
 
-from attnbench.cli import main
-
-
-def bench(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
+from attnbench.cli_run import summary_tables
 
 
 @pytest.mark.parametrize("command", [[], ["ls"], ["check"]])
-def test_help_shows_an_example(capsys, command):
-    code, out, _ = bench(capsys, *command, "--help")
+def test_help_shows_an_example(command, bench_output):
+    code, out, _ = bench_output(*command, "--help")
     assert code == 0 and "Example" in out and "bench " in out
 
 
-def test_ls_variants_lists_every_builtin_with_its_capabilities(capsys):
-    code, out, _ = bench(capsys, "ls", "variants")
+def test_ls_variants_lists_every_builtin_with_its_capabilities(bench_output):
+    code, out, _ = bench_output("ls", "variants")
     assert code == 0
     for name in ("additive", "dot-product", "multi-head", "local", "linear"):
         assert name in out
@@ -29,18 +25,18 @@ def test_ls_variants_lists_every_builtin_with_its_capabilities(capsys):
     assert "n*w" in local_row and "window: int = 128" in local_row and "cross" not in local_row
 
 
-def test_ls_glob(capsys):
-    code, out, _ = bench(capsys, "ls", "variants", "lin*")
+def test_ls_glob(bench_output):
+    code, out, _ = bench_output("ls", "variants", "lin*")
     assert code == 0 and "linear" in out and "local" not in out
 
 
-def test_check_passes_for_builtins_and_prints_a_table(capsys):
-    code, out, _ = bench(capsys, "check", "--variants", "local(window=4),dot", "--checks", "reference,causal")
+def test_check_passes_for_builtins_and_prints_a_table(bench_output):
+    code, out, _ = bench_output("check", "--variants", "local(window=4),dot", "--checks", "reference,causal")
     assert code == 0, out
     assert out.count("PASS") == 4 and "local(window=4)" in out and "all 4 checks passed" in out
 
 
-def test_check_exits_1_and_names_the_failure(capsys, tmp_path, sandbox):
+def test_check_exits_1_and_names_the_failure(tmp_path, sandbox, bench_output):
     bad = tmp_path / "bad_attention.py"
     bad.write_text(
         "from torch import nn\n"
@@ -55,7 +51,7 @@ def test_check_exits_1_and_names_the_failure(capsys, tmp_path, sandbox):
         "    def forward(self, x, context=None, **kwargs):\n"
         "        return self.proj(x) * float('nan'), None\n"
     )
-    code, out, _ = bench(capsys, "check", "--variants", "nan-attention", "--plugin", str(bad))
+    code, out, _ = bench_output("check", "--variants", "nan-attention", "--plugin", str(bad))
     assert code == 1
     assert "FAIL" in out and "non-finite output" in out and "checks failed" in out
 
@@ -76,18 +72,53 @@ def test_check_exits_1_and_names_the_failure(capsys, tmp_path, sandbox):
         (["ls", "gizmos"], "Invalid value for 'WHAT'"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
-    code, _, err = bench(capsys, *args)
+def test_bad_input_is_one_line_and_exit_2(args, message, bench_output):
+    code, _, err = bench_output(*args)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bench: error:") and message in lines[0], err
     assert "Traceback" not in err
 
 
-def test_device_cuda_without_cuda_is_a_clear_error(capsys):
+def test_device_cuda_without_cuda_is_a_clear_error(bench_output):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = bench(capsys, "check", "--device", "cuda")
+    code, _, err = bench_output("check", "--device", "cuda")
     assert code == 2 and "CUDA is not available" in err
+
+
+
+def summary_record(kind: str, variant: str, n: int, seed: int, status: str, result: dict | None,
+                   task: str | None = None) -> dict:
+    return {"key": f"{kind}/{variant}/{task or '-'}/n={n}/seed={seed}", "kind": kind, "variant": variant,
+            "variant_label": variant, "variant_options": {}, "task": task, "task_label": task or "-", "seq_len": n,
+            "seed": seed, "status": status, "message": "", "result": result if status == "ok" else None}
+
+
+def table_rows(table) -> dict[str, list[str]]:
+    """{variant: its cells} of a rich table, as printed."""
+    console = Console(file=io.StringIO(), width=200)
+    console.print(table)
+    lines = [line.split("│")[1:-1] for line in console.file.getvalue().splitlines() if line.startswith("│")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in lines}
+
+
+def test_run_summary_pools_seeds_and_lengths_and_names_statuses():
+    def score(variant, task, n, seed, value, status="ok"):
+        return summary_record("accuracy", variant, n, seed, status, {"metric": "accuracy", "score": value}, task)
+
+    def timing(variant, n, seconds, peak, status="ok"):
+        result = {"fwd_bwd": {"median_s": seconds, "iqr_s": 0.0, "runs": 3}, "peak_bytes_fwd_bwd": peak}
+        return summary_record("efficiency", variant, n, 0, status, result)
+
+    records = [score("multi-head", "task-a", 32, 0, 0.5), score("multi-head", "task-a", 32, 1, 0.75),
+               score("multi-head", "task-a", 64, 0, 1.0), score("linear", "task-a", 32, 0, None, "timeout"),
+               score("linear", "task-a", 32, 1, None, "oom"), score("linear", "task-b", 32, 0, 0.25),
+               timing("multi-head", 256, 2e-3, 3 * 2**20), timing("linear", 256, None, None, "oom"),
+               timing("linear", 512, 5e-3, 2**20)]
+    accuracy, efficiency = (table_rows(t) for t in summary_tables(records))
+    # every ok seed at every length counts once: not the mean of the two lengths' means (0.8125)
+    assert accuracy == {"multi-head": ["0.750", ""], "linear": ["oom,timeout", "0.250"]}
+    assert efficiency == {"multi-head": ["2.0 (3.0)", ""], "linear": ["oom", "5.0 (1.0)"]}

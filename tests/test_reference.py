@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from attnbench import build_variant
 from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.linear import causal_linear_attention, global_linear_attention
+from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
 from attnbench.variants.reference import (
     additive_attention,
@@ -150,6 +151,22 @@ def test_local_equals_masked_naive_reference(n, window, causal, padded):
     )
 
 
+@pytest.mark.parametrize(("n", "window"), [(300, 129), (700, 200)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_local_with_blocks_smaller_than_the_window_and_many_groups(n, window, causal, padded, monkeypatch):
+    # window > BLOCK: query blocks shorter than the window; a small group size: several groups
+    monkeypatch.setattr(local_module, "GROUP_ELEMENTS", 1 << 15)
+    assert local_module.BLOCK < window
+    q, k, v = qkv(2, 2, n, 8, seed=window)
+    mask = padding(2, n, seed=n) if padded else None
+    assert_same(
+        lambda q, k, v: sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=mask),
+        lambda q, k, v: full_attention(q, k, v, causal=causal, window=window, key_padding_mask=mask)[0],
+        [q, k, v],
+    )
+
+
 def test_local_window_reaches_exactly_window_minus_one_back():
     q, k, v = qkv(1, 1, 40, 4, seed=3)
     out = sliding_window_attention(q, k, v, window=5, causal=True).detach()
@@ -163,22 +180,26 @@ def test_local_window_reaches_exactly_window_minus_one_back():
 # ------------------------------------------------------------------------------ linear
 @pytest.mark.parametrize(("n", "chunk"), [(2, 4), (9, 4), (64, 64), (100, 16), (130, 64), (77, 200)])
 @pytest.mark.parametrize("padded", [False, True])
-def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded):
+@pytest.mark.parametrize("segment", [512, 20, 3])  # one segment; several (rounded to whole chunks)
+def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded, segment):
     q, k, v = qkv(2, 2, n, 8, seed=n + chunk)
     mask = padding(2, n, seed=chunk) if padded else None
     assert_same(
-        lambda q, k, v: causal_linear_attention(q, k, v, chunk_size=chunk, key_padding_mask=mask),
+        lambda q, k, v: causal_linear_attention(
+            q, k, v, chunk_size=chunk, key_padding_mask=mask, segment=segment
+        ),
         lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
         [q, k, v],
     )
 
 
 @pytest.mark.parametrize(("n", "m"), [(7, 7), (50, 13), (9, 130)])
-def test_global_linear_equals_quadratic_form(n, m):
+@pytest.mark.parametrize("segment", [512, 4])
+def test_global_linear_equals_quadratic_form(n, m, segment):
     q, k, v = qkv(2, 4, n, 8, seed=m, m=m)
     mask = padding(2, m, seed=n)
     assert_same(
-        lambda q, k, v: global_linear_attention(q, k, v, key_padding_mask=mask),
+        lambda q, k, v: global_linear_attention(q, k, v, key_padding_mask=mask, segment=segment),
         lambda q, k, v: linear_attention(q, k, v, key_padding_mask=mask)[0],
         [q, k, v],
     )

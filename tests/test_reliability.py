@@ -49,14 +49,6 @@ def _isolated(sandbox):
         yield
 
 
-def bench(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as done:
-        return done.code
-    raise AssertionError("main() did not exit")
-
-
 def one_error_line(err: str) -> str:
     """The single stderr line of a refused command (and no traceback)."""
     lines = err.strip().splitlines()
@@ -99,7 +91,7 @@ def _bench_child(argv: list[str], err: str = os.devnull) -> None:
     main(argv)
 
 
-def test_repeated_sigkill_and_resume_record_every_cell_exactly_once(tmp_path: Path) -> None:
+def test_repeated_sigkill_and_resume_record_every_cell_exactly_once(tmp_path: Path, bench) -> None:
     reference = tmp_path / "reference"
     assert bench("run", *GRID, "--out", str(reference)) == 0
     expected = {r["key"]: deterministic(r) for r in read_records(reference)}
@@ -137,7 +129,7 @@ def test_repeated_sigkill_and_resume_record_every_cell_exactly_once(tmp_path: Pa
     assert {r["key"]: deterministic(r) for r in complete} == expected
 
 
-def test_ctrl_c_stops_the_run_keeping_every_record(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_run_keeping_every_record(tmp_path: Path, bench) -> None:
     out, err = tmp_path / "run", tmp_path / "stderr.txt"
     child = multiprocessing.get_context("fork").Process(
         target=_bench_child, args=(["run", *GRID, "--out", str(out)], str(err)))
@@ -156,7 +148,7 @@ def test_ctrl_c_stops_the_run_keeping_every_record(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- corrupted line
-def test_a_corrupted_middle_line_is_reported_once_and_its_cell_reruns(tmp_path: Path, capsys) -> None:
+def test_a_corrupted_middle_line_is_reported_once_and_its_cell_reruns(tmp_path: Path, capsys, bench) -> None:
     out = tmp_path / "run"
     grid = [*GRID]
     grid[grid.index("--seeds") + 1] = "0"  # two cells
@@ -179,7 +171,7 @@ def test_a_corrupted_middle_line_is_reported_once_and_its_cell_reruns(tmp_path: 
 
 
 # ---------------------------------------------------------------------------- bench check
-def test_bench_check_reports_faulty_variants_as_fail_with_the_reason(capsys) -> None:
+def test_bench_check_reports_faulty_variants_as_fail_with_the_reason(capsys, bench) -> None:
     code = bench("check", "--plugin", FAULTS, "--variants", "fault-nan,fault-raise,fault-shape,fault-oom",
                  "--checks", "shape,finite-grad")
     out, err = capsys.readouterr()
@@ -198,7 +190,7 @@ def test_bench_check_reports_faulty_variants_as_fail_with_the_reason(capsys) -> 
 
 
 # ---------------------------------------------------------------------------- disk
-def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, capsys, monkeypatch, bench) -> None:
     def no_work(*args, **kwargs):
         raise AssertionError("env.json was measured before the output was found unwritable")
 
@@ -212,7 +204,7 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, capsys, mo
     assert blocker.read_text() == "a file, not a folder\n"
 
 
-def test_a_full_disk_mid_run_stops_cleanly_and_the_run_resumes(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_full_disk_mid_run_stops_cleanly_and_the_run_resumes(tmp_path: Path, capsys, monkeypatch, bench) -> None:
     out = tmp_path / "run"
     real_write = store_module._write_all
     appended = []
@@ -242,7 +234,7 @@ def test_a_full_disk_mid_run_stops_cleanly_and_the_run_resumes(tmp_path: Path, c
     assert len(complete) == len({r["key"] for r in complete}) == 6
 
 
-def test_a_full_disk_before_the_run_starts_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_full_disk_before_the_run_starts_is_one_line(tmp_path: Path, capsys, monkeypatch, bench) -> None:
     def full(fd: int, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -276,7 +268,7 @@ def _data_file(tmp_path: Path, name: str, content: bytes | None) -> str:
     ids=["missing", "empty", "not-utf8", "no-column", "empty-split", "listops-missing", "listops-no-column"],
 )
 def test_a_bad_data_file_is_one_line_before_the_run_directory_exists(
-    tmp_path: Path, capsys, task: str, name: str, content: bytes | None, message: str
+    tmp_path: Path, capsys, task: str, name: str, content: bytes | None, message: str, bench
 ) -> None:
     source = _data_file(tmp_path, name, content)
     out = tmp_path / "run"
@@ -319,7 +311,7 @@ class Capped(GeneratedTask):
         (["--seeds", "0,x"], "--seeds: expected comma-separated ints"),
     ],
 )
-def test_more_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+def test_more_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args: list[str], message: str, bench) -> None:
     plugin = tmp_path / "capped_task.py"
     plugin.write_text(CAPPED)
     out = tmp_path / "run"
@@ -379,7 +371,7 @@ OPTION = st.sampled_from(sorted(VALID)).flatmap(
 
 @settings(max_examples=200, deadline=None)
 @given(pairs=st.lists(OPTION, min_size=1, max_size=3))
-def test_any_option_value_plans_or_is_one_line_exit_2(pairs, tmp_path_factory) -> None:
+def test_any_option_value_plans_or_is_one_line_exit_2(pairs, tmp_path_factory, bench) -> None:
     def planned(sweep, **kwargs):
         json.dumps(sweep.grid, allow_nan=False)  # a grid that grid.json can hold
         assert sweep.cells and len({c.key for c in sweep.cells}) == len(sweep.cells)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from attnbench.cli import main
 from attnbench.runner.report import (
     accuracy_frame,
     accuracy_table,
@@ -123,13 +122,6 @@ def eff(variant: str, n: int, fwd_s: float = 1e-3, fwd_bwd_s: float = 3e-3, mem:
 
 
 LOCAL = {"window": 4}
-
-
-def bench(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 # -- accuracy -------------------------------------------------------------------------------
@@ -305,23 +297,23 @@ def test_markdown_report_has_the_environment_header_and_every_section(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["report", "compare"])
-def test_help_shows_an_example(capsys, command):
-    code, out, _ = bench(capsys, command, "--help")
+def test_help_shows_an_example(command, bench_output):
+    code, out, _ = bench_output(command, "--help")
     assert code == 0 and "Example" in out and f"bench {command} " in out
 
 
-def test_bench_report_markdown_to_stdout_and_to_a_file(capsys, tmp_path):
+def test_bench_report_markdown_to_stdout_and_to_a_file(tmp_path, bench_output):
     run = write_run(tmp_path / "run", accuracy_records() + efficiency_records())
-    code, out, _ = bench(capsys, "report", run)
+    code, out, _ = bench_output("report", run)
     assert code == 0 and out.startswith("# attnbench report: run") and "| **0.575** |" in out
-    code, out, _ = bench(capsys, "report", run, "--out", tmp_path / "out" / "report.md")
+    code, out, _ = bench_output("report", run, "--out", tmp_path / "out" / "report.md")
     assert code == 0 and (tmp_path / "out" / "report.md").read_text().startswith("# attnbench report")
 
 
-def test_bench_report_csv_writes_one_file_per_table(capsys, tmp_path):
+def test_bench_report_csv_writes_one_file_per_table(tmp_path, bench_output):
     run = write_run(tmp_path / "run", accuracy_records() + efficiency_records() + [
         acc("multi-head", "distance", 0.8, chance=0.125, by_distance={1: (1.0, 10), 2: (0.9, 10)})])
-    code, out, _ = bench(capsys, "report", run, "--format", "csv", "--out", tmp_path / "tables" / "quick.csv")
+    code, out, _ = bench_output("report", run, "--format", "csv", "--out", tmp_path / "tables" / "quick.csv")
     assert code == 0
     names = ["accuracy", "long_range", "effective_range", "efficiency", "scaling"]
     paths = [tmp_path / "tables" / f"quick_{name}.csv" for name in names]
@@ -333,28 +325,28 @@ def test_bench_report_csv_writes_one_file_per_table(capsys, tmp_path):
     assert set(efficiency.status) == {"ok", "oom"}
     assert pd.read_csv(paths[2]).effective_range.tolist() == [2]
     # default: beside the run
-    code, out, _ = bench(capsys, "report", run, "--format", "csv")
+    code, out, _ = bench_output("report", run, "--format", "csv")
     assert code == 0 and (run / "report_accuracy.csv").exists()
 
 
 @pytest.mark.parametrize("args", [["report"], ["compare", "RUN"]])
-def test_a_directory_that_is_not_a_run_is_one_line_and_exit_2(capsys, tmp_path, args):
-    code, out, err = bench(capsys, *args, tmp_path)
+def test_a_directory_that_is_not_a_run_is_one_line_and_exit_2(tmp_path, args, bench_output):
+    code, out, err = bench_output(*args, tmp_path)
     assert code == 2 and "not an attnbench run" in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
 
 
-def test_compare_identical_runs_exit_0(capsys, tmp_path):
+def test_compare_identical_runs_exit_0(tmp_path, bench_output):
     records = accuracy_records() + efficiency_records()
     a, b = write_run(tmp_path / "a", records), write_run(tmp_path / "b", records)
-    code, out, _ = bench(capsys, "compare", a, b)
+    code, out, _ = bench_output("compare", a, b)
     assert code == 0 and "No regressions beyond rtol 0.05" in out and "1.00×" in out
 
 
-def test_compare_an_accuracy_drop_beyond_rtol_exits_1_naming_the_cell(capsys, tmp_path):
+def test_compare_an_accuracy_drop_beyond_rtol_exits_1_naming_the_cell(tmp_path, bench_output):
     a = write_run(tmp_path / "a", [acc("multi-head", "task-a", 0.8), acc("linear", "task-a", 0.8)])
     b = write_run(tmp_path / "b", [acc("multi-head", "task-a", 0.72), acc("linear", "task-a", 0.78)])
-    code, out, _ = bench(capsys, "compare", a, b, "--rtol", "0.05")
+    code, out, _ = bench_output("compare", a, b, "--rtol", "0.05")
     assert code == 1
     summary = out.split("regression(s)**")[1]
     assert "accuracy/multi-head/task-a/n=32/seed=0" in summary and "-10.0%" in summary
@@ -368,32 +360,32 @@ def test_compare_bits_per_byte_up_is_a_regression():
     assert compare_runs(b, a, 0.05).regressions.empty  # down is better
 
 
-def test_compare_time_within_tolerance_passes_and_beyond_it_fails(capsys, tmp_path):
+def test_compare_time_within_tolerance_passes_and_beyond_it_fails(tmp_path, bench_output):
     a = write_run(tmp_path / "a", [eff("multi-head", 256, fwd_bwd_s=1e-2)])
     b = write_run(tmp_path / "b", [eff("multi-head", 256, fwd_bwd_s=1.03e-2)])
     c = write_run(tmp_path / "c", [eff("multi-head", 256, fwd_bwd_s=1.10e-2, mem=2**21)])
-    assert bench(capsys, "compare", a, b)[0] == 0
-    code, out, _ = bench(capsys, "compare", a, c)
+    assert bench_output("compare", a, b)[0] == 0
+    code, out, _ = bench_output("compare", a, c)
     assert code == 1 and "fwd+bwd ms" in out.split("regression(s)")[1] and "peak MiB" in out.split("regression(s)")[1]
-    assert bench(capsys, "compare", a, c, "--rtol", "1.5")[0] == 0
+    assert bench_output("compare", a, c, "--rtol", "1.5")[0] == 0
 
 
-def test_compare_ok_to_error_is_a_regression_and_one_run_cells_are_listed(capsys, tmp_path):
+def test_compare_ok_to_error_is_a_regression_and_one_run_cells_are_listed(tmp_path, bench_output):
     a = write_run(tmp_path / "a", [acc("multi-head", "task-a", 0.8), acc("linear", "task-a", 0.8)])
     b = write_run(tmp_path / "b", [acc("multi-head", "task-a", status="error", message="diverged at step 12"),
                                    acc("additive", "task-a", 0.7)])
-    code, out, _ = bench(capsys, "compare", a, b)
+    code, out, _ = bench_output("compare", a, b)
     assert code == 1
     assert "accuracy/multi-head/task-a/n=32/seed=0`: status ok → error: diverged at step 12" in out
     assert "Only in A (1)" in out and "accuracy/linear/task-a" in out
     assert "Only in B (1)" in out and "accuracy/additive/task-a" in out
     # error → ok is not a regression, and cells in one run only never fail the gate
-    assert bench(capsys, "compare", b, a)[0] == 0
+    assert bench_output("compare", b, a)[0] == 0
 
 
-def test_compare_rejects_a_negative_rtol(capsys, tmp_path):
+def test_compare_rejects_a_negative_rtol(tmp_path, bench_output):
     a = write_run(tmp_path / "a", [])
-    code, _, err = bench(capsys, "compare", a, a, "--rtol", "-1")
+    code, _, err = bench_output("compare", a, a, "--rtol", "-1")
     assert code == 2 and "--rtol" in err
 
 
@@ -447,11 +439,11 @@ def check_realistic_report(text: str) -> None:
     assert "4 × 2 = 8" in text  # window × layers beside local's ranges
 
 
-def test_report_on_a_realistic_hand_made_run(capsys, tmp_path):
+def test_report_on_a_realistic_hand_made_run(tmp_path, bench_output):
     run = write_run(tmp_path / "run", realistic_records(), grid_=grid(
         variants=["additive", "dot-product", "linear", "local(window=4)", "multi-head"],
         tasks=["agreement", "char-lm", "distance", "translation"]))
-    code, out, err = bench(capsys, "report", run)
+    code, out, err = bench_output("report", run)
     assert code == 0, err
     check_realistic_report(out)
     assert "| 4096 | additive | timeout |" in out
@@ -465,11 +457,11 @@ def test_report_on_a_realistic_hand_made_run(capsys, tmp_path):
     assert local.above_chance_reach == 4 and local.window_x_layers == 8
 
 
-def test_report_on_the_sample_quick_run(capsys, tmp_path):
+def test_report_on_the_sample_quick_run(tmp_path, bench_output):
     if not (SAMPLE / "cells.jsonl").exists():
         pytest.skip(f"{SAMPLE} is not on this machine (a real quick-profile run)")
     run = shutil.copytree(SAMPLE, tmp_path / "sample-quick")
-    code, out, err = bench(capsys, "report", run)
+    code, out, err = bench_output("report", run)
     assert code == 0, err
     check_realistic_report(out)
-    assert bench(capsys, "compare", run, run)[0] == 0
+    assert bench_output("compare", run, run)[0] == 0

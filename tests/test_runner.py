@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from attnbench.cli import main
 from attnbench.runner.cells import Cell
 from attnbench.runner.execute import Plan, execute_cell
 from attnbench.runner.profiles import PROFILES
@@ -27,14 +26,6 @@ TIMING_FIELDS = {"train_seconds", "tokens_per_s", "curve_seconds"}
 def _isolated(sandbox):
     """--plugin registrations made by a test end with it."""
     yield
-
-
-def bench(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as done:
-        return done.code
-    raise AssertionError("main() did not exit")
 
 
 def bench_process(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -60,7 +51,7 @@ def by_variant(run: Path) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------- sweeps
-def test_smoke_sweep_records_every_cell_once(tmp_path: Path) -> None:
+def test_smoke_sweep_records_every_cell_once(tmp_path: Path, bench) -> None:
     out = tmp_path / "run"
     code = bench("run", "--profile", "smoke", "--variants", "all", "--tasks", "copy,distance",
                  "--efficiency-lengths", "64", "--device", "cpu", "--out", str(out), "--quiet")
@@ -105,7 +96,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("executor", ["local", "subprocess"])
-def test_every_status_is_recorded_and_the_sweep_goes_on(tmp_path: Path, executor: str) -> None:
+def test_every_status_is_recorded_and_the_sweep_goes_on(tmp_path: Path, executor: str, bench) -> None:
     variants = list(EXPECTED) + (["fault-segfault"] if executor == "subprocess" else [])
     out = tmp_path / "run"
     code = bench("run", "--plugin", FAULTS, "--profile", "smoke", "--variants", ",".join(variants),
@@ -123,7 +114,7 @@ def test_every_status_is_recorded_and_the_sweep_goes_on(tmp_path: Path, executor
 
 
 @pytest.mark.parametrize("executor", ["local", "subprocess"])
-def test_a_hang_ends_its_cell_as_timeout(tmp_path: Path, executor: str) -> None:
+def test_a_hang_ends_its_cell_as_timeout(tmp_path: Path, executor: str, bench) -> None:
     out = tmp_path / "run"
     code = bench("run", "--plugin", FAULTS, "--profile", "smoke", "--variants", "fault-hang,linear",
                  "--tasks", "copy", "--kinds", "accuracy", "--executor", executor, "--max-cell-seconds", "3",
@@ -135,7 +126,7 @@ def test_a_hang_ends_its_cell_as_timeout(tmp_path: Path, executor: str) -> None:
     assert records["linear"]["status"] in ("ok", "timeout")  # the sweep went on past the hang
 
 
-def test_executors_give_identical_records(tmp_path: Path) -> None:
+def test_executors_give_identical_records(tmp_path: Path, bench) -> None:
     results = {}
     for executor in ("local", "subprocess"):
         out = tmp_path / executor
@@ -167,7 +158,7 @@ def test_subprocess_executor_kills_a_hang_that_ignores_alarms(tmp_path: Path, mo
 
 
 # ---------------------------------------------------------------------------- resume
-def test_resume_after_sigkill_records_every_cell_exactly_once(tmp_path: Path) -> None:
+def test_resume_after_sigkill_records_every_cell_exactly_once(tmp_path: Path, bench) -> None:
     args = ["run", "--profile", "smoke", "--variants", "multi-head,linear,local(window=4)", "--tasks",
             "copy,mqar", "--lengths", "32", "--kinds", "accuracy", "--threads", "1", "--device", "cpu", "--quiet"]
     reference = tmp_path / "reference"
@@ -191,7 +182,7 @@ def test_resume_after_sigkill_records_every_cell_exactly_once(tmp_path: Path) ->
     assert {r["key"]: comparable(r["result"]) for r in read_records(out)} == expected
 
 
-def test_resume_refuses_a_different_grid_and_a_non_run(tmp_path: Path, capsys) -> None:
+def test_resume_refuses_a_different_grid_and_a_non_run(tmp_path: Path, capsys, bench) -> None:
     out = tmp_path / "run"
     base = ["run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--kinds", "accuracy",
             "--device", "cpu", "--quiet"]
@@ -246,7 +237,7 @@ def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
         (["--cross", "mult-head"], "did you mean"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args: list[str], message: str, bench) -> None:
     out = tmp_path / "run"
     assert bench("run", "--profile", "smoke", "--device", "cpu", "--out", str(out), *args) == 2
     err = capsys.readouterr().err
@@ -255,7 +246,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args: list[str
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
-def test_device_cuda_without_cuda(capsys) -> None:
+def test_device_cuda_without_cuda(capsys, bench) -> None:
     assert bench("run", "--device", "cuda") == 2
     assert "CUDA is not available" in capsys.readouterr().err
 

@@ -3,8 +3,9 @@
 Non-causal: out_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / (φ(q_i)ᵀ Σ_j φ(k_j) + eps), O(n·d²).
 Causal, chunked: the sequence is cut into chunks of `chunk_size`; inside a chunk the masked
 quadratic form is used, across chunks one (d × d) state per chunk carries Σ φ(k) vᵀ of every
-earlier chunk. Memory is O(n·c + (n/c)·d²) per head, never the O(n·d²) of a per-position
-cumulative sum. Computed in fp32 even for fp16/bf16 inputs, whose range the sums would overflow.
+earlier chunk. Both forms walk the sequence `segment` positions at a time (carrying the state),
+so their temporaries stay small and in cache: memory is O(n·c + (segment/c)·d²) per head, never
+the O(n·d²) of a per-position cumulative sum. Computed in fp32 even for fp16/bf16 inputs, whose range the sums would overflow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from attnbench.variants.base import ProjectedAttention, VariantSpec, register_va
 from attnbench.variants.reference import feature_map, linear_attention
 
 EPS = 1e-6
+SEGMENT = 512  # positions per step of the scans: their temporaries stay in cache (benchmarks/)
 
 
 @register_variant("linear", aliases=("linear-attention", "katharopoulos"))
@@ -62,21 +64,44 @@ def _key_features(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     return fk
 
 
+def _segments(n: int, segment: int) -> list[slice]:
+    return [slice(start, min(start + segment, n)) for start in range(0, n, segment)]
+
+
+def _mask_part(key_padding_mask: Tensor | None, part: slice) -> Tensor | None:
+    return None if key_padding_mask is None else key_padding_mask[:, part]
+
+
 def _with_ones(v: Tensor) -> Tensor:
-    """(b h n e) → (b h n e+1): a column of ones, so one matmul gives numerator and normaliser."""
+    """(… n e) → (… n e+1): a column of ones, so one matmul gives numerator and normaliser."""
     return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
 
 
+def _normalise(out: Tensor, e: int) -> Tensor:
+    """(… e+1) → (… e): the numerator columns divided by the normaliser column."""
+    return out[..., :e] / (out[..., e:] + EPS)
+
+
 def global_linear_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, key_padding_mask: Tensor | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    key_padding_mask: Tensor | None = None,
+    segment: int = SEGMENT,
 ) -> Tensor:
-    """Non-causal linear attention, (b h n d) → (b h n e), in O(n·d·e)."""
-    fq, fk = feature_map(q), _key_features(k, key_padding_mask)
-    state = torch.einsum("bhmd,bhme->bhde", fk, v)  # Σ_j φ(k_j) v_jᵀ
-    norm = fk.sum(dim=-2)  # b h d: Σ_j φ(k_j)
-    numerator = torch.einsum("bhnd,bhde->bhne", fq, state)
-    denominator = torch.einsum("bhnd,bhd->bhn", fq, norm)[..., None] + EPS
-    return numerator / denominator
+    """Non-causal linear attention, (b h n d) → (b h n e), in O(n·d·e).
+
+    One scan over the keys sums the state [Σ φ(k_j) v_jᵀ | Σ φ(k_j)] (b h d e+1); a second
+    applies it to the queries. Both go `segment` positions at a time.
+    """
+    e = v.shape[-1]
+    state = 0
+    for part in _segments(k.shape[-2], segment):
+        fk = _key_features(k[:, :, part], _mask_part(key_padding_mask, part))
+        state = state + torch.cat([fk.transpose(-2, -1) @ v[:, :, part], fk.sum(dim=-2)[..., None]], dim=-1)
+    outs = [_normalise(feature_map(q[:, :, part]) @ state, e) for part in _segments(q.shape[-2], segment)]
+    return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
 
 
 def causal_linear_attention(
@@ -86,25 +111,46 @@ def causal_linear_attention(
     *,
     chunk_size: int = 64,
     key_padding_mask: Tensor | None = None,
+    segment: int = SEGMENT,
 ) -> Tensor:
-    """Causal linear attention, chunk-parallel: masked quadratic inside chunks, states across."""
+    """Causal linear attention, chunk-parallel: masked quadratic inside chunks, states across.
+
+    Goes `segment` positions (whole chunks) at a time, carrying the state of every earlier
+    segment, so the per-chunk states of only one segment exist at once.
+    """
     n, e = q.shape[-2], v.shape[-1]
     size = min(chunk_size, n)
-    pad = math.ceil(n / size) * size - n  # padded positions come last: no real query sees them
-    fq, fk = feature_map(q), _key_features(k, key_padding_mask)
+    segment = max(size, segment // size * size)
+    tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
+    carried = None  # Σ φ(k_j) [v_j 1]ᵀ over the earlier segments: b h d (e+1)
+    outs = []
+    for part in _segments(n, segment):
+        fq = feature_map(q[:, :, part])
+        fk = _key_features(k[:, :, part], _mask_part(key_padding_mask, part))
+        out, carried = _causal_segment(fq, fk, _with_ones(v[:, :, part]), tril, carried)
+        outs.append(_normalise(out, e))
+    return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
+
+
+def _causal_segment(
+    fq: Tensor, fk: Tensor, v1: Tensor, tril: Tensor, carried: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """One segment of the causal form: (b h m e+1) outputs and the state carried past it."""
+    m, size = fq.shape[-2], tril.shape[0]
+    pad = math.ceil(m / size) * size - m  # padded positions come last: no real query sees them
     chunked = lambda t: rearrange(F.pad(t, (0, 0, 0, pad)), "b h (c s) d -> b h c s d", s=size)  # noqa: E731
-    fq, fk, v1 = chunked(fq), chunked(fk), chunked(_with_ones(v))  # v1: b h c s (e+1)
+    fq, fk, v1 = chunked(fq), chunked(fk), chunked(v1)
 
     # inside each chunk: the quadratic form with the causal mask (b h c s s); the ones column
     # of v1 makes the last output column the normaliser Σ_j φ(q_i)·φ(k_j)
-    scores = fq @ fk.transpose(-2, -1)
-    scores = scores * torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    out = scores @ v1  # b h c s (e+1)
+    out = (fq @ fk.transpose(-2, -1) * tril) @ v1  # b h c s (e+1)
 
-    # across chunks: the state of every earlier chunk (exclusive prefix sum over c)
+    # across chunks: the state of every earlier chunk of this segment and of earlier segments
     chunk_state = fk.transpose(-2, -1) @ v1  # b h c d (e+1)
-    earlier_state = F.pad(chunk_state.cumsum(dim=2), (0, 0, 0, 0, 1, -1))
-    out = out + fq @ earlier_state
-
-    out = out[..., :e] / (out[..., e:] + EPS)
-    return rearrange(out, "b h c s e -> b h (c s) e")[:, :, :n]
+    through = chunk_state.cumsum(dim=2)  # inclusive prefix sum over c
+    earlier = through - chunk_state
+    if carried is not None:
+        earlier = earlier + carried[:, :, None]
+        through = through + carried[:, :, None]
+    out = out + fq @ earlier
+    return rearrange(out, "b h c s e -> b h (c s) e")[:, :, :m], through[:, :, -1]

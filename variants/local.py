@@ -1,12 +1,14 @@
 """Sliding-window (local) attention (Child et al. 2019; Beltagy et al. 2020), computed block-wise.
 
-Query i sees key j when |i − j| < window (causal: 0 ≤ i − j < window). The sequence is cut into
-blocks of `window` positions; a query block only needs its own key block and its neighbours
-(the previous one if causal, previous and next otherwise), so each block attends to at most
-3·window keys: time and memory are O(n·w) and no (n × n) tensor is formed. The per-block
-attention is an explicit matmul + softmax with the band as an additive −inf bias, a group of
-blocks at a time (on CPU this beats the fused kernel's masked path, see benchmarks/); when the
-window covers the whole sequence (window ≥ n) it is full attention, computed in one fused call.
+Query i sees key j when |i − j| < window (causal: 0 ≤ i − j < window). Queries are cut into
+blocks of `size = min(window, BLOCK)` positions; the keys a block can see are one contiguous
+span of `size + 2·(window − 1)` positions (causal: `size + window − 1`), taken as an
+overlapping view of the keys (`unfold`), not a copy. So each query meets about 2·window keys
+(causal: window) plus the block, rather than the 3·window of whole neighbouring blocks: time
+and memory are O(n·w) and no (n × n) tensor is formed. The per-block attention is an explicit
+matmul + softmax with the band as an additive −inf bias, a group of blocks at a time (on CPU
+this beats the fused kernel's masked path, see benchmarks/); when the window covers the whole
+sequence (window ≥ n) it is full attention, computed in one fused call.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from attnbench.variants.base import ProjectedAttention, VariantSpec, register_va
 from attnbench.variants.masking import dense_hidden
 from attnbench.variants.reference import full_attention
 
+BLOCK = 128  # query positions per block at most: smaller blocks waste less of the span, larger ones
+# make better matmuls; 128 was fastest for windows 128 and 256 (benchmarks/, 1 thread)
 GROUP_ELEMENTS = 1 << 22  # score entries formed at once (16 MiB in fp32): blocks are grouped to fit
 
 
@@ -71,58 +75,67 @@ def sliding_window_attention(
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         hidden = dense_hidden(n, n, key_padding_mask=key_padding_mask, causal=causal, device=q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden)
-    size = min(window, n)  # block size; a window reaches at most one block to each side
+    size = min(window, BLOCK)  # query positions per block
     n_blocks = math.ceil(n / size)
-    pad = n_blocks * size - n
-    offsets = (-1, 0) if causal else (-1, 0, 1)  # which neighbouring key blocks a query block needs
+    tail = n_blocks * size - n  # the last block is padded with queries nobody reads
+    behind, ahead = window - 1, (0 if causal else window - 1)  # how far a query sees back / ahead
+    span = behind + size + ahead  # keys seen by one query block: block i sees padded keys i·size + [0, span)
 
-    def blocks(t: Tensor) -> Tensor:  # b h (nb s) d → b h nb s d
-        return rearrange(F.pad(t, (0, 0, 0, pad)), "b h (nb s) d -> b h nb s d", s=size)
+    q_blocks = rearrange(F.pad(q, (0, 0, 0, tail)), "b h (nb s) d -> b h nb s d", s=size) * q.shape[-1] ** -0.5
+    k_padded = F.pad(k, (0, 0, behind, tail + ahead))
+    v_padded = F.pad(v, (0, 0, behind, tail + ahead))
 
-    def neighbours(t: Tensor) -> Tensor:  # b h nb s d → b h nb (o s) d, o = len(offsets)
-        padded = F.pad(t, (0, 0, 0, 0, 1, 1))  # one empty block before the first, one after the last
-        return torch.cat([padded[:, :, 1 + o : 1 + o + n_blocks] for o in offsets], dim=-2)
+    def spans(t: Tensor, first: int, last: int) -> Tensor:  # blocks [first, last): b h g d span (a view)
+        return t[:, :, first * size : (last - 1) * size + span].unfold(-2, span, size)
 
-    q_blocks = blocks(q) * q.shape[-1] ** -0.5
-    k_near, v_near = neighbours(blocks(k)), neighbours(blocks(v))
+    bias, empty = _band_bias(n, n_blocks, size, behind, ahead, key_padding_mask, q.dtype, q.device)
 
-    # which (query, key) pairs of each block fall outside the window or the sequence: nb s (o s)
-    block = torch.arange(n_blocks, device=q.device)[:, None, None]
-    q_pos = block * size + torch.arange(size, device=q.device)[None, :, None]
-    k_pos = torch.cat(
-        [(block + o) * size + torch.arange(size, device=q.device)[None, None, :] for o in offsets],
-        dim=-1,
-    )
-    distance = q_pos - k_pos
-    hidden = (k_pos < 0) | (k_pos >= n) | (distance.abs() >= window)
-    if causal:
-        hidden = hidden | (distance < 0)
-    hidden = hidden[None, None]  # 1 1 nb s (o s)
-    if key_padding_mask is not None:
-        pad_blocks = rearrange(
-            F.pad(key_padding_mask, (0, pad), value=True), "b (nb s) -> b 1 nb s 1", s=size
-        )
-        pad_near = neighbours(pad_blocks)  # b 1 nb (o s) 1
-        hidden = hidden | rearrange(pad_near, "b 1 nb k 1 -> b 1 nb 1 k")
-    # an additive bias (0 or −inf) instead of a boolean mask: explicit matmul + softmax on the
-    # blocks is faster on CPU than the fused kernel's masked path, and memory stays O(n·w)
-    bias = torch.zeros(hidden.shape, dtype=q.dtype, device=q.device).masked_fill_(hidden, float("-inf"))
-    empty = None
-    if key_padding_mask is not None:  # rows with every key hidden: a finite bias, zeroed below
-        empty = hidden.all(dim=-1, keepdim=True)
-        bias = bias.masked_fill(empty, 0.0)
-
-    # a group of blocks at a time, so the (s × o·s) scores stay small: b h g s (o s)
+    # a group of blocks at a time, so the (size × span) scores stay small: b h g s span
     b, h = q.shape[:2]
-    group = max(1, GROUP_ELEMENTS // (b * h * size * size * len(offsets)))
+    group = max(1, GROUP_ELEMENTS // (b * h * size * span))
     outs = []
-    for start in range(0, n_blocks, group):
-        part = slice(start, start + group)
-        scores = torch.matmul(q_blocks[:, :, part], k_near[:, :, part].transpose(-1, -2))
-        scores += bias[:, :, part]  # the matmul's output is not saved for backward
+    for first in range(0, n_blocks, group):
+        last = min(first + group, n_blocks)
+        scores = torch.matmul(q_blocks[:, :, first:last], spans(k_padded, first, last))
+        scores += bias[:, :, first:last]  # the matmul's output is not saved for backward
         weights = torch.softmax(scores, dim=-1)
         if empty is not None:  # a query whose every key is hidden gets zeros, not NaN (as SDPA)
-            weights = weights.masked_fill(empty[:, :, part], 0.0)
-        outs.append(torch.matmul(weights, v_near[:, :, part]))
+            weights = weights.masked_fill(empty[:, :, first:last], 0.0)
+        outs.append(torch.matmul(weights, spans(v_padded, first, last).transpose(-1, -2)))
     out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
     return rearrange(out, "b h nb s d -> b h (nb s) d")[:, :, :n]
+
+
+def _band_bias(
+    n: int,
+    n_blocks: int,
+    size: int,
+    behind: int,
+    ahead: int,
+    key_padding_mask: Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[Tensor, Tensor | None]:
+    """The additive bias (0 or −inf) of every block's (size × span) scores: b|1 1 nb s span.
+
+    Also the rows whose every key is hidden (only possible with a key padding mask), else None.
+    """
+    span = behind + size + ahead
+    row = torch.arange(size, device=device)[:, None]  # query r of a block
+    col = torch.arange(span, device=device)[None, :]  # key c of its span
+    offset = col - behind - row  # j − i
+    block_start = torch.arange(n_blocks, device=device)[:, None, None] * size
+    key_pos = block_start - behind + col  # nb 1 span
+    hidden = (offset < -behind) | (offset > ahead) | (key_pos < 0) | (key_pos >= n)  # nb s span
+    hidden = hidden[None, None]
+    if key_padding_mask is not None:
+        padded = F.pad(key_padding_mask, (behind, n_blocks * size - n + ahead), value=True)
+        key_hidden = padded.unfold(-1, span, size)  # b nb span
+        hidden = hidden | rearrange(key_hidden, "b nb c -> b 1 nb 1 c")
+    # an additive bias instead of a boolean mask: explicit matmul + softmax on the blocks is
+    # faster on CPU than the fused kernel's masked path, and memory stays O(n·w)
+    bias = torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
+    if key_padding_mask is None:
+        return bias, None
+    empty = hidden.all(dim=-1, keepdim=True)  # rows with every key hidden: a finite bias, zeroed later
+    return bias.masked_fill(empty, 0.0), empty
