@@ -82,7 +82,7 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
 def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
          device, dtype, threads, quick, out_dir, name, note) -> Path:
     from attnbench.benchmarks.cases import CASES
-    from attnbench.benchmarks.outputs import write_all
+    from attnbench.benchmarks.outputs import write_all, write_csv
     from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig, run_suite
     from attnbench.runner.execute import DTYPES
 
@@ -114,8 +114,14 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
     if cfg.repeat < 1:
         raise AttnbenchError("--repeat must be at least 1")
     name = name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else "")
-    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False))
-    paths = write_all(rows, Path(out_dir), name, note=note)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AttnbenchError(f"--out {out}: {exc.strerror or exc}") from None
+    partial = out / f"{name}.csv"  # rewritten after each length: a killed run keeps what it measured
+    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=lambda rows: write_csv(rows, partial))
+    paths = write_all(rows, out, name, note=note)
     for path in paths.values():
         console.print(f"wrote {path}")
     return paths["csv"]

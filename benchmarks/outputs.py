@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +17,11 @@ SUMMARY_LENGTHS = (2048, 8192, 16384)
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """All rows with every column of ROW_COLUMNS, in that order."""
-    pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(path, index=False)
+    """All rows with every column of ROW_COLUMNS, in that order; replaced atomically (a kill
+    mid-write leaves the previous version)."""
+    tmp = path.with_name(path.name + ".tmp")
+    pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(tmp, index=False)
+    os.replace(tmp, path)
     return path
 
 

@@ -28,6 +28,7 @@ from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
 from attnbench.benchmarks.peers import PEERS, PeerMissing
 from attnbench.runner.environment import cpu_model
+from attnbench.runner.execute import steady_heap
 from attnbench.runner.measure import count_flops, is_oom, matmul_peak, peak_memory, time_call
 from attnbench.variants.base import build_variant
 
@@ -57,7 +58,8 @@ class PerfConfig:
     min_run_time: float = 0.2
     max_cell_s: float = 45.0  # predicted (1 + repeat) calls over this: time it no further
     naive_limit_gib: float = 2.0  # the naive reference is skipped above this much memory
-    # (case, n) whose core runs once for memory (and verification) even when too slow to time
+    # (case, n) whose core runs once for memory (and verification) even when too slow to time;
+    # at the end of the run, with glibc's heap pinned (runner.execute.steady_heap) on CPU
     memory_probes: tuple[tuple[str, int], ...] = (("additive(heads=8)", 4096),)
     device: str = "cpu"
     dtype: torch.dtype | None = None  # None: fp32 on CPU, bf16 on CUDA
@@ -246,18 +248,21 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
 
 
 def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], list[Candidate]] | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
-    """Run the benchmark; `extra(candidates, batch, n)` may add candidates (tests inject a wrong one)."""
+              log: Callable[[str], None] = print, save: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Run the benchmark; `extra(candidates, batch, n)` may add candidates (tests inject a wrong one).
+
+    `save(rows)` is called with the rows so far after each length, so a killed run keeps them.
+    """
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run_suite(cfg, extra, log)
+        return _run_suite(cfg, extra, log, save or (lambda rows: None))
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run_suite(cfg: PerfConfig, extra, log) -> list[dict]:
+def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     cases = select_cases(list(cfg.variants))
     dtype = cfg.resolved_dtype()
     peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
@@ -285,8 +290,42 @@ def _run_suite(cfg: PerfConfig, extra, log) -> list[dict]:
                 for cand in cands:
                     rows.append(_row(cand, batch, n, common, peak_flops, history))
                     log(_line(rows[-1]))
+            save(rows)
+    _memory_probes(cases, cfg, rows, common, peak_flops, log)
     add_ratios(rows)
+    save(rows)
     return rows
+
+
+def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common: dict, peak_flops: float, log) -> None:
+    """Run each memory probe's core once (verified, not timed) and put its row in place of the skipped one.
+
+    Last, because on CPU the heap is pinned first (big blocks go back to the OS when freed): without
+    that, glibc's heap fragmented under additive at n = 4096 until a 24 GiB machine ran out of memory,
+    and pinning it earlier would change the allocator under every timing.
+    """
+    timed = {(r["case"], r["n"]) for r in rows if r["impl"] == CORE and r["batch"] == 1 and r["median_s"] is not None}
+    probes = [(c, n) for c in cases for label, n in cfg.memory_probes
+              if c.label == label and n in cfg.lengths and 1 in cfg.batches and (label, n) not in timed]
+    for case, n in probes:
+        if torch.device(cfg.device).type == "cpu":
+            steady_heap()
+        with torch.inference_mode():
+            cand = next(c for c in build_candidates([case], 1, n, cfg, {}) if c.impl == CORE)
+            try:
+                seconds = verify(cand, cfg)
+                if cand.row["verified"]:
+                    cand.status = f"not timed: memory probe, one call took {seconds:.0f} s"
+            except Exception as exc:
+                cand.status = f"oom: {exc}" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+                cand.status = cand.status.splitlines()[0][:160]
+        row = _row(cand, 1, n, common, peak_flops, {})
+        at = next((i for i, r in enumerate(rows) if (r["case"], r["impl"], r["batch"], r["n"]) == (case.label, CORE, 1, n)), None)
+        if at is None:
+            rows.append(row)
+        else:
+            rows[at] = row
+        log(_line(row))
 
 
 def _exponent(cand: Candidate) -> int:
@@ -299,22 +338,15 @@ def _verify_all(cands, cfg, history, dropped, batch, n, log) -> list[Candidate]:
         key = (cand.case.label, cand.impl)
         if cand.fn is None:
             continue
-        predicted = _predict(history, key, n, _exponent(cand))
-        probe = batch == 1 and cand.impl == CORE and (cand.case.label, n) in cfg.memory_probes
-        if key in dropped and not probe:
-            cand.fn, cand.status = None, dropped[key]
+        if cand.case.max_n and n > cand.case.max_n:
+            probe = cand.impl == CORE and (cand.case.label, n) in cfg.memory_probes and batch == 1
+            cand.fn = None
+            cand.status = f"skipped: timed up to n = {cand.case.max_n}" + ("; memory probed at the end" if probe else "")
             continue
         if key in dropped:
-            predicted = math.inf
-        if predicted is not None and predicted > cfg.max_cell_s and probe:
-            try:
-                seconds = verify(cand, cfg)
-                if cand.row["verified"]:
-                    cand.status = f"not timed: memory probe, one call took {seconds:.0f} s"
-            except Exception as exc:
-                cand.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-            cand.fn = None
+            cand.fn, cand.status = None, dropped[key]
             continue
+        predicted = _predict(history, key, n, _exponent(cand))
         if predicted is not None and predicted > cfg.max_cell_s:
             cand.fn = None
             cand.status = dropped[key] = f"skipped: predicted {predicted:.0f} s per call (> --max-cell-s {cfg.max_cell_s:g})"

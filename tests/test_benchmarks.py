@@ -77,6 +77,54 @@ def test_a_wrong_implementation_is_caught_and_never_timed():
     assert all(r["status"] == "ok" for r in good)
 
 
+def test_a_case_past_its_max_n_is_skipped_and_its_memory_probe_runs_once_at_the_end(monkeypatch):
+    additive = next(c for c in CASES if c.variant == "additive")
+    small = dataclasses.replace(additive, max_n=32)
+    monkeypatch.setattr("attnbench.benchmarks.suite.select_cases", lambda variants: [small])
+    pinned = []
+    monkeypatch.setattr("attnbench.benchmarks.suite.steady_heap", lambda: pinned.append(True))
+    saved = []
+    cfg = PerfConfig(**{**TINY, "lengths": (32, 48), "memory_probes": ((small.label, 48),)})
+    rows = run_suite(cfg, log=quiet, save=lambda rows: saved.append([dict(r) for r in rows]))
+    by = {(r["impl"], r["n"]): r for r in rows}
+    assert by[("core", 32)]["status"] == "ok" and by[("layer", 32)]["status"] == "ok"
+    assert by[("layer", 48)]["status"] == "skipped: timed up to n = 32"
+    probe = by[("core", 48)]
+    assert probe["status"].startswith("not timed: memory probe") and probe["verified"]
+    assert probe["peak_bytes"] > 0 and probe["median_s"] is None
+    assert pinned == [True]  # the heap is pinned for the probe only, after every timing
+    assert len([r for r in rows if (r["impl"], r["n"]) == ("core", 48)]) == 1
+    # saved after each length and at the end: a killed run keeps the lengths it finished
+    assert [sorted({r["n"] for r in s}) for s in saved] == [[32], [32, 48], [32, 48]]
+    before_probe = {(r["impl"], r["n"]): r["status"] for r in saved[1]}
+    assert before_probe[("core", 48)] == "skipped: timed up to n = 32; memory probed at the end"
+
+
+def test_the_csv_is_on_disk_before_the_run_ends(tmp_path, monkeypatch):
+    from attnbench.benchmarks import suite
+
+    seen = []
+    real = suite._memory_probes
+
+    def spy(cases, cfg, rows, *args):  # runs after every length: the partial CSV must be there
+        seen.append(pd.read_csv(tmp_path / "t.csv"))
+        return real(cases, cfg, rows, *args)
+
+    monkeypatch.setattr(suite, "_memory_probes", spy)
+    argv = ["perf", "--variants", "linear", "--lengths", "32,64", "--batch", "1", "--repeat", "1",
+            "--min-run-time", "0.001", "--out", str(tmp_path), "--name", "t"]
+    assert bench(argv) == 0
+    assert set(seen[0]["n"]) == {32, 64} and not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert bench(["perf", "--quick", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and "Traceback" not in err
+
+
 def test_the_check_rejects_a_shape_mismatch():
     q, k, v = (torch.randn(1, 2, 16, 8) for _ in range(3))
     check = core_check(refs.softmax_rows, q, k, v, refs.sample_rows(16))
