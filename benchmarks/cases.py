@@ -30,7 +30,7 @@ class Case:
     peer: str | None = None  # name of the peer in `peers.PEERS`
     peer_options: tuple[tuple[str, object], ...] = ()
     family: str = "softmax"  # which row reference verifies it: softmax | linear | additive
-    max_n: int | None = None  # timed up to this length (longer ones: only a memory probe, if any)
+    max_tokens: int | None = None  # timed while batch × n ≤ this (beyond: only a memory probe, if any)
 
     @property
     def opts(self) -> dict:
@@ -66,8 +66,9 @@ CASES: tuple[Case, ...] = (
          peer="linear-attention-transformer"),
     # additive forms a (b, h, chunk, m, d) block per chunk: seconds per call from n = 1024 on CPU,
     # and glibc's heap fragments under it (RSS far above the live tensors), so it is timed up to
-    # 2048; its memory at 4096 is probed once, at the end of the run (PerfConfig.memory_probes)
-    Case("additive(heads=8)", "additive", (("heads", HEADS),), family="additive", max_n=2048),
+    # batch × n = 2048 (a 2-thread run was OOM-killed at 24 GiB RSS, at n = 4096 and at batch 4,
+    # n = 2048); its memory at n = 4096 is probed once, at the end of the run (PerfConfig.memory_probes)
+    Case("additive(heads=8)", "additive", (("heads", HEADS),), family="additive", max_tokens=2048),
 )
 
 

@@ -338,10 +338,11 @@ def _verify_all(cands, cfg, history, dropped, batch, n, log) -> list[Candidate]:
         key = (cand.case.label, cand.impl)
         if cand.fn is None:
             continue
-        if cand.case.max_n and n > cand.case.max_n:
+        if cand.case.max_tokens and batch * n > cand.case.max_tokens:
             probe = cand.impl == CORE and (cand.case.label, n) in cfg.memory_probes and batch == 1
             cand.fn = None
-            cand.status = f"skipped: timed up to n = {cand.case.max_n}" + ("; memory probed at the end" if probe else "")
+            cand.status = f"skipped: timed up to batch × n = {cand.case.max_tokens}" + (
+                "; memory probed at the end" if probe else "")
             continue
         if key in dropped:
             cand.fn, cand.status = None, dropped[key]

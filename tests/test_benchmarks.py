@@ -77,27 +77,31 @@ def test_a_wrong_implementation_is_caught_and_never_timed():
     assert all(r["status"] == "ok" for r in good)
 
 
-def test_a_case_past_its_max_n_is_skipped_and_its_memory_probe_runs_once_at_the_end(monkeypatch):
+def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at_the_end(monkeypatch):
     additive = next(c for c in CASES if c.variant == "additive")
-    small = dataclasses.replace(additive, max_n=32)
+    small = dataclasses.replace(additive, max_tokens=32)
     monkeypatch.setattr("attnbench.benchmarks.suite.select_cases", lambda variants: [small])
     pinned = []
     monkeypatch.setattr("attnbench.benchmarks.suite.steady_heap", lambda: pinned.append(True))
     saved = []
-    cfg = PerfConfig(**{**TINY, "lengths": (32, 48), "memory_probes": ((small.label, 48),)})
+    cfg = PerfConfig(**{**TINY, "lengths": (16, 32, 48), "batches": (1, 2), "memory_probes": ((small.label, 48),)})
     rows = run_suite(cfg, log=quiet, save=lambda rows: saved.append([dict(r) for r in rows]))
-    by = {(r["impl"], r["n"]): r for r in rows}
+    by = {(r["impl"], r["n"]): r for r in rows if r["batch"] == 1}
+    batched = {(r["impl"], r["n"]): r["status"] for r in rows if r["batch"] == 2}
+    assert batched[("layer", 16)] == "ok" and batched[("layer", 32)] == "skipped: timed up to batch × n = 32"
     assert by[("core", 32)]["status"] == "ok" and by[("layer", 32)]["status"] == "ok"
-    assert by[("layer", 48)]["status"] == "skipped: timed up to n = 32"
+    assert by[("layer", 48)]["status"] == "skipped: timed up to batch × n = 32"
     probe = by[("core", 48)]
     assert probe["status"].startswith("not timed: memory probe") and probe["verified"]
     assert probe["peak_bytes"] > 0 and probe["median_s"] is None
     assert pinned == [True]  # the heap is pinned for the probe only, after every timing
-    assert len([r for r in rows if (r["impl"], r["n"]) == ("core", 48)]) == 1
+    assert len([r for r in rows if (r["impl"], r["n"], r["batch"]) == ("core", 48, 1)]) == 1
     # saved after each length and at the end: a killed run keeps the lengths it finished
-    assert [sorted({r["n"] for r in s}) for s in saved] == [[32], [32, 48], [32, 48]]
-    before_probe = {(r["impl"], r["n"]): r["status"] for r in saved[1]}
-    assert before_probe[("core", 48)] == "skipped: timed up to n = 32; memory probed at the end"
+    assert [sorted({(r["batch"], r["n"]) for r in s}) for s in saved][:3] == [
+        [(1, 16)], [(1, 16), (1, 32)], [(1, 16), (1, 32), (1, 48)]]
+    assert len(saved) == 7 and len(saved[-1]) == len(rows)  # 3 + 3 lengths, then the end
+    before_probe = {(r["impl"], r["n"]): r["status"] for r in saved[2]}
+    assert before_probe[("core", 48)] == "skipped: timed up to batch × n = 32; memory probed at the end"
 
 
 def test_the_csv_is_on_disk_before_the_run_ends(tmp_path, monkeypatch):
