@@ -3,7 +3,8 @@
 Query i sees key j when |i − j| < window (causal: 0 ≤ i − j < window). Queries are cut into
 blocks of `size = min(window, BLOCK)` positions; the keys a block can see are one contiguous
 span of `size + 2·(window − 1)` positions (causal: `size + window − 1`), taken as an
-overlapping view of the keys (`unfold`), not a copy. So each query meets about 2·window keys
+overlapping view of the keys (`unfold`), not a copy (only the two ends of the sequence are
+zero-padded, a group of blocks at a time). So each query meets about 2·window keys
 (causal: window) plus the block, rather than the 3·window of whole neighbouring blocks: time
 and memory are O(n·w) and no (n × n) tensor is formed. The per-block attention is an explicit
 matmul + softmax with the band as an additive −inf bias, a group of blocks at a time (on CPU
@@ -77,33 +78,42 @@ def sliding_window_attention(
         return F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden)
     size = min(window, BLOCK)  # query positions per block
     n_blocks = math.ceil(n / size)
-    tail = n_blocks * size - n  # the last block is padded with queries nobody reads
     behind, ahead = window - 1, (0 if causal else window - 1)  # how far a query sees back / ahead
-    span = behind + size + ahead  # keys seen by one query block: block i sees padded keys i·size + [0, span)
-
-    q_blocks = rearrange(F.pad(q, (0, 0, 0, tail)), "b h (nb s) d -> b h nb s d", s=size) * q.shape[-1] ** -0.5
-    k_padded = F.pad(k, (0, 0, behind, tail + ahead))
-    v_padded = F.pad(v, (0, 0, behind, tail + ahead))
-
-    def spans(t: Tensor, first: int, last: int) -> Tensor:  # blocks [first, last): b h g d span (a view)
-        return t[:, :, first * size : (last - 1) * size + span].unfold(-2, span, size)
+    span = behind + size + ahead  # keys seen by one query block: i·size − behind + [0, span)
 
     bias, empty = _band_bias(n, n_blocks, size, behind, ahead, key_padding_mask, q.dtype, q.device)
+    scale = q.shape[-1] ** -0.5
 
-    # a group of blocks at a time, so the (size × span) scores stay small: b h g s span
+    # a group of blocks at a time, so the (size × span) scores stay small: b h g s span. Inputs
+    # are sliced per group (views, padded only at the two ends): no full-size copies of q, k, v
     b, h = q.shape[:2]
     group = max(1, GROUP_ELEMENTS // (b * h * size * span))
     outs = []
     for first in range(0, n_blocks, group):
         last = min(first + group, n_blocks)
-        scores = torch.matmul(q_blocks[:, :, first:last], spans(k_padded, first, last))
+        start, stop = first * size, last * size  # the query positions of these blocks
+        queries = rearrange(_positions(q, start, stop), "b h (g s) d -> b h g s d", s=size) * scale
+        keys = _positions(k, start - behind, stop + ahead).unfold(-2, span, size)  # b h g d span
+        values = _positions(v, start - behind, stop + ahead).unfold(-2, span, size).transpose(-1, -2)
+        scores = torch.matmul(queries, keys)
         scores += bias[:, :, first:last]  # the matmul's output is not saved for backward
         weights = torch.softmax(scores, dim=-1)
         if empty is not None:  # a query whose every key is hidden gets zeros, not NaN (as SDPA)
             weights = weights.masked_fill(empty[:, :, first:last], 0.0)
-        outs.append(torch.matmul(weights, spans(v_padded, first, last).transpose(-1, -2)))
-    out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
-    return rearrange(out, "b h nb s d -> b h (nb s) d")[:, :, :n]
+        out = rearrange(torch.matmul(weights, values), "b h g s d -> b h (g s) d")
+        outs.append(out[:, :, : n - start])  # the last group drops its padded queries
+    return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
+
+
+def _positions(t: Tensor, start: int, stop: int) -> Tensor:
+    """Positions [start, stop) of a (b h n d) tensor, zero rows where the range leaves [0, n).
+
+    A view when the range lies inside the sequence; otherwise a copy of just that range.
+    """
+    n = t.shape[-2]
+    inside = t[:, :, max(start, 0) : min(stop, n)]
+    before, after = max(0, -start), max(0, stop - n)
+    return F.pad(inside, (0, 0, before, after)) if before or after else inside
 
 
 def _band_bias(
