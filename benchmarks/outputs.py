@@ -107,6 +107,11 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "
             "excludes kernel scratch). Each output verified against the naive reference on sampled "
             "query rows before timing (max|Δ|/max|ref| ≤ tolerance).",
+            "Allocator: glibc malloc as configured by default (no jemalloc/tcmalloc), so a block above "
+            "its mmap threshold (at most 32 MiB) is mapped fresh and page-faulted in on every call: at "
+            "n = 16384 each (1, 8, n, 64) fp32 tensor an implementation allocates is such a block, "
+            "which costs every implementation alike and bends the longest lengths upward. The memory "
+            "probes (not timed) run last, with the threshold pinned at 4 MiB.",
             "",
         ]
     if note:

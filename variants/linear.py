@@ -5,7 +5,8 @@ Causal, chunked: the sequence is cut into chunks of `chunk_size`; inside a chunk
 quadratic form is used, across chunks one (d × d) state per chunk carries Σ φ(k) vᵀ of every
 earlier chunk. Both forms walk the sequence `segment` positions at a time (carrying the state),
 so their temporaries stay small and in cache: memory is O(n·c + (segment/c)·d²) per head, never
-the O(n·d²) of a per-position cumulative sum. Computed in fp32 even for fp16/bf16 inputs, whose range the sums would overflow.
+the O(n·d²) of a per-position cumulative sum. Computed in fp32 even for fp16/bf16 inputs, whose
+range the sums would overflow.
 """
 
 from __future__ import annotations
