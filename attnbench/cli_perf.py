@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from attnbench.cli import cli, console, resolve_device
-from attnbench.errors import AttnbenchError
+from attnbench.errors import AttnbenchError, StoppedWriting
 
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 
@@ -115,13 +116,26 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         raise AttnbenchError("--repeat must be at least 1")
     name = name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else "")
     out = Path(out_dir)
+    if "/" in name or name in ("", ".", ".."):
+        raise AttnbenchError(f"--name {name!r}: a file name stem, without '/'")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()  # fails now, not after the first length, if OUT is unwritable
     except OSError as exc:
         raise AttnbenchError(f"--out {out}: {exc.strerror or exc}") from None
     partial = out / f"{name}.csv"  # rewritten after each length: a killed run keeps what it measured
-    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=lambda rows: write_csv(rows, partial))
-    paths = write_all(rows, out, name, note=note)
+
+    def save(rows: list[dict]) -> None:
+        try:
+            write_csv(rows, partial)
+        except OSError as exc:  # e.g. the disk filled up: stop, keeping the last CSV written
+            raise StoppedWriting(f"cannot write {partial}: {exc.strerror or exc}") from None
+
+    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=save)
+    try:
+        paths = write_all(rows, out, name, note=note)
+    except OSError as exc:
+        raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     for path in paths.values():
         console.print(f"wrote {path}")
     return paths["csv"]

@@ -22,3 +22,10 @@ class UnsupportedError(AttnbenchError):
 
 class PluginError(AttnbenchError):
     """A plugin that does not import or is malformed."""
+
+
+class StoppedWriting(AttnbenchError):
+    """Results could not be written mid-run (disk full, I/O error): the run stops, exit 1; what was
+    written before stays valid."""
+
+    exit_code = 1

@@ -20,8 +20,11 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     """All rows with every column of ROW_COLUMNS, in that order; replaced atomically (a kill
     mid-write leaves the previous version)."""
     tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -107,13 +110,16 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "
             "excludes kernel scratch). Each output verified against the naive reference on sampled "
             "query rows before timing (max|Δ|/max|ref| ≤ tolerance).",
-            "Allocator: glibc malloc as configured by default (no jemalloc/tcmalloc), so a block above "
-            "its mmap threshold (at most 32 MiB) is mapped fresh and page-faulted in on every call: at "
-            "n = 16384 each (1, 8, n, 64) fp32 tensor an implementation allocates is such a block, "
-            "which costs every implementation alike and bends the longest lengths upward. The memory "
-            "probes (not timed) run last, with the threshold pinned at 4 MiB.",
-            "",
         ]
+        if first["device"] == "cpu":
+            lines.append(
+                "Allocator: glibc malloc as configured by default (no jemalloc/tcmalloc), so a block "
+                "above its mmap threshold (at most 32 MiB) is mapped fresh and page-faulted in on every "
+                "call: every implementation pays it for each such tensor it allocates (at n = 16384 one "
+                "(1, 8, n, 64) fp32 tensor is 32 MiB), which bends the longest lengths upward. The "
+                "memory probes (not timed) run last, with the threshold pinned at 4 MiB."
+            )
+        lines.append("")
     if note:
         lines += [note, ""]
     lines += ["## Targets (issue 8, batch 1)", "", "| target | result | measured |", "|---|---|---|"]

@@ -304,9 +304,12 @@ def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common:
     that, glibc's heap fragmented under additive at n = 4096 until a 24 GiB machine ran out of memory,
     and pinning it earlier would change the allocator under every timing.
     """
-    timed = {(r["case"], r["n"]) for r in rows if r["impl"] == CORE and r["batch"] == 1 and r["median_s"] is not None}
+    # probe only what the run skipped: not a cell already measured (timed, or verified with its
+    # memory), nor one whose series ran out of memory at a shorter length
+    done = {(r["case"], r["n"]) for r in rows if r["impl"] == CORE and r["batch"] == 1
+            and (r["median_s"] is not None or r["verified"] or str(r["status"]).startswith(("oom", "error")))}
     probes = [(c, n) for c in cases for label, n in cfg.memory_probes
-              if c.label == label and n in cfg.lengths and 1 in cfg.batches and (label, n) not in timed]
+              if c.label == label and n in cfg.lengths and 1 in cfg.batches and (label, n) not in done]
     for case, n in probes:
         if torch.device(cfg.device).type == "cpu":
             steady_heap()

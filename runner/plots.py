@@ -100,18 +100,17 @@ def _check_record(path: Path, record: dict) -> None:
 def _accuracy_view(records: Sequence[dict]) -> pd.DataFrame:
     """`report.accuracy_frame` as the figures read it: one row per (variant, task, length), no Average.
 
-    `column` names the task, with " n=N" when the run has several lengths for it; `score` is the mean
-    over ok seeds and `status` is "ok" when any seed scored; `by_distance` is the accuracy per
-    bucket, seeds pooled as the report pools them (see `_distance_curves`) and `variant_options` the variant's options.
+    `column` is the report's column name ("task (n=N)" when the run has several lengths for it);
+    `score` is the mean over ok seeds and `status` is "ok" when any seed scored; `by_distance` is
+    the accuracy per bucket, seeds pooled as the report pools them (see `_distance_curves`), and
+    `variant_options` the variant's options.
     """
     frame = accuracy_frame(records)
     frame = frame[frame.column != AVERAGE].rename(columns={"mean": "score", "baseline_bits_per_byte": "baseline"})
-    lengths = frame.groupby("task").seq_len.nunique()
     curves = _distance_curves(records)
     options = {r["variant_label"]: r.get("variant_options") or {} for r in records}
     cells = list(zip(frame.variant, frame.task, frame.seq_len))
     return frame.assign(
-        column=[t if lengths[t] == 1 else f"{t} n={n}" for _, t, n in cells],
         status=frame.status.where(frame.ok_seeds == 0, "ok"),
         by_distance=[curves.get(cell) for cell in cells],
         variant_options=[options[v] for v, _, _ in cells],

@@ -5,7 +5,11 @@
 - smoke: seconds, for tests — tiny model, a few dozen steps.
 - quick: the default — every variant on every task at small lengths plus efficiency cells up to
   n = 4096; a few minutes on a 2-core CPU for the five core variants.
-- standard: longer lengths, more steps, two seeds — about an hour on a 2-core CPU.
+- standard: longer lengths, more steps, two seeds — hours on a 2-core CPU. Single cells measured
+  there: 45–60 s per n = 256 cell for multi-head, dot-product, local and linear (so about 3 h for
+  their ~165 cells, the n = 512 and 1024 ones longer), 195 s per n = 128 cell for additive, whose
+  n ≥ 256 cells would reach the 900 s budget (about 7 h more). Run it without additive, on a
+  quiet machine, or on a GPU.
 - lra: LRA-like lengths (1K–4K, efficiency to 16K) for a GPU.
 
 A task may get its own lengths or options in a profile (`task_lengths`, `task_options`): some
@@ -106,7 +110,7 @@ register_profile(
 register_profile(
     Profile(
         name="standard",
-        description="about an hour on a 2-core CPU: longer inputs, more steps, two seeds",
+        description="hours on a 2-core CPU (about 3 h without additive): longer inputs, more steps, two seeds",
         lengths=(128, 256),
         seeds=(0, 1),
         task_lengths={"listops": (256, 512), "text-cls": (512, 1024), "sentiment": (256,)},

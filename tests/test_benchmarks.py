@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -81,9 +82,8 @@ def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at
     additive = next(c for c in CASES if c.variant == "additive")
     small = dataclasses.replace(additive, max_tokens=32)
     monkeypatch.setattr("attnbench.benchmarks.suite.select_cases", lambda variants: [small])
-    pinned = []
-    monkeypatch.setattr("attnbench.benchmarks.suite.steady_heap", lambda: pinned.append(True))
-    saved = []
+    saved, pinned = [], []
+    monkeypatch.setattr("attnbench.benchmarks.suite.steady_heap", lambda: pinned.append(len(saved)))
     cfg = PerfConfig(**{**TINY, "lengths": (16, 32, 48), "batches": (1, 2), "memory_probes": ((small.label, 48),)})
     rows = run_suite(cfg, log=quiet, save=lambda rows: saved.append([dict(r) for r in rows]))
     by = {(r["impl"], r["n"]): r for r in rows if r["batch"] == 1}
@@ -94,7 +94,7 @@ def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at
     probe = by[("core", 48)]
     assert probe["status"].startswith("not timed: memory probe") and probe["verified"]
     assert probe["peak_bytes"] > 0 and probe["median_s"] is None
-    assert pinned == [True]  # the heap is pinned for the probe only, after every timing
+    assert pinned == [6]  # pinned once, for the probe, after all 6 (batch, n) were timed and saved
     assert len([r for r in rows if (r["impl"], r["n"], r["batch"]) == ("core", 48, 1)]) == 1
     # saved after each length and at the end: a killed run keeps the lengths it finished
     assert [sorted({(r["batch"], r["n"]) for r in s}) for s in saved][:3] == [
@@ -102,6 +102,24 @@ def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at
     assert len(saved) == 7 and len(saved[-1]) == len(rows)  # 3 + 3 lengths, then the end
     before_probe = {(r["impl"], r["n"]): r["status"] for r in saved[2]}
     assert before_probe[("core", 48)] == "skipped: timed up to batch × n = 32; memory probed at the end"
+
+
+@pytest.mark.parametrize("status, verified", [
+    ("not timed: one call took 20.0 s; memory and output verified", True),  # already measured
+    ("oom: out of memory", False),  # its series ran out of memory at a shorter length
+])
+def test_no_memory_probe_for_a_cell_already_measured_or_out_of_memory(status, verified, monkeypatch):
+    from attnbench.benchmarks import suite
+
+    additive = next(c for c in CASES if c.variant == "additive")
+    monkeypatch.setattr(suite, "steady_heap", lambda: pytest.fail("probed anyway"))
+    monkeypatch.setattr(suite, "build_candidates", lambda *a: pytest.fail("probed anyway"))
+    row = {"case": additive.label, "impl": CORE, "batch": 1, "n": 48, "median_s": None,
+           "verified": verified, "status": status}
+    rows = [dict(row)]
+    cfg = PerfConfig(**{**TINY, "lengths": (48,), "memory_probes": ((additive.label, 48),)})
+    suite._memory_probes([additive], cfg, rows, {}, 1.0, quiet)
+    assert rows == [row]
 
 
 def test_the_csv_is_on_disk_before_the_run_ends(tmp_path, monkeypatch):
@@ -119,6 +137,39 @@ def test_the_csv_is_on_disk_before_the_run_ends(tmp_path, monkeypatch):
             "--min-run-time", "0.001", "--out", str(tmp_path), "--name", "t"]
     assert bench(argv) == 0
     assert set(seen[0]["n"]) == {32, 64} and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_failed_csv_write_keeps_the_previous_csv_and_stops_the_run_with_exit_1(tmp_path, capsys, monkeypatch):
+    real = pd.DataFrame.to_csv
+    calls = []
+
+    def disk_full_on_second_write(self, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_text("case,impl\ntorn")  # a partial file, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real(self, path, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full_on_second_write)
+    argv = ["perf", "--variants", "linear", "--lengths", "32,64", "--batch", "1", "--repeat", "1",
+            "--min-run-time", "0.001", "--out", str(tmp_path), "--name", "t"]
+    assert bench(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"bench: error: cannot write {tmp_path / 't.csv'}: No space left on device"]
+    kept = pd.read_csv(tmp_path / "t.csv")  # the CSV written after n = 32, intact
+    assert set(kept["n"]) == {32} and {"core", "layer", "naive"} <= set(kept["impl"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_out_that_refuses_files_is_one_line_and_exit_2_before_any_timing(tmp_path, capsys, monkeypatch):
+    # a read-only directory (simulated: root ignores permissions) is found before the first length
+    def refuse(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", lambda *a, **k: pytest.fail("timed anyway"))
+    assert bench(["perf", "--quick", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"bench: error: --out {tmp_path}: Permission denied"
 
 
 def test_an_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):

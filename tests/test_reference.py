@@ -154,9 +154,11 @@ def test_local_equals_masked_naive_reference(n, window, causal, padded):
 @pytest.mark.parametrize(("n", "window"), [(300, 129), (700, 200)])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-def test_local_with_blocks_smaller_than_the_window_and_many_groups(n, window, causal, padded, monkeypatch):
+# 1 << 15: one block per group; 1 << 19: two blocks per group at window 129 (3 blocks: 2 groups)
+@pytest.mark.parametrize("group_elements", [1 << 15, 1 << 19])
+def test_local_with_blocks_smaller_than_the_window_and_many_groups(n, window, causal, padded, group_elements, monkeypatch):
     # window > BLOCK: query blocks shorter than the window; a small group size: several groups
-    monkeypatch.setattr(local_module, "GROUP_ELEMENTS", 1 << 15)
+    monkeypatch.setattr(local_module, "GROUP_ELEMENTS", group_elements)
     assert local_module.BLOCK < window
     q, k, v = qkv(2, 2, n, 8, seed=window)
     mask = padding(2, n, seed=n) if padded else None
@@ -178,9 +180,11 @@ def test_local_window_reaches_exactly_window_minus_one_back():
 
 
 # ------------------------------------------------------------------------------ linear
-@pytest.mark.parametrize(("n", "chunk"), [(2, 4), (9, 4), (64, 64), (100, 16), (130, 64), (77, 200)])
+@pytest.mark.parametrize(("n", "chunk"), [(2, 4), (9, 4), (64, 64), (100, 16), (100, 4), (130, 64), (77, 200)])
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("segment", [512, 20, 3])  # one segment; several (rounded to whole chunks)
+# segment, rounded down to whole chunks (at least one): one segment for every n here; 20 → (100, 4)
+# has 5 segments of 5 chunks; 3 → one chunk per segment
+@pytest.mark.parametrize("segment", [512, 20, 3])
 def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded, segment):
     q, k, v = qkv(2, 2, n, 8, seed=n + chunk)
     mask = padding(2, n, seed=chunk) if padded else None

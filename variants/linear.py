@@ -149,9 +149,9 @@ def _causal_segment(
     # across chunks: the state of every earlier chunk of this segment and of earlier segments
     chunk_state = fk.transpose(-2, -1) @ v1  # b h c d (e+1)
     through = chunk_state.cumsum(dim=2)  # inclusive prefix sum over c
-    earlier = through - chunk_state
+    earlier = F.pad(through, (0, 0, 0, 0, 1, -1))  # exclusive: shifted by one chunk, not a difference
     if carried is not None:
         earlier = earlier + carried[:, :, None]
-        through = through + carried[:, :, None]
+    total = through[:, :, -1] if carried is None else carried + through[:, :, -1]
     out = out + fq @ earlier
-    return rearrange(out, "b h c s e -> b h (c s) e")[:, :, :m], through[:, :, -1]
+    return rearrange(out, "b h c s e -> b h (c s) e")[:, :, :m], total
