@@ -103,7 +103,7 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     if first is not None:
         lines += [
             f"Machine: {first['machine']} · device {first['device']} · {first['threads']} threads · "
-            f"torch {first['torch']} · {first['dtype']} · matmul peak "
+            f"torch {first['torch']} · attnbench {first.get('git_sha') or 'unknown revision'} · {first['dtype']} · matmul peak "
             f"{first['matmul_peak_flops'] / 1e9:.1f} GFLOP/s (1024² matmul, measured in this run).",
             "Forward pass (inference mode). Time: median of the per-repeat medians of "
             "`torch.utils.benchmark` `blocked_autorange` (± the median IQR), repeats interleaved "

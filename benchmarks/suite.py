@@ -27,7 +27,7 @@ from torch import Tensor
 from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
 from attnbench.benchmarks.peers import PEERS, PeerMissing
-from attnbench.runner.environment import cpu_model
+from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner.execute import steady_heap
 from attnbench.runner.measure import count_flops, is_oom, matmul_peak, peak_memory, time_call
 from attnbench.variants.base import build_variant
@@ -42,7 +42,7 @@ ROW_COLUMNS = (
     "device", "status", "verified", "rel_err", "tolerance", "median_s", "iqr_s", "min_s", "max_s",
     "repeats", "runs", "ratio_vs_sdpa", "ratio_vs_peer", "scaling_ratio", "scaling_span",
     "peak_bytes", "mem_method", "flops", "flops_per_s", "peak_fraction", "matmul_peak_flops",
-    "machine", "threads", "torch", "peer_version",
+    "machine", "threads", "torch", "peer_version", "git_sha",
 )
 
 
@@ -270,7 +270,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     common = {
         "d_head": None, "dtype": str(dtype).replace("torch.", ""), "device": cfg.device,
         "matmul_peak_flops": peak_flops, "machine": machine, "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "torch": torch.__version__, "git_sha": git_sha(),
     }
     log(f"matmul peak {peak_flops / 1e9:.1f} GFLOP/s on {machine}, {torch.get_num_threads()} threads, {common['dtype']}")
     rows: list[dict] = []
