@@ -142,6 +142,10 @@ def test_local_with_window_at_least_n_equals_full_attention(n, window, causal):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 def test_local_equals_masked_naive_reference(n, window, causal, padded):
+    assert_local_equals_reference(n, window, causal, padded)
+
+
+def assert_local_equals_reference(n, window, causal, padded):
     q, k, v = qkv(2, 2, n, 8, seed=window)
     mask = padding(2, n, seed=n) if padded else None
     assert_same(
@@ -160,13 +164,7 @@ def test_local_with_blocks_smaller_than_the_window_and_many_groups(n, window, ca
     # window > BLOCK: query blocks shorter than the window; a small group size: several groups
     monkeypatch.setattr(local_module, "GROUP_ELEMENTS", group_elements)
     assert local_module.BLOCK < window
-    q, k, v = qkv(2, 2, n, 8, seed=window)
-    mask = padding(2, n, seed=n) if padded else None
-    assert_same(
-        lambda q, k, v: sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=mask),
-        lambda q, k, v: full_attention(q, k, v, causal=causal, window=window, key_padding_mask=mask)[0],
-        [q, k, v],
-    )
+    assert_local_equals_reference(n, window, causal, padded)
 
 
 def test_local_window_reaches_exactly_window_minus_one_back():
