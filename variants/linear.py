@@ -20,10 +20,12 @@ from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
-from attnbench.variants.reference import feature_map, linear_attention
+from attnbench.variants.reference import linear_attention
 
 EPS = 1e-6
-SEGMENT = 512  # positions per step of the scans: their temporaries stay in cache (benchmarks/)
+# positions per step of the scans, so their temporaries stay small: the causal form's per-chunk
+# states are the larger, so it takes shorter steps (the fastest of 512–4096 on CPU, benchmarks/)
+SEGMENT, CAUSAL_SEGMENT = 2048, 512
 
 
 @register_variant("linear", aliases=("linear-attention", "katharopoulos"))
@@ -59,10 +61,15 @@ class LinearAttention(ProjectedAttention):
 
 def _key_features(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     """φ(k) with padded keys zeroed, so they add nothing to any sum."""
-    fk = feature_map(k)
+    fk = _features(k)
     if key_padding_mask is not None:
         fk = fk.masked_fill(rearrange(key_padding_mask, "b m -> b 1 m 1"), 0.0)
     return fk
+
+
+def _features(x: Tensor) -> Tensor:
+    """φ(x) = elu(x) + 1 as `reference.feature_map`, with the + 1 in place (elu's backward reads its input)."""
+    return F.elu(x).add_(1.0)
 
 
 def _segments(n: int, segment: int) -> list[slice]:
@@ -79,8 +86,9 @@ def _with_ones(v: Tensor) -> Tensor:
 
 
 def _normalise(out: Tensor, e: int) -> Tensor:
-    """(… e+1) → (… e): the numerator columns divided by the normaliser column."""
-    return out[..., :e] / (out[..., e:] + EPS)
+    """(… e+1) → (… e): the numerator columns divided by the normaliser column (+ EPS, in place:
+    `out` is a fresh matmul result that nothing has saved)."""
+    return out[..., :e] / out[..., e:].add_(EPS)
 
 
 def global_linear_attention(
@@ -101,7 +109,7 @@ def global_linear_attention(
     for part in _segments(k.shape[-2], segment):
         fk = _key_features(k[:, :, part], _mask_part(key_padding_mask, part))
         state = state + torch.cat([fk.transpose(-2, -1) @ v[:, :, part], fk.sum(dim=-2)[..., None]], dim=-1)
-    outs = [_normalise(feature_map(q[:, :, part]) @ state, e) for part in _segments(q.shape[-2], segment)]
+    outs = [_normalise(_features(q[:, :, part]) @ state, e) for part in _segments(q.shape[-2], segment)]
     return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
 
 
@@ -112,7 +120,7 @@ def causal_linear_attention(
     *,
     chunk_size: int = 64,
     key_padding_mask: Tensor | None = None,
-    segment: int = SEGMENT,
+    segment: int = CAUSAL_SEGMENT,
 ) -> Tensor:
     """Causal linear attention, chunk-parallel: masked quadratic inside chunks, states across.
 
@@ -126,7 +134,7 @@ def causal_linear_attention(
     carried = None  # Σ φ(k_j) [v_j 1]ᵀ over the earlier segments: b h d (e+1)
     outs = []
     for part in _segments(n, segment):
-        fq = feature_map(q[:, :, part])
+        fq = _features(q[:, :, part])
         fk = _key_features(k[:, :, part], _mask_part(key_padding_mask, part))
         out, carried = _causal_segment(fq, fk, _with_ones(v[:, :, part]), tril, carried)
         outs.append(_normalise(out, e))
@@ -139,12 +147,12 @@ def _causal_segment(
     """One segment of the causal form: (b h m e+1) outputs and the state carried past it."""
     m, size = fq.shape[-2], tril.shape[0]
     pad = math.ceil(m / size) * size - m  # padded positions come last: no real query sees them
-    chunked = lambda t: rearrange(F.pad(t, (0, 0, 0, pad)), "b h (c s) d -> b h c s d", s=size)  # noqa: E731
+    chunked = lambda t: rearrange(F.pad(t, (0, 0, 0, pad)) if pad else t, "b h (c s) d -> b h c s d", s=size)  # noqa: E731
     fq, fk, v1 = chunked(fq), chunked(fk), chunked(v1)
 
     # inside each chunk: the quadratic form with the causal mask (b h c s s); the ones column
     # of v1 makes the last output column the normaliser Σ_j φ(q_i)·φ(k_j)
-    out = (fq @ fk.transpose(-2, -1) * tril) @ v1  # b h c s (e+1)
+    out = (fq @ fk.transpose(-2, -1)).mul_(tril) @ v1  # b h c s (e+1); matmul keeps no output for backward
 
     # across chunks: the state of every earlier chunk of this segment and of earlier segments
     chunk_state = fk.transpose(-2, -1) @ v1  # b h c d (e+1)
@@ -153,5 +161,5 @@ def _causal_segment(
     if carried is not None:
         earlier = earlier + carried[:, :, None]
     total = through[:, :, -1] if carried is None else carried + through[:, :, -1]
-    out = out + fq @ earlier
+    out = torch.baddbmm(out.flatten(0, 2), fq.flatten(0, 2), earlier.flatten(0, 2)).view(out.shape)  # out + fq @ earlier
     return rearrange(out, "b h c s e -> b h (c s) e")[:, :, :m], total
