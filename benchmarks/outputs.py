@@ -56,6 +56,14 @@ def write_plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _peak_range(df: pd.DataFrame) -> str:
+    peaks = pd.to_numeric(df["matmul_peak_flops"], errors="coerce").dropna() / 1e9
+    if peaks.empty:
+        return "unknown"
+    low, high = peaks.min(), peaks.max()
+    return f"{low:.1f}" if round(low, 1) == round(high, 1) else f"{low:.1f}–{high:.1f}"
+
+
 def _ms(row) -> str:
     """`median ± IQR [min–max of the repeat medians]` in ms, or the status when not timed."""
     if row is None or pd.isna(row["median_s"]):
@@ -104,7 +112,8 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
         lines += [
             f"Machine: {first['machine']} · device {first['device']} · {first['threads']} threads · "
             f"torch {first['torch']} · attnbench {first.get('git_sha') or 'unknown revision'} · {first['dtype']} · matmul peak "
-            f"{first['matmul_peak_flops'] / 1e9:.1f} GFLOP/s (1024² matmul, measured in this run).",
+            f"{_peak_range(df)} GFLOP/s (a square matmul timed in the same interleaved rounds as each "
+            "length; each FLOP/s fraction is taken against the peak of its own length).",
             "Forward pass (inference mode). Time: median of the per-repeat medians of "
             "`torch.utils.benchmark` `blocked_autorange` (± the median IQR), repeats interleaved "
             "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "

@@ -1,6 +1,7 @@
 """The benchmark loop: for each (batch, n), build the inputs, verify every implementation against a
 reference (and measure its peak memory in that same call), then time the verified ones with
-`runner.measure.time_call`, interleaved across implementations `repeat` times.
+`runner.measure.time_call`, interleaved across implementations `repeat` times, with a square
+matmul timed in the same rounds: the peak that FLOP/s fractions at that length are taken against.
 
 Each (case, implementation, batch, n) gives one row (`ROW_COLUMNS`). An implementation whose output
 disagrees with the reference is recorded as `mismatch` and never timed; one that would take too
@@ -29,7 +30,7 @@ from attnbench.benchmarks.cases import CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, 
 from attnbench.benchmarks.peers import PEERS, PeerMissing
 from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner.execute import steady_heap
-from attnbench.runner.measure import count_flops, is_oom, matmul_peak, peak_memory, time_call
+from attnbench.runner.measure import MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, time_call
 from attnbench.variants.base import build_variant
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -286,9 +287,9 @@ def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
                 if extra is not None:
                     cands = extra(cands, batch, n)
                 timed = _verify_all(cands, cfg, history, dropped, batch, n, log)
-                _time_all(timed, cfg)
+                local_peak = _time_all(timed, cfg) or peak_flops
                 for cand in cands:
-                    rows.append(_row(cand, batch, n, common, peak_flops, history))
+                    rows.append(_row(cand, batch, n, {**common, "matmul_peak_flops": local_peak}, local_peak, history))
                     log(_line(rows[-1]))
             save(rows)
     _memory_probes(cases, cfg, rows, common, peak_flops, log)
@@ -376,14 +377,25 @@ def _verify_all(cands, cfg, history, dropped, batch, n, log) -> list[Candidate]:
     return timed
 
 
-def _time_all(timed: list[Candidate], cfg: PerfConfig) -> None:
+def _time_all(timed: list[Candidate], cfg: PerfConfig) -> float | None:
+    """Time the verified candidates, `repeat` interleaved rounds; returns the matmul peak (FLOP/s)
+    timed in the same rounds, so FLOP/s fractions are taken against the machine's speed of the
+    moment (None when nothing was timed)."""
+    if not timed:
+        return None
+    size = MATMUL_SIZE["cuda" if torch.device(cfg.device).type == "cuda" else "cpu"]
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(cfg.device, cfg.resolved_dtype()) for _ in range(2))
+    peak = []
     for r in range(cfg.repeat):
         order = timed if r % 2 == 0 else timed[::-1]  # alternate the order against drift
         for cand in order:
             timing = time_call(cand.fn, device=cfg.device, min_run_time=cfg.min_run_time, warmup=0)  # verify() warmed it
             cand.times.append(timing)
+        peak.append(time_call(lambda: a @ b, device=cfg.device, min_run_time=cfg.min_run_time, warmup=1).median_s)
     for cand in timed:
         cand.status = "ok"
+    return 2 * size**3 / statistics.median(peak)
 
 
 def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, history: dict) -> dict:

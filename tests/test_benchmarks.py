@@ -180,6 +180,20 @@ def test_an_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "--out" in err and "Traceback" not in err
 
 
+def test_flop_fractions_use_the_matmul_peak_timed_in_the_same_rounds(monkeypatch):
+    from attnbench.benchmarks import suite
+
+    monkeypatch.setattr(suite, "matmul_peak", lambda **kwargs: 1.0)  # the start-of-run figure: unused
+    rows = run_suite(PerfConfig(variants=("multi-head",), **{**TINY, "lengths": (32, 64), "repeat": 2}), log=quiet)
+    timed = [r for r in rows if r["median_s"] is not None]
+    assert {r["n"] for r in timed} == {32, 64}
+    for n in (32, 64):
+        peaks = {r["matmul_peak_flops"] for r in rows if r["n"] == n}
+        assert len(peaks) == 1 and peaks.pop() > 1e6  # one measured peak per length, a real FLOP/s
+    for r in timed:
+        assert math.isclose(r["peak_fraction"], r["flops_per_s"] / r["matmul_peak_flops"])
+
+
 def test_the_check_rejects_a_shape_mismatch():
     q, k, v = (torch.randn(1, 2, 16, 8) for _ in range(3))
     check = core_check(refs.softmax_rows, q, k, v, refs.sample_rows(16))
