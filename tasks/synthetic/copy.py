@@ -14,14 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from attnbench.options import Option
-from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, Example, GeneratedTask, TaskSpec, register_task
+from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, Example, TaskSpec, register_task
+from attnbench.tasks.synthetic.symbols import SymbolTask
 
 PAD, SEP, BLANK, FIRST = 0, 1, 2, 3
 
 
 @register_task("copy")  # no "reverse-copy" alias: an alias cannot set reverse=True
-class CopyTask(GeneratedTask):
+class CopyTask(SymbolTask):
     """Copy or reverse a random segment of symbols into the blanks after a separator."""
+
+    first_symbol = FIRST
 
     spec = TaskSpec(
         kind="tag",
@@ -35,11 +38,6 @@ class CopyTask(GeneratedTask):
         ),
         has_distance=True,
     )
-
-    def setup(self) -> None:
-        self.n_classes = self.options["num_symbols"]
-        self.vocab_size = FIRST + self.n_classes
-        self.chance = 1.0 / self.n_classes
 
     def min_seq_len(self) -> int:
         return 3

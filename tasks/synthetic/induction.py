@@ -14,15 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from attnbench.options import Option
-from attnbench.tasks.base import Example, GeneratedTask, TaskSpec, register_task
+from attnbench.tasks.base import Example, TaskSpec, register_task
+from attnbench.tasks.synthetic.symbols import SymbolTask
 
 PAD, TRIGGER, FIRST = 0, 1, 2
 
 
 @register_task("induction", aliases=("induction-heads",))
-class InductionTask(GeneratedTask):
+class InductionTask(SymbolTask):
     """Classify the token that followed the earlier occurrence of the final trigger."""
 
+    first_symbol = FIRST
     pooling = "last"  # the question is the last token: classify from it, not from a mean
 
     spec = TaskSpec(
@@ -34,11 +36,6 @@ class InductionTask(GeneratedTask):
         options=(Option("num_symbols", int, 16, "distinct symbols (= classes)", minimum=2),),
         has_distance=True,
     )
-
-    def setup(self) -> None:
-        self.n_classes = self.options["num_symbols"]
-        self.vocab_size = FIRST + self.n_classes
-        self.chance = 1.0 / self.n_classes
 
     def min_seq_len(self) -> int:
         return 3

@@ -14,14 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from attnbench.options import Option
-from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, Example, GeneratedTask, TaskSpec, register_task
+from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, Example, TaskSpec, register_task
+from attnbench.tasks.synthetic.symbols import SymbolTask
 
 PAD, NOISE, SEP, BLANK, FIRST = 0, 1, 2, 3, 4
 
 
 @register_task("selective-copy", aliases=("selective-copying",))
-class SelectiveCopyTask(GeneratedTask):
+class SelectiveCopyTask(SymbolTask):
     """Copy the non-noise symbols, in order, into the blanks after a separator."""
+
+    first_symbol = FIRST
 
     spec = TaskSpec(
         kind="tag",
@@ -35,11 +38,6 @@ class SelectiveCopyTask(GeneratedTask):
         ),
         has_distance=True,
     )
-
-    def setup(self) -> None:
-        self.n_classes = self.options["num_symbols"]
-        self.vocab_size = FIRST + self.n_classes
-        self.chance = 1.0 / self.n_classes
 
     def min_seq_len(self) -> int:
         return 2 * self.options["num_tokens"] + 1
