@@ -11,6 +11,7 @@ import click
 
 from attnbench.cli import cli, console, resolve_device
 from attnbench.errors import AttnbenchError, StoppedWriting
+from attnbench.runner.heap import CACHED, HEAPS
 
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 
@@ -42,17 +43,21 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="auto", show_default=True,
               help="auto: fp32 on CPU, bf16 on CUDA.")
 @click.option("--threads", type=int, default=None, help="torch threads [default: torch's].")
+@click.option("--heap", type=click.Choice(HEAPS), default=CACHED, show_default=True,
+              help="CPU timings: cached pins glibc's mmap threshold at 1 GiB, so big tensors are reused "
+                   "from the heap as a caching allocator would; glibc keeps its defaults, so each tensor "
+                   "of 32 MiB or more is mmap'd and page-faulted in on every call. Ignored on CUDA.")
 @click.option("--quick", is_flag=True, help="Short lengths, one repeat: seconds to minutes.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu].")
 @click.option("--compare", "baseline", type=click.Path(dir_okay=False), default=None,
-              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind.")
+              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind and --heap.")
 @click.option("--current", type=click.Path(dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")
 @click.option("--tolerance", type=float, default=0.10, show_default=True)
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
 def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-                 device, dtype, threads, quick, out_dir, name, baseline, current, tolerance, note) -> int:
+                 device, dtype, threads, heap, quick, out_dir, name, baseline, current, tolerance, note) -> int:
     """Time every variant's core and layer against SDPA, the naive reference and peers.
 
     Every output is verified against the reference before it is timed. Writes OUT/NAME.csv,
@@ -74,14 +79,14 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     if current:
         return _gate(base, guard.read_results(current), tolerance, baseline)
     csv = _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-               device, dtype, threads, quick, out_dir, name, note)
+               device, dtype, threads, heap, quick, out_dir, name, note)
     if baseline:
         return _gate(base, guard.read_results(csv), tolerance, baseline)
     return 0
 
 
 def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-         device, dtype, threads, quick, out_dir, name, note) -> Path:
+         device, dtype, threads, heap, quick, out_dir, name, note) -> Path:
     from attnbench.benchmarks.cases import CASES
     from attnbench.benchmarks.outputs import write_all, write_csv
     from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig, run_suite
@@ -111,6 +116,7 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         device=device,
         dtype=None if dtype == "auto" else DTYPES[dtype],
         threads=threads,
+        heap=heap,
     )
     if cfg.repeat < 1:
         raise AttnbenchError("--repeat must be at least 1")
@@ -146,8 +152,9 @@ def _gate(base, current, tolerance, baseline) -> int:
 
     result = guard.compare(base, current, tolerance=tolerance)
     if result.compared == 0:
-        click.echo(f"bench perf: no row of {baseline} matches this machine kind and shape; nothing compared"
-                   + (f" ({result.other_machine} rows from another machine)" if result.other_machine else ""),
+        click.echo(f"bench perf: no row of {baseline} matches this machine kind, heap and shape; nothing compared"
+                   + (f" ({result.other_condition} rows from another machine or heap condition)"
+                      if result.other_condition else ""),
                    err=True)
         return 0
     if result.regressions:

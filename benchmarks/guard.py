@@ -1,8 +1,9 @@
 """The regression gate: a run's times against a committed baseline CSV of the same machine kind.
 
 Rows are matched on (case, impl, batch, n, dtype, device) and compared only where the baseline was
-taken on the same machine (CPU model or GPU name) with the same thread count; a row regresses when
-its median is more than `tolerance` (10 %) above the baseline's.
+taken on the same machine (CPU model or GPU name) with the same thread count and heap condition
+(`bench perf --heap`; a CSV from before the `heap` column was timed under glibc's defaults on CPU);
+a row regresses when its median is more than `tolerance` (10 %) above the baseline's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from attnbench.errors import AttnbenchError
+from attnbench.runner.heap import CUDA_HEAP, GLIBC
 
 KEY = ["case", "impl", "batch", "n", "dtype", "device"]
 MACHINE = ["machine", "threads"]
+CONDITION = MACHINE + ["heap"]  # rows compare only where all of these are equal
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,12 @@ class Regression:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The outcome: regressions, how many rows were compared, and rows skipped for another machine."""
+    """The outcome: regressions, how many rows were compared, and rows skipped for another machine
+    or heap condition."""
 
     regressions: tuple[Regression, ...]
     compared: int
-    other_machine: int
+    other_condition: int
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
@@ -60,12 +64,22 @@ def read_results(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def with_heap(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its `heap` filled in where absent: older results were timed under glibc's defaults
+    on CPU, and under CUDA's own allocator on CUDA."""
+    legacy = df["device"].map(lambda device: CUDA_HEAP if str(device).startswith("cuda") else GLIBC)
+    heap = df["heap"] if "heap" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    return df.assign(heap=heap.fillna(legacy))
+
+
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float = 0.10) -> Comparison:
-    """Rows of `current` more than `tolerance` slower than `baseline` on the same machine kind."""
-    base = baseline[baseline["median_s"].notna()]
-    cur = current[current["median_s"].notna()]
+    """Rows of `current` more than `tolerance` slower than `baseline` on the same machine kind and heap."""
+    base = with_heap(baseline[baseline["median_s"].notna()])
+    cur = with_heap(current[current["median_s"].notna()])
     merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
-    same = (merged["machine"] == merged["machine_base"]) & (merged["threads"] == merged["threads_base"])
+    same = pd.Series(True, index=merged.index)
+    for column in CONDITION:
+        same &= merged[column] == merged[f"{column}_base"]
     regressions = tuple(
         Regression(r["case"], r["impl"], int(r["batch"]), int(r["n"]), float(r["median_s_base"]), float(r["median_s"]))
         for _, r in merged[same].iterrows()

@@ -12,6 +12,7 @@ import pandas as pd
 
 from attnbench.benchmarks.suite import ROW_COLUMNS
 from attnbench.benchmarks.targets import check_targets
+from attnbench.runner.heap import CACHED
 
 SUMMARY_LENGTHS = (2048, 8192, 16384)
 
@@ -103,6 +104,21 @@ def summary_table(rows: list[dict], lengths=SUMMARY_LENGTHS, batch: int = 1) -> 
     return "\n".join(lines)
 
 
+def heap_paragraph(heap) -> str:
+    """The CPU allocator condition the rows were timed under (`heap` column; absent: glibc)."""
+    if heap == CACHED:
+        timed = ("Allocator: glibc malloc with its mmap threshold pinned at 1 GiB (`--heap cached`), so "
+                 "blocks under 1 GiB are reused from the heap, as a caching allocator (CUDA's, jemalloc, "
+                 "tcmalloc) would, instead of being page-faulted in on every call.")
+    else:
+        timed = ("Allocator: glibc malloc's defaults (`--heap glibc`), so a block of 32 MiB or more (its "
+                 "mmap threshold rises to 32 MiB at most) is mapped fresh and page-faulted in on every "
+                 "call: every implementation pays it for each such tensor it allocates (at n = 16384 one "
+                 "(1, 8, n, 64) fp32 tensor is 32 MiB), which bends the longest lengths upward.")
+    return (f"{timed} The memory probes (not timed) run last, with the threshold pinned at 4 MiB. Peak "
+            "memory counts live tensor bytes, so it does not depend on the heap.")
+
+
 def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str, note: str = "") -> Path:
     """The summary: conditions, targets (PASS/FAIL with numbers), the table, statuses that are not ok."""
     df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
@@ -121,13 +137,7 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             "query rows before timing (max|Δ|/max|ref| ≤ tolerance).",
         ]
         if first["device"] == "cpu":
-            lines.append(
-                "Allocator: glibc malloc as configured by default (no jemalloc/tcmalloc), so a block "
-                "above its mmap threshold (at most 32 MiB) is mapped fresh and page-faulted in on every "
-                "call: every implementation pays it for each such tensor it allocates (at n = 16384 one "
-                "(1, 8, n, 64) fp32 tensor is 32 MiB), which bends the longest lengths upward. The "
-                "memory probes (not timed) run last, with the threshold pinned at 4 MiB."
-            )
+            lines.append(heap_paragraph(first["heap"]))
         lines.append("")
     if note:
         lines += [note, ""]

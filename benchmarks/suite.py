@@ -28,8 +28,10 @@ from torch import Tensor
 from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
 from attnbench.benchmarks.peers import PEERS, PeerMissing
+from attnbench.errors import AttnbenchError
 from attnbench.runner.environment import cpu_model, git_sha
-from attnbench.runner.execute import steady_heap
+from attnbench.runner.heap import (CACHED, CACHED_BYTES, CUDA_HEAP, GLIBC, HEAPS, STEADY_BYTES,
+                                   pin_mmap_threshold)
 from attnbench.runner.measure import MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, time_call
 from attnbench.variants.base import build_variant
 
@@ -43,7 +45,7 @@ ROW_COLUMNS = (
     "device", "status", "verified", "rel_err", "tolerance", "median_s", "iqr_s", "min_s", "max_s",
     "repeats", "runs", "ratio_vs_sdpa", "ratio_vs_peer", "scaling_ratio", "scaling_span",
     "peak_bytes", "mem_method", "flops", "flops_per_s", "peak_fraction", "matmul_peak_flops",
-    "machine", "threads", "torch", "peer_version", "git_sha",
+    "machine", "threads", "heap", "torch", "peer_version", "git_sha",
 )
 
 
@@ -60,12 +62,19 @@ class PerfConfig:
     max_cell_s: float = 45.0  # predicted (1 + repeat) calls over this: time it no further
     naive_limit_gib: float = 2.0  # the naive reference is skipped above this much memory
     # (case, n) whose core runs once for memory (and verification) even when too slow to time;
-    # at the end of the run, with glibc's heap pinned (runner.execute.steady_heap) on CPU
+    # at the end of the run, with glibc's mmap threshold pinned at 4 MiB on CPU
     memory_probes: tuple[tuple[str, int], ...] = (("additive(heads=8)", 4096),)
     device: str = "cpu"
+    # CPU: "cached" pins glibc's mmap threshold at 1 GiB before anything is timed, so big tensors
+    # are reused from the heap as a caching allocator would; "glibc" keeps its defaults
+    heap: str = CACHED
     dtype: torch.dtype | None = None  # None: fp32 on CPU, bf16 on CUDA
     threads: int | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.heap not in HEAPS:
+            raise AttnbenchError(f"heap: {self.heap!r} is not one of {', '.join(HEAPS)}")
 
     def resolved_dtype(self) -> torch.dtype:
         """fp32 on CPU, bf16 on CUDA unless given."""
@@ -266,14 +275,16 @@ def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], l
 def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     cases = select_cases(list(cfg.variants))
     dtype = cfg.resolved_dtype()
+    heap = set_heap(cfg, log)  # before the matmul peak and every timing: one condition for all
     peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
     machine = torch.cuda.get_device_name() if torch.device(cfg.device).type == "cuda" else cpu_model()
     common = {
         "d_head": None, "dtype": str(dtype).replace("torch.", ""), "device": cfg.device,
         "matmul_peak_flops": peak_flops, "machine": machine, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "git_sha": git_sha(),
+        "heap": heap, "torch": torch.__version__, "git_sha": git_sha(),
     }
-    log(f"matmul peak {peak_flops / 1e9:.1f} GFLOP/s on {machine}, {torch.get_num_threads()} threads, {common['dtype']}")
+    log(f"matmul peak {peak_flops / 1e9:.1f} GFLOP/s on {machine}, {torch.get_num_threads()} threads, "
+        f"{common['dtype']}, heap {heap}")
     rows: list[dict] = []
     for batch in cfg.batches:
         lengths = [n for n in cfg.lengths if batch == 1 or n <= cfg.batched_max_n]
@@ -298,12 +309,32 @@ def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     return rows
 
 
+def set_heap(cfg: PerfConfig, log) -> str:
+    """Put the CPU heap in the run's condition; the condition the rows record (`heap` column).
+
+    glibc maps each block of 32 MiB or more fresh and page-faults it in on every call, so on CPU an
+    implementation whose output crosses 32 MiB at long n (linear, n = 16384: 45–48 ms against
+    30.5 ms from the heap) pays a cost that none pays at short n and that bends its scaling ratio.
+    "cached" removes it, as CUDA's caching allocator (or jemalloc/tcmalloc) would. The pin lasts
+    for the rest of the process: glibc's dynamic threshold cannot be switched back on.
+    """
+    if torch.device(cfg.device).type == "cuda":
+        return CUDA_HEAP
+    if cfg.heap == CACHED:
+        if pin_mmap_threshold(CACHED_BYTES):
+            return CACHED
+        log("heap: could not pin glibc's mmap threshold (not glibc?); timing under the allocator's defaults")
+    return GLIBC
+
+
 def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common: dict, peak_flops: float, log) -> None:
     """Run each memory probe's core once (verified, not timed) and put its row in place of the skipped one.
 
-    Last, because on CPU the heap is pinned first (big blocks go back to the OS when freed): without
-    that, glibc's heap fragmented under additive at n = 4096 until a 24 GiB machine ran out of memory,
-    and pinning it earlier would change the allocator under every timing.
+    Last, because on CPU glibc's mmap threshold is pinned at 4 MiB first, whatever the timings ran
+    under (big blocks go back to the OS when freed): without that, glibc's heap fragmented under
+    additive at n = 4096 until a 24 GiB machine ran out of memory, and pinning it earlier would make
+    every block over 4 MiB page-fault in each timed call. The peak is counted from live tensors, so
+    it does not depend on the heap.
     """
     # probe only what the run skipped: not a cell already measured (timed, or verified with its
     # memory), nor one whose series ran out of memory at a shorter length
@@ -313,7 +344,7 @@ def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common:
               if c.label == label and n in cfg.lengths and 1 in cfg.batches and (label, n) not in done]
     for case, n in probes:
         if torch.device(cfg.device).type == "cpu":
-            steady_heap()
+            pin_mmap_threshold(STEADY_BYTES)  # not steady_heap(): it pins once per process only
         with torch.inference_mode():
             cand = next(c for c in build_candidates([case], 1, n, cfg, {}) if c.impl == CORE)
             try:

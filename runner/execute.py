@@ -8,7 +8,6 @@ record, and the sweep goes on. The plan is plain JSON data, so that a worker pro
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import signal
 import threading
@@ -21,12 +20,12 @@ import torch
 
 from attnbench.errors import UnsupportedError
 from attnbench.runner.cells import Cell
+from attnbench.runner.heap import STEADY_BYTES, pin_mmap_threshold
 from attnbench.runner.measure import is_oom, measure_attention, measure_step
 from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
 from attnbench.tasks.base import build_task
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -144,14 +143,10 @@ def steady_heap() -> None:
     glibc raises the threshold each time a large block is freed, after which big tensors come from
     the heap and fragment it: additive attention's fwd+bwd at n=1024 reached 2.2 GB of RSS for
     58 MB of live tensors, and n=4096 exhausted 24 GB. With the threshold pinned, big blocks go
-    back to the OS when freed. Not for training cells: their many mid-size tensors would each
-    pay an mmap and page faults.
+    back to the OS when freed (and the heap's top is trimmed past 8 MiB). Not for training cells:
+    their many mid-size tensors would each pay an mmap and page faults. See `runner.heap`.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to pin
+    pin_mmap_threshold(STEADY_BYTES)
 
 
 def measure_model_step(cell: Cell, plan: Plan, dtype: torch.dtype) -> dict[str, Any]:

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from attnbench.benchmarks import peers
+from attnbench.benchmarks import guard, peers
 from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CASES, CORE, D_MODEL
-from attnbench.benchmarks.suite import ROW_COLUMNS, Candidate, PerfConfig, core_check, run_suite
+from attnbench.benchmarks.outputs import heap_paragraph
+from attnbench.benchmarks.suite import ROW_COLUMNS, Candidate, PerfConfig, core_check, run_suite, set_heap
 from attnbench.cli import main
+from attnbench.runner import heap
 from attnbench.variants.base import build_variant
 from attnbench.variants.reference import full_attention, linear_attention
 
@@ -31,6 +36,15 @@ def bench(argv, capsys=None) -> int:
 
 def quiet(_line: str) -> None:
     pass
+
+
+@pytest.fixture(autouse=True)
+def heap_pins(monkeypatch):
+    """The suite's mmap-threshold pins, recorded instead of made: this process's allocator stays
+    as it was (a real pin cannot be undone)."""
+    pins = []
+    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: pins.append(nbytes) or True)
+    return pins
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -51,6 +65,7 @@ def test_quick_run_writes_csv_png_and_markdown_with_every_column(tmp_path):
     text = (tmp_path / "t.md").read_text()
     assert "## Targets" in text and "multi-head core within 1.10×" in text
     assert "PASS" in text or "FAIL" in text
+    assert set(df["heap"]) == {"cached"} and "mmap threshold pinned at 1 GiB (`--heap cached`)" in text
 
 
 # ------------------------------------------------------------------------- verification
@@ -83,7 +98,8 @@ def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at
     small = dataclasses.replace(additive, max_tokens=32)
     monkeypatch.setattr("attnbench.benchmarks.suite.select_cases", lambda variants: [small])
     saved, pinned = [], []
-    monkeypatch.setattr("attnbench.benchmarks.suite.steady_heap", lambda: pinned.append(len(saved)))
+    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold",
+                        lambda nbytes: pinned.append((nbytes, len(saved))) or True)
     cfg = PerfConfig(**{**TINY, "lengths": (16, 32, 48), "batches": (1, 2), "memory_probes": ((small.label, 48),)})
     rows = run_suite(cfg, log=quiet, save=lambda rows: saved.append([dict(r) for r in rows]))
     by = {(r["impl"], r["n"]): r for r in rows if r["batch"] == 1}
@@ -94,7 +110,9 @@ def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at
     probe = by[("core", 48)]
     assert probe["status"].startswith("not timed: memory probe") and probe["verified"]
     assert probe["peak_bytes"] > 0 and probe["median_s"] is None
-    assert pinned == [6]  # pinned once, for the probe, after all 6 (batch, n) were timed and saved
+    # 1 GiB before anything was timed; 4 MiB once, for the probe, after all 6 (batch, n) were timed and saved
+    assert pinned == [(heap.CACHED_BYTES, 0), (heap.STEADY_BYTES, 6)]
+    assert probe["heap"] == "cached"  # the run's condition, though the probe ran at 4 MiB (not timed)
     assert len([r for r in rows if (r["impl"], r["n"], r["batch"]) == ("core", 48, 1)]) == 1
     # saved after each length and at the end: a killed run keeps the lengths it finished
     assert [sorted({(r["batch"], r["n"]) for r in s}) for s in saved][:3] == [
@@ -112,7 +130,7 @@ def test_no_memory_probe_for_a_cell_already_measured_or_out_of_memory(status, ve
     from attnbench.benchmarks import suite
 
     additive = next(c for c in CASES if c.variant == "additive")
-    monkeypatch.setattr(suite, "steady_heap", lambda: pytest.fail("probed anyway"))
+    monkeypatch.setattr(suite, "pin_mmap_threshold", lambda nbytes: pytest.fail("probed anyway"))
     monkeypatch.setattr(suite, "build_candidates", lambda *a: pytest.fail("probed anyway"))
     row = {"case": additive.label, "impl": CORE, "batch": 1, "n": 48, "median_s": None,
            "verified": verified, "status": status}
@@ -194,6 +212,110 @@ def test_flop_fractions_use_the_matmul_peak_timed_in_the_same_rounds(monkeypatch
         assert math.isclose(r["peak_fraction"], r["flops_per_s"] / r["matmul_peak_flops"])
 
 
+# ------------------------------------------------------------------------------ the heap
+@pytest.mark.parametrize("condition, pins", [("cached", [heap.CACHED_BYTES]), ("glibc", [])])
+def test_cpu_timings_run_under_the_chosen_heap_pinned_before_the_matmul_peak(condition, pins, heap_pins, monkeypatch):
+    from attnbench.benchmarks import suite
+
+    real_peak = suite.matmul_peak
+    at_peak = []
+    monkeypatch.setattr(suite, "matmul_peak", lambda **kw: at_peak.append(list(heap_pins)) or real_peak(**kw))
+    rows = run_suite(PerfConfig(variants=("multi-head",), heap=condition, **TINY), log=quiet)
+    assert heap_pins == pins and at_peak == [pins]  # pinned (or not) before the first timing
+    assert {r["heap"] for r in rows} == {condition}
+    assert any(r["median_s"] is not None for r in rows)
+
+
+def test_a_refused_pin_is_logged_and_recorded_as_glibc(monkeypatch):
+    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: False)
+    lines = []
+    assert set_heap(PerfConfig(), lines.append) == "glibc"
+    assert len(lines) == 1 and "could not pin" in lines[0]
+
+
+def test_cuda_rows_record_the_cuda_allocator_and_pin_nothing(heap_pins):
+    for condition in heap.HEAPS:
+        assert set_heap(PerfConfig(device="cuda", heap=condition), quiet) == "cuda"
+    assert heap_pins == []
+
+
+def test_an_unknown_heap_is_refused():
+    with pytest.raises(Exception, match="heap: 'foo' is not one of cached, glibc"):
+        PerfConfig(heap="foo")
+
+
+def test_bench_perf_heap_option_reaches_the_rows(tmp_path, heap_pins):
+    argv = ["perf", "--variants", "linear", "--lengths", "32", "--batch", "1", "--repeat", "1",
+            "--min-run-time", "0.001", "--heap", "glibc", "--out", str(tmp_path), "--name", "t"]
+    assert bench(argv) == 0
+    assert set(pd.read_csv(tmp_path / "t.csv")["heap"]) == {"glibc"} and heap_pins == []
+    assert "glibc malloc's defaults (`--heap glibc`)" in (tmp_path / "t.md").read_text()
+
+
+def test_bench_perf_rejects_an_unknown_heap_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", lambda *a, **k: pytest.fail("timed anyway"))
+    assert bench(["perf", "--quick", "--heap", "foo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bench: error: Invalid value for '--heap': 'foo' is not one of 'cached', 'glibc'."]
+
+
+@pytest.mark.parametrize("condition, says, never", [
+    ("cached", "pinned at 1 GiB", "page-faulted in on every call:"),
+    ("glibc", "32 MiB or more", "pinned at 1 GiB"),
+    (float("nan"), "glibc malloc's defaults", "pinned at 1 GiB"),  # a CSV from before the column
+])
+def test_the_page_states_the_heap_the_rows_were_timed_under(condition, says, never):
+    text = heap_paragraph(condition)
+    assert says in text and never not in text
+    assert "does not depend on the heap" in text  # peak memory counts live tensors
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_glibc_accepts_both_pins_and_a_later_pin_moves_them():
+    # in a child process (a pin lasts for the process), loading only runner/heap.py
+    code = ("import importlib.util as u, sys; s = u.spec_from_file_location('heap', sys.argv[1]); "
+            "h = u.module_from_spec(s); s.loader.exec_module(h); "
+            "print(h.pin_mmap_threshold(h.CACHED_BYTES), h.pin_mmap_threshold(h.STEADY_BYTES))")
+    out = subprocess.run([sys.executable, "-c", code, heap.__file__], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+
+
+class FakeLibc:
+    """mallopt that records its calls and accepts only the parameters in `accept`."""
+
+    def __init__(self, accept):
+        self.accept, self.calls = accept, []
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return int(param in self.accept)
+
+
+def test_the_pin_sets_the_trim_threshold_at_twice_within_an_int(monkeypatch):
+    libc = FakeLibc(accept={heap.M_MMAP_THRESHOLD, heap.M_TRIM_THRESHOLD})
+    monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: libc)
+    assert heap.pin_mmap_threshold(4 << 20) is True
+    assert heap.pin_mmap_threshold(1 << 30) is True
+    assert libc.calls == [(heap.M_MMAP_THRESHOLD, 4 << 20), (heap.M_TRIM_THRESHOLD, 8 << 20),
+                          (heap.M_MMAP_THRESHOLD, 1 << 30), (heap.M_TRIM_THRESHOLD, 2**31 - 1)]
+
+
+def test_a_refused_mmap_threshold_leaves_the_trim_threshold_alone(monkeypatch):
+    libc = FakeLibc(accept={heap.M_TRIM_THRESHOLD})  # setting it alone would stop glibc's adjustment
+    monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: libc)
+    assert heap.pin_mmap_threshold(1 << 30) is False
+    assert libc.calls == [(heap.M_MMAP_THRESHOLD, 1 << 30)]
+
+
+@pytest.mark.parametrize("error", [OSError("libc.so.6: cannot open shared object file"), AttributeError("mallopt")])
+def test_without_glibc_the_pin_is_a_no_op(error, monkeypatch):
+    def absent(name):
+        raise error
+
+    monkeypatch.setattr(heap.ctypes, "CDLL", absent)
+    assert heap.pin_mmap_threshold(1 << 30) is False
+
+
 def test_the_check_rejects_a_shape_mismatch():
     q, k, v = (torch.randn(1, 2, 16, 8) for _ in range(3))
     check = core_check(refs.softmax_rows, q, k, v, refs.sample_rows(16))
@@ -201,14 +323,16 @@ def test_the_check_rejects_a_shape_mismatch():
 
 
 # ------------------------------------------------------------------------- the gate
-def _results(path, scale=1.0, machine="cpu-model-x"):
+def _results(path, scale=1.0, machine="cpu-model-x", heap="cached"):
+    """A results CSV of 6 rows; heap=None: one from before the `heap` column existed."""
     rows = []
     for case, impl in (("sdpa", "sdpa"), ("local(window=128)", "core"), ("linear", "core")):
         for n in (512, 1024):
             rows.append({**dict.fromkeys(ROW_COLUMNS), "case": case, "impl": impl, "batch": 1, "n": n,
-                         "dtype": "float32", "device": "cpu", "machine": machine, "threads": 2,
+                         "dtype": "float32", "device": "cpu", "machine": machine, "threads": 2, "heap": heap,
                          "median_s": 0.01 * n / 512 * scale, "status": "ok"})
-    pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(path, index=False)
+    columns = [c for c in ROW_COLUMNS if heap is not None or c != "heap"]
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
     return path
 
 
@@ -228,6 +352,31 @@ def test_the_gate_compares_only_the_same_machine_kind(tmp_path, capsys):
     other = _results(tmp_path / "other.csv", scale=2.0, machine="another-cpu")
     assert bench(["perf", "--compare", str(base), "--current", str(other)]) == 0
     assert "nothing compared" in capsys.readouterr().err
+
+
+def test_the_gate_compares_only_the_same_heap_condition(tmp_path, capsys):
+    base = _results(tmp_path / "BASELINE.csv", heap="glibc")
+    other = _results(tmp_path / "other.csv", scale=2.0, heap="cached")
+    assert bench(["perf", "--compare", str(base), "--current", str(other)]) == 0
+    err = capsys.readouterr().err
+    assert "nothing compared (6 rows from another machine or heap condition)" in err
+    result = guard.compare(guard.read_results(base), guard.read_results(other))
+    assert (result.compared, result.other_condition, result.regressions) == (0, 6, ())
+
+
+@pytest.mark.parametrize("current, compared", [("glibc", 6), ("cached", 0)])
+def test_a_csv_without_a_heap_column_was_timed_under_glibc(current, compared, tmp_path):
+    old = guard.read_results(_results(tmp_path / "old.csv", heap=None))
+    assert "heap" not in old.columns
+    new = guard.read_results(_results(tmp_path / "new.csv", scale=1.2, heap=current))
+    result = guard.compare(old, new)
+    assert (result.compared, result.other_condition, len(result.regressions)) == (compared, 6 - compared, compared)
+
+
+def test_cuda_rows_of_a_csv_without_a_heap_column_match_new_cuda_rows(tmp_path):
+    old = pd.read_csv(_results(tmp_path / "old.csv", heap=None)).assign(device="cuda")
+    new = pd.read_csv(_results(tmp_path / "new.csv", heap="cuda")).assign(device="cuda")
+    assert guard.compare(old, new).compared == 6
 
 
 def test_the_gate_rejects_a_file_that_is_not_a_benchmark_csv(tmp_path, capsys):
