@@ -14,11 +14,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench import build_variant
 from attnbench.variants.additive import CHUNK_ELEMENTS
-from attnbench.variants.linear import causal_linear_attention, global_linear_attention
+from attnbench.variants.linear import _features, causal_linear_attention, global_linear_attention
 from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
 from attnbench.variants.reference import (
     additive_attention,
+    feature_map,
     full_attention,
     linear_attention,
     linear_attention_recurrent,
@@ -205,6 +206,19 @@ def test_global_linear_equals_quadratic_form(n, m, segment):
         lambda q, k, v: linear_attention(q, k, v, key_padding_mask=mask)[0],
         [q, k, v],
     )
+
+
+def test_linear_feature_map_matches_elu_plus_one_with_its_gradient():
+    """The kernels' φ (exp(min(x, 0)) + max(x, 0), derivative from the output) against elu + 1,
+    at 0, on both sides of it and far out, where exp underflows or the linear side is large."""
+    x = torch.tensor([-100.0, -20.0, -1.0, -1e-7, 0.0, 1e-7, 0.5, 3.0, 1e4], dtype=torch.float64)
+    fast, slow = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, expected = _features(fast), feature_map(slow)
+    assert torch.allclose(out, expected, rtol=1e-12, atol=1e-15)
+    weights = torch.linspace(0.5, 2.0, len(x), dtype=x.dtype)  # a non-uniform upstream gradient
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert torch.allclose(fast.grad, slow.grad, rtol=1e-12, atol=1e-15)
 
 
 def test_recurrent_and_quadratic_causal_linear_agree():

@@ -67,9 +67,30 @@ def _key_features(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     return fk
 
 
+class _FeatureMap(torch.autograd.Function):
+    """φ(x) = elu(x) + 1, computed as exp(min(x, 0)) + max(x, 0), with the derivative read from
+    the output: φ′(x) = min(φ(x), 1), since φ = 1 + x > 1 where φ′ = 1 and φ = eˣ ≤ 1 where φ′ = eˣ.
+
+    Equal to `reference.feature_map` up to rounding, and faster on CPU: ATen's elu evaluates expm1,
+    (b=1, h=8, n=2048, d=64, one thread here: `F.elu(x) + 1` 1.7 ms, this 1.1 ms). Saves only the
+    output for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        out = x.clamp(max=0.0).exp_().add_(x.relu())
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        return grad * out.clamp(max=1.0)
+
+
 def _features(x: Tensor) -> Tensor:
-    """φ(x) = elu(x) + 1 as `reference.feature_map`, with the + 1 in place (elu's backward reads its input)."""
-    return F.elu(x).add_(1.0)
+    """φ(x) = elu(x) + 1 (see `_FeatureMap`)."""
+    return _FeatureMap.apply(x)
 
 
 def _segments(n: int, segment: int) -> list[slice]:
@@ -81,14 +102,28 @@ def _mask_part(key_padding_mask: Tensor | None, part: slice) -> Tensor | None:
 
 
 def _with_ones(v: Tensor) -> Tensor:
-    """(… n e) → (… n e+1): a column of ones, so one matmul gives numerator and normaliser."""
-    return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
+    """(… e) → (… e+1): a column of ones, so one product gives numerator and normaliser. Written
+    into a ones tensor rather than concatenated: `cat` along a short last dimension is slow on CPU."""
+    v1 = v.new_ones(*v.shape[:-1], v.shape[-1] + 1)
+    v1[..., :-1] = v
+    return v1
 
 
 def _normalise(out: Tensor, e: int) -> Tensor:
     """(… e+1) → (… e): the numerator columns divided by the normaliser column (+ EPS, in place:
-    `out` is a fresh matmul result that nothing has saved)."""
+    `out` is a fresh product that nothing has saved)."""
     return out[..., :e] / out[..., e:].add_(EPS)
+
+
+def _by_segment(fn, q: Tensor, e: int, segment: int) -> Tensor:
+    """(b h n ·) → (b h n e) by `fn(part)` for each segment: written into one output, not concatenated."""
+    parts = _segments(q.shape[-2], segment)
+    if len(parts) == 1:
+        return fn(parts[0])
+    out = q.new_empty(*q.shape[:-1], e)
+    for part in parts:
+        out[:, :, part] = fn(part)
+    return out
 
 
 def global_linear_attention(
@@ -101,16 +136,20 @@ def global_linear_attention(
 ) -> Tensor:
     """Non-causal linear attention, (b h n d) → (b h n e), in O(n·d·e).
 
-    One scan over the keys sums the state [Σ φ(k_j) v_jᵀ | Σ φ(k_j)] (b h d e+1); a second
-    applies it to the queries. Both go `segment` positions at a time.
+    One scan over the keys sums the state Σ φ(k_j) v_jᵀ (b h d e) and the normaliser's Σ φ(k_j)
+    (b h d); a second applies them to the queries. Both go `segment` positions at a time.
     """
-    e = v.shape[-1]
-    state = 0
+    kv, ks = 0, 0
     for part in _segments(k.shape[-2], segment):
         fk = _key_features(k[:, :, part], _mask_part(key_padding_mask, part))
-        state = state + torch.cat([fk.transpose(-2, -1) @ v[:, :, part], fk.sum(dim=-2)[..., None]], dim=-1)
-    outs = [_normalise(_features(q[:, :, part]) @ state, e) for part in _segments(q.shape[-2], segment)]
-    return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
+        kv = kv + fk.transpose(-2, -1) @ v[:, :, part]
+        ks = ks + rearrange(fk.sum(dim=-2), "b h d -> b h d 1")
+
+    def queries(part: slice) -> Tensor:
+        fq = _features(q[:, :, part])
+        return (fq @ kv).div_((fq @ ks).add_(EPS))  # fresh matmul results: safe to change in place
+
+    return _by_segment(queries, q, v.shape[-1], segment)
 
 
 def causal_linear_attention(
@@ -127,39 +166,58 @@ def causal_linear_attention(
     Goes `segment` positions (whole chunks) at a time, carrying the state of every earlier
     segment, so the per-chunk states of only one segment exist at once.
     """
-    n, e = q.shape[-2], v.shape[-1]
+    n = q.shape[-2]
     size = min(chunk_size, n)
     segment = max(size, segment // size * size)
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    carried = None  # Σ φ(k_j) [v_j 1]ᵀ over the earlier segments: b h d (e+1)
-    outs = []
-    for part in _segments(n, segment):
+    carried = None  # [Σ φ(k_j) v_jᵀ | Σ φ(k_j)] over the earlier segments: b h d (e+1)
+
+    def step(part: slice) -> Tensor:
+        nonlocal carried
         fq = _features(q[:, :, part])
         fk = _key_features(k[:, :, part], _mask_part(key_padding_mask, part))
-        out, carried = _causal_segment(fq, fk, _with_ones(v[:, :, part]), tril, carried)
-        outs.append(_normalise(out, e))
-    return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
+        out, carried = _causal_segment(fq, fk, v[:, :, part], tril, carried)
+        return out
+
+    return _by_segment(step, q, v.shape[-1], segment)
 
 
 def _causal_segment(
-    fq: Tensor, fk: Tensor, v1: Tensor, tril: Tensor, carried: Tensor | None
+    fq: Tensor, fk: Tensor, v: Tensor, tril: Tensor, carried: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """One segment of the causal form: (b h m e+1) outputs and the state carried past it."""
-    m, size = fq.shape[-2], tril.shape[0]
-    pad = math.ceil(m / size) * size - m  # padded positions come last: no real query sees them
-    chunked = lambda t: rearrange(F.pad(t, (0, 0, 0, pad)) if pad else t, "b h (c s) d -> b h c s d", s=size)  # noqa: E731
-    fq, fk, v1 = chunked(fq), chunked(fk), chunked(v1)
+    """One segment of the causal form: (b h m e) outputs and the state carried past it.
 
-    # inside each chunk: the quadratic form with the causal mask (b h c s s); the ones column
-    # of v1 makes the last output column the normaliser Σ_j φ(q_i)·φ(k_j)
-    out = (fq @ fk.transpose(-2, -1)).mul_(tril) @ v1  # b h c s (e+1); matmul keeps no output for backward
+    Works on (b·h·c, s, ·) batches of chunks, so every product is one `bmm` on views.
+    """
+    (b, h, m, _), e, size = fq.shape, v.shape[-1], tril.shape[0]
+    c = math.ceil(m / size)
+    pad = c * size - m  # padded positions come last: no real query sees them
+    chunked = lambda t: rearrange(F.pad(t, (0, 0, 0, pad)) if pad else t, "b h (c s) d -> (b h c) s d", s=size)  # noqa: E731
+    fq, fk, v1 = chunked(fq), chunked(fk), chunked(_with_ones(v))
 
-    # across chunks: the state of every earlier chunk of this segment and of earlier segments
-    chunk_state = fk.transpose(-2, -1) @ v1  # b h c d (e+1)
-    through = chunk_state.cumsum(dim=2)  # inclusive prefix sum over c
-    earlier = F.pad(through, (0, 0, 0, 0, 1, -1))  # exclusive: shifted by one chunk, not a difference
-    if carried is not None:
-        earlier = earlier + carried[:, :, None]
-    total = through[:, :, -1] if carried is None else carried + through[:, :, -1]
-    out = torch.baddbmm(out.flatten(0, 2), fq.flatten(0, 2), earlier.flatten(0, 2)).view(out.shape)  # out + fq @ earlier
-    return rearrange(out, "b h c s e -> b h (c s) e")[:, :, :m], total
+    # inside each chunk: the quadratic form with the causal mask; the ones column of v makes the
+    # last output column the normaliser Σ_j φ(q_i)·φ(k_j)
+    scores = torch.bmm(fq, fk.transpose(1, 2)).mul_(tril)  # (b h c) s s; bmm keeps no output for backward
+    out = torch.bmm(scores, v1)  # (b h c) s e+1
+
+    # across chunks: the states [Σ φ(k) vᵀ | Σ φ(k)] of every earlier chunk of this segment and of
+    # the earlier segments
+    states = rearrange(torch.bmm(fk.transpose(1, 2), v1), "(b h c) d e -> b h c d e", b=b, h=h)
+    earlier, total = _exclusive_prefix(states, carried)
+    out = out.baddbmm_(fq, rearrange(earlier, "b h c d e -> (b h c) d e"))  # + φ(q) earlier; in place: bmm saves no output
+    out = rearrange(_normalise(out, e), "(b h c) s e -> b h (c s) e", b=b, h=h)
+    return out[:, :, :m], total
+
+
+def _exclusive_prefix(states: Tensor, carried: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(b h c d e) → for each chunk the sum of `carried` and every earlier chunk's state, and that
+    sum through the last chunk: a running sum over the few chunks of a segment. Not `cumsum − x`,
+    which could cancel; and on CPU `cumsum` along this middle dimension, or a product with a
+    triangular ones matrix, took 2–3× as long (torch.profiler, n = 2048).
+    """
+    running = torch.zeros_like(states[:, :, 0]) if carried is None else carried
+    earlier = []
+    for chunk in states.unbind(dim=2):
+        earlier.append(running)
+        running = running + chunk
+    return torch.stack(earlier, dim=2), running
