@@ -12,7 +12,9 @@ import contextlib
 import difflib
 import fnmatch
 import importlib.metadata
+import inspect
 import traceback
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -218,3 +220,37 @@ def _same_definition(a: object, b: object) -> bool:
         return True
     qual = lambda o: (getattr(o, "__module__", None), getattr(o, "__qualname__", None))  # noqa: E731
     return qual(a) == qual(b) and qual(a)[1] is not None
+
+
+def check_spec_class(
+    kind: str, name: str, obj: object, *, base: type, base_text: str, spec_type: type,
+    choices: dict[str, tuple[str, ...]],
+) -> type:
+    """`obj` if it is a valid plugin class: a subclass of `base` whose class attribute `spec` is a
+    `spec_type` with each field in `choices` set to one of its allowed values; else a PluginError
+    that names the `kind` ("variant", "task") and the registered name."""
+    if not (inspect.isclass(obj) and issubclass(obj, base)):
+        raise PluginError(f"{kind} {name!r}: {obj!r} is not {base_text}")
+    spec = getattr(obj, "spec", None)
+    if not isinstance(spec, spec_type):
+        raise PluginError(
+            f"{kind} {name!r}: class {obj.__qualname__} needs a class attribute "
+            f"`spec: {spec_type.__name__}`, found {type(spec).__name__}"
+        )
+    for field_name, allowed in choices.items():
+        value = getattr(spec, field_name)
+        if value not in allowed:
+            raise PluginError(
+                f"{kind} {name!r}: spec.{field_name} must be one of {', '.join(allowed)}, got {value!r}"
+            )
+    return obj
+
+
+def class_or_module(check: Callable[[str, object], T]) -> Callable[[str, object], T | None]:
+    """An entry point's `adapt`: a loaded module registered its classes on import (nothing more to
+    add); a loaded class is checked by `check(name, obj)` and registered under the entry point's name."""
+
+    def adapt(name: str, loaded: object) -> T | None:
+        return None if isinstance(loaded, types.ModuleType) else check(name, loaded)
+
+    return adapt

@@ -24,8 +24,6 @@ so no test input ever appears in training. Corpus tasks split by document.
 from __future__ import annotations
 
 import hashlib
-import inspect
-import types
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ from torch import Tensor
 
 from attnbench.errors import AttnbenchError, OptionError, PluginError
 from attnbench.options import Option, resolve_options
-from attnbench.registry import Registry
+from attnbench.registry import Registry, check_spec_class, class_or_module
 
 KINDS = ("classify", "tag", "lm", "seq2seq")
 METRICS = ("accuracy", "exact_match", "bits_per_byte")  # accuracy: over labelled targets
@@ -269,30 +267,15 @@ def _pad_rows(rows: Sequence[Sequence[int]], width: int, fill: int) -> Tensor:
 # ---------------------------------------------------------------------------- the registry
 def check_task_class(name: str, obj: object) -> type[Task]:
     """`obj` if it is a valid task class (a `Task` subclass with `spec: TaskSpec`)."""
-    if not (inspect.isclass(obj) and issubclass(obj, Task)):
-        raise PluginError(f"task {name!r}: {obj!r} is not a subclass of attnbench.tasks.base.Task")
-    spec = getattr(obj, "spec", None)
-    if not isinstance(spec, TaskSpec):
-        raise PluginError(
-            f"task {name!r}: class {obj.__qualname__} needs a class attribute `spec: TaskSpec`, "
-            f"found {type(spec).__name__}"
-        )
-    if spec.kind not in KINDS:
-        raise PluginError(f"task {name!r}: spec.kind must be one of {', '.join(KINDS)}, got {spec.kind!r}")
-    if spec.metric not in METRICS:
-        raise PluginError(
-            f"task {name!r}: spec.metric must be one of {', '.join(METRICS)}, got {spec.metric!r}"
-        )
-    return obj
+    return check_spec_class(
+        "task", name, obj, base=Task, base_text="a subclass of attnbench.tasks.base.Task",
+        spec_type=TaskSpec, choices={"kind": KINDS, "metric": METRICS},
+    )
 
 
-def _adapt_entry_point(name: str, loaded: object) -> type[Task] | None:
-    if isinstance(loaded, types.ModuleType):
-        return None  # importing the module registered its tasks
-    return check_task_class(name, loaded)
-
-
-TASKS: Registry[type[Task]] = Registry("task", entry_point_group="attnbench.tasks", adapt=_adapt_entry_point)
+TASKS: Registry[type[Task]] = Registry(
+    "task", entry_point_group="attnbench.tasks", adapt=class_or_module(check_task_class)
+)
 
 
 def register_task(name: str, cls: type[Task] | None = None, *, aliases: tuple[str, ...] = ()):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import types
+from dataclasses import dataclass
+
 import pytest
 
 from attnbench.errors import AttnbenchError, PluginError, UnknownNameError
-from attnbench.registry import PluginWarning, Registry
+from attnbench.registry import PluginWarning, Registry, check_spec_class, class_or_module
 
 
 def make() -> Registry[str]:
@@ -92,3 +95,46 @@ def test_entry_points_load_lazily_and_a_broken_one_is_reported(tmp_path, monkeyp
     assert "no gizmo here" in reg.plugin_errors["broken"]
     with pytest.raises(PluginError, match="'broken' is unavailable: its plugin failed to load"):
         reg.resolve("broken")
+
+
+# ------------------------------------------------------------------------------ plugin classes
+@dataclass(frozen=True)
+class GadgetSpec:
+    size: str = "small"
+    colour: str = "red"
+
+
+class Gadget:
+    spec = GadgetSpec()
+
+
+def check_gadget(name, obj):
+    return check_spec_class("gadget", name, obj, base=Gadget, base_text="a Gadget subclass",
+                            spec_type=GadgetSpec, choices={"size": ("small", "big"), "colour": ("red",)})
+
+
+def test_check_spec_class_accepts_a_valid_class_and_names_what_is_wrong():
+    class Good(Gadget):
+        spec = GadgetSpec("big")
+
+    class NoSpec(Gadget):
+        spec = {"size": "big"}
+
+    class BadColour(Gadget):
+        spec = GadgetSpec("small", "blue")
+
+    assert check_gadget("good", Good) is Good
+    with pytest.raises(PluginError, match=r"^gadget 'x': 3 is not a Gadget subclass$"):
+        check_gadget("x", 3)
+    with pytest.raises(PluginError, match=r"^gadget 'y': class .*NoSpec needs a class attribute `spec: GadgetSpec`, found dict$"):
+        check_gadget("y", NoSpec)
+    with pytest.raises(PluginError, match=r"^gadget 'z': spec.colour must be one of red, got 'blue'$"):
+        check_gadget("z", BadColour)
+
+
+def test_class_or_module_registers_nothing_for_a_module_and_checks_a_class():
+    adapt = class_or_module(check_gadget)
+    assert adapt("mod", types.ModuleType("plugin_module")) is None
+    assert adapt("gadget", Gadget) is Gadget
+    with pytest.raises(PluginError, match="is not a Gadget subclass"):
+        adapt("thing", object)

@@ -11,8 +11,6 @@ weights: (b, h, n, m) when asked for and supported, else None.
 
 from __future__ import annotations
 
-import inspect
-import types
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,7 +20,7 @@ from torch import Tensor, nn
 
 from attnbench.errors import AttnbenchError, OptionError, PluginError, UnsupportedError
 from attnbench.options import Option, resolve_options
-from attnbench.registry import Registry
+from attnbench.registry import Registry, check_spec_class, class_or_module
 
 COMPLEXITIES = ("n^2", "n*w", "n*log(n)", "n")
 
@@ -192,30 +190,14 @@ class ProjectedAttention(AttentionLayer):
 # ---------------------------------------------------------------------------- the registry
 def check_layer_class(name: str, obj: object) -> type[nn.Module]:
     """`obj` if it is a valid variant class (an nn.Module subclass with `spec: VariantSpec`)."""
-    if not (inspect.isclass(obj) and issubclass(obj, nn.Module)):
-        raise PluginError(f"variant {name!r}: {obj!r} is not an nn.Module subclass")
-    spec = getattr(obj, "spec", None)
-    if not isinstance(spec, VariantSpec):
-        raise PluginError(
-            f"variant {name!r}: class {obj.__qualname__} needs a class attribute "
-            f"`spec: VariantSpec`, found {type(spec).__name__}"
-        )
-    if spec.complexity not in COMPLEXITIES:
-        raise PluginError(
-            f"variant {name!r}: spec.complexity must be one of {', '.join(COMPLEXITIES)}, "
-            f"got {spec.complexity!r}"
-        )
-    return obj
-
-
-def _adapt_entry_point(name: str, loaded: object) -> type[nn.Module] | None:
-    if isinstance(loaded, types.ModuleType):
-        return None  # importing the module registered its variants
-    return check_layer_class(name, loaded)
+    return check_spec_class(
+        "variant", name, obj, base=nn.Module, base_text="an nn.Module subclass",
+        spec_type=VariantSpec, choices={"complexity": COMPLEXITIES},
+    )
 
 
 VARIANTS: Registry[type[nn.Module]] = Registry(
-    "variant", entry_point_group="attnbench.variants", adapt=_adapt_entry_point
+    "variant", entry_point_group="attnbench.variants", adapt=class_or_module(check_layer_class)
 )
 
 
