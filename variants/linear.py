@@ -215,7 +215,7 @@ def _exclusive_prefix(states: Tensor, carried: Tensor | None) -> tuple[Tensor, T
     which could cancel; and on CPU `cumsum` along this middle dimension, or a product with a
     triangular ones matrix, took 2–3× as long (torch.profiler, n = 2048).
     """
-    running = torch.zeros_like(states[:, :, 0]) if carried is None else carried
+    running = states.new_zeros(states[:, :, 0].shape) if carried is None else carried  # contiguous, so is the stack
     earlier = []
     for chunk in states.unbind(dim=2):
         earlier.append(running)
