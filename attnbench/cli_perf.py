@@ -1,4 +1,5 @@
-"""`bench perf`: the performance benchmarks of `attnbench.benchmarks` (also `python -m attnbench.benchmarks`)."""
+"""`bench perf` (also `python -m attnbench.benchmarks`) and `bench ceiling`: the performance benchmarks of
+`attnbench.benchmarks`."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
               help="auto: fp32 on CPU, bf16 on CUDA.")
 @click.option("--threads", type=int, default=None, help="torch threads [default: torch's].")
 @click.option("--heap", type=click.Choice(HEAPS), default=CACHED, show_default=True,
-              help="CPU timings: cached pins glibc's mmap threshold at 1 GiB, so big tensors are reused "
+              help="CPU timings: cached pins glibc's mmap threshold at 1 GiB (where glibc accepts it; else the "
+                   "rows record glibc), so big tensors are reused "
                    "from the heap as a caching allocator would; glibc keeps its defaults, so each tensor "
                    "of 32 MiB or more is mmap'd and page-faulted in on every call. Ignored on CUDA.")
 @click.option("--quick", is_flag=True, help="Short lengths, one repeat: seconds to minutes.")
@@ -120,15 +122,8 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
     )
     if cfg.repeat < 1:
         raise AttnbenchError("--repeat must be at least 1")
-    name = name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else "")
-    out = Path(out_dir)
-    if "/" in name or name in ("", ".", ".."):
-        raise AttnbenchError(f"--name {name!r}: a file name stem, without '/'")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()  # fails now, not after the first length, if OUT is unwritable
-    except OSError as exc:
-        raise AttnbenchError(f"--out {out}: {exc.strerror or exc}") from None
+    name = _stem(name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else ""))
+    out = _writable(out_dir)
     partial = out / f"{name}.csv"  # rewritten after each length: a killed run keeps what it measured
 
     def save(rows: list[dict]) -> None:
@@ -145,6 +140,57 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
     for path in paths.values():
         console.print(f"wrote {path}")
     return paths["csv"]
+
+
+def _stem(name: str) -> str:
+    """`--name`: a file name stem."""
+    if "/" in name or name in ("", ".", ".."):
+        raise AttnbenchError(f"--name {name!r}: a file name stem, without '/'")
+    return name
+
+
+def _writable(out_dir: str) -> Path:
+    """`--out`, created and checked for writing now, not after minutes of timing."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise AttnbenchError(f"--out {out}: {exc.strerror or exc}") from None
+    return out
+
+
+@cli.command("ceiling")
+@click.option("--lengths", default="1024,2048,4096", show_default=True, help="Comma-separated n.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch threads [default: torch's].")
+@click.option("--repeat", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Interleaved rounds per length.")
+@click.option("--min-run-time", type=click.FloatRange(0, 60, min_open=True), default=0.2, show_default=True,
+              help="Seconds per blocked_autorange.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
+@click.option("--name", default=None, help="File name stem [default: UTC date, e.g. 20260101-cpu-ceiling].")
+def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> None:
+    """Time attention's GEMM shapes, attention built from its block GEMMs and SDPA against a square
+    matmul in the same rounds (B=1, H=8, d_head=64, fp32, CPU): what stands between SDPA and issue
+    8's 75 %-of-matmul target. Writes OUT/NAME.csv and OUT/NAME.md.
+
+    \b
+    Example:
+      bench ceiling --threads 2
+    """
+    from attnbench.benchmarks.ceiling import run_ceiling, write_ceiling
+
+    lengths = _ints(lengths, "--lengths")
+    name = _stem(name or datetime.now(timezone.utc).strftime("%Y%m%d") + "-cpu-ceiling")
+    out = _writable(out_dir)
+    rows = run_ceiling(lengths, threads=threads, repeat=repeat, min_run_time=min_run_time,
+                       log=lambda line: console.print(line, highlight=False))
+    try:
+        paths = write_ceiling(rows, out, name)
+    except OSError as exc:
+        raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
+    for path in paths.values():
+        console.print(f"wrote {path}")
 
 
 def _gate(base, current, tolerance, baseline) -> int:

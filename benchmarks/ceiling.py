@@ -5,25 +5,22 @@ Why: issue 8 asks `multi-head` (torch's `scaled_dot_product_attention`) to reach
 measured matmul FLOP/s, the peak being a square 1024³ fp32 matmul timed in the same run. Attention
 is two batched GEMMs with an inner or outer dimension of d_head = 64: QKᵀ (h, n, d) @ (h, d, n) and
 P·V (h, n, n) @ (h, n, d), or, blocked as flash kernels do, the same two for a block of 256 queries
-against all keys (`qk_block`, `pv_block`). If those GEMMs, timed on their own, fall short of 75 % of
-the square matmul, no implementation built from them can be expected to reach it: the target is
-then above the ceiling that d_head = 64 allows on that machine, not a defect of one implementation.
-If one of them reaches it, the shortfall of SDPA is its own.
+against all keys (`qk_block`, `pv_block`); `blocked` is attention built from that pair with ATen's
+softmax between them. If the block pair, timed on its own, falls short of 75 % of the square
+matmul, no blocked kernel can be expected to reach it at d_head = 64 on that machine; if it
+reaches it, what holds attention below is elsewhere (the softmax, a kernel's own overhead).
 
 Every shape of one length is timed in the same interleaved rounds with the square matmul (as in
-`suite._time_all`), so each fraction is taken against the machine's speed of that moment. Run it as
-`python -m attnbench.benchmarks.ceiling --threads 2`; it writes `<name>.csv` and `<name>.md`.
+`suite._time_all`), so each fraction is taken against the machine's speed of that moment. Run it
+as `bench ceiling --threads 2` (or `python -m attnbench.benchmarks.ceiling`); it writes
+`<name>.csv` and `<name>.md`.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -31,9 +28,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from attnbench.errors import AttnbenchError, StoppedWriting
+from attnbench.benchmarks.outputs import replace_atomically
+from attnbench.benchmarks.suite import set_heap
 from attnbench.runner.environment import cpu_model, git_sha
-from attnbench.runner.heap import CACHED, CACHED_BYTES, CUDA_HEAP, GLIBC, pin_mmap_threshold
+from attnbench.runner.heap import CACHED
 from attnbench.runner.measure import MATMUL_SIZE, time_call
 
 TARGET = 0.75  # issue 8: multi-head (SDPA) at ≥ 75 % of the square matmul's FLOP/s
@@ -122,14 +120,6 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: 
     return out
 
 
-def pin_heap(device: str) -> str:
-    """Put the CPU heap in `bench perf --heap cached`'s condition (blocks under 1 GiB reused, not
-    page-faulted in on every call); the condition the rows record. See `suite.set_heap`."""
-    if torch.device(device).type == "cuda":
-        return CUDA_HEAP
-    return CACHED if pin_mmap_threshold(CACHED_BYTES) else GLIBC
-
-
 def run_ceiling(
     lengths: tuple[int, ...] = (1024, 2048, 4096),
     heads: int = 8,
@@ -149,7 +139,7 @@ def run_ceiling(
     if threads:
         torch.set_num_threads(threads)
     try:
-        heap = pin_heap(device)  # before anything is timed: one condition for every row
+        heap = set_heap(device, CACHED, log)  # before anything is timed: one condition for every row
         common = {
             "heads": heads, "d_head": d_head, "device": device, "dtype": "float32",
             "threads": torch.get_num_threads(), "heap": heap,
@@ -246,48 +236,56 @@ def ceiling_table(rows: list[dict]) -> str:
 
 
 def verdict(rows: list[dict]) -> str:
-    """The best attention-shaped GEMM, the query-block pair and SDPA against the 75 % target."""
-    measured = [r for r in rows if r["fraction"] is not None]
-    gemms = [r for r in measured if r["shape"] in GEMMS]
-    sdpa = [r["fraction"] for r in measured if r["shape"] == SDPA]
-    if not gemms or not sdpa:
+    """What the run shows about the 75 % target, from quantities taken at the same length only:
+    the two block GEMMs together (the GEMM work of a blocked kernel), attention built from them
+    (`blocked`) and SDPA; a conclusion only where it holds at every length timed."""
+    by_key = {(r["shape"], r["n"]): r["fraction"] for r in rows if r["fraction"] is not None}
+    pairs = dict(zip(_pair_lengths(rows), block_pair_fractions(rows)))
+    lengths = [n for n in sorted(pairs) if (SDPA, n) in by_key]
+    if not lengths:
         return "Too few shapes were timed against a square matmul to compare with the 75 % target."
-    best = max(gemms, key=lambda r: r["fraction"])
-    text = (f"The best attention-shaped GEMM reaches {best['fraction']:.0%} of the square matmul "
-            f"({best['shape']} at n = {best['n']})")
-    pair = block_pair_fractions(rows)
-    if pair:
-        text += f", the two GEMMs of a {QUERY_BLOCK}-query block together (qk_block then pv_block) {_span(pair)}"
-    text += f", and SDPA {_span(sdpa)}, against the {TARGET:.0%} target of issue 8."
-    if max(best["fraction"], *sdpa) < TARGET:
-        text += (f" None reaches it: at d_head = {best['d_head']} the target is above the ceiling that "
-                 "attention's GEMM shapes allow here")
-        if max(sdpa) >= best["fraction"]:
-            text += ", and no path built from explicit GEMMs can beat the fused kernel"
-        return text + "."
-    if max(sdpa) >= TARGET:
-        return text + " SDPA meets it."
-    blocked = [r["fraction"] for r in measured if r["shape"] == BLOCKED]
-    if blocked and max(blocked) < TARGET:
-        faster = "SDPA" if max(sdpa) >= max(blocked) else "`blocked`"
-        return text + (f" {best['shape']} reaches it, but attention built from the block GEMMs with ATen's "
-                       f"softmax between them (`blocked`) reaches {_span(blocked)}: the softmax's passes over "
-                       f"the scores, not the GEMM shapes, keep attention below the target ({faster} is the "
-                       "faster of the two).")
-    return text + (f" {best['shape']} reaches it, so the GEMM shapes of d_head = {best['d_head']} alone do not put the "
-                   "target out of reach here; what SDPA loses beyond them (softmax, the fused kernel's own "
-                   "overhead) this benchmark does not separate.")
+    pair = [pairs[n] for n in lengths]
+    sdpa = [by_key[(SDPA, n)] for n in lengths]
+    blocked = [by_key.get((BLOCKED, n)) for n in lengths]
+    text = (f"Against the {TARGET:.0%} target of issue 8, at n = {', '.join(map(str, lengths))}: the two "
+            f"GEMMs of a {QUERY_BLOCK}-query block together (qk_block then pv_block) reach {_span(pair)} of "
+            "the square matmul")
+    if None not in blocked:
+        text += f", attention built from them with ATen's softmax between them (`blocked`) {_span(blocked)}"
+    text += f", and SDPA {_span(sdpa)}."
+    if min(sdpa) >= TARGET:
+        return text + " SDPA meets the target at every length."
+    if max(pair) < TARGET:
+        return text + (" The block GEMMs alone stay below the target at every length: at d_head = "
+                       f"{rows[0]['d_head']} these GEMM shapes put it out of reach here.")
+    if min(pair) >= TARGET and None not in blocked and max(blocked) < TARGET:
+        return text + (" The block GEMMs reach the target on their own at every length; attention built "
+                       "from them does not, so the GEMM shapes are not what holds it below. What SDPA's "
+                       "fused kernel loses beyond its GEMMs this benchmark does not separate.")
+    return text + " The lengths disagree; see the table."
+
+
+def _pair_lengths(rows: list[dict]) -> list[int]:
+    """The lengths `block_pair_fractions` reports, in its order."""
+    by_key = {(r["shape"], r["n"]): r for r in rows}
+    return [n for n in sorted({r["n"] for r in rows}) if _pair_rows(by_key, n)]
+
+
+def _pair_rows(by_key: dict, n: int) -> tuple[dict, dict] | None:
+    qk, pv = by_key.get((QK_BLOCK, n)), by_key.get((PV_BLOCK, n))
+    if qk and pv and qk["median_s"] and pv["median_s"] and qk["square_flops_per_s"]:
+        return qk, pv
+    return None
 
 
 def block_pair_fractions(rows: list[dict]) -> list[float]:
     """Per length: FLOP/s of qk_block and pv_block run back to back, as a fraction of the square matmul."""
     by_key = {(r["shape"], r["n"]): r for r in rows}
     out = []
-    for n in sorted({r["n"] for r in rows}):
-        qk, pv = by_key.get((QK_BLOCK, n)), by_key.get((PV_BLOCK, n))
-        if qk and pv and qk["median_s"] and pv["median_s"] and qk["square_flops_per_s"]:
-            rate = (qk["flops"] + pv["flops"]) / (qk["median_s"] + pv["median_s"])
-            out.append(rate / qk["square_flops_per_s"])
+    for n in _pair_lengths(rows):
+        qk, pv = _pair_rows(by_key, n)
+        rate = (qk["flops"] + pv["flops"]) / (qk["median_s"] + pv["median_s"])
+        out.append(rate / qk["square_flops_per_s"])
     return out
 
 
@@ -314,100 +312,22 @@ def write_ceiling(rows: list[dict], out_dir: Path | str, name: str) -> dict[str,
     each replaced atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv = _replace_text(out_dir / f"{name}.csv", pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(index=False))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    csv = replace_atomically(out_dir / f"{name}.csv", lambda tmp: frame.to_csv(tmp, index=False))
     lines = [f"# Matmul ceiling at attention's shapes: {name}", "", verdict(rows), "",
              ceiling_table(rows), "", "GFLOP/s (% of the square matmul timed in the same rounds).", ""]
     if rows:
         lines += [conditions(rows), ""]
     lines += [f"Data: [{csv.name}]({csv.name})", ""]
-    md = _replace_text(out_dir / f"{name}.md", "\n".join(lines))
+    md = replace_atomically(out_dir / f"{name}.md", lambda tmp: tmp.write_text("\n".join(lines)))
     return {"csv": csv, "md": md}
 
 
-def _replace_text(path: Path, text: str) -> Path:
-    """Write `text` to a temp file beside `path`, then rename it over `path`: a kill mid-write
-    leaves the previous version. (outputs.write_csv does this for the suite's columns only.)"""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it 0600; a results file is for sharing
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-# ----------------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad input as an AttnbenchError (one line) instead of usage + exit."""
-
-    def error(self, message: str):
-        raise AttnbenchError(message)
-
-
-def _lengths(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m attnbench.benchmarks.ceiling",
-                     description="Time attention's GEMM shapes and SDPA against a square matmul (issue 8's 75 % target).")
-    parser.add_argument("--lengths", type=_lengths, default=(1024, 2048, 4096), help="comma-separated n [1024,2048,4096]")
-    parser.add_argument("--threads", type=_positive, default=None, help="torch threads [torch's]")
-    parser.add_argument("--repeat", type=_positive, default=5, help="interleaved rounds per length [5]")
-    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange [0.2]")
-    parser.add_argument("--out", default="results/benchmarks", help="output folder [results/benchmarks]")
-    parser.add_argument("--name", default=None, help="file name stem [<UTC date>-cpu-ceiling]")
-    args = parser.parse_args(argv)
-    if args.name is None:
-        args.name = datetime.now(timezone.utc).strftime("%Y%m%d") + "-cpu-ceiling"
-    if "/" in args.name or args.name in ("", ".", ".."):
-        raise AttnbenchError(f"--name {args.name!r}: a file name stem, without '/'")
-    if not args.min_run_time > 0:
-        raise AttnbenchError(f"--min-run-time: expected a positive number of seconds, got {args.min_run_time}")
-    return args
-
-
 def main(argv: list[str] | None = None) -> None:
-    """`python -m attnbench.benchmarks.ceiling [OPTIONS]`: bad input → one line on stderr, exit 2."""
-    try:
-        args = _parse(sys.argv[1:] if argv is None else argv)
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=out).close()  # fail now, not after minutes of timing
-        except OSError as exc:
-            raise AttnbenchError(f"--out {out}: {exc.strerror or exc}") from None
-        rows = run_ceiling(args.lengths, threads=args.threads, repeat=args.repeat,
-                           min_run_time=args.min_run_time, log=print)
-        try:
-            paths = write_ceiling(rows, out, args.name)
-        except OSError as exc:
-            raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
-    except AttnbenchError as exc:
-        print(f"ceiling: error: {exc}", file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", 2))
-    for path in paths.values():
-        print(f"wrote {path}")
+    """`python -m attnbench.benchmarks.ceiling [OPTIONS]`: the same as `bench ceiling [OPTIONS]`."""
+    from attnbench.cli import main as bench_main
+
+    bench_main(["ceiling", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

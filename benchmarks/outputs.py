@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -18,11 +19,17 @@ SUMMARY_LENGTHS = (2048, 8192, 16384)
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """All rows with every column of ROW_COLUMNS, in that order; replaced atomically (a kill
-    mid-write leaves the previous version)."""
+    """All rows with every column of ROW_COLUMNS, in that order; replaced atomically."""
+    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    return replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` to a file beside `path`, then rename it over `path`: a kill mid-write leaves
+    the previous version."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(tmp, index=False)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -275,7 +275,7 @@ def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], l
 def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     cases = select_cases(list(cfg.variants))
     dtype = cfg.resolved_dtype()
-    heap = set_heap(cfg, log)  # before the matmul peak and every timing: one condition for all
+    heap = set_heap(cfg.device, cfg.heap, log)  # before the matmul peak and every timing: one condition for all
     peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
     machine = torch.cuda.get_device_name() if torch.device(cfg.device).type == "cuda" else cpu_model()
     common = {
@@ -309,7 +309,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     return rows
 
 
-def set_heap(cfg: PerfConfig, log) -> str:
+def set_heap(device: str, heap: str, log) -> str:
     """Put the CPU heap in the run's condition; the condition the rows record (`heap` column).
 
     glibc maps each block of 32 MiB or more fresh and page-faults it in on every call, so on CPU an
@@ -318,12 +318,13 @@ def set_heap(cfg: PerfConfig, log) -> str:
     "cached" removes it, as CUDA's caching allocator (or jemalloc/tcmalloc) would. The pin lasts
     for the rest of the process: glibc's dynamic threshold cannot be switched back on.
     """
-    if torch.device(cfg.device).type == "cuda":
+    if torch.device(device).type == "cuda":
         return CUDA_HEAP
-    if cfg.heap == CACHED:
+    if heap == CACHED:
         if pin_mmap_threshold(CACHED_BYTES):
             return CACHED
-        log("heap: could not pin glibc's mmap threshold (not glibc?); timing under the allocator's defaults")
+        log("heap: glibc refused the 1 GiB mmap threshold, or the allocator is not glibc; "
+            "timing under the allocator's defaults")
     return GLIBC
 
 

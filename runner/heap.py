@@ -5,6 +5,11 @@ when freed, so a call that allocates such a block page-faults all of it in again
 are reused from the heap. By default the threshold starts at 128 KiB and rises with each larger
 mmap'd block freed, up to 32 MiB. Once `mallopt` sets it, glibc's dynamic adjustment is off for
 the rest of the process: the value stays where the last call put it.
+
+mallopt(3) documents 32 MiB as the threshold's upper limit on 64-bit systems; newer glibc (2.36
+here) accept 1 GiB, older ones refuse it, and `pin_mmap_threshold` then reports False. The pin
+serves the main thread's heap: a thread with its own arena (heaps of at most 64 MiB) still maps
+bigger blocks fresh. Timings run on the main thread.
 """
 
 from __future__ import annotations

@@ -229,13 +229,13 @@ def test_cpu_timings_run_under_the_chosen_heap_pinned_before_the_matmul_peak(con
 def test_a_refused_pin_is_logged_and_recorded_as_glibc(monkeypatch):
     monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: False)
     lines = []
-    assert set_heap(PerfConfig(), lines.append) == "glibc"
-    assert len(lines) == 1 and "could not pin" in lines[0]
+    assert set_heap("cpu", "cached", lines.append) == "glibc"
+    assert len(lines) == 1 and "glibc refused the 1 GiB mmap threshold" in lines[0]
 
 
 def test_cuda_rows_record_the_cuda_allocator_and_pin_nothing(heap_pins):
     for condition in heap.HEAPS:
-        assert set_heap(PerfConfig(device="cuda", heap=condition), quiet) == "cuda"
+        assert set_heap("cuda", condition, quiet) == "cuda"
     assert heap_pins == []
 
 
@@ -277,7 +277,12 @@ def test_glibc_accepts_both_pins_and_a_later_pin_moves_them():
             "h = u.module_from_spec(s); s.loader.exec_module(h); "
             "print(h.pin_mmap_threshold(h.CACHED_BYTES), h.pin_mmap_threshold(h.STEADY_BYTES))")
     out = subprocess.run([sys.executable, "-c", code, heap.__file__], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "True"]
+    cached, steady = out.stdout.split()
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: nothing to pin")
+    assert steady == "True"  # 4 MiB is within every glibc's documented range
+    if cached == "False":  # above mallopt(3)'s documented 32 MiB: newer glibc accept it, older refuse
+        pytest.skip("this glibc refuses a 1 GiB mmap threshold (bench perf then records heap glibc)")
 
 
 class FakeLibc:

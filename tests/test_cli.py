@@ -10,7 +10,7 @@ from rich.console import Console
 from attnbench.cli_run import summary_tables
 
 
-@pytest.mark.parametrize("command", [[], ["ls"], ["check"]])
+@pytest.mark.parametrize("command", [[], ["ls"], ["check"], ["perf"], ["ceiling"]])
 def test_help_shows_an_example(command, bench_output):
     code, out, _ = bench_output(*command, "--help")
     assert code == 0 and "Example" in out and "bench " in out

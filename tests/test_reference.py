@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench import build_variant
 from attnbench.variants.additive import CHUNK_ELEMENTS
-from attnbench.variants.linear import _features, causal_linear_attention, global_linear_attention
+from attnbench.variants.linear import EPS, _features, causal_linear_attention, global_linear_attention
 from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
 from attnbench.variants.reference import (
@@ -179,11 +179,27 @@ def test_local_window_reaches_exactly_window_minus_one_back():
 
 
 # ------------------------------------------------------------------------------ linear
-@pytest.mark.parametrize(("n", "chunk"), [(2, 4), (9, 4), (64, 64), (100, 16), (100, 4), (130, 64), (77, 200)])
-@pytest.mark.parametrize("padded", [False, True])
-# segment, rounded down to whole chunks (at least one): one segment for every n here; 20 → (100, 4)
-# has 5 segments of 5 chunks; 3 → one chunk per segment
-@pytest.mark.parametrize("segment", [512, 20, 3])
+# (n, chunk, segment); the segment is rounded down to whole chunks (at least one): 512 is one
+# segment for every n here; 20 → (100, 4) has 5 segments of 5 chunks; 3 → one chunk per segment
+CAUSAL_LINEAR_CASES = [
+    (n, chunk, segment)
+    for segment in (512, 20, 3)
+    for n, chunk in [(2, 4), (9, 4), (64, 64), (100, 16), (100, 4), (130, 64), (77, 200)]
+] + [
+    # a carried state, a last segment of several chunks and chunk padding at once: 45 = 20 + 20 + 5,
+    # the last segment 2 chunks of 4 padded to 8; 150 = 64 + 64 + 22, 2 chunks of 16 padded to 32
+    (45, 4, 20),
+    (150, 16, 64),
+    (131, 16, 64),  # 64 + 64 + 3: a last segment of one padded chunk
+]
+
+
+@pytest.mark.parametrize(
+    ("n", "chunk", "segment"),
+    CAUSAL_LINEAR_CASES,
+    ids=[f"n{n}-chunk{chunk}-segment{segment}" for n, chunk, segment in CAUSAL_LINEAR_CASES],
+)
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
 def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded, segment):
     q, k, v = qkv(2, 2, n, 8, seed=n + chunk)
     mask = padding(2, n, seed=chunk) if padded else None
@@ -206,6 +222,93 @@ def test_global_linear_equals_quadratic_form(n, m, segment):
         lambda q, k, v: linear_attention(q, k, v, key_padding_mask=mask)[0],
         [q, k, v],
     )
+
+
+def linear_kernel_and_reference(causal, mask, segment, chunk=4):
+    """(kernel, reference) on (q, k, v) with this key padding: the chunked causal form against the
+    recurrent one, or the global form against the quadratic one."""
+    if causal:
+        return (
+            lambda q, k, v: causal_linear_attention(q, k, v, chunk_size=chunk, key_padding_mask=mask, segment=segment),
+            lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
+        )
+    return (
+        lambda q, k, v: global_linear_attention(q, k, v, key_padding_mask=mask, segment=segment),
+        lambda q, k, v: linear_attention(q, k, v, key_padding_mask=mask)[0],
+    )
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
+def test_linear_row_with_every_key_padded_gives_zeros_like_the_reference(causal):
+    # nothing to attend to: numerator and normaliser sums are 0, the denominator EPS alone. Causal:
+    # 45 = 20 + 20 + 5 at chunk 4 (carried state, padded last chunk); global: 3 key segments of 8
+    n, m = (45, 45) if causal else (30, 21)
+    q, k, v = qkv(3, 2, n, 8, seed=4, m=m)
+    mask = padding(3, m, seed=6)
+    mask[1] = True
+    kernel, reference = linear_kernel_and_reference(causal, mask, segment=20 if causal else 8)
+    assert_same(kernel, reference, [q, k, v])
+
+    out, ref = kernel(q, k, v), reference(q, k, v)
+    assert torch.isfinite(out).all()
+    assert (out[1] == 0).all() and (ref[1] == 0).all()
+    assert out[0].abs().amax() > 0.1  # the unpadded row is not zero
+    grads = torch.autograd.grad(out.sum(), [q, k, v])
+    for name, grad in zip("qkv", grads):
+        assert torch.isfinite(grad).all(), name
+        assert (grad[1] == 0).all(), f"the fully padded row passes a gradient to {name}"
+
+
+def left_padding(m, lengths):
+    """(b m) mask with the padded positions first: row i keeps its last lengths[i] keys."""
+    return torch.arange(m)[None, :] < (m - torch.tensor(lengths))[:, None]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
+def test_linear_with_left_padding_equals_reference(causal):
+    # padding before the real keys, over several segments: causal, 45 = 20 + 20 + 5 at chunk 4, and
+    # row 2's first two segments are wholly padded (a zero carried state); global, 37 = 4 × 8 + 5
+    n, m = (45, 45) if causal else (23, 37)
+    lengths = [m, m - 13, 3]
+    q, k, v = qkv(3, 2, n, 8, seed=8, m=m)
+    mask = left_padding(m, lengths)
+    kernel, reference = linear_kernel_and_reference(causal, mask, segment=20 if causal else 8)
+    assert_same(kernel, reference, [q, k, v])
+
+    out = kernel(q, k, v).detach()
+    assert torch.isfinite(out).all()
+    if causal:  # a query before a row's first real key sees nothing: output 0, and only there
+        for row, length in enumerate(lengths):
+            first = m - length
+            assert (out[row, :, :first] == 0).all()
+            assert (out[row, :, first:].abs().amax(dim=-1) > 0).all()
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float16, 1e-2), (torch.bfloat16, 3e-2)], ids=["fp16", "bf16"])
+def test_linear_core_in_half_precision_matches_fp32_reference(dtype, tol, causal):
+    # inputs × 4 over 512 positions: sums that fp16 would overflow or badly round (a core that did
+    # not compute in fp32 is off by 0.4 (global) and 0.04 (causal) here in fp16)
+    layer = build_variant("linear", d_model=64, n_heads=4, chunk_size=16)
+    n = 512
+    q, k, v = qkv(2, 4, n, 16, seed=11)
+    with torch.no_grad():
+        for t in (q, k, v):
+            t.mul_(4.0)
+    mask = padding(2, n, seed=3)
+    ref = linear_attention(q, k, v, key_padding_mask=mask, causal=causal, eps=EPS)[0]
+    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(99))
+    ref_grads = torch.autograd.grad((ref * probe).sum(), [q, k, v])
+
+    low = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+    out, weights = layer.core(*low, mask, causal, False)
+    assert weights is None
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert rel_err(out.float(), ref) <= tol, f"outputs differ: {rel_err(out.float(), ref):.2e}"
+    grads = torch.autograd.grad((out * probe.to(dtype)).sum(), low)
+    for name, grad, want in zip("qkv", grads, ref_grads):
+        assert grad.dtype == dtype and torch.isfinite(grad).all(), name
+        assert rel_err(grad.float(), want) <= tol, f"gradient {name} differs: {rel_err(grad.float(), want):.2e}"
 
 
 def test_linear_feature_map_matches_elu_plus_one_with_its_gradient():

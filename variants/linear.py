@@ -69,11 +69,12 @@ def _key_features(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
 
 class _FeatureMap(torch.autograd.Function):
     """φ(x) = elu(x) + 1, computed as exp(min(x, 0)) + max(x, 0), with the derivative read from
-    the output: φ′(x) = min(φ(x), 1), since φ = 1 + x > 1 where φ′ = 1 and φ = eˣ ≤ 1 where φ′ = eˣ.
+    the output: φ′(x) = min(φ(x), 1), since φ = 1 + x > 1 where φ′ = 1, and φ = eˣ ≤ 1 where
+    φ′ = eˣ.
 
-    Equal to `reference.feature_map` up to rounding, and faster on CPU: ATen's elu evaluates expm1,
-    (b=1, h=8, n=2048, d=64, one thread here: `F.elu(x) + 1` 1.7 ms, this 1.1 ms). Saves only the
-    output for backward.
+    Equal to `reference.feature_map` up to rounding, and faster on CPU, where ATen's elu evaluates
+    expm1 (b=1, h=8, n=2048, d=64, one thread here: `F.elu(x) + 1` 1.7 ms, this 1.1 ms). Saves
+    only the output for backward.
     """
 
     @staticmethod
@@ -190,10 +191,8 @@ def _causal_segment(
     Works on (b·h·c, s, ·) batches of chunks, so every product is one `bmm` on views.
     """
     (b, h, m, _), e, size = fq.shape, v.shape[-1], tril.shape[0]
-    c = math.ceil(m / size)
-    pad = c * size - m  # padded positions come last: no real query sees them
-    chunked = lambda t: rearrange(F.pad(t, (0, 0, 0, pad)) if pad else t, "b h (c s) d -> (b h c) s d", s=size)  # noqa: E731
-    fq, fk, v1 = chunked(fq), chunked(fk), chunked(_with_ones(v))
+    pad = math.ceil(m / size) * size - m  # padded positions come last: no real query sees them
+    fq, fk, v1 = (_chunked(t, size, pad) for t in (fq, fk, _with_ones(v)))
 
     # inside each chunk: the quadratic form with the causal mask; the ones column of v makes the
     # last output column the normaliser Σ_j φ(q_i)·φ(k_j)
@@ -204,9 +203,15 @@ def _causal_segment(
     # the earlier segments
     states = rearrange(torch.bmm(fk.transpose(1, 2), v1), "(b h c) d e -> b h c d e", b=b, h=h)
     earlier, total = _exclusive_prefix(states, carried)
-    out = out.baddbmm_(fq, rearrange(earlier, "b h c d e -> (b h c) d e"))  # + φ(q) earlier; in place: bmm saves no output
+    # + φ(q) earlier, in place: bmm saved its inputs, not `out`
+    out = out.baddbmm_(fq, rearrange(earlier, "b h c d e -> (b h c) d e"))
     out = rearrange(_normalise(out, e), "(b h c) s e -> b h (c s) e", b=b, h=h)
     return out[:, :, :m], total
+
+
+def _chunked(t: Tensor, size: int, pad: int) -> Tensor:
+    """(b h m d) → (b·h·c, size, d): zero-padded at the end to whole chunks, then a view."""
+    return rearrange(F.pad(t, (0, 0, 0, pad)) if pad else t, "b h (c s) d -> (b h c) s d", s=size)
 
 
 def _exclusive_prefix(states: Tensor, carried: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -215,7 +220,8 @@ def _exclusive_prefix(states: Tensor, carried: Tensor | None) -> tuple[Tensor, T
     which could cancel; and on CPU `cumsum` along this middle dimension, or a product with a
     triangular ones matrix, took 2–3× as long (torch.profiler, n = 2048).
     """
-    running = states.new_zeros(states[:, :, 0].shape) if carried is None else carried  # contiguous, so is the stack
+    # contiguous zeros, so the stack below is contiguous too (a strided stack is slow)
+    running = states.new_zeros(states[:, :, 0].shape) if carried is None else carried
     earlier = []
     for chunk in states.unbind(dim=2):
         earlier.append(running)
