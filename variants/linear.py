@@ -140,11 +140,11 @@ def global_linear_attention(
     One scan over the keys sums the state Σ φ(k_j) v_jᵀ (b h d e) and the normaliser's Σ φ(k_j)
     (b h d); a second applies them to the queries. Both go `segment` positions at a time.
     """
-    kv, ks = 0, 0
+    kv = ks = None
     for part in _segments(k.shape[-2], segment):
         fk = _key_features(k[:, :, part], _mask_part(key_padding_mask, part))
-        kv = kv + fk.transpose(-2, -1) @ v[:, :, part]
-        ks = ks + rearrange(fk.sum(dim=-2), "b h d -> b h d 1")
+        part_kv, part_ks = fk.transpose(-2, -1) @ v[:, :, part], rearrange(fk.sum(dim=-2), "b h d -> b h d 1")
+        kv, ks = (part_kv, part_ks) if kv is None else (kv + part_kv, ks + part_ks)
 
     def queries(part: slice) -> Tensor:
         fq = _features(q[:, :, part])
