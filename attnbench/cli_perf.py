@@ -208,9 +208,24 @@ def _gate(base, current, tolerance, baseline) -> int:
                    f"{tolerance:.0%} against {baseline}:")
         for reg in result.regressions:
             click.echo(f"  {reg}")
+        click.echo(f"On a shared machine, confirm before believing it: {_rerun(result.regressions, baseline)}")
         return 1
     click.echo(f"no regression: {result.compared} timings within {tolerance:.0%} of {baseline}")
     return 0
+
+
+def _rerun(regressions, baseline) -> str:
+    """The `bench perf` command that times only the regressed cases, lengths and batches again."""
+    from attnbench.benchmarks.cases import CASES
+
+    variant_of = {case.label: case.variant for case in CASES}
+    variants = sorted({variant_of[r.case] for r in regressions if variant_of.get(r.case)})
+
+    def join(values) -> str:
+        return ",".join(map(str, sorted(set(values))))
+
+    return (f"bench perf --variants {join(variants) or 'all'} --lengths {join(r.n for r in regressions)} "
+            f"--batch {join(r.batch for r in regressions)} --compare {baseline}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -350,6 +350,7 @@ def test_the_gate_fails_on_a_20_percent_slowdown_and_passes_equal_numbers(tmp_pa
     assert bench(["perf", "--compare", str(base), "--current", str(slow)]) == 1
     out = capsys.readouterr().out
     assert "6 of 6 timings regressed" in out and "local(window=128) core b=1 n=1024" in out and "1.20×" in out
+    assert f"confirm before believing it: bench perf --variants linear,local --lengths 512,1024 --batch 1 --compare {base}" in out
 
 
 def test_the_gate_compares_only_the_same_machine_kind(tmp_path, capsys):
