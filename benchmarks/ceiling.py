@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.benchmarks.outputs import replace_atomically
-from attnbench.benchmarks.suite import set_heap
+from attnbench.benchmarks.suite import TOLERANCE, relative_error, set_heap
 from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner.heap import CACHED
 from attnbench.runner.measure import MATMUL_SIZE, time_call
@@ -167,6 +167,13 @@ def _one_length(n, common, repeat, min_run_time, device, limit_gib, log) -> list
             status[shape.name] = f"skipped: needs {need / 2**30:.2f} GiB (> {limit_gib:g} GiB limit)"
         else:
             calls[shape.name], status[shape.name] = _call(shape, device, gen), OK
+    if BLOCKED in calls:  # verified against SDPA before it is timed, like every kernel here
+        dims = (1, common["heads"], n, common["d_head"])
+        q, k, v = (torch.randn(dims, generator=gen).to(device) for _ in range(3))
+        err = relative_error(blocked_attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+        if not err <= TOLERANCE[torch.float32]:
+            status[BLOCKED] = f"mismatch: max|Δ|/max|SDPA| = {err:.1e}"
+            del calls[BLOCKED]
     times: dict[str, list] = {name: [] for name in calls}
     for r in range(repeat):
         order = list(calls) if r % 2 == 0 else list(calls)[::-1]  # alternate the order against drift

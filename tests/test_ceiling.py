@@ -206,6 +206,14 @@ def test_blocked_attention_equals_sdpa(n, block):
     assert torch.allclose(ceiling.blocked_attention(q, k, v, block=block), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_blocked_attention_that_disagrees_with_sdpa_is_not_timed(monkeypatch):
+    monkeypatch.setattr(ceiling, "blocked_attention", lambda q, k, v: torch.zeros_like(q))
+    rows = run_ceiling(lengths=(64,), heads=2, d_head=16, repeat=1, min_run_time=0.001)
+    blocked = next(r for r in rows if r["shape"] == "blocked")
+    assert blocked["status"].startswith("mismatch: max|Δ|/max|SDPA| = 1.0e+00") and blocked["median_s"] is None
+    assert next(r for r in rows if r["shape"] == "sdpa")["median_s"] > 0
+
+
 def test_the_block_pair_rate_is_total_flops_over_total_time():
     rows = fake_rows({"square": 1.0, "qk_block": 0.9, "pv_block": 0.6})
     qk, pv = rows[1], rows[2]  # 2e9 FLOPs at 0.9, 3e9 at 0.6 → 5e9 / (2e9/0.9e11 + 3e9/0.6e11)
