@@ -56,10 +56,14 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
               help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind and --heap.")
 @click.option("--current", type=click.Path(dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")
+@click.option("--against", "revision", default=None,
+              help="A git revision: time each variant's core at that revision beside the working tree's, in the "
+                   "same rounds (impl core@REV), and exit 1 when the working tree's is > --tolerance slower.")
 @click.option("--tolerance", type=float, default=0.10, show_default=True)
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
 def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-                 device, dtype, threads, heap, quick, out_dir, name, baseline, current, tolerance, note) -> int:
+                 device, dtype, threads, heap, quick, out_dir, name, baseline, current, revision, tolerance,
+                 note) -> int:
     """Time every variant's core and layer against SDPA, the naive reference and peers.
 
     Every output is verified against the reference before it is timed. Writes OUT/NAME.csv,
@@ -71,24 +75,34 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
       bench perf --variants local,linear --lengths 1024,8192 --batch 1
       bench perf --compare results/benchmarks/BASELINE.csv
       bench perf --compare results/benchmarks/BASELINE.csv --current results/benchmarks/new.csv
+      bench perf --variants linear --against HEAD~1   # old and new kernel side by side
     """
     from attnbench.benchmarks import guard
 
     if current and not baseline:
         raise AttnbenchError("--current needs --compare BASELINE.csv")
+    if current and revision:
+        raise AttnbenchError("--against times a revision beside the working tree: it cannot check --current")
     if baseline:
         base = guard.read_results(baseline)  # fail early, before a long run
     if current:
         return _gate(base, guard.read_results(current), tolerance, baseline)
     csv = _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-               device, dtype, threads, heap, quick, out_dir, name, note)
+               device, dtype, threads, heap, quick, out_dir, name, note, revision)
+    code = 0
+    if revision:
+        result = guard.side_by_side(guard.read_results(csv).to_dict("records"), tolerance=tolerance)
+        if result.compared == 0:
+            click.echo(f"bench perf: no core was timed beside {revision}'s; nothing compared", err=True)
+        else:
+            code = _report(result, tolerance, f"{revision}'s code timed beside it", rerun=None)
     if baseline:
-        return _gate(base, guard.read_results(csv), tolerance, baseline)
-    return 0
+        code = max(code, _gate(base, guard.read_results(csv), tolerance, baseline))
+    return code
 
 
 def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-         device, dtype, threads, heap, quick, out_dir, name, note) -> Path:
+         device, dtype, threads, heap, quick, out_dir, name, note, revision=None) -> Path:
     from attnbench.benchmarks.cases import CASES
     from attnbench.benchmarks.outputs import write_all, write_csv
     from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig, run_suite
@@ -105,6 +119,10 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
     device = resolve_device(device)
+    if revision:
+        from attnbench.benchmarks.revision import short_hash
+
+        short_hash(revision)  # an unknown revision fails here, before --out is created
     cfg = PerfConfig(
         variants=tuple(chosen),
         lengths=_ints(lengths, "--lengths") if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS),
@@ -119,6 +137,7 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         dtype=None if dtype == "auto" else DTYPES[dtype],
         threads=threads,
         heap=heap,
+        against=revision,
     )
     if cfg.repeat < 1:
         raise AttnbenchError("--repeat must be at least 1")
@@ -203,14 +222,21 @@ def _gate(base, current, tolerance, baseline) -> int:
                       if result.other_condition else ""),
                    err=True)
         return 0
+    return _report(result, tolerance, baseline, rerun=f"On a shared machine, confirm before believing it: "
+                   f"{_rerun(result.regressions, baseline)}")
+
+
+def _report(result, tolerance, against: str, rerun: str | None) -> int:
+    """Print a comparison's outcome; 1 when something regressed."""
     if result.regressions:
         click.echo(f"{len(result.regressions)} of {result.compared} timings regressed by more than "
-                   f"{tolerance:.0%} against {baseline}:")
+                   f"{tolerance:.0%} against {against}:")
         for reg in result.regressions:
             click.echo(f"  {reg}")
-        click.echo(f"On a shared machine, confirm before believing it: {_rerun(result.regressions, baseline)}")
+        if rerun:
+            click.echo(rerun)
         return 1
-    click.echo(f"no regression: {result.compared} timings within {tolerance:.0%} of {baseline}")
+    click.echo(f"no regression: {result.compared} timings within {tolerance:.0%} of {against}")
     return 0
 
 

@@ -86,3 +86,18 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
         if r["median_s"] > r["median_s_base"] * (1 + tolerance)
     )
     return Comparison(regressions, int(same.sum()), int((~same).sum()))
+
+
+def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
+    """Each variant's core against its `core@<rev>` (another revision's code) timed in the same
+    interleaved rounds (`bench perf --against REV`): drift of the machine cancels in the ratio."""
+    timed = {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows if r["median_s"] is not None}
+    regressions, compared = [], 0
+    for (case, impl, batch, n), old in sorted(timed.items()):
+        new = timed.get((case, "core", batch, n))
+        if not impl.startswith("core@") or new is None:
+            continue
+        compared += 1
+        if new > old * (1 + tolerance):
+            regressions.append(Regression(case, f"core vs {impl}", batch, n, old, new))
+    return Comparison(tuple(regressions), compared, 0)

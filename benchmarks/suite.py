@@ -28,6 +28,7 @@ from torch import Tensor
 from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
 from attnbench.benchmarks.peers import PEERS, PeerMissing
+from attnbench.benchmarks.revision import build_at, revision_classes
 from attnbench.errors import AttnbenchError
 from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner.heap import (CACHED, CACHED_BYTES, CUDA_HEAP, GLIBC, HEAPS, STEADY_BYTES,
@@ -68,6 +69,8 @@ class PerfConfig:
     # CPU: "cached" pins glibc's mmap threshold at 1 GiB before anything is timed, so big tensors
     # are reused from the heap as a caching allocator would; "glibc" keeps its defaults
     heap: str = CACHED
+    # a git revision whose variant code is timed beside the working tree's (impl `core@<rev>`)
+    against: str | None = None
     dtype: torch.dtype | None = None  # None: fp32 on CPU, bf16 on CUDA
     threads: int | None = None
     seed: int = 0
@@ -153,9 +156,11 @@ def naive_entries(case: Case, batch: int, n: int) -> int:
 
 
 def build_candidates(
-    cases: list[Case], batch: int, n: int, cfg: PerfConfig, naive_bytes_per_entry: dict[str, tuple[float, int]]
+    cases: list[Case], batch: int, n: int, cfg: PerfConfig, naive_bytes_per_entry: dict[str, tuple[float, int]],
+    at_rev: tuple[str, dict[str, type]] | None = None,
 ) -> list[Candidate]:
-    """Every (case, implementation) at (batch, n), on the same inputs."""
+    """Every (case, implementation) at (batch, n), on the same inputs; with `at_rev` = (short hash,
+    {variant: class at that revision}), also each variant's core at that revision (`core@<hash>`)."""
     device, dtype = cfg.device, cfg.resolved_dtype()
     gen = torch.Generator().manual_seed(cfg.seed + n + 7919 * batch)
     qkv = {}
@@ -186,6 +191,15 @@ def build_candidates(
         out.append(Candidate(case, CORE, lambda f=core, q=q, k=k, v=v, lay=layer: f(lay, q, k, v),
                              core_check(ref, q, k, v, rows),
                              meta_fn=lambda f=core, lay=meta_layer, m=(qm, km, vm): f(lay, *m)))
+        if at_rev and case.variant in at_rev[1]:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                old = build_at(at_rev[1][case.variant], case.variant, D_MODEL, case.heads, case.opts)
+            old = old.to(device=device, dtype=dtype).eval()
+            meta_old = copy.deepcopy(old).to("meta")
+            out.append(Candidate(case, f"{CORE}@{at_rev[0]}", lambda f=core, q=q, k=k, v=v, lay=old: f(lay, q, k, v),
+                                 core_check(rows_reference(case, old), q, k, v, rows),
+                                 meta_fn=lambda f=core, lay=meta_old, m=(qm, km, vm): f(lay, *m)))
         whole = lambda lay, x, c=case.causal: lay(x, causal=c)[0]  # noqa: E731
         out.append(Candidate(case, LAYER, lambda f=whole, lay=layer: f(lay, x),
                              layer_check(ref, layer, x, rows),
@@ -275,6 +289,7 @@ def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], l
 def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     cases = select_cases(list(cfg.variants))
     dtype = cfg.resolved_dtype()
+    at_rev = revision_classes(cfg.against, sorted({c.variant for c in cases if c.variant})) if cfg.against else None
     heap = set_heap(cfg.device, cfg.heap, log)  # before the matmul peak and every timing: one condition for all
     peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
     machine = torch.cuda.get_device_name() if torch.device(cfg.device).type == "cuda" else cpu_model()
@@ -294,7 +309,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
         dropped: dict = {}  # (case, impl) → why longer lengths are not run
         for n in lengths:
             with torch.inference_mode():
-                cands = build_candidates(cases, batch, n, cfg, per_entry)
+                cands = build_candidates(cases, batch, n, cfg, per_entry, at_rev)
                 if extra is not None:
                     cands = extra(cands, batch, n)
                 timed = _verify_all(cands, cfg, history, dropped, batch, n, log)

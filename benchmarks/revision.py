@@ -1,0 +1,88 @@
+"""A variant's code at another git revision, to time it beside the working tree's (`bench perf --against REV`).
+
+A regression gate against a results CSV compares timings taken at different hours, and on a shared
+machine those drift by more than any tolerance worth setting (unchanged `local` code ran 13–24 %
+slower 40 minutes later here). Timing the old kernel and the new one in the same interleaved rounds
+cancels that drift: the gate then reads a ratio taken side by side, as every other ratio here is.
+
+The variant's module is read from REV (`git show REV:variants/<module>.py`) and executed as a fresh
+module with `register_variant` capturing its classes instead of registering them, so the registry
+and the working tree's classes are untouched. It imports the working tree's `attnbench` (base
+classes, references, options): a revision whose variant no longer fits them is reported as one
+line, not timed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+from attnbench.errors import AttnbenchError
+from attnbench.variants import base as variant_base
+from attnbench.variants.base import VARIANTS
+
+
+def revision_classes(rev: str, names: list[str]) -> tuple[str, dict[str, type]]:
+    """(REV's short hash, {variant name: its layer class at REV}) for the built-in variants `names`."""
+    classes: dict[str, type] = {}
+    short = short_hash(rev)
+    for name in names:
+        current = VARIANTS.get(name).obj
+        path = Path(sys.modules[current.__module__].__file__)
+        source = _git(["show", f"{rev}:./{path.name}"], path.parent, rev)
+        captured = _load(source, f"attnbench._at_{short}.{path.stem}", path, rev)
+        if name not in captured:
+            raise AttnbenchError(f"--against {rev}: {path.name} there registers no variant {name!r}")
+        classes[name] = captured[name]
+    return short, classes
+
+
+def short_hash(rev: str) -> str:
+    """REV's short commit hash, read from the git checkout attnbench runs from (one line if not)."""
+    return _git(["rev-parse", "--short", f"{rev}^{{commit}}"], Path(variant_base.__file__).parent, rev)
+
+
+def _git(args: list[str], cwd: Path, rev: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:  # no git on PATH
+        raise AttnbenchError(f"--against {rev}: cannot run git ({exc.strerror or exc})") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise AttnbenchError(f"--against {rev}: {reason} (needs attnbench from a git checkout)")
+    return done.stdout.strip() if args[0] == "rev-parse" else done.stdout
+
+
+def _load(source: str, module_name: str, path: Path, rev: str) -> dict[str, type]:
+    """Execute a variant module's source; {registered name: class} of what it would register."""
+    captured: dict[str, type] = {}
+
+    def capture(name: str, cls: type | None = None, *, aliases: tuple[str, ...] = ()):
+        def keep(layer_cls: type) -> type:
+            captured[name] = layer_cls
+            return layer_cls
+        return keep(cls) if cls is not None else keep
+
+    module = types.ModuleType(module_name)
+    module.__file__ = f"{path} at {rev}"
+    sys.modules[module_name] = module  # dataclasses and pickling look a class's module up here
+    register = variant_base.register_variant
+    variant_base.register_variant = capture  # read by the module's `from … import register_variant`
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise AttnbenchError(f"--against {rev}: {path.name} there does not load with this attnbench: "
+                             f"{type(exc).__name__}: {exc}") from None
+    finally:
+        variant_base.register_variant = register
+    return captured
+
+
+def build_at(cls: type, name: str, d_model: int, n_heads: int, options: dict):
+    """A layer of REV's class with the options resolved by its own spec, as `build_variant` does."""
+    layer = cls(d_model, n_heads, **cls.spec.resolve(name, options))
+    layer.variant_name = name
+    return layer

@@ -1,0 +1,131 @@
+"""`bench perf --against REV`: a variant's core at another git revision, timed beside the working
+tree's in the same rounds, and the gate on that side-by-side ratio. Nothing here asserts on time."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from attnbench.benchmarks import revision
+from attnbench.benchmarks.guard import side_by_side
+from attnbench.benchmarks.suite import PerfConfig, run_suite
+from attnbench.cli import main
+from attnbench.errors import AttnbenchError
+from attnbench.variants import linear
+from attnbench.variants.base import VARIANTS, build_variant
+
+VARIANTS_DIR = Path(linear.__file__).parent
+IN_GIT = subprocess.run(["git", "rev-parse", "HEAD"], cwd=VARIANTS_DIR, capture_output=True).returncode == 0
+needs_git = pytest.mark.skipif(not IN_GIT, reason="attnbench is not a git checkout here")
+TINY = dict(lengths=(32,), batches=(1,), repeat=1, min_run_time=0.001, memory_probes=())
+
+
+@pytest.fixture(autouse=True)
+def heap_pins(monkeypatch):
+    """The suite's heap pin is recorded, not made: this process's allocator stays as it was."""
+    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: True)
+
+
+def bench(argv) -> int:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    return done.value.code
+
+
+@needs_git
+def test_head_classes_load_beside_the_registered_ones_and_compute_the_same():
+    before = {name: VARIANTS.get(name).obj for name in ("linear", "local")}
+    short, classes = revision.revision_classes("HEAD", ["linear", "local"])
+    assert short and set(classes) == {"linear", "local"}
+    assert {name: VARIANTS.get(name).obj for name in before} == before  # the registry is untouched
+    for name, options in (("linear", {}), ("local", {"window": 8})):
+        assert classes[name] is not before[name] and classes[name].__name__ == before[name].__name__
+        old = revision.build_at(classes[name], name, 32, 4, options)
+        new = build_variant(name, d_model=32, n_heads=4, **options)
+        q, k, v = (torch.randn(2, 4, 40, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+        want = new.core(q, k, v, None, True, False)[0]
+        assert torch.allclose(old.core(q, k, v, None, True, False)[0], want, atol=1e-5)
+
+
+def test_an_unknown_revision_is_one_line_from_git():
+    with pytest.raises(AttnbenchError, match=r"^--against no-such-rev: .*\(needs attnbench from a git checkout\)$"):
+        revision.revision_classes("no-such-rev", ["linear"])
+
+
+def test_a_module_that_no_longer_loads_is_one_line(monkeypatch):
+    def fake_git(args, cwd, rev):
+        return "abc1234" if args[0] == "rev-parse" else "from attnbench.variants.base import Gone\n"
+    monkeypatch.setattr(revision, "_git", fake_git)
+    with pytest.raises(AttnbenchError, match=r"^--against old: linear.py there does not load with this "
+                                             r"attnbench: ImportError: cannot import name 'Gone'"):
+        revision.revision_classes("old", ["linear"])
+
+
+def test_a_module_that_registers_another_name_is_refused(monkeypatch):
+    source = ("from attnbench.variants.base import register_variant\n"
+              "@register_variant('other')\nclass Other:\n    pass\n")
+    monkeypatch.setattr(revision, "_git", lambda args, cwd, rev: "abc1234" if args[0] == "rev-parse" else source)
+    with pytest.raises(AttnbenchError, match="linear.py there registers no variant 'linear'"):
+        revision.revision_classes("old", ["linear"])
+    assert VARIANTS.get("linear").obj is linear.LinearAttention  # the capture was undone
+
+
+@needs_git
+def test_the_suite_verifies_and_times_the_revision_beside_the_working_tree():
+    rows = run_suite(PerfConfig(variants=("linear",), against="HEAD", **TINY), log=lambda line: None)
+    short = revision.revision_classes("HEAD", ["linear"])[0]
+    at_rev = [r for r in rows if r["impl"] == f"core@{short}"]
+    assert {r["case"] for r in at_rev} == {"linear", "linear(causal)"}
+    for r in at_rev:
+        assert r["status"] == "ok" and r["verified"] and r["rel_err"] <= r["tolerance"] and r["median_s"] > 0
+    assert side_by_side(rows).compared == 2
+
+
+def row(case, impl, n, seconds):
+    return {"case": case, "impl": impl, "batch": 1, "n": n, "median_s": seconds}
+
+
+def test_side_by_side_flags_only_a_working_tree_slower_than_tolerance():
+    rows = [row("linear", "core", 512, 1.2), row("linear", "core@abc", 512, 1.0),   # 1.20×: regressed
+            row("linear", "core", 1024, 1.05), row("linear", "core@abc", 1024, 1.0),  # 1.05×: within 10 %
+            row("local", "core", 512, 0.5), row("local", "core@abc", 512, 1.0),      # faster
+            row("local", "core@abc", 1024, 1.0), row("local", "core", 1024, None),   # not timed: not compared
+            row("linear", "layer", 512, 9.0)]
+    result = side_by_side(rows)
+    assert result.compared == 3
+    assert [(r.case, r.impl, r.n, r.ratio) for r in result.regressions] == [("linear", "core vs core@abc", 512, 1.2)]
+
+
+@needs_git
+def test_bench_perf_against_writes_the_rows_and_reports(tmp_path, capsys):
+    argv = ["perf", "--variants", "linear", "--lengths", "32", "--batch", "1", "--repeat", "1", "--min-run-time",
+            "0.001", "--against", "HEAD", "--out", str(tmp_path), "--name", "t"]
+    code = bench(argv)
+    out = capsys.readouterr().out
+    impls = set(pd.read_csv(tmp_path / "t.csv")["impl"])
+    assert any(impl.startswith("core@") for impl in impls)
+    # the same code on both sides: noise may still tip one ratio over 10 %; either way it is reported
+    assert code in (0, 1)
+    if code == 0:
+        assert "no regression: 2 timings within 10% of HEAD's code timed beside it" in out
+    else:
+        assert "regressed by more than 10% against HEAD's code timed beside it" in out
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--against", "no-such-rev"], "--against no-such-rev: "),
+    (["--against", "HEAD", "--compare", "x.csv", "--current", "y.csv"], None),
+])
+def test_bad_against_is_one_line_and_exit_2(argv, says, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame([{"case": "linear", "impl": "core", "batch": 1, "n": 32, "dtype": "float32", "device": "cpu",
+                   "machine": "m", "threads": 1, "median_s": 1.0}]).to_csv("x.csv", index=False)
+    assert bench(["perf", "--variants", "linear", "--lengths", "32", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench: error: ")
+    assert says is None or says in err[0]
+    assert not (tmp_path / "out").exists()  # refused before anything was created or timed
