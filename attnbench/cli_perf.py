@@ -57,8 +57,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--current", type=click.Path(dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")
 @click.option("--against", "revision", default=None,
-              help="A git revision: time each variant's core at that revision beside the working tree's, in the "
-                   "same rounds (impl core@REV), and exit 1 when the working tree's is > --tolerance slower.")
+              help="A git revision: time each variant's core as its own module was at that revision (shared code "
+                   "comes from the working tree) beside the working tree's, in the same rounds (impl core@REV); "
+                   "exit 1 when the working tree's is > --tolerance slower, or nothing could be compared.")
 @click.option("--tolerance", type=float, default=0.10, show_default=True)
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
 def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
@@ -92,8 +93,9 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     code = 0
     if revision:
         result = guard.side_by_side(guard.read_results(csv).to_dict("records"), tolerance=tolerance)
-        if result.compared == 0:
+        if result.compared == 0:  # nothing loaded from REV, or no core verified and timed on both sides
             click.echo(f"bench perf: no core was timed beside {revision}'s; nothing compared", err=True)
+            code = 1
         else:
             code = _report(result, tolerance, f"{revision}'s code timed beside it", rerun=None)
     if baseline:
@@ -119,10 +121,11 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
     device = resolve_device(device)
-    if revision:
-        from attnbench.benchmarks.revision import short_hash
+    if revision:  # an unknown revision, or a module that no longer loads, fails before --out is created
+        from attnbench.benchmarks.cases import select_cases
+        from attnbench.benchmarks.revision import revision_classes
 
-        short_hash(revision)  # an unknown revision fails here, before --out is created
+        revision_classes(revision, sorted({c.variant for c in select_cases(chosen) if c.variant}))
     cfg = PerfConfig(
         variants=tuple(chosen),
         lengths=_ints(lengths, "--lengths") if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS),

@@ -91,7 +91,8 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
 def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
     """Each variant's core against its `core@<rev>` (another revision's code) timed in the same
     interleaved rounds (`bench perf --against REV`): drift of the machine cancels in the ratio."""
-    timed = {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows if r["median_s"] is not None}
+    timed = {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows
+             if r["median_s"] is not None and not pd.isna(r["median_s"])}  # None from the suite, NaN from a CSV
     regressions, compared = [], 0
     for (case, impl, batch, n), old in sorted(timed.items()):
         new = timed.get((case, "core", batch, n))

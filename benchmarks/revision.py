@@ -5,11 +5,12 @@ machine those drift by more than any tolerance worth setting (unchanged `local` 
 slower 40 minutes later here). Timing the old kernel and the new one in the same interleaved rounds
 cancels that drift: the gate then reads a ratio taken side by side, as every other ratio here is.
 
-The variant's module is read from REV (`git show REV:variants/<module>.py`) and executed as a fresh
-module with `register_variant` capturing its classes instead of registering them, so the registry
-and the working tree's classes are untouched. It imports the working tree's `attnbench` (base
-classes, references, options): a revision whose variant no longer fits them is reported as one
-line, not timed.
+The variant's own module is read from REV (`git show REV:variants/<module>.py`) and executed as a
+fresh module with `register_variant` capturing its classes instead of registering them, so the
+registry and the working tree's classes are untouched. Everything it imports comes from the working
+tree (base classes, masking, references, sibling variants): `--against` compares the variant's own
+module only, and leaves out a variant whose `core` lives elsewhere. A module that no longer fits
+the working tree is reported as one line, not timed.
 """
 
 from __future__ import annotations
@@ -24,24 +25,38 @@ from attnbench.variants import base as variant_base
 from attnbench.variants.base import VARIANTS
 
 
-def revision_classes(rev: str, names: list[str]) -> tuple[str, dict[str, type]]:
-    """(REV's short hash, {variant name: its layer class at REV}) for the built-in variants `names`."""
-    classes: dict[str, type] = {}
-    short = short_hash(rev)
+def revision_classes(rev: str, names: list[str], log=lambda line: None) -> tuple[str, dict[str, type]]:
+    """(REV's short hash, {variant name: its layer class at REV}) for the built-in variants `names`.
+
+    A variant is left out, with a log line, when its module did not exist at REV or its `core` is
+    not defined in that module (e.g. `dot-product` inherits `multi-head`'s): the working tree's
+    code would then be timed against itself.
+    """
+    full = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], Path(variant_base.__file__).parent, rev)
+    short, classes = full[:7], {}
     for name in names:
         current = VARIANTS.get(name).obj
         path = Path(sys.modules[current.__module__].__file__)
-        source = _git(["show", f"{rev}:./{path.name}"], path.parent, rev)
-        captured = _load(source, f"attnbench._at_{short}.{path.stem}", path, rev)
-        if name not in captured:
+        try:
+            source = _git(["show", f"{full}:./{path.name}"], path.parent, rev)
+        except AttnbenchError as exc:
+            log(f"--against {rev}: {name} not compared ({exc})")
+            continue
+        module_name = f"attnbench._at_{short}.{path.stem}"
+        cls = _load(source, module_name, path, rev).get(name)
+        if cls is None:
             raise AttnbenchError(f"--against {rev}: {path.name} there registers no variant {name!r}")
-        classes[name] = captured[name]
+        if cls.core.__module__ != module_name:
+            log(f"--against {rev}: {name} not compared (its core comes from {cls.core.__module__}, "
+                "which --against takes from the working tree)")
+            continue
+        classes[name] = cls
     return short, classes
 
 
 def short_hash(rev: str) -> str:
     """REV's short commit hash, read from the git checkout attnbench runs from (one line if not)."""
-    return _git(["rev-parse", "--short", f"{rev}^{{commit}}"], Path(variant_base.__file__).parent, rev)
+    return _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], Path(variant_base.__file__).parent, rev)[:7]
 
 
 def _git(args: list[str], cwd: Path, rev: str) -> str:
@@ -49,19 +64,20 @@ def _git(args: list[str], cwd: Path, rev: str) -> str:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:  # no git on PATH
         raise AttnbenchError(f"--against {rev}: cannot run git ({exc.strerror or exc})") from None
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["git failed"])[-1]
-        raise AttnbenchError(f"--against {rev}: {reason} (needs attnbench from a git checkout)")
-    return done.stdout.strip() if args[0] == "rev-parse" else done.stdout
+    if done.returncode == 0:
+        return done.stdout.strip() if args[0] == "rev-parse" else done.stdout
+    if args[0] == "rev-parse":
+        raise AttnbenchError(f"--against {rev}: not a commit of the git checkout attnbench runs from")
+    raise AttnbenchError((done.stderr.strip().splitlines() or ["git failed"])[-1])
 
 
 def _load(source: str, module_name: str, path: Path, rev: str) -> dict[str, type]:
-    """Execute a variant module's source; {registered name: class} of what it would register."""
+    """Execute a variant module's source; {registered name or alias: class} of what it would register."""
     captured: dict[str, type] = {}
 
     def capture(name: str, cls: type | None = None, *, aliases: tuple[str, ...] = ()):
         def keep(layer_cls: type) -> type:
-            captured[name] = layer_cls
+            captured.update(dict.fromkeys((name, *aliases), layer_cls))
             return layer_cls
         return keep(cls) if cls is not None else keep
 
@@ -72,8 +88,10 @@ def _load(source: str, module_name: str, path: Path, rev: str) -> dict[str, type
     variant_base.register_variant = capture  # read by the module's `from … import register_variant`
     try:
         exec(compile(source, module.__file__, "exec"), module.__dict__)
-    except Exception as exc:
+    except BaseException as exc:
         sys.modules.pop(module_name, None)
+        if not isinstance(exc, Exception):
+            raise
         raise AttnbenchError(f"--against {rev}: {path.name} there does not load with this attnbench: "
                              f"{type(exc).__name__}: {exc}") from None
     finally:

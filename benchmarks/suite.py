@@ -289,7 +289,9 @@ def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], l
 def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
     cases = select_cases(list(cfg.variants))
     dtype = cfg.resolved_dtype()
-    at_rev = revision_classes(cfg.against, sorted({c.variant for c in cases if c.variant})) if cfg.against else None
+    at_rev = None
+    if cfg.against:
+        at_rev = revision_classes(cfg.against, sorted({c.variant for c in cases if c.variant}), log)
     heap = set_heap(cfg.device, cfg.heap, log)  # before the matmul peak and every timing: one condition for all
     peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
     machine = torch.cuda.get_device_name() if torch.device(cfg.device).type == "cuda" else cpu_model()

@@ -3,7 +3,9 @@ tree's in the same rounds, and the gate on that side-by-side ratio. Nothing here
 
 from __future__ import annotations
 
+import io
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,7 @@ from attnbench.benchmarks.guard import side_by_side
 from attnbench.benchmarks.suite import PerfConfig, run_suite
 from attnbench.cli import main
 from attnbench.errors import AttnbenchError
+from attnbench.variants import base as variant_base
 from attnbench.variants import linear
 from attnbench.variants.base import VARIANTS, build_variant
 
@@ -52,7 +55,8 @@ def test_head_classes_load_beside_the_registered_ones_and_compute_the_same():
 
 
 def test_an_unknown_revision_is_one_line_from_git():
-    with pytest.raises(AttnbenchError, match=r"^--against no-such-rev: .*\(needs attnbench from a git checkout\)$"):
+    with pytest.raises(AttnbenchError, match=r"^--against no-such-rev: not a commit of the git checkout attnbench "
+                                             r"runs from$"):
         revision.revision_classes("no-such-rev", ["linear"])
 
 
@@ -60,18 +64,44 @@ def test_a_module_that_no_longer_loads_is_one_line(monkeypatch):
     def fake_git(args, cwd, rev):
         return "abc1234" if args[0] == "rev-parse" else "from attnbench.variants.base import Gone\n"
     monkeypatch.setattr(revision, "_git", fake_git)
+    register = variant_base.register_variant
     with pytest.raises(AttnbenchError, match=r"^--against old: linear.py there does not load with this "
                                              r"attnbench: ImportError: cannot import name 'Gone'"):
         revision.revision_classes("old", ["linear"])
+    assert variant_base.register_variant is register  # the capture was undone
+    assert not [name for name in sys.modules if name.startswith("attnbench._at_abc1234")]
 
 
 def test_a_module_that_registers_another_name_is_refused(monkeypatch):
+    register = variant_base.register_variant
     source = ("from attnbench.variants.base import register_variant\n"
               "@register_variant('other')\nclass Other:\n    pass\n")
     monkeypatch.setattr(revision, "_git", lambda args, cwd, rev: "abc1234" if args[0] == "rev-parse" else source)
     with pytest.raises(AttnbenchError, match="linear.py there registers no variant 'linear'"):
         revision.revision_classes("old", ["linear"])
-    assert VARIANTS.get("linear").obj is linear.LinearAttention  # the capture was undone
+    assert VARIANTS.get("linear").obj is linear.LinearAttention and variant_base.register_variant is register
+
+
+def test_a_variant_missing_at_the_revision_is_left_out_with_a_line(monkeypatch):
+    def fake_git(args, cwd, rev):
+        if args[0] == "rev-parse":
+            return "abc1234"
+        raise AttnbenchError("fatal: path 'variants/linear.py' exists on disk, but not in 'abc1234'")
+    monkeypatch.setattr(revision, "_git", fake_git)
+    lines = []
+    assert revision.revision_classes("old", ["linear"], lines.append) == ("abc1234", {})
+    assert lines == ["--against old: linear not compared (fatal: path 'variants/linear.py' exists on disk, "
+                     "but not in 'abc1234')"]
+
+
+@needs_git
+def test_a_variant_whose_core_lives_in_another_module_is_left_out():
+    """dot-product inherits multi-head's core, which --against would take from the working tree."""
+    lines = []
+    _, classes = revision.revision_classes("HEAD", ["dot-product", "linear"], lines.append)
+    assert set(classes) == {"linear"}
+    assert len(lines) == 1 and lines[0].startswith("--against HEAD: dot-product not compared (its core comes from "
+                                                   "attnbench.variants.multi_head")
 
 
 @needs_git
@@ -97,6 +127,9 @@ def test_side_by_side_flags_only_a_working_tree_slower_than_tolerance():
             row("linear", "layer", 512, 9.0)]
     result = side_by_side(rows)
     assert result.compared == 3
+    # read back from a CSV, an untimed core is NaN: not compared either
+    frame = pd.DataFrame(rows).to_csv(index=False)
+    assert side_by_side(pd.read_csv(io.StringIO(frame)).to_dict("records")).compared == 3
     assert [(r.case, r.impl, r.n, r.ratio) for r in result.regressions] == [("linear", "core vs core@abc", 512, 1.2)]
 
 
@@ -118,7 +151,7 @@ def test_bench_perf_against_writes_the_rows_and_reports(tmp_path, capsys):
 
 @pytest.mark.parametrize(("argv", "says"), [
     (["--against", "no-such-rev"], "--against no-such-rev: "),
-    (["--against", "HEAD", "--compare", "x.csv", "--current", "y.csv"], None),
+    (["--against", "HEAD", "--compare", "x.csv", "--current", "y.csv"], "it cannot check --current"),
 ])
 def test_bad_against_is_one_line_and_exit_2(argv, says, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -127,5 +160,24 @@ def test_bad_against_is_one_line_and_exit_2(argv, says, tmp_path, capsys, monkey
     assert bench(["perf", "--variants", "linear", "--lengths", "32", "--out", str(tmp_path / "out"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bench: error: ")
-    assert says is None or says in err[0]
+    assert says in err[0]
     assert not (tmp_path / "out").exists()  # refused before anything was created or timed
+
+
+def test_a_module_that_no_longer_loads_stops_bench_perf_before_out_is_created(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(revision, "_git", lambda args, cwd, rev: "abc1234" if args[0] == "rev-parse" else "1/0\n")
+    argv = ["perf", "--variants", "linear", "--lengths", "32", "--against", "old", "--out", str(tmp_path / "out")]
+    assert bench(argv) == 2
+    assert capsys.readouterr().err.strip() == ("bench: error: --against old: linear.py there does not load with "
+                                               "this attnbench: ZeroDivisionError: division by zero")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_git
+def test_nothing_compared_is_a_failure(tmp_path, capsys):
+    argv = ["perf", "--variants", "dot-product", "--lengths", "32", "--batch", "1", "--repeat", "1",
+            "--min-run-time", "0.001", "--against", "HEAD", "--out", str(tmp_path), "--name", "t"]
+    assert bench(argv) == 1
+    captured = capsys.readouterr()
+    assert "dot-product not compared" in captured.out
+    assert "bench perf: no core was timed beside HEAD's; nothing compared" in captured.err
