@@ -154,6 +154,9 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     for batch in sorted(set(df["batch"])):
         lines += ["", f"## Time, batch {batch}: median ± IQR [min–max over repeats] in ms; ratios are time ÷ SDPA and ÷ peer", "",
                   summary_table(rows, batch=batch)]
+    for impl in sorted({str(i) for i in df["impl"] if str(i).startswith("core@")}):
+        lines += ["", f"## Core ÷ {impl}: this tree's time over that revision's, timed side by side (`--against`)",
+                  "", side_by_side_table(rows, impl)]
     odd = df[~df["status"].isin(["ok"])]
     if len(odd):
         lines += ["", "## Not timed", "", "| batch | n | case | impl | status |", "|---|---|---|---|---|"]
@@ -162,6 +165,22 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     lines += ["", f"Data: [{csv_name}]({csv_name}) · plot: ![scaling]({png_name})", ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def side_by_side_table(rows: list[dict], impl: str) -> str:
+    """Markdown: (case, batch) × n → core time ÷ `impl` time from the same rounds, or — if either is untimed."""
+    timed = {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows
+             if r["median_s"] is not None and not pd.isna(r["median_s"])}
+    lengths = sorted({r["n"] for r in rows})
+    series = sorted({(case, batch) for case, i, batch, _ in timed if i == impl})
+    lines = ["| case | batch | " + " | ".join(f"n={n}" for n in lengths) + " |", "|---|---|" + "---|" * len(lengths)]
+    for case, batch in series:
+        cells = []
+        for n in lengths:
+            new, old = timed.get((case, "core", batch, n)), timed.get((case, impl, batch, n))
+            cells.append(f"{new / old:.2f}×" if new and old else "—")
+        lines.append(f"| {case} | {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_all(rows: list[dict], out_dir: Path, name: str, note: str = "") -> dict[str, Path]:

@@ -181,3 +181,16 @@ def test_nothing_compared_is_a_failure(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "dot-product not compared" in captured.out
     assert "bench perf: no core was timed beside HEAD's; nothing compared" in captured.err
+
+
+def test_the_page_shows_the_side_by_side_ratios(tmp_path):
+    from attnbench.benchmarks.outputs import write_markdown
+    from attnbench.benchmarks.suite import ROW_COLUMNS
+
+    base = dict.fromkeys(ROW_COLUMNS) | {"batch": 1, "status": "ok", "device": "cpu", "heap": "cached", "iqr_s": 0.0,
+                                         "repeats": 1}
+    rows = [base | row("linear", "core", 512, 1.2), base | row("linear", "core@abc", 512, 1.0),
+            base | row("linear", "core", 1024, 2.0), base | row("linear", "core@abc", 1024, None)]
+    text = write_markdown(rows, tmp_path / "p.md", csv_name="p.csv", png_name="p.png").read_text()
+    assert "## Core ÷ core@abc: this tree's time over that revision's" in text
+    assert "| linear | 1 | 1.20× | — |" in text
