@@ -247,7 +247,7 @@ def verdict(rows: list[dict]) -> str:
     the two block GEMMs together (the GEMM work of a blocked kernel), attention built from them
     (`blocked`) and SDPA; a conclusion only where it holds at every length timed."""
     by_key = {(r["shape"], r["n"]): r["fraction"] for r in rows if r["fraction"] is not None}
-    pairs = dict(zip(_pair_lengths(rows), block_pair_fractions(rows)))
+    pairs = block_pairs(rows)
     lengths = [n for n in sorted(pairs) if (SDPA, n) in by_key]
     if not lengths:
         return "Too few shapes were timed against a square matmul to compare with the 75 % target."
@@ -272,28 +272,22 @@ def verdict(rows: list[dict]) -> str:
     return text + " The lengths disagree; see the table."
 
 
-def _pair_lengths(rows: list[dict]) -> list[int]:
-    """The lengths `block_pair_fractions` reports, in its order."""
+def block_pairs(rows: list[dict]) -> dict[int, float]:
+    """{n: FLOP/s of qk_block and pv_block run back to back, as a fraction of the square matmul},
+    for each length where both were timed."""
     by_key = {(r["shape"], r["n"]): r for r in rows}
-    return [n for n in sorted({r["n"] for r in rows}) if _pair_rows(by_key, n)]
-
-
-def _pair_rows(by_key: dict, n: int) -> tuple[dict, dict] | None:
-    qk, pv = by_key.get((QK_BLOCK, n)), by_key.get((PV_BLOCK, n))
-    if qk and pv and qk["median_s"] and pv["median_s"] and qk["square_flops_per_s"]:
-        return qk, pv
-    return None
+    pairs = {}
+    for n in sorted({r["n"] for r in rows}):
+        qk, pv = by_key.get((QK_BLOCK, n)), by_key.get((PV_BLOCK, n))
+        if qk and pv and qk["median_s"] and pv["median_s"] and qk["square_flops_per_s"]:
+            rate = (qk["flops"] + pv["flops"]) / (qk["median_s"] + pv["median_s"])
+            pairs[n] = rate / qk["square_flops_per_s"]
+    return pairs
 
 
 def block_pair_fractions(rows: list[dict]) -> list[float]:
-    """Per length: FLOP/s of qk_block and pv_block run back to back, as a fraction of the square matmul."""
-    by_key = {(r["shape"], r["n"]): r for r in rows}
-    out = []
-    for n in _pair_lengths(rows):
-        qk, pv = _pair_rows(by_key, n)
-        rate = (qk["flops"] + pv["flops"]) / (qk["median_s"] + pv["median_s"])
-        out.append(rate / qk["square_flops_per_s"])
-    return out
+    """`block_pairs`' fractions, by length."""
+    return list(block_pairs(rows).values())
 
 
 def _span(fractions: list[float]) -> str:
