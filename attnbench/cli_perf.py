@@ -90,16 +90,16 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
         return _gate(base, guard.read_results(current), tolerance, baseline)
     csv = _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
                device, dtype, threads, heap, quick, out_dir, name, note, revision)
-    code = 0
+    code, rows = 0, guard.read_results(csv)
     if revision:
-        result = guard.side_by_side(guard.read_results(csv).to_dict("records"), tolerance=tolerance)
+        result = guard.side_by_side(rows.to_dict("records"), tolerance=tolerance)
         if result.compared == 0:  # nothing loaded from REV, or no core verified and timed on both sides
             click.echo(f"bench perf: no core was timed beside {revision}'s; nothing compared", err=True)
             code = 1
         else:
             code = _report(result, tolerance, f"{revision}'s code timed beside it", rerun=None)
     if baseline:
-        code = max(code, _gate(base, guard.read_results(csv), tolerance, baseline))
+        code = max(code, _gate(base, rows, tolerance, baseline))
     return code
 
 
@@ -121,11 +121,15 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
     device = resolve_device(device)
+    def log(line: str) -> None:
+        console.print(line, highlight=False)
+
+    at_rev = None
     if revision:  # an unknown revision, or a module that no longer loads, fails before --out is created
         from attnbench.benchmarks.cases import select_cases
         from attnbench.benchmarks.revision import revision_classes
 
-        revision_classes(revision, sorted({c.variant for c in select_cases(chosen) if c.variant}))
+        at_rev = revision_classes(revision, sorted({c.variant for c in select_cases(chosen) if c.variant}), log)
     cfg = PerfConfig(
         variants=tuple(chosen),
         lengths=_ints(lengths, "--lengths") if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS),
@@ -154,7 +158,7 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         except OSError as exc:  # e.g. the disk filled up: stop, keeping the last CSV written
             raise StoppedWriting(f"cannot write {partial}: {exc.strerror or exc}") from None
 
-    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=save)
+    rows = run_suite(cfg, log=log, save=save, at_rev=at_rev)
     try:
         paths = write_all(rows, out, name, note=note)
     except OSError as exc:

@@ -91,8 +91,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
 def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
     """Each variant's core against its `core@<rev>` (another revision's code) timed in the same
     interleaved rounds (`bench perf --against REV`): drift of the machine cancels in the ratio."""
-    timed = {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows
-             if r["median_s"] is not None and not pd.isna(r["median_s"])}  # None from the suite, NaN from a CSV
+    timed = timed_medians(rows)
     regressions, compared = [], 0
     for (case, impl, batch, n), old in sorted(timed.items()):
         new = timed.get((case, "core", batch, n))
@@ -102,3 +101,10 @@ def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
         if new > old * (1 + tolerance):
             regressions.append(Regression(case, f"core vs {impl}", batch, n, old, new))
     return Comparison(tuple(regressions), compared, 0)
+
+
+def timed_medians(rows: list[dict]) -> dict[tuple, float]:
+    """{(case, impl, batch, n): median_s} of the rows that were timed (None from the suite, NaN
+    from a CSV for the others)."""
+    return {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows
+            if r["median_s"] is not None and not pd.isna(r["median_s"])}

@@ -11,6 +11,7 @@ from typing import Callable
 
 import pandas as pd
 
+from attnbench.benchmarks.guard import timed_medians
 from attnbench.benchmarks.suite import ROW_COLUMNS
 from attnbench.benchmarks.targets import check_targets
 from attnbench.runner.heap import CACHED
@@ -169,8 +170,7 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
 
 def side_by_side_table(rows: list[dict], impl: str) -> str:
     """Markdown: (case, batch) × n → core time ÷ `impl` time from the same rounds, or — if either is untimed."""
-    timed = {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows
-             if r["median_s"] is not None and not pd.isna(r["median_s"])}
+    timed = timed_medians(rows)
     lengths = sorted({r["n"] for r in rows})
     series = sorted({(case, batch) for case, i, batch, _ in timed if i == impl})
     lines = ["| case | batch | " + " | ".join(f"n={n}" for n in lengths) + " |", "|---|---|" + "---|" * len(lengths)]

@@ -272,25 +272,26 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
 
 
 def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], list[Candidate]] | None = None,
-              log: Callable[[str], None] = print, save: Callable[[list[dict]], None] | None = None) -> list[dict]:
+              log: Callable[[str], None] = print, save: Callable[[list[dict]], None] | None = None,
+              at_rev: tuple[str, dict[str, type]] | None = None) -> list[dict]:
     """Run the benchmark; `extra(candidates, batch, n)` may add candidates (tests inject a wrong one).
 
     `save(rows)` is called with the rows so far after each length, so a killed run keeps them.
+    `at_rev`: `revision_classes(cfg.against, …)` already loaded by the caller (else loaded here).
     """
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run_suite(cfg, extra, log, save or (lambda rows: None))
+        return _run_suite(cfg, extra, log, save or (lambda rows: None), at_rev)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run_suite(cfg: PerfConfig, extra, log, save) -> list[dict]:
+def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
     cases = select_cases(list(cfg.variants))
     dtype = cfg.resolved_dtype()
-    at_rev = None
-    if cfg.against:
+    if cfg.against and at_rev is None:
         at_rev = revision_classes(cfg.against, sorted({c.variant for c in cases if c.variant}), log)
     heap = set_heap(cfg.device, cfg.heap, log)  # before the matmul peak and every timing: one condition for all
     peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
