@@ -64,6 +64,11 @@ CASES: tuple[Case, ...] = (
     Case("linear", "linear", complexity="n", family="linear", peer="linear-attention-transformer"),
     Case("linear(causal)", "linear", causal=True, complexity="n", family="linear",
          peer="linear-attention-transformer"),
+    # the same maths fused by torch.compile (variants/compiled.py): timed beside the eager kernel
+    Case("linear(kernel=compiled)", "linear", (("kernel", "compiled"),), complexity="n", family="linear",
+         peer="linear-attention-transformer"),
+    Case("linear(causal, kernel=compiled)", "linear", (("kernel", "compiled"),), causal=True, complexity="n",
+         family="linear", peer="linear-attention-transformer"),
     # additive forms a (b, h, chunk, m, d) block per chunk: seconds per call from n = 1024 on CPU,
     # and glibc's heap fragments under it (RSS far above the live tensors), so it is timed up to
     # batch × n = 2048 (a 2-thread run was OOM-killed at 24 GiB RSS, at n = 4096 and at batch 4,

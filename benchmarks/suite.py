@@ -26,14 +26,16 @@ from einops import rearrange
 from torch import Tensor
 
 from attnbench.benchmarks import references as refs
-from attnbench.benchmarks.cases import CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
+from attnbench.benchmarks.cases import CASES, CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
 from attnbench.benchmarks.peers import PEERS, PeerMissing
 from attnbench.benchmarks.revision import build_at, revision_classes
-from attnbench.errors import AttnbenchError
+from attnbench.errors import AttnbenchError, UnsupportedError
 from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner.heap import (CACHED, CACHED_BYTES, CUDA_HEAP, GLIBC, HEAPS, STEADY_BYTES,
                                    pin_mmap_threshold)
-from attnbench.runner.measure import MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, time_call
+from attnbench.runner.measure import (
+    CPU_EAGER_PATH_METHOD, MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, time_call,
+)
 from attnbench.variants.base import build_variant
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -183,7 +185,11 @@ def build_candidates(
             continue
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            layer = build_variant(case.variant, d_model=D_MODEL, n_heads=case.heads, **case.opts)
+            try:
+                layer = build_variant(case.variant, d_model=D_MODEL, n_heads=case.heads, **case.opts)
+            except UnsupportedError as exc:  # e.g. kernel=compiled without a C++ compiler: this case only
+                out.append(Candidate(case, CORE, None, None, status=f"unavailable: {exc}"))
+                continue
         layer = layer.to(device=device, dtype=dtype).eval()
         meta_layer = copy.deepcopy(layer).to("meta")
         ref = rows_reference(case, layer)
@@ -192,14 +198,7 @@ def build_candidates(
                              core_check(ref, q, k, v, rows),
                              meta_fn=lambda f=core, lay=meta_layer, m=(qm, km, vm): f(lay, *m)))
         if at_rev and case.variant in at_rev[1]:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)
-                old = build_at(at_rev[1][case.variant], case.variant, D_MODEL, case.heads, case.opts)
-            old = old.to(device=device, dtype=dtype).eval()
-            meta_old = copy.deepcopy(old).to("meta")
-            out.append(Candidate(case, f"{CORE}@{at_rev[0]}", lambda f=core, q=q, k=k, v=v, lay=old: f(lay, q, k, v),
-                                 core_check(rows_reference(case, old), q, k, v, rows),
-                                 meta_fn=lambda f=core, lay=meta_old, m=(qm, km, vm): f(lay, *m)))
+            out.append(_core_at_rev(case, at_rev, cfg, core, (q, k, v), (qm, km, vm), rows))
         whole = lambda lay, x, c=case.causal: lay(x, causal=c)[0]  # noqa: E731
         out.append(Candidate(case, LAYER, lambda f=whole, lay=layer: f(lay, x),
                              layer_check(ref, layer, x, rows),
@@ -232,6 +231,23 @@ def build_candidates(
     return out
 
 
+def _core_at_rev(case: Case, at_rev: tuple[str, dict[str, type]], cfg: PerfConfig, core: Callable,
+                 qkv: tuple, meta_qkv: tuple, rows: Tensor) -> Candidate:
+    """The variant's core as it was at REV (`core@<hash>`), or a Candidate that says why not."""
+    label = f"{CORE}@{at_rev[0]}"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        try:
+            old = build_at(at_rev[1][case.variant], case.variant, D_MODEL, case.heads, case.opts)
+        except AttnbenchError as exc:  # an option that REV's class lacks (e.g. kernel=compiled)
+            return Candidate(case, label, None, None, status=f"unavailable: {exc}")
+    old = old.to(device=cfg.device, dtype=cfg.resolved_dtype()).eval()
+    meta_old = copy.deepcopy(old).to("meta")
+    q, k, v = qkv
+    return Candidate(case, label, lambda: core(old, q, k, v), core_check(rows_reference(case, old), q, k, v, rows),
+                     meta_fn=lambda: core(meta_old, *meta_qkv))
+
+
 def calibrate_naive(cases: list[Case], batch: int, cfg: PerfConfig) -> dict[str, tuple[float, int]]:
     """(bytes per score entry, n) of each case's naive reference, measured at n ≤ CALIBRATION_N."""
     per_entry = {}
@@ -254,7 +270,11 @@ def _predict(history: dict, key: tuple, n: int, exponent: int) -> float | None:
 
 
 def verify(cand: Candidate, cfg: PerfConfig) -> float:
-    """One call under the memory counter; compare with the reference; returns the call's seconds."""
+    """One call under the memory counter; compare with the reference; returns the call's seconds.
+
+    Where the counter saw a compiled kernel's eager form (CPU), the compiled kernel is called
+    again outside it: its output is the one checked, its second call's seconds the ones returned.
+    """
     box = {}
 
     def call():
@@ -264,6 +284,11 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
     peak, method = peak_memory(call, device=cfg.device)
     seconds = time.perf_counter() - start
     cand.row.update(peak_bytes=peak, mem_method=method)
+    if method == CPU_EAGER_PATH_METHOD:  # the counter saw the eager form: check and clock the compiled one
+        call()  # compiles it, on first use
+        start = time.perf_counter()
+        call()
+        seconds = time.perf_counter() - start
     tol = TOLERANCE[cfg.resolved_dtype()]
     err = cand.check(box.pop("out"))
     cand.row.update(rel_err=err, tolerance=tol, verified=err <= tol)
@@ -476,10 +501,13 @@ def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, h
     return row
 
 
+LABEL_WIDTH = max(len(c.label) for c in CASES)
+
+
 def _line(row: dict) -> str:
     t = row["median_s"]
     timing = f"{t * 1e3:9.2f} ms ± {row['iqr_s'] * 1e3:.2f}" if t is not None else " " * 9 + "-"
-    return f"b={row['batch']} n={row['n']:>5} {row['case']:<18} {row['impl']:<34} {timing}  {row['status']}"
+    return f"b={row['batch']} n={row['n']:>5} {row['case']:<{LABEL_WIDTH}} {row['impl']:<34} {timing}  {row['status']}"
 
 
 def add_ratios(rows: list[dict]) -> None:

@@ -67,6 +67,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from attnbench.variants.base import build_variant
+from attnbench.variants.compiled import eager_fallbacks
 
 __all__ = [
     "TensorBytes",
@@ -82,6 +83,9 @@ __all__ = [
 
 CUDA_MEMORY_METHOD = "cuda.max_memory_allocated"
 CPU_MEMORY_METHOD = "tensor-bytes"
+# the counted call ran a compiled kernel's eager form (variants/compiled.py): its memory, not the
+# compiled code's, whose buffers are allocated outside any dispatch mode
+CPU_EAGER_PATH_METHOD = "tensor-bytes (eager path of a compiled kernel)"
 MATMUL_SIZE = {"cpu": 1024, "cuda": 8192}  # square matmul edge for `matmul_peak`
 OOM_MARKERS = ("out of memory", "can't allocate memory", "defaultcpuallocator")
 
@@ -187,7 +191,12 @@ def _storage_key(t: torch.Tensor) -> int | None:
 
 
 def peak_memory(fn: Callable[[], object], *, device: str) -> tuple[int, str]:
-    """Peak bytes allocated during `fn()` above the baseline at its start, and the method's name."""
+    """Peak bytes allocated during `fn()` above the baseline at its start, and the method's name.
+
+    On CPU the counter is a dispatch mode, under which a compiled kernel runs its eager form: the
+    method is then CPU_EAGER_PATH_METHOD, and the caller must not take `fn`'s output as the
+    compiled kernel's.
+    """
     if _is_cuda(device):
         dev = torch.device(device)
         torch.cuda.synchronize(dev)
@@ -196,9 +205,10 @@ def peak_memory(fn: Callable[[], object], *, device: str) -> tuple[int, str]:
         fn()
         torch.cuda.synchronize(dev)
         return max(0, torch.cuda.max_memory_allocated(dev) - base), CUDA_MEMORY_METHOD
+    fallbacks = eager_fallbacks()
     with TensorBytes() as mode:
         fn()
-    return mode.peak, CPU_MEMORY_METHOD
+    return mode.peak, CPU_MEMORY_METHOD if eager_fallbacks() == fallbacks else CPU_EAGER_PATH_METHOD
 
 
 # ----------------------------------------------------------------------------------- FLOPs

@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench import build_variant
 from attnbench.variants.additive import CHUNK_ELEMENTS
+from attnbench.variants.compiled import eager_fallbacks, has_compiler
 from attnbench.variants.linear import EPS, _features, causal_linear_attention, global_linear_attention
 from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
@@ -26,6 +27,7 @@ from attnbench.variants.reference import (
 )
 
 TOL = 1e-5
+needs_compiler = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -224,18 +226,35 @@ def test_global_linear_equals_quadratic_form(n, m, segment):
     )
 
 
-def linear_kernel_and_reference(causal, mask, segment, chunk=4):
+def linear_kernel_and_reference(causal, mask, segment, chunk=4, fused=False):
     """(kernel, reference) on (q, k, v) with this key padding: the chunked causal form against the
-    recurrent one, or the global form against the quadratic one."""
+    recurrent one, or the global form against the quadratic one (`fused`: the compiled kernel)."""
     if causal:
         return (
-            lambda q, k, v: causal_linear_attention(q, k, v, chunk_size=chunk, key_padding_mask=mask, segment=segment),
+            lambda q, k, v: causal_linear_attention(
+                q, k, v, chunk_size=chunk, key_padding_mask=mask, segment=segment, fused=fused
+            ),
             lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
         )
     return (
-        lambda q, k, v: global_linear_attention(q, k, v, key_padding_mask=mask, segment=segment),
+        lambda q, k, v: global_linear_attention(q, k, v, key_padding_mask=mask, segment=segment, fused=fused),
         lambda q, k, v: linear_attention(q, k, v, key_padding_mask=mask)[0],
     )
+
+
+@needs_compiler
+@pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
+def test_fused_linear_equals_reference_with_gradients(causal):
+    # kernel=compiled: causal, 45 = 20 + 20 + 5 at chunk 4 compiles the first segment's step (no
+    # carried state), a carried one and a last segment of one padded chunk; global, one graph over
+    # padded keys of another length than the queries
+    n, m = (45, 45) if causal else (50, 13)
+    q, k, v = qkv(2, 2, n, 8, seed=5, m=m)
+    mask = padding(2, m, seed=2)
+    kernel, reference = linear_kernel_and_reference(causal, mask, segment=20, fused=True)
+    fallbacks = eager_fallbacks()
+    assert_same(kernel, reference, [q, k, v])
+    assert eager_fallbacks() == fallbacks  # compiled code ran, not its eager form
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])

@@ -1,0 +1,118 @@
+"""Compiled kernels (variants/compiled.py): what runs as compiled is compiled, a measurement says
+when it saw the eager form instead, and a machine without a compiler gets one clear line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._inductor.config as inductor_config
+from torch._dynamo.exc import FailOnRecompileLimitHit
+
+from attnbench import build_variant
+from attnbench.benchmarks.suite import Candidate, PerfConfig, relative_error, run_suite, verify
+from attnbench.benchmarks.cases import CASES, CORE
+from attnbench.errors import UnsupportedError
+from attnbench.runner.measure import CPU_EAGER_PATH_METHOD, CPU_MEMORY_METHOD, count_flops, peak_memory
+from attnbench.variants import compiled as compiled_module
+from attnbench.variants.compiled import compiled, eager_fallbacks, has_compiler
+
+pytestmark = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
+NO_COMPILER = {"cpp.cxx": ("attnbench-no-such-cxx",)}
+
+
+def marked(x: torch.Tensor) -> torch.Tensor:
+    """x + 1 when compiled, x − 1 when eager: tells which form ran."""
+    return x + 1 if torch.compiler.is_compiling() else x - 1
+
+
+def test_a_compiled_function_runs_compiled_outside_any_dispatch_mode():
+    x = torch.arange(4.0)
+    fallbacks = eager_fallbacks()
+    assert torch.equal(compiled(marked, dynamic=False)(x), x + 1)
+    assert eager_fallbacks() == fallbacks
+
+
+def test_under_the_memory_counter_the_eager_form_runs_and_the_method_says_so():
+    x = torch.arange(4.0)
+    box = {}
+    fallbacks = eager_fallbacks()
+    _, method = peak_memory(lambda: box.update(out=compiled(marked, dynamic=False)(x)), device="cpu")
+    assert method == CPU_EAGER_PATH_METHOD and torch.equal(box["out"], x - 1)
+    assert eager_fallbacks() == fallbacks + 1
+    _, method = peak_memory(lambda: marked(x), device="cpu")  # plain eager code: the plain method
+    assert method == CPU_MEMORY_METHOD
+
+
+def test_meta_tensors_run_the_eager_form_so_flops_can_be_counted():
+    fn = compiled(lambda a, b: a @ b, dynamic=False)
+    a, b = torch.empty(3, 5, device="meta"), torch.empty(5, 7, device="meta")
+    assert fn(a, b).shape == (3, 7)
+    assert count_flops(lambda: fn(a, b)) == 2 * 3 * 5 * 7
+
+
+def test_verify_checks_the_compiled_output_not_the_one_the_counter_saw():
+    x = torch.arange(4.0)
+    case = next(c for c in CASES if c.label == "linear")
+    fn = compiled(marked, dynamic=False)
+    expects_compiled = Candidate(case, CORE, lambda: fn(x), lambda out: relative_error(out, x + 1))
+    expects_eager = Candidate(case, CORE, lambda: fn(x), lambda out: relative_error(out, x - 1))
+    cfg = PerfConfig()
+    verify(expects_compiled, cfg)
+    verify(expects_eager, cfg)
+    assert expects_compiled.row["verified"] and expects_compiled.row["mem_method"] == CPU_EAGER_PATH_METHOD
+    assert not expects_eager.row["verified"] and expects_eager.status.startswith("mismatch")
+
+
+def test_past_the_recompile_limit_it_fails_rather_than_run_eager(monkeypatch):
+    monkeypatch.setattr(compiled_module, "RECOMPILE_LIMIT", 1)
+    fn = compiled(lambda x: x * 2, dynamic=False)  # a new function: no graphs yet
+    fn(torch.ones(2))
+    with pytest.raises(FailOnRecompileLimitHit):
+        fn(torch.ones(3))  # a second shape, static: a second graph
+
+
+def test_a_graph_break_is_an_error_not_a_partly_eager_kernel():
+    def breaks(x):
+        print("a graph break")  # noqa: T201  (dynamo cannot trace print)
+        return x + 1
+
+    with pytest.raises(Exception, match="(?i)graph break|fullgraph|unsupported"):
+        compiled(breaks, dynamic=False)(torch.ones(2))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
+def test_a_compiled_linear_layer_equals_the_eager_one_with_gradients(causal):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 37, 32, generator=gen)
+    mask = torch.zeros(2, 37, dtype=torch.bool)
+    mask[1, -9:] = True
+    outs, grads = [], []
+    for kernel in ("eager", "compiled"):
+        torch.manual_seed(0)
+        layer = build_variant("linear", d_model=32, n_heads=4, chunk_size=8, kernel=kernel)
+        xi = x.clone().requires_grad_()
+        out, _ = layer(xi, key_padding_mask=mask, causal=causal)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in layer.parameters()])
+    assert torch.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    for eager, fused in zip(*grads):
+        assert torch.allclose(eager, fused, rtol=1e-4, atol=1e-5)
+
+
+def test_without_a_compiler_the_layer_is_refused_in_one_line():
+    with inductor_config.patch(NO_COMPILER):
+        with pytest.raises(UnsupportedError, match="linear: kernel=compiled needs torch.compile: no C"):
+            build_variant("linear", d_model=32, n_heads=4, kernel="compiled")
+        build_variant("linear", d_model=32, n_heads=4)  # eager needs none
+
+
+def test_without_a_compiler_bench_perf_marks_only_the_compiled_cases_unavailable():
+    tiny = dict(lengths=(32,), batches=(1,), repeat=1, min_run_time=0.001, memory_probes=())
+    with inductor_config.patch(NO_COMPILER):
+        rows = run_suite(PerfConfig(variants=("linear",), **tiny), log=lambda line: None)
+    for r in (r for r in rows if r["variant"] == "linear" and r["impl"] == CORE):
+        if r["options"] == "kernel=compiled":
+            assert r["status"].startswith("unavailable: linear: kernel=compiled needs torch.compile")
+        else:
+            assert r["status"] == "ok"
