@@ -53,10 +53,13 @@ def compiled(fn: F, *, dynamic: bool | None) -> F:
                 global _fallbacks
                 _fallbacks += 1
                 return fn(*args)
-            with torch._dynamo.config.patch(
-                recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
-            ):
+            config = torch._dynamo.config  # set and restored by hand: `config.patch` costs ~40 µs a call
+            saved = config.recompile_limit, config.fail_on_recompile_limit_hit
+            config.recompile_limit, config.fail_on_recompile_limit_hit = RECOMPILE_LIMIT, True
+            try:
                 return graph(*args)
+            finally:
+                config.recompile_limit, config.fail_on_recompile_limit_hit = saved
 
         _COMPILED[key] = strict
     return _COMPILED[key]
