@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.benchmarks.outputs import replace_atomically
-from attnbench.benchmarks.suite import TOLERANCE, relative_error, set_heap
+from attnbench.benchmarks.suite import TOLERANCE, relative_error
 from attnbench.runner.environment import cpu_model, git_sha
-from attnbench.runner.heap import CACHED
+from attnbench.runner.heap import CACHED, set_heap
 from attnbench.runner.measure import MATMUL_SIZE, time_call
 
 TARGET = 0.75  # issue 8: multi-head (SDPA) at ≥ 75 % of the square matmul's FLOP/s

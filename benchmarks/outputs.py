@@ -128,7 +128,8 @@ def heap_paragraph(heap) -> str:
 
 
 def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str, note: str = "") -> Path:
-    """The summary: conditions, targets (PASS/FAIL with numbers), the table, statuses that are not ok."""
+    """The summary: conditions, targets (PASS/FAIL with numbers), the table, statuses that are not ok;
+    replaced atomically, like the CSV beside it."""
     df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     first = df.iloc[0] if len(df) else None
     lines = [f"# Attention benchmark: {path.stem}", ""]
@@ -164,8 +165,8 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
         for _, r in odd.iterrows():
             lines.append(f"| {r['batch']} | {r['n']} | {r['case']} | {r['impl']} | {r['status']} |")
     lines += ["", f"Data: [{csv_name}]({csv_name}) · plot: ![scaling]({png_name})", ""]
-    path.write_text("\n".join(lines))
-    return path
+    text = "\n".join(lines)
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def side_by_side_table(rows: list[dict], impl: str) -> str:

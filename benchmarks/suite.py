@@ -31,8 +31,8 @@ from attnbench.benchmarks.peers import PEERS, PeerMissing
 from attnbench.benchmarks.revision import build_at, revision_classes
 from attnbench.errors import AttnbenchError, UnsupportedError
 from attnbench.runner.environment import cpu_model, git_sha
-from attnbench.runner.heap import (CACHED, CACHED_BYTES, CUDA_HEAP, GLIBC, HEAPS, STEADY_BYTES,
-                                   pin_mmap_threshold)
+from attnbench.runner import heap as glibc_heap
+from attnbench.runner.heap import CACHED, HEAPS, STEADY_BYTES, set_heap
 from attnbench.runner.measure import (
     CPU_EAGER_PATH_METHOD, MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, time_call,
 )
@@ -352,25 +352,6 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
     return rows
 
 
-def set_heap(device: str, heap: str, log) -> str:
-    """Put the CPU heap in the run's condition; the condition the rows record (`heap` column).
-
-    glibc maps each block of 32 MiB or more fresh and page-faults it in on every call, so on CPU an
-    implementation whose output crosses 32 MiB at long n (linear, n = 16384: 45–48 ms against
-    30.5 ms from the heap) pays a cost that none pays at short n and that bends its scaling ratio.
-    "cached" removes it, as CUDA's caching allocator (or jemalloc/tcmalloc) would. The pin lasts
-    for the rest of the process: glibc's dynamic threshold cannot be switched back on.
-    """
-    if torch.device(device).type == "cuda":
-        return CUDA_HEAP
-    if heap == CACHED:
-        if pin_mmap_threshold(CACHED_BYTES):
-            return CACHED
-        log("heap: glibc refused the 1 GiB mmap threshold, or the allocator is not glibc; "
-            "timing under the allocator's defaults")
-    return GLIBC
-
-
 def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common: dict, peak_flops: float, log) -> None:
     """Run each memory probe's core once (verified, not timed) and put its row in place of the skipped one.
 
@@ -388,7 +369,7 @@ def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common:
               if c.label == label and n in cfg.lengths and 1 in cfg.batches and (label, n) not in done]
     for case, n in probes:
         if torch.device(cfg.device).type == "cpu":
-            pin_mmap_threshold(STEADY_BYTES)  # not steady_heap(): it pins once per process only
+            glibc_heap.pin_mmap_threshold(STEADY_BYTES)  # not steady_heap(): it pins once per process only
         with torch.inference_mode():
             cand = next(c for c in build_candidates([case], 1, n, cfg, {}) if c.impl == CORE)
             try:

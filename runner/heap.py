@@ -15,6 +15,9 @@ bigger blocks fresh. Timings run on the main thread.
 from __future__ import annotations
 
 import ctypes
+from typing import Callable
+
+import torch
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -45,3 +48,22 @@ def pin_mmap_threshold(nbytes: int) -> bool:
         return bool(libc.mallopt(M_TRIM_THRESHOLD, min(2 * nbytes, C_INT_MAX)))
     except (OSError, AttributeError):
         return False  # not glibc: nothing to pin
+
+
+def set_heap(device: str, heap: str, log: Callable[[str], None]) -> str:
+    """Put the CPU heap in the run's condition; the condition the rows record (`heap` column).
+
+    glibc maps each block of 32 MiB or more fresh and page-faults it in on every call, so on CPU an
+    implementation whose output crosses 32 MiB at long n (linear, n = 16384: 45–48 ms against
+    30.5 ms from the heap) pays a cost that none pays at short n and that bends its scaling ratio.
+    "cached" removes it, as CUDA's caching allocator (or jemalloc/tcmalloc) would. The pin lasts
+    for the rest of the process: glibc's dynamic threshold cannot be switched back on.
+    """
+    if torch.device(device).type == "cuda":
+        return CUDA_HEAP
+    if heap == CACHED:
+        if pin_mmap_threshold(CACHED_BYTES):
+            return CACHED
+        log("heap: glibc refused the 1 GiB mmap threshold, or the allocator is not glibc; "
+            "timing under the allocator's defaults")
+    return GLIBC

@@ -19,7 +19,7 @@ from attnbench.benchmarks import guard, peers
 from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CASES, CORE, D_MODEL
 from attnbench.benchmarks.outputs import heap_paragraph
-from attnbench.benchmarks.suite import ROW_COLUMNS, Candidate, PerfConfig, core_check, run_suite, set_heap
+from attnbench.benchmarks.suite import ROW_COLUMNS, Candidate, PerfConfig, core_check, run_suite
 from attnbench.cli import main
 from attnbench.runner import heap
 from attnbench.variants.base import build_variant
@@ -38,12 +38,16 @@ def quiet(_line: str) -> None:
     pass
 
 
+# the real pin, for the tests that fake libc itself (the autouse fixture replaces the module's)
+REAL_PIN = heap.pin_mmap_threshold
+
+
 @pytest.fixture(autouse=True)
 def heap_pins(monkeypatch):
     """The suite's mmap-threshold pins, recorded instead of made: this process's allocator stays
     as it was (a real pin cannot be undone)."""
     pins = []
-    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: pins.append(nbytes) or True)
+    monkeypatch.setattr("attnbench.runner.heap.pin_mmap_threshold", lambda nbytes: pins.append(nbytes) or True)
     return pins
 
 
@@ -98,7 +102,7 @@ def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at
     small = dataclasses.replace(additive, max_tokens=32)
     monkeypatch.setattr("attnbench.benchmarks.suite.select_cases", lambda variants: [small])
     saved, pinned = [], []
-    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold",
+    monkeypatch.setattr("attnbench.runner.heap.pin_mmap_threshold",
                         lambda nbytes: pinned.append((nbytes, len(saved))) or True)
     cfg = PerfConfig(**{**TINY, "lengths": (16, 32, 48), "batches": (1, 2), "memory_probes": ((small.label, 48),)})
     rows = run_suite(cfg, log=quiet, save=lambda rows: saved.append([dict(r) for r in rows]))
@@ -130,7 +134,7 @@ def test_no_memory_probe_for_a_cell_already_measured_or_out_of_memory(status, ve
     from attnbench.benchmarks import suite
 
     additive = next(c for c in CASES if c.variant == "additive")
-    monkeypatch.setattr(suite, "pin_mmap_threshold", lambda nbytes: pytest.fail("probed anyway"))
+    monkeypatch.setattr(heap, "pin_mmap_threshold", lambda nbytes: pytest.fail("probed anyway"))
     monkeypatch.setattr(suite, "build_candidates", lambda *a: pytest.fail("probed anyway"))
     row = {"case": additive.label, "impl": CORE, "batch": 1, "n": 48, "median_s": None,
            "verified": verified, "status": status}
@@ -177,6 +181,24 @@ def test_a_failed_csv_write_keeps_the_previous_csv_and_stops_the_run_with_exit_1
     kept = pd.read_csv(tmp_path / "t.csv")  # the CSV written after n = 32, intact
     assert set(kept["n"]) == {32} and {"core", "layer", "naive"} <= set(kept["impl"])
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_failed_page_write_keeps_the_previous_page(tmp_path, monkeypatch):
+    from attnbench.benchmarks.outputs import write_markdown
+
+    rows = run_suite(PerfConfig(variants=("multi-head",), **TINY), log=quiet)
+    page = write_markdown(rows, tmp_path / "t.md", csv_name="t.csv", png_name="t.png")
+    before = page.read_text()
+    real = Path.write_text
+
+    def torn(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2])  # half the page, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError, match="No space left"):
+        write_markdown(rows, page, csv_name="t.csv", png_name="t.png", note="a second version")
+    assert page.read_text() == before and not list(tmp_path.glob("*.tmp"))
 
 
 def test_an_out_that_refuses_files_is_one_line_and_exit_2_before_any_timing(tmp_path, capsys, monkeypatch):
@@ -227,15 +249,15 @@ def test_cpu_timings_run_under_the_chosen_heap_pinned_before_the_matmul_peak(con
 
 
 def test_a_refused_pin_is_logged_and_recorded_as_glibc(monkeypatch):
-    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: False)
+    monkeypatch.setattr("attnbench.runner.heap.pin_mmap_threshold", lambda nbytes: False)
     lines = []
-    assert set_heap("cpu", "cached", lines.append) == "glibc"
+    assert heap.set_heap("cpu", "cached", lines.append) == "glibc"
     assert len(lines) == 1 and "glibc refused the 1 GiB mmap threshold" in lines[0]
 
 
 def test_cuda_rows_record_the_cuda_allocator_and_pin_nothing(heap_pins):
     for condition in heap.HEAPS:
-        assert set_heap("cuda", condition, quiet) == "cuda"
+        assert heap.set_heap("cuda", condition, quiet) == "cuda"
     assert heap_pins == []
 
 
@@ -299,8 +321,8 @@ class FakeLibc:
 def test_the_pin_sets_the_trim_threshold_at_twice_within_an_int(monkeypatch):
     libc = FakeLibc(accept={heap.M_MMAP_THRESHOLD, heap.M_TRIM_THRESHOLD})
     monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: libc)
-    assert heap.pin_mmap_threshold(4 << 20) is True
-    assert heap.pin_mmap_threshold(1 << 30) is True
+    assert REAL_PIN(4 << 20) is True
+    assert REAL_PIN(1 << 30) is True
     assert libc.calls == [(heap.M_MMAP_THRESHOLD, 4 << 20), (heap.M_TRIM_THRESHOLD, 8 << 20),
                           (heap.M_MMAP_THRESHOLD, 1 << 30), (heap.M_TRIM_THRESHOLD, 2**31 - 1)]
 
@@ -308,7 +330,7 @@ def test_the_pin_sets_the_trim_threshold_at_twice_within_an_int(monkeypatch):
 def test_a_refused_mmap_threshold_leaves_the_trim_threshold_alone(monkeypatch):
     libc = FakeLibc(accept={heap.M_TRIM_THRESHOLD})  # setting it alone would stop glibc's adjustment
     monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: libc)
-    assert heap.pin_mmap_threshold(1 << 30) is False
+    assert REAL_PIN(1 << 30) is False
     assert libc.calls == [(heap.M_MMAP_THRESHOLD, 1 << 30)]
 
 
@@ -318,7 +340,7 @@ def test_without_glibc_the_pin_is_a_no_op(error, monkeypatch):
         raise error
 
     monkeypatch.setattr(heap.ctypes, "CDLL", absent)
-    assert heap.pin_mmap_threshold(1 << 30) is False
+    assert REAL_PIN(1 << 30) is False
 
 
 def test_the_check_rejects_a_shape_mismatch():

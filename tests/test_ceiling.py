@@ -20,14 +20,14 @@ SQUARE_FLOPS = 2 * MATMUL_SIZE["cpu"] ** 3
 def heap_pins(monkeypatch):
     """The mmap-threshold pins, recorded instead of made: this process's allocator stays as it was."""
     pins = []
-    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: pins.append(nbytes) or True)
+    monkeypatch.setattr("attnbench.runner.heap.pin_mmap_threshold", lambda nbytes: pins.append(nbytes) or True)
     return pins
 
 
 @pytest.fixture(scope="module")
 def rows():
     with pytest.MonkeyPatch.context() as mp:  # module scope: the autouse fixture is not active yet
-        mp.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: True)
+        mp.setattr("attnbench.runner.heap.pin_mmap_threshold", lambda nbytes: True)
         return run_ceiling(**TINY)
 
 
@@ -89,7 +89,7 @@ def test_the_heap_is_pinned_before_timing_and_threads_are_restored(heap_pins):
 
 
 def test_a_refused_pin_is_recorded_as_glibc(monkeypatch):
-    monkeypatch.setattr("attnbench.benchmarks.suite.pin_mmap_threshold", lambda nbytes: False)
+    monkeypatch.setattr("attnbench.runner.heap.pin_mmap_threshold", lambda nbytes: False)
     out = run_ceiling(lengths=(32,), heads=1, d_head=8, repeat=1, min_run_time=0.001)
     assert {r["heap"] for r in out} == {GLIBC}
 
