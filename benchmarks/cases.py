@@ -38,6 +38,11 @@ class Case:
         return dict(self.options)
 
     @property
+    def compiled(self) -> bool:
+        """Whether the variant runs a torch.compile'd kernel (`kernel=compiled`)."""
+        return self.opts.get("kernel") == "compiled"
+
+    @property
     def baseline(self) -> str:
         """Label of the SDPA case this case's times are compared with."""
         if self.heads == 1:

@@ -112,10 +112,13 @@ def check_targets(rows: list[dict]) -> list[Target]:
             continue
         method = df[(df["case"] == case) & (df["impl"] == "naive") & (df["n"] == top)]["status"].iloc[0]
         estimated = " (naive estimated)" if str(method).startswith("skipped") else ""
+        name = f"{case}: peak memory at n = {top} ≤ 1/8 of naive full attention"
         core_method = df[(df["case"] == case) & (df["impl"] == "core") & (df["n"] == top)]["mem_method"].iloc[0]
-        eager = " (its eager path)" if core_method == CPU_EAGER_PATH_METHOD else ""
-        out.append(Target(f"{case}: peak memory at n = {top} ≤ 1/8 of naive full attention",
-                          PASS if core[top] <= naive[top] / 8 else FAIL,
-                          f"{core[top] / 2**20:.1f} MiB{eager} vs naive {naive[top] / 2**20:.0f} MiB{estimated}"
+        if core_method == CPU_EAGER_PATH_METHOD:  # the CPU counter cannot see inside compiled code
+            out.append(Target(name, NA, f"the compiled kernel's memory is not measured on CPU; the counter "
+                                        f"saw its eager form: {core[top] / 2**20:.1f} MiB"))
+            continue
+        out.append(Target(name, PASS if core[top] <= naive[top] / 8 else FAIL,
+                          f"{core[top] / 2**20:.1f} MiB vs naive {naive[top] / 2**20:.0f} MiB{estimated}"
                           f" = 1/{naive[top] / max(core[top], 1):.0f}"))
     return out

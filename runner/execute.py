@@ -21,6 +21,7 @@ import torch
 from attnbench.errors import UnsupportedError
 from attnbench.runner.cells import Cell
 from attnbench.runner.heap import STEADY_BYTES, pin_mmap_threshold
+from attnbench.variants.compiled import forget_compiled
 from attnbench.runner.measure import is_oom, measure_attention, measure_step
 from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
@@ -61,6 +62,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
     started = time.perf_counter()
     status, message, result = "ok", "", None
     budget = cell_budget(cell, plan)
+    forget_compiled()  # compiled kernels start afresh: a cell's record never depends on the cells before it
     try:
         with _time_limit(budget if alarm else None):
             result = _run(cell, plan)

@@ -9,15 +9,21 @@ import torch._inductor.config as inductor_config
 from torch._dynamo.exc import FailOnRecompileLimitHit
 
 from attnbench import build_variant
+from attnbench.benchmarks import suite
+from attnbench.benchmarks.cases import CASES, CORE, LAYER
 from attnbench.benchmarks.suite import Candidate, PerfConfig, relative_error, run_suite, verify
-from attnbench.benchmarks.cases import CASES, CORE
+from attnbench.benchmarks.targets import check_targets
 from attnbench.errors import UnsupportedError
-from attnbench.runner.measure import CPU_EAGER_PATH_METHOD, CPU_MEMORY_METHOD, count_flops, peak_memory
-from attnbench.variants import compiled as compiled_module
-from attnbench.variants.compiled import compiled, eager_fallbacks, has_compiler
+from attnbench.runner.measure import (
+    CPU_EAGER_PATH_METHOD, CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, count_flops, peak_memory,
+)
+from attnbench.runner.store import read_records
+from attnbench.variants import compiled
+from attnbench.variants.compiled import compile_kernel, eager_fallbacks, has_compiler
 
 pytestmark = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
 NO_COMPILER = {"cpp.cxx": ("attnbench-no-such-cxx",)}
+TINY = dict(lengths=(32,), batches=(1,), repeat=1, min_run_time=0.001, memory_probes=())
 
 
 def marked(x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +34,7 @@ def marked(x: torch.Tensor) -> torch.Tensor:
 def test_a_compiled_function_runs_compiled_outside_any_dispatch_mode():
     x = torch.arange(4.0)
     fallbacks = eager_fallbacks()
-    assert torch.equal(compiled(marked, dynamic=False)(x), x + 1)
+    assert torch.equal(compile_kernel(marked, dynamic=False)(x), x + 1)
     assert eager_fallbacks() == fallbacks
 
 
@@ -36,7 +42,7 @@ def test_under_the_memory_counter_the_eager_form_runs_and_the_method_says_so():
     x = torch.arange(4.0)
     box = {}
     fallbacks = eager_fallbacks()
-    _, method = peak_memory(lambda: box.update(out=compiled(marked, dynamic=False)(x)), device="cpu")
+    _, method = peak_memory(lambda: box.update(out=compile_kernel(marked, dynamic=False)(x)), device="cpu")
     assert method == CPU_EAGER_PATH_METHOD and torch.equal(box["out"], x - 1)
     assert eager_fallbacks() == fallbacks + 1
     _, method = peak_memory(lambda: marked(x), device="cpu")  # plain eager code: the plain method
@@ -44,7 +50,7 @@ def test_under_the_memory_counter_the_eager_form_runs_and_the_method_says_so():
 
 
 def test_meta_tensors_run_the_eager_form_so_flops_can_be_counted():
-    fn = compiled(lambda a, b: a @ b, dynamic=False)
+    fn = compile_kernel(lambda a, b: a @ b, dynamic=False)
     a, b = torch.empty(3, 5, device="meta"), torch.empty(5, 7, device="meta")
     assert fn(a, b).shape == (3, 7)
     assert count_flops(lambda: fn(a, b)) == 2 * 3 * 5 * 7
@@ -53,7 +59,7 @@ def test_meta_tensors_run_the_eager_form_so_flops_can_be_counted():
 def test_verify_checks_the_compiled_output_not_the_one_the_counter_saw():
     x = torch.arange(4.0)
     case = next(c for c in CASES if c.label == "linear")
-    fn = compiled(marked, dynamic=False)
+    fn = compile_kernel(marked, dynamic=False)
     expects_compiled = Candidate(case, CORE, lambda: fn(x), lambda out: relative_error(out, x + 1))
     expects_eager = Candidate(case, CORE, lambda: fn(x), lambda out: relative_error(out, x - 1))
     cfg = PerfConfig()
@@ -64,11 +70,29 @@ def test_verify_checks_the_compiled_output_not_the_one_the_counter_saw():
 
 
 def test_past_the_recompile_limit_it_fails_rather_than_run_eager(monkeypatch):
-    monkeypatch.setattr(compiled_module, "RECOMPILE_LIMIT", 1)
-    fn = compiled(lambda x: x * 2, dynamic=False)  # a new function: no graphs yet
+    monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 1)
+    fn = compile_kernel(lambda x: x * 2, dynamic=False)  # a new function: no graphs yet
     fn(torch.ones(2))
     with pytest.raises(FailOnRecompileLimitHit):
         fn(torch.ones(3))  # a second shape, static: a second graph
+
+
+def test_forgetting_the_compiled_graphs_frees_the_recompile_limit(monkeypatch):
+    monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 1)
+    fn = compile_kernel(lambda x: x * 3, dynamic=False)
+    fn(torch.ones(2))
+    compiled.forget_compiled()  # what bench run does before each cell
+    assert torch.equal(fn(torch.ones(3)), torch.full((3,), 3.0))  # a second shape, yet no limit hit
+
+
+def test_every_bench_run_cell_starts_without_compiled_graphs(tmp_path, bench, monkeypatch):
+    from attnbench.runner import execute
+
+    forgotten = []
+    monkeypatch.setattr(execute, "forget_compiled", lambda: forgotten.append(1))
+    code = bench("run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy,distance", "--kinds",
+                 "accuracy", "--device", "cpu", "--out", tmp_path / "run", "--quiet")
+    assert code == 0 and len(forgotten) == len(read_records(tmp_path / "run")) == 2
 
 
 def test_a_graph_break_is_an_error_not_a_partly_eager_kernel():
@@ -77,7 +101,7 @@ def test_a_graph_break_is_an_error_not_a_partly_eager_kernel():
         return x + 1
 
     with pytest.raises(Exception, match="(?i)graph break|fullgraph|unsupported"):
-        compiled(breaks, dynamic=False)(torch.ones(2))
+        compile_kernel(breaks, dynamic=False)(torch.ones(2))
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
@@ -108,11 +132,62 @@ def test_without_a_compiler_the_layer_is_refused_in_one_line():
 
 
 def test_without_a_compiler_bench_perf_marks_only_the_compiled_cases_unavailable():
-    tiny = dict(lengths=(32,), batches=(1,), repeat=1, min_run_time=0.001, memory_probes=())
     with inductor_config.patch(NO_COMPILER):
-        rows = run_suite(PerfConfig(variants=("linear",), **tiny), log=lambda line: None)
-    for r in (r for r in rows if r["variant"] == "linear" and r["impl"] == CORE):
-        if r["options"] == "kernel=compiled":
+        rows = run_suite(PerfConfig(variants=("linear",), **TINY), log=lambda line: None)
+    cores = [r for r in rows if r["variant"] == "linear" and r["impl"] == CORE]
+    compiled_rows = [r for r in cores if r["options"] == "kernel=compiled"]
+    assert len(compiled_rows) == 2 and len(cores) == 4
+    for r in cores:
+        if r in compiled_rows:
             assert r["status"].startswith("unavailable: linear: kernel=compiled needs torch.compile")
         else:
             assert r["status"] == "ok"
+
+
+def test_without_a_compiler_bench_run_records_the_cell_unsupported(tmp_path, bench):
+    out = tmp_path / "run"
+    with inductor_config.patch(NO_COMPILER):
+        code = bench("run", "--profile", "smoke", "--variants", "linear(kernel=compiled),linear", "--tasks", "copy",
+                     "--kinds", "accuracy", "--device", "cpu", "--out", out, "--quiet")
+    assert code == 0
+    records = {r["key"].split("/")[1]: r for r in read_records(out)}
+    assert records["linear(kernel=compiled)"]["status"] == "unsupported"
+    assert "kernel=compiled needs torch.compile: no C++ compiler" in records["linear(kernel=compiled)"]["message"]
+    assert records["linear"]["status"] == "ok"
+
+
+def test_a_compiled_candidate_is_compiled_before_its_memory_and_time_are_taken(monkeypatch):
+    # on CUDA the memory counter is no dispatch mode: without a first call, verify() would clock
+    # and count the compile itself
+    calls, seen_before = [], []
+
+    def cuda_like_peak_memory(fn, *, device):
+        seen_before.append(len(calls))
+        fn()
+        return 0, CUDA_MEMORY_METHOD
+
+    monkeypatch.setattr(suite, "peak_memory", cuda_like_peak_memory)
+    case = next(c for c in CASES if c.compiled)
+    x = torch.arange(4.0)
+    for is_compiled in (True, False):
+        calls.clear()
+        verify(Candidate(case, CORE, lambda: calls.append(1) or x, lambda out: 0.0, compiled=is_compiled), PerfConfig())
+    assert seen_before == [1, 0]  # one call first for the compiled kernel, none for the others
+
+
+def test_bench_perf_times_the_compiled_kernels_never_their_eager_form(monkeypatch):
+    real = suite.time_call
+
+    def only_compiled(fn, **kwargs):
+        before = eager_fallbacks()
+        timing = real(fn, **kwargs)
+        assert eager_fallbacks() == before, "a timed call ran a compiled kernel's eager form"
+        return timing
+
+    monkeypatch.setattr(suite, "time_call", only_compiled)
+    rows = run_suite(PerfConfig(variants=("linear",), **TINY), log=lambda line: None)
+    fused = [r for r in rows if r["options"] == "kernel=compiled" and r["impl"] in (CORE, LAYER)]
+    assert len(fused) == 4 and all(r["status"] == "ok" and r["median_s"] > 0 for r in fused)
+    assert all(r["mem_method"] == CPU_EAGER_PATH_METHOD for r in fused)
+    memory = [t for t in check_targets(rows) if "kernel=compiled" in t.name and "peak memory" in t.name]
+    assert len(memory) == 2 and all(t.status == "n/a" and "not measured on CPU" in t.detail for t in memory)

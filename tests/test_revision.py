@@ -3,6 +3,7 @@ tree's in the same rounds, and the gate on that side-by-side ratio. Nothing here
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
@@ -120,6 +121,30 @@ def test_the_suite_verifies_and_times_the_revision_beside_the_working_tree():
         assert r["status"] == "ok" and r["verified"] and r["rel_err"] <= r["tolerance"] and r["median_s"] > 0
         compared += 1
     assert compared >= 2 and side_by_side(rows).compared == compared
+
+
+def test_a_case_whose_options_the_revision_lacks_is_marked_unavailable_and_the_rest_compared():
+    class Before(variant_base.ProjectedAttention):
+        """`linear` as at a revision before `kernel` existed: chunk_size its only option, eager."""
+
+        spec = dataclasses.replace(linear.LinearAttention.spec, options=linear.LinearAttention.spec.options[:1])
+        reference_core = linear.LinearAttention.reference_core
+
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            if causal:
+                return linear.causal_linear_attention(q, k, v, chunk_size=self.options["chunk_size"]), None
+            return linear.global_linear_attention(q, k, v), None
+
+    rows = run_suite(PerfConfig(variants=("linear",), **TINY), log=lambda line: None,
+                     at_rev=("abc1234", {"linear": Before}))
+    at_rev = {r["case"]: r for r in rows if r["impl"] == "core@abc1234"}
+    for label, r in at_rev.items():
+        if "kernel=compiled" in label:
+            assert r["status"] == "unavailable: linear: unknown option 'kernel' (options: chunk_size)"
+            assert r["median_s"] is None
+        else:
+            assert r["status"] == "ok" and r["verified"]
+    assert len(at_rev) == 4 and side_by_side(rows).compared == 2
 
 
 def row(case, impl, n, seconds):

@@ -4,9 +4,11 @@ element-wise work into generated C++ (CPU) or Triton (CUDA) loops.
 
 The eager function stays beside its compiled form, and both are verified against the variant's
 naive reference. TorchDynamo cannot trace under a TorchDispatchMode (the CPU memory counter, FLOP
-counting) nor needs to for meta tensors (shapes only): there the eager form runs, and
-`eager_fallbacks()` counts it, so a measurement can say which path it saw. Compiling takes seconds per graph on CPU (over a minute for a dynamic-shape
-graph with a backward, measured on the causal linear step), once per process. Compiling needs a C++ compiler at run time; `require_compiler` says so in one
+counting) and need not for meta tensors (shapes only): there the eager form runs, and
+`eager_fallbacks()` counts it, so a measurement can say which path it saw. Compiling takes
+seconds per graph on CPU, once per process and shape; a dynamic-shape graph takes far longer
+(over a minute for the causal linear step with its backward, in a scratch timing), so kernels
+compile static shapes. It needs a C++ compiler at run time: `require_compiler` says so in one
 line where there is none, when the layer is built rather than mid-forward.
 """
 
@@ -25,7 +27,7 @@ EAGER, COMPILED = "eager", "compiled"
 KERNELS = (EAGER, COMPILED)
 
 F = TypeVar("F", bound=Callable)
-RECOMPILE_LIMIT = 64  # graphs per function (torch._dynamo's default is 8): shapes × grad modes
+RECOMPILE_LIMIT = 64  # graphs per function (torch._dynamo's default is 8): shapes × grad modes × masks
 _COMPILED: dict[tuple[Callable, bool | None], Callable] = {}
 _fallbacks = 0  # calls of a compiled function that ran its eager form (see the module docstring)
 
@@ -35,34 +37,39 @@ def eager_fallbacks() -> int:
     return _fallbacks
 
 
-def compiled(fn: F, *, dynamic: bool | None) -> F:
+def compile_kernel(fn: F, *, dynamic: bool | None) -> F:
     """`fn` compiled by torch.compile as one whole graph, made once per process and shared.
 
     `dynamic`: torch.compile's; None compiles the first shape static and a second one with
     dynamic sizes; False compiles each new shape afresh, up to RECOMPILE_LIMIT graphs. Past that
     limit it fails, as it does on a graph break (`fullgraph=True`), rather than fall back to eager
-    silently: what runs as `compiled` is compiled.
+    silently: what runs as `compiled` is compiled. Traced by an outer torch.compile (a whole
+    model), `fn` is inlined into that graph.
     """
     key = (fn, dynamic)
     if key not in _COMPILED:
-        graph = torch.compile(fn, dynamic=dynamic, fullgraph=True)
+        graph = torch.compile(fn, dynamic=dynamic, fullgraph=True, recompile_limit=RECOMPILE_LIMIT)
 
         @functools.wraps(fn)
-        def strict(*args):
+        def kernel(*args):
+            global _fallbacks
+            if torch.compiler.is_compiling():
+                return fn(*args)
             if _get_current_dispatch_mode() is not None or any(isinstance(a, Tensor) and a.is_meta for a in args):
-                global _fallbacks
                 _fallbacks += 1
                 return fn(*args)
-            config = torch._dynamo.config  # set and restored by hand: `config.patch` costs ~40 µs a call
-            saved = config.recompile_limit, config.fail_on_recompile_limit_hit
-            config.recompile_limit, config.fail_on_recompile_limit_hit = RECOMPILE_LIMIT, True
-            try:
-                return graph(*args)
-            finally:
-                config.recompile_limit, config.fail_on_recompile_limit_hit = saved
+            return graph(*args)
 
-        _COMPILED[key] = strict
+        _COMPILED[key] = kernel
     return _COMPILED[key]
+
+
+def forget_compiled() -> None:
+    """Drop every graph compiled so far (`torch._dynamo.reset`; a no-op until a kernel has been
+    made), so what runs next compiles its own shapes only: `bench run` calls it before each cell,
+    so a cell never depends on the cells before it, nor meets RECOMPILE_LIMIT through them."""
+    if _COMPILED:
+        torch._dynamo.reset()
 
 
 def compiler_missing() -> str | None:

@@ -7,6 +7,9 @@ earlier chunk. Both forms walk the sequence `segment` positions at a time (carry
 so their temporaries stay small and in cache: memory is O(n·c + (segment/c)·d²) per head, never
 the O(n·d²) of a per-position cumulative sum. Computed in fp32 even for fp16/bf16 inputs, whose
 range the sums would overflow.
+
+`kernel=compiled` runs the same step functions fused by torch.compile (variants/compiled.py); the
+fused global form is one step over the whole sequence (its temporaries are O(n·d), like q).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
-from attnbench.variants.compiled import COMPILED, EAGER, KERNELS, compiled, require_compiler
+from attnbench.variants.compiled import COMPILED, EAGER, KERNELS, compile_kernel, require_compiler
 from attnbench.variants.reference import linear_attention
 
 EPS = 1e-6
 # positions per step of the scans, so their temporaries stay small: the causal form's per-chunk
 # states are the larger, so it takes shorter steps (the fastest of 512–4096 on CPU, benchmarks/);
-# fused, its step leaves fewer temporaries and is fastest at 2048 (of 1024–8192, n = 2048 and 16384)
+# fused, its step leaves fewer temporaries and is fastest at 2048 (of 1024–8192 at n = 2048 and 16384,
+# in a scratch timing)
 SEGMENT, CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 2048, 512, 2048
 
 
@@ -156,10 +160,10 @@ def global_linear_attention(
     (b h d); a second applies them to the queries. Eager, both go `segment` positions at a time,
     so the feature maps' unfused passes stay in cache. `fused`: `_whole` compiled into one graph,
     whose element-wise work is fused into the products' neighbours, leaving nothing to segment
-    (faster than segments at n = 8192 on CPU: 10.0 vs 12.7 ms).
+    (faster than compiled segments at n = 8192 on CPU in a scratch timing: 10.0 vs 12.7 ms).
     """
     if fused:
-        return compiled(_whole, dynamic=None)(q, k, v, key_padding_mask)
+        return compile_kernel(_whole, dynamic=None)(q, k, v, key_padding_mask)
     kv = ks = None
     for part in _segments(k.shape[-2], segment):
         part_kv, part_ks = _key_state(k[:, :, part], v[:, :, part], _mask_part(key_padding_mask, part))
@@ -209,7 +213,7 @@ def causal_linear_attention(
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
     carried = None  # [Σ φ(k_j) v_jᵀ | Σ φ(k_j)] over the earlier segments: b h d (e+1)
 
-    causal_step = compiled(_causal_step, dynamic=False) if fused else _causal_step
+    causal_step = compile_kernel(_causal_step, dynamic=False) if fused else _causal_step
 
     def step(part: slice) -> Tensor:
         nonlocal carried
