@@ -19,6 +19,7 @@ from attnbench.runner.measure import (
 )
 from attnbench.runner.store import read_records
 from attnbench.variants import compiled
+from attnbench.variants.check import run_checks
 from attnbench.variants.compiled import compile_kernel, eager_fallbacks, has_compiler
 
 pytestmark = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
@@ -129,6 +130,15 @@ def test_without_a_compiler_the_layer_is_refused_in_one_line():
         with pytest.raises(UnsupportedError, match="linear: kernel=compiled needs torch.compile: no C"):
             build_variant("linear", d_model=32, n_heads=4, kernel="compiled")
         build_variant("linear", d_model=32, n_heads=4)  # eager needs none
+
+
+def test_without_a_compiler_bench_check_is_one_failed_build_row(bench_output):
+    with inductor_config.patch(NO_COMPILER):
+        code, out, _ = bench_output("check", "--variants", "linear(kernel=compiled)")
+        results = run_checks("linear", {"kernel": "compiled"})
+    assert [(r.check, r.status) for r in results] == [("build", "FAIL")]
+    assert "kernel=compiled needs torch.compile: no C++ compiler" in results[0].detail
+    assert code == 1 and "build" in out and "1 of 1 checks failed" in out
 
 
 def test_without_a_compiler_bench_perf_marks_only_the_compiled_cases_unavailable():

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnbench.errors import UnsupportedError
 from attnbench.variants.base import VARIANTS, VariantSpec, build_variant
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -337,5 +338,10 @@ def run_check(name: str, check: str, options: dict | None = None, device: str = 
 def run_checks(
     name: str, options: dict | None = None, device: str = "cpu", checks: list[str] | None = None
 ) -> list[CheckResult]:
-    """Every check (or those named) on variant `name`."""
+    """Every check (or those named) on variant `name`; one FAIL row `build` instead when the layer
+    cannot be built on this machine at all (e.g. `kernel=compiled` without a C++ compiler)."""
+    try:
+        Subject(name, dict(options or {}), torch.device(device)).build()
+    except UnsupportedError as exc:
+        return [CheckResult(name, "build", FAIL, str(exc))]
     return [run_check(name, c, options, device) for c in (checks or list(CHECKS))]
