@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attnbench.variants.compiled import COMPILED
+
 HEADS = 8
 D_HEAD = 64
 D_MODEL = HEADS * D_HEAD
@@ -40,7 +42,7 @@ class Case:
     @property
     def compiled(self) -> bool:
         """Whether the variant runs a torch.compile'd kernel (`kernel=compiled`)."""
-        return self.opts.get("kernel") == "compiled"
+        return self.opts.get("kernel") == COMPILED
 
     @property
     def baseline(self) -> str:

@@ -290,7 +290,6 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
     seconds = time.perf_counter() - start
     cand.row.update(peak_bytes=peak, mem_method=method)
     if method == CPU_EAGER_PATH_METHOD:  # the counter saw the eager form: check and clock the compiled one
-        call()  # compiles it, on first use
         start = time.perf_counter()
         call()
         seconds = time.perf_counter() - start

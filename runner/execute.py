@@ -21,11 +21,11 @@ import torch
 from attnbench.errors import UnsupportedError
 from attnbench.runner.cells import Cell
 from attnbench.runner.heap import STEADY_BYTES, pin_mmap_threshold
-from attnbench.variants.compiled import forget_compiled
 from attnbench.runner.measure import is_oom, measure_attention, measure_step
 from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
 from attnbench.tasks.base import build_task
+from attnbench.variants.compiled import forget_compiled
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
