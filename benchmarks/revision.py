@@ -54,11 +54,6 @@ def revision_classes(rev: str, names: list[str], log=lambda line: None) -> tuple
     return short, classes
 
 
-def short_hash(rev: str) -> str:
-    """REV's short commit hash, read from the git checkout attnbench runs from (one line if not)."""
-    return _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], Path(variant_base.__file__).parent, rev)[:7]
-
-
 def _git(args: list[str], cwd: Path, rev: str) -> str:
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
