@@ -1,5 +1,6 @@
 """What the benchmark runs: one `Case` per attention (variant + options, or the raw SDPA baseline),
-and for each case the implementations timed side by side (core, layer, naive reference, peer).
+and for each case the implementations timed side by side (core, layer, naive reference, peer;
+a case with `same_as` shares the naive and peer rows of that case).
 
 Shapes follow issue 8: H = 8 heads of d_head = 64 (d_model = 512); `dot-product` is one head of
 width 512; `additive` runs with `heads=8` so its heads have the same d_head as the others.
@@ -33,6 +34,9 @@ class Case:
     peer_options: tuple[tuple[str, object], ...] = ()
     family: str = "softmax"  # which row reference verifies it: softmax | linear | additive
     max_tokens: int | None = None  # timed while batch × n ≤ this (beyond: only a memory probe, if any)
+    # the case computing the same maths by another kernel: where both run, this one takes its naive
+    # reference and peer rows from that one (timed in the same rounds) instead of timing them twice
+    same_as: str | None = None
 
     @property
     def opts(self) -> dict:
@@ -51,12 +55,6 @@ class Case:
             return "sdpa(h=1)"
         return "sdpa(causal)" if self.causal else "sdpa"
 
-    def kinds(self) -> tuple[str, ...]:
-        """The implementations timed for this case."""
-        if self.variant is None:
-            return (SDPA,)
-        return (CORE, LAYER, NAIVE) + ((PEER,) if self.peer else ())
-
 
 CASES: tuple[Case, ...] = (
     Case("sdpa", None),
@@ -68,14 +66,19 @@ CASES: tuple[Case, ...] = (
          peer="local-attention", peer_options=(("window", 128),)),
     Case("local(window=256)", "local", (("window", 256),), complexity="n*w",
          peer="local-attention", peer_options=(("window", 256),)),
+    # FlexAttention over the band's tiles (variants/local_flex.py): issue 8's block-sparse path for CUDA
+    Case("local(window=128, kernel=compiled)", "local", (("window", 128), ("kernel", "compiled")), complexity="n*w",
+         peer="local-attention", peer_options=(("window", 128),), same_as="local(window=128)"),
+    Case("local(window=256, kernel=compiled)", "local", (("window", 256), ("kernel", "compiled")), complexity="n*w",
+         peer="local-attention", peer_options=(("window", 256),), same_as="local(window=256)"),
     Case("linear", "linear", complexity="n", family="linear", peer="linear-attention-transformer"),
     Case("linear(causal)", "linear", causal=True, complexity="n", family="linear",
          peer="linear-attention-transformer"),
     # the same maths fused by torch.compile (variants/compiled.py): timed beside the eager kernel
     Case("linear(kernel=compiled)", "linear", (("kernel", "compiled"),), complexity="n", family="linear",
-         peer="linear-attention-transformer"),
+         peer="linear-attention-transformer", same_as="linear"),
     Case("linear(causal, kernel=compiled)", "linear", (("kernel", "compiled"),), causal=True, complexity="n",
-         family="linear", peer="linear-attention-transformer"),
+         family="linear", peer="linear-attention-transformer", same_as="linear(causal)"),
     # additive forms a (b, h, chunk, m, d) block per chunk: seconds per call from n = 1024 on CPU,
     # and glibc's heap fragments under it (RSS far above the live tensors), so it is timed up to
     # batch × n = 2048 (a 2-thread run was OOM-killed at 24 GiB RSS, at n = 4096 and at batch 4,

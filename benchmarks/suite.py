@@ -173,6 +173,7 @@ def build_candidates(
     x = torch.randn(batch, n, D_MODEL, generator=gen).to(device, dtype)
     rows = refs.sample_rows(n)
     meta = lambda t: torch.empty_like(t, device="meta")  # noqa: E731
+    labels = {c.label for c in cases}
     out: list[Candidate] = []
     for case in cases:
         q, k, v = qkv[case.heads]
@@ -205,6 +206,8 @@ def build_candidates(
         out.append(Candidate(case, LAYER, lambda f=whole, lay=layer: f(lay, x),
                              layer_check(ref, layer, x, rows),
                              meta_fn=lambda f=whole, lay=meta_layer: f(lay, meta(x)), compiled=case.compiled))
+        if case.same_as in labels:  # its naive and peer rows are that case's, timed in these rounds
+            continue
         naive = lambda lay, q, k, v, c=case.causal: lay.reference_core(q, k, v, None, c)[0]  # noqa: E731
         cand = Candidate(case, NAIVE, lambda f=naive, lay=layer, q=q, k=k, v=v: f(lay, q, k, v),
                          core_check(ref, q, k, v, rows),
@@ -508,7 +511,8 @@ def add_ratios(rows: list[dict]) -> None:
         if base and base["median_s"]:
             r["ratio_vs_sdpa"] = t / base["median_s"]
         if r["impl"] == CORE and case and case.peer:
-            peer = by_key.get((r["case"], f"peer:{case.peer}", r["batch"], r["n"]))
+            peer = by_key.get((r["case"], f"peer:{case.peer}", r["batch"], r["n"])) or by_key.get(
+                (case.same_as, f"peer:{case.peer}", r["batch"], r["n"]))
             if peer and peer["median_s"]:
                 r["ratio_vs_peer"] = t / peer["median_s"]
     series: dict = {}

@@ -1,7 +1,8 @@
 """Contract and reference checks for any registered variant: what `bench check` and the tests run.
 
 Each check builds the layer afresh, calls it, and returns PASS, FAIL (with the reason) or SKIP
-(with why: a feature the spec declares unsupported, or no reference to compare against). A plugin
+(with why: a feature the spec declares unsupported, or no reference to compare against). A
+variant that cannot take gradients on the device is checked forward only, and says so. A plugin
 author runs the very checks the built-ins pass.
 """
 
@@ -49,6 +50,7 @@ class Subject:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    forward_only: str | None = None  # why gradients cannot be taken here (then checks run under no_grad)
 
     @property
     def spec(self) -> VariantSpec:
@@ -94,6 +96,8 @@ def check_shape(s: Subject) -> str:
 
 def check_finite_grad(s: Subject) -> str:
     """Outputs and the gradients of x and every parameter are finite; x gets a gradient."""
+    if s.forward_only:
+        raise Skip(f"unsupported here: {s.forward_only}")
     layer = s.build()
     x = s.randn(2, 19, D_MODEL).requires_grad_()
     out, _ = _call(layer, x)
@@ -275,6 +279,9 @@ def _compare_with_reference(s: Subject, layer: nn.Module, b: int, n: int, m: int
     results = []
     for forward in (layer, layer.reference_forward):
         out, _ = forward(x, **kwargs)
+        if s.forward_only:  # outputs only
+            results.append((out, ()))
+            continue
         grads = torch.autograd.grad((out * probe).sum(), inputs + params, allow_unused=True)
         results.append((out.detach(), grads))
     (fast, fast_grads), (ref, ref_grads) = results
@@ -319,10 +326,20 @@ CHECKS: dict[str, Callable[[Subject], str]] = {
 
 
 def run_check(name: str, check: str, options: dict | None = None, device: str = "cpu") -> CheckResult:
-    """Run one named check on variant `name`; never raises for a faulty variant."""
+    """Run one named check on variant `name`; never raises for a faulty variant.
+
+    Where the variant cannot take gradients on this device (it raises UnsupportedError, e.g. a
+    compiled kernel without a CPU backward), the check runs again forward only, under no_grad:
+    its detail says so, and the checks of gradients are skipped (saying why).
+    """
     subject = Subject(name, dict(options or {}), torch.device(device))
     try:
-        detail = CHECKS[check](subject)
+        try:
+            detail = CHECKS[check](subject)
+        except UnsupportedError as why:
+            subject.forward_only = str(why)
+            with torch.no_grad():
+                detail = CHECKS[check](subject) + " (forward only)"
         return CheckResult(name, check, PASS, detail)
     except Skip as why:
         return CheckResult(name, check, SKIP, str(why))

@@ -52,16 +52,24 @@ def compile_kernel(fn: F, *, dynamic: bool | None) -> F:
 
         @functools.wraps(fn)
         def kernel(*args):
-            global _fallbacks
-            if torch.compiler.is_compiling():
-                return fn(*args)
-            if _get_current_dispatch_mode() is not None or any(isinstance(a, Tensor) and a.is_meta for a in args):
-                _fallbacks += 1
+            if torch.compiler.is_compiling() or runs_eager(*args):
                 return fn(*args)
             return graph(*args)
 
         _COMPILED[key] = kernel
     return _COMPILED[key]
+
+
+def runs_eager(*args) -> bool:
+    """Whether a compiled kernel called with `args` must run its eager form here: under a
+    TorchDispatchMode or on meta tensors (see the module docstring). Counted in `eager_fallbacks()`
+    when true, so a caller that runs an eager form of its own (a different algorithm for the same
+    maths) asks this first."""
+    global _fallbacks
+    if _get_current_dispatch_mode() is None and not any(isinstance(a, Tensor) and a.is_meta for a in args):
+        return False
+    _fallbacks += 1
+    return True
 
 
 def forget_compiled() -> None:

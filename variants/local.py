@@ -10,6 +10,9 @@ and memory are O(n·w) and no (n × n) tensor is formed. The per-block attention
 matmul + softmax with the band as an additive −inf bias, a group of blocks at a time (on CPU
 this beats the fused kernel's masked path, see benchmarks/); when the window covers the whole
 sequence (window ≥ n) it is full attention, computed in one fused call.
+
+`kernel=compiled` runs FlexAttention over the band's tiles instead (variants/local_flex.py): the
+fused path for CUDA; on CPU forward only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
+from attnbench.variants.compiled import COMPILED, EAGER, KERNELS, require_compiler
+from attnbench.variants.local_flex import flex_window_attention
 from attnbench.variants.masking import dense_hidden
 from attnbench.variants.reference import full_attention
 
@@ -39,14 +44,25 @@ class LocalAttention(ProjectedAttention):
         complexity="n*w",
         supports_cross=False,
         description="sliding-window softmax attention, block-wise O(n·w)",
-        options=(Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),),
+        options=(
+            Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),
+            Option(
+                "kernel", str, EAGER, choices=KERNELS,
+                help="eager: block-wise ATen matmuls; compiled: FlexAttention over the band's tiles, "
+                "by torch.compile (needs a C++ compiler or Triton; no backward on CPU)",
+            ),
+        ),
     )
+
+    def __init__(self, d_model: int, n_heads: int, **options) -> None:
+        super().__init__(d_model, n_heads, **options)
+        if self.options["kernel"] == COMPILED:
+            require_compiler("local: kernel=compiled")
 
     def core(self, q, k, v, key_padding_mask, causal, need_weights):
         window = self.options["window"]
-        out = sliding_window_attention(
-            q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask
-        )
+        attend = flex_window_attention if self.options["kernel"] == COMPILED else sliding_window_attention
+        out = attend(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
         weights = None
         if need_weights:  # asked for explicitly: the dense (n × n) weights, for inspection only
             _, weights = full_attention(

@@ -1,0 +1,99 @@
+"""Sliding-window attention by FlexAttention (`local` with `kernel=compiled`): one fused kernel
+that visits only the (128 × 128) tiles the band crosses.
+
+The band's tiles are listed from the window (`window_block_mask`): one comparison per pair of
+tiles, (n/128)² of them (16 K at n = 16384), instead of evaluating the mask at every one of the
+n² (query, key) pairs as `create_block_mask` does. Tiles wholly inside the band (and the
+sequence) are marked full, and their mask is not evaluated; the others evaluate `mask_mod` per
+entry. With a key padding mask every tile is partial, so the padding is applied everywhere. A
+query whose every key is hidden gets zeros, as in the blocked path and SDPA.
+
+torch.compile turns `flex_attention` into Triton on CUDA and C++ on CPU. On CPU torch has no
+backward for it: a call that needs gradients there raises UnsupportedError (kernel=eager trains
+on CPU). Where a compiled kernel cannot run (under the CPU memory counter, on meta tensors; see
+variants/compiled.py) the blocked path runs the same maths, and the fallback is counted.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from einops import rearrange
+from torch import Tensor
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from attnbench.errors import UnsupportedError
+from attnbench.variants.compiled import compile_kernel, runs_eager
+
+TILE = 128  # FlexAttention's default block size (queries and keys)
+
+
+def flex_window_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False, key_padding_mask: Tensor | None = None
+) -> Tensor:
+    """(b h n d) → (b h n d): softmax attention over keys with |i − j| < window (causal:
+    0 ≤ i − j < window), by compiled FlexAttention with the band's block mask."""
+    from attnbench.variants.local import sliding_window_attention  # local imports this module
+
+    if not torch.compiler.is_compiling() and runs_eager(q, k, v):  # the same maths, blocked
+        return sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        raise UnsupportedError(
+            f"local: kernel=compiled (FlexAttention) has no backward on CPU in torch {torch.__version__}; "
+            "kernel=eager trains on CPU"
+        )
+    n = q.shape[-2]
+    if key_padding_mask is None:
+        block_mask = _cached_block_mask(n, window, causal, q.device)
+    else:
+        block_mask = window_block_mask(n, window, causal, q.device, key_padding_mask)
+    return compile_kernel(_flex, dynamic=False)(q, k, v, block_mask)
+
+
+def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask: BlockMask) -> Tensor:
+    return flex_attention(q, k, v, block_mask=block_mask)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_block_mask(n: int, window: int, causal: bool, device: torch.device) -> BlockMask:
+    return window_block_mask(n, window, causal, device)
+
+
+def window_block_mask(
+    n: int, window: int, causal: bool, device: torch.device, key_padding_mask: Tensor | None = None
+) -> BlockMask:
+    """The band |i − j| < window (causal: 0 ≤ i − j < window) of an (n × n) score matrix as a
+    FlexAttention BlockMask of TILE-sized tiles, listed from the window; `key_padding_mask`
+    (b m, True = hidden) hides keys too."""
+    lo, hi = (0 if causal else 1 - window), window - 1  # the offsets i − j a query sees
+    tiles = -(-n // TILE)
+    first = torch.arange(tiles, device=device) * TILE
+    last = torch.clamp(first + TILE, max=n) - 1  # the last position of each tile
+    # offsets i − j over query tile a and key tile b span [first_a − last_b, last_a − first_b]
+    smallest, largest = first[:, None] - last[None, :], last[:, None] - first[None, :]
+    touched = (smallest <= hi) & (largest >= lo)
+    whole = first + TILE <= n  # a tile cut by the sequence's end is never full (as create_block_mask)
+    full = (smallest >= lo) & (largest <= hi) & whole[:, None] & whole[None, :]
+    if key_padding_mask is not None:  # the padding is a per-entry mask: no tile is full
+        full = torch.zeros_like(full)
+    partial = touched & ~full
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        offset = q_idx - kv_idx
+        seen = (offset >= lo) & (offset <= hi)
+        return seen if key_padding_mask is None else seen & ~key_padding_mask[b, kv_idx]
+
+    counts, indices = _ordered(partial)
+    full_counts, full_indices = _ordered(full)
+    return BlockMask.from_kv_blocks(
+        counts, indices, full_counts, full_indices, BLOCK_SIZE=TILE, mask_mod=mask_mod, seq_lengths=(n, n)
+    )
+
+
+def _ordered(tiles: Tensor) -> tuple[Tensor, Tensor]:
+    """(q_tiles × kv_tiles) booleans → each query tile's count of kv tiles and their indices (the
+    marked ones first, in order), as (1 1 q_tiles) and (1 1 q_tiles kv_tiles) int32."""
+    counts = tiles.sum(dim=-1, dtype=torch.int32)
+    indices = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+    return rearrange(counts, "q -> 1 1 q"), rearrange(indices, "q k -> 1 1 q k")
