@@ -8,7 +8,9 @@ Public API:
     Option (typed options of variants and tasks), errors
 """
 
-from attnbench.errors import AttnbenchError, OptionError, PluginError, UnknownNameError, UnsupportedError
+from attnbench.errors import (
+    AttnbenchError, NoBackwardError, OptionError, PluginError, UnknownNameError, UnsupportedError,
+)
 from attnbench.options import Option
 from attnbench.variants.base import (
     VARIANTS,
@@ -53,6 +55,7 @@ __all__ = [
     "list_tasks",
     "load_results",
     "register_task",
+    "NoBackwardError",
     "Option",
     "OptionError",
     "PluginError",

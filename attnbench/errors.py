@@ -20,6 +20,11 @@ class UnsupportedError(AttnbenchError):
     """A feature the component declares it does not support (cross-attention, causal, ...)."""
 
 
+class NoBackwardError(UnsupportedError):
+    """A kernel that runs forward but cannot take gradients on this device (FlexAttention on CPU):
+    `bench check` then checks the variant forward only, and says so."""
+
+
 class PluginError(AttnbenchError):
     """A plugin that does not import or is malformed."""
 

@@ -19,7 +19,7 @@ from attnbench.runner.measure import CPU_EAGER_PATH_METHOD, count_flops, peak_me
 from attnbench.variants.check import PASS, SKIP, run_check
 from attnbench.variants.compiled import eager_fallbacks, has_compiler
 from attnbench.variants.local import sliding_window_attention
-from attnbench.variants.local_flex import TILE, flex_window_attention, window_block_mask
+from attnbench.variants.local_flex import TILE, _cached_block_mask, flex_window_attention, window_block_mask
 from attnbench.variants.reference import full_attention
 
 needs_compiler = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
@@ -64,12 +64,14 @@ def test_with_padding_no_tile_is_full_so_the_padding_is_applied_everywhere():
 
 @needs_compiler
 @pytest.mark.parametrize(
-    ("n", "window", "causal", "pad"),
-    [(300, 129, False, True), (130, 16, True, False), (7, 400, True, True), (200, 3, False, False)],
+    ("n", "window", "causal", "pad", "d"),
+    [(300, 129, False, True, 16), (130, 16, True, False, 16), (7, 400, True, True, 16), (200, 3, False, False, 16),
+     (384, 256, False, False, 16), (512, 300, True, False, 16),  # full tiles: their mask is not evaluated
+     (150, 20, True, True, 8)],  # d = 8: zero-padded to the 16 FlexAttention's CUDA kernel needs
 )
-def test_outputs_equal_the_naive_reference(n, window, causal, pad):
+def test_outputs_equal_the_naive_reference(n, window, causal, pad, d):
     torch.manual_seed(n)
-    q, k, v = (torch.randn(2, 3, n, 16) for _ in range(3))
+    q, k, v = (torch.randn(2, 3, n, d) for _ in range(3))
     mask = padding(n) if pad else None
     if pad and n == 7:
         mask[0] = True  # every key of the first sequence hidden: zeros, as SDPA and the blocked path
@@ -78,6 +80,14 @@ def test_outputs_equal_the_naive_reference(n, window, causal, pad):
     want, _ = full_attention(q, k, v, key_padding_mask=mask, causal=causal, window=window)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
     assert not got.isnan().any()
+
+
+def test_the_cached_block_mask_made_in_inference_mode_can_serve_a_backward():
+    # bench run times a forward in inference mode, then forward + backward at the same shape (CUDA)
+    _cached_block_mask.cache_clear()
+    with torch.inference_mode():
+        bm = _cached_block_mask(300, 64, False, torch.device("cpu"))
+    assert not any(t.is_inference() for t in (bm.kv_num_blocks, bm.kv_indices, bm.q_num_blocks, bm.q_indices))
 
 
 @needs_compiler
@@ -98,6 +108,8 @@ def test_bench_check_runs_forward_only_and_says_so():
     assert grads.status == SKIP and "has no backward on CPU" in grads.detail
     eager = run_check("local", "shape", {"window": 8})
     assert eager.status == PASS and "forward only" not in eager.detail
+    reference = run_check("local", "reference", {"window": 8, "kernel": "compiled"})  # layer outputs vs naive
+    assert reference.status == PASS and reference.detail.endswith("(forward only)"), reference.detail
 
 
 @needs_compiler
@@ -133,3 +145,16 @@ def test_bench_perf_times_it_beside_the_blocked_kernel_and_shares_its_naive_and_
     assert memory.status == "n/a" and "eager form" in memory.detail  # the twin's naive row was found
     alone = run_suite(PerfConfig(variants=(flex,), **tiny), log=lambda line: None)
     assert "naive" in {r["impl"] for r in alone if r["case"] == flex}  # no twin in the run: its own
+
+
+@needs_compiler
+def test_bench_run_on_cpu_records_its_training_cells_unsupported(tmp_path, bench):
+    from attnbench.runner.store import read_records
+
+    out = tmp_path / "run"
+    code = bench("run", "--profile", "smoke", "--variants", "local(window=4,kernel=compiled)", "--tasks", "copy",
+                 "--kinds", "accuracy", "--device", "cpu", "--out", out, "--quiet")
+    assert code == 0
+    (record,) = read_records(out)
+    assert record["status"] == "unsupported"
+    assert record["message"].startswith("local: kernel=compiled (FlexAttention) has no backward on CPU")

@@ -66,3 +66,40 @@ def test_the_checks_catch_a_broken_variant(sandbox):
     assert verdicts["unsupported"] == FAIL  # context= was accepted silently
     assert verdicts["shape"] == PASS and verdicts["cross"] == SKIP
     assert torch.is_tensor(LeakyAttention(8, 2)(torch.zeros(1, 3, 8))[0])
+
+
+def test_only_a_missing_backward_makes_a_check_forward_only(sandbox):
+    import torch
+    from torch import nn
+
+    from attnbench import NoBackwardError, UnsupportedError, VariantSpec, register_variant
+
+    def plugin(name, error):
+        @register_variant(name)
+        class Refusing(nn.Module):
+            spec = VariantSpec(complexity="n", supports_cross=False, supports_causal=False,
+                               supports_padding_mask=False, returns_weights=False)
+
+            def __init__(self, d_model, n_heads):
+                super().__init__()
+                self.proj = nn.Linear(d_model, d_model)
+
+            def forward(self, x, context=None, **kwargs):
+                if torch.is_grad_enabled():
+                    raise error(f"{name}: no gradients here")
+                asked = {k for k, v in kwargs.items() if v is not None and v is not False}
+                if context is not None or asked & {"causal", "need_weights", "key_padding_mask"}:
+                    raise UnsupportedError(f"{name}: not supported")
+                return self.proj(x), None
+
+            def reference_forward(self, x, context=None, **kwargs):
+                return self.proj(x), None
+
+    plugin("no-backward", NoBackwardError)
+    plugin("wrongly-refusing", UnsupportedError)  # a refusal that is not about gradients: a failure
+    forward_only = {check: run_check("no-backward", check) for check in CHECKS}
+    assert forward_only["shape"].status == PASS and forward_only["shape"].detail.endswith("(forward only)")
+    assert forward_only["reference"].status == PASS
+    assert forward_only["finite-grad"].status == SKIP and "no gradients here" in forward_only["finite-grad"].detail
+    assert forward_only["unsupported"].status == PASS  # its refusals were tried without gradients
+    assert run_check("wrongly-refusing", "shape").status == FAIL

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnbench.errors import UnsupportedError
+from attnbench.errors import NoBackwardError, UnsupportedError
 from attnbench.variants.base import VARIANTS, VariantSpec, build_variant
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -230,7 +230,8 @@ def check_unsupported(s: Subject) -> str:
         raise Skip("spec declares every feature supported")
     for name in tried:
         try:
-            layer(x, **calls[name][1])
+            with torch.no_grad():  # the feature must be refused, not only the gradients
+                layer(x, **calls[name][1])
         except Exception:
             continue
         raise Failure(f"spec says no {name} support, but the call ran without an error")
@@ -328,15 +329,16 @@ CHECKS: dict[str, Callable[[Subject], str]] = {
 def run_check(name: str, check: str, options: dict | None = None, device: str = "cpu") -> CheckResult:
     """Run one named check on variant `name`; never raises for a faulty variant.
 
-    Where the variant cannot take gradients on this device (it raises UnsupportedError, e.g. a
+    Where the variant cannot take gradients on this device (it raises NoBackwardError, e.g. a
     compiled kernel without a CPU backward), the check runs again forward only, under no_grad:
-    its detail says so, and the checks of gradients are skipped (saying why).
+    its detail says so, and the checks of gradients are skipped (saying why). Any other error,
+    UnsupportedError included, is a FAIL.
     """
     subject = Subject(name, dict(options or {}), torch.device(device))
     try:
         try:
             detail = CHECKS[check](subject)
-        except UnsupportedError as why:
+        except NoBackwardError as why:
             subject.forward_only = str(why)
             with torch.no_grad():
                 detail = CHECKS[check](subject) + " (forward only)"

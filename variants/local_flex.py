@@ -9,7 +9,7 @@ entry. With a key padding mask every tile is partial, so the padding is applied 
 query whose every key is hidden gets zeros, as in the blocked path and SDPA.
 
 torch.compile turns `flex_attention` into Triton on CUDA and C++ on CPU. On CPU torch has no
-backward for it: a call that needs gradients there raises UnsupportedError (kernel=eager trains
+backward for it: a call that needs gradients there raises NoBackwardError (kernel=eager trains
 on CPU). Where a compiled kernel cannot run (under the CPU memory counter, on meta tensors; see
 variants/compiled.py) the blocked path runs the same maths, and the fallback is counted.
 """
@@ -19,14 +19,16 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from attnbench.errors import UnsupportedError
+from attnbench.errors import NoBackwardError
 from attnbench.variants.compiled import compile_kernel, runs_eager
 
 TILE = 128  # FlexAttention's default block size (queries and keys)
+MIN_HEAD_DIM = 16  # the narrowest head FlexAttention's CUDA (Triton) kernel takes
 
 
 def flex_window_attention(
@@ -39,7 +41,7 @@ def flex_window_attention(
     if not torch.compiler.is_compiling() and runs_eager(q, k, v):  # the same maths, blocked
         return sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
     if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        raise UnsupportedError(
+        raise NoBackwardError(
             f"local: kernel=compiled (FlexAttention) has no backward on CPU in torch {torch.__version__}; "
             "kernel=eager trains on CPU"
         )
@@ -52,12 +54,23 @@ def flex_window_attention(
 
 
 def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask: BlockMask) -> Tensor:
-    return flex_attention(q, k, v, block_mask=block_mask)
+    """FlexAttention with the usual 1/√d scale; heads narrower than MIN_HEAD_DIM (which its CUDA
+    kernel refuses) are zero-padded to it, which changes no score, and cut back after."""
+    d, e = q.shape[-1], v.shape[-1]
+    if min(d, e) >= MIN_HEAD_DIM:
+        return flex_attention(q, k, v, block_mask=block_mask)
+    widen = lambda t: F.pad(t, (0, MIN_HEAD_DIM - t.shape[-1])) if t.shape[-1] < MIN_HEAD_DIM else t  # noqa: E731
+    out = flex_attention(widen(q), widen(k), widen(v), block_mask=block_mask, scale=d**-0.5)
+    return out[..., :e]
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_block_mask(n: int, window: int, causal: bool, device: torch.device) -> BlockMask:
-    return window_block_mask(n, window, causal, device)
+    """Shared by every later call, with or without gradients: built outside inference mode, whose
+    tensors a backward could not save (`bench run` times a forward in inference mode, then a
+    forward and backward at the same shape)."""
+    with torch.inference_mode(False):
+        return window_block_mask(n, window, causal, device)
 
 
 def window_block_mask(
