@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from attnbench.errors import UnsupportedError
+from attnbench.options import Option
 
 EAGER, COMPILED = "eager", "compiled"
 KERNELS = (EAGER, COMPILED)
@@ -98,6 +99,19 @@ def compiler_missing() -> str | None:
 def has_compiler() -> bool:
     """Whether `compiled` kernels can be built here."""
     return compiler_missing() is None
+
+
+def kernel_option(eager: str, compiled: str) -> Option:
+    """The `kernel` option of a variant with a compiled path: `eager` (the default) or `compiled`,
+    with what each runs."""
+    return Option("kernel", str, EAGER, choices=KERNELS, help=f"eager: {eager}; compiled: {compiled}")
+
+
+def check_kernel(variant: str, options: dict) -> None:
+    """For a layer being built: refuse `kernel=compiled` in one line where torch.compile cannot
+    build kernels, rather than fail mid-forward."""
+    if options["kernel"] == COMPILED:
+        require_compiler(f"{variant}: kernel=compiled")
 
 
 def require_compiler(owner: str) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
-from attnbench.variants.compiled import COMPILED, EAGER, KERNELS, compile_kernel, require_compiler
+from attnbench.variants.compiled import COMPILED, check_kernel, compile_kernel, kernel_option
 from attnbench.variants.reference import linear_attention
 
 EPS = 1e-6
@@ -41,18 +41,16 @@ class LinearAttention(ProjectedAttention):
         description="kernelized attention φ(x)=elu(x)+1; chunked causal form",
         options=(
             Option("chunk_size", int, 64, minimum=1, help="chunk length of the causal form"),
-            Option(
-                "kernel", str, EAGER, choices=KERNELS,
-                help="eager: ATen ops; compiled: fused by torch.compile (needs a C++ compiler; "
-                "compiles on first use, seconds per shape on CPU)",
+            kernel_option(
+                "ATen ops",
+                "fused by torch.compile (needs a C++ compiler; compiles on first use, seconds per shape on CPU)",
             ),
         ),
     )
 
     def __init__(self, d_model: int, n_heads: int, **options) -> None:
         super().__init__(d_model, n_heads, **options)
-        if self.options["kernel"] == COMPILED:
-            require_compiler("linear: kernel=compiled")
+        check_kernel("linear", self.options)
 
     def core(self, q, k, v, key_padding_mask, causal, need_weights):
         dtype = q.dtype

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
-from attnbench.variants.compiled import COMPILED, EAGER, KERNELS, require_compiler
+from attnbench.variants.compiled import COMPILED, check_kernel, kernel_option
 from attnbench.variants.local_flex import flex_window_attention
 from attnbench.variants.masking import dense_hidden
 from attnbench.variants.reference import full_attention
@@ -46,18 +46,17 @@ class LocalAttention(ProjectedAttention):
         description="sliding-window softmax attention, block-wise O(n·w)",
         options=(
             Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),
-            Option(
-                "kernel", str, EAGER, choices=KERNELS,
-                help="eager: block-wise ATen matmuls; compiled: FlexAttention over the band's tiles, "
-                "by torch.compile (needs a C++ compiler or Triton; no backward on CPU)",
+            kernel_option(
+                "block-wise ATen matmuls",
+                "FlexAttention over the band's tiles, by torch.compile (needs a C++ compiler or Triton; "
+                "no backward on CPU)",
             ),
         ),
     )
 
     def __init__(self, d_model: int, n_heads: int, **options) -> None:
         super().__init__(d_model, n_heads, **options)
-        if self.options["kernel"] == COMPILED:
-            require_compiler("local: kernel=compiled")
+        check_kernel("local", self.options)
 
     def core(self, q, k, v, key_padding_mask, causal, need_weights):
         window = self.options["window"]
