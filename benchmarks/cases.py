@@ -49,6 +49,11 @@ class Case:
         return self.opts.get("kernel") == COMPILED
 
     @property
+    def runs_sdpa(self) -> bool:
+        """Whether the core is torch's scaled_dot_product_attention (whose kernel `bench perf` records)."""
+        return self.variant in (None, "multi-head", "dot-product")
+
+    @property
     def baseline(self) -> str:
         """Label of the SDPA case this case's times are compared with."""
         if self.heads == 1:

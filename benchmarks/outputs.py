@@ -156,6 +156,9 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     for batch in sorted(set(df["batch"])):
         lines += ["", f"## Time, batch {batch}: median ± IQR [min–max over repeats] in ms; ratios are time ÷ SDPA and ÷ peer", "",
                   summary_table(rows, batch=batch)]
+    if df["rated_peak_fraction"].notna().any():
+        lines += ["", "## TFLOP/s against the GPU's rated dense peak (data sheet, `benchmarks/rated_peaks.py`), batch 1",
+                  "", rated_peak_table(df)]
     for impl in sorted({str(i) for i in df["impl"] if str(i).startswith("core@")}):
         lines += ["", f"## Core ÷ {impl}: this tree's time over that revision's, timed side by side (`--against`)",
                   "", side_by_side_table(rows, impl)]
@@ -167,6 +170,17 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     lines += ["", f"Data: [{csv_name}]({csv_name}) · plot: ![scaling]({png_name})", ""]
     text = "\n".join(lines)
     return replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def rated_peak_table(df: pd.DataFrame) -> str:
+    """TFLOP/s (% of the rated dense peak) of each timed core and SDPA row that has one, batch 1."""
+    part = df[(df["batch"] == 1) & df["rated_peak_fraction"].notna() & df["impl"].isin(["core", "sdpa"])]
+    lengths = sorted({int(n) for n in part["n"]})
+    lines = ["| case | impl | " + " | ".join(f"n={n}" for n in lengths) + " |", "|---|---|" + "---|" * len(lengths)]
+    for (case, impl), rows in part.groupby(["case", "impl"], sort=False):
+        cells = {int(r["n"]): f"{r['flops_per_s'] / 1e12:.0f} ({r['rated_peak_fraction']:.0%})" for _, r in rows.iterrows()}
+        lines.append(f"| {case} | {impl} | " + " | ".join(cells.get(n, "") for n in lengths) + " |")
+    return "\n".join(lines)
 
 
 def side_by_side_table(rows: list[dict], impl: str) -> str:

@@ -28,13 +28,14 @@ from torch import Tensor
 from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CASES, CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
 from attnbench.benchmarks.peers import PEERS, PeerMissing
+from attnbench.benchmarks.rated_peaks import rated_peak
 from attnbench.benchmarks.revision import build_at, revision_classes
 from attnbench.errors import AttnbenchError, UnsupportedError
 from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner import heap as glibc_heap
 from attnbench.runner.heap import CACHED, HEAPS, STEADY_BYTES, set_heap
 from attnbench.runner.measure import (
-    CPU_EAGER_PATH_METHOD, MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, time_call,
+    CPU_EAGER_PATH_METHOD, MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, sdpa_kernels, time_call,
 )
 from attnbench.variants.base import build_variant
 
@@ -47,7 +48,8 @@ ROW_COLUMNS = (
     "case", "impl", "variant", "options", "causal", "batch", "heads", "d_head", "n", "dtype",
     "device", "status", "verified", "rel_err", "tolerance", "median_s", "iqr_s", "min_s", "max_s",
     "repeats", "runs", "ratio_vs_sdpa", "ratio_vs_peer", "scaling_ratio", "scaling_span",
-    "peak_bytes", "mem_method", "flops", "flops_per_s", "peak_fraction", "matmul_peak_flops",
+    "peak_bytes", "mem_method", "sdpa_kernel", "flops", "flops_per_s", "peak_fraction", "matmul_peak_flops",
+    "rated_peak_fraction",
     "machine", "threads", "heap", "torch", "peer_version", "git_sha",
 )
 
@@ -288,8 +290,13 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
 
     if cand.compiled:
         call()  # compiles on first use: outside the memory counter and the clock
+    count = lambda: peak_memory(call, device=cfg.device)  # noqa: E731
     start = time.perf_counter()
-    peak, method = peak_memory(call, device=cfg.device)
+    if cand.case.runs_sdpa and cand.impl in (CORE, SDPA):  # which SDPA kernel: the same call, profiled
+        kernels, (peak, method) = sdpa_kernels(count)
+        cand.row["sdpa_kernel"] = ", ".join(kernels) or "none"
+    else:
+        peak, method = count()
     seconds = time.perf_counter() - start
     cand.row.update(peak_bytes=peak, mem_method=method)
     if method == CPU_EAGER_PATH_METHOD:  # the counter saw the eager form: check and clock the compiled one
@@ -486,6 +493,9 @@ def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, h
                 row["flops"] = count_flops(cand.fn)
             row["flops_per_s"] = row["flops"] / row["median_s"]
             row["peak_fraction"] = row["flops_per_s"] / peak_flops
+            rated = rated_peak(str(row["machine"]), str(row["dtype"])) if row["device"] != "cpu" else None
+            if rated:  # CUDA: also of the GPU's data-sheet dense peak (benchmarks/rated_peaks.py)
+                row["rated_peak_fraction"] = row["flops_per_s"] / rated
     return row
 
 

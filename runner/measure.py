@@ -57,8 +57,9 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
+import os
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from torch.utils import benchmark
@@ -78,6 +79,7 @@ __all__ = [
     "measure_attention",
     "measure_step",
     "peak_memory",
+    "sdpa_kernels",
     "time_call",
 ]
 
@@ -88,6 +90,17 @@ CPU_MEMORY_METHOD = "tensor-bytes"
 CPU_EAGER_PATH_METHOD = "tensor-bytes (eager path of a compiled kernel)"
 MATMUL_SIZE = {"cpu": 1024, "cuda": 8192}  # square matmul edge for `matmul_peak`
 OOM_MARKERS = ("out of memory", "can't allocate memory", "defaultcpuallocator")
+# scaled_dot_product_attention's kernels, by the ATen op the profiler records for each
+SDPA_KERNELS = {
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "flash (CPU)",
+    "aten::_scaled_dot_product_efficient_attention": "memory-efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "cuDNN",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "fused (overrideable)",
+    "aten::_scaled_dot_product_attention_math": "math",  # the unfused fallback
+}
+MATH_KERNEL = "math"
+R = TypeVar("R")
 
 
 def _is_cuda(device: str | torch.device) -> bool:
@@ -209,6 +222,18 @@ def peak_memory(fn: Callable[[], object], *, device: str) -> tuple[int, str]:
     with TensorBytes() as mode:
         fn()
     return mode.peak, CPU_MEMORY_METHOD if eager_fallbacks() == fallbacks else CPU_EAGER_PATH_METHOD
+
+
+def sdpa_kernels(fn: Callable[[], R]) -> tuple[tuple[str, ...], R]:
+    """Which of SDPA's kernels (SDPA_KERNELS: flash, memory-efficient, cuDNN, or the unfused math
+    path) `fn()` ran, as torch's profiler records the ATen ops it dispatched, and what it returned.
+    Empty when it called no SDPA. A dispatch mode cannot tell: it sees `scaled_dot_product_attention`
+    before SDPA picks its kernel."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "10")  # else kineto prints its start and stop on stderr
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        result = fn()
+    seen = {event.name for event in prof.events()}
+    return tuple(sorted(label for op, label in SDPA_KERNELS.items() if op in seen)), result
 
 
 # ----------------------------------------------------------------------------------- FLOPs

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attnbench.benchmarks import guard, peers
 from attnbench.benchmarks import references as refs
@@ -478,3 +479,60 @@ def test_row_references_agree_with_full_attention_on_windows_and_causal():
         torch.testing.assert_close(refs.softmax_rows(q, k, v, rows, causal=causal, window=7), full)
         lin = linear_attention(q, k, v, causal=causal)[0]
         torch.testing.assert_close(refs.linear_rows(q, k, v, rows, causal=causal), lin)
+
+
+def test_sdpa_kernels_names_the_kernel_sdpa_ran_and_the_math_fallback():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from attnbench.runner.measure import sdpa_kernels
+
+    q = torch.randn(1, 2, 64, 16)
+    sdpa = lambda: F.scaled_dot_product_attention(q, q, q)  # noqa: E731
+    kernels, out = sdpa_kernels(sdpa)
+    assert kernels == ("flash (CPU)",) and out.shape == q.shape
+    with sdpa_kernel([SDPBackend.MATH]):
+        assert sdpa_kernels(sdpa)[0] == ("math",)
+    assert sdpa_kernels(lambda: q @ q.transpose(-1, -2))[0] == ()
+
+
+def test_bench_perf_records_the_sdpa_kernel_and_judges_multi_head_by_it(monkeypatch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from attnbench.benchmarks.targets import check_targets
+
+    name = "multi-head core runs SDPA's fused kernel (flash / memory-efficient), not the math path"
+    rows = run_suite(PerfConfig(variants=("multi-head",), **TINY), log=quiet)
+    core = next(r for r in rows if r["case"] == "multi-head" and r["impl"] == "core")
+    assert core["sdpa_kernel"] == "flash (CPU)"
+    assert next(r for r in rows if r["impl"] == "sdpa")["sdpa_kernel"] == "flash (CPU)"
+    assert next(t for t in check_targets(rows) if t.name == name).status == "PASS"
+    with sdpa_kernel([SDPBackend.MATH]):  # SDPA forced onto its unfused path
+        rows = run_suite(PerfConfig(variants=("multi-head",), **TINY), log=quiet)
+    verdict = next(t for t in check_targets(rows) if t.name == name)
+    assert verdict.status == "FAIL" and verdict.detail == "math at every n"
+    old = [{k: v for k, v in r.items() if k != "sdpa_kernel"} for r in rows]  # a CSV from before the column
+    assert next(t for t in check_targets(old) if t.name == name).status == "n/a"
+
+
+def test_gpu_rows_get_the_fraction_of_the_rated_dense_peak_and_the_page_a_table(tmp_path):
+    from attnbench.benchmarks.outputs import write_markdown
+    from attnbench.benchmarks.rated_peaks import rated_peak
+    from attnbench.benchmarks.suite import _row
+    from attnbench.runner.measure import Timing
+
+    assert rated_peak("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989.4e12)
+    assert rated_peak("NVIDIA H100 PCIe", "bfloat16") == pytest.approx(756.5e12)  # not the SXM's
+    assert rated_peak("NVIDIA H200 NVL", "bfloat16") is None  # NVL parts: unknown, not the SXM's
+    assert rated_peak("NVIDIA H200", "float32") is None and rated_peak("Intel(R) Xeon(R)", "bfloat16") is None
+    common = {"d_head": None, "dtype": "bfloat16", "device": "cuda", "matmul_peak_flops": 700e12,
+              "machine": "NVIDIA H200", "threads": 1, "heap": "cuda", "torch": "x", "git_sha": "y"}
+    case = next(c for c in CASES if c.label == "multi-head")
+    a, b = torch.empty(10_000, 10_000, device="meta"), torch.empty(10_000, 2474, device="meta")
+    cand = Candidate(case, CORE, lambda: None, lambda out: 0.0, meta_fn=lambda: a @ b)  # 494.8 GFLOP
+    cand.times = [Timing(median_s=1e-3, iqr_s=0.0, runs=1)]  # so 494.8 TFLOP/s
+    row = _row(cand, 1, 4096, common, 700e12, {})
+    assert row["rated_peak_fraction"] == pytest.approx(494.8 / 989.4)
+    page = write_markdown([row], tmp_path / "gpu.md", csv_name="gpu.csv", png_name="gpu.png").read_text()
+    assert "rated dense peak" in page and "| multi-head | core | 495 (50%) |" in page
+    cpu_row = _row(cand, 1, 4096, {**common, "device": "cpu", "machine": "Intel(R) Xeon(R)"}, 700e12, {})
+    assert cpu_row["rated_peak_fraction"] is None
