@@ -70,8 +70,10 @@ def test_verify_checks_the_compiled_output_not_the_one_the_counter_saw():
     assert not expects_eager.row["verified"] and expects_eager.status.startswith("mismatch")
 
 
-def test_past_the_recompile_limit_it_fails_rather_than_run_eager(monkeypatch):
+@pytest.mark.parametrize("own_limit", [True, False], ids=["torch.compile's limit", "dynamo's, older torch"])
+def test_past_the_recompile_limit_it_fails_rather_than_run_eager(own_limit, monkeypatch):
     monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 1)
+    monkeypatch.setattr(compiled, "OWN_LIMIT", own_limit and compiled.OWN_LIMIT)
     fn = compile_kernel(lambda x: x * 2, dynamic=False)  # a new function: no graphs yet
     fn(torch.ones(2))
     with pytest.raises(FailOnRecompileLimitHit):

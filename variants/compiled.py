@@ -15,6 +15,7 @@ line where there is none, when the layer is built rather than mid-forward.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable, TypeVar
 
 import torch
@@ -29,6 +30,9 @@ KERNELS = (EAGER, COMPILED)
 
 F = TypeVar("F", bound=Callable)
 RECOMPILE_LIMIT = 64  # graphs per function (torch._dynamo's default is 8): shapes × grad modes × masks
+# torch.compile takes its own recompile_limit in torch 2.13; where it does not (the declared range
+# starts at 2.5), dynamo's global limit is set around each call instead
+OWN_LIMIT = "recompile_limit" in inspect.signature(torch.compile).parameters
 _COMPILED: dict[tuple[Callable, bool | None], Callable] = {}
 _fallbacks = 0  # calls of a compiled function that ran its eager form (see the module docstring)
 
@@ -49,7 +53,7 @@ def compile_kernel(fn: F, *, dynamic: bool | None) -> F:
     """
     key = (fn, dynamic)
     if key not in _COMPILED:
-        graph = torch.compile(fn, dynamic=dynamic, fullgraph=True, recompile_limit=RECOMPILE_LIMIT)
+        graph = _limited_compile(fn, dynamic)
 
         @functools.wraps(fn)
         def kernel(*args):
@@ -59,6 +63,23 @@ def compile_kernel(fn: F, *, dynamic: bool | None) -> F:
 
         _COMPILED[key] = kernel
     return _COMPILED[key]
+
+
+def _limited_compile(fn: Callable, dynamic: bool | None) -> Callable:
+    """torch.compile(fn), whole graph, failing past RECOMPILE_LIMIT graphs."""
+    if OWN_LIMIT:
+        return torch.compile(fn, dynamic=dynamic, fullgraph=True, recompile_limit=RECOMPILE_LIMIT)
+    graph = torch.compile(fn, dynamic=dynamic, fullgraph=True)
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    fail = "fail_on_recompile_limit_hit" if hasattr(config, "fail_on_recompile_limit_hit") else "fail_on_cache_limit_hit"
+    settings = {limit: RECOMPILE_LIMIT, fail: True}
+
+    def limited(*args):
+        with config.patch(**settings):
+            return graph(*args)
+
+    return limited
 
 
 def runs_eager(*args) -> bool:
