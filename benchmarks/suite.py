@@ -281,7 +281,8 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
 
     A compiled kernel is called once first, so compiling is neither clocked nor counted. Where the
     counter then saw its eager form (CPU), it is called again outside it: that output is the one
-    checked, that call's seconds the ones returned.
+    checked, that call's seconds the ones returned. An SDPA core's counted call is also profiled,
+    to record which SDPA kernel it ran (`sdpa_kernel`).
     """
     box = {}
 
