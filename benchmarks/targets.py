@@ -12,9 +12,8 @@ from attnbench.benchmarks.cases import CASES
 from attnbench.runner.measure import CPU_EAGER_PATH_METHOD, MATH_KERNEL
 
 PASS, FAIL, NA = "PASS", "FAIL", "n/a"
-LOCAL_CASES = ("local(window=128)", "local(window=256)", "local(window=128, kernel=compiled)",
-               "local(window=256, kernel=compiled)")
-LINEAR_CASES = ("linear", "linear(causal)", "linear(kernel=compiled)", "linear(causal, kernel=compiled)")
+CASE_OF = {c.label: c for c in CASES}
+PEERED = [c.label for c in CASES if c.peer]  # local and linear, eager and compiled: judged against their peer
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ def _series(df: pd.DataFrame, case: str, impl: str, column: str = "median_s") ->
 def _rows_of(df: pd.DataFrame, case: str, impl: str) -> str:
     """The case whose rows hold `impl` for `case`: the case itself, or the one it shares its naive
     and peer rows with (`Case.same_as`) when it has none of its own."""
-    twin = next((c.same_as for c in CASES if c.label == case), None)
+    twin = CASE_OF[case].same_as if case in CASE_OF else None
     own = ((df["case"] == case) & (df["impl"] == impl)).any()
     return case if own or twin is None else twin
 
@@ -70,7 +69,7 @@ def _fused_sdpa(df: pd.DataFrame) -> Target:
     seen = {int(n): str(k) for n, k in zip(rows["n"], rows["sdpa_kernel"]) if pd.notna(k)}
     if not seen:
         return Target(name, NA, "not recorded")
-    fused = [k not in ("none", MATH_KERNEL) and MATH_KERNEL not in k.split(", ") for k in seen.values()]
+    fused = [k != "none" and MATH_KERNEL not in k.split(", ") for k in seen.values()]
     kinds = sorted(set(seen.values()))
     detail = f"{kinds[0]} at every n" if len(kinds) == 1 else ", ".join(f"{n}: {k}" for n, k in sorted(seen.items()))
     return Target(name, _verdict(fused), detail)
@@ -95,8 +94,8 @@ def check_targets(rows: list[dict]) -> list[Target]:
                           _verdict([f >= 0.75 for f in frac.values()]),
                           ", ".join(f"{n}: {f:.0%}" for n, f in sorted(frac.items())) or "no data"))
 
-    peer_of = {c: "peer:local-attention" for c in LOCAL_CASES} | {c: "peer:linear-attention-transformer" for c in LINEAR_CASES}
-    for case in LOCAL_CASES + LINEAR_CASES:
+    for case in PEERED:
+        peer = CASE_OF[case].peer
         core = _series(df, case, "core")
         scale, span = _scaling(core)
         out.append(Target(f"{case}: scaling ratio ≤ 10", NA if scale is None else (PASS if scale <= 10 else FAIL),
@@ -105,18 +104,18 @@ def check_targets(rows: list[dict]) -> list[Target]:
         vs_sdpa = {n: r for n, r in _ratio(core, base).items() if n >= 4096}
         out.append(Target(f"{case}: faster than {'causal ' if 'causal' in case else ''}SDPA from n = 4096",
                           _verdict([r < 1 for r in vs_sdpa.values()]), "time / SDPA: " + _fmt(vs_sdpa)))
-        peer_rows = _rows_of(df, case, peer_of[case])
-        vs_peer = _ratio(core, _series(df, peer_rows, peer_of[case]))
-        statuses = set(df[(df["case"] == peer_rows) & (df["impl"] == peer_of[case])]["status"])
+        peer_rows = _rows_of(df, case, f"peer:{peer}")
+        vs_peer = _ratio(core, _series(df, peer_rows, f"peer:{peer}"))
+        statuses = set(df[(df["case"] == peer_rows) & (df["impl"] == f"peer:{peer}")]["status"])
         if not vs_peer:
             why = "not installed" if "not installed" in statuses else "no peer timing"
-            out.append(Target(f"{case}: at least as fast as {peer_of[case][5:]} at every n", NA, why))
+            out.append(Target(f"{case}: at least as fast as {peer} at every n", NA, why))
             continue
-        out.append(Target(f"{case}: at least as fast as {peer_of[case][5:]} at every n",
+        out.append(Target(f"{case}: at least as fast as {peer} at every n",
                           _verdict([r <= 1 for r in vs_peer.values()]), "time / peer: " + _fmt(vs_peer)))
-        if case.startswith("local"):
+        if peer == "local-attention":  # issue 8: and faster than it at long n
             late = {n: r for n, r in vs_peer.items() if n >= 8192}
-            out.append(Target(f"{case}: faster than local-attention at n ≥ 8192",
+            out.append(Target(f"{case}: faster than {peer} at n ≥ 8192",
                               _verdict([r < 1 for r in late.values()]), "time / peer: " + _fmt(late)))
 
     add = df[(df["case"] == "additive(heads=8)") & (df["impl"] == "core") & (df["n"] == 4096)]
@@ -131,7 +130,7 @@ def check_targets(rows: list[dict]) -> list[Target]:
     else:
         out.append(Target("additive: no (b, n, m, d) blow-up; memory at n = 4096", NA, "not measured at 4096"))
 
-    for case in LOCAL_CASES + LINEAR_CASES:
+    for case in PEERED:
         core = _series(df, case, "core", "peak_bytes")
         naive_rows = _rows_of(df, case, "naive")
         naive = _series(df, naive_rows, "naive", "peak_bytes")

@@ -55,9 +55,9 @@ callable down. Out-of-memory errors propagate; `is_oom` tells the runner they we
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import weakref
-import os
 from dataclasses import asdict, dataclass
 from typing import Callable, TypeVar
 
