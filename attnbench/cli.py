@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import sys
+import time
 import warnings
 
 import click
@@ -17,7 +18,7 @@ from attnbench.errors import AttnbenchError
 from attnbench.plugins import import_plugin
 from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
-from attnbench.variants.check import CHECKS, FAIL, PASS, run_checks
+from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -162,12 +163,23 @@ def check_command(variants: str, device: str, checks: str) -> int:
     for column in ("variant", "check", "result", "detail"):
         table.add_column(column)
     failed = total = 0
+    planned = len(selected) * len(names)
     for choice in selected:
-        for result in run_checks(choice.name, choice.options, device, names):
+        start = time.perf_counter()
+        for result in iter_checks(choice.name, choice.options, device, names):
             style = {PASS: "green", FAIL: "bold red"}.get(result.status, "yellow")
             table.add_row(choice.label, result.check, f"[{style}]{result.status}[/{style}]", Text(result.detail))
             failed += result.status == FAIL
             total += 1
+            if result.check == "build":  # not built: its one row stands for all its checks
+                planned -= len(names) - 1
+            # progress, one line per check as it ends (stderr: the table stays the output)
+            now = time.perf_counter()
+            err_console.print(
+                f"[{total}/{planned}] {choice.label} {result.check}: [{style}]{result.status}[/{style}] "
+                f"({now - start:.1f} s)", highlight=False,
+            )
+            start = now
     console.print(table)
     console.print(f"{failed} of {total} checks failed" if failed else f"all {total} checks passed or skipped")
     return 1 if failed else 0

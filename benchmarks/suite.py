@@ -35,7 +35,7 @@ from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner import heap as glibc_heap
 from attnbench.runner.heap import CACHED, HEAPS, STEADY_BYTES, set_heap
 from attnbench.runner.measure import (
-    CPU_EAGER_PATH_METHOD, MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, sdpa_kernels, time_call,
+    CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, sdpa_kernels, time_call,
 )
 from attnbench.variants.base import build_variant
 
@@ -280,9 +280,10 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
     """One call under the memory counter; compare with the reference; returns the call's seconds.
 
     A compiled kernel is called once first, so compiling is neither clocked nor counted. Where the
-    counter then saw its eager form (CPU), it is called again outside it: that output is the one
-    checked, that call's seconds the ones returned. An SDPA core's counted call is also profiled,
-    to record which SDPA kernel it ran (`sdpa_kernel`).
+    counter saw its eager form (CPU), `peak_memory` counted the compiled call's allocations in a
+    second call; it is called once more to be clocked alone: that output is the one checked, that
+    call's seconds the ones returned. An SDPA core's counted call is also profiled, to record which
+    SDPA kernel it ran (`sdpa_kernel`).
     """
     box = {}
 
@@ -300,7 +301,7 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
         peak, method = count()
     seconds = time.perf_counter() - start
     cand.row.update(peak_bytes=peak, mem_method=method)
-    if method == CPU_EAGER_PATH_METHOD:  # the counter saw the eager form: check and clock the compiled one
+    if method in (CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD):  # check and clock the compiled call alone
         start = time.perf_counter()
         call()
         seconds = time.perf_counter() - start

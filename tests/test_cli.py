@@ -31,9 +31,15 @@ def test_ls_glob(bench_output):
 
 
 def test_check_passes_for_builtins_and_prints_a_table(bench_output):
-    code, out, _ = bench_output("check", "--variants", "local(window=4),dot", "--checks", "reference,causal")
+    code, out, err = bench_output("check", "--variants", "local(window=4),dot", "--checks", "reference,causal")
     assert code == 0, out
     assert out.count("PASS") == 4 and "local(window=4)" in out and "all 4 checks passed" in out
+    # and a progress line on stderr as each check ends, so a slow (compiling) check shows where it is
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    assert [line.split(" (")[0] for line in progress] == [
+        "[1/4] local(window=4) reference: PASS", "[2/4] local(window=4) causal: PASS",
+        "[3/4] dot-product reference: PASS", "[4/4] dot-product causal: PASS",
+    ]
 
 
 def test_check_exits_1_and_names_the_failure(tmp_path, sandbox, bench_output):

@@ -14,8 +14,9 @@ from attnbench.benchmarks.cases import CASES, CORE, LAYER
 from attnbench.benchmarks.suite import Candidate, PerfConfig, relative_error, run_suite, verify
 from attnbench.benchmarks.targets import check_targets
 from attnbench.errors import UnsupportedError
+from attnbench.runner import measure
 from attnbench.runner.measure import (
-    CPU_EAGER_PATH_METHOD, CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, count_flops, peak_memory,
+    CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, count_flops, peak_memory,
 )
 from attnbench.runner.store import read_records
 from attnbench.variants import compiled
@@ -39,15 +40,33 @@ def test_a_compiled_function_runs_compiled_outside_any_dispatch_mode():
     assert eager_fallbacks() == fallbacks
 
 
-def test_under_the_memory_counter_the_eager_form_runs_and_the_method_says_so():
+def test_under_the_memory_counter_the_eager_form_runs_then_the_compiled_call_is_counted_from_allocator_events():
     x = torch.arange(4.0)
     box = {}
     fallbacks = eager_fallbacks()
     _, method = peak_memory(lambda: box.update(out=compile_kernel(marked, dynamic=False)(x)), device="cpu")
-    assert method == CPU_EAGER_PATH_METHOD and torch.equal(box["out"], x - 1)
-    assert eager_fallbacks() == fallbacks + 1
+    assert method == CPU_ALLOCATOR_METHOD and torch.equal(box["out"], x + 1)  # the last call: compiled
+    assert eager_fallbacks() == fallbacks + 1  # the counter's call only
     _, method = peak_memory(lambda: marked(x), device="cpu")  # plain eager code: the plain method
     assert method == CPU_MEMORY_METHOD
+
+
+def test_the_compiled_code_s_own_allocations_are_counted_not_its_eager_form_s():
+    x = torch.randn(1_000_000)
+    fused = compile_kernel(lambda t: (t * 2 + 1) * 3, dynamic=False)  # one loop, one output when compiled
+    fused(x)  # compiled outside the count
+    eager_peak, _ = peak_memory(lambda: (x * 2 + 1) * 3, device="cpu")
+    peak, method = peak_memory(lambda: fused(x), device="cpu")
+    assert method == CPU_ALLOCATOR_METHOD
+    assert eager_peak == 2 * x.nbytes and peak == x.nbytes  # two temporaries live at once vs the output alone
+
+
+def test_where_the_profiler_gives_no_allocation_events_the_eager_form_s_count_is_kept_and_said(monkeypatch):
+    monkeypatch.setattr(measure, "allocator_peak", lambda fn: None)
+    x = torch.arange(4.0)
+    box = {}
+    _, method = peak_memory(lambda: box.update(out=compile_kernel(marked, dynamic=False)(x)), device="cpu")
+    assert method == CPU_EAGER_PATH_METHOD and torch.equal(box["out"], x - 1)
 
 
 def test_meta_tensors_run_the_eager_form_so_flops_can_be_counted():
@@ -66,7 +85,7 @@ def test_verify_checks_the_compiled_output_not_the_one_the_counter_saw():
     cfg = PerfConfig()
     verify(expects_compiled, cfg)
     verify(expects_eager, cfg)
-    assert expects_compiled.row["verified"] and expects_compiled.row["mem_method"] == CPU_EAGER_PATH_METHOD
+    assert expects_compiled.row["verified"] and expects_compiled.row["mem_method"] == CPU_ALLOCATOR_METHOD
     assert not expects_eager.row["verified"] and expects_eager.status.startswith("mismatch")
 
 
@@ -74,10 +93,28 @@ def test_verify_checks_the_compiled_output_not_the_one_the_counter_saw():
 def test_past_the_recompile_limit_it_fails_rather_than_run_eager(own_limit, monkeypatch):
     monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 1)
     monkeypatch.setattr(compiled, "OWN_LIMIT", own_limit and compiled.OWN_LIMIT)
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "fail_on_recompile_limit_hit"):  # restored after the test
+        monkeypatch.setattr(config, name, getattr(config, name))
+    if not own_limit:  # dynamo's limit is only ever raised to RECOMPILE_LIMIT: start it below
+        monkeypatch.setattr(config, "recompile_limit", 0)
+        monkeypatch.setattr(config, "fail_on_recompile_limit_hit", False)
     fn = compile_kernel(lambda x: x * 2, dynamic=False)  # a new function: no graphs yet
     fn(torch.ones(2))
     with pytest.raises(FailOnRecompileLimitHit):
         fn(torch.ones(3))  # a second shape, static: a second graph
+    if not own_limit:
+        assert (config.recompile_limit, config.fail_on_recompile_limit_hit) == (1, True)
+
+
+def test_on_older_torch_dynamos_limit_is_raised_to_ours_never_lowered(monkeypatch):
+    monkeypatch.setattr(compiled, "OWN_LIMIT", False)
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "fail_on_recompile_limit_hit"):
+        monkeypatch.setattr(config, name, getattr(config, name))
+    monkeypatch.setattr(config, "recompile_limit", compiled.RECOMPILE_LIMIT + 100)  # a user's own, higher
+    compile_kernel(lambda x: x * 4, dynamic=False)
+    assert config.recompile_limit == compiled.RECOMPILE_LIMIT + 100
 
 
 def test_forgetting_the_compiled_graphs_frees_the_recompile_limit(monkeypatch):
@@ -200,7 +237,12 @@ def test_bench_perf_times_the_compiled_kernels_never_their_eager_form(monkeypatc
     rows = run_suite(PerfConfig(variants=("linear",), **TINY), log=lambda line: None)
     fused = [r for r in rows if r["options"] == "kernel=compiled" and r["impl"] in (CORE, LAYER)]
     assert len(fused) == 4 and all(r["status"] == "ok" and r["median_s"] > 0 for r in fused)
-    assert all(r["mem_method"] == CPU_EAGER_PATH_METHOD for r in fused)
+    assert all(r["mem_method"] == CPU_ALLOCATOR_METHOD for r in fused)
     memory = [t for t in check_targets(rows)
               if t.name.startswith("linear(") and "kernel=compiled" in t.name and "peak memory" in t.name]
-    assert len(memory) == 2 and all(t.status == "n/a" and "not measured on CPU" in t.detail for t in memory)
+    assert len(memory) == 2 and all(t.status in ("PASS", "FAIL") and "the compiled kernel's" in t.detail for t in memory)
+    # without the allocator's events only the eager form was counted: no verdict
+    eager_counted = [{**r, "mem_method": CPU_EAGER_PATH_METHOD} if r in fused else r for r in rows]
+    memory = [t for t in check_targets(eager_counted)
+              if t.name.startswith("linear(") and "kernel=compiled" in t.name and "peak memory" in t.name]
+    assert len(memory) == 2 and all(t.status == "n/a" and "saw its eager form" in t.detail for t in memory)

@@ -15,10 +15,12 @@ from attnbench import build_variant
 from attnbench.benchmarks.suite import PerfConfig, run_suite
 from attnbench.benchmarks.targets import check_targets
 from attnbench.errors import UnsupportedError
-from attnbench.runner.measure import CPU_EAGER_PATH_METHOD, count_flops, peak_memory
+from attnbench.runner import measure
+from attnbench.runner.measure import CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, count_flops, peak_memory
 from attnbench.variants.check import PASS, SKIP, run_check
 from attnbench.variants.compiled import eager_fallbacks, has_compiler
 from attnbench.variants.local import sliding_window_attention
+from attnbench.variants import local_flex
 from attnbench.variants.local_flex import TILE, _cached_block_mask, flex_window_attention, window_block_mask
 from attnbench.variants.reference import full_attention
 
@@ -113,13 +115,26 @@ def test_bench_check_runs_forward_only_and_says_so():
 
 
 @needs_compiler
-def test_under_the_memory_counter_the_blocked_path_runs_and_is_counted():
+def test_under_the_memory_counter_the_blocked_path_runs_and_is_counted_then_flex_from_allocator_events(monkeypatch):
     q, k, v = (torch.randn(1, 2, 300, 16) for _ in range(3))
     box = {}
+    call = lambda: box.update(out=flex_window_attention(q, k, v, window=64))  # noqa: E731
+    call()  # compiled outside the count
     fallbacks = eager_fallbacks()
-    _, method = peak_memory(lambda: box.update(out=flex_window_attention(q, k, v, window=64)), device="cpu")
-    assert method == CPU_EAGER_PATH_METHOD and eager_fallbacks() == fallbacks + 1
-    assert torch.equal(box["out"], sliding_window_attention(q, k, v, window=64))
+    peak, method = peak_memory(call, device="cpu")
+    assert method == CPU_ALLOCATOR_METHOD and eager_fallbacks() == fallbacks + 1
+    assert peak >= box["out"].nbytes  # the last call ran FlexAttention, its output counted
+    monkeypatch.setattr(measure, "allocator_peak", lambda fn: None)  # no allocator events
+    _, method = peak_memory(call, device="cpu")
+    assert method == CPU_EAGER_PATH_METHOD
+    assert torch.equal(box["out"], sliding_window_attention(q, k, v, window=64))  # the blocked path ran
+
+
+def test_on_a_torch_whose_flex_attention_lacks_seq_lengths_building_it_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(local_flex, "HAS_SEQ_LENGTHS", False)
+    with pytest.raises(UnsupportedError, match=r"^local: kernel=compiled needs FlexAttention from torch >= 2\.6 \(this is "):
+        build_variant("local", d_model=32, n_heads=4, window=8, kernel="compiled")
+    assert build_variant("local", d_model=32, n_heads=4, window=8) is not None  # eager needs none
 
 
 def test_on_meta_tensors_it_gives_the_shape_and_its_flops_can_be_counted():
@@ -142,7 +157,8 @@ def test_bench_perf_times_it_beside_the_blocked_kernel_and_shares_its_naive_and_
     if peer["median_s"] is not None:  # the peer is installed
         assert core["ratio_vs_peer"] == pytest.approx(core["median_s"] / peer["median_s"])
     memory = next(t for t in check_targets(rows) if t.name.startswith(f"{flex}: peak memory"))
-    assert memory.status == "n/a" and "eager form" in memory.detail  # the twin's naive row was found
+    # the twin's naive row was found, and FlexAttention's own allocations were counted
+    assert memory.status in ("PASS", "FAIL") and "the compiled kernel's" in memory.detail and "vs naive" in memory.detail
     alone = run_suite(PerfConfig(variants=(flex,), **tiny), log=lambda line: None)
     assert "naive" in {r["impl"] for r in alone if r["case"] == flex}  # no twin in the run: its own
 

@@ -15,6 +15,7 @@ import attnbench  # noqa: F401  (registers the built-in variants)
 from attnbench.runner.measure import (
     CPU_MEMORY_METHOD,
     TensorBytes,
+    allocator_peak,
     Timing,
     count_flops,
     is_oom,
@@ -90,6 +91,23 @@ def test_out_resizes_and_torch_tensor_are_counted():
 
     assert peak_memory(into_out, device="cpu")[0] == 300 * 100 * F32
     assert peak_memory(lambda: torch.tensor([1.0] * 10_000), device="cpu")[0] == 10_000 * F32
+
+
+def test_the_cpu_allocator_s_events_count_what_the_tensor_counter_counts_in_eager_code():
+    big = torch.randn(1_000_000)
+
+    def fn():
+        first = big * 2  # a temporary, then a second tensor while it lives, then freed
+        second = first + 1
+        del first
+        return second * 3, torch.empty(0)
+
+    with TensorBytes() as counted:
+        fn()
+    assert counted.peak == 2 * big.nbytes
+    # the allocator also sees what no op returns: here the three Python scalars, wrapped as 0-d tensors
+    assert counted.peak <= allocator_peak(fn) <= counted.peak + 3 * 4
+    assert allocator_peak(lambda: big.add_(1)) < 64  # in place: nothing of the tensor's size
 
 
 def test_forward_backward_counts_activations_and_gradients():

@@ -359,8 +359,18 @@ def run_checks(
 ) -> list[CheckResult]:
     """Every check (or those named) on variant `name`; one FAIL row `build` instead when the layer
     cannot be built on this machine at all (e.g. `kernel=compiled` without a C++ compiler)."""
+    return list(iter_checks(name, options, device, checks))
+
+
+def iter_checks(
+    name: str, options: dict | None = None, device: str = "cpu", checks: list[str] | None = None
+) -> Iterator[CheckResult]:
+    """`run_checks`, one result at a time as each check ends (a compiled kernel's checks take
+    seconds each: `bench check` reports them as they come)."""
     try:
         Subject(name, dict(options or {}), torch.device(device)).build()
     except UnsupportedError as exc:
-        return [CheckResult(name, "build", FAIL, str(exc))]
-    return [run_check(name, c, options, device) for c in (checks or list(CHECKS))]
+        yield CheckResult(name, "build", FAIL, str(exc))
+        return
+    for check in checks or list(CHECKS):
+        yield run_check(name, check, options, device)

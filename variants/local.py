@@ -27,7 +27,7 @@ from torch import Tensor
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
 from attnbench.variants.compiled import COMPILED, check_kernel, kernel_option
-from attnbench.variants.local_flex import flex_window_attention
+from attnbench.variants.local_flex import flex_window_attention, require_flex
 from attnbench.variants.masking import dense_hidden
 from attnbench.variants.reference import full_attention
 
@@ -56,6 +56,8 @@ class LocalAttention(ProjectedAttention):
 
     def __init__(self, d_model: int, n_heads: int, **options) -> None:
         super().__init__(d_model, n_heads, **options)
+        if self.options["kernel"] == COMPILED:  # first: no compiler helps an older torch
+            require_flex("local: kernel=compiled")
         check_kernel("local", self.options)
 
     def core(self, q, k, v, key_padding_mask, causal, need_weights):

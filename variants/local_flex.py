@@ -17,6 +17,7 @@ variants/compiled.py) the blocked path runs the same maths, and the fallback is 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +25,22 @@ from einops import rearrange
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from attnbench.errors import NoBackwardError
+from attnbench.errors import NoBackwardError, UnsupportedError
 from attnbench.variants.compiled import compile_kernel, runs_eager
 
 TILE = 128  # FlexAttention's default block size (queries and keys)
 MIN_HEAD_DIM = 16  # the narrowest head FlexAttention's CUDA (Triton) kernel takes
+# a block mask states its sequence lengths (`from_kv_blocks(seq_lengths=)`) from torch 2.6; before,
+# it claimed whole tiles, which a length not a multiple of TILE contradicts (and CPU had no flex kernel)
+HAS_SEQ_LENGTHS = "seq_lengths" in inspect.signature(BlockMask.from_kv_blocks).parameters
+
+
+def require_flex(owner: str) -> None:
+    """UnsupportedError, in one line, where this torch's FlexAttention lacks what this module uses."""
+    if not HAS_SEQ_LENGTHS:
+        raise UnsupportedError(
+            f"{owner} needs FlexAttention from torch >= 2.6 (this is {torch.__version__}); kernel=eager needs none"
+        )
 
 
 def flex_window_attention(

