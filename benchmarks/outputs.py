@@ -142,7 +142,8 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             "Forward pass (inference mode). Time: median of the per-repeat medians of "
             "`torch.utils.benchmark` `blocked_autorange` (± the median IQR), repeats interleaved "
             "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "
-            "excludes kernel scratch). Each output verified against the naive reference on sampled "
+            "excludes kernel scratch; a compiled kernel's from the CPU allocator's events, column "
+            "`mem_method`). Each output verified against the naive reference on sampled "
             "query rows before timing (max|Δ|/max|ref| ≤ tolerance).",
         ]
         if first["device"] == "cpu":

@@ -42,16 +42,17 @@ peak memory (`peak_memory`, bytes above the baseline at the start of the callabl
     CPU, method "cpu-allocator events (compiled kernel)": where the callable ran a compiled
     kernel, the dispatch mode saw only its eager form (TorchDynamo cannot run under it), so the
     callable runs once more under torch's profiler with `profile_memory=True` (`allocator_peak`).
-    Each allocation and free through torch's CPU allocator made while profiling is an event that
-    carries the allocator's running total of those allocations; the peak of that total above its
-    start is reported. So it includes the compiled code's own buffers and, unlike "tensor-bytes",
-    what kernels allocate through torch's allocator without returning it (SDPA's scratch: 5.19
-    against 4.00 MiB at b=1, h=8, n=2048, d=64), and wrapped Python scalars (bytes); on eager
-    code it otherwise gives the same bytes (equal to 0.01 MiB on the linear and local kernels at
-    n = 2048 and 8192). It excludes what a compiled kernel allocates outside torch's allocator (a
-    C++ kernel's stack or `std::vector` scratch) and frees of blocks made before the call. torch's
-    allocator logs one warning line on stderr (and one in a thousand after) when such a block is
-    freed while profiling.
+    Each allocation and free through torch's CPU allocator is then an event with its address and
+    size; the peak of the live total of the blocks allocated during the call is reported (a free
+    of a block made before it lowers nothing, as with "tensor-bytes"). So it includes the compiled
+    code's own buffers and, unlike "tensor-bytes", what kernels allocate through torch's allocator
+    without returning it (SDPA's scratch: 5.19 against 4.00 MiB at b=1, h=8, n=2048, d=64) and
+    wrapped Python scalars (bytes); on the eager linear and local kernels at n = 2048 and 8192 the
+    two methods agree to 0.01 MiB. It excludes what a compiled kernel allocates outside torch's
+    allocator (a C++ kernel's stack or `std::vector` scratch). Where a profiler is already running
+    it is not used (a second one would end that session): the eager form's count stays. torch's
+    allocator logs one warning line on stderr (and one in a thousand after) when a block made
+    before profiling is freed while profiling.
 
 FLOPs (`count_flops`)
     `torch.utils.flop_counter.FlopCounterMode`: the matmul-class ops (mm, bmm, addmm, convolution,
@@ -246,31 +247,40 @@ def peak_memory(fn: Callable[[], object], *, device: str) -> tuple[int, str]:
 
 
 def allocator_peak(fn: Callable[[], object]) -> int | None:
-    """Peak bytes that torch's CPU allocator holds for allocations made during `fn()`, above the
-    start, from the allocation events of torch's memory profiler (`profile_memory=True`): each
-    event carries the allocator's running total of the allocations made while profiling. None
-    where this torch's profiler does not expose those events."""
+    """Peak bytes of the blocks that torch's CPU allocator hands out during `fn()` and that are
+    still live together, from the allocation and free events of torch's memory profiler
+    (`profile_memory=True`). A free counts only for a block allocated during `fn()`. None where
+    this torch's profiler does not expose those events, or where a profiler is already running
+    (starting a second one would end its session)."""
     try:
         from torch._C._profiler import _EventType
-    except ImportError:
+
+        if torch._C._autograd._profiler_enabled():
+            return None
+    except (ImportError, AttributeError):
         return None
     with _cpu_profiler(profile_memory=True) as prof:
         fn()
+    events = []  # (time, −bytes, address): at one instant allocations (bytes > 0) sort first
     try:
         pending = list(prof.profiler.kineto_results.experimental_event_tree())
+        while pending:
+            event = pending.pop()
+            pending.extend(event.children)
+            if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+                events.append((event.start_time_ns, -event.extra_fields.alloc_size, event.extra_fields.ptr))
     except AttributeError:
         return None
-    totals = []  # (time, allocator total after the event, bytes the event allocated (< 0: freed))
-    while pending:
-        event = pending.pop()
-        pending.extend(event.children)
-        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
-            fields = event.extra_fields
-            totals.append((event.start_time_ns, fields.total_allocated, fields.alloc_size))
-    if not totals:
-        return 0
-    _, first_total, first_size = min(totals)
-    return max(0, max(total for _, total, _ in totals) - (first_total - first_size))
+    live = peak = 0
+    sizes: dict[int, int] = {}  # address → bytes of the blocks allocated during fn() and not yet freed
+    for _, minus_bytes, ptr in sorted(events):
+        if minus_bytes < 0:
+            sizes[ptr] = -minus_bytes
+            live += sizes[ptr]
+            peak = max(peak, live)
+        elif ptr in sizes:
+            live -= sizes.pop(ptr)
+    return peak
 
 
 def _cpu_profiler(**options) -> torch.profiler.profile:

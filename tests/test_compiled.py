@@ -16,8 +16,10 @@ from attnbench.benchmarks.targets import check_targets
 from attnbench.errors import UnsupportedError
 from attnbench.runner import measure
 from attnbench.runner.measure import (
-    CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, count_flops, peak_memory,
+    CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, TensorBytes, count_flops,
+    peak_memory,
 )
+from attnbench.variants.linear import causal_linear_attention
 from attnbench.runner.store import read_records
 from attnbench.variants import compiled
 from attnbench.variants.check import run_checks
@@ -61,6 +63,18 @@ def test_the_compiled_code_s_own_allocations_are_counted_not_its_eager_form_s():
     assert eager_peak == 2 * x.nbytes and peak == x.nbytes  # two temporaries live at once vs the output alone
 
 
+def test_the_compiled_causal_linear_step_is_counted_smaller_than_its_eager_form():
+    # the README's example: at n = 2048 the fused step's own buffers against its eager form's tensors
+    q, k, v = (torch.randn(1, 8, 2048, 64) for _ in range(3))
+    call = lambda: causal_linear_attention(q, k, v, fused=True)  # noqa: E731
+    with torch.inference_mode():
+        call()  # compiled outside the count
+        with TensorBytes() as eager_form:  # under the dispatch mode the eager form runs
+            call()
+        peak, method = peak_memory(call, device="cpu")
+    assert method == CPU_ALLOCATOR_METHOD and q.nbytes <= peak < 0.8 * eager_form.peak
+
+
 def test_where_the_profiler_gives_no_allocation_events_the_eager_form_s_count_is_kept_and_said(monkeypatch):
     monkeypatch.setattr(measure, "allocator_peak", lambda fn: None)
     x = torch.arange(4.0)
@@ -93,28 +107,28 @@ def test_verify_checks_the_compiled_output_not_the_one_the_counter_saw():
 def test_past_the_recompile_limit_it_fails_rather_than_run_eager(own_limit, monkeypatch):
     monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 1)
     monkeypatch.setattr(compiled, "OWN_LIMIT", own_limit and compiled.OWN_LIMIT)
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "fail_on_recompile_limit_hit"):  # restored after the test
+    config, (limit, fail) = torch._dynamo.config, compiled.dynamo_limit_settings()
+    for name in (limit, fail):  # restored after the test
         monkeypatch.setattr(config, name, getattr(config, name))
     if not own_limit:  # dynamo's limit is only ever raised to RECOMPILE_LIMIT: start it below
-        monkeypatch.setattr(config, "recompile_limit", 0)
-        monkeypatch.setattr(config, "fail_on_recompile_limit_hit", False)
+        monkeypatch.setattr(config, limit, 0)
+        monkeypatch.setattr(config, fail, False)
     fn = compile_kernel(lambda x: x * 2, dynamic=False)  # a new function: no graphs yet
     fn(torch.ones(2))
     with pytest.raises(FailOnRecompileLimitHit):
         fn(torch.ones(3))  # a second shape, static: a second graph
     if not own_limit:
-        assert (config.recompile_limit, config.fail_on_recompile_limit_hit) == (1, True)
+        assert (getattr(config, limit), getattr(config, fail)) == (1, True)
 
 
 def test_on_older_torch_dynamos_limit_is_raised_to_ours_never_lowered(monkeypatch):
     monkeypatch.setattr(compiled, "OWN_LIMIT", False)
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "fail_on_recompile_limit_hit"):
+    config, (limit, fail) = torch._dynamo.config, compiled.dynamo_limit_settings()
+    for name in (limit, fail):
         monkeypatch.setattr(config, name, getattr(config, name))
-    monkeypatch.setattr(config, "recompile_limit", compiled.RECOMPILE_LIMIT + 100)  # a user's own, higher
+    monkeypatch.setattr(config, limit, compiled.RECOMPILE_LIMIT + 100)  # a user's own, higher
     compile_kernel(lambda x: x * 4, dynamic=False)
-    assert config.recompile_limit == compiled.RECOMPILE_LIMIT + 100
+    assert getattr(config, limit) == compiled.RECOMPILE_LIMIT + 100
 
 
 def test_forgetting_the_compiled_graphs_frees_the_recompile_limit(monkeypatch):

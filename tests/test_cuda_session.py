@@ -1,9 +1,11 @@
 """benchmarks/cuda_session.sh, the one-call script for a GPU machine: it cannot be run here (no
-GPU), so what can go stale without one is checked: its syntax, its usage line, and that every
-variant selection it passes to `bench` still parses."""
+GPU), so what can go stale without one is checked: its syntax and usage line, that every option
+and variant selection it passes to `bench` still exists and parses, and (with a stub `python`)
+that a step past its time limit is cut, recorded, and leaves the later steps to run."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from attnbench.cli import cli
 from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
 
@@ -31,3 +34,29 @@ def test_every_variant_selection_it_passes_to_bench_parses():
     for text in selections:
         chosen = parse_selection(text, VARIANTS, lambda n: VARIANTS[n].spec.options)
         assert chosen and all(c.name in VARIANTS for c in chosen)
+
+
+def test_every_option_it_passes_to_bench_exists():
+    text = SCRIPT.read_text().replace("\\\n", " ")  # continuation lines joined
+    calls = re.findall(r'"\$\{BENCH\[@\]\}" (\w+) (.*)', text)
+    assert sorted({command for command, _ in calls}) == ["check", "perf"]
+    for command, rest in calls:
+        known = {opt for param in cli.commands[command].params for opt in param.opts}
+        used = set(re.findall(r"(--[a-z-]+)", rest))
+        assert used and used <= known, (command, used - known)
+
+
+@needs_bash
+@pytest.mark.skipif(shutil.which("timeout") is None or shutil.which("realpath") is None, reason="needs coreutils")
+def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run(tmp_path):
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\n[[ " $* " == *" perf --device "* ]] && exec sleep 30\nexit 0\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT": "out", "PERF_S": "1", "CHECK_S": "5"}
+    done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    steps = (tmp_path / "out" / "steps.txt").read_text().splitlines()  # OUT relative to the caller
+    assert [line.split()[0] for line in steps] == ["install", "env", "gpu-test", "perf", "check-eager",
+                                                   "check-linear", "check-local"]
+    assert [line.split()[1] for line in steps] == ["rc=0"] * 3 + ["rc=124"] + ["rc=0"] * 3
+    assert done.returncode == 1

@@ -15,14 +15,15 @@ import attnbench  # noqa: F401  (registers the built-in variants)
 from attnbench.runner.measure import (
     CPU_MEMORY_METHOD,
     TensorBytes,
-    allocator_peak,
     Timing,
+    allocator_peak,
     count_flops,
     is_oom,
     matmul_peak,
     measure_attention,
     measure_step,
     peak_memory,
+    sdpa_kernels,
     time_call,
 )
 from attnbench.variants.base import VARIANTS, build_variant
@@ -108,6 +109,22 @@ def test_the_cpu_allocator_s_events_count_what_the_tensor_counter_counts_in_eage
     # the allocator also sees what no op returns: here the three Python scalars, wrapped as 0-d tensors
     assert counted.peak <= allocator_peak(fn) <= counted.peak + 3 * 4
     assert allocator_peak(lambda: big.add_(1)) < 64  # in place: nothing of the tensor's size
+
+
+def test_allocator_events_count_no_free_of_a_block_made_before_the_call():
+    # torch's CPU reporter remembers blocks from earlier profiling sessions: freeing one inside a
+    # later session must not lower that session's count (nor be taken as its start)
+    keep = {}
+    assert allocator_peak(lambda: keep.update(a=torch.empty(1_000_000))) == 4_000_000
+    assert allocator_peak(lambda: (keep.pop("a"), torch.empty(1_000_000))) == 4_000_000
+
+
+def test_allocator_events_are_not_taken_inside_a_running_profiler():
+    # a second profiler would end the first one's session: the caller keeps its own method
+    q = torch.randn(1, 2, 64, 16)
+    sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q)  # noqa: E731
+    kernels, inner = sdpa_kernels(lambda: (allocator_peak(lambda: torch.empty(10)), sdpa()))
+    assert inner[0] is None and kernels == ("flash (CPU)",)  # and the outer profiler still saw SDPA
 
 
 def test_forward_backward_counts_activations_and_gradients():

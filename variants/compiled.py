@@ -77,11 +77,19 @@ def _limited_compile(fn: Callable, dynamic: bool | None) -> Callable:
     if OWN_LIMIT:
         return torch.compile(fn, dynamic=dynamic, fullgraph=True, recompile_limit=RECOMPILE_LIMIT)
     config = torch._dynamo.config
-    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    fail = "fail_on_recompile_limit_hit" if hasattr(config, "fail_on_recompile_limit_hit") else "fail_on_cache_limit_hit"
+    limit, fail = dynamo_limit_settings()
     setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
     setattr(config, fail, True)
     return torch.compile(fn, dynamic=dynamic, fullgraph=True)
+
+
+def dynamo_limit_settings() -> tuple[str, str]:
+    """The names of dynamo's settings for its recompile limit and for failing when it is hit
+    (renamed from cache_size_limit / fail_on_cache_limit_hit during the declared torch range)."""
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    fail = "fail_on_recompile_limit_hit" if hasattr(config, "fail_on_recompile_limit_hit") else "fail_on_cache_limit_hit"
+    return limit, fail
 
 
 def runs_eager(*args) -> bool:
