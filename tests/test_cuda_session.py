@@ -60,3 +60,11 @@ def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run
                                                    "check-linear", "check-local"]
     assert [line.split()[1] for line in steps] == ["rc=0"] * 3 + ["rc=124"] + ["rc=0"] * 3
     assert done.returncode == 1
+
+
+def test_the_tree_it_links_is_pyproject_s_package_dir_mapping():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    mapping = tomllib.loads((SCRIPT.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    linked = re.search(r"for sub in ([a-z ]+); do", SCRIPT.read_text()).group(1).split()
+    assert {f"attnbench.{sub}": sub for sub in linked} == {k: v for k, v in mapping.items() if k != "attnbench"}

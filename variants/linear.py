@@ -95,7 +95,10 @@ class _FeatureMap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        out = x.clamp(max=0.0).exp_().add_(x.relu())
+        if torch.compiler.is_compiling():  # fused either way; torch 2.11 compiles the in-place chain
+            out = x.clamp(max=0.0).exp() + x.relu()  # into zero gradients for x (2.13 does not)
+        else:
+            out = x.clamp(max=0.0).exp_().add_(x.relu())
         ctx.save_for_backward(out)
         return out
 
