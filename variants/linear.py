@@ -3,10 +3,11 @@
 Non-causal: out_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / (φ(q_i)ᵀ Σ_j φ(k_j) + eps), O(n·d²).
 Causal, chunked: the sequence is cut into chunks of `chunk_size`; inside a chunk the masked
 quadratic form is used, across chunks one (d × d) state per chunk carries Σ φ(k) vᵀ of every
-earlier chunk. Both forms walk the sequence `segment` positions at a time (carrying the state),
-so their temporaries stay small and in cache: memory is O(n·c + (segment/c)·d²) per head, never
-the O(n·d²) of a per-position cumulative sum. Computed in fp32 even for fp16/bf16 inputs, whose
-range the sums would overflow.
+earlier chunk; it walks the sequence `segment` positions at a time (carrying the state), so the
+per-chunk states of one segment exist at once: memory is O(n·c + (segment/c)·d²) per head, never
+the O(n·d²) of a per-position cumulative sum. The non-causal form takes the whole sequence in one
+step by default (temporaries O(n·d), like q); it can walk it in segments too. Computed in fp32
+even for fp16/bf16 inputs, whose range the sums would overflow.
 
 `kernel=compiled` runs the same step functions fused by torch.compile (variants/compiled.py); the
 fused global form is one step over the whole sequence (its temporaries are O(n·d), like q).
@@ -25,11 +26,10 @@ from attnbench.variants.compiled import COMPILED, check_kernel, compile_kernel, 
 from attnbench.variants.reference import linear_attention
 
 EPS = 1e-6
-# positions per step of the scans, so their temporaries stay small: the causal form's per-chunk
-# states are the larger, so it takes shorter steps (the fastest of 512–4096 on CPU, benchmarks/);
-# fused, its step leaves fewer temporaries and is fastest at 2048 (of 1024–8192 at n = 2048 and 16384,
-# in a scratch timing)
-SEGMENT, CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 2048, 512, 2048
+# positions per step of the causal scan, so its per-chunk states stay small (the fastest of
+# 512–4096 on CPU, benchmarks/); fused, its step leaves fewer temporaries and is fastest at 2048
+# (of 1024–8192 at n = 2048 and 16384, in a scratch timing). The non-causal form takes one step.
+CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
 
 
 @register_variant("linear", aliases=("linear-attention", "katharopoulos"))
@@ -152,19 +152,25 @@ def global_linear_attention(
     v: Tensor,
     *,
     key_padding_mask: Tensor | None = None,
-    segment: int = SEGMENT,
+    segment: int | None = None,
     fused: bool = False,
 ) -> Tensor:
     """Non-causal linear attention, (b h n d) → (b h n e), in O(n·d·e).
 
-    One scan over the keys sums the state Σ φ(k_j) v_jᵀ (b h d e) and the normaliser's Σ φ(k_j)
-    (b h d); a second applies them to the queries. Eager, both go `segment` positions at a time,
-    so the feature maps' unfused passes stay in cache. `fused`: `_whole` compiled into one graph,
-    whose element-wise work is fused into the products' neighbours, leaving nothing to segment
-    (faster than compiled segments at n = 8192 on CPU in a scratch timing: 10.0 vs 12.7 ms).
+    One pass over the keys sums the state Σ φ(k_j) v_jᵀ (b h d e) and the normaliser's Σ φ(k_j)
+    (b h d); a second applies them to the queries. `segment`: both go that many positions at a
+    time, carrying the sums, so the temporaries are O(segment·d) rather than O(n·d); None (the
+    default) takes the whole sequence at once, which was faster on CPU at every n tried
+    (b=1, h=8, d=64, 2 threads, 5 interleaved rounds: 13.1 vs 15.1 ms at n = 8192 and 27.3 vs
+    32.6 ms at 16384 against 2048-position segments, for 64.6 instead of 40.3 MiB at 16384): the
+    segments' outputs must be copied into one tensor, and writing them in place (`out=`) was no
+    faster. `fused`: `_whole` compiled into one graph, whose element-wise work is fused into the
+    products' neighbours (faster than compiled segments at n = 8192: 10.0 vs 12.7 ms).
     """
     if fused:
         return compile_kernel(_whole, dynamic=None)(q, k, v, key_padding_mask)
+    if segment is None:
+        return _whole(q, k, v, key_padding_mask)
     kv = ks = None
     for part in _segments(k.shape[-2], segment):
         part_kv, part_ks = _key_state(k[:, :, part], v[:, :, part], _mask_part(key_padding_mask, part))
