@@ -41,8 +41,9 @@ OUT=${OUT:?set OUT to the directory for the results}
 DEVICE=${DEVICE:-cuda}
 LENGTHS=${LENGTHS:-2048,4096,16384}
 CHECK_S=${CHECK_S:-35}
-# the device gets a copy of the tree without .git: give the commit (REVISION=$(git rev-parse HEAD))
-REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo "an unknown revision")}
+# the device gets a copy of the tree without .git: give the commit (REVISION=$(git describe --always --dirty))
+if [ -z "${REVISION:-}" ] && [ -e .git ]; then REVISION=$(git describe --always --dirty 2>/dev/null); fi
+REVISION=${REVISION:-an unknown revision}
 mkdir -p "$OUT"
 [ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"  # (the linked tree goes before it)
 # fp32 must mean fp32: the checks compare with the naive reference at 1e-5, which TF32 misses
@@ -66,7 +67,8 @@ BENCH=(python -c 'from attnbench.cli import main; main()')  # the `bench` comman
 
 # attnbench importable without pip (whose --no-build-isolation needs setuptools >= 68 and wheel,
 # which a GPU image may lack): pyproject.toml's package-dir mapping, as symlinks in a temporary dir
-REPO=$PWD SHIM=$(mktemp -d)
+REPO=$PWD
+SHIM=$(mktemp -d) || exit 1
 trap 'rm -rf "$SHIM"' EXIT
 link_tree() {
     mkdir "$SHIM/attnbench" && ln -s "$REPO"/attnbench/* "$SHIM/attnbench/" || return 1

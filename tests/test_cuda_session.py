@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,15 +52,24 @@ def test_every_option_it_passes_to_bench_exists():
 def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run(tmp_path):
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir()
-    stub.write_text('#!/usr/bin/env bash\n[[ " $* " == *" perf --device "* ]] && exec sleep 30\nexit 0\n')
+    stub.write_text(  # the real python for the install step's import check; the others pretend
+        '#!/usr/bin/env bash\n'
+        '[[ " $* " == *"import attnbench.cli"* ]] && exec "$REAL_PYTHON" "$@"\n'
+        '[[ " $* " == *" perf --device "* ]] && exec sleep 30\n'
+        'exit 0\n'
+    )
     stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT": "out", "PERF_S": "1", "CHECK_S": "5"}
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT": "out", "PERF_S": "1", "CHECK_S": "5",
+           "REAL_PYTHON": sys.executable}
     done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     steps = (tmp_path / "out" / "steps.txt").read_text().splitlines()  # OUT relative to the caller
     assert [line.split()[0] for line in steps] == ["install", "env", "gpu-test", "perf", "check-eager",
                                                    "check-linear", "check-local"]
     assert [line.split()[1] for line in steps] == ["rc=0"] * 3 + ["rc=124"] + ["rc=0"] * 3
     assert done.returncode == 1
+    # the install step imported attnbench (subpackages included) from the linked tree, not the repo
+    imported = (tmp_path / "out" / "install.txt").read_text().split()
+    assert imported[:2] == ["attnbench", "from"] and not imported[2].startswith(str(SCRIPT.parents[1]))
 
 
 def test_the_tree_it_links_is_pyproject_s_package_dir_mapping():

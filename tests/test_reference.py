@@ -215,7 +215,7 @@ def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded, segment):
 
 
 @pytest.mark.parametrize(("n", "m"), [(7, 7), (50, 13), (9, 130)])
-@pytest.mark.parametrize("segment", [512, 4])
+@pytest.mark.parametrize("segment", [None, 512, 4], ids=["whole", "segment-512", "segment-4"])
 def test_global_linear_equals_quadratic_form(n, m, segment):
     q, k, v = qkv(2, 4, n, 8, seed=m, m=m)
     mask = padding(2, m, seed=n)

@@ -160,11 +160,11 @@ def global_linear_attention(
     One pass over the keys sums the state Σ φ(k_j) v_jᵀ (b h d e) and the normaliser's Σ φ(k_j)
     (b h d); a second applies them to the queries. `segment`: both go that many positions at a
     time, carrying the sums, so the temporaries are O(segment·d) rather than O(n·d); None (the
-    default) takes the whole sequence at once, which was faster on CPU at every n tried
-    (b=1, h=8, d=64, 2 threads, 5 interleaved rounds: 13.1 vs 15.1 ms at n = 8192 and 27.3 vs
-    32.6 ms at 16384 against 2048-position segments, for 64.6 instead of 40.3 MiB at 16384): the
-    segments' outputs must be copied into one tensor, and writing them in place (`out=`) was no
-    faster. `fused`: `_whole` compiled into one graph, whose element-wise work is fused into the
+    default) takes the whole sequence at once, which was faster on CPU: 0.85× / 0.90× / 0.96× the
+    time of 2048-position segments at n = 4096 / 8192 / 16384, b=1, h=8, d=64, 2 threads, in
+    results/benchmarks/2026-11-27-cpu-2t-linear-whole-against-932039a.md, for 64.6 instead of
+    40.3 MiB at 16384. The segments' outputs must be copied into one tensor, and writing them in
+    place (`out=`) was no faster in a scratch timing. `fused`: `_whole` compiled into one graph, whose element-wise work is fused into the
     products' neighbours (faster than compiled segments at n = 8192: 10.0 vs 12.7 ms).
     """
     if fused:
