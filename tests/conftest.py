@@ -1,7 +1,9 @@
-"""Shared fixtures: a sandboxed variant registry, simulated installed plugin packages, `bench` in-process."""
+"""Shared fixtures: a sandboxed variant registry, simulated installed plugin packages, `bench` in-process;
+and the `compiler` marker, which skips a test where kernel=compiled cannot be built."""
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from attnbench.cli import main
 from attnbench.variants.base import VARIANTS
+from attnbench.variants.compiled import has_compiler
 
 
 @pytest.fixture
@@ -70,3 +73,14 @@ def write_distribution(
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
     (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
     return root
+
+
+@functools.cache
+def _compiler_missing() -> bool:
+    return not has_compiler()
+
+
+def pytest_runtest_setup(item):
+    """`@pytest.mark.compiler`: skipped where torch.compile cannot build CPU kernels."""
+    if item.get_closest_marker("compiler") and _compiler_missing():
+        pytest.skip("kernel=compiled needs a C++ compiler")

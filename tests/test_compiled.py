@@ -23,9 +23,9 @@ from attnbench.variants.linear import causal_linear_attention
 from attnbench.runner.store import read_records
 from attnbench.variants import compiled
 from attnbench.variants.check import run_checks
-from attnbench.variants.compiled import compile_kernel, eager_fallbacks, has_compiler
+from attnbench.variants.compiled import compile_kernel, eager_fallbacks
 
-pytestmark = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
+pytestmark = pytest.mark.compiler
 NO_COMPILER = {"cpp.cxx": ("attnbench-no-such-cxx",)}
 TINY = dict(lengths=(32,), batches=(1,), repeat=1, min_run_time=0.001, memory_probes=())
 

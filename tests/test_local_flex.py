@@ -18,13 +18,12 @@ from attnbench.errors import UnsupportedError
 from attnbench.runner import measure
 from attnbench.runner.measure import CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, count_flops, peak_memory
 from attnbench.variants.check import PASS, SKIP, run_check
-from attnbench.variants.compiled import eager_fallbacks, has_compiler
+from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.local import sliding_window_attention
 from attnbench.variants import local_flex
 from attnbench.variants.local_flex import TILE, _cached_block_mask, flex_window_attention, window_block_mask
 from attnbench.variants.reference import full_attention
 
-needs_compiler = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
 
 
 def padding(n: int) -> torch.Tensor:
@@ -64,7 +63,7 @@ def test_with_padding_no_tile_is_full_so_the_padding_is_applied_everywhere():
     assert int(bm.full_kv_num_blocks.sum()) == 0 and int(bm.kv_num_blocks.sum()) > 0
 
 
-@needs_compiler
+@pytest.mark.compiler
 @pytest.mark.parametrize(
     ("n", "window", "causal", "pad", "d"),
     [(300, 129, False, True, 16), (130, 16, True, False, 16), (7, 400, True, True, 16), (200, 3, False, False, 16),
@@ -92,7 +91,7 @@ def test_the_cached_block_mask_made_in_inference_mode_can_serve_a_backward():
     assert not any(t.is_inference() for t in (bm.kv_num_blocks, bm.kv_indices, bm.q_num_blocks, bm.q_indices))
 
 
-@needs_compiler
+@pytest.mark.compiler
 def test_on_cpu_a_call_that_needs_gradients_is_refused_in_one_line():
     layer = build_variant("local", d_model=32, n_heads=4, window=8, kernel="compiled")
     with pytest.raises(UnsupportedError, match=r"^local: kernel=compiled \(FlexAttention\) has no backward on CPU"):
@@ -102,7 +101,7 @@ def test_on_cpu_a_call_that_needs_gradients_is_refused_in_one_line():
     assert out.shape == (2, 20, 32)
 
 
-@needs_compiler
+@pytest.mark.compiler
 def test_bench_check_runs_forward_only_and_says_so():
     shape = run_check("local", "shape", {"window": 8, "kernel": "compiled"})
     grads = run_check("local", "finite-grad", {"window": 8, "kernel": "compiled"})
@@ -114,7 +113,7 @@ def test_bench_check_runs_forward_only_and_says_so():
     assert reference.status == PASS and reference.detail.endswith("(forward only)"), reference.detail
 
 
-@needs_compiler
+@pytest.mark.compiler
 def test_under_the_memory_counter_the_blocked_path_runs_and_is_counted_then_flex_from_allocator_events(monkeypatch):
     q, k, v = (torch.randn(1, 2, 300, 16) for _ in range(3))
     box = {}
@@ -143,7 +142,7 @@ def test_on_meta_tensors_it_gives_the_shape_and_its_flops_can_be_counted():
     assert count_flops(lambda: flex_window_attention(q, k, v, window=64)) > 0
 
 
-@needs_compiler
+@pytest.mark.compiler
 def test_bench_perf_times_it_beside_the_blocked_kernel_and_shares_its_naive_and_peer_rows():
     tiny = dict(lengths=(256,), batches=(1,), repeat=1, min_run_time=0.001, memory_probes=())
     rows = run_suite(PerfConfig(variants=("local",), **tiny), log=lambda line: None)
@@ -163,7 +162,7 @@ def test_bench_perf_times_it_beside_the_blocked_kernel_and_shares_its_naive_and_
     assert "naive" in {r["impl"] for r in alone if r["case"] == flex}  # no twin in the run: its own
 
 
-@needs_compiler
+@pytest.mark.compiler
 def test_bench_run_on_cpu_records_its_training_cells_unsupported(tmp_path, bench):
     from attnbench.runner.store import read_records
 

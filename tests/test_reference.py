@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench import build_variant
 from attnbench.variants.additive import CHUNK_ELEMENTS
-from attnbench.variants.compiled import eager_fallbacks, has_compiler
+from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import EPS, _features, causal_linear_attention, global_linear_attention
 from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
@@ -27,7 +27,6 @@ from attnbench.variants.reference import (
 )
 
 TOL = 1e-5
-needs_compiler = pytest.mark.skipif(not has_compiler(), reason="kernel=compiled needs a C++ compiler")
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -242,7 +241,7 @@ def linear_kernel_and_reference(causal, mask, segment, chunk=4, fused=False):
     )
 
 
-@needs_compiler
+@pytest.mark.compiler
 @pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
 def test_fused_linear_equals_reference_with_gradients(causal):
     # kernel=compiled: causal, 45 = 20 + 20 + 5 at chunk 4 compiles the first segment's step (no
