@@ -164,8 +164,9 @@ def global_linear_attention(
     time of 2048-position segments at n = 4096 / 8192 / 16384, b=1, h=8, d=64, 2 threads, in
     results/benchmarks/2026-11-27-cpu-2t-linear-whole-against-932039a.md, for 64.6 instead of
     40.3 MiB at 16384. The segments' outputs must be copied into one tensor, and writing them in
-    place (`out=`) was no faster in a scratch timing. `fused`: `_whole` compiled into one graph, whose element-wise work is fused into the
-    products' neighbours (faster than compiled segments at n = 8192: 10.0 vs 12.7 ms).
+    place (`out=`) was no faster in a scratch timing. `fused`: `_whole` compiled into one graph,
+    whose element-wise work is fused into the products' neighbours (faster than compiled segments
+    at n = 8192: 10.0 vs 12.7 ms).
     """
     if fused:
         return compile_kernel(_whole, dynamic=None)(q, k, v, key_padding_mask)
