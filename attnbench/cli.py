@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -186,16 +188,42 @@ def check_command(variants: str, device: str, checks: str) -> int:
     return 1 if failed else 0
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C (a BaseException, so no `except Exception` stops it),
+    through the same clean-up: the cell in flight abandoned, its worker killed, the lock freed."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM (`kill`, `timeout`, a job scheduler) raises `Terminated` while a command runs,
+    instead of ending the process on the spot, which left a subprocess worker running its cell."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `bench` script: bad input → one line on stderr and exit code 2."""
     try:
-        with _one_line_warnings():
+        with _one_line_warnings(), _sigterm_unwinds():
             code = cli.main(args=argv, prog_name="bench", standalone_mode=False)
     except click.exceptions.Exit as done:
         code = done.exit_code
     except click.exceptions.Abort:
         click.echo("bench: aborted", err=True)
         code = 130
+    except Terminated:
+        click.echo("bench: terminated", err=True)
+        code = 128 + signal.SIGTERM
     except click.UsageError as exc:
         click.echo(f"bench: error: {exc.format_message()}", err=True)
         code = 2

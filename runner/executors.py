@@ -42,7 +42,7 @@ class LocalExecutor:
     def run(self, cell: Cell) -> dict[str, Any]:
         return execute_cell(cell, self.plan)
 
-    def close(self) -> None:
+    def close(self, *, abandon: bool = False) -> None:
         pass
 
 
@@ -122,7 +122,11 @@ class SubprocessExecutor:
             self.proc.wait()
             self.proc = None
 
-    def close(self) -> None:
+    def close(self, *, abandon: bool = False) -> None:
+        """End the worker: between cells it exits when its stdin closes; `abandon` (the sweep was
+        interrupted, a cell may be in flight) kills it at once instead of waiting for the cell."""
+        if abandon:
+            self._kill()
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.stdin.close()

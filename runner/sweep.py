@@ -236,8 +236,10 @@ def run_sweep(
             store.append(record)
             if on_record:
                 on_record(record)
-    finally:
-        runner.close()
+    except BaseException:  # Ctrl-C, SIGTERM, a failed write: the cell in flight is abandoned
+        runner.close(abandon=True)
+        raise
+    runner.close()
     return SweepOutcome(
         path=store.path,
         records=store.records(),

@@ -10,9 +10,25 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
+
+# how often the worker looks whether its parent is still there
+ORPHAN_POLL_SECONDS = 0.5
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this process as soon as its parent has gone (it is then re-parented): a `bench run`
+    killed outright (SIGKILL, or anything that skips its clean-up) must not leave its worker
+    computing the rest of a cell nobody will record. A daemon thread: `time.sleep` and torch's
+    kernels release the GIL, so it runs during a cell."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_SECONDS)
+    os._exit(1)
 
 
 def main() -> None:
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     records = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr

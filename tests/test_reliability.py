@@ -147,6 +147,72 @@ def test_ctrl_c_stops_the_run_keeping_every_record(tmp_path: Path, bench) -> Non
     assert len(parsed(raw_lines(out))) == len({r["key"] for r in parsed(raw_lines(out))}) == 6
 
 
+# ---------------------------------------------------------------------------- SIGTERM, a killed parent
+HANGING_RUN = ["run", "--plugin", FAULTS, "--profile", "smoke", "--variants", "fault-hang", "--tasks", "copy",
+               "--lengths", "16", "--seeds", "0", "--kinds", "accuracy", "--threads", "1", "--quiet"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, which nobody may reap in a container, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _start_hanging_run(out: Path, executor: str) -> tuple[subprocess.Popen, int | None]:
+    """`bench run` of one cell that sleeps an hour; (the process, its worker's pid once the worker
+    runs; None for the local executor)."""
+    proc = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", *HANGING_RUN,
+                             "--executor", executor, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.time() + 60
+    worker = None
+    while time.time() < deadline and worker is None:
+        time.sleep(0.1)
+        if executor == "local":
+            if (out / "grid.json").exists():  # planned; the cell starts next
+                time.sleep(2)
+                break
+        elif found := children.read_text().split():
+            worker = int(found[0])
+            time.sleep(2)  # past the worker's imports, into the cell
+    assert proc.poll() is None, proc.communicate()
+    assert executor == "local" or worker is not None, "no worker process appeared"
+    return proc, worker
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker through /proc")
+@pytest.mark.parametrize("executor", ["local", "subprocess"])
+def test_sigterm_stops_the_run_in_one_line_and_takes_its_worker_along(tmp_path: Path, executor: str) -> None:
+    proc, worker = _start_hanging_run(tmp_path / "run", executor)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["bench: terminated"], err
+    if worker is not None:  # killed by the parent, not left to finish its hour
+        assert _gone_within(worker, 5)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker through /proc")
+def test_a_worker_whose_bench_run_is_killed_outright_exits_too(tmp_path: Path) -> None:
+    proc, worker = _start_hanging_run(tmp_path / "run", "subprocess")
+    proc.kill()  # SIGKILL: no clean-up runs in the parent
+    proc.communicate(timeout=30)
+    assert _gone_within(worker, 10), "the orphaned worker kept running its cell"
+
+
 # ---------------------------------------------------------------------------- corrupted line
 def test_a_corrupted_middle_line_is_reported_once_and_its_cell_reruns(tmp_path: Path, capsys, bench) -> None:
     out = tmp_path / "run"
