@@ -63,7 +63,7 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
     Self-attention of one layer (one head, or the mean over heads) for classify, tag and lm tasks;
     for translation, the decoder's cross-attention (target × source) with the gold alignment boxed,
     each row's most-attended source word dotted and the alignment error rate in the title. The
-    model is the profile's (quick: d_model 64, 2 layers, 4 heads, 200 steps) unless --steps says.
+    model is the profile's (quick: d_model 64, 2 layers, 4 heads, 160 steps) unless --steps says.
 
     \b
     Examples:
