@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -13,11 +14,16 @@ from rich.table import Table
 
 from attnbench.cli import cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
+from attnbench.plugins import import_plugin
 from attnbench.runner.cells import KINDS
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
-from attnbench.runner.store import export, load_results
+from attnbench.runner.store import export, load_results, recorded_options
 from attnbench.runner.sweep import SweepRequest, open_store, plan_sweep, run_sweep
+
+# the options a run records in env.json; `--resume DIR` takes each one not given again from there
+RECORDED = ("profile", "variants", "tasks", "lengths", "efficiency_lengths", "seeds", "kinds", "device", "dtype",
+            "threads", "executor", "cross", "max_cell_seconds")
 
 STATUS_STYLE = {"ok": "green", "unsupported": "yellow", "timeout": "magenta", "oom": "magenta", "error": "bold red"}
 
@@ -140,9 +146,11 @@ def _labels(records: list[dict], kind: str) -> list[str]:
 @click.option("--quiet", is_flag=True, help="No progress or per-cell lines; print only the run directory.")
 @plugin_option
 @click.pass_context
-def run_command(ctx, variants, tasks, profile, lengths, efficiency_lengths, seeds, kinds, device, dtype, threads,
-                executor, cross, max_cell_seconds, out, resume, retry, quiet) -> int:
+def run_command(ctx, out, resume, retry, quiet, **params) -> int:
     """Sweep variants × tasks × lengths × seeds; train, measure and record every cell.
+
+    `--resume DIR` continues a run with the options it started with; an option given again must
+    plan the same grid.
 
     \b
     Examples:
@@ -153,6 +161,11 @@ def run_command(ctx, variants, tasks, profile, lengths, efficiency_lengths, seed
     """
     if out is not None and resume is not None:
         raise AttnbenchError("--out and --resume: give one (--resume continues the run where it is)")
+    plugins = tuple(ctx.meta.get("attnbench.plugins", ()))
+    if resume is not None:
+        params, plugins = _with_recorded_options(ctx, resume, params, plugins, quiet)
+    (profile, variants, tasks, lengths, efficiency_lengths, seeds, kinds, device, dtype, threads, executor, cross,
+     max_cell_seconds) = (params[name] for name in RECORDED)
     request = SweepRequest(
         profile=profile,
         variants=variants,
@@ -167,11 +180,12 @@ def run_command(ctx, variants, tasks, profile, lengths, efficiency_lengths, seed
         executor=executor,
         max_cell_seconds=max_cell_seconds,
         cross=cross,
-        plugins=tuple(ctx.meta.get("attnbench.plugins", ())),
+        plugins=plugins,
     )
     statuses = tuple(s.strip() for s in retry.split(",") if s.strip())
     sweep = plan_sweep(request)
-    store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]])
+    options = {**params, "plugins": [str(Path(t).resolve()) if Path(t).is_file() else t for t in plugins]}
+    store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
     with store:
         if quiet:
             outcome = run_sweep(sweep, store, executor=executor, retry=statuses)
@@ -192,6 +206,27 @@ def run_command(ctx, variants, tasks, profile, lengths, efficiency_lengths, seed
     console.print(f"next: bench report {outcome.path}   |   bench plot {outcome.path}"
                   + ("" if not bad else f"   (cells not ok: {len(bad)}; listed by bench report)"))
     return 0
+
+
+def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple, quiet: bool) -> tuple[dict, tuple]:
+    """`--resume DIR`: each option not given on this command line is the one the run started with
+    (env.json `options`, and its plugins, imported now); a run from before options were recorded
+    keeps the command line's."""
+    recorded = recorded_options(resume)
+    taken = {
+        name: recorded[name]
+        for name in RECORDED
+        if name in recorded and ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None)
+    }
+    if not plugins and recorded.get("plugins"):
+        plugins = tuple(recorded["plugins"])
+        for target in plugins:
+            import_plugin(target)
+    shown = [f"--{name.replace('_', '-')} {value}" for name, value in taken.items() if value != params[name]]
+    shown += [f"--plugin {target}" for target in plugins if target not in ctx.meta.get("attnbench.plugins", ())]
+    if shown and not quiet:
+        click.echo(f"resuming with the run's own options: {' '.join(shown)}", err=True)
+    return {**params, **taken}, plugins
 
 
 def _run_with_progress(sweep, store, executor, retry):

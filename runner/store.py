@@ -364,6 +364,13 @@ def _write_json_atomic(target: Path, value: dict) -> None:
     _fsync_dir(target.parent)
 
 
+def recorded_options(run_dir: str | Path) -> dict:
+    """The `bench run` options a run started with (env.json `options`), for `--resume DIR` to
+    reuse; {} for a run from before they were recorded."""
+    options = _read_json(Path(run_dir), ENV_FILE, required=False).get("options")
+    return options if isinstance(options, dict) else {}
+
+
 def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
     """A JSON file of a run ({} if absent and not required), or StoreError if the directory is
     not a run or the file is broken."""

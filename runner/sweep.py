@@ -196,14 +196,19 @@ class SweepOutcome:
     seconds: float
 
 
-def open_store(sweep: SweepPlan, *, out: Path | None, resume: Path | None, argv: list[str] | None) -> RunStore:
-    """A new run directory (env.json measured now), or the run to resume (its grid must match)."""
+def open_store(
+    sweep: SweepPlan, *, out: Path | None, resume: Path | None, argv: list[str] | None, options: dict | None = None
+) -> RunStore:
+    """A new run directory (env.json measured now, with the command's `options` for a later
+    `--resume`), or the run to resume (its grid must match)."""
     if resume is not None:
         return RunStore.resume(resume, grid=sweep.grid)
     path = out or default_run_dir(DEFAULT_ROOT, sweep.profile.name)
     check_writable(path)  # an unwritable --out fails before env.json's measurements
     plan = sweep.plan
     env = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, argv=argv)
+    if options is not None:
+        env["options"] = options
     return RunStore.create(path, grid=sweep.grid, env=env)
 
 

@@ -198,6 +198,37 @@ def test_resume_refuses_a_different_grid_and_a_non_run(tmp_path: Path, capsys, b
     assert bench(*base, "--resume", str(out)) == 0  # everything recorded: nothing to do
 
 
+def test_resume_alone_continues_with_the_options_and_plugin_the_run_started_with(tmp_path: Path, bench) -> None:
+    plugin = tmp_path / "probe_attention.py"
+    plugin.write_text(
+        "from attnbench import register_variant\n"
+        "from attnbench.variants.multi_head import MultiHeadAttention\n"
+        "@register_variant('resume-probe')\n"
+        "class Probe(MultiHeadAttention):\n"
+        "    pass\n"
+    )
+    args = ["run", "--plugin", str(plugin), "--profile", "smoke", "--variants", "resume-probe,linear", "--tasks",
+            "copy", "--lengths", "16", "--seeds", "0,1", "--kinds", "accuracy", "--threads", "1", "--device", "cpu",
+            "--quiet"]
+    out = tmp_path / "run"
+    assert bench(*args, "--out", str(out)) == 0
+    cells = out / "cells.jsonl"
+    lines = cells.read_text().splitlines()
+    assert len(lines) == 4
+    cells.write_text(lines[0] + "\n")  # as if killed after the first cell
+    # a new process, where only the run's record can name the plugin
+    done = bench_process("run", "--resume", str(out))
+    assert done.returncode == 0, done.stderr
+    assert ("resuming with the run's own options: --profile smoke --variants resume-probe,linear --tasks copy "
+            f"--lengths 16 --seeds 0,1 --kinds accuracy --device cpu --threads 1 --plugin {plugin}") in done.stderr
+    assert [json.loads(line)["key"] for line in cells.read_text().splitlines()] == [
+        json.loads(line)["key"] for line in lines
+    ]
+    # an option given again must still plan the same grid
+    refused = bench_process("run", "--resume", str(out), "--seeds", "0", "--quiet")
+    assert refused.returncode == 2 and refused.stderr.strip().endswith("seeds [0, 1] vs [0]")
+
+
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["run", "--profile", "smoke", "--variants", "additive", "--tasks", "copy,mqar,distance",
