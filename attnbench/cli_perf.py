@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -15,6 +17,20 @@ from attnbench.errors import AttnbenchError, StoppedWriting
 from attnbench.runner.heap import CACHED, HEAPS
 
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
+# batch × n of one call at most: q, k, v and x alone then take 128 GiB in fp32. A length of 10²³
+# ended in torch's traceback only once the run reached it
+MAX_CALL_TOKENS = 2**24
+
+
+class NumberRange(click.FloatRange):
+    """click's FloatRange, refusing NaN too: NaN passes every range check (each comparison with it
+    is false), and a NaN --min-run-time made blocked_autorange grow its block towards 1e9 calls."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -22,7 +38,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise AttnbenchError(f"{what}: expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
+    if not values:
+        raise AttnbenchError(f"{what}: empty list")
+    if any(v < 1 for v in values):
         raise AttnbenchError(f"{what}: expected positive integers, got {text!r}")
     return values
 
@@ -32,18 +50,20 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
               help="Comma-separated variants (multi-head, dot-product, local, linear, additive) or all.")
 @click.option("--lengths", default=None, help="Comma-separated n [default: 512,…,16384; --quick: 256,…,2048].")
 @click.option("--batch", "batches", default=None, help="Comma-separated batch sizes [default: 1,4; --quick: 1].")
-@click.option("--batched-max-n", type=int, default=4096, show_default=True,
+@click.option("--batched-max-n", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Batch > 1 runs only up to this n.")
-@click.option("--repeat", type=int, default=None, help="Timed repeats per cell, interleaved [default: 3; --quick: 1].")
-@click.option("--min-run-time", type=float, default=None, help="Seconds per blocked_autorange [default: 0.2].")
-@click.option("--max-cell-s", type=float, default=45.0, show_default=True,
+@click.option("--repeat", type=click.IntRange(1, 100), default=None,
+              help="Timed repeats per cell, interleaved [default: 3; --quick: 1].")
+@click.option("--min-run-time", type=NumberRange(0, 60, min_open=True), default=None,
+              help="Seconds per blocked_autorange [default: 0.2; --quick: 0.05].")
+@click.option("--max-cell-s", type=NumberRange(min=0, min_open=True), default=45.0, show_default=True,
               help="Stop timing a series when (1 + repeat) calls are predicted to take longer.")
-@click.option("--naive-limit-gib", type=float, default=2.0, show_default=True,
+@click.option("--naive-limit-gib", type=NumberRange(min=0), default=2.0, show_default=True,
               help="Skip the naive reference where it would need more memory.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="auto", show_default=True,
               help="auto: fp32 on CPU, bf16 on CUDA.")
-@click.option("--threads", type=int, default=None, help="torch threads [default: torch's].")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch threads [default: torch's].")
 @click.option("--heap", type=click.Choice(HEAPS), default=CACHED, show_default=True,
               help="CPU timings: cached pins glibc's mmap threshold at 1 GiB (where glibc accepts it; else the "
                    "rows record glibc), so big tensors are reused "
@@ -53,14 +73,16 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu].")
 @click.option("--compare", "baseline", type=click.Path(dir_okay=False), default=None,
-              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind and --heap.")
+              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind and --heap, "
+                   "or when no row could be compared.")
 @click.option("--current", type=click.Path(dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")
 @click.option("--against", "revision", default=None,
               help="A git revision: time each variant's core as its own module was at that revision (shared code "
                    "comes from the working tree) beside the working tree's, in the same rounds (impl core@REV); "
                    "exit 1 when the working tree's is > --tolerance slower, or nothing could be compared.")
-@click.option("--tolerance", type=float, default=0.10, show_default=True)
+@click.option("--tolerance", type=NumberRange(min=0), default=0.10, show_default=True,
+              help="The slowdown --compare and --against allow (0.10: 10 %).")
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
 def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
                  device, dtype, threads, heap, quick, out_dir, name, baseline, current, revision, tolerance,
@@ -87,7 +109,7 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     if baseline:
         base = guard.read_results(baseline)  # fail early, before a long run
     if current:
-        return _gate(base, guard.read_results(current), tolerance, baseline)
+        return _gate(base, guard.read_results(current), tolerance, baseline, current)
     csv = _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
                device, dtype, threads, heap, quick, out_dir, name, note, revision)
     code, rows = 0, guard.read_results(csv)
@@ -99,7 +121,7 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
         else:
             code = _report(result, tolerance, f"{revision}'s code timed beside it", rerun=None)
     if baseline:
-        code = max(code, _gate(base, rows, tolerance, baseline))
+        code = max(code, _gate(base, rows, tolerance, baseline, str(csv)))
     return code
 
 
@@ -110,16 +132,12 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
     from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig, run_suite
     from attnbench.runner.execute import DTYPES
 
-    known = sorted({c.variant for c in CASES if c.variant})
-    chosen = [v.strip() for v in variants.split(",") if v.strip()]
-    if chosen != ["all"]:
-        import difflib
-
-        for v in chosen:
-            if v not in known:
-                close = difflib.get_close_matches(v, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
+    chosen = _variants(variants, sorted({c.variant for c in CASES if c.variant}))
+    lengths = _ints(lengths, "--lengths") if lengths is not None else (QUICK_LENGTHS if quick else FULL_LENGTHS)
+    batches = _ints(batches, "--batch") if batches is not None else ((1,) if quick else (1, 4))
+    _check_sizes(lengths, batches, batched_max_n)
+    if name is not None:
+        _stem(name)
     device = resolve_device(device)
     def log(line: str) -> None:
         console.print(line, highlight=False)
@@ -132,8 +150,8 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         at_rev = revision_classes(revision, sorted({c.variant for c in select_cases(chosen) if c.variant}), log)
     cfg = PerfConfig(
         variants=tuple(chosen),
-        lengths=_ints(lengths, "--lengths") if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS),
-        batches=_ints(batches, "--batch") if batches else ((1,) if quick else (1, 4)),
+        lengths=lengths,
+        batches=batches,
         batched_max_n=batched_max_n,
         repeat=repeat if repeat is not None else (1 if quick else 3),
         min_run_time=min_run_time if min_run_time is not None else (0.05 if quick else 0.2),
@@ -146,9 +164,8 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         heap=heap,
         against=revision,
     )
-    if cfg.repeat < 1:
-        raise AttnbenchError("--repeat must be at least 1")
-    name = _stem(name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else ""))
+    if name is None:
+        name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else "")
     out = _writable(out_dir)
     partial = out / f"{name}.csv"  # rewritten after each length: a killed run keeps what it measured
 
@@ -168,9 +185,41 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
     return paths["csv"]
 
 
+def _variants(text: str, known: list[str]) -> list[str]:
+    """`--variants`: ["all"] or known variant names. An empty list is refused, not read as all."""
+    chosen = [v.strip() for v in text.split(",") if v.strip()]
+    if not chosen:
+        raise AttnbenchError(f"--variants: empty list (name variants, or all; known: {', '.join(known)})")
+    if chosen == ["all"]:
+        return chosen
+    import difflib
+
+    for v in chosen:
+        if v not in known:
+            close = difflib.get_close_matches(v, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
+    return chosen
+
+
+def _check_sizes(lengths: tuple[int, ...], batches: tuple[int, ...], batched_max_n: int) -> None:
+    """Refuse a batch × n past MAX_CALL_TOKENS before anything is timed, not when its inputs fail
+    to allocate. Each batch also calibrates the naive reference at min(CALIBRATION_N, n)."""
+    from attnbench.benchmarks.cases import D_MODEL
+    from attnbench.benchmarks.suite import CALIBRATION_N
+
+    calibration = min(CALIBRATION_N, *lengths)
+    for batch in batches:
+        n = max([calibration] + [n for n in lengths if batch == 1 or n <= batched_max_n])
+        if batch * n > MAX_CALL_TOKENS:
+            gib = 4 * batch * n * D_MODEL * 4 / 2**30  # q, k, v and x in fp32
+            raise AttnbenchError(f"--batch {batch} × --lengths {n}: {batch * n} tokens in one call, more than "
+                                 f"{MAX_CALL_TOKENS} (its inputs alone would take {gib:.3g} GiB in fp32)")
+
+
 def _stem(name: str) -> str:
-    """`--name`: a file name stem."""
-    if "/" in name or name in ("", ".", ".."):
+    """`--name`: a file name stem; given empty it is refused, not replaced by the default."""
+    if "/" in name or os.sep in name or name in ("", ".", ".."):
         raise AttnbenchError(f"--name {name!r}: a file name stem, without '/'")
     return name
 
@@ -191,7 +240,7 @@ def _writable(out_dir: str) -> Path:
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch threads [default: torch's].")
 @click.option("--repeat", type=click.IntRange(1, 100), default=5, show_default=True,
               help="Interleaved rounds per length.")
-@click.option("--min-run-time", type=click.FloatRange(0, 60, min_open=True), default=0.2, show_default=True,
+@click.option("--min-run-time", type=NumberRange(0, 60, min_open=True), default=0.2, show_default=True,
               help="Seconds per blocked_autorange.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC date, e.g. 20260101-cpu-ceiling].")
@@ -207,7 +256,7 @@ def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> No
     from attnbench.benchmarks.ceiling import run_ceiling, write_ceiling
 
     lengths = _ints(lengths, "--lengths")
-    name = _stem(name or datetime.now(timezone.utc).strftime("%Y%m%d") + "-cpu-ceiling")
+    name = _stem(name) if name is not None else datetime.now(timezone.utc).strftime("%Y%m%d") + "-cpu-ceiling"
     out = _writable(out_dir)
     rows = run_ceiling(lengths, threads=threads, repeat=repeat, min_run_time=min_run_time,
                        log=lambda line: console.print(line, highlight=False))
@@ -219,16 +268,16 @@ def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> No
         console.print(f"wrote {path}")
 
 
-def _gate(base, current, tolerance, baseline) -> int:
+def _gate(base, current, tolerance, baseline, current_name) -> int:
+    """The regression gate against `baseline`: 1 on a regression, and when nothing was compared
+    (else a gate on another machine, thread count or heap would pass every regression)."""
     from attnbench.benchmarks import guard
 
     result = guard.compare(base, current, tolerance=tolerance)
     if result.compared == 0:
-        click.echo(f"bench perf: no row of {baseline} matches this machine kind, heap and shape; nothing compared"
-                   + (f" ({result.other_condition} rows from another machine or heap condition)"
-                      if result.other_condition else ""),
-                   err=True)
-        return 0
+        why = guard.why_nothing_compared(base, current, baseline, current_name)
+        click.echo(f"bench perf: nothing compared: {why}", err=True)
+        return 1
     return _report(result, tolerance, baseline, rerun=f"On a shared machine, confirm before believing it: "
                    f"{_rerun(result.regressions, baseline)}")
 

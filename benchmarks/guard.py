@@ -3,7 +3,8 @@
 Rows are matched on (case, impl, batch, n, dtype, device) and compared only where the baseline was
 taken on the same machine (CPU model or GPU name) with the same thread count and heap condition
 (`bench perf --heap`; a CSV from before the `heap` column was timed under glibc's defaults on CPU);
-a row regresses when its median is more than `tolerance` (10 %) above the baseline's.
+a row regresses when its median is more than `tolerance` (10 %) above the baseline's. A comparison
+of no row at all fails too (`why_nothing_compared` says what differs): it would pass any regression.
 """
 
 from __future__ import annotations
@@ -52,15 +53,28 @@ class Comparison:
     other_condition: int
 
 
+NUMERIC = ["batch", "n", "median_s"]  # compared as numbers: text there is not a benchmark's
+
+
 def read_results(path: str | Path) -> pd.DataFrame:
-    """A benchmark CSV, checked for the columns the gate needs."""
+    """A benchmark CSV, checked for the columns the gate needs: any other file (a cells.jsonl, a
+    binary, an empty file) is one line naming it, never pandas' traceback."""
     path = Path(path)
     if not path.is_file():
         raise AttnbenchError(f"no benchmark results at {path}")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except OSError as exc:
+        raise AttnbenchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AttnbenchError(f"{path}: not a benchmark CSV ({reason})") from None
     missing = [c for c in KEY + MACHINE + ["median_s"] if c not in df.columns]
     if missing:
         raise AttnbenchError(f"{path}: not a benchmark CSV (missing columns: {', '.join(missing)})")
+    text = [c for c in NUMERIC if not df.empty and not pd.api.types.is_numeric_dtype(df[c])]
+    if text:
+        raise AttnbenchError(f"{path}: not a benchmark CSV (not numbers in columns: {', '.join(text)})")
     return df
 
 
@@ -74,8 +88,7 @@ def with_heap(df: pd.DataFrame) -> pd.DataFrame:
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float = 0.10) -> Comparison:
     """Rows of `current` more than `tolerance` slower than `baseline` on the same machine kind and heap."""
-    base = with_heap(baseline[baseline["median_s"].notna()])
-    cur = with_heap(current[current["median_s"].notna()])
+    base, cur = _timed(baseline), _timed(current)
     merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
     same = pd.Series(True, index=merged.index)
     for column in CONDITION:
@@ -86,6 +99,33 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
         if r["median_s"] > r["median_s_base"] * (1 + tolerance)
     )
     return Comparison(regressions, int(same.sum()), int((~same).sum()))
+
+
+def _timed(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that were timed, with their heap condition filled in."""
+    return with_heap(df[df["median_s"].notna()])
+
+
+def why_nothing_compared(baseline: pd.DataFrame, current: pd.DataFrame, base_name: str, current_name: str) -> str:
+    """Why `compare` compared no row, in words: a gate that passes without comparing anything would
+    pass every regression, so the command exits 1 and says what differs."""
+    base, cur = _timed(baseline), _timed(current)
+    if base.empty or cur.empty:
+        return f"{base_name if base.empty else current_name} has no timed row"
+    merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
+    key = ", ".join(KEY[:-1]) + f" and {KEY[-1]}"
+    if merged.empty:
+        return f"no timed row of {current_name} has the {key} of a timed row of {base_name}"
+    differences = [f"{column} ({_values(merged[f'{column}_base'])} in {base_name}, {_values(merged[column])} in "
+                   f"{current_name})" for column in CONDITION if (merged[column] != merged[f"{column}_base"]).any()]
+    return (f"rows compare only on the same machine, threads and heap, and the {len(merged)} timed rows of "
+            f"{current_name} with the {key} of one of {base_name} differ in " + ", ".join(differences))
+
+
+def _values(column: pd.Series) -> str:
+    """A column's distinct values, for a message: `'glibc'`, `2 or 4`."""
+    return " or ".join(repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
+                       for v in sorted(set(column.tolist()), key=str))
 
 
 def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:

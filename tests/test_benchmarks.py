@@ -379,16 +379,17 @@ def test_the_gate_fails_on_a_20_percent_slowdown_and_passes_equal_numbers(tmp_pa
 def test_the_gate_compares_only_the_same_machine_kind(tmp_path, capsys):
     base = _results(tmp_path / "BASELINE.csv")
     other = _results(tmp_path / "other.csv", scale=2.0, machine="another-cpu")
-    assert bench(["perf", "--compare", str(base), "--current", str(other)]) == 0
+    assert bench(["perf", "--compare", str(base), "--current", str(other)]) == 1  # nothing compared fails
     assert "nothing compared" in capsys.readouterr().err
 
 
 def test_the_gate_compares_only_the_same_heap_condition(tmp_path, capsys):
     base = _results(tmp_path / "BASELINE.csv", heap="glibc")
     other = _results(tmp_path / "other.csv", scale=2.0, heap="cached")
-    assert bench(["perf", "--compare", str(base), "--current", str(other)]) == 0
+    assert bench(["perf", "--compare", str(base), "--current", str(other)]) == 1  # nothing compared fails
     err = capsys.readouterr().err
-    assert "nothing compared (6 rows from another machine or heap condition)" in err
+    assert f"the 6 timed rows of {other} with the case, impl, batch, n, dtype and device of one of {base} " \
+           f"differ in heap ('glibc' in {base}, 'cached' in {other})" in err
     result = guard.compare(guard.read_results(base), guard.read_results(other))
     assert (result.compared, result.other_condition, result.regressions) == (0, 6, ())
 

@@ -1,0 +1,161 @@
+"""Bad input to `bench perf` and `bench ceiling`: one `bench: error:` line, exit 2, before anything is
+timed or written; and the `--compare` gate, which fails when it compared nothing. Nothing here times.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from attnbench.benchmarks.suite import ROW_COLUMNS
+
+
+@pytest.fixture
+def never_timed(monkeypatch):
+    """Any timing is a failure: validation must stop the command first."""
+    monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", lambda *a, **k: pytest.fail("timed anyway"))
+    monkeypatch.setattr("attnbench.benchmarks.ceiling.run_ceiling", lambda *a, **k: pytest.fail("timed anyway"))
+
+
+def assert_one_line_error(bench_output, argv, out_dir, says):
+    code, out, err = bench_output(*argv, "--out", out_dir)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("bench: error:") and "Traceback" not in err
+    assert says in err
+    assert not out_dir.exists()  # nothing written
+
+
+# ---------------------------------------------------------------------------- bench perf options
+@pytest.mark.parametrize("argv, says", [
+    (["--threads", "-2"], "'--threads': -2 is not in the range 1<=x<=1024."),
+    (["--threads", "0"], "'--threads': 0 is not in the range 1<=x<=1024."),
+    (["--threads", "99999999999999999999"], "'--threads'"),
+    (["--min-run-time", "nan"], "'--min-run-time': 'nan' is not a number."),
+    (["--min-run-time", "0"], "'--min-run-time': 0.0 is not in the range 0<x<=60."),
+    (["--min-run-time", "-1"], "'--min-run-time': -1.0 is not in the range"),
+    (["--max-cell-s", "nan"], "'--max-cell-s': 'nan' is not a number."),
+    (["--max-cell-s", "0"], "'--max-cell-s': 0.0 is not in the range x>0."),
+    (["--naive-limit-gib", "-1"], "'--naive-limit-gib': -1.0 is not in the range x>=0."),
+    (["--naive-limit-gib", "nan"], "'--naive-limit-gib': 'nan' is not a number."),
+    (["--tolerance", "-1"], "'--tolerance': -1.0 is not in the range x>=0."),
+    (["--tolerance", "nan"], "'--tolerance': 'nan' is not a number."),
+    (["--batched-max-n", "0"], "'--batched-max-n': 0 is not in the range x>=1."),
+    (["--repeat", "0"], "'--repeat': 0 is not in the range 1<=x<=100."),
+    (["--repeat", "-1"], "'--repeat': -1 is not in the range"),
+    (["--variants", ""], "--variants: empty list (name variants, or all; known: additive,"),
+    (["--variants", " , "], "--variants: empty list"),
+    (["--lengths", ""], "--lengths: empty list"),
+    (["--lengths", "0,64"], "--lengths: expected positive integers, got '0,64'"),
+    (["--lengths", "-64"], "--lengths: expected positive integers"),
+    (["--lengths", "64,x"], "--lengths: expected comma-separated integers, got '64,x'"),
+    (["--lengths", "99999999999999999999999"], "--batch 1 × --lengths 99999999999999999999999: "),
+    (["--batch", ""], "--batch: empty list"),
+    (["--batch", "0"], "--batch: expected positive integers, got '0'"),
+    (["--batch", "-4"], "--batch: expected positive integers"),
+    (["--batch", "four"], "--batch: expected comma-separated integers"),
+    (["--batch", "99999999999999999999999"], "--batch 99999999999999999999999 × --lengths 2048: "),
+    (["--batch", "1024", "--lengths", "32768", "--batched-max-n", "32768"],
+     "--batch 1024 × --lengths 32768: 33554432 tokens in one call, more than 16777216"),
+    (["--name", "a/b"], "--name 'a/b': a file name stem, without '/'"),
+    (["--name", ""], "--name '': a file name stem"),
+])
+def test_bad_bench_perf_input_is_one_line_and_exit_2_before_any_timing(argv, says, bench_output, never_timed,
+                                                                        tmp_path):
+    assert_one_line_error(bench_output, ["perf", "--quick", *argv], tmp_path / "out", says)
+
+
+def test_the_size_limit_counts_only_the_lengths_a_batch_runs(bench_output, monkeypatch, tmp_path):
+    # batch 1024 runs no length here (all past --batched-max-n), only the naive calibration at n = 256
+    ran = []
+    monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", lambda cfg, **k: ran.append(cfg) or [])
+    monkeypatch.setattr("attnbench.benchmarks.outputs.write_all", lambda *a, **k: {"csv": tmp_path / "t.csv"})
+    monkeypatch.setattr("attnbench.benchmarks.guard.read_results", lambda path: None)
+    code, _, err = bench_output("perf", "--quick", "--lengths", "32768", "--batch", "1,1024", "--out", tmp_path)
+    assert (code, err) == (0, "") and ran[0].batches == (1, 1024)
+
+
+# -------------------------------------------------------------------------- bench ceiling options
+@pytest.mark.parametrize("argv, says", [
+    (["--min-run-time", "nan"], "'--min-run-time': 'nan' is not a number."),
+    (["--name", ""], "--name '': a file name stem"),
+])
+def test_bad_bench_ceiling_input_is_one_line_and_exit_2_before_any_timing(argv, says, bench_output, never_timed,
+                                                                          tmp_path):
+    assert_one_line_error(bench_output, ["ceiling", *argv], tmp_path / "out", says)
+
+
+# ------------------------------------------------------------------------------ --compare's files
+def results(path, machine="cpu-model-x", threads=2, heap="cached", cases=(("sdpa", "sdpa"), ("linear", "core")),
+            median_s=0.01):
+    """A bench perf CSV of two rows per case."""
+    rows = [{**dict.fromkeys(ROW_COLUMNS), "case": case, "impl": impl, "batch": 1, "n": n, "dtype": "float32",
+             "device": "cpu", "machine": machine, "threads": threads, "heap": heap, "median_s": median_s,
+             "status": "ok"} for case, impl in cases for n in (512, 1024)]
+    pd.DataFrame(rows, columns=ROW_COLUMNS).to_csv(path, index=False)
+    return path
+
+
+NOT_CSV = {
+    "cells.jsonl": ('{"cell": "a", "status": "ok"}\n{"cell": "b", "status": "ok"}\n'
+                    '{"cell": "c", "status": "ok", "seconds": 1.5, "steps": 3, "n": 4}\n',
+                    "(Error tokenizing data. C error: Expected 2 fields in line 3, saw 5)"),
+    "binary.csv": (b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe", "'utf-8' codec can't decode byte"),
+    "empty.csv": ("", "(No columns to parse from file)"),
+    "other.csv": ("a,b\n1,2\n", "(missing columns: case, impl, batch, n, dtype, device, machine, threads, median_s)"),
+    "text.csv": (",".join(["case", "impl", "batch", "n", "dtype", "device", "machine", "threads", "median_s"])
+                 + "\nlinear,core,one,512,float32,cpu,m,2,fast\n", "(not numbers in columns: batch, median_s)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_CSV))
+@pytest.mark.parametrize("side", ["--compare", "--current"])
+def test_a_file_that_is_not_a_bench_perf_csv_is_one_line_naming_it(name, side, bench_output, tmp_path):
+    content, says = NOT_CSV[name]
+    bad = tmp_path / name
+    bad.write_bytes(content) if isinstance(content, bytes) else bad.write_text(content)
+    good = results(tmp_path / "good.csv")
+    files = {"--compare": good, "--current": good, side: bad}
+    code, out, err = bench_output("perf", "--compare", files["--compare"], "--current", files["--current"])
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"bench: error: {bad}: not a benchmark CSV ") and says in err
+
+
+@pytest.mark.parametrize("side", ["--compare", "--current"])
+def test_a_missing_file_is_one_line_naming_it(side, bench_output, tmp_path):
+    good = results(tmp_path / "good.csv")
+    files = {"--compare": good, "--current": good, side: tmp_path / "missing.csv"}
+    code, _, err = bench_output("perf", "--compare", files["--compare"], "--current", files["--current"])
+    assert (code, err) == (2, f"bench: error: no benchmark results at {tmp_path / 'missing.csv'}\n")
+
+
+# ------------------------------------------------------------------------- --compare's outcome
+@pytest.mark.parametrize("current, why", [
+    (dict(machine="another-cpu"), "differ in machine ('cpu-model-x' in {base}, 'another-cpu' in {cur})"),
+    (dict(threads=4), "differ in threads (2 in {base}, 4 in {cur})"),
+    (dict(heap="glibc"), "differ in heap ('cached' in {base}, 'glibc' in {cur})"),
+    (dict(machine="another-cpu", threads=16),
+     "differ in machine ('cpu-model-x' in {base}, 'another-cpu' in {cur}), threads (2 in {base}, 16 in {cur})"),
+    (dict(cases=(("local(window=128)", "core"),)),
+     "no timed row of {cur} has the case, impl, batch, n, dtype and device of a timed row of {base}"),
+    (dict(median_s=float("nan")), "{cur} has no timed row"),
+])
+def test_a_compare_that_compared_nothing_fails_and_says_why(current, why, bench_output, tmp_path):
+    base = results(tmp_path / "BASELINE.csv")
+    cur = results(tmp_path / "quick.csv", **current)
+    code, out, err = bench_output("perf", "--compare", base, "--current", cur)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("bench perf: nothing compared: ") and why.format(base=base, cur=cur) in err
+
+
+def test_a_run_that_compared_nothing_with_its_baseline_fails(bench_output, monkeypatch, tmp_path):
+    base = results(tmp_path / "BASELINE.csv")
+    run = results(tmp_path / "run.csv", machine="another-cpu")
+    monkeypatch.setattr("attnbench.cli_perf._run", lambda *args, **kwargs: run)  # the run's CSV
+    code, _, err = bench_output("perf", "--quick", "--compare", base)
+    assert code == 1 and "nothing compared: rows compare only on the same machine, threads and heap" in err
+
+
+def test_a_compare_of_matching_rows_still_passes(bench_output, tmp_path):
+    base = results(tmp_path / "BASELINE.csv")
+    code, out, err = bench_output("perf", "--compare", base, "--current", results(tmp_path / "same.csv"))
+    assert (code, err) == (0, "") and "no regression: 4 timings within 10%" in out
