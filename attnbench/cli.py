@@ -39,6 +39,20 @@ class BenchGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
+class Choice(click.Choice):
+    """`click.Choice` whose refusal adds a did-you-mean ('variant' → 'variants'), as unknown
+    commands and registry names get one."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            close = difflib.get_close_matches(str(value).lower(), [str(c) for c in self.choices], n=1)
+            if close:
+                exc.message = f"{exc.message.rstrip('.')}; did you mean {close[0]!r}?"
+            raise
+
+
 def plugin_option(func):
     """`--plugin MOD` (repeatable): import a module that registers components before anything runs."""
 
@@ -85,7 +99,7 @@ def cli() -> None:
 
 
 @cli.command("ls")
-@click.argument("what", type=click.Choice(["variants", "tasks", "profiles"]), default="variants", metavar="WHAT")
+@click.argument("what", type=Choice(["variants", "tasks", "profiles"]), default="variants", metavar="WHAT")
 @click.argument("pattern", required=False)
 @plugin_option
 def ls_command(what: str, pattern: str | None) -> None:
@@ -103,10 +117,10 @@ def ls_command(what: str, pattern: str | None) -> None:
 
     make = {"variants": variants_table, "tasks": tasks_table, "profiles": profiles_table}[what]
     table, found = make(pattern)
-    console.print(table)
     _report_plugin_errors()
-    if pattern and not found:
+    if pattern and not found:  # the error alone: an empty table on stdout would read as a result
         raise AttnbenchError(f"no {what[:-1]} matches {pattern!r} (bench ls {what} lists all)")
+    console.print(table)
 
 
 def variants_table(pattern: str | None) -> tuple[Table, int]:
@@ -140,7 +154,7 @@ def _report_plugin_errors() -> None:
 @cli.command("check")
 @click.option("--variants", "variants", default="all", show_default=True,
               help="Comma-separated names with optional options, e.g. 'local(window=16),linear'.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--checks", "checks", default="all", show_default=True,
               help=f"Comma-separated subset of: {', '.join(CHECKS)}.")
 @plugin_option

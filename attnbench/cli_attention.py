@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
-from attnbench.cli import cli, console, plugin_option, resolve_device
+from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS, get_variant_spec
+
+
+MAX_SEED = 2**32 - 1  # what every generator seeded here takes (torch refused seeds past int64 with a traceback)
 
 
 def _one(text: str, registry, options_of, what: str):
@@ -47,14 +50,17 @@ def _head(text: str) -> int | None:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: the profile's).")
 @click.option("--layer", type=click.IntRange(min=1), default=None, help="Layer to draw, 1 = nearest the input (default: the last).")
 @click.option("--head", "head_text", default="mean", show_default=True, help="Head to draw (1, 2, …) or 'mean' over heads.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of data, init and batches.")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
+              help="Seed of data, init and batches.")
 @click.option("--example", type=click.IntRange(min=0), default=0, show_default=True, help="Index of the test example.")
 @click.option("--cross", default=None, help="Variant for seq2seq cross-attention (default: the same variant).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Load this state dict (torch.save(model.state_dict())) instead of training.")
+              help="Load a checkpoint written by --save-weights instead of training; it must be for the "
+                   "same variant, task and model size.")
 @click.option("--save-weights", type=click.Path(path_type=Path), default=None,
-              help="Write the trained model's state dict here (for a later --weights).")
+              help="Write the trained model's checkpoint here (its state dict with the variant, task "
+                   "and model size), for a later --weights.")
 @plugin_option
 def attention_command(variant, task, text, out, profile, seq_len, steps, layer, head_text, seed, example, cross,
                       device, weights, save_weights) -> None:
@@ -111,6 +117,8 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
         device=resolve_device(device),
     )
     outcome = attention_figure(request)
+    for warning in outcome.warnings:
+        click.echo(f"bench: warning: {warning}", err=True)
     record = outcome.record
     trained = f"weights from {weights}" if weights else f"{record['steps']} steps"
     console.print(f"{score_line(record)}, {trained}", highlight=False)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from attnbench.cli import cli, console, plugin_option
+from attnbench.cli import Choice, cli, console, plugin_option
 from attnbench.errors import AttnbenchError
+from attnbench.runner.model import ModelSize
 from attnbench.runner.profiles import PROFILES
 from attnbench.selection import parse_selection
-from attnbench.tasks.base import SPLITS, TASKS, build_task
+from attnbench.tasks.base import SPLITS, TASKS, Task, build_task
+
+# show-task is for reading a few examples by eye. A task with no maximum length of its own would
+# generate whatever --seq-len says (100M tokens: minutes and gigabytes, to print what no one
+# reads), so it is held to the positions a benchmark model holds by default (ModelSize.max_len,
+# 8192), past every task length of every profile (the longest is lra's 4000).
+SHOW_MAX_SEQ_LEN = ModelSize.max_len
 
 
 def tasks_table(pattern: str | None) -> tuple[Table, int]:
@@ -58,7 +65,7 @@ def profiles_table(pattern: str | None) -> tuple[Table, int]:
 @click.argument("name")
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
+@click.option("--split", type=Choice(SPLITS), default="train", show_default=True)
 @click.option("-n", "count", type=click.IntRange(min=1, max=50), default=3, show_default=True, help="Examples to show.")
 @plugin_option
 def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int) -> None:
@@ -74,6 +81,7 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
         raise AttnbenchError(f"show-task: give one task name, got {len(selected)} ({name!r})")
     choice = selected[0]
     task = build_task(choice.name, **choice.options)
+    check_show_length(task, choice.label, seq_len)
     batch = task.build(split, count, seq_len, seed)
     spec = task.spec
     console.print(
@@ -96,3 +104,18 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
                 if len(value) > 40:
                     value = f"{value[:40]} … ({len(value)} values)"
             console.print(f"[dim]{key}:[/dim] {value}", highlight=False, soft_wrap=True)
+
+
+def check_show_length(task: Task, label: str, seq_len: int) -> None:
+    """--seq-len within what the task can be built at (as `bench run` checks its --lengths), and
+    within SHOW_MAX_SEQ_LEN for a task with no maximum of its own: one line before any example
+    is generated."""
+    low, high = task.min_seq_len(), task.spec.max_seq_len
+    if seq_len < low:
+        raise AttnbenchError(f"--seq-len: {seq_len} is too short for {label} (its minimum is {low})")
+    if high is not None and seq_len > high:
+        raise AttnbenchError(f"--seq-len: {seq_len} exceeds {label}'s maximum of {high}")
+    if high is None and seq_len > SHOW_MAX_SEQ_LEN:
+        raise AttnbenchError(
+            f"--seq-len: {seq_len} is more than show-task prints (at most {SHOW_MAX_SEQ_LEN} tokens an example)"
+        )

@@ -10,11 +10,19 @@ from typing import Any
 from attnbench.errors import OptionError
 
 _TYPES = (int, float, bool, str)
+# The largest int option accepted when an option declares no maximum of its own: torch's index and
+# size arithmetic is int32 in places (CUDA grids, some kernels' offsets) and a Python int past int64
+# does not convert to a tensor at all; no window, count or vocabulary here needs more.
+INT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class Option:
-    """One option: name, type (int | float | bool | str), default, and the values it accepts."""
+    """One option: name, type (int | float | bool | str), default, and the values it accepts.
+
+    `minimum` and `maximum` bound ints and floats; an int without a `maximum` is still held to
+    INT_MAX, so that a value torch cannot take is refused here rather than deep inside a kernel.
+    """
 
     name: str
     type: type
@@ -23,6 +31,7 @@ class Option:
     minimum: float | None = None
     choices: tuple[Any, ...] = ()
     nullable: bool = False
+    maximum: float | None = None
 
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
@@ -41,7 +50,15 @@ class Option:
             words = f"a non-negative {kind}"
         else:
             words = f"{'an' if kind == 'int' else 'a'} {kind} >= {self.minimum}"
+        if self.maximum is not None:
+            words += f" <= {self.maximum}"
         return words + (" or None" if self.nullable else "")
+
+    def upper_bound(self) -> float | None:
+        """The largest value accepted: the declared maximum, or INT_MAX for an int without one."""
+        if self.maximum is not None:
+            return self.maximum
+        return INT_MAX if self.type is int else None
 
     def validate(self, value: Any, owner: str) -> Any:
         """`value` checked (and int widened to float where a float is wanted), or OptionError."""
@@ -56,6 +73,9 @@ class Option:
             ok = False
         if not ok:
             raise OptionError(f"{owner}: {self.name} must be {self.describe()}, got {value!r}")
+        top = self.upper_bound()
+        if top is not None and value > top:
+            raise OptionError(f"{owner}: {self.name} must be at most {top}, got {value!r}")
         return value
 
     def parse(self, text: str, owner: str) -> Any:

@@ -159,9 +159,24 @@ class Registry(Generic[T]):
         return [self._entries[n] for n in self.names(pattern)]
 
     def _unknown_message(self, name: object) -> str:
-        keys = sorted({*self._entries, *(a for e in self._entries.values() for a in e.aliases)})
-        close = difflib.get_close_matches(normalize(str(name)), keys, n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        """'unknown variant 'lcoal'; did you mean 'local'? (known: …)'. Each entry is suggested
+        once, by whichever of its name and aliases is closest (a name and its own alias would read
+        as two choices). With nothing close, a registry that plugins extend says how to load one:
+        a plugin's name given without `--plugin` is the usual cause, and difflib's cutoff of 0.6
+        keeps such a name from drawing an unrelated suggestion instead."""
+        keys = {normalize(k): (e.name, k) for e in self._entries.values() for k in (e.name, *e.aliases)}
+        close = difflib.get_close_matches(normalize(str(name)), sorted(keys), n=6, cutoff=0.6)
+        suggested: dict[str, str] = {}  # entry name -> the closest of its keys, as registered
+        for key in close:
+            entry, spelled = keys[key]
+            suggested.setdefault(entry, spelled)
+        picks = list(suggested.values())[:3]
+        if picks:
+            hint = f"; did you mean {' or '.join(repr(c) for c in picks)}?"
+        elif self.entry_point_group is not None:
+            hint = f"; a plugin's {self.kind}? load it with --plugin MODULE (or import its module)"
+        else:
+            hint = ""
         known = ", ".join(sorted(self._entries)) or "none registered"
         return f"unknown {self.kind} {name!r}{hint} (known: {known})"
 

@@ -18,14 +18,21 @@ Matrices are trimmed to the real (non-pad) tokens. The example is a test-split e
 `--text`: raw bytes for the byte-level corpus tasks (text-cls, sentiment, char-lm), words for the
 word-level tasks whose vocabulary they come from (agreement, translation).
 
-Weights: `--save-weights FILE` writes `torch.save(model.state_dict())`; `--weights FILE` loads such
-a file with `torch.load(weights_only=True)` into the same architecture instead of training.
+Weights: `--save-weights FILE` writes a checkpoint, `torch.save` of the model's state dict with
+the variant, task (options resolved, so `local` and `local(window=128)` are one model) and model
+size it was trained as; `--weights FILE` loads one with `torch.load(weights_only=True)` instead of
+training, and refuses it for another variant, task or size: shapes alone let a `linear` model load
+into `multi-head`. A bare state dict (a file from before the checkpoint recorded these) still
+loads, with a warning that nothing but the shapes was checked.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
+import warnings
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from attnbench.errors import AttnbenchError, UnsupportedError  # noqa: E402
+from attnbench.options import resolve_options  # noqa: E402
 from attnbench.runner.model import BenchModel, ModelSize  # noqa: E402
 from attnbench.runner.train import TrainSettings, evaluate, greedy_decode, task_data, train_and_evaluate  # noqa: E402
 from attnbench.tasks.base import IGNORE_INDEX, Batch, Task, build_task, shift_right  # noqa: E402
@@ -54,12 +62,16 @@ __all__ = [
     "AttentionOutcome",
     "AttentionRequest",
     "attention_figure",
+    "check_file_target",
     "check_returns_weights",
+    "check_seq_len",
     "default_out",
     "draw_attention",
     "encode_text",
     "extract_attention",
+    "fit_weights",
     "load_weights",
+    "read_weights",
     "test_alignment_error_rate",
 ]
 
@@ -70,6 +82,7 @@ CMAP = "rocket_r"  # 0 is white: masked and out-of-window keys read as empty
 GOLD = "#1f9bff"
 RC = {"svg.fonttype": "none", "axes.titlesize": 10, "axes.labelsize": 10}
 SHOWN = {" ": "␣", "\t": "⇥", "\n": "↵"}  # invisible bytes made visible on the axes
+CHECKPOINT = "attnbench attention checkpoint 1"  # marks (and versions) a --save-weights file
 
 
 # -- what is drawn -------------------------------------------------------------------------
@@ -129,6 +142,7 @@ class AttentionOutcome:
     record: dict[str, Any]
     amap: AttentionMap
     test_aer: float | None = None
+    warnings: tuple[str, ...] = ()  # for the user, one line each (an unchecked old --weights file)
 
 
 # -- validation at the edge ----------------------------------------------------------------
@@ -154,6 +168,40 @@ def default_out(variant_label: str, task_label: str) -> Path:
 def check_out(out: Path) -> None:
     if out.suffix.lower() not in FORMATS:
         raise AttnbenchError(f"--out: {out} must end in one of {', '.join(FORMATS)}")
+    check_file_target("--out", out)
+
+
+def check_file_target(flag: str, path: Path) -> None:
+    """`path` can be written as a file once the work is done: it is no directory, and its nearest
+    existing ancestor is a writable directory (the missing ones are made when it is written).
+    Checked before training, so that a bad path costs no training run; nothing is made here."""
+    if path.is_dir():
+        raise AttnbenchError(f"{flag}: {path} is a directory; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise AttnbenchError(f"{flag}: cannot write {path}: permission denied")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise AttnbenchError(f"{flag}: cannot write {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise AttnbenchError(f"{flag}: cannot write {path}: {ancestor} is not writable")
+
+
+def check_seq_len(task: Task, label: str, seq_len: int, size: ModelSize) -> None:
+    """--seq-len within what the task can be built at (the check `bench run` makes of --lengths)
+    and within the model's `max_len` positions. A task without a maximum would otherwise take any
+    length, and the figure's model, its n × n weights and its labels would take the memory with it
+    (100M tokens: the OOM killer); checked before any data is generated."""
+    low, high = task.min_seq_len(), task.spec.max_seq_len
+    if seq_len < low:
+        raise AttnbenchError(f"--seq-len: {seq_len} is too short for {label} (its minimum is {low})")
+    if high is not None and seq_len > high:
+        raise AttnbenchError(f"--seq-len: {seq_len} exceeds {label}'s maximum of {high}")
+    if seq_len > size.max_len:
+        raise AttnbenchError(
+            f"--seq-len: {seq_len} exceeds the model's {size.max_len} positions (max_len of the profile's model)"
+        )
 
 
 # -- the example ---------------------------------------------------------------------------
@@ -321,17 +369,61 @@ def test_alignment_error_rate(model: BenchModel, task: Task, test: Batch, *, lay
 # -- saving and loading a model's weights --------------------------------------------------
 
 
-def load_weights(model: BenchModel, path: Path, what: str) -> None:
-    """Load a `torch.save(model.state_dict())` file (weights_only) into `model`; one line if it does not fit."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise AttnbenchError(f"--weights: no such file {path}") from None
-    except Exception as err:  # noqa: BLE001  (unpickling errors have many types)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AttnbenchError(f"--weights: cannot read {path} as a state dict (weights_only): {first}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise AttnbenchError(f"--weights: {path} holds a {type(state).__name__}, not a state dict of tensors")
+def checkpoint_identity(r: AttentionRequest, task: Task) -> dict[str, Any]:
+    """What a checkpoint's weights were trained as: variant, task (options resolved, defaults
+    included) and model size; for seq2seq also the cross-attention variant."""
+    identity: dict[str, Any] = {
+        "variant": r.variant,
+        "variant_options": _resolved(r.variant, r.variant_options),
+        "task": task.name,
+        "task_options": dict(task.options),
+        "size": r.size.to_dict(),
+    }
+    if task.spec.kind == "seq2seq":
+        name, options = r.cross or (r.variant, r.variant_options)
+        identity["cross"] = name
+        identity["cross_options"] = _resolved(name, options)
+    return identity
+
+
+def _resolved(variant: str, options: dict[str, Any]) -> dict[str, Any]:
+    return resolve_options(variant, get_variant_spec(variant).options, options)
+
+
+def load_weights(model: BenchModel, path: Path, what: str, identity: dict[str, Any] | None = None) -> str | None:
+    """Load a `--save-weights` checkpoint (weights_only) into `model`: `read_weights` then
+    `fit_weights`. Returns the warning for a bare state dict, else None."""
+    state, warning = read_weights(path, what, identity)
+    fit_weights(model, state, path, what)
+    return warning
+
+
+def read_weights(path: Path, what: str, identity: dict[str, Any] | None = None) -> tuple[dict[str, Tensor], str | None]:
+    """The state dict of a `--save-weights` checkpoint, and a warning for a bare state dict (whose
+    variant, task and size are unknown); one line if the file is not one, or was saved for another
+    model than `identity` (when given). Needs no model: it runs before any data or training."""
+    state = _read_checkpoint(path)
+    warning = None
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT:
+        saved = state.get("identity")
+        if identity is not None and saved != identity:
+            raise AttnbenchError(f"--weights: {path} does not fit {what}: it was saved for {state.get('what', saved)}")
+        state = state.get("state_dict")
+    elif isinstance(state, dict) and state:
+        warning = (
+            f"--weights: {path} records no variant, task or model size (a bare state dict, or a file "
+            f"from an older bench attention); only the shapes were checked"
+        )
+    if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise AttnbenchError(
+            f"--weights: cannot read {path}: not a checkpoint saved by bench attention "
+            f"(it holds a {type(state).__name__}{'' if state else ', empty'})"
+        )
+    return state, warning
+
+
+def fit_weights(model: BenchModel, state: dict[str, Tensor], path: Path, what: str) -> None:
+    """Load `state` into `model`; one line naming the missing, unexpected or reshaped parameters."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -352,10 +444,48 @@ def load_weights(model: BenchModel, path: Path, what: str) -> None:
     model.load_state_dict(state)
 
 
-def save_weights(model: BenchModel, path: Path) -> None:
+def _read_checkpoint(path: Path) -> Any:
+    """`torch.load(path, weights_only=True)`, or one line that says the file is not a checkpoint.
+
+    torch's own message for a file that is not one advises re-running with weights_only=False,
+    which would execute whatever the file holds: the wrong advice for a file of unknown origin,
+    so only its cause is kept. Its warnings (an unfamiliar pickle protocol) are not shown either.
+    """
+    if not path.exists():
+        raise AttnbenchError(f"--weights: no such file {path}")
+    if path.is_dir():
+        raise AttnbenchError(f"--weights: {path} is a directory, not a checkpoint file")
+    not_ours = f"--weights: cannot read {path}: not a checkpoint saved by bench attention"
+    try:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+            raise AttnbenchError(f"{not_ours} (not a torch.save archive)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise AttnbenchError(f"--weights: cannot read {path}: {err.strerror or err}") from None
+    except AttnbenchError:
+        raise
+    except Exception as err:  # noqa: BLE001  (unpickling errors have many types)
+        raise AttnbenchError(f"{not_ours} ({_cause(err)})") from None
+
+
+def _cause(err: BaseException) -> str:
+    """The first line of what went wrong, without torch's weights_only preamble or its advice to
+    allow-list the file's classes."""
+    for candidate in (err.__cause__, err.__context__, err):
+        text = str(candidate).strip() if candidate is not None else ""
+        if text and not text.startswith("Weights only load failed"):
+            return f"{type(candidate).__name__}: {text.splitlines()[0].split(' Please ')[0]}"
+    return type(err).__name__
+
+
+def save_weights(model: BenchModel, path: Path, identity: dict[str, Any], what: str) -> None:
+    """A checkpoint: the state dict with the `identity` it must be loaded as, and `what` in words."""
+    checkpoint = {"format": CHECKPOINT, "identity": identity, "what": what, "state_dict": model.state_dict()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
+        torch.save(checkpoint, path)
     except OSError as err:
         raise AttnbenchError(f"--save-weights: cannot write {path}: {err.strerror or err}") from None
 
@@ -372,17 +502,23 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
     r = request
     task = build_task(r.task, **r.task_options)
     check_returns_weights(drawn_variant(task.spec.kind, r.variant, r.cross))
+    check_seq_len(task, _label(r.task, r.task_options), r.seq_len, r.size)
     check_out(r.out)
+    if r.save_weights is not None:
+        check_file_target("--save-weights", r.save_weights)
     if r.layer is not None and not 0 <= r.layer < r.size.n_layers:
         raise AttnbenchError(f"--layer: {r.layer + 1} does not exist; the model has layers 1 to {r.size.n_layers}")
+    cross = f" with cross-attention {_label(*r.cross)}" if r.cross and task.spec.kind == "seq2seq" else ""
+    what = (
+        f"{_label(r.variant, r.variant_options)} on {_label(r.task, r.task_options)}{cross} "
+        f"(d_model={r.size.d_model}, n_layers={r.size.n_layers}, n_heads={r.size.n_heads})"
+    )
+    identity = checkpoint_identity(r, task)
+    state, warning = read_weights(r.weights, what, identity) if r.weights is not None else (None, None)
     if r.text is not None:
         batch = encode_text(task, r.text, r.seq_len)
     else:
         batch = test_example(task, r.seq_len, r.seed, r.settings.n_test, r.example)
-    what = (
-        f"{_label(r.variant, r.variant_options)} on {_label(r.task, r.task_options)} "
-        f"(d_model={r.size.d_model}, n_layers={r.size.n_layers}, n_heads={r.size.n_heads})"
-    )
     torch.manual_seed(r.seed)
     try:
         model = BenchModel.for_task(task, r.variant, r.variant_options, r.size, cross=r.cross).to(r.device)
@@ -392,8 +528,8 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
     heads = _head_count(model, task, batch, r.layer)  # a bad combination fails here, not after training
     if r.head is not None and not 0 <= r.head < heads:
         raise AttnbenchError(f"--head: {r.head + 1} does not exist; {r.variant} has heads 1 to {heads} here")
-    if r.weights is not None:
-        load_weights(model, r.weights, what)
+    if state is not None:
+        fit_weights(model, state, r.weights, what)
         record = _scored(model, task, r)
     else:
         record, model = train_and_evaluate(
@@ -401,7 +537,7 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
             device=r.device, cross=r.cross, return_model=True,
         )
     if r.save_weights is not None:
-        save_weights(model, r.save_weights)
+        save_weights(model, r.save_weights, identity, what)
     amap = extract_attention(model, task, batch, layer=r.layer)
     test_aer = None
     if amap.kind == "cross" and "alignment" in batch.meta:
@@ -409,7 +545,7 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
         test_aer = test_alignment_error_rate(model, task, test, layer=r.layer)
     title = _title(r, task, record, amap, test_aer)
     path = draw_attention(amap, head=r.head, title=title, out=r.out)
-    return AttentionOutcome(path, record, amap, test_aer)
+    return AttentionOutcome(path, record, amap, test_aer, (warning,) if warning else ())
 
 
 @torch.no_grad()
