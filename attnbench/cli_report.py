@@ -8,7 +8,14 @@ import click
 
 from attnbench.cli import cli
 from attnbench.errors import AttnbenchError
-from attnbench.runner.report import compare_runs, load_run, render_comparison, render_markdown, write_csv
+from attnbench.runner.report import (
+    compare_runs,
+    load_run,
+    nothing_compared,
+    render_comparison,
+    render_markdown,
+    write_csv,
+)
 
 
 @cli.command("report")
@@ -58,7 +65,10 @@ def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
 
     A regression: score down by more than rtol relative (bits per byte: up), fwd+bwd median time or
     peak memory up by more than rtol, or a cell ok in A and not ok in B. Cells in one run only are
-    listed, not counted. Exit codes: 0 no regression, 1 regressions (listed), 2 bad input.
+    listed, not counted; but no cell in both runs fails (a gate that compared nothing). Runs whose
+    grids differ in profile, device, dtype, cross variant, model size, training or efficiency
+    settings are refused: their cells share keys, not conditions. Exit codes: 0 no regression,
+    1 regressions (listed) or nothing compared, 2 bad input.
 
     \b
     Examples:
@@ -70,4 +80,7 @@ def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
     a, b = load_run(run_a), load_run(run_b)
     comparison = compare_runs(a, b, rtol)
     click.echo(render_comparison(a, b, comparison), nl=False)
+    if comparison.frame.empty:
+        click.echo(f"bench compare: nothing compared: {nothing_compared(comparison)}", err=True)
+        return 1
     return 1 if not comparison.regressions.empty else 0

@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -18,12 +19,14 @@ from attnbench.plugins import import_plugin
 from attnbench.runner.cells import KINDS
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
-from attnbench.runner.store import export, load_results, recorded_options
+from attnbench.runner.store import STATUSES, export, load_results, recorded_options
 from attnbench.runner.sweep import SweepRequest, open_store, plan_sweep, run_sweep
 
 # the options a run records in env.json; `--resume DIR` takes each one not given again from there
 RECORDED = ("profile", "variants", "tasks", "lengths", "efficiency_lengths", "seeds", "kinds", "device", "dtype",
             "threads", "executor", "cross", "max_cell_seconds")
+
+MAX_THREADS = 1024  # as `bench ceiling --threads`; far more makes torch's thread pool fail with MemoryError
 
 STATUS_STYLE = {"ok": "green", "unsupported": "yellow", "timeout": "magenta", "oom": "magenta", "error": "bold red"}
 
@@ -42,13 +45,35 @@ def parse_ints(flag: str, text: str | None) -> tuple[int, ...] | None:
         raise AttnbenchError(f"{flag}: expected comma-separated ints such as {example}, got {text!r}") from None
 
 
+def run_directory(flag: str, text: str | None) -> Path | None:
+    """The directory of --out or --resume; an empty one is refused, since it would be the current
+    directory and scatter a run's files among the user's own."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise AttnbenchError(f"{flag}: empty path; name a directory, e.g. {flag} results/runs/mine")
+    return Path(text)
+
+
+def retry_statuses(text: str, resume: Path | None) -> tuple[str, ...]:
+    """--retry's statuses; they rerun cells already recorded, so they need --resume."""
+    statuses = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown:
+        raise AttnbenchError(f"--retry: unknown status {unknown[0]!r} (statuses: {', '.join(STATUSES)})")
+    if statuses and resume is None:
+        raise AttnbenchError("--retry reruns cells of a recorded run: give --resume DIR with it")
+    return statuses
+
+
 def describe(record: dict) -> str:
-    """One line about a finished cell."""
+    """One line about a finished cell (rich markup: the texts a variant or task chose are escaped,
+    so an error message such as 'bad index [3]' prints whole)."""
     status = record["status"]
     where = f"{record['variant_label']} {record['task_label'] if record['task'] else ''} n={record['seq_len']}"
-    where = " ".join(where.split())
+    where = escape(" ".join(where.split()))
     if status != "ok":
-        return f"[{STATUS_STYLE[status]}]{status}[/] {record['kind']} {where}: {record['message']}"
+        return f"[{STATUS_STYLE[status]}]{status}[/] {record['kind']} {where}: {escape(record['message'])}"
     result = record["result"]
     if record["kind"] == "efficiency":
         what = (
@@ -135,13 +160,16 @@ def _labels(records: list[dict], kind: str) -> list[str]:
 @click.option("--kinds", default=",".join(KINDS), show_default=True, help="Cell kinds to run.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads (default: torch's; recorded).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
+              help="Torch threads (default: torch's; recorded).")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="local: in-process; subprocess: a worker process that a hang or crash costs one cell.")
-@click.option("--cross", default=None, help="Variant for cross-attention in seq2seq (default: the same variant).")
+@click.option("--cross", default=None,
+              help="Variant for cross-attention in seq2seq, options inline as in --variants: 'additive(heads=2)' "
+                   "(default: the same variant).")
 @click.option("--max-cell-seconds", type=float, default=None, help="Time budget per cell (default: the profile's).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default results/runs/<time>-<profile>).")
-@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run in this directory.")
+@click.option("--out", default=None, help="Run directory (default results/runs/<time>-<profile>).")
+@click.option("--resume", default=None, help="Continue the run in this directory.")
 @click.option("--retry", default="", help="On --resume, also rerun cells with these statuses, e.g. error,timeout.")
 @click.option("--quiet", is_flag=True, help="No progress or per-cell lines; print only the run directory.")
 @plugin_option
@@ -159,8 +187,10 @@ def run_command(ctx, out, resume, retry, quiet, **params) -> int:
       bench run --profile smoke --executor subprocess --max-cell-seconds 60
       bench run --resume results/runs/20261127-101500-quick
     """
+    out, resume = run_directory("--out", out), run_directory("--resume", resume)
     if out is not None and resume is not None:
         raise AttnbenchError("--out and --resume: give one (--resume continues the run where it is)")
+    statuses = retry_statuses(retry, resume)
     plugins = tuple(ctx.meta.get("attnbench.plugins", ()))
     if resume is not None:
         params, plugins = _with_recorded_options(ctx, resume, params, plugins, quiet)
@@ -182,7 +212,6 @@ def run_command(ctx, out, resume, retry, quiet, **params) -> int:
         cross=cross,
         plugins=plugins,
     )
-    statuses = tuple(s.strip() for s in retry.split(",") if s.strip())
     sweep = plan_sweep(request)
     options = {**params, "plugins": [str(Path(t).resolve()) if Path(t).is_file() else t for t in plugins]}
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
@@ -265,6 +294,13 @@ def export_command(run: Path, fmt: str, out: Path | None) -> None:
       bench export results/runs/20261127-101500-quick --format csv
       bench export RUN --format parquet --out cells.parquet
     """
-    path = export(run, fmt, out)
+    try:
+        path = export(run, fmt, out)
+    except AttnbenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 — any failed write is one line, e.g. pyarrow's OverflowError
+        where = out if out is not None else run / f"cells.{fmt}"
+        first = next(iter(str(err).splitlines()), "")
+        raise AttnbenchError(f"cannot write {where}: {type(err).__name__}: {first}") from None
     rows = len(load_results(run))
     console.print(f"wrote {rows} cells to {path}")

@@ -449,7 +449,7 @@ def _read_checkpoint(path: Path) -> Any:
 
     torch's own message for a file that is not one advises re-running with weights_only=False,
     which would execute whatever the file holds: the wrong advice for a file of unknown origin,
-    so only its cause is kept. Its warnings (an unfamiliar pickle protocol) are not shown either.
+    so only its cause is kept. Its warnings (an unfamiliar serialisation protocol) are not shown either.
     """
     if not path.exists():
         raise AttnbenchError(f"--weights: no such file {path}")

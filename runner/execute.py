@@ -24,7 +24,9 @@ from attnbench.runner.heap import STEADY_BYTES, pin_mmap_threshold
 from attnbench.runner.measure import is_oom, measure_attention, measure_step
 from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
+from attnbench.selection import parse_selection
 from attnbench.tasks.base import build_task
+from attnbench.variants.base import VARIANTS, get_variant_spec
 from attnbench.variants.compiled import forget_compiled
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -120,7 +122,7 @@ def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
             result["model_step"] = measure_model_step(cell, plan, dtype)
         return result
     task = build_task(cell.task, **dict(cell.task_options))
-    cross = (plan.cross, {}) if plan.cross else None
+    cross = _cross_variant(plan.cross) if plan.cross else None
     result = train_and_evaluate(
         task,
         cell.variant,
@@ -207,3 +209,10 @@ def _time_limit(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _cross_variant(label: str) -> tuple[str, dict[str, Any]]:
+    """The plan's cross-attention variant, a label as --cross gave it ('additive(heads=2)'), as
+    (name, options) for the model."""
+    (chosen,) = parse_selection(label, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")
+    return chosen.name, chosen.options

@@ -19,6 +19,7 @@ Definitions the tables use (also printed as footnotes of the report):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from attnbench.errors import AttnbenchError
 from attnbench.runner.store import STATUSES, Run, StoreError, load_run
 
 __all__ = [
@@ -41,10 +43,12 @@ __all__ = [
     "effective_range",
     "efficiency_frame",
     "efficiency_table",
+    "incomparable_settings",
     "load_run",
     "long_range_frame",
     "long_range_table",
     "markdown_table",
+    "nothing_compared",
     "render_comparison",
     "render_markdown",
     "scaling_exponent",
@@ -708,12 +712,44 @@ def _metrics(record: dict) -> dict[str, tuple[float, bool]]:
     return {metric: (_number(res.get("score")), metric not in LOWER_IS_BETTER)}
 
 
+# grid.json keys whose difference makes the same cell key measure something else; variants,
+# tasks, lengths and seeds may differ (such cells are in one run only)
+COMPARABLE_SETTINGS = ("profile", "device", "dtype", "cross", "size", "train", "efficiency")
+
+
+def incomparable_settings(a: dict, b: dict) -> list[str]:
+    """'dtype fp32 vs fp16' for each setting in which grid `a` differs from grid `b`.
+
+    A cell's key names neither dtype, device, profile, model size nor budgets, so without this a
+    fp16 run matches a fp32 run cell for cell. A setting one grid lacks (a run from before it was
+    recorded) is not held against it; nor are the efficiency lengths, which only select cells.
+    """
+    differs = []
+    for key in COMPARABLE_SETTINGS:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            differs += [f"{key}.{k} {_json(va[k])} vs {_json(vb[k])}" for k in va
+                        if k in vb and k != "lengths" and va[k] != vb[k]]
+        elif key in a and key in b and va != vb:
+            differs.append(f"{key} {_json(va)} vs {_json(vb)}")
+    return differs
+
+
+def _json(value: Any) -> str:
+    """A grid value as grid.json spells it (strings unquoted)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     """Match cells by key; a row regresses when B is worse than A by more than `rtol` (relative).
 
     Worse: a score lower (bits per byte: higher), fwd+bwd median time or peak memory higher, or a
-    status that went from ok to anything else. A cell not ok in A is never a regression.
+    status that went from ok to anything else. A cell not ok in A is never a regression. Runs of
+    different settings (`incomparable_settings`) are refused: their cells only share keys.
     """
+    differs = incomparable_settings(a.grid, b.grid)
+    if differs:
+        raise AttnbenchError(f"the runs are not comparable: their grids differ in {'; '.join(differs)}")
     by_a = {r["key"]: r for r in a.records}
     by_b = {r["key"]: r for r in b.records}
     rows = []
@@ -750,6 +786,11 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
                       only_b=[k for k in by_b if k not in by_a], rtol=rtol)
 
 
+def nothing_compared(comparison: Comparison) -> str:
+    """Why a comparison compared nothing (it then fails: a gate that compares nothing passes anything)."""
+    return f"no cell is in both runs (A has {len(comparison.only_a)}, B has {len(comparison.only_b)})"
+
+
 def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
     """The comparison as plain markdown: conditions of both runs, side-by-side table, one-run cells, verdict."""
     lines = [f"# attnbench compare: A = {a.path.name}, B = {b.path.name}", ""]
@@ -779,7 +820,9 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
         if keys:
             lines += [f"Only in {name} ({len(keys)}):", ""] + [f"- `{k}`" for k in keys] + [""]
     bad = comparison.regressions
-    if bad.empty:
+    if frame.empty:
+        lines.append(f"Nothing compared: {nothing_compared(comparison)}; that fails the gate.")
+    elif bad.empty:
         lines.append(f"No regressions beyond rtol {comparison.rtol:g} in {frame.key.nunique()} matched cells.")
     else:
         lines += [f"**{len(bad)} regression(s)** beyond rtol {comparison.rtol:g}:", ""]

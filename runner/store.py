@@ -387,7 +387,10 @@ def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
 
 
 def _require_run(run_dir: Path) -> None:
-    """StoreError unless `run_dir` is a run directory (it holds grid.json)."""
+    """StoreError unless `run_dir` is a run directory (it holds grid.json); a path that does not
+    exist says so, rather than leave the user to wonder what is wrong with the directory."""
+    if not run_dir.exists():
+        raise StoreError(f"{run_dir}: no such directory")
     if not (run_dir / GRID_FILE).is_file():
         raise StoreError(f"{run_dir} is not an attnbench run (no {GRID_FILE})")
 

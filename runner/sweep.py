@@ -32,6 +32,8 @@ from attnbench.variants.base import VARIANTS, get_variant_spec
 
 DEFAULT_ROOT = Path("results") / "runs"
 MAX_CELL_SECONDS = 1e9  # SIGALRM's timer overflows on larger values (and on inf)
+MAX_SEED = 2**32 - 1  # every generator a cell seeds (torch, numpy) takes it, and it stays an int64 in exports
+MAX_SEQ_LEN = 2**20  # far past any cell that fits in memory; keeps absurd lengths (an error in every cell) out
 
 
 @dataclass(frozen=True)
@@ -84,15 +86,13 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         if "accuracy" in request.kinds
         else []
     )
-    cross = None
-    if request.cross:
-        cross = VARIANTS.resolve(request.cross)
+    cross = _cross_label(request.cross) if request.cross else None
     seeds = request.seeds if request.seeds is not None else profile.seeds
-    _check_ints("--seeds", seeds, minimum=0)
+    _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
     eff_lengths = request.efficiency_lengths or profile.efficiency.lengths
-    _check_ints("--efficiency-lengths", eff_lengths, minimum=1)
+    _check_ints("--efficiency-lengths", eff_lengths, minimum=1, maximum=MAX_SEQ_LEN)
     if request.lengths is not None:
-        _check_ints("--lengths", request.lengths, minimum=1)
+        _check_ints("--lengths", request.lengths, minimum=1, maximum=MAX_SEQ_LEN)
     max_seconds = request.max_cell_seconds if request.max_cell_seconds is not None else profile.max_cell_seconds
     if max_seconds is not None and not 0 < max_seconds <= MAX_CELL_SECONDS:  # also refuses nan
         raise AttnbenchError(
@@ -141,13 +141,27 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     return SweepPlan(profile, cells, plan, grid)
 
 
-def _check_ints(flag: str, values, *, minimum: int) -> None:
+def _check_ints(flag: str, values, *, minimum: int, maximum: int) -> None:
+    """Each value an int in [minimum, maximum]: a value past what the generators or numpy's int64
+    take would otherwise plan, and end every cell in an error (and break a parquet export)."""
     if not values:
         raise AttnbenchError(f"{flag}: empty list")
     for v in values:
         if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
             kind = "positive" if minimum == 1 else "non-negative"
             raise AttnbenchError(f"{flag}: {v!r} is not a {kind} int")
+        if v > maximum:
+            raise AttnbenchError(f"{flag}: {v} exceeds the maximum of {maximum}")
+
+
+def _cross_label(text: str) -> str:
+    """The cross-attention variant as one label, inline options included ('additive(heads=2)'),
+    parsed as --variants parses a name; a bare name stays the canonical name that grid.json holds."""
+    selected = parse_selection(text, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")
+    name_part = text.partition("(")[0]
+    if len(selected) != 1 or text.strip() == "all" or any(c in name_part for c in "*?[,"):
+        raise AttnbenchError(f"--cross: give one variant, got {text!r}")
+    return selected[0].label
 
 
 def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:

@@ -331,7 +331,7 @@ def test_bench_report_csv_writes_one_file_per_table(tmp_path, bench_output):
 
 @pytest.mark.parametrize("args", [["report"], ["compare", "RUN"]])
 def test_a_directory_that_is_not_a_run_is_one_line_and_exit_2(tmp_path, args, bench_output):
-    code, out, err = bench_output(*args, tmp_path)
+    code, out, err = bench_output(*(tmp_path if a == "RUN" else a for a in args), tmp_path)  # RUN: a directory too
     assert code == 2 and "not an attnbench run" in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
 

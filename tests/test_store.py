@@ -155,12 +155,15 @@ def test_any_json_record_reads_back_with_non_finite_floats_as_null(fields):
 # -- resume --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p])
-def test_resume_of_a_non_run(tmp_path, make):
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p / "missing", "{path}: no such directory"),
+    (lambda p: p, "{path} is not an attnbench run (no grid.json)"),
+])
+def test_resume_of_a_non_run(tmp_path, make, message):
     path = make(tmp_path)
     with pytest.raises(StoreError) as err:
         RunStore.resume(path, grid=GRID)
-    assert str(err.value) == f"{path} is not an attnbench run (no grid.json)"
+    assert str(err.value) == message.format(path=path)
 
 
 def test_resume_with_a_different_grid_names_what_differs(run):

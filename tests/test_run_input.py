@@ -1,0 +1,235 @@
+"""`bench run`, `bench export` and `bench compare` input an audit found unchecked: each is refused in
+one line (exit 2) before any work, or, for compare, fails rather than pass a comparison of nothing.
+
+Before these fixes: `--threads 100000` ended in a MemoryError traceback after making the run
+directory; huge `--lengths`/`--seeds` planned and every cell ended in an error (and a parquet export
+in a traceback); `--out ''` wrote the run into the current directory; `--cross` took no inline
+options; `--retry` without `--resume` was ignored; `bench compare` matched a fp16 run against a fp32
+one cell for cell, and passed when no cell was in both runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attnbench.runner.store import read_records
+from attnbench.runner.sweep import SweepRequest, plan_sweep
+from attnbench.tasks.base import TASKS
+
+HUGE = "99999999999999999999"  # past int64
+LARGEST_SEED = 2**32 - 1
+SMOKE = ["run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--kinds", "accuracy",
+         "--lengths", "16", "--device", "cpu", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(sandbox):
+    """--plugin registrations (variants and tasks) made by a test end with it."""
+    with TASKS.temporary():
+        yield
+
+
+def one_error_line(err: str) -> str:
+    """The single stderr line of a refused command (and no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------- bench run: refused before any work
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--threads", "1025"], "'--threads': 1025 is not in the range 1<=x<=1024"),
+        (["--threads", "100000"], "'--threads': 100000 is not in the range 1<=x<=1024"),
+        (["--lengths", HUGE], f"--lengths: {HUGE} exceeds the maximum of 1048576"),
+        (["--lengths", "16,1048577"], "--lengths: 1048577 exceeds the maximum of 1048576"),
+        (["--kinds", "efficiency", "--efficiency-lengths", HUGE],
+         f"--efficiency-lengths: {HUGE} exceeds the maximum of 1048576"),
+        (["--seeds", HUGE], f"--seeds: {HUGE} exceeds the maximum of 4294967295"),
+        (["--seeds", "0,4294967296"], "--seeds: 4294967296 exceeds the maximum of 4294967295"),
+        (["--retry", "error"], "--retry reruns cells of a recorded run: give --resume DIR with it"),
+        (["--retry", "eror"], "--retry: unknown status 'eror' (statuses: ok, oom, timeout, unsupported, error)"),
+        (["--cross", "l*"], "--cross: give one variant, got 'l*'"),
+        (["--cross", "additive(heads=0)"], "additive: heads must be"),
+    ],
+)
+def test_bad_run_input_is_one_line_and_nothing_is_written(tmp_path, bench_output, args, message) -> None:
+    out = tmp_path / "run"
+    code, _, err = bench_output(*SMOKE, "--out", out, *args)
+    assert code == 2 and message in one_error_line(err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--resume"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_run_directory_is_refused_and_the_current_directory_untouched(
+    tmp_path, monkeypatch, bench_output, flag, value
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = bench_output(*SMOKE, flag, value)
+    assert code == 2
+    assert one_error_line(err) == f"bench: error: {flag}: empty path; name a directory, e.g. {flag} results/runs/mine"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_of_a_missing_directory_says_there_is_no_such_directory(tmp_path, bench_output) -> None:
+    missing = tmp_path / "no" / "such"
+    code, _, err = bench_output(*SMOKE, "--resume", missing)
+    assert code == 2 and one_error_line(err) == f"bench: error: {missing}: no such directory"
+    assert not missing.exists()
+
+
+def test_the_largest_seed_runs_and_exports(tmp_path, bench_output) -> None:
+    """The bound is what the generators take: a cell at the largest seed trains, and exports as int64."""
+    out = tmp_path / "run"
+    code, _, err = bench_output(*SMOKE, "--seeds", str(LARGEST_SEED), "--out", out)
+    assert code == 0, err
+    [record] = read_records(out)
+    assert record["status"] == "ok" and record["seed"] == LARGEST_SEED, record["message"]
+    code, _, err = bench_output("export", out, "--format", "parquet")
+    assert code == 0, err
+    assert pd.read_parquet(out / "cells.parquet").seed.tolist() == [LARGEST_SEED]
+
+
+def test_an_export_that_cannot_be_written_is_one_line(tmp_path, bench_output) -> None:
+    """A run recorded before seeds were bounded holds a seed past int64, which parquet cannot store."""
+    run = write_run(tmp_path / "old", {"profile": "smoke"}, [record("accuracy/multi-head/copy/n=16/seed=big", 0.5)])
+    cells = run / "cells.jsonl"
+    cells.write_text(cells.read_text().replace('"seed": 0', f'"seed": {HUGE}'))
+    code, _, err = bench_output("export", run, "--format", "parquet")
+    assert code == 2
+    assert one_error_line(err).startswith(f"bench: error: cannot write {run / 'cells.parquet'}: OverflowError: ")
+
+
+# ---------------------------------------------------------------------------- --cross with inline options
+def test_cross_takes_inline_options_and_a_bare_name_is_recorded_as_before() -> None:
+    def cross(text: str) -> str | None:
+        request = SweepRequest(profile="smoke", variants="multi-head", tasks="copy", kinds=("accuracy",), cross=text)
+        sweep = plan_sweep(request)
+        assert sweep.plan.cross == sweep.grid["cross"]
+        return sweep.grid["cross"]
+
+    assert cross("additive(heads=2)") == "additive(heads=2)"
+    assert cross("Additive") == "additive"  # the canonical name, as grid.json held it before
+    assert cross("local(window=4, kernel=eager)") == "local(window=4, kernel=eager)"
+
+
+SPY = '''
+from attnbench import Option, VariantSpec, register_variant
+from attnbench.variants.multi_head import MultiHeadAttention
+
+
+@register_variant("cross-spy")
+class CrossSpy(MultiHeadAttention):
+    spec = VariantSpec(complexity="n^2", description="says which options its cross-attention got (tests)",
+                       options=(Option("tag", int, 0, minimum=0),))
+
+    def forward(self, x, context=None, **kwargs):
+        if context is not None:
+            raise RuntimeError(f"cross-attention built with tag={self.options['tag']}")
+        return super().forward(x, context, **kwargs)
+'''
+
+
+def test_a_translation_cell_builds_its_cross_attention_with_the_inline_options(tmp_path, bench_output) -> None:
+    plugin = tmp_path / "spy.py"
+    plugin.write_text(SPY)
+    out = tmp_path / "run"
+    code, _, err = bench_output(*SMOKE, "--plugin", plugin, "--tasks", "translation", "--lengths", "32",
+                                "--cross", "cross-spy(tag=7)", "--out", out)
+    assert code == 0, err
+    [cell] = read_records(out)
+    assert cell["message"] == "RuntimeError: cross-attention built with tag=7"
+    assert json.loads((out / "grid.json").read_text())["cross"] == "cross-spy(tag=7)"
+
+
+# ---------------------------------------------------------------------------- the per-cell line
+BRACKETS = '''
+from attnbench import VariantSpec, register_variant
+from attnbench.variants.multi_head import MultiHeadAttention
+
+
+@register_variant("bracket-raise")
+class BracketRaise(MultiHeadAttention):
+    spec = VariantSpec(complexity="n^2", description="raises a message with brackets (tests)")
+
+    def forward(self, x, context=None, **kwargs):
+        raise RuntimeError("always raises [idx 3]")
+'''
+
+
+def test_the_per_cell_line_prints_a_message_with_brackets_whole(tmp_path, bench_output) -> None:
+    plugin = tmp_path / "brackets.py"
+    plugin.write_text(BRACKETS)
+    argv = [a for a in SMOKE if a != "--quiet"]  # the per-cell lines
+    code, out, err = bench_output(*argv, "--plugin", plugin, "--variants", "bracket-raise", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "RuntimeError: always raises [idx 3]" in out
+
+
+# ---------------------------------------------------------------------------- bench compare
+GRID = {
+    "profile": "smoke", "variants": ["multi-head"], "tasks": ["copy"], "seeds": [0], "device": "cpu", "dtype": "fp32",
+    "cross": None, "size": {"d_model": 32, "n_layers": 1}, "train": {"steps": 40, "lr": 0.003},
+    "efficiency": {"batch": 1, "d_model": 64, "lengths": [64, 256]},
+}
+
+
+def record(key: str, score: float) -> dict:
+    return {"key": key, "kind": "accuracy", "status": "ok", "message": "", "seed": 0,
+            "result": {"metric": "accuracy", "score": score}}
+
+
+def write_run(path: Path, grid: dict, records: list[dict]) -> Path:
+    """A run directory as `bench run` leaves it (env.json left out: it is optional to readers)."""
+    path.mkdir(parents=True)
+    (path / "grid.json").write_text(json.dumps({**GRID, **grid}))
+    (path / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+CELL = "accuracy/multi-head/copy/n=16/seed=0"
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"dtype": "fp16"}, "dtype fp32 vs fp16"),
+        ({"profile": "quick", "device": "cuda"}, "profile smoke vs quick; device cpu vs cuda"),
+        ({"train": {"steps": 80, "lr": 0.003}}, "train.steps 40 vs 80"),
+        ({"size": {"d_model": 64, "n_layers": 1}}, "size.d_model 32 vs 64"),
+        ({"efficiency": {"batch": 4, "d_model": 64, "lengths": [64]}}, "efficiency.batch 1 vs 4"),
+        ({"cross": "additive"}, "cross null vs additive"),
+    ],
+)
+def test_compare_refuses_runs_of_different_settings_naming_them(tmp_path, bench_output, grid, message) -> None:
+    a = write_run(tmp_path / "a", {}, [record(CELL, 0.8)])
+    b = write_run(tmp_path / "b", grid, [record(CELL, 0.1)])
+    code, out, err = bench_output("compare", a, b)
+    assert code == 2 and out == ""
+    assert one_error_line(err) == f"bench: error: the runs are not comparable: their grids differ in {message}"
+
+
+def test_compare_allows_other_variants_tasks_and_lengths(tmp_path, bench_output) -> None:
+    other = "accuracy/linear/copy/n=32/seed=0"
+    a = write_run(tmp_path / "a", {}, [record(CELL, 0.8)])
+    b = write_run(tmp_path / "b", {"variants": ["multi-head", "linear"], "lengths": {"copy": [16, 32]},
+                                   "efficiency": {"batch": 1, "d_model": 64, "lengths": [64, 256, 1024]}},
+                  [record(CELL, 0.8), record(other, 0.5)])
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 0 and "No regressions beyond rtol 0.05 in 1 matched cells." in out and f"`{other}`" in out
+
+
+def test_compare_with_no_cell_in_both_runs_fails(tmp_path, bench_output) -> None:
+    a = write_run(tmp_path / "a", {}, [record(CELL, 0.8)])
+    b = write_run(tmp_path / "b", {}, [record("accuracy/linear/copy/n=16/seed=0", 0.8)])
+    code, out, err = bench_output("compare", a, b)
+    assert code == 1
+    assert err.strip() == "bench compare: nothing compared: no cell is in both runs (A has 1, B has 1)"
+    assert out.rstrip().endswith("Nothing compared: no cell is in both runs (A has 1, B has 1); that fails the gate.")
