@@ -9,19 +9,11 @@ import click
 
 from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
-from attnbench.selection import parse_selection
+from attnbench.limits import MAX_SEED
+from attnbench.selection import parse_one
 from attnbench.variants.base import VARIANTS, get_variant_spec
 
 
-MAX_SEED = 2**32 - 1  # what every generator seeded here takes (torch refused seeds past int64 with a traceback)
-
-
-def _one(text: str, registry, options_of, what: str):
-    """Exactly one name (with inline options) from `registry`."""
-    selected = parse_selection(text, registry, options_of, what=what)
-    if len(selected) != 1 or any(c in text.partition("(")[0] for c in "*?[,") or text.strip() == "all":
-        raise AttnbenchError(f"{what}: give one name, got {text!r}")
-    return selected[0]
 
 
 def _head(text: str) -> int | None:
@@ -91,11 +83,11 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
 
     chosen_head = _head(head_text)
     plan = PROFILES[profile]
-    v = _one(variant, VARIANTS, lambda n: get_variant_spec(n).options, "--variant")
-    t = _one(task, TASKS, lambda n: TASKS[n].spec.options, "--task")
+    v = parse_one(variant, VARIANTS, lambda n: get_variant_spec(n).options, what="--variant")
+    t = parse_one(task, TASKS, lambda n: TASKS[n].spec.options, what="--task")
     v_options = v.options or plan.variant_options.get(v.name, {})
     t_options = {**plan.task_options.get(t.name, {}), **t.options}
-    cross_choice = _one(cross, VARIANTS, lambda n: get_variant_spec(n).options, "--cross") if cross else None
+    cross_choice = parse_one(cross, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross") if cross else None
     settings = plan.train if steps is None else replace(plan.train, steps=steps)
     request = AttentionRequest(
         variant=v.name,

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import click
 
-from attnbench.cli import cli, console, resolve_device
+from attnbench.cli import Choice, cli, console, resolve_device
 from attnbench.errors import AttnbenchError, StoppedWriting
+from attnbench.limits import MAX_THREADS, MAX_TOKENS
 from attnbench.runner.heap import CACHED, HEAPS
 
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
-# batch × n of one call at most: q, k, v and x alone then take 128 GiB in fp32. A length of 10²³
-# ended in torch's traceback only once the run reached it
-MAX_CALL_TOKENS = 2**24
 
 
 class NumberRange(click.FloatRange):
@@ -60,11 +58,11 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
               help="Stop timing a series when (1 + repeat) calls are predicted to take longer.")
 @click.option("--naive-limit-gib", type=NumberRange(min=0), default=2.0, show_default=True,
               help="Skip the naive reference where it would need more memory.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="auto", show_default=True,
+@click.option("--device", type=Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--dtype", type=Choice(DTYPE_NAMES), default="auto", show_default=True,
               help="auto: fp32 on CPU, bf16 on CUDA.")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch threads [default: torch's].")
-@click.option("--heap", type=click.Choice(HEAPS), default=CACHED, show_default=True,
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch threads [default: torch's].")
+@click.option("--heap", type=Choice(HEAPS), default=CACHED, show_default=True,
               help="CPU timings: cached pins glibc's mmap threshold at 1 GiB (where glibc accepts it; else the "
                    "rows record glibc), so big tensors are reused "
                    "from the heap as a caching allocator would; glibc keeps its defaults, so each tensor "
@@ -203,7 +201,7 @@ def _variants(text: str, known: list[str]) -> list[str]:
 
 
 def _check_sizes(lengths: tuple[int, ...], batches: tuple[int, ...], batched_max_n: int) -> None:
-    """Refuse a batch × n past MAX_CALL_TOKENS before anything is timed, not when its inputs fail
+    """Refuse a batch × n past MAX_TOKENS before anything is timed, not when its inputs fail
     to allocate. Each batch also calibrates the naive reference at min(CALIBRATION_N, n)."""
     from attnbench.benchmarks.cases import D_MODEL
     from attnbench.benchmarks.suite import CALIBRATION_N
@@ -211,10 +209,10 @@ def _check_sizes(lengths: tuple[int, ...], batches: tuple[int, ...], batched_max
     calibration = min(CALIBRATION_N, *lengths)
     for batch in batches:
         n = max([calibration] + [n for n in lengths if batch == 1 or n <= batched_max_n])
-        if batch * n > MAX_CALL_TOKENS:
+        if batch * n > MAX_TOKENS:
             gib = 4 * batch * n * D_MODEL * 4 / 2**30  # q, k, v and x in fp32
             raise AttnbenchError(f"--batch {batch} × --lengths {n}: {batch * n} tokens in one call, more than "
-                                 f"{MAX_CALL_TOKENS} (its inputs alone would take {gib:.3g} GiB in fp32)")
+                                 f"{MAX_TOKENS} (its inputs alone would take {gib:.3g} GiB in fp32)")
 
 
 def _stem(name: str) -> str:
@@ -237,7 +235,7 @@ def _writable(out_dir: str) -> Path:
 
 @cli.command("ceiling")
 @click.option("--lengths", default="1024,2048,4096", show_default=True, help="Comma-separated n.")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch threads [default: torch's].")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch threads [default: torch's].")
 @click.option("--repeat", type=click.IntRange(1, 100), default=5, show_default=True,
               help="Interleaved rounds per length.")
 @click.option("--min-run-time", type=NumberRange(0, 60, min_open=True), default=0.2, show_default=True,

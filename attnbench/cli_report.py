@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from attnbench.cli import cli
+from attnbench.cli import Choice, cli
 from attnbench.errors import AttnbenchError
 from attnbench.runner.report import (
     compare_runs,
@@ -20,7 +20,7 @@ from attnbench.runner.report import (
 
 @cli.command("report")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True,
+@click.option("--format", "fmt", type=Choice(["md", "csv"]), default="md", show_default=True,
               help="md: one GitHub-markdown report; csv: one CSV file per table.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="md: the file to write (default: stdout). csv: the path prefix, FILE → FILE_accuracy.csv, "

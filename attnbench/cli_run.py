@@ -13,8 +13,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attnbench.cli import cli, console, plugin_option, resolve_device
+from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
+from attnbench.limits import MAX_THREADS
 from attnbench.plugins import import_plugin
 from attnbench.runner.cells import KINDS
 from attnbench.runner.executors import EXECUTORS
@@ -26,7 +27,6 @@ from attnbench.runner.sweep import SweepRequest, open_store, plan_sweep, run_swe
 RECORDED = ("profile", "variants", "tasks", "lengths", "efficiency_lengths", "seeds", "kinds", "device", "dtype",
             "threads", "executor", "cross", "max_cell_seconds")
 
-MAX_THREADS = 1024  # as `bench ceiling --threads`; far more makes torch's thread pool fail with MemoryError
 
 STATUS_STYLE = {"ok": "green", "unsupported": "yellow", "timeout": "magenta", "oom": "magenta", "error": "bold red"}
 
@@ -158,11 +158,11 @@ def _labels(records: list[dict], kind: str) -> list[str]:
 @click.option("--efficiency-lengths", default=None, help="Sequence lengths of efficiency cells, e.g. 1024,4096.")
 @click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2 (default: the profile's).")
 @click.option("--kinds", default=",".join(KINDS), show_default=True, help="Cell kinds to run.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--device", type=Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="Torch threads (default: torch's; recorded).")
-@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+@click.option("--executor", type=Choice(EXECUTORS), default="local", show_default=True,
               help="local: in-process; subprocess: a worker process that a hang or crash costs one cell.")
 @click.option("--cross", default=None,
               help="Variant for cross-attention in seq2seq, options inline as in --variants: 'additive(heads=2)' "
@@ -194,22 +194,21 @@ def run_command(ctx, out, resume, retry, quiet, **params) -> int:
     plugins = tuple(ctx.meta.get("attnbench.plugins", ()))
     if resume is not None:
         params, plugins = _with_recorded_options(ctx, resume, params, plugins, quiet)
-    (profile, variants, tasks, lengths, efficiency_lengths, seeds, kinds, device, dtype, threads, executor, cross,
-     max_cell_seconds) = (params[name] for name in RECORDED)
+    executor = params["executor"]
     request = SweepRequest(
-        profile=profile,
-        variants=variants,
-        tasks=tasks,
-        lengths=parse_ints("--lengths", lengths),
-        efficiency_lengths=parse_ints("--efficiency-lengths", efficiency_lengths),
-        seeds=parse_ints("--seeds", seeds),
-        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-        device=resolve_device(device),
-        dtype=dtype,
-        threads=threads,
+        profile=params["profile"],
+        variants=params["variants"],
+        tasks=params["tasks"],
+        lengths=parse_ints("--lengths", params["lengths"]),
+        efficiency_lengths=parse_ints("--efficiency-lengths", params["efficiency_lengths"]),
+        seeds=parse_ints("--seeds", params["seeds"]),
+        kinds=tuple(k.strip() for k in params["kinds"].split(",") if k.strip()),
+        device=resolve_device(params["device"]),
+        dtype=params["dtype"],
+        threads=params["threads"],
         executor=executor,
-        max_cell_seconds=max_cell_seconds,
-        cross=cross,
+        max_cell_seconds=params["max_cell_seconds"],
+        cross=params["cross"],
         plugins=plugins,
     )
     sweep = plan_sweep(request)
@@ -284,7 +283,7 @@ def _run_with_progress(sweep, store, executor, retry):
 
 @cli.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=Choice(["csv", "parquet"]), default="csv", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output file (default RUN/cells.FORMAT).")
 def export_command(run: Path, fmt: str, out: Path | None) -> None:
     """Write a run's cells as one table (one row per cell, nested fields flattened).

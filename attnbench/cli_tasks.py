@@ -7,16 +7,15 @@ from rich.table import Table
 
 from attnbench.cli import Choice, cli, console, plugin_option
 from attnbench.errors import AttnbenchError
-from attnbench.runner.model import ModelSize
+from attnbench.limits import MAX_SHOWN
 from attnbench.runner.profiles import PROFILES
 from attnbench.selection import parse_selection
 from attnbench.tasks.base import SPLITS, TASKS, Task, build_task
 
 # show-task is for reading a few examples by eye. A task with no maximum length of its own would
 # generate whatever --seq-len says (100M tokens: minutes and gigabytes, to print what no one
-# reads), so it is held to the positions a benchmark model holds by default (ModelSize.max_len,
-# 8192), past every task length of every profile (the longest is lra's 4000).
-SHOW_MAX_SEQ_LEN = ModelSize.max_len
+# reads), so it is held to MAX_SHOWN (8192), past every task length of every profile (the longest
+# is lra's 4000).
 
 
 def tasks_table(pattern: str | None) -> tuple[Table, int]:
@@ -108,14 +107,14 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
 
 def check_show_length(task: Task, label: str, seq_len: int) -> None:
     """--seq-len within what the task can be built at (as `bench run` checks its --lengths), and
-    within SHOW_MAX_SEQ_LEN for a task with no maximum of its own: one line before any example
+    within MAX_SHOWN for a task with no maximum of its own: one line before any example
     is generated."""
     low, high = task.min_seq_len(), task.spec.max_seq_len
     if seq_len < low:
         raise AttnbenchError(f"--seq-len: {seq_len} is too short for {label} (its minimum is {low})")
     if high is not None and seq_len > high:
         raise AttnbenchError(f"--seq-len: {seq_len} exceeds {label}'s maximum of {high}")
-    if high is None and seq_len > SHOW_MAX_SEQ_LEN:
+    if high is None and seq_len > MAX_SHOWN:
         raise AttnbenchError(
-            f"--seq-len: {seq_len} is more than show-task prints (at most {SHOW_MAX_SEQ_LEN} tokens an example)"
+            f"--seq-len: {seq_len} is more than show-task prints (at most {MAX_SHOWN} tokens an example)"
         )

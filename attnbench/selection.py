@@ -95,6 +95,17 @@ def parse_selection(
     return list(unique.values())
 
 
+def parse_one(
+    text: str, registry: Registry, options_of: Callable[[str], tuple[Option, ...]], *, what: str
+) -> Selected:
+    """Exactly one name with its inline options ('additive(heads=2)'), where an option takes one
+    component (`--cross`, `bench attention --variant`): a glob, a list or 'all' is one line."""
+    selected = parse_selection(text, registry, options_of, what=what)
+    if len(selected) != 1 or any(c in text.partition("(")[0] for c in "*?[,") or text.strip() == "all":
+        raise AttnbenchError(f"{what}: give one {registry.kind}, got {text!r}")
+    return selected[0]
+
+
 def _parse_options(body: str, item: str, what: str) -> dict[str, str]:
     given: dict[str, str] = {}
     if not body.strip():

@@ -49,6 +49,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from attnbench.errors import AttnbenchError, UnsupportedError  # noqa: E402
+from attnbench.limits import MAX_SHOWN  # noqa: E402
 from attnbench.options import resolve_options  # noqa: E402
 from attnbench.runner.model import BenchModel, ModelSize  # noqa: E402
 from attnbench.runner.train import TrainSettings, evaluate, greedy_decode, task_data, train_and_evaluate  # noqa: E402
@@ -188,20 +189,18 @@ def check_file_target(flag: str, path: Path) -> None:
         raise AttnbenchError(f"{flag}: cannot write {path}: {ancestor} is not writable")
 
 
-def check_seq_len(task: Task, label: str, seq_len: int, size: ModelSize) -> None:
+def check_seq_len(task: Task, label: str, seq_len: int) -> None:
     """--seq-len within what the task can be built at (the check `bench run` makes of --lengths)
-    and within the model's `max_len` positions. A task without a maximum would otherwise take any
-    length, and the figure's model, its n × n weights and its labels would take the memory with it
-    (100M tokens: the OOM killer); checked before any data is generated."""
+    and within MAX_SHOWN, what a figure of n × n weights can show. A task without a maximum would
+    otherwise take any length, and the model, its weights and their labels the memory with it (100M
+    tokens: the OOM killer); checked before any data is generated."""
     low, high = task.min_seq_len(), task.spec.max_seq_len
     if seq_len < low:
         raise AttnbenchError(f"--seq-len: {seq_len} is too short for {label} (its minimum is {low})")
     if high is not None and seq_len > high:
         raise AttnbenchError(f"--seq-len: {seq_len} exceeds {label}'s maximum of {high}")
-    if seq_len > size.max_len:
-        raise AttnbenchError(
-            f"--seq-len: {seq_len} exceeds the model's {size.max_len} positions (max_len of the profile's model)"
-        )
+    if seq_len > MAX_SHOWN:
+        raise AttnbenchError(f"--seq-len: {seq_len} is more than bench attention draws (at most {MAX_SHOWN} tokens)")
 
 
 # -- the example ---------------------------------------------------------------------------
@@ -502,7 +501,7 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
     r = request
     task = build_task(r.task, **r.task_options)
     check_returns_weights(drawn_variant(task.spec.kind, r.variant, r.cross))
-    check_seq_len(task, _label(r.task, r.task_options), r.seq_len, r.size)
+    check_seq_len(task, _label(r.task, r.task_options), r.seq_len)
     check_out(r.out)
     if r.save_weights is not None:
         check_file_target("--save-weights", r.save_weights)

@@ -20,20 +20,19 @@ from typing import Any
 import torch
 
 from attnbench.errors import AttnbenchError
+from attnbench.limits import MAX_SEED, MAX_TOKENS
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.environment import collect
 from attnbench.runner.execute import DTYPES, Plan
 from attnbench.runner.executors import EXECUTORS, make_executor
 from attnbench.runner.profiles import PROFILES, Profile
 from attnbench.runner.store import RunStore, check_writable, default_run_dir
-from attnbench.selection import Selected, parse_selection
+from attnbench.selection import Selected, parse_one, parse_selection
 from attnbench.tasks.base import SPLITS, TASKS, build_task
 from attnbench.variants.base import VARIANTS, get_variant_spec
 
 DEFAULT_ROOT = Path("results") / "runs"
 MAX_CELL_SECONDS = 1e9  # SIGALRM's timer overflows on larger values (and on inf)
-MAX_SEED = 2**32 - 1  # every generator a cell seeds (torch, numpy) takes it, and it stays an int64 in exports
-MAX_SEQ_LEN = 2**20  # far past any cell that fits in memory; keeps absurd lengths (an error in every cell) out
 
 
 @dataclass(frozen=True)
@@ -90,9 +89,9 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     seeds = request.seeds if request.seeds is not None else profile.seeds
     _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
     eff_lengths = request.efficiency_lengths or profile.efficiency.lengths
-    _check_ints("--efficiency-lengths", eff_lengths, minimum=1, maximum=MAX_SEQ_LEN)
+    _check_ints("--efficiency-lengths", eff_lengths, minimum=1, maximum=MAX_TOKENS)
     if request.lengths is not None:
-        _check_ints("--lengths", request.lengths, minimum=1, maximum=MAX_SEQ_LEN)
+        _check_ints("--lengths", request.lengths, minimum=1, maximum=MAX_TOKENS)
     max_seconds = request.max_cell_seconds if request.max_cell_seconds is not None else profile.max_cell_seconds
     if max_seconds is not None and not 0 < max_seconds <= MAX_CELL_SECONDS:  # also refuses nan
         raise AttnbenchError(
@@ -157,11 +156,7 @@ def _check_ints(flag: str, values, *, minimum: int, maximum: int) -> None:
 def _cross_label(text: str) -> str:
     """The cross-attention variant as one label, inline options included ('additive(heads=2)'),
     parsed as --variants parses a name; a bare name stays the canonical name that grid.json holds."""
-    selected = parse_selection(text, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")
-    name_part = text.partition("(")[0]
-    if len(selected) != 1 or text.strip() == "all" or any(c in name_part for c in "*?[,"):
-        raise AttnbenchError(f"--cross: give one variant, got {text!r}")
-    return selected[0].label
+    return parse_one(text, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross").label
 
 
 def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def test_a_variant_without_weights_is_refused_before_training(sandbox, monkeypat
         (["--head", "3"], "--head: 3 does not exist"),
         (["--head", "first"], "--head: expected"),
         (["--out", "x.txt"], "--out: x.txt must end in"),
-        (["--variant", "lin*"], "--variant: give one name"),
+        (["--variant", "lin*"], "--variant: give one variant"),
     ],
 )
 def test_bad_choices_are_one_line_errors(monkeypatch, args, message, attention):

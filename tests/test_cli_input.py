@@ -91,7 +91,7 @@ def test_attention_seq_len_past_the_model_or_task_is_one_line(no_work, bench_out
     code, _, err = bench_output(*SMOKE, "--variant", "local(window=4)", "--task", "copy", "--seq-len", "100000000")
     assert code == 2
     assert one_error_line(err) == (
-        "bench: error: --seq-len: 100000000 exceeds the model's 8192 positions (max_len of the profile's model)"
+        "bench: error: --seq-len: 100000000 is more than bench attention draws (at most 8192 tokens)"
     )
     code, _, err = bench_output(*SMOKE, "--variant", "multi-head", "--task", "copy", "--seed", HUGE)
     assert code == 2 and "'--seed': 99999999999999999999 is not in the range 0<=x<=4294967295" in one_error_line(err)

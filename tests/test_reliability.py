@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -203,6 +204,7 @@ def test_sigterm_stops_the_run_in_one_line_and_takes_its_worker_along(tmp_path: 
     assert err.strip().splitlines() == ["bench: terminated"], err
     if worker is not None:  # killed by the parent, not left to finish its hour
         assert _gone_within(worker, 5)
+    FileLock(tmp_path / "run" / "run.lock", timeout=0).acquire()  # released: a resume may take it
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker through /proc")

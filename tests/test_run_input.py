@@ -47,10 +47,10 @@ def one_error_line(err: str) -> str:
     [
         (["--threads", "1025"], "'--threads': 1025 is not in the range 1<=x<=1024"),
         (["--threads", "100000"], "'--threads': 100000 is not in the range 1<=x<=1024"),
-        (["--lengths", HUGE], f"--lengths: {HUGE} exceeds the maximum of 1048576"),
-        (["--lengths", "16,1048577"], "--lengths: 1048577 exceeds the maximum of 1048576"),
+        (["--lengths", HUGE], f"--lengths: {HUGE} exceeds the maximum of 16777216"),
+        (["--lengths", "16,16777217"], "--lengths: 16777217 exceeds the maximum of 16777216"),
         (["--kinds", "efficiency", "--efficiency-lengths", HUGE],
-         f"--efficiency-lengths: {HUGE} exceeds the maximum of 1048576"),
+         f"--efficiency-lengths: {HUGE} exceeds the maximum of 16777216"),
         (["--seeds", HUGE], f"--seeds: {HUGE} exceeds the maximum of 4294967295"),
         (["--seeds", "0,4294967296"], "--seeds: 4294967296 exceeds the maximum of 4294967295"),
         (["--retry", "error"], "--retry reruns cells of a recorded run: give --resume DIR with it"),
@@ -201,7 +201,7 @@ CELL = "accuracy/multi-head/copy/n=16/seed=0"
     ("grid", "message"),
     [
         ({"dtype": "fp16"}, "dtype fp32 vs fp16"),
-        ({"profile": "quick", "device": "cuda"}, "profile smoke vs quick; device cpu vs cuda"),
+        ({"profile": "quick", "dtype": "bf16"}, "profile smoke vs quick; dtype fp32 vs bf16"),
         ({"train": {"steps": 80, "lr": 0.003}}, "train.steps 40 vs 80"),
         ({"size": {"d_model": 64, "n_layers": 1}}, "size.d_model 32 vs 64"),
         ({"efficiency": {"batch": 4, "d_model": 64, "lengths": [64]}}, "efficiency.batch 1 vs 4"),
@@ -216,10 +216,11 @@ def test_compare_refuses_runs_of_different_settings_naming_them(tmp_path, bench_
     assert one_error_line(err) == f"bench: error: the runs are not comparable: their grids differ in {message}"
 
 
-def test_compare_allows_other_variants_tasks_and_lengths(tmp_path, bench_output) -> None:
+def test_compare_allows_other_variants_tasks_lengths_and_machines(tmp_path, bench_output) -> None:
     other = "accuracy/linear/copy/n=32/seed=0"
     a = write_run(tmp_path / "a", {}, [record(CELL, 0.8)])
     b = write_run(tmp_path / "b", {"variants": ["multi-head", "linear"], "lengths": {"copy": [16, 32]},
+                                   "device": "cuda", "threads": 8,
                                    "efficiency": {"batch": 1, "d_model": 64, "lengths": [64, 256, 1024]}},
                   [record(CELL, 0.8), record(other, 0.5)])
     code, out, _ = bench_output("compare", a, b)

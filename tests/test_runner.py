@@ -224,9 +224,11 @@ def test_resume_alone_continues_with_the_options_and_plugin_the_run_started_with
     assert [json.loads(line)["key"] for line in cells.read_text().splitlines()] == [
         json.loads(line)["key"] for line in lines
     ]
-    # an option given again must still plan the same grid
+    # an option given again must still plan the same grid, even when it is the option's default
     refused = bench_process("run", "--resume", str(out), "--seeds", "0", "--quiet")
     assert refused.returncode == 2 and refused.stderr.strip().endswith("seeds [0, 1] vs [0]")
+    refused = bench_process("run", "--resume", str(out), "--profile", "quick", "--quiet")
+    assert refused.returncode == 2 and 'profile "smoke" vs "quick"' in refused.stderr
 
 
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
