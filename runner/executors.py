@@ -26,6 +26,7 @@ from typing import Any
 
 from attnbench.runner.cells import Cell
 from attnbench.runner.execute import Plan, cell_budget, execute_cell
+from attnbench.runner.worker import PARENT_ENV
 
 EXECUTORS = ("local", "subprocess")
 MARK = "@@record "
@@ -54,7 +55,7 @@ class SubprocessExecutor:
         self.proc: subprocess.Popen | None = None
 
     def _start(self) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
         return subprocess.Popen(
             [sys.executable, "-m", "attnbench.runner.worker"],
             stdin=subprocess.PIPE,

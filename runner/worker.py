@@ -15,6 +15,7 @@ import time
 
 # how often the worker looks whether its parent is still there
 ORPHAN_POLL_SECONDS = 0.5
+PARENT_ENV = "ATTNBENCH_WORKER_PARENT"  # set by the executor that starts the worker
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -28,7 +29,9 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def main() -> None:
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    # the parent's pid as the parent gave it: one that died before this line ran is noticed too
+    parent = int(os.environ.get(PARENT_ENV, os.getppid()))
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     records = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr

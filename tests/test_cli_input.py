@@ -12,6 +12,7 @@ from attnbench.errors import OptionError
 from attnbench.options import INT_MAX, Option
 from attnbench.tasks import Example, GeneratedTask, TaskSpec
 from attnbench.tasks.base import TASKS, Task
+from support import one_error_line
 
 HUGE = "99999999999999999999"  # past int64: torch raised OverflowError deep inside a check
 SMOKE = ["attention", "--profile", "smoke", "--steps", "1"]
@@ -33,12 +34,6 @@ def no_work(monkeypatch):
     """Fail the test if bench attention generates data or trains: the refusal must come first."""
     monkeypatch.setattr(attention_map, "train_and_evaluate", lambda *a, **k: pytest.fail("trained"))
     monkeypatch.setattr(attention_map, "task_data", lambda *a, **k: pytest.fail("generated data"))
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench: error: "), err
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------- --save-weights, --out

@@ -34,6 +34,7 @@ from attnbench.runner import store as store_module
 from attnbench.runner import sweep as sweep_module
 from attnbench.runner.store import StoreWarning, read_records
 from attnbench.tasks.base import TASKS
+from support import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
@@ -48,14 +49,6 @@ def _isolated(sandbox):
     """--plugin registrations (variants and tasks) made by a test end with it."""
     with TASKS.temporary():
         yield
-
-
-def one_error_line(err: str) -> str:
-    """The single stderr line of a refused command (and no traceback)."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def deterministic(record: dict) -> dict:
@@ -213,6 +206,22 @@ def test_a_worker_whose_bench_run_is_killed_outright_exits_too(tmp_path: Path) -
     proc.kill()  # SIGKILL: no clean-up runs in the parent
     proc.communicate(timeout=30)
     assert _gone_within(worker, 10), "the orphaned worker kept running its cell"
+
+
+def test_a_worker_whose_parent_died_before_it_started_exits_too() -> None:
+    """The parent's pid comes from the executor, so a parent killed while the worker was still
+    starting (before it could ask for its parent) is noticed as well."""
+    from attnbench.runner.worker import PARENT_ENV
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    worker = subprocess.Popen([sys.executable, "-m", "attnbench.runner.worker"], stdin=subprocess.PIPE,
+                              env={**os.environ, PARENT_ENV: str(gone.pid)})
+    try:  # its stdin stays open: only the check for its parent can end it
+        assert worker.wait(timeout=60) == 1
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 # ---------------------------------------------------------------------------- corrupted line

@@ -19,6 +19,7 @@ import pytest
 from attnbench.runner.store import read_records
 from attnbench.runner.sweep import SweepRequest, plan_sweep
 from attnbench.tasks.base import TASKS
+from support import one_error_line
 
 HUGE = "99999999999999999999"  # past int64
 LARGEST_SEED = 2**32 - 1
@@ -31,14 +32,6 @@ def _isolated(sandbox):
     """--plugin registrations (variants and tasks) made by a test end with it."""
     with TASKS.temporary():
         yield
-
-
-def one_error_line(err: str) -> str:
-    """The single stderr line of a refused command (and no traceback)."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------- bench run: refused before any work
