@@ -9,3 +9,23 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("bench: error: "), err
     assert "Traceback" not in err
     return lines[0]
+
+
+# a task that can only be built up to 16 tokens: written as a --plugin file, or exec'd in process
+CAPPED = '''
+from attnbench import register_task
+from attnbench.tasks import Example, GeneratedTask, TaskSpec
+
+
+@register_task("capped")
+class Capped(GeneratedTask):
+    """A task that can only be built up to 16 tokens."""
+
+    spec = TaskSpec(kind="classify", metric="accuracy", description="first bit", source="a test plugin",
+                    licence="generated (no data)", max_seq_len=16)
+    vocab_size, n_classes, chance, pad_id = 3, 2, 0.5, 0
+
+    def sample(self, rng, seq_len):
+        bits = rng.integers(0, 2, size=seq_len)
+        return Example(bits + 1, int(bits[0]))
+'''

@@ -7,12 +7,10 @@ import pytest
 import torch
 
 import attnbench.runner.attention_map as attention_map
-from attnbench import register_task
 from attnbench.errors import OptionError
 from attnbench.options import INT_MAX, Option
-from attnbench.tasks import Example, GeneratedTask, TaskSpec
 from attnbench.tasks.base import TASKS, Task
-from support import one_error_line
+from support import CAPPED, one_error_line
 
 HUGE = "99999999999999999999"  # past int64: torch raised OverflowError deep inside a check
 SMOKE = ["attention", "--profile", "smoke", "--steps", "1"]
@@ -110,17 +108,7 @@ def test_show_task_seq_len_is_capped_before_any_example_is_made(monkeypatch, ben
 
 
 def _register_capped() -> None:
-    @register_task("capped")
-    class Capped(GeneratedTask):
-        """A task that can only be built up to 16 tokens."""
-
-        spec = TaskSpec(kind="classify", metric="accuracy", description="first bit", source="a test",
-                        licence="generated (no data)", max_seq_len=16)
-        vocab_size, n_classes, chance, pad_id = 3, 2, 0.5, 0
-
-        def sample(self, rng, seq_len):
-            bits = rng.integers(0, 2, size=seq_len)
-            return Example(bits + 1, int(bits[0]))
+    exec(compile(CAPPED, "capped_task.py", "exec"), {})  # the plugin file's source, registered here
 
 
 # ---------------------------------------------------------------------------- --weights

@@ -34,7 +34,7 @@ from attnbench.runner import store as store_module
 from attnbench.runner import sweep as sweep_module
 from attnbench.runner.store import StoreWarning, read_records
 from attnbench.tasks.base import TASKS
-from support import one_error_line
+from support import CAPPED, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
@@ -359,23 +359,6 @@ def test_a_bad_data_file_is_one_line_before_the_run_directory_exists(
 
 
 # ---------------------------------------------------------------------------- other bad input
-CAPPED = '''
-from attnbench import register_task
-from attnbench.tasks import Example, GeneratedTask, TaskSpec
-
-
-@register_task("capped")
-class Capped(GeneratedTask):
-    """A task that can only be built up to 16 tokens."""
-
-    spec = TaskSpec(kind="classify", metric="accuracy", description="first bit", source="a test plugin",
-                    licence="generated (no data)", max_seq_len=16)
-    vocab_size, n_classes, chance, pad_id = 3, 2, 0.5, 0
-
-    def sample(self, rng, seq_len):
-        bits = rng.integers(0, 2, size=seq_len)
-        return Example(bits + 1, int(bits[0]))
-'''
 
 
 @pytest.mark.parametrize(
