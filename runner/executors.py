@@ -2,7 +2,7 @@
 
 - `local`: in this process. Fast to start; a cell over its budget is stopped by SIGALRM between
   Python bytecodes; a segfault or an OOM kill would end the sweep (already recorded cells stay).
-- `subprocess`: cells run one at a time in a worker process (`python -m attnbench.runner.worker`)
+- `subprocess`: cells run one at a time in a worker process (`attnbench.runner.worker`, see WORKER_COMMAND)
   that is reused from cell to cell (importing torch costs seconds) and replaced when it dies or
   hangs. The parent enforces the per-cell budget by killing the worker, so a hang, a segfault or
   the kernel's OOM killer costs exactly one cell, recorded as `timeout`, `error` or `oom`.
@@ -26,12 +26,33 @@ from typing import Any
 
 from attnbench.runner.cells import Cell
 from attnbench.runner.execute import Plan, cell_budget, execute_cell
-from attnbench.runner.worker import PARENT_ENV
+from attnbench.errors import AttnbenchError
+from attnbench.runner.worker import PARENT_ENV, READY
 
 EXECUTORS = ("local", "subprocess")
 MARK = "@@record "
 # without a cell budget, a worker still gets this long before it counts as hung
 DEFAULT_WORKER_SECONDS = 6 * 3600
+# how long a starting worker may take to import torch and attnbench (seconds on a quiet machine)
+WORKER_START_SECONDS = 600
+# How the worker starts. Not `python -m attnbench.runner.worker`: -m puts the current directory
+# first on sys.path, so a folder named attnbench there (a clone's own package folder, when the
+# install is not editable) would be imported instead of the installed package, and every cell
+# would die at import. `-c` puts '' there instead (none under PYTHONSAFEPATH), which is dropped.
+WORKER_COMMAND = (
+    sys.executable,
+    "-c",
+    "import runpy, sys\n"
+    "if sys.path[:1] == ['']: del sys.path[0]\n"
+    "runpy.run_module('attnbench.runner.worker', run_name='__main__', alter_sys=True)",
+)
+
+
+class WorkerStartError(AttnbenchError):
+    """The worker process could not start (it died or hung while importing): the environment is
+    broken for every cell, so the sweep stops instead of recording each cell as an error."""
+
+    exit_code = 1
 
 
 class LocalExecutor:
@@ -56,13 +77,22 @@ class SubprocessExecutor:
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
-        return subprocess.Popen(
-            [sys.executable, "-m", "attnbench.runner.worker"],
+        self.proc = subprocess.Popen(
+            list(WORKER_COMMAND),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
         )
+        for line in self._lines(time.perf_counter() + WORKER_START_SECONDS):
+            if line.rstrip("\n") == READY:
+                return self.proc
+        try:
+            why = f"{_exit_reason(self.proc.wait(timeout=5))}; its error is above"
+        except subprocess.TimeoutExpired:
+            why = f"no answer in {WORKER_START_SECONDS} s"
+        self._kill()
+        raise WorkerStartError(f"--executor subprocess: the worker process could not start ({why})")
 
     def run(self, cell: Cell) -> dict[str, Any]:
         if self.proc is None or self.proc.poll() is not None:
@@ -92,8 +122,7 @@ class SubprocessExecutor:
         self.proc = None
         if code == -signal.SIGKILL:
             return self._failed(cell, started, "oom", "worker killed by SIGKILL (the kernel's OOM killer?)")
-        reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        return self._failed(cell, started, "error", f"worker process died ({reason})")
+        return self._failed(cell, started, "error", f"worker process died ({_exit_reason(code)})")
 
     def _lines(self, deadline: float) -> Iterator[str]:
         """Lines from the worker until EOF or the deadline (the worker's stdout carries only
@@ -135,6 +164,10 @@ class SubprocessExecutor:
             except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 self._kill()
         self.proc = None
+
+
+def _exit_reason(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def make_executor(name: str, plan: Plan):

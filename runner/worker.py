@@ -1,6 +1,6 @@
 """The worker process of the subprocess executor: reads cells on stdin, answers records on stdout.
 
-Started by `SubprocessExecutor` as `python -m attnbench.runner.worker`; see executors.py for the
+Started by `SubprocessExecutor` (executors.WORKER_COMMAND); see executors.py for the
 protocol. Only records go to the real stdout: fd 1 is pointed at stderr so that prints (Python's
 or native code's) cannot interleave with a record.
 """
@@ -16,6 +16,7 @@ import time
 # how often the worker looks whether its parent is still there
 ORPHAN_POLL_SECONDS = 0.5
 PARENT_ENV = "ATTNBENCH_WORKER_PARENT"  # set by the executor that starts the worker
+READY = "@@ready"  # the worker's first line: its imports succeeded
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -42,6 +43,8 @@ def main() -> None:
     from attnbench.runner.execute import Plan, execute_cell
     from attnbench.runner.executors import MARK
 
+    records.write(READY + "\n")
+    records.flush()
     imported: set[str] = set()
     for line in sys.stdin:
         if not line.strip():

@@ -137,6 +137,39 @@ def test_executors_give_identical_records(tmp_path: Path, bench) -> None:
     assert results["local"] == results["subprocess"]
 
 
+def test_subprocess_worker_ignores_an_attnbench_folder_in_the_current_directory(tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """Run from a clone's root under a non-editable install, `python -m` imported the clone's bare
+    attnbench/ folder in the worker, and every cell died at import."""
+    from attnbench.runner import executors
+
+    shadow = tmp_path / "attnbench"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the folder in the current directory')\n")
+    monkeypatch.chdir(tmp_path)
+    runner = executors.SubprocessExecutor(smoke_plan())
+    try:
+        record = runner.run(Cell.make("accuracy", "multi-head", {}, "copy", {}, 32, 0))
+    finally:
+        runner.close()
+    assert record["status"] == "ok", record["message"]
+
+
+def test_a_worker_that_cannot_start_stops_the_sweep_instead_of_failing_every_cell(
+        tmp_path: Path, monkeypatch, capsys, bench) -> None:
+    from attnbench.runner import executors
+
+    monkeypatch.setattr(executors, "WORKER_COMMAND", (sys.executable, "-c", "raise SystemExit(3)"))
+    out = tmp_path / "run"
+    code = bench("run", "--profile", "smoke", "--variants", "multi-head,linear", "--tasks", "copy",
+                 "--kinds", "accuracy", "--executor", "subprocess", "--device", "cpu", "--out", str(out), "--quiet")
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err == "bench: error: --executor subprocess: the worker process could not start (exit code 3; its error is above)"
+    cells = out / "cells.jsonl"
+    assert not cells.exists() or cells.read_text() == ""  # no cell recorded as an error
+
+
 def test_subprocess_executor_kills_a_hang_that_ignores_alarms(tmp_path: Path, monkeypatch) -> None:
     from attnbench.runner import executors
 
