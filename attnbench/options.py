@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ class Option:
     """One option: name, type (int | float | bool | str), default, and the values it accepts.
 
     `minimum` and `maximum` bound ints and floats; an int without a `maximum` is still held to
-    INT_MAX, so that a value torch cannot take is refused here rather than deep inside a kernel.
+    INT_MAX, so that a value torch cannot take is refused here rather than deep inside a kernel,
+    and a float must be finite (NaN would pass every bound, inf none would catch).
     """
 
     name: str
@@ -73,6 +75,8 @@ class Option:
             ok = False
         if not ok:
             raise OptionError(f"{owner}: {self.name} must be {self.describe()}, got {value!r}")
+        if self.type is float and not math.isfinite(value):  # NaN passes every comparison
+            raise OptionError(f"{owner}: {self.name} must be a finite float, got {value!r}")
         top = self.upper_bound()
         if top is not None and value > top:
             raise OptionError(f"{owner}: {self.name} must be at most {top}, got {value!r}")

@@ -45,6 +45,16 @@ def test_defaults_fill_in_and_types_widen():
     assert Option("mode", str, "a", choices=("a", "b")).describe() == "one of a, b"
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN", "1e400"])
+def test_float_options_must_be_finite(text):
+    scale = Option("scale", float, 1.0)  # no bounds: before, nan and inf went through to the kernel
+    with pytest.raises(OptionError, match=rf"^x: scale must be a finite float, got (nan|inf|-inf)$"):
+        scale.parse(text, "x")
+    with pytest.raises(OptionError, match=r"^x: scale must be a finite float, got nan$"):
+        Option("scale", float, 1.0, minimum=0, maximum=2).validate(float("nan"), "x")
+    assert scale.parse("-1e300", "x") == -1e300
+
+
 def test_selection_with_inline_options_aliases_and_all():
     assert select("local(window=64), linear-attention") == [Selected("local", {"window": 64}), Selected("linear")]
     assert [s.name for s in select("all")] == VARIANTS.names()
