@@ -109,12 +109,8 @@ def check_show_length(task: Task, label: str, seq_len: int) -> None:
     """--seq-len within what the task can be built at (as `bench run` checks its --lengths), and
     within MAX_SHOWN for a task with no maximum of its own: one line before any example
     is generated."""
-    low, high = task.min_seq_len(), task.spec.max_seq_len
-    if seq_len < low:
-        raise AttnbenchError(f"--seq-len: {seq_len} is too short for {label} (its minimum is {low})")
-    if high is not None and seq_len > high:
-        raise AttnbenchError(f"--seq-len: {seq_len} exceeds {label}'s maximum of {high}")
-    if high is None and seq_len > MAX_SHOWN:
+    task.check_length(seq_len, flag="--seq-len", label=label)
+    if task.spec.max_seq_len is None and seq_len > MAX_SHOWN:
         raise AttnbenchError(
             f"--seq-len: {seq_len} is more than show-task prints (at most {MAX_SHOWN} tokens an example)"
         )

@@ -194,11 +194,7 @@ def check_seq_len(task: Task, label: str, seq_len: int) -> None:
     and within MAX_SHOWN, what a figure of n × n weights can show. A task without a maximum would
     otherwise take any length, and the model, its weights and their labels the memory with it (100M
     tokens: the OOM killer); checked before any data is generated."""
-    low, high = task.min_seq_len(), task.spec.max_seq_len
-    if seq_len < low:
-        raise AttnbenchError(f"--seq-len: {seq_len} is too short for {label} (its minimum is {low})")
-    if high is not None and seq_len > high:
-        raise AttnbenchError(f"--seq-len: {seq_len} exceeds {label}'s maximum of {high}")
+    task.check_length(seq_len, flag="--seq-len", label=label)
     if seq_len > MAX_SHOWN:
         raise AttnbenchError(f"--seq-len: {seq_len} is more than bench attention draws (at most {MAX_SHOWN} tokens)")
 

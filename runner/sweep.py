@@ -170,12 +170,8 @@ def _task_lengths(selected: Selected, profile: Profile, override: tuple[int, ...
     for split in SPLITS:  # a data file read lazily (listops path=) is read here, before any work
         if task.size(split) == 0:
             raise AttnbenchError(f"--tasks: {selected.label} has no {split} examples; its cells could not run")
-    low, high = task.min_seq_len(), task.spec.max_seq_len
     for n in lengths:
-        if n < low:
-            raise AttnbenchError(f"--lengths: {n} is too short for {selected.label} (its minimum is {low})")
-        if high is not None and n > high:
-            raise AttnbenchError(f"--lengths: {n} exceeds {selected.label}'s maximum of {high}")
+        task.check_length(n, flag="--lengths", label=selected.label)
     return tuple(lengths)
 
 

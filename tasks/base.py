@@ -163,16 +163,19 @@ class Task:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 kind = "a positive int" if low == 1 else "a non-negative int"
                 raise TaskError(f"{self.name}: {label} must be {kind}, got {value!r}")
-        minimum = self.min_seq_len()
-        if seq_len < minimum:
-            raise TaskError(
-                f"{self.name}: seq_len={seq_len} is too short for these options; the minimum is "
-                f"{minimum}"
-            )
-        top = self.spec.max_seq_len
-        if top is not None and seq_len > top:
-            raise TaskError(f"{self.name}: seq_len={seq_len} exceeds the maximum of {top}")
+        self.check_length(seq_len, flag="seq_len")
         return self.make(split, n, seq_len, seed)
+
+    def check_length(self, seq_len: int, *, flag: str, label: str | None = None) -> None:
+        """One line naming `flag` (`--lengths`, `--seq-len`) when the task cannot be built at
+        `seq_len`: shorter than its options allow, or past its maximum. `label`: the task as the
+        user wrote it (with its options), else its name."""
+        label = label or self.name
+        low, high = self.min_seq_len(), self.spec.max_seq_len
+        if seq_len < low:
+            raise TaskError(f"{flag}: {seq_len} is too short for {label} (its minimum is {low})")
+        if high is not None and seq_len > high:
+            raise TaskError(f"{flag}: {seq_len} exceeds {label}'s maximum of {high}")
 
     def make(self, split: str, n: int, seq_len: int, seed: int) -> Batch:
         raise NotImplementedError
