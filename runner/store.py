@@ -16,12 +16,14 @@ Only JSON is ever read or written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 import math
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ __all__ = [
     "StoreWarning",
     "StoreWriteError",
     "check_writable",
+    "cleared_if_not_started",
     "default_run_dir",
     "export",
     "load_results",
@@ -338,6 +341,26 @@ def check_writable(path: Path) -> None:
         os.unlink(probe)
     except OSError as err:
         raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
+
+
+@contextlib.contextmanager
+def cleared_if_not_started(path: Path) -> Iterator[None]:
+    """The directories a new run makes (`path` and missing parents) are removed again if starting
+    it fails or is interrupted (measuring the environment, writing env.json): no empty run
+    directory is left behind. Only empty ones, and only those that did not exist before."""
+    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for leftover in (LOCK_FILE, PID_FILE) if made[:1] == [path] else ():
+            with contextlib.suppress(OSError):
+                (path / leftover).unlink(missing_ok=True)
+        for directory in made:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (something else wrote there) or already gone
+                break
+        raise
 
 
 def _umask() -> int:

@@ -26,7 +26,7 @@ from attnbench.runner.environment import collect
 from attnbench.runner.execute import DTYPES, Plan
 from attnbench.runner.executors import EXECUTORS, make_executor
 from attnbench.runner.profiles import PROFILES, Profile
-from attnbench.runner.store import RunStore, check_writable, default_run_dir
+from attnbench.runner.store import RunStore, check_writable, cleared_if_not_started, default_run_dir
 from attnbench.selection import Selected, parse_one, parse_selection
 from attnbench.tasks.base import SPLITS, TASKS, build_task
 from attnbench.variants.base import VARIANTS, get_variant_spec
@@ -209,12 +209,13 @@ def open_store(
     if resume is not None:
         return RunStore.resume(resume, grid=sweep.grid)
     path = out or default_run_dir(DEFAULT_ROOT, sweep.profile.name)
-    check_writable(path)  # an unwritable --out fails before env.json's measurements
-    plan = sweep.plan
-    env = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, argv=argv)
-    if options is not None:
-        env["options"] = options
-    return RunStore.create(path, grid=sweep.grid, env=env)
+    with cleared_if_not_started(path):
+        check_writable(path)  # an unwritable --out fails before env.json's measurements
+        plan = sweep.plan
+        env = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, argv=argv)
+        if options is not None:
+            env["options"] = options
+        return RunStore.create(path, grid=sweep.grid, env=env)
 
 
 def run_sweep(

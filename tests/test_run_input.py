@@ -71,6 +71,29 @@ def test_an_empty_run_directory_is_refused_and_the_current_directory_untouched(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError("no /proc")], ids=["ctrl-c", "error"])
+def test_a_run_that_fails_to_start_leaves_no_empty_directory(tmp_path, monkeypatch, bench_output, stop) -> None:
+    """Stopped while measuring the environment for env.json (Ctrl-C during the matmul peak, a
+    machine fact that cannot be read), the run directory and the parents it made are removed."""
+    from attnbench.runner import sweep
+
+    def collect(**_):
+        raise stop
+
+    monkeypatch.setattr(sweep, "collect", collect)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "file").write_text("x")
+    for out in (tmp_path / "new" / "deeper" / "run", tmp_path / "kept" / "run"):
+        try:
+            code, _, _ = bench_output(*SMOKE, "--out", out)
+        except RuntimeError:
+            code = None  # an unforeseen error still propagates, as before
+        assert code == (130 if stop is KeyboardInterrupt else None)  # "bench: aborted"
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # "new" and "deeper" went too
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["file"]
+
+
 def test_resume_of_a_missing_directory_says_there_is_no_such_directory(tmp_path, bench_output) -> None:
     missing = tmp_path / "no" / "such"
     code, _, err = bench_output(*SMOKE, "--resume", missing)
