@@ -6,10 +6,11 @@ span of `size + 2·(window − 1)` positions (causal: `size + window − 1`), ta
 overlapping view of the keys (`unfold`), not a copy (only the two ends of the sequence are
 zero-padded, a group of blocks at a time). So each query meets about 2·window keys
 (causal: window) plus the block, rather than the 3·window of whole neighbouring blocks: time
-and memory are O(n·w) and no (n × n) tensor is formed. The per-block attention is an explicit
-matmul + softmax with the band as an additive −inf bias, a group of blocks at a time (on CPU
-this beats the fused kernel's masked path, see benchmarks/); when the window covers the whole
-sequence (window ≥ n) it is full attention, computed in one fused call.
+and memory are O(n·w) and no (n × n) tensor is formed. The per-block attention is one fused
+SDPA call over a group of blocks (each block one batch entry of the fused kernel) with the band
+as an additive −inf mask; on CPU this beat an explicit matmul + softmax on the same blocks, most
+with small heads and in training (benchmarks/). When the window covers the whole sequence
+(window ≥ n) it is full attention, computed in one fused call.
 
 `kernel=compiled` runs FlexAttention over the band's tiles instead (variants/local_flex.py): the
 fused path for CUDA; on CPU forward only.
@@ -99,27 +100,36 @@ def sliding_window_attention(
     span = behind + size + ahead  # keys seen by one query block: i·size − behind + [0, span)
 
     bias, empty = _band_bias(n, n_blocks, size, behind, ahead, key_padding_mask, q.dtype, q.device)
-    scale = q.shape[-1] ** -0.5
 
-    # a group of blocks at a time, so the (size × span) scores stay small: b h g s span. Inputs
-    # are sliced per group (views, padded only at the two ends): no full-size copies of q, k, v
+    # a group of blocks at a time, so the (size × span) scores stay small. Inputs are sliced per
+    # group (views, padded only at the two ends): no full-size copies of q, k, v. Each block is one
+    # batch entry of SDPA's fused kernel, with its band as the additive mask: ((b h) g s d)
     b, h = q.shape[:2]
     group = max(1, GROUP_ELEMENTS // (b * h * size * span))
     outs = []
     for first in range(0, n_blocks, group):
         last = min(first + group, n_blocks)
         start, stop = first * size, last * size  # the query positions of these blocks
-        queries = rearrange(_positions(q, start, stop), "b h (g s) d -> b h g s d", s=size) * scale
-        keys = _positions(k, start - behind, stop + ahead).unfold(-2, span, size)  # b h g d span
-        values = _positions(v, start - behind, stop + ahead).unfold(-2, span, size).transpose(-1, -2)
-        scores = torch.matmul(queries, keys)
-        scores += bias[:, :, first:last]  # the matmul's output is not saved for backward
-        weights = torch.softmax(scores, dim=-1)
+        queries = rearrange(_positions(q, start, stop), "b h (g s) d -> (b h) g s d", s=size)
+        keys, values = (
+            rearrange(_positions(t, start - behind, stop + ahead).unfold(-2, span, size), "b h g d c -> (b h) g c d")
+            for t in (k, v)
+        )
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=_per_batch(bias[:, :, first:last], h))
+        out = rearrange(out, "(b h) g s d -> b h g s d", b=b)
         if empty is not None:  # a query whose every key is hidden gets zeros, not NaN (as SDPA)
-            weights = weights.masked_fill(empty[:, :, first:last], 0.0)
-        out = rearrange(torch.matmul(weights, values), "b h g s d -> b h (g s) d")
+            out = out.masked_fill(empty[:, :, first:last], 0.0)
+        out = rearrange(out, "b h g s d -> b h (g s) d")
         outs.append(out[:, :, : n - start])  # the last group drops its padded queries
     return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
+
+
+def _per_batch(bias: Tensor, h: int) -> Tensor:
+    """A group's bias (b|1 1 g s c) as SDPA's mask for ((b h) g s d) blocks: shared by every
+    batch entry without a key padding mask, else one per (b h) (at most GROUP_ELEMENTS entries)."""
+    if bias.shape[0] == 1:
+        return bias[0]
+    return rearrange(bias.expand(-1, h, -1, -1, -1), "b h g s c -> (b h) g s c")
 
 
 def _positions(t: Tensor, start: int, stop: int) -> Tensor:
@@ -159,8 +169,7 @@ def _band_bias(
         padded = F.pad(key_padding_mask, (behind, n_blocks * size - n + ahead), value=True)
         key_hidden = padded.unfold(-1, span, size)  # b nb span
         hidden = hidden | rearrange(key_hidden, "b nb c -> b 1 nb 1 c")
-    # an additive bias instead of a boolean mask: explicit matmul + softmax on the blocks is
-    # faster on CPU than the fused kernel's masked path, and memory stays O(n·w)
+    # an additive bias (the form SDPA's fused CPU kernel takes as it is) rather than a boolean mask
     bias = torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
     if key_padding_mask is None:
         return bias, None
