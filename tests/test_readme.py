@@ -5,23 +5,47 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from attnbench import list_variants
+import torch
+
+from attnbench import build_task, list_tasks, list_variants
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def python_blocks() -> list[str]:
-    return [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "register_variant(" in b]
+def python_blocks(registers: str) -> list[str]:
+    return [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if f"{registers}(" in b]
 
 
 def test_the_add_a_variant_example_runs_and_passes_the_checks(sandbox):
-    blocks = python_blocks()
+    blocks = python_blocks("register_variant")
     assert len(blocks) == 1
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # the block asserts its own checks
+    namespace: dict = {"__name__": "__main__"}  # as `python my_attention.py`: the block checks itself
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert "cosine-demo" in list_variants()
-    assert namespace["layer"].spec.returns_weights is False
+    layer = namespace["layer"]
+    assert layer.options == {"temperature": 5.0}
+    x = torch.randn(2, 7, 64)
+    out, weights = layer(x, need_weights=True)
+    assert out.shape == (2, 7, 64) and weights.shape == (2, 4, 7, 7)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 7))
+
+
+def test_the_add_a_task_example_builds_disjoint_splits_at_chance(sandbox):
+    blocks = python_blocks("register_task")
+    assert len(blocks) == 1
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert "majority-demo" in list_tasks()
+    task = build_task("majority-demo", symbols=4)
+    assert (task.vocab_size, task.n_classes, task.chance) == (5, 4, 0.25)
+    batch = namespace["batch"]
+    assert batch.tokens.shape == (8, 33) and int(batch.tokens.min()) >= 1 and int(batch.tokens.max()) <= 4
+    counts = torch.stack([(batch.tokens == s).sum(1) for s in range(1, 5)], 1)
+    assert torch.equal(counts.argmax(1), batch.target)  # the target is the majority symbol
+    splits = {split: {tuple(row) for row in task.build(split, n=50, seq_len=9, seed=1).tokens.tolist()}
+              for split in ("train", "valid", "test")}
+    assert not (splits["train"] & splits["valid"]) and not (splits["train"] & splits["test"])
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
