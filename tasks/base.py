@@ -164,7 +164,9 @@ class Task:
                 kind = "a positive int" if low == 1 else "a non-negative int"
                 raise TaskError(f"{self.name}: {label} must be {kind}, got {value!r}")
         self.check_length(seq_len, flag="seq_len")
-        return self.make(split, n, seq_len, seed)
+        batch = self.make(split, n, seq_len, seed)
+        self.check_batch(batch, n, seq_len)
+        return batch
 
     def check_length(self, seq_len: int, *, flag: str, label: str | None = None) -> None:
         """One line naming `flag` (`--lengths`, `--seq-len`) when the task cannot be built at
@@ -178,7 +180,37 @@ class Task:
             raise TaskError(f"{flag}: {seq_len} exceeds {label}'s maximum of {high}")
 
     def make(self, split: str, n: int, seq_len: int, seed: int) -> Batch:
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name}: a Task implements make(split, n, seq_len, seed) -> Batch "
+                                  "(a GeneratedTask implements sample(rng, seq_len) -> Example instead)")
+
+    def check_batch(self, batch: Batch, n: int, seq_len: int) -> None:
+        """A TaskError naming what a built batch gets wrong against the contract (the module
+        docstring): shapes, token ids within `vocab_size`, targets within the classes. A plugin
+        task's mistake is then one line, not an IndexError deep in the model's embedding or loss."""
+        tokens, target, kind = batch.tokens, batch.target, self.spec.kind
+        if self.vocab_size < 1:
+            raise TaskError(f"{self.name}: vocab_size is {self.vocab_size}; set it in setup()")
+        if tokens.dtype != torch.long or tuple(tokens.shape) != (n, seq_len):
+            raise TaskError(f"{self.name}: built tokens of shape {tuple(tokens.shape)} and dtype {tokens.dtype}, "
+                            f"expected ({n}, {seq_len}) int64")
+        if tuple(batch.padding_mask.shape) != (n, seq_len) or batch.padding_mask.dtype != torch.bool:
+            raise TaskError(f"{self.name}: the padding mask must be ({n}, {seq_len}) bool, "
+                            f"got {tuple(batch.padding_mask.shape)} {batch.padding_mask.dtype}")
+        _check_ids(self.name, "token id", tokens, "vocab_size", self.vocab_size, ignore=None)
+        if kind == "classify":
+            shape, bound, top = (n,), "n_classes", self.n_classes
+        elif kind == "tag":
+            shape, bound, top = (n, seq_len), "n_classes", self.n_classes
+        elif kind == "lm":
+            shape, bound, top = (n, seq_len), "vocab_size", self.vocab_size
+        else:  # seq2seq: the target's width is the task's own
+            shape, bound, top = (n, target.shape[-1]), "target_vocab_size", getattr(self, "target_vocab_size", None)
+        if target.dtype != torch.long or tuple(target.shape) != shape:
+            raise TaskError(f"{self.name}: built targets of shape {tuple(target.shape)} and dtype {target.dtype}; "
+                            f"a {kind} task's are {shape} int64")
+        if top is None or top < 1:
+            raise TaskError(f"{self.name}: {bound} is {top}; set it in setup()")
+        _check_ids(self.name, "target", target, bound, top, ignore=None if kind == "classify" else IGNORE_INDEX)
 
     def check_split(self, split: str) -> None:
         if split not in SPLITS:
@@ -209,7 +241,7 @@ class GeneratedTask(Task):
     max_tries_per_example: ClassVar[int] = 200
 
     def sample(self, rng: np.random.Generator, seq_len: int) -> Example:
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name}: a GeneratedTask implements sample(rng, seq_len) -> Example")
 
     def target_len(self, seq_len: int) -> int:
         """Width of the target for seq2seq tasks."""
@@ -234,14 +266,16 @@ class GeneratedTask(Task):
     def assemble(self, examples: Sequence[Example], seq_len: int) -> Batch:
         """Pad examples into a Batch."""
         n = len(examples)
+        kind = self.spec.kind
+        width = self.target_len(seq_len) if kind == "seq2seq" else seq_len
+        for ex in examples:
+            self._check_example(ex, seq_len, width)
         tokens = torch.full((n, seq_len), self.pad_id, dtype=torch.long)
         for i, ex in enumerate(examples):
             tokens[i, : len(ex.tokens)] = torch.as_tensor(np.asarray(ex.tokens, dtype=np.int64))
-        kind = self.spec.kind
         if kind == "classify":
             target = torch.tensor([int(ex.target) for ex in examples], dtype=torch.long)
         else:
-            width = self.target_len(seq_len) if kind == "seq2seq" else seq_len
             target = _pad_rows([ex.target for ex in examples], width, IGNORE_INDEX)
         meta: dict[str, Any] = {}
         for key in examples[0].meta if examples else ():
@@ -255,9 +289,33 @@ class GeneratedTask(Task):
                 meta[key] = values
         return Batch(tokens, tokens == self.pad_id, target, meta)
 
+    def _check_example(self, ex: Example, seq_len: int, width: int) -> None:
+        """One line for an Example that cannot be padded into the batch (not a TypeError in numpy)."""
+        if len(ex.tokens) > seq_len:
+            raise TaskError(f"{self.name}: sample() gave {len(ex.tokens)} tokens for seq_len={seq_len}")
+        one = isinstance(ex.target, (int, np.integer))
+        if self.spec.kind == "classify" and not one:
+            raise TaskError(f"{self.name}: a classify task's Example.target is one int, got {type(ex.target).__name__}")
+        if self.spec.kind != "classify" and (one or len(ex.target) > width):
+            got = "one int" if one else f"{len(ex.target)} targets"
+            raise TaskError(f"{self.name}: a {self.spec.kind} task's Example.target is a sequence of at most "
+                            f"{width} (one per position), got {got}")
+
     def meta_width(self, key: str, seq_len: int) -> int:
         """Width of a per-position meta row (seq_len unless it follows the target)."""
         return seq_len
+
+
+def _check_ids(task: str, what: str, ids: Tensor, bound: str, top: int, *, ignore: int | None) -> None:
+    """Every id in [0, top), except `ignore` (unlabelled) where the kind allows it."""
+    counted = ids if ignore is None else ids[ids != ignore]
+    if counted.numel() == 0:
+        return
+    low, high = int(counted.min()), int(counted.max())
+    if low < 0:
+        raise TaskError(f"{task}: built a {what} of {low}; ids are in [0, {bound})")
+    if high >= top:
+        raise TaskError(f"{task}: built a {what} of {high}, not below {bound} = {top} (set in setup())")
 
 
 def _pad_rows(rows: Sequence[Sequence[int]], width: int, fill: int) -> Tensor:

@@ -94,3 +94,79 @@ def test_plugin_file_task_runs_in_a_sweep(tmp_path, task_sandbox):
     assert record["task"] == "parity" and record["status"] == "ok", record["message"]
     shown = bench("show-task", "parity", "--plugin", str(plugin), "--seq-len", "6", "-n", "1")
     assert shown.returncode == 0 and "parity of bits" in shown.stdout
+
+
+def _task(kind: str, **attrs):
+    """A one-example-shape plugin task whose `sample` and sizes a test sets: what authors get wrong."""
+    import numpy as np
+
+    from attnbench.tasks import Example, GeneratedTask, TaskSpec
+
+    class Broken(GeneratedTask):
+        spec = TaskSpec(kind=kind, metric="accuracy")
+        vocab_size, n_classes, chance = 3, 2, 0.5
+
+        def sample(self, rng, seq_len):
+            tokens = (rng.integers(1, 3, size=seq_len)).tolist()
+            target = attrs.get("target", 1 if kind == "classify" else [1] * seq_len)
+            return Example(attrs.get("tokens", tokens), target)
+
+    for name in ("vocab_size", "n_classes"):
+        if name in attrs:
+            setattr(Broken, name, attrs[name])
+    Broken.task_name = "broken"
+    return Broken()
+
+
+@pytest.mark.parametrize(
+    ("kind", "attrs", "message"),
+    [
+        ("classify", {"vocab_size": 0}, "broken: vocab_size is 0; set it in setup()"),
+        ("classify", {"n_classes": None}, "broken: n_classes is None; set it in setup()"),
+        ("classify", {"tokens": [7] * 6}, "broken: built a token id of 7, not below vocab_size = 3 (set in setup())"),
+        ("classify", {"target": 2}, "broken: built a target of 2, not below n_classes = 2 (set in setup())"),
+        ("classify", {"target": -1}, "broken: built a target of -1; ids are in [0, n_classes)"),
+        ("tag", {"target": [1, 1, 5, -100, 0, 0]}, "broken: built a target of 5, not below n_classes = 2 (set in setup())"),
+        ("lm", {"target": [3] * 6}, "broken: built a target of 3, not below vocab_size = 3 (set in setup())"),
+        ("tag", {"target": 1}, "broken: a tag task's Example.target is a sequence of at most 6 (one per position), got one int"),
+        ("tag", {"target": [1] * 7}, "broken: a tag task's Example.target is a sequence of at most 6 (one per position), got 7 targets"),
+        ("classify", {"target": [1]}, "broken: a classify task's Example.target is one int, got list"),
+        ("classify", {"tokens": [1] * 7}, "broken: sample() gave 7 tokens for seq_len=6"),
+    ],
+)
+def test_a_task_that_builds_outside_its_contract_is_one_line(kind, attrs, message):
+    """Before: an IndexError inside the model's embedding or loss, in every cell of the task."""
+    from attnbench.tasks.base import TaskError
+
+    with pytest.raises(TaskError) as caught:
+        _task(kind, **attrs).build("train", n=4, seq_len=6, seed=0)
+    assert str(caught.value) == message
+
+
+def test_a_task_within_its_contract_builds_with_unlabelled_positions():
+    batch = _task("tag", target=[-100, 1, 0, -100, 1, 1]).build("train", n=4, seq_len=6, seed=0)
+    assert batch.target.shape == (4, 6)
+
+
+def test_a_task_whose_make_returns_the_wrong_shapes_is_one_line():
+    import torch
+
+    from attnbench.tasks import TaskSpec
+    from attnbench.tasks.base import Batch, Task, TaskError
+
+    class Corpus(Task):
+        spec = TaskSpec(kind="classify", metric="accuracy")
+        vocab_size, n_classes, chance, task_name = 5, 2, 0.5, "corpus"
+        shapes = ((4, 6), (4, 1))
+
+        def make(self, split, n, seq_len, seed):
+            tokens = torch.ones(self.shapes[0], dtype=torch.long)
+            return Batch(tokens, tokens == 0, torch.zeros(self.shapes[1], dtype=torch.long))
+
+    with pytest.raises(TaskError, match=r"^corpus: built targets of shape \(4, 1\) and dtype torch.int64; "
+                                        r"a classify task's are \(4,\) int64$"):
+        Corpus().build("train", n=4, seq_len=6, seed=0)
+    Corpus.shapes = ((4, 5), (4,))
+    with pytest.raises(TaskError, match=r"^corpus: built tokens of shape \(4, 5\) and dtype torch.int64, "
+                                        r"expected \(4, 6\) int64$"):
+        Corpus().build("train", n=4, seq_len=6, seed=0)
