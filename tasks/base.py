@@ -164,6 +164,8 @@ class Task:
                 kind = "a positive int" if low == 1 else "a non-negative int"
                 raise TaskError(f"{self.name}: {label} must be {kind}, got {value!r}")
         self.check_length(seq_len, flag="seq_len")
+        if self.vocab_size < 1:  # before make: a sample() drawing from range(1, vocab_size) fails obscurely
+            raise TaskError(f"{self.name}: vocab_size is {self.vocab_size}; set it in setup()")
         batch = self.make(split, n, seq_len, seed)
         self.check_batch(batch, n, seq_len)
         return batch
@@ -188,8 +190,6 @@ class Task:
         docstring): shapes, token ids within `vocab_size`, targets within the classes. A plugin
         task's mistake is then one line, not an IndexError deep in the model's embedding or loss."""
         tokens, target, kind = batch.tokens, batch.target, self.spec.kind
-        if self.vocab_size < 1:
-            raise TaskError(f"{self.name}: vocab_size is {self.vocab_size}; set it in setup()")
         if tokens.dtype != torch.long or tuple(tokens.shape) != (n, seq_len):
             raise TaskError(f"{self.name}: built tokens of shape {tuple(tokens.shape)} and dtype {tokens.dtype}, "
                             f"expected ({n}, {seq_len}) int64")

@@ -107,7 +107,7 @@ def _task(kind: str, **attrs):
         vocab_size, n_classes, chance = 3, 2, 0.5
 
         def sample(self, rng, seq_len):
-            tokens = (rng.integers(1, 3, size=seq_len)).tolist()
+            tokens = (rng.integers(1, self.vocab_size, size=seq_len)).tolist()  # ValueError at vocab_size 0
             target = attrs.get("target", 1 if kind == "classify" else [1] * seq_len)
             return Example(attrs.get("tokens", tokens), target)
 
