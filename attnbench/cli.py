@@ -21,7 +21,7 @@ from attnbench.errors import AttnbenchError
 from attnbench.plugins import import_plugin
 from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
-from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks
+from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks, summary
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -117,7 +117,6 @@ def ls_command(what: str, pattern: str | None) -> None:
 
     make = {"variants": variants_table, "tasks": tasks_table, "profiles": profiles_table}[what]
     table, found = make(pattern)
-    _report_plugin_errors()
     if pattern and not found:  # the error alone: an empty table on stdout would read as a result
         raise AttnbenchError(f"no {what[:-1]} matches {pattern!r} (bench ls {what} lists all)")
     console.print(table)
@@ -141,14 +140,6 @@ def variants_table(pattern: str | None) -> tuple[Table, int]:
             entry.origin,
         )
     return table, len(entries)
-
-
-def _report_plugin_errors() -> None:
-    from attnbench.tasks.base import TASKS
-
-    for registry in (VARIANTS, TASKS):
-        for name, error in registry.plugin_errors.items():
-            err_console.print(f"[red]broken {registry.kind} plugin[/red] {name!r}: {error}", highlight=False)
 
 
 @cli.command("check")
@@ -175,31 +166,29 @@ def check_command(variants: str, device: str, checks: str) -> int:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AttnbenchError(f"--checks: unknown check {name!r}{hint} (known: {', '.join(CHECKS)})")
     selected = parse_selection(variants, VARIANTS, lambda n: VARIANTS[n].spec.options)
-    _report_plugin_errors()
     table = Table(title=f"bench check on {device}")
     for column in ("variant", "check", "result", "detail"):
         table.add_column(column)
-    failed = total = 0
+    results = []
     planned = len(selected) * len(names)
     for choice in selected:
         start = time.perf_counter()
         for result in iter_checks(choice.name, choice.options, device, names):
             style = {PASS: "green", FAIL: "bold red"}.get(result.status, "yellow")
             table.add_row(choice.label, result.check, f"[{style}]{result.status}[/{style}]", Text(result.detail))
-            failed += result.status == FAIL
-            total += 1
+            results.append(result)
             if result.check == "build":  # not built: its one row stands for all its checks
                 planned -= len(names) - 1
             # progress, one line per check as it ends (stderr: the table stays the output)
             now = time.perf_counter()
             err_console.print(
-                f"[{total}/{planned}] {escape(choice.label)} {result.check}: [{style}]{result.status}[/{style}] "
+                f"[{len(results)}/{planned}] {escape(choice.label)} {result.check}: [{style}]{result.status}[/{style}] "
                 f"({now - start:.1f} s)", highlight=False,
             )
             start = now
     console.print(table)
-    console.print(f"{failed} of {total} checks failed" if failed else f"all {total} checks passed or skipped")
-    return 1 if failed else 0
+    console.print(summary(results))
+    return 1 if any(result.status == FAIL for result in results) else 0
 
 
 class Terminated(BaseException):

@@ -13,6 +13,8 @@ import difflib
 import fnmatch
 import importlib.metadata
 import inspect
+import os
+import sys
 import traceback
 import types
 import warnings
@@ -20,11 +22,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from attnbench.errors import AttnbenchError, PluginError, UnknownNameError
+from attnbench.errors import AttnbenchError, OptionError, PluginError, UnknownNameError
+from attnbench.options import Option
 
 T = TypeVar("T")
 
 BUILT_IN = "built-in"
+PLUGIN_FILE_MODULE = "attnbench_plugin_"  # prefix of the module name of a `--plugin FILE.py`
+# a suggestion at least this close (difflib ratio) is a typo's fix ('distanse' → 'distance'); a looser
+# one ('temp-softmax' → 'softmax') may as well be a plugin's name, so the plugin hint is added to it
+TYPO_RATIO = 0.8
+
+_registrations = 0  # taken by every registry so far; an import that adds none registered nothing
+
+
+def registration_count() -> int:
+    """How many registrations all registries have taken (re-registrations of a re-import included)."""
+    return _registrations
 
 
 class PluginWarning(UserWarning):
@@ -75,6 +89,7 @@ class Registry(Generic[T]):
         self, name: str, obj: T, *, aliases: tuple[str, ...] = (), origin: str | None = None
     ) -> T:
         """Register `obj` under `name` (and `aliases`); a name may be taken only once."""
+        global _registrations
         if not isinstance(name, str) or not name.strip():
             raise AttnbenchError(f"a {self.kind} name must be a non-empty string, got {name!r}")
         origin = origin or self._origin_override or _origin_of(obj)
@@ -91,6 +106,7 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         for key in (name, *entry.aliases):
             self._keys[normalize(key)] = name
+        _registrations += 1
         return obj
 
     def decorator(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
@@ -161,24 +177,34 @@ class Registry(Generic[T]):
     def _unknown_message(self, name: object) -> str:
         """'unknown variant 'lcoal'; did you mean 'local'? (known: …)'. Each entry is suggested
         once, by whichever of its name and aliases is closest (a name and its own alias would read
-        as two choices). With nothing close, a registry that plugins extend says how to load one:
-        a plugin's name given without `--plugin` is the usual cause, and difflib's cutoff of 0.6
-        keeps such a name from drawing an unrelated suggestion instead."""
+        as two choices). A registry that plugins extend also says how to load one, since a plugin's
+        name given without `--plugin` is the usual cause: alone when nothing is close (difflib's
+        cutoff of 0.6 keeps such a name from drawing an unrelated suggestion), and after a loose
+        suggestion ('temp-softmax' → 'softmax') unless user code already registered a component
+        here; a typo's fix (TYPO_RATIO) stands alone."""
+        wanted = normalize(str(name))
         keys = {normalize(k): (e.name, k) for e in self._entries.values() for k in (e.name, *e.aliases)}
-        close = difflib.get_close_matches(normalize(str(name)), sorted(keys), n=6, cutoff=0.6)
+        close = difflib.get_close_matches(wanted, sorted(keys), n=6, cutoff=0.6)
         suggested: dict[str, str] = {}  # entry name -> the closest of its keys, as registered
         for key in close:
             entry, spelled = keys[key]
             suggested.setdefault(entry, spelled)
         picks = list(suggested.values())[:3]
-        if picks:
-            hint = f"; did you mean {' or '.join(repr(c) for c in picks)}?"
-        elif self.entry_point_group is not None:
-            hint = f"; a plugin's {self.kind}? load it with --plugin MODULE (or import its module)"
+        plugin_hint = f"a plugin's {self.kind}? load it with --plugin MODULE"
+        if not picks:
+            hint = f"; {plugin_hint} (or import its module)" if self.entry_point_group is not None else ""
+        elif self.entry_point_group is not None and not self._user_registered() and (
+            difflib.SequenceMatcher(None, wanted, close[0]).ratio() < TYPO_RATIO
+        ):
+            hint = f"; did you mean {' or '.join(repr(c) for c in picks)}, or {plugin_hint}"
         else:
-            hint = ""
+            hint = f"; did you mean {' or '.join(repr(c) for c in picks)}?"
         known = ", ".join(sorted(self._entries)) or "none registered"
         return f"unknown {self.kind} {name!r}{hint} (known: {known})"
+
+    def _user_registered(self) -> bool:
+        """Whether user code (a `--plugin` module, or one imported) registered anything here."""
+        return any(e.origin.startswith("python") for e in self._entries.values())
 
     # ---------------------------------------------------------------- plugins
     @property
@@ -209,10 +235,10 @@ class Registry(Generic[T]):
         except Exception as exc:  # a broken plugin must never break the built-ins
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if not isinstance(exc, (PluginError, AttnbenchError)):
-                where = traceback.extract_tb(exc.__traceback__)[-1:]
-                if where:
-                    message += f" (at {where[0].filename}:{where[0].lineno})"
-            self._plugin_errors[ep.name] = f"{message} [entry point {ep.value!r} of {dist}]"
+                where = _plugin_frame(exc)
+                if where is not None:
+                    message += f" (at {where.filename}:{where.lineno})"
+            self._plugin_errors[ep.name] = f"{message} [entry point '{ep.name} = {ep.value}' of {dist}]"
             warnings.warn(
                 f"{self.kind} plugin {ep.name!r} failed to load: {self._plugin_errors[ep.name]}",
                 PluginWarning,
@@ -222,10 +248,20 @@ class Registry(Generic[T]):
             self._origin_override = None
 
 
+def _plugin_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of `exc` in the plugin's own code: not in importlib (which raises a
+    missing attribute, `module:Typo`, itself) nor here; None when the plugin's code never ran."""
+    skip = (__file__, os.path.dirname(importlib.__file__), "<frozen importlib")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(skip)]
+    return frames[-1] if frames else None
+
+
 def _origin_of(obj: object) -> str:
     module = getattr(obj, "__module__", None) or ""
     if module == "attnbench" or module.startswith("attnbench."):
         return BUILT_IN
+    if module.startswith(PLUGIN_FILE_MODULE):  # a `--plugin path/to/file.py`: the file says more
+        return f"python:{getattr(sys.modules.get(module), '__file__', None) or module}"
     return f"python:{module}" if module else "python"
 
 
@@ -258,7 +294,33 @@ def check_spec_class(
             raise PluginError(
                 f"{kind} {name!r}: spec.{field_name} must be one of {', '.join(allowed)}, got {value!r}"
             )
+    if hasattr(spec, "options"):
+        _check_options(f"{kind} {name!r}", spec.options)
     return obj
+
+
+def _check_options(owner: str, options: object) -> None:
+    """PluginError unless `options` is a tuple of Option with distinct identifier names, each default
+    valid by its own option (so a bad default is the plugin's error, not the user's)."""
+    if not isinstance(options, tuple):
+        got = f"one Option {options.name!r}" if isinstance(options, Option) else type(options).__name__
+        raise PluginError(
+            f"{owner}: spec.options must be a tuple of Option, got {got}; write options=(Option(...),)"
+        )
+    seen: set[str] = set()
+    for i, opt in enumerate(options):
+        if not isinstance(opt, Option):
+            raise PluginError(f"{owner}: spec.options[{i}] must be an Option, got {type(opt).__name__} {opt!r}")
+        if not (isinstance(opt.name, str) and opt.name.isidentifier()):
+            raise PluginError(f"{owner}: spec.options[{i}] has name {opt.name!r}; an option's name is an identifier")
+        if opt.name in seen:
+            raise PluginError(f"{owner}: spec.options declares {opt.name!r} twice")
+        seen.add(opt.name)
+        try:
+            opt.validate(opt.default, owner)
+        except OptionError as exc:
+            problem = str(exc).removeprefix(f"{owner}: {opt.name} ")
+            raise PluginError(f"{owner}: the default of option {opt.name!r} {problem}") from None
 
 
 def class_or_module(check: Callable[[str, object], T]) -> Callable[[str, object], T | None]:

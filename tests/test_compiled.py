@@ -192,7 +192,7 @@ def test_without_a_compiler_bench_check_is_one_failed_build_row(bench_output):
         results = run_checks("linear", {"kernel": "compiled"})
     assert [(r.check, r.status) for r in results] == [("build", "FAIL")]
     assert "kernel=compiled needs torch.compile: no C++ compiler" in results[0].detail
-    assert code == 1 and "build" in out and "1 of 1 checks failed" in out
+    assert code == 1 and "build" in out and "1 of 1 check failed" in out
 
 
 def test_without_a_compiler_bench_perf_marks_only_the_compiled_cases_unavailable():

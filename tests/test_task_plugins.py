@@ -79,7 +79,7 @@ def test_broken_task_plugins_are_named_and_the_rest_work(tmp_path, monkeypatch, 
     assert build_task("copy").build("train", 2, 16, 0).tokens.shape == (2, 16)
     listing = bench("ls", "tasks", pythonpath=tmp_path)
     assert listing.returncode == 0 and "mqar" in listing.stdout
-    assert "broken task plugin 'exploding'" in listing.stderr and "Traceback" not in listing.stderr
+    assert "bench: warning: task plugin 'exploding' failed to load" in listing.stderr and "Traceback" not in listing.stderr
 
 
 def test_plugin_file_task_runs_in_a_sweep(tmp_path, task_sandbox):

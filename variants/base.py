@@ -91,7 +91,17 @@ class AttentionLayer(nn.Module):
         causal: bool,
         need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
-        raise NotImplementedError
+        raise self._missing(
+            "AttentionLayer", "attend(x, context, *, key_padding_mask, causal, need_weights)",
+            "the attention itself (or subclass ProjectedAttention and implement core)",
+        )
+
+    def _missing(self, base: str, signature: str, role: str) -> NotImplementedError:
+        """The error for a method a subclass must implement: which one, its signature, its role."""
+        name = self.variant_name or type(self).__name__
+        return NotImplementedError(
+            f"{name}: {base} subclasses implement {signature} -> (out, weights|None), {role}"
+        )
 
     def check_call(
         self,
@@ -181,10 +191,16 @@ class ProjectedAttention(AttentionLayer):
         return split(self.q_proj(x)), split(self.k_proj(source)), split(self.v_proj(source))
 
     def core(self, q, k, v, key_padding_mask, causal, need_weights) -> tuple[Tensor, Tensor | None]:
-        raise NotImplementedError
+        raise self._missing(
+            "ProjectedAttention", "core(q, k, v, key_padding_mask, causal, need_weights)",
+            "the fast path that forward runs",
+        )
 
     def reference_core(self, q, k, v, key_padding_mask, causal) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        raise self._missing(
+            "ProjectedAttention", "reference_core(q, k, v, key_padding_mask, causal)",
+            "the naive reference the checks compare core against",
+        )
 
 
 # ---------------------------------------------------------------------------- the registry

@@ -9,7 +9,7 @@ author runs the very checks the built-ins pass.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,24 +69,62 @@ class Subject:
 
 
 def _call(layer: nn.Module, x: Tensor, **kwargs) -> tuple[Tensor, Tensor | None]:
-    result = layer(x, **kwargs)
+    """`layer(x, **kwargs)`, what it returns checked (see `_returned`)."""
+    return _returned(layer(x, **kwargs), x, kwargs, "forward")
+
+
+def _call_reference(layer: nn.Module, x: Tensor, **kwargs) -> tuple[Tensor, Tensor | None]:
+    """`layer.reference_forward(x, **kwargs)`, what it returns checked (see `_returned`)."""
+    return _returned(layer.reference_forward(x, **kwargs), x, kwargs, "reference_forward")
+
+
+def _returned(result: Any, x: Tensor, kwargs: dict, who: str) -> tuple[Tensor, Tensor | None]:
+    """`result` if it is (out, weights) with out a finite tensor of x's shape and weights None or
+    finite; else a Failure that says so, instead of an error deep inside the check that follows."""
+    prefix = "" if who == "forward" else f"{who}: "
     if not (isinstance(result, tuple) and len(result) == 2):
-        raise Failure(f"forward must return (out, weights), got {type(result).__name__}")
-    return result
+        raise Failure(f"{who} must return (out, weights), got {type(result).__name__}")
+    out, weights = result
+    if not torch.is_tensor(out) or not (weights is None or torch.is_tensor(weights)):
+        got = f"({type(out).__name__}, {type(weights).__name__})"
+        raise Failure(f"{who} must return (out, weights) as (Tensor, Tensor or None), got {got}")
+    if out.shape != x.shape:
+        raise Failure(f"{prefix}out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
+    for name, value in (("output", out), ("weights", weights)):
+        if value is not None and not torch.isfinite(value).all():
+            dtype = [] if x.dtype == torch.float32 else [str(x.dtype).removeprefix("torch.")]
+            raise Failure(f"{prefix}non-finite {name}{_describe(kwargs, *dtype)}")
+    return out, weights
+
+
+def _describe(kwargs: dict, *first: str) -> str:
+    """' (bfloat16, causal=True, key_padding_mask)': `first`, then the keyword arguments of a call
+    that are set (flags with their value, tensors by name); empty for a plain call."""
+    parts = list(first)
+    for key, value in kwargs.items():
+        if isinstance(value, bool):
+            parts += [f"{key}={value}"] if value else []
+        elif value is not None:
+            parts.append(key)
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _rel_err(got: Tensor, want: Tensor) -> float:
+    """max|got - want| / max|want|; NaN when either holds a NaN or an inf."""
     scale = want.abs().max().clamp_min(1e-12)
     return ((got - want).abs().max() / scale).item()
+
+
+def _exceeds(err: float, tol: float) -> bool:
+    """err > tol, NaN included (`nan > tol` is False: a plain comparison would pass it)."""
+    return not err <= tol
 
 
 # ------------------------------------------------------------------------------------------ checks
 def check_shape(s: Subject) -> str:
     """Output is (b, n, d_model), same dtype and device as x; weights None unless asked for."""
     layer, x = s.build(), s.randn(2, 11, D_MODEL)
-    out, weights = _call(layer, x)
-    if tuple(out.shape) != tuple(x.shape):
-        raise Failure(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
+    out, weights = _call(layer, x)  # shape and finiteness checked there
     if out.dtype != x.dtype or out.device != x.device:
         raise Failure(f"out is {out.dtype} on {out.device}, x is {x.dtype} on {x.device}")
     if weights is not None:
@@ -100,9 +138,7 @@ def check_finite_grad(s: Subject) -> str:
         raise Skip(f"unsupported here: {s.forward_only}")
     layer = s.build()
     x = s.randn(2, 19, D_MODEL).requires_grad_()
-    out, _ = _call(layer, x)
-    if not torch.isfinite(out).all():
-        raise Failure("non-finite output")
+    out, _ = _call(layer, x)  # a non-finite output fails there
     out.square().sum().backward()
     if x.grad is None or not torch.isfinite(x.grad).all() or not x.grad.abs().sum() > 0:
         raise Failure("x.grad is missing, zero or not finite")
@@ -136,7 +172,7 @@ def check_causal(s: Subject) -> str:
     before, _ = _call(layer, x, causal=True)
     after, _ = _call(layer, changed, causal=True)
     leak = (before[:, :t] - after[:, :t]).abs().max().item()
-    if leak > 1e-6:
+    if _exceeds(leak, 1e-6):
         raise Failure(f"future tokens changed earlier outputs by {leak:.2e}")
     if torch.allclose(before[:, t:], after[:, t:]):
         raise Failure("changing tokens did not change their own outputs")
@@ -157,12 +193,10 @@ def check_padding(s: Subject) -> str:
     for causal in (False, True) if s.spec.supports_causal else (False,):
         a, _ = _call(layer, x, key_padding_mask=mask, causal=causal)
         b, _ = _call(layer, changed, key_padding_mask=mask, causal=causal)
-        keep = ~mask
-        worst = max(worst, (a[keep] - b[keep]).abs().max().item())
-        if not torch.isfinite(a).all():
-            raise Failure(f"non-finite outputs with padding (causal={causal})")
-    if worst > 1e-6:
-        raise Failure(f"masked keys changed unmasked outputs by {worst:.2e}")
+        diff = (a[~mask] - b[~mask]).abs().max().item()
+        if _exceeds(diff, 1e-6):
+            raise Failure(f"masked keys changed unmasked outputs by {diff:.2e} (causal={causal})")
+        worst = max(worst, diff)
     unmasked, _ = _call(layer, changed)
     masked, _ = _call(layer, changed, key_padding_mask=mask)
     if torch.allclose(unmasked[1], masked[1]):
@@ -176,9 +210,7 @@ def check_cross(s: Subject) -> str:
         raise Skip("spec: supports_cross=False")
     layer = s.build()
     x, context = s.randn(2, 9, D_MODEL), s.randn(2, 14, D_MODEL, seed=2)
-    out, _ = _call(layer, x, context=context)
-    if tuple(out.shape) != (2, 9, D_MODEL):
-        raise Failure(f"cross-attention out shape {tuple(out.shape)} != (2, 9, {D_MODEL})")
+    out, _ = _call(layer, x, context=context)  # out of x's shape (b, n, d), checked there
     other, _ = _call(layer, x, context=s.randn(2, 14, D_MODEL, seed=3))
     if torch.allclose(out, other):
         raise Failure("output does not depend on the context")
@@ -189,8 +221,9 @@ def check_cross(s: Subject) -> str:
         changed[:, 10:] = 0.0
         a, _ = _call(layer, x, context=context, key_padding_mask=mask)
         b, _ = _call(layer, x, context=changed, key_padding_mask=mask)
-        if (a - b).abs().max().item() > 1e-6:
-            raise Failure("masked context positions changed the output")
+        diff = (a - b).abs().max().item()
+        if _exceeds(diff, 1e-6):
+            raise Failure(f"masked context positions changed the output by {diff:.2e}")
     return "m=14 ≠ n=9"
 
 
@@ -210,7 +243,7 @@ def check_weights(s: Subject) -> str:
         raise Failure("weights are negative or rows do not sum to 1")
     if s.spec.supports_causal:
         _, causal = _call(layer, x, causal=True, need_weights=True)
-        if causal.triu(diagonal=1).abs().max().item() > 0:
+        if _exceeds(causal.triu(diagonal=1).abs().max().item(), 0.0):
             raise Failure("causal weights put mass on future keys")
     return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1"
 
@@ -242,13 +275,18 @@ def check_reference(s: Subject) -> str:
     """Outputs and gradients (x, context, parameters) equal the naive fp32 reference, rel ≤ 1e-5."""
     layer = s.build()
     if not callable(getattr(layer, "reference_forward", None)):
-        raise Skip("the layer has no reference_forward to compare against")
+        raise Skip(
+            f"{s.name} has no naive reference to compare against: give it a reference_forward"
+            " (same call and parameters, naive fp32 math) to have its outputs and gradients checked"
+        )
     worst = 0.0
     for b, n, m in REFERENCE_SHAPES:
         for kwargs in _reference_calls(s, b, n, m):
-            worst = max(worst, _compare_with_reference(s, layer, b, n, m, kwargs))
-    if worst > REL_TOL:
-        raise Failure(f"relative error {worst:.2e} > {REL_TOL:.0e}")
+            for what, err in _compare_with_reference(s, layer, b, n, m, kwargs):
+                if _exceeds(err, REL_TOL):
+                    sizes = [f"b={b}", f"n={n}"] + ([f"m={m}"] if "context" in kwargs else [])
+                    raise Failure(f"{what}: rel err {err:.2e} > {REL_TOL:.0e}{_describe(kwargs, *sizes)}")
+                worst = max(worst, err)
     return f"max rel err {worst:.1e} over {len(REFERENCE_SHAPES)} shapes"
 
 
@@ -268,7 +306,10 @@ def _reference_calls(s: Subject, b: int, n: int, m: int) -> Iterator[dict]:
             yield {"context": m, "key_padding_mask": torch.arange(m, device=s.device)[None, :].expand(b, m) >= m - 2}
 
 
-def _compare_with_reference(s: Subject, layer: nn.Module, b: int, n: int, m: int, kwargs: dict) -> float:
+def _compare_with_reference(
+    s: Subject, layer: nn.Module, b: int, n: int, m: int, kwargs: dict
+) -> list[tuple[str, float]]:
+    """(what, relative error) of the output, the input gradients and the parameter gradients."""
     kwargs = dict(kwargs)
     x = s.randn(b, n, D_MODEL, seed=n).requires_grad_()
     inputs = [x]
@@ -278,8 +319,8 @@ def _compare_with_reference(s: Subject, layer: nn.Module, b: int, n: int, m: int
     params = [p for p in layer.parameters() if p.requires_grad]
     probe = s.randn(b, n, D_MODEL, seed=5)
     results = []
-    for forward in (layer, layer.reference_forward):
-        out, _ = forward(x, **kwargs)
+    for call in (_call, _call_reference):
+        out, _ = call(layer, x, **kwargs)
         if s.forward_only:  # outputs only
             results.append((out, ()))
             continue
@@ -291,9 +332,12 @@ def _compare_with_reference(s: Subject, layer: nn.Module, b: int, n: int, m: int
     # inputs one by one; parameters as one vector, so that a gradient that is zero in exact
     # arithmetic (the key bias under softmax) is judged against the scale of all the others
     flat = lambda grads: torch.cat([g.flatten() for g in grads if g is not None] or [torch.zeros(1)])  # noqa: E731
-    pairs = [(fast, ref), *zip(fast_grads[: len(inputs)], ref_grads[: len(inputs)])]
-    pairs.append((flat(fast_grads[len(inputs) :]), flat(ref_grads[len(inputs) :])))
-    return max(_rel_err(got, want) for got, want in pairs)
+    compared = {"out": (fast, ref)}
+    if not s.forward_only:
+        k = len(inputs)
+        compared |= dict(zip(("x.grad", "context.grad")[:k], zip(fast_grads[:k], ref_grads[:k])))
+        compared["parameter grads"] = (flat(fast_grads[k:]), flat(ref_grads[k:]))
+    return [(what, _rel_err(got, want)) for what, (got, want) in compared.items()]
 
 
 def check_low_precision(s: Subject) -> str:
@@ -302,12 +346,12 @@ def check_low_precision(s: Subject) -> str:
     for dtype in dtypes:
         layer = s.build().to(dtype)
         x = s.randn(2, 40, D_MODEL).to(dtype)
-        out, _ = _call(layer, x, causal=s.spec.supports_causal)
-        if out.dtype != dtype or not torch.isfinite(out).all():
-            raise Failure(f"{dtype}: out is {out.dtype}, finite={bool(torch.isfinite(out).all())}")
+        out, _ = _call(layer, x, causal=s.spec.supports_causal)  # a non-finite output fails there
+        if out.dtype != dtype:
+            raise Failure(f"{dtype}: out is {out.dtype}")
         ref, _ = _call(s.build(), x.float(), causal=s.spec.supports_causal)
         err = _rel_err(out.float(), ref)
-        if err > 0.1:
+        if _exceeds(err, 0.1):
             raise Failure(f"{dtype}: relative error {err:.2e} against fp32 is above 0.1")
     return ", ".join(str(d).removeprefix("torch.") for d in dtypes)
 
@@ -374,3 +418,27 @@ def iter_checks(
         return
     for check in checks or list(CHECKS):
         yield run_check(name, check, options, device)
+
+
+def summary(results: Sequence[CheckResult]) -> str:
+    """The line under the `bench check` table: how many checks failed, passed and were skipped,
+    and which variants were not compared against a reference (a skip that hides no failure, but
+    leaves their outputs unverified)."""
+    total = len(results)
+    failed = sum(r.status == FAIL for r in results)
+    skipped = sum(r.status == SKIP for r in results)
+    if failed:
+        line = f"{failed} of {total} {_checks(total)} failed"
+    elif skipped:
+        line = f"{total - skipped} passed, {skipped} skipped"
+    else:
+        line = f"all {total} checks passed" if total > 1 else f"{total} {_checks(total)} passed"
+    unverified = list(dict.fromkeys(r.variant for r in results if r.check == "reference" and r.status == SKIP))
+    if unverified:
+        has = "has" if len(unverified) == 1 else "have"
+        line += f" (reference: {', '.join(unverified)} {has} no naive reference to compare against)"
+    return line
+
+
+def _checks(count: int) -> str:
+    return "check" if count == 1 else "checks"

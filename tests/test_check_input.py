@@ -1,0 +1,173 @@
+"""`bench check` on faulty plugin variants: each fault is one clear FAIL (or a visible SKIP),
+never a PASS and never an error raised inside the checker itself."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnbench import VariantSpec, register_variant
+from attnbench.variants.base import ProjectedAttention
+from attnbench.variants.check import CHECKS, FAIL, PASS, SKIP, CheckResult, run_check, run_checks, summary
+from attnbench.variants.multi_head import MultiHeadAttention
+
+
+class _NaNGrad(torch.autograd.Function):
+    """Identity forward, NaN backward."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def _register_faults() -> None:
+    """Plugin variants with one fault each (call inside the `sandbox` fixture)."""
+
+    @register_variant("nan-out")
+    class NaNOut(MultiHeadAttention):
+        def forward(self, x, context=None, **kwargs):
+            out, weights = super().forward(x, context, **kwargs)
+            return out * float("nan"), weights
+
+    @register_variant("nan-grad")
+    class NaNGrad(MultiHeadAttention):  # finite outputs, NaN gradients on the fast path only
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            return super().core(_NaNGrad.apply(q), k, v, key_padding_mask, causal, need_weights)
+
+    @register_variant("short-out")
+    class ShortOut(MultiHeadAttention):
+        def forward(self, x, context=None, **kwargs):
+            out, weights = super().forward(x, context, **kwargs)
+            return out[:, :-1], weights
+
+    @register_variant("short-reference")
+    class ShortReference(MultiHeadAttention):
+        def reference_forward(self, x, context=None, **kwargs):
+            out, weights = super().reference_forward(x, context, **kwargs)
+            return out[:, :-1], weights
+
+    @register_variant("no-reference-core")
+    class NoReferenceCore(ProjectedAttention):
+        spec = VariantSpec(complexity="n^2")
+        core = MultiHeadAttention.core
+
+    @register_variant("no-core")
+    class NoCore(ProjectedAttention):
+        spec = VariantSpec(complexity="n^2")
+
+    @register_variant("unreferenced")
+    class Unreferenced(MultiHeadAttention):
+        reference_forward = None
+
+
+@pytest.fixture
+def faults(sandbox):
+    _register_faults()
+
+
+# a NaN output fails every check that calls the variant, naming the call
+NAN_OUT = {
+    "shape": "non-finite output",
+    "finite-grad": "non-finite output",
+    "determinism": "non-finite output",
+    "causal": "non-finite output (causal=True)",
+    "padding": "non-finite output (key_padding_mask)",
+    "cross": "non-finite output (context)",
+    "weights": "non-finite output",
+    "reference": "non-finite output",
+    "low-precision": "non-finite output (bfloat16, causal=True)",
+}
+
+
+@pytest.mark.parametrize("check", list(NAN_OUT))
+def test_a_nan_output_fails_every_check(faults, check):
+    assert run_check("nan-out", check) == CheckResult("nan-out", check, FAIL, NAN_OUT[check])
+
+
+def test_nan_gradients_fail_the_reference_check(faults):
+    result = run_check("nan-grad", "reference")
+    assert result == CheckResult("nan-grad", "reference", FAIL, "x.grad: rel err nan > 1e-05 (b=2, n=7)")
+
+
+# a wrong output shape is one line in every check, not an error inside the checker
+SHORT_OUT = {
+    "shape": "out shape (2, 10, 32) != x shape (2, 11, 32)",
+    "finite-grad": "out shape (2, 18, 32) != x shape (2, 19, 32)",
+    "determinism": "out shape (2, 16, 32) != x shape (2, 17, 32)",
+    "causal": "out shape (2, 22, 32) != x shape (2, 23, 32)",
+    "padding": "out shape (2, 20, 32) != x shape (2, 21, 32)",
+    "cross": "out shape (2, 8, 32) != x shape (2, 9, 32)",
+    "weights": "out shape (2, 11, 32) != x shape (2, 12, 32)",
+    "reference": "out shape (2, 6, 32) != x shape (2, 7, 32)",
+    "low-precision": "out shape (2, 39, 32) != x shape (2, 40, 32)",
+}
+
+
+@pytest.mark.parametrize("check", list(SHORT_OUT))
+def test_a_wrong_output_shape_fails_every_check_in_one_line(faults, check):
+    assert run_check("short-out", check) == CheckResult("short-out", check, FAIL, SHORT_OUT[check])
+
+
+def test_a_wrong_reference_shape_is_named(faults):
+    result = run_check("short-reference", "reference")
+    assert result.detail == "reference_forward: out shape (2, 6, 32) != x shape (2, 7, 32)"
+
+
+@pytest.mark.parametrize(
+    ("variant", "check", "message"),
+    [
+        ("no-reference-core", "reference",
+         "no-reference-core: ProjectedAttention subclasses implement reference_core(q, k, v, key_padding_mask,"
+         " causal) -> (out, weights|None), the naive reference the checks compare core against"),
+        ("no-core", "shape",
+         "no-core: ProjectedAttention subclasses implement core(q, k, v, key_padding_mask, causal,"
+         " need_weights) -> (out, weights|None), the fast path that forward runs"),
+    ],
+)
+def test_a_missing_core_or_reference_core_says_what_to_implement(faults, variant, check, message):
+    result = run_check(variant, check)
+    assert result.status == FAIL
+    assert result.detail.startswith(f"NotImplementedError: {message} (at ")
+    assert "base.py:" in result.detail
+
+
+def test_a_variant_without_a_reference_is_a_skip_that_says_why_and_shows_in_the_summary(faults):
+    results = run_checks("unreferenced")
+    reference = next(r for r in results if r.check == "reference")
+    assert reference == CheckResult(
+        "unreferenced", "reference", SKIP,
+        "unreferenced has no naive reference to compare against: give it a reference_forward"
+        " (same call and parameters, naive fp32 math) to have its outputs and gradients checked",
+    )
+    assert summary(results) == (
+        "8 passed, 2 skipped (reference: unreferenced has no naive reference to compare against)"
+    )
+
+
+def _results(*statuses: str, check: str = "shape") -> list[CheckResult]:
+    return [CheckResult("v", check, status) for status in statuses]
+
+
+@pytest.mark.parametrize(
+    ("results", "line"),
+    [
+        (_results(FAIL), "1 of 1 check failed"),
+        (_results(FAIL, PASS, SKIP), "1 of 3 checks failed"),
+        (_results(PASS), "1 check passed"),
+        (_results(PASS, PASS), "all 2 checks passed"),
+        (_results(PASS, SKIP), "1 passed, 1 skipped"),
+        ([*_results(FAIL), CheckResult("a", "reference", SKIP), CheckResult("b", "reference", SKIP)],
+         "1 of 3 checks failed (reference: a, b have no naive reference to compare against)"),
+    ],
+)
+def test_summary_counts_in_words(results, line):
+    assert summary(results) == line
+
+
+def test_every_check_is_covered_here():
+    """A new check must say what a NaN or a wrong shape does to it."""
+    assert set(CHECKS) - {"unsupported"} == set(NAN_OUT) == set(SHORT_OUT)
