@@ -66,6 +66,7 @@ __all__ = [
     "check_file_target",
     "check_returns_weights",
     "check_seq_len",
+    "checked_weights",
     "default_out",
     "draw_attention",
     "encode_text",
@@ -250,6 +251,30 @@ def test_example(task: Task, seq_len: int, seed: int, n_test: int, index: int) -
 # -- the weights ---------------------------------------------------------------------------
 
 
+def checked_weights(
+    model: BenchModel, tokens: Tensor, pad: Tensor, decoder_input: Tensor | None = None, *, layer: int = -1
+) -> Tensor:
+    """`model.attention_weights(...)`, checked to be (b, h, n, m) and finite: else one line
+    (AttnbenchError) that names the variant and the shapes, instead of a figure of the wrong keys."""
+    weights = model.attention_weights(tokens, pad, decoder_input, layer=layer)
+    seq2seq = model.kind == "seq2seq"
+    stack = model.decoder if seq2seq else model.encoder
+    block = stack.blocks[layer % len(stack.blocks)]
+    attn = (block.cross_attn if seq2seq else None) or block.self_attn
+    name = getattr(attn, "variant_name", "") or type(attn).__name__
+    b, m = tokens.shape
+    n = decoder_input.shape[1] if seq2seq else m
+    if not isinstance(weights, Tensor) or weights.dim() != 4 or weights.shape[0] != b or weights.shape[2:] != (n, m):
+        got = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise AttnbenchError(
+            f"{name} returned attention weights of shape {got}; want (b, h, n, m) = ({b}, h, {n}, {m})"
+        )
+    if not bool(torch.isfinite(weights).all()):
+        bad = "NaN" if bool(torch.isnan(weights).any()) else "inf"
+        raise AttnbenchError(f"{name} returned attention weights with {bad} (shape {tuple(weights.shape)})")
+    return weights
+
+
 def _labels(names: list[str], ids: list[int]) -> tuple[str, ...]:
     return tuple(SHOWN.get(names[i], names[i]) if 0 <= i < len(names) else str(i) for i in ids)
 
@@ -267,7 +292,7 @@ def extract_attention(model: BenchModel, task: Task, batch: Batch, *, layer: int
     names = task.token_names()
     if model.kind == "seq2seq":
         return _cross_map(model, task, batch, tokens, pad, real, names, chosen, depth)
-    weights = model.attention_weights(tokens, pad, layer=chosen)[0].float().cpu()
+    weights = checked_weights(model, tokens, pad, layer=chosen)[0].float().cpu()
     weights = weights[:, real][:, :, real]
     labels = _labels(names, batch.tokens[0, real].tolist())
     caption = _caption(model, task, batch, tokens, pad)
@@ -278,7 +303,7 @@ def _cross_map(model, task, batch, tokens, pad, real, names, chosen, depth) -> A
     gold = "alignment" in batch.meta
     local = Batch(tokens, pad, batch.target.to(tokens.device), {})
     target = batch.target.to(tokens.device) if gold else greedy_decode(model, task, local)
-    weights = model.attention_weights(tokens, pad, shift_right_of(task, target), layer=chosen)[0].float().cpu()
+    weights = checked_weights(model, tokens, pad, shift_right_of(task, target), layer=chosen)[0].float().cpu()
     target = target[0].cpu()
     if gold:
         rows = (target != IGNORE_INDEX).nonzero().flatten()
@@ -349,8 +374,8 @@ def test_alignment_error_rate(model: BenchModel, task: Task, test: Batch, *, lay
     for start in range(0, len(test), batch_size):
         part = test.select(slice(start, start + batch_size))
         target = part.target.to(device)
-        weights = model.attention_weights(
-            part.tokens.to(device), part.padding_mask.to(device), shift_right_of(task, target),
+        weights = checked_weights(
+            model, part.tokens.to(device), part.padding_mask.to(device), shift_right_of(task, target),
             layer=-1 if layer is None else layer,
         )
         alignment = part.meta["alignment"]
@@ -548,8 +573,9 @@ def _head_count(model: BenchModel, task: Task, batch: Batch, layer: int | None) 
     """Heads of the drawn attention, from one forward pass of the (untrained) model."""
     device = next(model.parameters()).device
     decoder_input = torch.full((1, 1), task.bos_id, device=device) if model.kind == "seq2seq" else None
-    weights = model.attention_weights(
-        batch.tokens.to(device), batch.padding_mask.to(device), decoder_input, layer=-1 if layer is None else layer
+    weights = checked_weights(
+        model, batch.tokens.to(device), batch.padding_mask.to(device), decoder_input,
+        layer=-1 if layer is None else layer,
     )
     return int(weights.shape[1])
 

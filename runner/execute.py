@@ -2,7 +2,10 @@
 
 `execute_cell(cell, plan)` never raises for a problem of the cell itself (a variant that raises,
 returns NaN or the wrong shape, runs out of memory, or exceeds its time budget): it returns the
-record, and the sweep goes on. The plan is plain JSON data, so that a worker process can receive it.
+record, and the sweep goes on. An efficiency cell verifies its layer before timing it
+(`measure_attention`: finite output and input gradient, and the naive reference where the variant
+has one); a layer that fails is an `error` with that one line, and nothing of it is timed. The
+plan is plain JSON data, so that a worker process can receive it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from attnbench.errors import UnsupportedError
 from attnbench.runner.cells import Cell
 from attnbench.runner.heap import STEADY_BYTES, pin_mmap_threshold
-from attnbench.runner.measure import is_oom, measure_attention, measure_step
+from attnbench.runner.measure import VerificationError, is_oom, measure_attention, measure_step
 from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
 from attnbench.selection import parse_selection
@@ -72,7 +75,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
         status, message = "unsupported", str(exc)
     except CellTimeout:
         status, message = "timeout", f"over the {budget:g} s cell budget"
-    except Diverged as exc:
+    except (Diverged, VerificationError) as exc:
         status, message = "error", str(exc)
     except Exception as exc:  # noqa: BLE001 — one bad cell never ends the sweep
         if is_oom(exc):

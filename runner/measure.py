@@ -65,10 +65,24 @@ FLOPs (`count_flops`)
 
 Memory and FLOPs are measured in separate calls from the timing: both dispatch modes slow the
 callable down. Out-of-memory errors propagate; `is_oom` tells the runner they were one.
+
+Verification (`measure_attention`, before anything is timed)
+    Where the layer has a naive reference (`reference_forward`), its output and gradients (of x
+    and of the parameters, against a random probe) are compared with that reference, computed in
+    fp32 on a copy of the layer, once at a small shape (b = 2, n = min(seq_len, 64); the same
+    layer, device, dtype and causal flag), within `benchmarks.suite.TOLERANCE` for the dtype
+    (max|Δ| / max|ref|). Then one forward and one forward+backward at the timed shape (they are
+    the timings' warm-up calls) must give an output of the input's shape and a finite output and
+    input gradient. A failure raises `VerificationError` with one line, e.g. "output differs from
+    the naive reference: max rel err 3.1e-01 > 1e-04 at n=64 (float32)", and nothing is timed.
+    Compiled kernels run eagerly for the comparison (`_compiling_nothing`): at the timed shape
+    their compiled code is checked for finiteness only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import os
 import threading
@@ -77,6 +91,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, TypeVar
 
 import torch
+from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -87,6 +102,7 @@ from attnbench.variants.compiled import eager_fallbacks
 __all__ = [
     "TensorBytes",
     "Timing",
+    "VerificationError",
     "count_flops",
     "is_oom",
     "matmul_peak",
@@ -95,6 +111,7 @@ __all__ = [
     "peak_memory",
     "sdpa_kernels",
     "time_call",
+    "verify_attention",
 ]
 
 CUDA_MEMORY_METHOD = "cuda.max_memory_allocated"
@@ -116,6 +133,7 @@ SDPA_KERNELS = {
     "aten::_scaled_dot_product_attention_math": "math",  # the unfused fallback
 }
 MATH_KERNEL = "math"
+VERIFY_BATCH, VERIFY_MAX_N = 2, 64  # the small shape at which a layer is compared with its reference
 R = TypeVar("R")
 
 
@@ -382,6 +400,93 @@ def measure_step(
     }
 
 
+class VerificationError(Exception):
+    """The layer to be measured gave a wrong or non-finite result: nothing of it is timed."""
+
+
+def verify_attention(
+    layer: nn.Module,
+    *,
+    seq_len: int,
+    d_model: int,
+    device: str,
+    dtype: torch.dtype,
+    causal: bool = False,
+    seed: int = 0,
+) -> float | None:
+    """Compare `layer`'s output and gradients (x and parameters) with its naive fp32 reference at
+    b = 2, n = min(seq_len, 64); raise VerificationError if they differ beyond the dtype's
+    tolerance. Returns the worst relative error, or None where the layer has no reference."""
+    if not callable(getattr(layer, "reference_forward", None)):
+        return None
+    # imported here: attnbench.benchmarks.suite imports this module
+    from attnbench.benchmarks.suite import TOLERANCE, relative_error
+
+    n = min(seq_len, VERIFY_MAX_N)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(VERIFY_BATCH, n, d_model, generator=gen)
+    probe = torch.randn(VERIFY_BATCH, n, d_model, generator=gen).to(device)
+    fp32 = layer if dtype == torch.float32 else copy.deepcopy(layer).float()
+    with _compiling_nothing():
+        got = _output_and_grads(layer, layer, x.to(device, dtype), probe, causal, n)
+        try:
+            want = _output_and_grads(
+                fp32, fp32.reference_forward, x.to(device), probe, causal, n, "the naive reference's "
+            )
+        except NotImplementedError:  # e.g. a ProjectedAttention without reference_core: none to compare with
+            return None
+    tol, worst = TOLERANCE[dtype], 0.0
+    for what, fast, ref in zip(("output", "input gradient", "parameter gradients"), got, want):
+        err = relative_error(fast, ref)
+        if not err <= tol:
+            raise VerificationError(
+                f"{what} differs from the naive reference: max rel err {err:.1e} > {tol:.0e} at n={n}"
+                f" ({str(dtype).removeprefix('torch.')})"
+            )
+        worst = max(worst, err)
+    return worst
+
+
+def _compiling_nothing() -> contextlib.AbstractContextManager:
+    """torch.compile'd functions run eagerly in this context (torch >= 2.6: the "force_eager"
+    stance): a compiled kernel compiles no graph for a shape that is not timed (seconds each), and
+    one compiled with `dynamic=None` keeps a static graph for the timed shape."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+
+
+def _output_and_grads(
+    layer: nn.Module, forward: Callable, x: Tensor, probe: Tensor, causal: bool, n: int, whose: str = ""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(output, x's gradient, the parameters' gradients as one vector) of `forward(x)` under the
+    loss sum(output · probe), each checked for shape and finiteness (`whose`: for the messages)."""
+    x = x.requires_grad_()
+    params = [p for p in layer.parameters() if p.requires_grad]
+    out, _ = forward(x, causal=causal)
+    _check_output(out, x, n, whose)
+    grads = torch.autograd.grad((out.float() * probe).sum(), [x, *params], allow_unused=True)
+    _check_finite(f"{whose}input gradient", grads[0], n)
+    flat = [(g if g is not None else torch.zeros_like(p)).float().flatten() for g, p in zip(grads[1:], params)]
+    return out.detach(), grads[0], torch.cat(flat) if flat else torch.zeros(1, device=x.device)
+
+
+def _check_output(out: object, x: Tensor, n: int, whose: str = "") -> None:
+    """VerificationError unless `out` is a finite tensor of x's shape (n: the length, for the message)."""
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise VerificationError(f"{whose}output shape {shape} is not the input's {tuple(x.shape)} at n={n}")
+    _check_finite(f"{whose}output", out, n)
+
+
+def _check_finite(what: str, t: Tensor | None, n: int) -> None:
+    """VerificationError if `t` is missing or holds NaN or inf (n: the length, for the message)."""
+    if t is None:
+        raise VerificationError(f"{what} is missing (the output does not depend on the input) at n={n}")
+    if not bool(torch.isfinite(t).all()):
+        bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
+        raise VerificationError(f"{what} has {bad} at n={n}")
+
+
 def measure_attention(
     variant: str,
     options: dict,
@@ -397,11 +502,15 @@ def measure_attention(
     seed: int = 0,
     peak_flops: float | None = None,
 ) -> dict:
-    """Forward (inference) and forward+backward time, peak memory and FLOPs of one attention layer."""
+    """Forward (inference) and forward+backward time, peak memory and FLOPs of one attention layer,
+    verified first (see the module docstring): VerificationError, and nothing timed, if it fails."""
     with torch.random.fork_rng(devices=[]):  # seeded parameters; the caller's RNG is untouched
         torch.manual_seed(seed)
         layer = build_variant(variant, d_model=d_model, n_heads=n_heads, **options)
     layer = layer.to(device=device, dtype=dtype)
+    verify_attention(
+        layer, seq_len=seq_len, d_model=d_model, device=device, dtype=dtype, causal=causal, seed=seed
+    )
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, seq_len, d_model, generator=gen).to(device, dtype).requires_grad_()
     # inference takes x without grad: FlopCounterMode's module hooks fail on a grad-requiring
@@ -420,10 +529,16 @@ def measure_attention(
         zero_grad()  # fresh gradients each call, nothing accumulates
         out, _ = layer(x, causal=causal)
         out.sum().backward()
+        return out
 
+    # the timed shape, once each: finite outputs and input gradient; these are the warm-up calls
+    _check_output(forward(), x, seq_len)
+    _check_output(forward_backward().detach(), x, seq_len)
+    _check_finite("input gradient", x.grad, seq_len)
+    zero_grad()
     result: dict = {}
     for key, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
-        timing = time_call(fn, device=device, min_run_time=min_run_time)
+        timing = time_call(fn, device=device, min_run_time=min_run_time, warmup=0)
         zero_grad()  # the gradients fn makes are counted; none from before are live
         peak_bytes, method = peak_memory(fn, device=device)
         zero_grad()

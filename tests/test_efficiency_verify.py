@@ -1,0 +1,260 @@
+"""Kernels are verified before they are timed, and attention weights before they are drawn.
+
+An efficiency cell compares its layer with the naive reference (outputs and gradients) at a small
+shape and checks its output and input gradient for NaN at the timed shape; a layer that fails is an
+`error` with one line, and nothing of it is timed. `bench attention` refuses weights that are not
+(b, h, n, m) or not finite, in one line, before training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnbench.runner.attention_map as attention_map
+import attnbench.runner.measure as measure
+from attnbench.benchmarks.suite import TOLERANCE
+from attnbench.runner.cells import Cell
+from attnbench.runner.execute import Plan, execute_cell
+from attnbench.runner.profiles import PROFILES
+from attnbench.runner.store import read_records
+from attnbench.variants.base import VARIANTS, build_variant, get_variant_spec
+from support import one_error_line
+
+# variants that fail on purpose, each in one way: written as a --plugin file, or exec'd in process
+FAULTY = '''
+import torch
+from torch import nn
+
+from attnbench import VariantSpec, register_variant
+from attnbench.variants.base import ProjectedAttention
+from attnbench.variants.multi_head import MultiHeadAttention
+from attnbench.variants.reference import full_attention
+
+PLAIN = VariantSpec(complexity="n", supports_causal=False, supports_padding_mask=False,
+                    supports_cross=False, returns_weights=False)
+
+
+class _DoubleGrad(torch.autograd.Function):
+    """Identity forward; twice the gradient backward."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+class _NaNGrad(torch.autograd.Function):
+    """Identity forward; NaN gradient backward."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+@register_variant("wrong-scale")
+class WrongScale(MultiHeadAttention):
+    """Scores scaled by 2/sqrt(d) instead of 1/sqrt(d): finite, plausible, wrong."""
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        return super().core(2 * q, k, v, key_padding_mask, causal, need_weights)
+
+
+@register_variant("wrong-grad")
+class WrongGrad(MultiHeadAttention):
+    """The right output, twice the right gradient."""
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
+        return _DoubleGrad.apply(out), weights
+
+
+@register_variant("nan-when-long")
+class NaNWhenLong(MultiHeadAttention):
+    """Right (and equal to its reference) up to 64 tokens, NaN beyond."""
+
+    def forward(self, x, context=None, **kwargs):
+        out, weights = super().forward(x, context, **kwargs)
+        return (out * float("nan") if x.shape[1] > 64 else out), weights
+
+
+@register_variant("plain-nan")
+class PlainNaN(nn.Module):
+    """No reference to compare with; its output is NaN."""
+
+    spec = PLAIN
+
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x, context=None, *, key_padding_mask=None, causal=False, need_weights=False):
+        return self.proj(x) * float("nan"), None
+
+
+@register_variant("plain-nan-grad")
+class PlainNaNGrad(PlainNaN):
+    """No reference to compare with; a finite output whose input gradient is NaN."""
+
+    def forward(self, x, context=None, *, key_padding_mask=None, causal=False, need_weights=False):
+        return self.proj(_NaNGrad.apply(x)), None
+
+
+@register_variant("no-reference-core")
+class NoReferenceCore(ProjectedAttention):
+    """A sound ProjectedAttention without a reference_core: nothing to compare with, not an error."""
+
+    spec = VariantSpec(complexity="n^2")
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        return full_attention(q, k, v, key_padding_mask=key_padding_mask, causal=causal)
+
+
+@register_variant("drop-key-column")
+class DropKeyColumn(MultiHeadAttention):
+    """Weights (b, h, n, m - 1): the last key's column silently dropped."""
+
+    def forward(self, x, context=None, **kwargs):
+        out, weights = super().forward(x, context, **kwargs)
+        return out, None if weights is None else weights[..., :-1]
+
+
+@register_variant("nan-weights")
+class NaNWeights(MultiHeadAttention):
+    """Weights of the right shape, with NaN in them."""
+
+    def forward(self, x, context=None, **kwargs):
+        out, weights = super().forward(x, context, **kwargs)
+        return out, None if weights is None else weights * float("nan")
+'''
+
+# what the efficiency cell of each says (n = 256 timed; the reference is compared at n = 64)
+EXPECTED = {
+    "wrong-scale": "output differs from the naive reference: max rel err ",
+    "wrong-grad": "input gradient differs from the naive reference: max rel err ",
+    "nan-when-long": "output has NaN at n=256",
+    "plain-nan": "output has NaN at n=256",
+    "plain-nan-grad": "input gradient has NaN at n=256",
+    "fault-nan": "output has NaN at n=64",
+    "fault-shape": "output shape (2, 63, 64) is not the input's (2, 64, 64) at n=64",
+}
+FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
+
+
+@pytest.fixture
+def faulty(sandbox):
+    """The FAULTY variants and the fixture's fault-* variants, registered for this test only."""
+    import attnbench.plugins
+
+    exec(compile(FAULTY, "faulty_variants", "exec"), {"__name__": "faulty_variants"})
+    attnbench.plugins.import_plugin(FAULTS)
+    yield
+
+
+def efficiency_plan(**changes) -> Plan:
+    p = PROFILES["smoke"]
+    eff = {**p.efficiency.to_dict(), "model_step": False}
+    return Plan(size=p.size.to_dict(), train=p.train.to_dict(), efficiency=eff, threads=1, **changes)
+
+
+def efficiency_cell(variant: str, n: int = 256) -> dict:
+    return execute_cell(Cell.make("efficiency", variant, {}, None, {}, n, 0), efficiency_plan())
+
+
+# ---------------------------------------------------------------------------- efficiency cells
+@pytest.mark.parametrize("variant", list(EXPECTED))
+def test_a_kernel_that_fails_its_check_is_an_error_and_nothing_is_timed(faulty, monkeypatch, variant):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed a kernel that had not passed its check")
+
+    monkeypatch.setattr(measure, "time_call", no_timing)
+    record = efficiency_cell(variant)
+    assert record["status"] == "error", record
+    assert record["message"].startswith(EXPECTED[variant]), record["message"]
+    assert record["result"] is None  # one line, no traceback, no numbers
+
+
+def test_the_reference_message_names_the_error_tolerance_length_and_dtype(faulty) -> None:
+    message = efficiency_cell("wrong-scale")["message"]
+    err = float(message.split("max rel err ")[1].split()[0])
+    assert err > 0.1 and message.endswith(" > 1e-04 at n=64 (float32)"), message
+
+
+@pytest.mark.parametrize("variant", ["multi-head", "no-reference-core"])
+def test_a_sound_kernel_is_timed_as_before(faulty, variant) -> None:
+    record = efficiency_cell(variant)
+    assert record["status"] == "ok", record["message"]
+    assert record["result"]["fwd"]["median_s"] > 0 and record["result"]["fwd_bwd"]["median_s"] > 0
+
+
+def calls(name: str) -> list[dict]:
+    spec = get_variant_spec(name)
+    return [{"causal": False}] + ([{"causal": True}] if spec.supports_causal else [])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", VARIANTS.names())
+def test_every_built_in_variant_passes_within_its_dtype_s_tolerance(name, dtype) -> None:
+    for kwargs in calls(name):
+        layer = build_variant(name, d_model=64, n_heads=2).to(dtype=dtype)
+        err = measure.verify_attention(layer, seq_len=256, d_model=64, device="cpu", dtype=dtype, **kwargs)
+        assert err is not None and err <= TOLERANCE[dtype] / 3, (kwargs, err)  # a margin of 3 at least
+
+
+@pytest.mark.compiler
+def test_a_compiled_kernel_is_compared_in_its_eager_form_compiling_nothing() -> None:
+    from torch._dynamo.utils import counters
+
+    if not hasattr(torch.compiler, "set_stance"):
+        pytest.skip("torch < 2.6 has no force_eager stance")
+    layer = build_variant("linear", d_model=64, n_heads=2, kernel="compiled")
+    before = dict(counters["stats"])
+    assert measure.verify_attention(layer, seq_len=256, d_model=64, device="cpu", dtype=torch.float32) <= 1e-4
+    assert dict(counters["stats"]) == before  # no graph compiled for a shape that is not timed
+
+
+def test_bench_run_records_the_faulty_cell_as_an_error_and_times_the_rest(sandbox, tmp_path, bench) -> None:
+    plugin = tmp_path / "faulty_variants.py"
+    plugin.write_text(FAULTY)
+    out = tmp_path / "run"
+    code = bench("run", "--plugin", plugin, "--profile", "smoke", "--variants", "wrong-scale,plain-nan,multi-head",
+                 "--kinds", "efficiency", "--efficiency-lengths", "128", "--device", "cpu", "--out", out, "--quiet")
+    assert code == 0
+    records = {r["variant"]: r for r in read_records(out)}
+    assert records["multi-head"]["status"] == "ok"
+    assert records["wrong-scale"]["status"] == records["plain-nan"]["status"] == "error"
+    assert records["wrong-scale"]["message"].startswith("output differs from the naive reference")
+    assert records["plain-nan"]["message"] == "output has NaN at n=128"
+
+
+# ---------------------------------------------------------------------------- bench attention
+@pytest.mark.parametrize(
+    ("variant", "task", "message"),
+    [
+        ("drop-key-column", "copy", "drop-key-column returned attention weights of shape (1, 2, 32, 31); "
+                                    "want (b, h, n, m) = (1, h, 32, 32)"),
+        ("drop-key-column", "translation", "drop-key-column returned attention weights of shape (1, 2, 1, 31); "
+                                           "want (b, h, n, m) = (1, h, 1, 32)"),
+        ("nan-weights", "copy", "nan-weights returned attention weights with NaN (shape (1, 2, 32, 32))"),
+    ],
+)
+def test_attention_weights_of_the_wrong_shape_or_not_finite_are_refused_before_training(
+    sandbox, tmp_path, monkeypatch, bench_output, variant, task, message
+) -> None:
+    monkeypatch.setattr(attention_map, "train_and_evaluate", lambda *a, **k: pytest.fail("trained"))
+    plugin = tmp_path / "faulty_variants.py"
+    plugin.write_text(FAULTY)
+    code, _, err = bench_output("attention", "--plugin", plugin, "--variant", variant, "--task", task,
+                                "--profile", "smoke", "--out", tmp_path / "map.png")
+    assert code == 2
+    assert one_error_line(err) == f"bench: error: {message}"
+    assert not (tmp_path / "map.png").exists()
