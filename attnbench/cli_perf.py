@@ -195,7 +195,10 @@ def _variants(text: str, known: list[str]) -> list[str]:
     for v in chosen:
         if v not in known:
             close = difflib.get_close_matches(v, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            # not a typo: likely the user's own variant, which `bench run` times (bench perf knows
+            # only the built-ins' peers and targets)
+            hint = (f"; did you mean {close[0]!r}?" if close else
+                    "; time your own variant with bench run --kinds efficiency --plugin MODULE")
             raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
     return chosen
 

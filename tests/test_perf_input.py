@@ -44,6 +44,9 @@ def assert_one_line_error(bench_output, argv, out_dir, says):
     (["--repeat", "-1"], "'--repeat': -1 is not in the range"),
     (["--variants", ""], "--variants: empty list (name variants, or all; known: additive,"),
     (["--variants", " , "], "--variants: empty list"),
+    (["--variants", "lcoal"], "--variants: no benchmark for 'lcoal'; did you mean 'local'? (known: additive,"),
+    (["--variants", "cosine-demo"], "--variants: no benchmark for 'cosine-demo'; time your own variant with "
+                                    "bench run --kinds efficiency --plugin MODULE (known: additive,"),
     (["--lengths", ""], "--lengths: empty list"),
     (["--lengths", "0,64"], "--lengths: expected positive integers, got '0,64'"),
     (["--lengths", "-64"], "--lengths: expected positive integers"),
