@@ -34,7 +34,8 @@ from attnbench.variants.reference import full_attention
 
 BLOCK = 128  # query positions per block at most: smaller blocks waste less of the span, larger ones
 # make better matmuls; 128 was fastest for windows 128 and 256 (benchmarks/, 1 thread)
-GROUP_ELEMENTS = 1 << 20  # score entries formed at once (4 MiB in fp32; 16 MiB was slower at n >= 2048)
+GROUP_ELEMENTS = 1 << 20  # score entries of one SDPA call (b·h·blocks·size·span): bounds its band mask and the
+# key/value spans it gathers; tuned when the blocks were an explicit matmul + softmax (16 MiB was slower at n >= 2048)
 
 
 @register_variant("local", aliases=("sliding-window", "window"))
