@@ -35,13 +35,13 @@ from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner import heap as glibc_heap
 from attnbench.runner.heap import CACHED, HEAPS, STEADY_BYTES, set_heap
 from attnbench.runner.measure import (
-    CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, MATMUL_SIZE, count_flops, is_oom, matmul_peak, peak_memory, sdpa_kernels, time_call,
+    CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, MATMUL_SIZE, TOLERANCE, count_flops, is_oom, matmul_peak, peak_memory,
+    relative_error, sdpa_kernels, time_call,
 )
 from attnbench.variants.base import build_variant
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
 QUICK_LENGTHS = (256, 512, 1024, 2048)
-TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # max|Δ| / max|ref|
 CALIBRATION_N = 256  # naive memory per score entry is measured at this length
 
 ROW_COLUMNS = (
@@ -123,15 +123,6 @@ def peer_reference(case: Case) -> Callable[[Tensor, Tensor, Tensor, Tensor], Ten
         window = dict(case.peer_options)["window"] + 1  # exact_windowsize: |i − j| ≤ w
         return lambda q, k, v, rows: refs.softmax_rows(q, k, v, rows, causal=case.causal, window=window)
     return lambda q, k, v, rows: refs.peer_linear_rows(q, k, v, rows, causal=case.causal)
-
-
-def relative_error(got: Tensor, want: Tensor) -> float:
-    """max|got − want| / max|want|, in fp32 (inf on a shape mismatch or non-finite output)."""
-    if got.shape != want.shape:
-        return math.inf
-    got, want = got.float(), want.float()
-    err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
-    return err if math.isfinite(err) else math.inf
 
 
 def core_check(ref: Callable, q: Tensor, k: Tensor, v: Tensor, rows: Tensor) -> Callable[[Tensor], float]:

@@ -74,6 +74,7 @@ class SubprocessExecutor:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.proc: subprocess.Popen | None = None
+        self.started = 0  # workers that reached READY: after the first, a failed restart costs one cell
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
@@ -86,6 +87,7 @@ class SubprocessExecutor:
         )
         for line in self._lines(time.perf_counter() + WORKER_START_SECONDS):
             if line.rstrip("\n") == READY:
+                self.started += 1
                 return self.proc
         try:
             why = f"{_exit_reason(self.proc.wait(timeout=5))}; its error is above"
@@ -95,9 +97,15 @@ class SubprocessExecutor:
         raise WorkerStartError(f"--executor subprocess: the worker process could not start ({why})")
 
     def run(self, cell: Cell) -> dict[str, Any]:
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = self._start()
         started = time.perf_counter()
+        if self.proc is None or self.proc.poll() is not None:
+            try:
+                self.proc = self._start()
+            except WorkerStartError as exc:
+                if not self.started:  # the environment is broken for every cell: stop the sweep
+                    raise
+                # a replacement (after a crash, a hang or an OOM kill) failed: this cell only
+                return self._failed(cell, started, "error", str(exc))
         budget = cell_budget(cell, self.plan)
         message = json.dumps({"cell": cell.to_dict(), "plan": self.plan.to_dict()})
         try:

@@ -308,10 +308,12 @@ class GeneratedTask(Task):
 
 def _check_ids(task: str, what: str, ids: Tensor, bound: str, top: int, *, ignore: int | None) -> None:
     """Every id in [0, top), except `ignore` (unlabelled) where the kind allows it."""
-    counted = ids if ignore is None else ids[ids != ignore]
-    if counted.numel() == 0:
+    if ids.numel() == 0:
         return
-    low, high = int(counted.min()), int(counted.max())
+    low, high = int(ids.min()), int(ids.max())  # no copy of a large target: IGNORE_INDEX is negative
+    if low < 0 and ignore is not None and low == ignore:  # only then look past the unlabelled
+        below = ids[(ids < 0) & (ids != ignore)]
+        low = int(below.min()) if below.numel() else 0
     if low < 0:
         raise TaskError(f"{task}: built a {what} of {low}; ids are in [0, {bound})")
     if high >= top:

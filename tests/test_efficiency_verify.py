@@ -15,7 +15,7 @@ import torch
 
 import attnbench.runner.attention_map as attention_map
 import attnbench.runner.measure as measure
-from attnbench.benchmarks.suite import TOLERANCE
+from attnbench.runner.measure import TOLERANCE
 from attnbench.runner.cells import Cell
 from attnbench.runner.execute import Plan, execute_cell
 from attnbench.runner.profiles import PROFILES
@@ -80,11 +80,11 @@ class WrongGrad(MultiHeadAttention):
 
 @register_variant("nan-when-long")
 class NaNWhenLong(MultiHeadAttention):
-    """Right (and equal to its reference) up to 64 tokens, NaN beyond."""
+    """Right (and equal to its reference) up to 300 tokens, the length compared, NaN beyond."""
 
     def forward(self, x, context=None, **kwargs):
         out, weights = super().forward(x, context, **kwargs)
-        return (out * float("nan") if x.shape[1] > 64 else out), weights
+        return (out * float("nan") if x.shape[1] > 300 else out), weights
 
 
 @register_variant("plain-nan")
@@ -137,15 +137,15 @@ class NaNWeights(MultiHeadAttention):
         return out, None if weights is None else weights * float("nan")
 '''
 
-# what the efficiency cell of each says (n = 256 timed; the reference is compared at n = 64)
+# what the efficiency cell of each says (n = 512 timed; the reference is compared at n = 300)
 EXPECTED = {
     "wrong-scale": "output differs from the naive reference: max rel err ",
     "wrong-grad": "input gradient differs from the naive reference: max rel err ",
-    "nan-when-long": "output has NaN at n=256",
-    "plain-nan": "output has NaN at n=256",
-    "plain-nan-grad": "input gradient has NaN at n=256",
-    "fault-nan": "output has NaN at n=64",
-    "fault-shape": "output shape (2, 63, 64) is not the input's (2, 64, 64) at n=64",
+    "nan-when-long": "output has NaN at n=512",
+    "plain-nan": "output has NaN at n=512",  # no reference: checked at the timed length only
+    "plain-nan-grad": "input gradient has NaN at n=512",
+    "fault-nan": "output has NaN at n=300",
+    "fault-shape": "output shape (1, 299, 64) is not the input's (1, 300, 64) at n=300",
 }
 FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
 
@@ -166,7 +166,7 @@ def efficiency_plan(**changes) -> Plan:
     return Plan(size=p.size.to_dict(), train=p.train.to_dict(), efficiency=eff, threads=1, **changes)
 
 
-def efficiency_cell(variant: str, n: int = 256) -> dict:
+def efficiency_cell(variant: str, n: int = 512) -> dict:
     return execute_cell(Cell.make("efficiency", variant, {}, None, {}, n, 0), efficiency_plan())
 
 
@@ -186,7 +186,7 @@ def test_a_kernel_that_fails_its_check_is_an_error_and_nothing_is_timed(faulty, 
 def test_the_reference_message_names_the_error_tolerance_length_and_dtype(faulty) -> None:
     message = efficiency_cell("wrong-scale")["message"]
     err = float(message.split("max rel err ")[1].split()[0])
-    assert err > 0.1 and message.endswith(" > 1e-04 at n=64 (float32)"), message
+    assert err > 0.1 and message.endswith(" > 1e-04 at n=300 (float32)"), message
 
 
 @pytest.mark.parametrize("variant", ["multi-head", "no-reference-core"])
@@ -206,8 +206,28 @@ def calls(name: str) -> list[dict]:
 def test_every_built_in_variant_passes_within_its_dtype_s_tolerance(name, dtype) -> None:
     for kwargs in calls(name):
         layer = build_variant(name, d_model=64, n_heads=2).to(dtype=dtype)
-        err = measure.verify_attention(layer, seq_len=256, d_model=64, device="cpu", dtype=dtype, **kwargs)
+        err = measure.verify_attention(layer, seq_len=4096, d_model=64, device="cpu", dtype=dtype, **kwargs)
         assert err is not None and err <= TOLERANCE[dtype] / 3, (kwargs, err)  # a margin of 3 at least
+
+
+@pytest.mark.parametrize("window", [128, 256])
+def test_the_compared_length_reaches_local_s_blocks(monkeypatch, window) -> None:
+    """At the default windows the blocked path, not full attention (window >= n), is what gets
+    compared: a kernel that lost its band is caught before a long n is timed."""
+    from attnbench.variants import local
+
+    def no_band(n, n_blocks, size, behind, ahead, key_padding_mask, dtype, device):
+        return torch.zeros(1, 1, n_blocks, size, behind + size + ahead, dtype=dtype, device=device), None
+
+    monkeypatch.setattr(local, "_band_bias", no_band)
+    layer = build_variant("local", d_model=64, n_heads=2, window=window)
+    with pytest.raises(measure.VerificationError, match=r"^output differs from the naive reference: .* at n=300"):
+        measure.verify_attention(layer, seq_len=4096, d_model=64, device="cpu", dtype=torch.float32)
+
+
+def test_a_projected_attention_without_reference_core_is_compared_with_nothing(faulty) -> None:
+    layer = build_variant("no-reference-core", d_model=64, n_heads=2)
+    assert measure.verify_attention(layer, seq_len=512, d_model=64, device="cpu", dtype=torch.float32) is None
 
 
 @pytest.mark.compiler

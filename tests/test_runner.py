@@ -170,6 +170,30 @@ def test_a_worker_that_cannot_start_stops_the_sweep_instead_of_failing_every_cel
     assert not cells.exists() or cells.read_text() == ""  # no cell recorded as an error
 
 
+def test_a_replacement_worker_that_cannot_start_costs_one_cell(monkeypatch) -> None:
+    """After a worker has run cells, a failed restart (after a segfault) is that cell's error; the
+    sweep goes on and the next cell gets a fresh start."""
+    from attnbench.runner import executors
+
+    import attnbench.plugins
+
+    attnbench.plugins.import_plugin(FAULTS)
+    runner = executors.SubprocessExecutor(Plan(**{**vars(smoke_plan()), "plugins": (FAULTS,)}))
+    working = executors.WORKER_COMMAND
+    try:
+        crashed = runner.run(Cell.make("accuracy", "fault-segfault", {}, "copy", {}, 32, 0))
+        assert crashed["status"] == "error" and "SIGSEGV" in crashed["message"]
+        monkeypatch.setattr(executors, "WORKER_COMMAND", (sys.executable, "-c", "raise SystemExit(3)"))
+        failed = runner.run(Cell.make("accuracy", "multi-head", {}, "copy", {}, 32, 0))
+        assert failed["status"] == "error"
+        assert failed["message"] == ("--executor subprocess: the worker process could not start "
+                                     "(exit code 3; its error is above)")
+        monkeypatch.setattr(executors, "WORKER_COMMAND", working)
+        assert runner.run(Cell.make("accuracy", "multi-head", {}, "copy", {}, 32, 0))["status"] == "ok"
+    finally:
+        runner.close()
+
+
 def test_subprocess_executor_kills_a_hang_that_ignores_alarms(tmp_path: Path, monkeypatch) -> None:
     from attnbench.runner import executors
 

@@ -49,7 +49,7 @@ class LocalAttention(ProjectedAttention):
         options=(
             Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),
             kernel_option(
-                "block-wise ATen matmuls",
+                "block-wise, each group of blocks one fused SDPA call with the band as its mask",
                 "FlexAttention over the band's tiles, by torch.compile (needs a C++ compiler or Triton; "
                 "no backward on CPU)",
             ),
