@@ -146,8 +146,31 @@ def test_local_with_window_at_least_n_equals_full_attention(n, window, causal):
 @pytest.mark.parametrize(("n", "window"), [(10, 1), (10, 3), (37, 4), (64, 16), (100, 7), (257, 32)])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-def test_local_equals_masked_naive_reference(n, window, causal, padded):
+@pytest.mark.parametrize("path", ["blocks", "banded dense"])
+def test_local_equals_masked_naive_reference(n, window, causal, padded, path, monkeypatch):
+    # either path forced (every case here has n > 2·window): the blocks, or one (n × n) band mask
+    monkeypatch.setattr(local_module, "DENSE_MAX_N", 0 if path == "blocks" else 1 << 20)
+    dense_calls = []
+    banded_dense = local_module._banded_dense
+    monkeypatch.setattr(local_module, "_banded_dense", lambda *a, **kw: dense_calls.append(1) or banded_dense(*a, **kw))
     assert_local_equals_reference(n, window, causal, padded)
+    assert len(dense_calls) == (path == "banded dense")
+
+
+@pytest.mark.parametrize(
+    ("n", "window", "padded", "dense"),
+    [(128, 16, False, True), (129, 16, False, False), (256, 128, False, True), (257, 128, False, False),
+     (300, 256, False, False),  # past 256 always the blocks, whatever the window
+     (128, 4, True, True), (256, 128, True, False)],  # padded: a mask per (b h) entry, 2·4·256² > 1 << 18
+)
+def test_local_takes_the_banded_dense_path_for_short_sequences_only(n, window, padded, dense, monkeypatch):
+    monkeypatch.setattr(local_module, "GROUP_ELEMENTS", 1 << 18)
+    calls = []
+    monkeypatch.setattr(local_module, "_banded_dense", lambda *a, **kw: calls.append(1) or 0)
+    q, k, v = (torch.zeros(2, 4, n, 4) for _ in range(3))
+    mask = padding(2, n) if padded else None
+    out = sliding_window_attention(q, k, v, window=window, key_padding_mask=mask)
+    assert (calls == [1]) == dense and (out is 0) == dense
 
 
 def assert_local_equals_reference(n, window, causal, padded):
@@ -167,7 +190,8 @@ def assert_local_equals_reference(n, window, causal, padded):
 @pytest.mark.parametrize(("n", "window"), [(300, 129), (700, 200)])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-# 1 << 15: one block per group; 1 << 19: two blocks per group at window 129 (3 blocks: 2 groups)
+# 1 << 15: one block per group; 1 << 19: padded, two blocks per group at window 129 (3 blocks: 2
+# groups), unpadded one group (the mask is shared by every (b h) entry)
 @pytest.mark.parametrize("group_elements", [1 << 15, 1 << 19])
 def test_local_with_blocks_smaller_than_the_window_and_many_groups(n, window, causal, padded, group_elements, monkeypatch):
     # window > BLOCK: query blocks shorter than the window; a small group size: several groups

@@ -4,13 +4,17 @@ Query i sees key j when |i − j| < window (causal: 0 ≤ i − j < window). Que
 blocks of `size = min(window, BLOCK)` positions; the keys a block can see are one contiguous
 span of `size + 2·(window − 1)` positions (causal: `size + window − 1`), taken as an
 overlapping view of the keys (`unfold`), not a copy (only the two ends of the sequence are
-zero-padded, a group of blocks at a time). So each query meets about 2·window keys
-(causal: window) plus the block, rather than the 3·window of whole neighbouring blocks: time
-and memory are O(n·w) and no (n × n) tensor is formed. The per-block attention is one fused
-SDPA call over a group of blocks (each block one batch entry of the fused kernel) with the band
-as an additive −inf mask; on CPU this beat an explicit matmul + softmax on the same blocks, most
-with small heads and in training (benchmarks/). When the window covers the whole sequence
-(window ≥ n) it is full attention, computed in one fused call.
+zero-padded, a group of blocks at a time), whose backward adds a block-wide column at a time. So
+each query meets about 2·window keys (causal: window) plus the block, rather than the 3·window of
+whole neighbouring blocks: time and memory are O(n·w) and no (n × n) tensor is formed. The
+per-block attention is one fused SDPA call over a group of blocks (each block one batch entry of
+the fused kernel) with the band as an additive −inf mask; on CPU this beat an explicit matmul +
+softmax on the same blocks, most with small heads and in training (benchmarks/).
+
+Short sequences take one fused call over the whole sequence: full attention when the window
+covers it (window ≥ n), else the band as one (n × n) mask when n ≤ DENSE_MAX_N, or n ≤ 2·DENSE_MAX_N
+and the window spans half of it (n ≤ 2·window): where that was faster than the blocks. That mask is
+bounded like a group's.
 
 `kernel=compiled` runs FlexAttention over the band's tiles instead (variants/local_flex.py): the
 fused path for CUDA; on CPU forward only.
@@ -34,8 +38,15 @@ from attnbench.variants.reference import full_attention
 
 BLOCK = 128  # query positions per block at most: smaller blocks waste less of the span, larger ones
 # make better matmuls; 128 was fastest for windows 128 and 256 (benchmarks/, 1 thread)
-GROUP_ELEMENTS = 1 << 20  # score entries of one SDPA call (b·h·blocks·size·span): bounds its band mask and the
-# key/value spans it gathers; tuned when the blocks were an explicit matmul + softmax (16 MiB was slower at n >= 2048)
+GROUP_ELEMENTS = 1 << 20  # entries of one SDPA call's band mask (blocks·size·span, times b·h with a key
+# padding mask); at b=1, h=8, d=64, 2 threads 0.87–0.96× the time of a bound on all b·h·blocks·size·span
+# entries (n = 2048 to 16384, windows 128 and 256), and no faster with 4× as many (scratch timings)
+DENSE_MAX_N = 128  # up to this length, or up to twice it while the window spans half the sequence,
+# the band is one (n × n) mask over the whole sequence (`_banded_dense`): there the blocks' per-block
+# work costs more than the keys they skip (2 threads, batch 32, 4 heads of 16, forward + backward:
+# 0.29× the blocks' time at n = 32, window 4; 0.78× at 128, window 16; 0.50–0.76× at 256, window 128;
+# but 1.43× at 256, window 16). Past 256 always the blocks: efficiency cells verify the kernel at
+# n = 300 (runner.measure), which must be the path they time at long n. Bounded by GROUP_ELEMENTS.
 
 
 @register_variant("local", aliases=("sliding-window", "window"))
@@ -95,6 +106,10 @@ def sliding_window_attention(
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         hidden = dense_hidden(n, n, key_padding_mask=key_padding_mask, causal=causal, device=q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden)
+    mask_batch = 1 if key_padding_mask is None else q.shape[0] * q.shape[1]  # copies of a mask SDPA takes
+    short = n <= DENSE_MAX_N or (n <= 2 * window and n <= 2 * DENSE_MAX_N)
+    if short and mask_batch * n * n <= GROUP_ELEMENTS:
+        return _banded_dense(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
     size = min(window, BLOCK)  # query positions per block
     n_blocks = math.ceil(n / size)
     behind, ahead = window - 1, (0 if causal else window - 1)  # how far a query sees back / ahead
@@ -106,16 +121,13 @@ def sliding_window_attention(
     # group (views, padded only at the two ends): no full-size copies of q, k, v. Each block is one
     # batch entry of SDPA's fused kernel, with its band as the additive mask: ((b h) g s d)
     b, h = q.shape[:2]
-    group = max(1, GROUP_ELEMENTS // (b * h * size * span))
+    group = max(1, GROUP_ELEMENTS // (mask_batch * size * span))
     outs = []
     for first in range(0, n_blocks, group):
         last = min(first + group, n_blocks)
         start, stop = first * size, last * size  # the query positions of these blocks
         queries = rearrange(_positions(q, start, stop), "b h (g s) d -> (b h) g s d", s=size)
-        keys, values = (
-            rearrange(_positions(t, start - behind, stop + ahead).unfold(-2, span, size), "b h g d c -> (b h) g c d")
-            for t in (k, v)
-        )
+        keys, values = (_spans(t, start, stop, size, behind, ahead) for t in (k, v))
         out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=_per_batch(bias[:, :, first:last], h))
         out = rearrange(out, "(b h) g s d -> b h g s d", b=b)
         if empty is not None:  # a query whose every key is hidden gets zeros, not NaN (as SDPA)
@@ -125,12 +137,61 @@ def sliding_window_attention(
     return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
 
 
+def _banded_dense(
+    q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool, key_padding_mask: Tensor | None
+) -> Tensor:
+    """The band as an additive (n × n) mask over the whole sequence, one fused SDPA call: for
+    short sequences, where it beats the blocks (see DENSE_MAX_N)."""
+    n = q.shape[-2]
+    hidden = dense_hidden(n, n, key_padding_mask=key_padding_mask, causal=causal, window=window, device=q.device)
+    bias = torch.zeros(hidden.shape, dtype=q.dtype, device=q.device).masked_fill_(hidden, float("-inf"))
+    if key_padding_mask is None:  # every query sees itself
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    empty = hidden.all(dim=-1, keepdim=True)  # every key hidden: a finite row, zeros out (as SDPA)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill_(empty, 0.0))
+    return out.masked_fill(empty, 0.0)
+
+
 def _per_batch(bias: Tensor, h: int) -> Tensor:
     """A group's bias (b|1 1 g s c) as SDPA's mask for ((b h) g s d) blocks: shared by every
     batch entry without a key padding mask, else one per (b h) (at most GROUP_ELEMENTS entries)."""
     if bias.shape[0] == 1:
         return bias[0]
     return rearrange(bias.expand(-1, h, -1, -1, -1), "b h g s c -> (b h) g s c")
+
+
+def _spans(t: Tensor, start: int, stop: int, size: int, behind: int, ahead: int) -> Tensor:
+    """The keys (or values) each query block of positions [start, stop) sees: ((b h) g span d),
+    block i's span being positions start + i·size − behind + [0, span): an overlapping view."""
+    return _Spans.apply(_positions(t, start - behind, stop + ahead), behind + size + ahead, size)
+
+
+class _Spans(torch.autograd.Function):
+    """(b h L d) → ((b h) g span d): the windows of `span` positions every `size` positions, as an
+    overlapping view (`unfold`, no copy: SDPA takes it as it is).
+
+    Its backward adds the gradient into one buffer a `size`-wide column of the windows at a time
+    (ceil(span / size) strided adds), where `unfold`'s own backward scatters element by element:
+    that cost as much as the fused kernel's own backward at window 16 (batch 32, n = 128).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, span: int, size: int) -> Tensor:
+        ctx.shape, ctx.size = x.shape, size
+        return rearrange(x.unfold(-2, span, size), "b h g d c -> (b h) g c d")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (b, h, length, d), size = ctx.shape, ctx.size
+        bh, g, span, _ = grad.shape
+        columns = -(-span // size)
+        out = grad.new_zeros(bh, (g + columns) * size, d)  # whole blocks; cut to `length` below
+        for first in range(0, span, size):
+            last = min(first + size, span)
+            windows = out[:, first : first + g * size].view(bh, g, size, d)
+            windows[:, :, : last - first] += grad[:, :, first:last]
+        return rearrange(out[:, :length], "(b h) n d -> b h n d", b=b), None, None
 
 
 def _positions(t: Tensor, start: int, stop: int) -> Tensor:
