@@ -216,8 +216,8 @@ def test_the_compared_length_reaches_local_s_blocks(monkeypatch, window) -> None
     compared: a kernel that lost its band is caught before a long n is timed."""
     from attnbench.variants import local
 
-    def no_band(n, n_blocks, size, behind, ahead, key_padding_mask, dtype, device):
-        return torch.zeros(1, 1, n_blocks, size, behind + size + ahead, dtype=dtype, device=device), None
+    def no_band(n, first, last, size, behind, ahead, key_hidden, dtype, device):
+        return torch.zeros(1, 1, last - first, size, behind + size + ahead, dtype=dtype, device=device), None
 
     monkeypatch.setattr(local, "_band_bias", no_band)
     layer = build_variant("local", d_model=64, n_heads=2, window=window)

@@ -9,10 +9,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench import build_variant
+from attnbench.runner.measure import peak_memory
 from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import EPS, _features, causal_linear_attention, global_linear_attention
@@ -198,6 +200,66 @@ def test_local_with_blocks_smaller_than_the_window_and_many_groups(n, window, ca
     monkeypatch.setattr(local_module, "GROUP_ELEMENTS", group_elements)
     assert local_module.BLOCK < window
     assert_local_equals_reference(n, window, causal, padded)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_local_bounds_each_sdpa_call_s_band_mask_and_scores(padded, training, monkeypatch):
+    # the band mask is built a group at a time (a key padding mask makes one per (b h) entry), and
+    # a group's score entries (b·h·blocks·size·span) are bounded, tighter where its backward will
+    # hold their span-shaped gradients. Blocks of 20 queries, spans of 58 keys, b·h = 4: the mask
+    # bounds 14 blocks a call (3 with key padding), the scores 14, in training 7
+    monkeypatch.setattr(local_module, "GROUP_ELEMENTS", 1 << 14)
+    monkeypatch.setattr(local_module, "GROUP_SCORES", 1 << 16)
+    monkeypatch.setattr(local_module, "TRAINING_GROUP_SCORES", 1 << 15)
+    sdpa, calls = F.scaled_dot_product_attention, []
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        calls.append((attn_mask.numel(), q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    if training:
+        assert_local_equals_reference(1000, 20, False, padded)  # 50 blocks
+    else:
+        q, k, v = qkv(2, 2, 1000, 8)
+        with torch.no_grad():
+            sliding_window_attention(q, k, v, window=20, key_padding_mask=padding(2, 1000) if padded else None)
+    assert len(calls) == (17 if padded else 8 if training else 4)
+    scores = 1 << 15 if training else 1 << 16
+    assert all(mask <= 1 << 14 and entries <= scores for mask, entries in calls), calls
+
+
+def test_local_builds_its_band_mask_a_group_at_a_time(monkeypatch):
+    # with key padding the mask has one copy per (b h) entry: built for the whole sequence at once
+    # it held 8.4× q's bytes here, a group at a time 2.1× (the output, and its groups' parts)
+    monkeypatch.setattr(local_module, "GROUP_ELEMENTS", 1 << 14)
+    q, k, v = (torch.randn(2, 2, 4000, 8) for _ in range(3))
+    mask = torch.arange(4000)[None] >= torch.tensor([4000, 1500])[:, None]
+    with torch.no_grad():
+        peak, _ = peak_memory(lambda: sliding_window_attention(q, k, v, window=20, key_padding_mask=mask), device="cpu")
+    assert peak <= 3 * q.nbytes
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # SDPA has no batching rule: a loop
+def test_local_through_torch_func_transforms_matches_the_reference():
+    q, k, v = (t.detach().double() for t in qkv(2, 2, 300, 8, seed=4))  # a batch of (1 2 300 8) inputs
+    grads = [
+        torch.func.vmap(torch.func.grad(lambda q, k, v: fn(q, k, v).sum(), argnums=(0, 1, 2)))(q, k, v)
+        for fn in (
+            lambda q, k, v: sliding_window_attention(q[None], k[None], v[None], window=5),
+            lambda q, k, v: full_attention(q[None], k[None], v[None], window=5)[0],
+        )
+    ]
+    for fast, ref in zip(*grads):
+        torch.testing.assert_close(fast, ref)
+
+
+def test_local_on_an_empty_batch_gives_an_empty_output():
+    x = torch.zeros(0, 300, 32, requires_grad=True)
+    out, _ = build_variant("local", d_model=32, n_heads=2, window=5)(x, key_padding_mask=torch.zeros(0, 300, dtype=torch.bool))
+    out.sum().backward()
+    assert out.shape == (0, 300, 32) and x.grad.shape == x.shape
 
 
 def test_local_window_reaches_exactly_window_minus_one_back():

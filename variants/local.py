@@ -9,7 +9,9 @@ each query meets about 2·window keys (causal: window) plus the block, rather th
 whole neighbouring blocks: time and memory are O(n·w) and no (n × n) tensor is formed. The
 per-block attention is one fused SDPA call over a group of blocks (each block one batch entry of
 the fused kernel) with the band as an additive −inf mask; on CPU this beat an explicit matmul +
-softmax on the same blocks, most with small heads and in training (benchmarks/).
+softmax on the same blocks, most with small heads and in training (benchmarks/). The mask is built
+a group at a time, and a group is bounded by its mask's entries and by its scores' (tighter where
+gradients are needed: its backward holds them in span-shaped key and value gradients).
 
 Short sequences take one fused call over the whole sequence: full attention when the window
 covers it (window ≥ n), else the band as one (n × n) mask when n ≤ DENSE_MAX_N, or n ≤ 2·DENSE_MAX_N
@@ -39,8 +41,12 @@ from attnbench.variants.reference import full_attention
 BLOCK = 128  # query positions per block at most: smaller blocks waste less of the span, larger ones
 # make better matmuls; 128 was fastest for windows 128 and 256 (benchmarks/, 1 thread)
 GROUP_ELEMENTS = 1 << 20  # entries of one SDPA call's band mask (blocks·size·span, times b·h with a key
-# padding mask); at b=1, h=8, d=64, 2 threads 0.87–0.96× the time of a bound on all b·h·blocks·size·span
-# entries (n = 2048 to 16384, windows 128 and 256), and no faster with 4× as many (scratch timings)
+# padding mask): at b=1, h=8, d=64, 2 threads 0.87–0.96× the time of a bound of 1 << 20 on all
+# b·h·blocks·size·span score entries (n = 2048 to 16384, windows 128 and 256), and no faster with 4×
+GROUP_SCORES = 8 << 20  # and its score entries (b·h·blocks·size·span): 0.88–0.96× the time of 2 << 20 at
+# b=1, h=8, d=64 (n = 4096, 16384; scratch timings). Where gradients are needed, TRAINING_GROUP_SCORES:
+TRAINING_GROUP_SCORES = 1 << 20  # a group's backward holds its span-shaped key and value gradients,
+# about 3× the keys it covers: at 8 << 20 training at b=1, h=8, d=64, n = 4096 peaked at 81 MiB, not 57
 DENSE_MAX_N = 128  # up to this length, or up to twice it while the window spans half the sequence,
 # the band is one (n × n) mask over the whole sequence (`_banded_dense`): there the blocks' per-block
 # work costs more than the keys they skip (2 threads, batch 32, 4 heads of 16, forward + backward:
@@ -101,7 +107,8 @@ def sliding_window_attention(
 ) -> Tensor:
     """(b h n d) → (b h n d): softmax attention over keys with |i − j| < window, block by block."""
     n = q.shape[-2]
-    if window >= n:  # the window covers the sequence: plain full attention, one fused call
+    if window >= n or 0 in q.shape[:2]:  # the window covers the sequence (or the batch is empty):
+        # plain full attention, one fused call
         if key_padding_mask is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         hidden = dense_hidden(n, n, key_padding_mask=key_padding_mask, causal=causal, device=q.device)
@@ -115,23 +122,29 @@ def sliding_window_attention(
     behind, ahead = window - 1, (0 if causal else window - 1)  # how far a query sees back / ahead
     span = behind + size + ahead  # keys seen by one query block: i·size − behind + [0, span)
 
-    bias, empty = _band_bias(n, n_blocks, size, behind, ahead, key_padding_mask, q.dtype, q.device)
+    key_hidden = None  # b nb span: the padded keys of each block's span (a view)
+    if key_padding_mask is not None:
+        key_hidden = F.pad(key_padding_mask, (behind, n_blocks * size - n + ahead), value=True).unfold(-1, span, size)
 
-    # a group of blocks at a time, so the (size × span) scores stay small. Inputs are sliced per
-    # group (views, padded only at the two ends): no full-size copies of q, k, v. Each block is one
+    # a group of blocks at a time, its band mask and scores bounded. Inputs are sliced per group
+    # (views, padded only at the two ends): no full-size copies of q, k, v. Each block is one
     # batch entry of SDPA's fused kernel, with its band as the additive mask: ((b h) g s d)
     b, h = q.shape[:2]
-    group = max(1, GROUP_ELEMENTS // (mask_batch * size * span))
+    block_entries = size * span
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    scores = TRAINING_GROUP_SCORES if training else GROUP_SCORES
+    group = max(1, min(GROUP_ELEMENTS // (mask_batch * block_entries), scores // (b * h * block_entries)))
     outs = []
     for first in range(0, n_blocks, group):
         last = min(first + group, n_blocks)
         start, stop = first * size, last * size  # the query positions of these blocks
+        bias, empty = _band_bias(n, first, last, size, behind, ahead, key_hidden, q.dtype, q.device)
         queries = rearrange(_positions(q, start, stop), "b h (g s) d -> (b h) g s d", s=size)
         keys, values = (_spans(t, start, stop, size, behind, ahead) for t in (k, v))
-        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=_per_batch(bias[:, :, first:last], h))
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=_per_batch(bias, h))
         out = rearrange(out, "(b h) g s d -> b h g s d", b=b)
         if empty is not None:  # a query whose every key is hidden gets zeros, not NaN (as SDPA)
-            out = out.masked_fill(empty[:, :, first:last], 0.0)
+            out = out.masked_fill(empty, 0.0)
         out = rearrange(out, "b h g s d -> b h (g s) d")
         outs.append(out[:, :, : n - start])  # the last group drops its padded queries
     return torch.cat(outs, dim=-2) if len(outs) > 1 else outs[0]
@@ -175,10 +188,16 @@ class _Spans(torch.autograd.Function):
     that cost as much as the fused kernel's own backward at window 16 (batch 32, n = 128).
     """
 
+    generate_vmap_rule = True  # torch.func's transforms (vmap, grad) go through it as through unfold
+
     @staticmethod
-    def forward(ctx, x: Tensor, span: int, size: int) -> Tensor:
-        ctx.shape, ctx.size = x.shape, size
+    def forward(x: Tensor, span: int, size: int) -> Tensor:
         return rearrange(x.unfold(-2, span, size), "b h g d c -> (b h) g c d")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, _, ctx.size = inputs
+        ctx.shape = x.shape
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -207,15 +226,17 @@ def _positions(t: Tensor, start: int, stop: int) -> Tensor:
 
 def _band_bias(
     n: int,
-    n_blocks: int,
+    first: int,
+    last: int,
     size: int,
     behind: int,
     ahead: int,
-    key_padding_mask: Tensor | None,
+    key_hidden: Tensor | None,
     dtype: torch.dtype,
     device: torch.device,
 ) -> tuple[Tensor, Tensor | None]:
-    """The additive bias (0 or −inf) of every block's (size × span) scores: b|1 1 nb s span.
+    """The additive bias (0 or −inf) of the (size × span) scores of blocks [first, last):
+    b|1 1 g s span; `key_hidden` (b nb span): each block's padded keys, or None.
 
     Also the rows whose every key is hidden (only possible with a key padding mask), else None.
     """
@@ -223,17 +244,15 @@ def _band_bias(
     row = torch.arange(size, device=device)[:, None]  # query r of a block
     col = torch.arange(span, device=device)[None, :]  # key c of its span
     offset = col - behind - row  # j − i
-    block_start = torch.arange(n_blocks, device=device)[:, None, None] * size
-    key_pos = block_start - behind + col  # nb 1 span
-    hidden = (offset < -behind) | (offset > ahead) | (key_pos < 0) | (key_pos >= n)  # nb s span
+    block_start = torch.arange(first, last, device=device)[:, None, None] * size
+    key_pos = block_start - behind + col  # g 1 span
+    hidden = (offset < -behind) | (offset > ahead) | (key_pos < 0) | (key_pos >= n)  # g s span
     hidden = hidden[None, None]
-    if key_padding_mask is not None:
-        padded = F.pad(key_padding_mask, (behind, n_blocks * size - n + ahead), value=True)
-        key_hidden = padded.unfold(-1, span, size)  # b nb span
-        hidden = hidden | rearrange(key_hidden, "b nb c -> b 1 nb 1 c")
+    if key_hidden is not None:
+        hidden = hidden | rearrange(key_hidden[:, first:last], "b g c -> b 1 g 1 c")
     # an additive bias (the form SDPA's fused CPU kernel takes as it is) rather than a boolean mask
     bias = torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
-    if key_padding_mask is None:
+    if key_hidden is None:
         return bias, None
     empty = hidden.all(dim=-1, keepdim=True)  # rows with every key hidden: a finite bias, zeroed later
-    return bias.masked_fill(empty, 0.0), empty
+    return bias.masked_fill_(empty, 0.0), empty
