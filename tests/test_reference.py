@@ -145,12 +145,13 @@ def test_local_with_window_at_least_n_equals_full_attention(n, window, causal):
     )
 
 
-@pytest.mark.parametrize(("n", "window"), [(10, 1), (10, 3), (37, 4), (64, 16), (100, 7), (257, 32)])
+@pytest.mark.parametrize(("n", "window"), [(10, 1), (10, 3), (37, 4), (64, 16), (100, 7), (257, 32), (300, 3)])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("path", ["blocks", "banded dense"])
 def test_local_equals_masked_naive_reference(n, window, causal, padded, path, monkeypatch):
-    # either path forced (every case here has n > 2·window): the blocks, or one (n × n) band mask
+    # either path forced (every case here has n > 2·window): the blocks (of MIN_BLOCK = 16 queries
+    # where the window is smaller), or one (n × n) band mask
     monkeypatch.setattr(local_module, "DENSE_MAX_N", 0 if path == "blocks" else 1 << 20)
     dense_calls = []
     banded_dense = local_module._banded_dense

@@ -1,8 +1,8 @@
 """Sliding-window (local) attention (Child et al. 2019; Beltagy et al. 2020), computed block-wise.
 
 Query i sees key j when |i − j| < window (causal: 0 ≤ i − j < window). Queries are cut into
-blocks of `size = min(window, BLOCK)` positions; the keys a block can see are one contiguous
-span of `size + 2·(window − 1)` positions (causal: `size + window − 1`), taken as an
+blocks of `size = min(max(window, MIN_BLOCK), BLOCK)` positions; the keys a block can see are one
+contiguous span of `size + 2·(window − 1)` positions (causal: `size + window − 1`), taken as an
 overlapping view of the keys (`unfold`), not a copy (only the two ends of the sequence are
 zero-padded, a group of blocks at a time), whose backward adds a block-wide column at a time. So
 each query meets about 2·window keys (causal: window) plus the block, rather than the 3·window of
@@ -38,6 +38,10 @@ from attnbench.variants.local_flex import flex_window_attention, require_flex
 from attnbench.variants.masking import dense_hidden
 from attnbench.variants.reference import full_attention
 
+MIN_BLOCK = 16  # query positions per block at least: below it per-block work outweighs the keys that
+# smaller blocks skip (forward + backward, batch 32, 4 heads of 16, 2 threads: 0.60× the time of
+# blocks of `window` at window 2, 0.61–0.70× at 4, 0.92–0.98× at 8; forward, b=1, h=8, d=64, window 4:
+# 0.69–0.76×; blocks of 32 were slower than 16 at each; scratch timings)
 BLOCK = 128  # query positions per block at most: smaller blocks waste less of the span, larger ones
 # make better matmuls; 128 was fastest for windows 128 and 256 (benchmarks/, 1 thread)
 GROUP_ELEMENTS = 1 << 20  # entries of one SDPA call's band mask (blocks·size·span, times b·h with a key
@@ -117,7 +121,7 @@ def sliding_window_attention(
     short = n <= DENSE_MAX_N or (n <= 2 * window and n <= 2 * DENSE_MAX_N)
     if short and mask_batch * n * n <= GROUP_ELEMENTS:
         return _banded_dense(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
-    size = min(window, BLOCK)  # query positions per block
+    size = min(max(window, MIN_BLOCK), BLOCK)  # query positions per block
     n_blocks = math.ceil(n / size)
     behind, ahead = window - 1, (0 if causal else window - 1)  # how far a query sees back / ahead
     span = behind + size + ahead  # keys seen by one query block: i·size − behind + [0, span)
