@@ -95,10 +95,7 @@ class _FeatureMap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        if torch.compiler.is_compiling():  # fused either way; torch 2.11 compiles the in-place chain
-            out = x.clamp(max=0.0).exp() + x.relu()  # into zero gradients for x (2.13 does not)
-        else:
-            out = x.clamp(max=0.0).exp_().add_(x.relu())
+        out = _feature_values(x)
         ctx.save_for_backward(out)
         return out
 
@@ -109,8 +106,18 @@ class _FeatureMap(torch.autograd.Function):
 
 
 def _features(x: Tensor) -> Tensor:
-    """φ(x) = elu(x) + 1 (see `_FeatureMap`)."""
-    return _FeatureMap.apply(x)
+    """φ(x) = elu(x) + 1 (see `_FeatureMap`): through the autograd Function only where a gradient
+    is wanted; calling it costs about 50 µs, which at n = 512 (b=1, h=8, d=64) is half the map's time."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FeatureMap.apply(x)
+    return _feature_values(x)
+
+
+def _feature_values(x: Tensor) -> Tensor:
+    """exp(min(x, 0)) + max(x, 0), no gradient."""
+    if torch.compiler.is_compiling():  # fused either way; torch 2.11 compiles the in-place chain
+        return x.clamp(max=0.0).exp() + x.relu()  # into zero gradients for x (2.13 does not)
+    return x.clamp(max=0.0).exp_().add_(x.relu())
 
 
 def _segments(n: int, segment: int) -> list[slice]:
