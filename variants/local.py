@@ -179,8 +179,12 @@ def _per_batch(bias: Tensor, h: int) -> Tensor:
 
 def _spans(t: Tensor, start: int, stop: int, size: int, behind: int, ahead: int) -> Tensor:
     """The keys (or values) each query block of positions [start, stop) sees: ((b h) g span d),
-    block i's span being positions start + i·size − behind + [0, span): an overlapping view."""
-    return _Spans.apply(_positions(t, start - behind, stop + ahead), behind + size + ahead, size)
+    block i's span being positions start + i·size − behind + [0, span): an overlapping view
+    (through `_Spans` only where a gradient is wanted: calling it costs tens of µs)."""
+    x, span = _positions(t, start - behind, stop + ahead), behind + size + ahead
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Spans.apply(x, span, size)
+    return _Spans.forward(x, span, size)
 
 
 class _Spans(torch.autograd.Function):
