@@ -3,13 +3,18 @@ never a PASS and never an error raised inside the checker itself."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from attnbench import VariantSpec, register_variant
+from attnbench.plugins import import_plugin
 from attnbench.variants.base import ProjectedAttention
 from attnbench.variants.check import CHECKS, FAIL, PASS, SKIP, CheckResult, run_check, run_checks, summary
 from attnbench.variants.multi_head import MultiHeadAttention
+
+FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
 
 
 class _NaNGrad(torch.autograd.Function):
@@ -27,22 +32,10 @@ class _NaNGrad(torch.autograd.Function):
 def _register_faults() -> None:
     """Plugin variants with one fault each (call inside the `sandbox` fixture)."""
 
-    @register_variant("nan-out")
-    class NaNOut(MultiHeadAttention):
-        def forward(self, x, context=None, **kwargs):
-            out, weights = super().forward(x, context, **kwargs)
-            return out * float("nan"), weights
-
     @register_variant("nan-grad")
     class NaNGrad(MultiHeadAttention):  # finite outputs, NaN gradients on the fast path only
         def core(self, q, k, v, key_padding_mask, causal, need_weights):
             return super().core(_NaNGrad.apply(q), k, v, key_padding_mask, causal, need_weights)
-
-    @register_variant("short-out")
-    class ShortOut(MultiHeadAttention):
-        def forward(self, x, context=None, **kwargs):
-            out, weights = super().forward(x, context, **kwargs)
-            return out[:, :-1], weights
 
     @register_variant("short-reference")
     class ShortReference(MultiHeadAttention):
@@ -66,6 +59,7 @@ def _register_faults() -> None:
 
 @pytest.fixture
 def faults(sandbox):
+    import_plugin(FAULTS)  # fault-nan (NaN output), fault-shape (one position short), …
     _register_faults()
 
 
@@ -85,7 +79,7 @@ NAN_OUT = {
 
 @pytest.mark.parametrize("check", list(NAN_OUT))
 def test_a_nan_output_fails_every_check(faults, check):
-    assert run_check("nan-out", check) == CheckResult("nan-out", check, FAIL, NAN_OUT[check])
+    assert run_check("fault-nan", check) == CheckResult("fault-nan", check, FAIL, NAN_OUT[check])
 
 
 def test_nan_gradients_fail_the_reference_check(faults):
@@ -109,7 +103,7 @@ SHORT_OUT = {
 
 @pytest.mark.parametrize("check", list(SHORT_OUT))
 def test_a_wrong_output_shape_fails_every_check_in_one_line(faults, check):
-    assert run_check("short-out", check) == CheckResult("short-out", check, FAIL, SHORT_OUT[check])
+    assert run_check("fault-shape", check) == CheckResult("fault-shape", check, FAIL, SHORT_OUT[check])
 
 
 def test_a_wrong_reference_shape_is_named(faults):

@@ -37,28 +37,17 @@ PLAIN = VariantSpec(complexity="n", supports_causal=False, supports_padding_mask
                     supports_cross=False, returns_weights=False)
 
 
-class _DoubleGrad(torch.autograd.Function):
-    """Identity forward; twice the gradient backward."""
+class _GradTimes(torch.autograd.Function):
+    """Identity forward; the gradient times `factor` backward."""
 
     @staticmethod
-    def forward(ctx, t):
+    def forward(ctx, t, factor):
+        ctx.factor = factor
         return t.clone()
 
     @staticmethod
     def backward(ctx, grad):
-        return 2 * grad
-
-
-class _NaNGrad(torch.autograd.Function):
-    """Identity forward; NaN gradient backward."""
-
-    @staticmethod
-    def forward(ctx, t):
-        return t.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
+        return grad * ctx.factor, None
 
 
 @register_variant("wrong-scale")
@@ -75,7 +64,7 @@ class WrongGrad(MultiHeadAttention):
 
     def core(self, q, k, v, key_padding_mask, causal, need_weights):
         out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
-        return _DoubleGrad.apply(out), weights
+        return _GradTimes.apply(out, 2.0), weights
 
 
 @register_variant("nan-when-long")
@@ -106,7 +95,7 @@ class PlainNaNGrad(PlainNaN):
     """No reference to compare with; a finite output whose input gradient is NaN."""
 
     def forward(self, x, context=None, *, key_padding_mask=None, causal=False, need_weights=False):
-        return self.proj(_NaNGrad.apply(x)), None
+        return self.proj(_GradTimes.apply(x, float("nan"))), None
 
 
 @register_variant("no-reference-core")
