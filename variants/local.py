@@ -117,7 +117,8 @@ def sliding_window_attention(
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         hidden = dense_hidden(n, n, key_padding_mask=key_padding_mask, causal=causal, device=q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=~hidden)
-    mask_batch = 1 if key_padding_mask is None else q.shape[0] * q.shape[1]  # copies of a mask SDPA takes
+    b, h = q.shape[:2]
+    mask_batch = 1 if key_padding_mask is None else b * h  # copies of a mask SDPA takes
     short = n <= DENSE_MAX_N or (n <= 2 * window and n <= 2 * DENSE_MAX_N)
     if short and mask_batch * n * n <= GROUP_ELEMENTS:
         return _banded_dense(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
@@ -133,7 +134,6 @@ def sliding_window_attention(
     # a group of blocks at a time, its band mask and scores bounded. Inputs are sliced per group
     # (views, padded only at the two ends): no full-size copies of q, k, v. Each block is one
     # batch entry of SDPA's fused kernel, with its band as the additive mask: ((b h) g s d)
-    b, h = q.shape[:2]
     block_entries = size * span
     training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     scores = TRAINING_GROUP_SCORES if training else GROUP_SCORES
@@ -161,12 +161,9 @@ def _banded_dense(
     short sequences, where it beats the blocks (see DENSE_MAX_N)."""
     n = q.shape[-2]
     hidden = dense_hidden(n, n, key_padding_mask=key_padding_mask, causal=causal, window=window, device=q.device)
-    bias = torch.zeros(hidden.shape, dtype=q.dtype, device=q.device).masked_fill_(hidden, float("-inf"))
-    if key_padding_mask is None:  # every query sees itself
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    empty = hidden.all(dim=-1, keepdim=True)  # every key hidden: a finite row, zeros out (as SDPA)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill_(empty, 0.0))
-    return out.masked_fill(empty, 0.0)
+    bias, empty = _additive(hidden, key_padding_mask is not None, q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return out if empty is None else out.masked_fill(empty, 0.0)
 
 
 def _per_batch(bias: Tensor, h: int) -> Tensor:
@@ -210,7 +207,7 @@ class _Spans(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (b, h, length, d), size = ctx.shape, ctx.size
+        (b, _, length, d), size = ctx.shape, ctx.size
         bh, g, span, _ = grad.shape
         columns = -(-span // size)
         out = grad.new_zeros(bh, (g + columns) * size, d)  # whole blocks; cut to `length` below
@@ -258,9 +255,16 @@ def _band_bias(
     hidden = hidden[None, None]
     if key_hidden is not None:
         hidden = hidden | rearrange(key_hidden[:, first:last], "b g c -> b 1 g 1 c")
-    # an additive bias (the form SDPA's fused CPU kernel takes as it is) rather than a boolean mask
-    bias = torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
-    if key_hidden is None:
+    return _additive(hidden, key_hidden is not None, dtype)
+
+
+def _additive(hidden: Tensor, padded: bool, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """A boolean mask (True: hidden) as an additive bias (0 or −inf: the form SDPA's fused CPU
+    kernel takes as it is), and, with key padding (`padded`), the rows whose every key is hidden:
+    their bias is left finite, and the caller zeroes their outputs (as SDPA would). Without key
+    padding every query sees at least itself: None."""
+    bias = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device).masked_fill_(hidden, float("-inf"))
+    if not padded:
         return bias, None
-    empty = hidden.all(dim=-1, keepdim=True)  # rows with every key hidden: a finite bias, zeroed later
+    empty = hidden.all(dim=-1, keepdim=True)
     return bias.masked_fill_(empty, 0.0), empty
