@@ -66,8 +66,9 @@ def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
     A regression: score down by more than rtol relative (bits per byte: up), fwd+bwd median time or
     peak memory up by more than rtol, or a cell ok in A and not ok in B. Cells in one run only are
     listed, not counted; but no cell in both runs fails (a gate that compared nothing). Runs whose
-    grids differ in profile, device, dtype, cross variant, model size, training or efficiency
-    settings are refused: their cells share keys, not conditions. Exit codes: 0 no regression,
+    grids differ in profile, dtype, cross variant, model size, training or efficiency settings are
+    refused: their cells share keys, not conditions (runs on different machines are compared, with
+    a note naming the difference). Exit codes: 0 no regression,
     1 regressions (listed) or nothing compared, 2 bad input.
 
     \b

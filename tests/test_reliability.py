@@ -263,6 +263,7 @@ def test_bench_check_reports_faulty_variants_as_fail_with_the_reason(capsys, ben
     assert rows[("fault-raise", "shape")][1].startswith("RuntimeError: this variant always raises")
     assert rows[("fault-shape", "shape")] == ("FAIL", "out shape (2, 10, 32) != x shape (2, 11, 32)")
     assert rows[("fault-oom", "shape")][0] == "FAIL" and "can't allocate memory" in rows[("fault-oom", "shape")][1]
+    assert rows[("fault-oom", "shape")][1].startswith("RuntimeError: [enforce")  # brackets are text, not markup
     assert "8 of 8 checks failed" in out  # a NaN or wrong-shape output fails every check that calls it
 
 
