@@ -117,7 +117,7 @@ def ls_command(what: str, pattern: str | None) -> None:
 
     make = {"variants": variants_table, "tasks": tasks_table, "profiles": profiles_table}[what]
     table, found = make(pattern)
-    if pattern and not found:  # the error alone: an empty table on stdout would read as a result
+    if pattern is not None and not found:  # the error alone: an empty table on stdout would read as a result
         raise AttnbenchError(f"no {what[:-1]} matches {pattern!r} (bench ls {what} lists all)")
     console.print(table)
 
@@ -159,7 +159,7 @@ def check_command(variants: str, device: str, checks: str) -> int:
       bench check --variants my-attention --plugin my_attention
     """
     device = resolve_device(device)
-    names = list(CHECKS) if checks.strip() == "all" else [c.strip() for c in checks.split(",")]
+    names = list(CHECKS) if checks.strip() == "all" else list(dict.fromkeys(c.strip() for c in checks.split(",")))
     for name in names:
         if name not in CHECKS:
             close = difflib.get_close_matches(name, list(CHECKS), n=1)

@@ -45,7 +45,8 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 @cli.command("perf")
 @click.option("--variants", default="all", show_default=True,
-              help="Comma-separated variants (multi-head, dot-product, local, linear, additive) or all.")
+              help="Comma-separated variants (multi-head, dot-product, local, linear, additive; aliases "
+                   "such as mha too) or all.")
 @click.option("--lengths", default=None, help="Comma-separated n [default: 512,…,16384; --quick: 256,…,2048].")
 @click.option("--batch", "batches", default=None, help="Comma-separated batch sizes [default: 1,4; --quick: 1].")
 @click.option("--batched-max-n", type=click.IntRange(min=1), default=4096, show_default=True,
@@ -163,7 +164,7 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         against=revision,
     )
     if name is None:
-        name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{device}" + ("-quick" if quick else "")
+        name = _utc_stamp() + f"-{device}" + ("-quick" if quick else "")
     out = _writable(out_dir)
     partial = out / f"{name}.csv"  # rewritten after each length: a killed run keeps what it measured
 
@@ -184,38 +185,51 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
 
 
 def _variants(text: str, known: list[str]) -> list[str]:
-    """`--variants`: ["all"] or known variant names. An empty list is refused, not read as all."""
-    chosen = [v.strip() for v in text.split(",") if v.strip()]
-    if not chosen:
+    """`--variants`: ["all"] or known variant names, aliases resolved (`mha` → multi-head), each
+    once. `all` beside names means all, as in `bench check`; an empty list is refused, not read as all."""
+    given = [v.strip() for v in text.split(",") if v.strip()]
+    if not given:
         raise AttnbenchError(f"--variants: empty list (name variants, or all; known: {', '.join(known)})")
-    if chosen == ["all"]:
-        return chosen
+    chosen = [_benchmarked(v, known) for v in given if v != "all"]  # a typo beside all is still refused
+    return ["all"] if "all" in given else list(dict.fromkeys(chosen))
+
+
+def _benchmarked(name: str, known: list[str]) -> str:
+    """The canonical name of a variant `bench perf` benchmarks, given its name or an alias."""
     import difflib
 
-    for v in chosen:
-        if v not in known:
-            close = difflib.get_close_matches(v, known, n=1)
-            # not a typo: likely the user's own variant, which `bench run` times (bench perf knows
-            # only the built-ins' peers and targets)
-            hint = (f"; did you mean {close[0]!r}?" if close else
-                    "; time your own variant with bench run --kinds efficiency --plugin MODULE")
-            raise AttnbenchError(f"--variants: no benchmark for {v!r}{hint} (known: {', '.join(known)})")
-    return chosen
+    from attnbench.variants.base import VARIANTS
+
+    canonical = VARIANTS.resolve(name) if name in VARIANTS else name
+    if canonical in known:
+        return canonical
+    close = difflib.get_close_matches(name, known, n=1)
+    # not a typo: likely the user's own variant, which `bench run` times (bench perf knows
+    # only the built-ins' peers and targets)
+    hint = (f"; did you mean {close[0]!r}?" if close else
+            "; time your own variant with bench run --kinds efficiency --plugin MODULE")
+    raise AttnbenchError(f"--variants: no benchmark for {name!r}{hint} (known: {', '.join(known)})")
 
 
 def _check_sizes(lengths: tuple[int, ...], batches: tuple[int, ...], batched_max_n: int) -> None:
     """Refuse a batch × n past MAX_TOKENS before anything is timed, not when its inputs fail
     to allocate. Each batch also calibrates the naive reference at min(CALIBRATION_N, n)."""
-    from attnbench.benchmarks.cases import D_MODEL
     from attnbench.benchmarks.suite import CALIBRATION_N
 
     calibration = min(CALIBRATION_N, *lengths)
     for batch in batches:
         n = max([calibration] + [n for n in lengths if batch == 1 or n <= batched_max_n])
-        if batch * n > MAX_TOKENS:
-            gib = 4 * batch * n * D_MODEL * 4 / 2**30  # q, k, v and x in fp32
-            raise AttnbenchError(f"--batch {batch} × --lengths {n}: {batch * n} tokens in one call, more than "
-                                 f"{MAX_TOKENS} (its inputs alone would take {gib:.3g} GiB in fp32)")
+        _check_tokens(f"--batch {batch} × --lengths {n}", batch * n, inputs=4)  # q, k, v and x
+
+
+def _check_tokens(what: str, tokens: int, inputs: int) -> None:
+    """Refuse one call of more than MAX_TOKENS tokens; `inputs`: its (tokens, d_model) fp32 inputs."""
+    from attnbench.benchmarks.cases import D_MODEL
+
+    if tokens > MAX_TOKENS:
+        gib = inputs * tokens * D_MODEL * 4 / 2**30
+        raise AttnbenchError(f"{what}: {tokens} tokens in one call, more than {MAX_TOKENS} "
+                             f"(its inputs alone would take {gib:.3g} GiB in fp32)")
 
 
 def _stem(name: str) -> str:
@@ -223,6 +237,11 @@ def _stem(name: str) -> str:
     if "/" in name or os.sep in name or name in ("", ".", ".."):
         raise AttnbenchError(f"--name {name!r}: a file name stem, without '/'")
     return name
+
+
+def _utc_stamp() -> str:
+    """The default file name's start: the UTC time to the second, e.g. 20260101T120000Z."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _writable(out_dir: str) -> Path:
@@ -244,7 +263,7 @@ def _writable(out_dir: str) -> Path:
 @click.option("--min-run-time", type=NumberRange(0, 60, min_open=True), default=0.2, show_default=True,
               help="Seconds per blocked_autorange.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
-@click.option("--name", default=None, help="File name stem [default: UTC date, e.g. 20260101-cpu-ceiling].")
+@click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu-ceiling].")
 def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> None:
     """Time attention's GEMM shapes, attention built from its block GEMMs and SDPA against a square
     matmul in the same rounds (B=1, H=8, d_head=64, fp32, CPU): what stands between SDPA and issue
@@ -257,7 +276,8 @@ def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> No
     from attnbench.benchmarks.ceiling import run_ceiling, write_ceiling
 
     lengths = _ints(lengths, "--lengths")
-    name = _stem(name) if name is not None else datetime.now(timezone.utc).strftime("%Y%m%d") + "-cpu-ceiling"
+    _check_tokens(f"--lengths {max(lengths)}", max(lengths), inputs=3)  # q, k, v: (1, 8, n, 64) each
+    name = _stem(name) if name is not None else _utc_stamp() + "-cpu-ceiling"
     out = _writable(out_dir)
     rows = run_ceiling(lengths, threads=threads, repeat=repeat, min_run_time=min_run_time,
                        log=lambda line: console.print(line, highlight=False))

@@ -11,8 +11,8 @@ from attnbench.cli import cli, console
 
 @cli.command("plot")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for the figures (default RUN/plots).")
-def plot_command(run: Path, out: Path | None) -> None:
+@click.option("--out", default=None, help="Folder for the figures (default RUN/plots).")  # text: '' is refused
+def plot_command(run: Path, out: str | None) -> None:
     """Draw a run's figures as PNG and SVG from its files (nothing is re-run).
 
     \b

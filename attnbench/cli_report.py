@@ -16,17 +16,19 @@ from attnbench.runner.report import (
     render_markdown,
     write_csv,
 )
+from attnbench.runner.store import write_atomically
 
 
 @cli.command("report")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=Choice(["md", "csv"]), default="md", show_default=True,
               help="md: one GitHub-markdown report; csv: one CSV file per table.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", default=None,
               help="md: the file to write (default: stdout). csv: the path prefix, FILE → FILE_accuracy.csv, "
                    "FILE_long_range.csv, FILE_effective_range.csv, FILE_efficiency.csv, FILE_scaling.csv "
-                   "(a .csv suffix is dropped; default RUN/report_*.csv).")
-def report_command(run: Path, fmt: str, out: Path | None) -> int:
+                   "(a .csv suffix is dropped; default RUN/report_*.csv). An existing folder (or a path ending "
+                   "in /) gets the files inside it: DIR/report.md, or DIR/report_accuracy.csv, ...")
+def report_command(run: Path, fmt: str, out: str | None) -> int:
     """Tabulate a run directory: accuracy (LRA-style), long-range ranges, speed and memory vs multi-head.
 
     Reads only RUN's env.json, grid.json and cells.jsonl; nothing is re-run.
@@ -36,23 +38,33 @@ def report_command(run: Path, fmt: str, out: Path | None) -> int:
       bench report results/runs/20260101-120000-quick
       bench report RUN --out RUN/report.md
       bench report RUN --format csv --out tables/quick   # tables/quick_accuracy.csv, ...
+      bench report RUN --format csv --out tables/        # tables/report_accuracy.csv, ...
     """
+    target = _report_target(out, fmt)
     loaded = load_run(run)
     if fmt == "csv":
-        for path in write_csv(loaded, out if out is not None else loaded.path / "report"):
+        for path in write_csv(loaded, target if target is not None else loaded.path / "report"):
             click.echo(str(path))
         return 0
     text = render_markdown(loaded)
-    if out is None:
+    if target is None:
         click.echo(text, nl=False)
         return 0
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    except OSError as err:
-        raise AttnbenchError(f"--out: cannot write {out}: {err.strerror or err}") from None
-    click.echo(str(out))
+    click.echo(str(write_atomically(target, lambda tmp: tmp.write_text(text))))
     return 0
+
+
+def _report_target(out: str | None, fmt: str) -> Path | None:
+    """`--out` as the markdown file or the CSV prefix; a folder (existing, or written with a trailing
+    /) holds report.md or report_*.csv. An empty path is refused: it would mean the current folder."""
+    if out is None:
+        return None
+    if not out.strip():
+        raise AttnbenchError("--out: empty path; name a file or folder, e.g. --out RUN/report.md")
+    target = Path(out)
+    if out.endswith("/") or target.is_dir():
+        target = target / ("report.md" if fmt == "md" else "report")
+    return target
 
 
 @cli.command("compare")

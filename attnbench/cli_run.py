@@ -284,8 +284,8 @@ def _run_with_progress(sweep, store, executor, retry):
 @cli.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=Choice(["csv", "parquet"]), default="csv", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output file (default RUN/cells.FORMAT).")
-def export_command(run: Path, fmt: str, out: Path | None) -> None:
+@click.option("--out", default=None, help="Output file (default RUN/cells.FORMAT).")  # text: '' is refused
+def export_command(run: Path, fmt: str, out: str | None) -> None:
     """Write a run's cells as one table (one row per cell, nested fields flattened).
 
     \b

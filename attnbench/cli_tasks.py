@@ -6,8 +6,8 @@ import click
 from rich.table import Table
 
 from attnbench.cli import Choice, cli, console, plugin_option
-from attnbench.errors import AttnbenchError
-from attnbench.limits import MAX_SHOWN
+from attnbench.errors import AttnbenchError, UserCodeError, raised_where
+from attnbench.limits import MAX_SEED, MAX_SHOWN
 from attnbench.runner.profiles import PROFILES
 from attnbench.selection import parse_selection
 from attnbench.tasks.base import SPLITS, TASKS, Task, build_task
@@ -63,7 +63,7 @@ def profiles_table(pattern: str | None) -> tuple[Table, int]:
 @cli.command("show-task")
 @click.argument("name")
 @click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True)
 @click.option("--split", type=Choice(SPLITS), default="train", show_default=True)
 @click.option("-n", "count", type=click.IntRange(min=1, max=50), default=3, show_default=True, help="Examples to show.")
 @plugin_option
@@ -81,7 +81,12 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
     choice = selected[0]
     task = build_task(choice.name, **choice.options)
     check_show_length(task, choice.label, seq_len)
-    batch = task.build(split, count, seq_len, seed)
+    try:
+        batch = task.build(split, count, seq_len, seed)
+    except AttnbenchError:
+        raise
+    except (Exception, SystemExit) as exc:  # a plugin task's own fault: one line, where it was raised
+        raise UserCodeError(f"{choice.label}: generating examples failed: {raised_where(exc)}") from exc
     spec = task.spec
     console.print(
         f"[bold]{choice.label}[/bold] — {spec.description}\n"

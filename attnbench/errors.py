@@ -1,5 +1,7 @@
 """Errors that mean "the user asked for something wrong": the CLI prints them as one line, exit 2."""
 
+import traceback
+
 
 class AttnbenchError(ValueError):
     """Bad input (a name, an option, a file): shown to the user as one line, never a traceback."""
@@ -34,3 +36,18 @@ class StoppedWriting(AttnbenchError):
     written before stays valid."""
 
     exit_code = 1
+
+
+class UserCodeError(AttnbenchError):
+    """A variant's or a task's own code raised while a command ran outside a sweep (`show-task`,
+    `attention`): one line naming the exception and where it was raised, exit 1 (the input was fine)."""
+
+    exit_code = 1
+
+
+def raised_where(exc: BaseException) -> str:
+    """'ValueError: bad thing (at path/to/file.py:12)': the exception, its first line, its innermost frame."""
+    text = str(exc).strip().splitlines()
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ") + where

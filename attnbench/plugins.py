@@ -34,7 +34,7 @@ def import_plugin(target: str) -> ModuleType:
         module = _import_file(Path(target)) if is_file else _import_module(target)
     except AttnbenchError as exc:  # a malformed spec, a name clash: the plugin's own error, named
         raise PluginError(f"--plugin {target}: {exc}") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that calls sys.exit() at import is a failed import too
         raise PluginError(f"--plugin {target}: import failed: {type(exc).__name__}: {exc}") from exc
     if first_import and registration_count() == before:
         warnings.warn(

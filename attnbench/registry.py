@@ -55,6 +55,9 @@ class Entry(Generic[T]):
     origin: str = BUILT_IN
 
 
+SELECTION_SYNTAX = set(",()=*?[]")  # lists, inline options and globs of a selection ('local(window=4),lin*')
+
+
 def normalize(name: str) -> str:
     """Lookup key of a name: case-insensitive, `_` and `-` interchangeable."""
     return name.strip().lower().replace("_", "-")
@@ -92,6 +95,12 @@ class Registry(Generic[T]):
         global _registrations
         if not isinstance(name, str) or not name.strip():
             raise AttnbenchError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+        for key in (name, *aliases):
+            if set(key) & SELECTION_SYNTAX or any(c.isspace() for c in key):
+                raise AttnbenchError(
+                    f"{self.kind} name {key!r}: no spaces nor any of {' '.join(sorted(SELECTION_SYNTAX))} "
+                    "(they are the syntax of --variants and --tasks, so no selection could name it)"
+                )
         origin = origin or self._origin_override or _origin_of(obj)
         entry = Entry(name=name, obj=obj, aliases=tuple(aliases), origin=origin)
         for key in (name, *entry.aliases):
@@ -232,7 +241,7 @@ class Registry(Generic[T]):
             obj = self._adapt(ep.name, loaded) if self._adapt else loaded
             if obj is not None:
                 self.register(ep.name, obj, origin=origin)
-        except Exception as exc:  # a broken plugin must never break the built-ins
+        except (Exception, SystemExit) as exc:  # a broken plugin (even one calling sys.exit) never breaks the built-ins
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if not isinstance(exc, (PluginError, AttnbenchError)):
                 where = _plugin_frame(exc)

@@ -28,11 +28,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from attnbench.benchmarks.outputs import replace_atomically
 from attnbench.benchmarks.suite import TOLERANCE, relative_error
 from attnbench.runner.environment import cpu_model, git_sha
 from attnbench.runner.heap import CACHED, set_heap
 from attnbench.runner.measure import MATMUL_SIZE, time_call
+from attnbench.runner.store import replace_file
 
 TARGET = 0.75  # issue 8: multi-head (SDPA) at ≥ 75 % of the square matmul's FLOP/s
 QUERY_BLOCK = 256  # rows of the query block in `qk_block` and `pv_block` (capped at n)
@@ -314,13 +314,13 @@ def write_ceiling(rows: list[dict], out_dir: Path | str, name: str) -> dict[str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    csv = replace_atomically(out_dir / f"{name}.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    csv = replace_file(out_dir / f"{name}.csv", lambda tmp: frame.to_csv(tmp, index=False))
     lines = [f"# Matmul ceiling at attention's shapes: {name}", "", verdict(rows), "",
              ceiling_table(rows), "", "GFLOP/s (% of the square matmul timed in the same rounds).", ""]
     if rows:
         lines += [conditions(rows), ""]
     lines += [f"Data: [{csv.name}]({csv.name})", ""]
-    md = replace_atomically(out_dir / f"{name}.md", lambda tmp: tmp.write_text("\n".join(lines)))
+    md = replace_file(out_dir / f"{name}.md", lambda tmp: tmp.write_text("\n".join(lines)))
     return {"csv": csv, "md": md}
 
 

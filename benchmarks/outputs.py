@@ -5,9 +5,7 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -15,6 +13,7 @@ from attnbench.benchmarks.guard import timed_medians
 from attnbench.benchmarks.suite import ROW_COLUMNS
 from attnbench.benchmarks.targets import check_targets
 from attnbench.runner.heap import CACHED
+from attnbench.runner.store import replace_file
 
 SUMMARY_LENGTHS = (2048, 8192, 16384)
 
@@ -22,19 +21,7 @@ SUMMARY_LENGTHS = (2048, 8192, 16384)
 def write_csv(rows: list[dict], path: Path) -> Path:
     """All rows with every column of ROW_COLUMNS, in that order; replaced atomically."""
     frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
-    return replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
-
-
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """`write(tmp)` to a file beside `path`, then rename it over `path`: a kill mid-write leaves
-    the previous version."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return replace_file(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_plot(rows: list[dict], path: Path) -> Path:
@@ -170,7 +157,7 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             lines.append(f"| {r['batch']} | {r['n']} | {r['case']} | {r['impl']} | {r['status']} |")
     lines += ["", f"Data: [{csv_name}]({csv_name}) · plot: ![scaling]({png_name})", ""]
     text = "\n".join(lines)
-    return replace_atomically(path, lambda tmp: tmp.write_text(text))
+    return replace_file(path, lambda tmp: tmp.write_text(text))
 
 
 def rated_peak_table(df: pd.DataFrame) -> str:

@@ -108,12 +108,14 @@ class Candidate:
 
 # ---------------------------------------------------------------------------- references
 def rows_reference(case: Case, layer) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
-    """(q, k, v, rows) → the naive reference's output rows for this case's core."""
+    """(q, k, v, rows) → the naive reference's output rows for this case's core, in fp32 like the
+    q, k, v the checks pass it (the layer's own parameters may be bf16: they are taken in fp32)."""
     window = case.opts.get("window")
     if case.family == "linear":
         return lambda q, k, v, rows: refs.linear_rows(q, k, v, rows, causal=case.causal)
     if case.family == "additive":
-        return lambda q, k, v, rows: refs.additive_rows(q, k, v, rows, layer.score_vector, causal=case.causal)
+        score_vector = layer.score_vector.detach().float()
+        return lambda q, k, v, rows: refs.additive_rows(q, k, v, rows, score_vector, causal=case.causal)
     return lambda q, k, v, rows: refs.softmax_rows(q, k, v, rows, causal=case.causal, window=window)
 
 

@@ -77,7 +77,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
         status, message = "timeout", f"over the {budget:g} s cell budget"
     except (Diverged, VerificationError) as exc:
         status, message = "error", str(exc)
-    except Exception as exc:  # noqa: BLE001 — one bad cell never ends the sweep
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — one bad cell never ends the sweep (nor a sys.exit in it)
         if is_oom(exc):
             status, message = "oom", _first_line(exc)
             if plan.device == "cuda":

@@ -44,7 +44,7 @@ from attnbench.runner.report import (  # noqa: E402
     efficiency_frame,
     scaling_exponent,
 )
-from attnbench.runner.store import Run, StoreError  # noqa: E402
+from attnbench.runner.store import Run, StoreError, write_atomically  # noqa: E402
 from attnbench.runner.store import load_run as read_run  # noqa: E402
 
 __all__ = [
@@ -87,9 +87,8 @@ def load_run(run_dir: str | Path) -> Run:
 
 def _check_record(path: Path, record: dict) -> None:
     """One clear line for a cell the figures cannot read (hand-edited or from another version)."""
-    missing = [k for k in ("kind", "variant_label", "seq_len", "status") if k not in record]
-    if not missing and record["status"] == "ok" and not isinstance(record.get("result"), dict):
-        missing = ["result"]
+    # the store has skipped records with a field of the wrong type or an ok cell without its result
+    missing = [k for k in ("kind", "variant_label", "seq_len") if k not in record]
     if missing:
         raise StoreError(f"{path / 'cells.jsonl'}: cell {record['key']!r} lacks {', '.join(missing)}")
 
@@ -500,6 +499,8 @@ FIGURES: dict[str, tuple[Callable[[Run, dict], Figure | None], str]] = {
 
 def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> PlotOutcome:
     """Draw every figure the run's cells allow into `out_dir` (default RUN/plots) as PNG and SVG."""
+    if out_dir is not None and not str(out_dir).strip():
+        raise AttnbenchError("--out: empty path; name a folder, e.g. --out RUN/plots")
     run = load_run(run_dir)
     outcome = PlotOutcome()
     if not run.records:
@@ -518,11 +519,7 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> PlotOutc
                 outcome.skipped.append(f"{name}: skipped ({needs})")
                 continue
             for fmt in FORMATS:
-                path = out / f"{name}.{fmt}"
-                try:
-                    fig.savefig(path, dpi=DPI, format=fmt)
-                except OSError as err:
-                    raise AttnbenchError(f"cannot write {path}: {err.strerror or err}") from None
+                path = write_atomically(out / f"{name}.{fmt}", lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
                 outcome.files.append(path)
     return outcome
 

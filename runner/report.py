@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from attnbench.errors import AttnbenchError
-from attnbench.runner.store import STATUSES, Run, StoreError, load_run
+from attnbench.runner.store import STATUSES, Run, load_run, write_atomically
 
 __all__ = [
     "Comparison",
@@ -657,7 +657,8 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
 def write_csv(run: Run, prefix: str | Path) -> list[Path]:
     """Write one CSV per table as ``<prefix>_<table>.csv`` (tables: CSV_TABLES); return the paths.
 
-    A trailing ``.csv`` or ``.md`` on `prefix` is dropped (``--out report.csv`` → ``report_accuracy.csv``).
+    A trailing ``.csv`` or ``.md`` on `prefix` is dropped (``--out report.csv`` → ``report_accuracy.csv``);
+    missing folders are made; each file is replaced atomically.
     """
     prefix = Path(prefix)
     if prefix.suffix in (".csv", ".md"):
@@ -672,13 +673,9 @@ def write_csv(run: Run, prefix: str | Path) -> list[Path]:
     }
     paths = []
     for name in CSV_TABLES:
-        out = prefix.with_name(f"{prefix.name}_{name}.csv")
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            frames[name].to_csv(out, index=False)
-        except OSError as err:
-            raise StoreError(f"cannot write {out}: {err.strerror or err}") from None
-        paths.append(out)
+        out, frame = prefix.with_name(f"{prefix.name}_{name}.csv"), frames[name]
+        # each file whole or not replaced: a failed write (disk full) leaves the previous one
+        paths.append(write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False)))
     return paths
 
 

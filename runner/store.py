@@ -11,7 +11,8 @@ A run directory holds
 A writer killed mid-line leaves at most one torn last line. Readers skip it with a
 `StoreWarning` (the cell is not recorded, so it reruns on resume) and the next writer starts
 on a fresh line, so a killed run loses at most the cell in flight and never a complete row.
-Only JSON is ever read or written.
+A line that is JSON but not a record the readers can use (an unknown status, a field of the
+wrong type: see `RECORD_FIELDS`) is skipped the same way. Only JSON is ever read or written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from filelock import FileLock, Timeout
 from attnbench.errors import AttnbenchError
 
 __all__ = [
+    "RECORD_FIELDS",
     "STATUSES",
     "RunStore",
     "StoreError",
@@ -45,10 +47,28 @@ __all__ = [
     "export",
     "load_results",
     "read_records",
+    "replace_file",
+    "write_atomically",
 ]
 
 STATUSES = ("ok", "oom", "timeout", "unsupported", "error")
 EXPORT_FORMATS = ("csv", "parquet")
+
+# the fields of a cell record that readers (report, plot, compare, resume) use, and the JSON types
+# each may have where present; every record needs a str "key" and a "status" in STATUSES, and an
+# ok cell of a sweep (a record with a "kind") its result object
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "kind": (str,),
+    "variant": (str,),
+    "variant_label": (str,),
+    "variant_options": (dict,),
+    "task": (str, type(None)),
+    "task_label": (str,),
+    "seq_len": (int,),
+    "seed": (int,),
+    "message": (str,),
+    "result": (dict, type(None)),
+}
 
 ENV_FILE = "env.json"
 GRID_FILE = "grid.json"
@@ -251,16 +271,58 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
     """Write the results of a run as csv or parquet (default `run_dir/cells.<fmt>`); return the path."""
     if fmt not in EXPORT_FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if out is not None and not str(out).strip():
+        raise StoreError(f"--out: empty path; name a file, e.g. --out RUN/cells.{fmt}")
     frame = load_results(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / f"cells.{fmt}"
+    if fmt == "csv":
+        return write_atomically(out, lambda tmp: _json_cells(frame).to_csv(tmp, index=False))
+    return write_atomically(out, lambda tmp: _to_parquet(frame, tmp))
+
+
+def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Path:
+    """`replace_file`, for a command's output: missing folders made, and any failure one StoreError
+    line (`cannot write F: No space left on device`). Returns `target`."""
+    target = Path(target)
+    if target.is_dir():
+        raise StoreError(f"cannot write {target}: it is a directory")
+    _make_parents(target)
     try:
-        if fmt == "csv":
-            _json_cells(frame).to_csv(out, index=False)
-        else:
-            _to_parquet(frame, out)
+        return replace_file(target, write)
     except OSError as err:
-        raise StoreError(f"cannot write {out}: {err.strerror or err}") from None
-    return out
+        raise StoreError(f"cannot write {target}: {err.strerror or err}") from None
+
+
+def replace_file(target: Path, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` to a temp file beside `target`, fsync, then rename it over `target`: a failure or
+    a kill midway leaves the previous file, or none (OSError propagates). Returns `target`."""
+    # the temp name ends in target's name, so a writer that reads the format from it
+    # (pandas' compression for cells.csv.gz) sees the same one
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=f"-{target.name}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        _fsync_file(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a results file is for sharing
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; the half-written file otherwise
+    _fsync_dir(target.parent)
+    return target
+
+
+def _make_parents(target: Path) -> None:
+    """Make the missing folders above `target`; StoreError if an existing ancestor is a file."""
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise StoreError(f"cannot write {target}: {ancestor} is not a directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"cannot write {target}: {err.strerror or err}") from None
 
 
 def default_run_dir(root: str | Path, profile: str, *, now: datetime | None = None) -> Path:
@@ -288,14 +350,17 @@ def _read_cells(cells: Path) -> list[dict]:
         data = cells.read_bytes()
     except FileNotFoundError:
         return []
+    except OSError as err:  # a directory in its place, no permission, an I/O error
+        raise StoreError(f"cannot read {cells}: {err.strerror or err}") from None
     by_key: dict[str, dict] = {}
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         record = _parse_line(raw)
-        if record is None:
+        problem = "is torn or corrupted" if record is None else _record_problem(record)
+        if problem:
             warnings.warn(
-                f"{CELLS_FILE} line {number} is torn or corrupted; skipped (the cell reruns on resume)",
+                f"{CELLS_FILE} line {number} {problem}; skipped (the cell reruns on resume)",
                 StoreWarning,
                 stacklevel=3,
             )
@@ -314,6 +379,30 @@ def _parse_line(raw: bytes) -> dict | None:
     if not isinstance(record, dict) or not isinstance(record.get("key"), str):
         return None
     return record
+
+
+_JSON_NAMES = {str: "a string", int: "an int", float: "a number", bool: "a boolean", dict: "an object",
+               list: "a list", type(None): "null"}
+
+
+def _record_problem(record: dict) -> str | None:
+    """Why readers cannot use `record` ("is not a valid cell record (…)"), or None if they can."""
+    status = record.get("status")
+    if status not in STATUSES:
+        return f"is not a valid cell record (status {_shown(status)} is not one of {', '.join(STATUSES)})"
+    for field, types in RECORD_FIELDS.items():
+        if field in record and type(record[field]) not in types:  # exact: a JSON true is no int
+            wanted = " or ".join(_JSON_NAMES[t] for t in types)
+            return f"is not a valid cell record ({field} is {_JSON_NAMES[type(record[field])]}, not {wanted})"
+    if status == "ok" and "kind" in record and not isinstance(record.get("result"), dict):
+        return "is not a valid cell record (an ok cell without its result object)"
+    return None
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """`value` as JSON, cut to `width` characters (for one-line messages)."""
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _finite(value: Any) -> Any:
@@ -370,21 +459,17 @@ def _umask() -> int:
 
 
 def _write_json_atomic(target: Path, value: dict) -> None:
-    """Write `value` as JSON to a temp file beside `target`, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        _write_all(fd, (json.dumps(value, sort_keys=True, indent=2, allow_nan=False) + "\n").encode())
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a results file is for sharing
-        os.replace(tmp, target)
-    except BaseException:
-        if fd >= 0:
+    """Write `value` as JSON beside `target`, then rename it over `target` (`replace_file`)."""
+    data = (json.dumps(value, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
+
+    def write(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            _write_all(fd, data)
+        finally:
             os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+
+    replace_file(target, write)
 
 
 def recorded_options(run_dir: str | Path) -> dict:
@@ -402,7 +487,9 @@ def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
         return {}
     try:
         value = json.loads((run_dir / name).read_text())
-    except (OSError, ValueError) as err:
+    except OSError as err:  # a directory in its place, no permission, an I/O error
+        raise StoreError(f"cannot read {run_dir / name}: {err.strerror or err}") from None
+    except ValueError as err:
         raise StoreError(f"cannot read {run_dir / name}: {err}") from None
     if not isinstance(value, dict):
         raise StoreError(f"{run_dir / name} is not a JSON object")
@@ -456,6 +543,15 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _fsync_file(path: Path) -> None:
+    """Persist the data of a file written by another writer (pandas, matplotlib) before a rename."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

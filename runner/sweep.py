@@ -86,19 +86,20 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         else []
     )
     cross = _cross_label(request.cross) if request.cross else None
-    seeds = request.seeds if request.seeds is not None else profile.seeds
+    seeds = _distinct(request.seeds if request.seeds is not None else profile.seeds)
     _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
-    eff_lengths = request.efficiency_lengths or profile.efficiency.lengths
+    eff_lengths = _distinct(request.efficiency_lengths or profile.efficiency.lengths)
     _check_ints("--efficiency-lengths", eff_lengths, minimum=1, maximum=MAX_TOKENS)
-    if request.lengths is not None:
-        _check_ints("--lengths", request.lengths, minimum=1, maximum=MAX_TOKENS)
+    lengths = None if request.lengths is None else _distinct(request.lengths)
+    if lengths is not None:
+        _check_ints("--lengths", lengths, minimum=1, maximum=MAX_TOKENS)
     max_seconds = request.max_cell_seconds if request.max_cell_seconds is not None else profile.max_cell_seconds
     if max_seconds is not None and not 0 < max_seconds <= MAX_CELL_SECONDS:  # also refuses nan
         raise AttnbenchError(
             f"--max-cell-seconds must be positive and at most {MAX_CELL_SECONDS:g}, got {max_seconds:g}"
         )
 
-    lengths_of = {t.label: _task_lengths(t, profile, request.lengths) for t in tasks}
+    lengths_of = {t.label: _task_lengths(t, profile, lengths) for t in tasks}
     cells = [
         Cell.make("accuracy", v.name, v.options, t.name, _task_options(t, profile), n, seed)
         for t in tasks
@@ -138,6 +139,11 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         "max_cell_seconds": max_seconds,
     }
     return SweepPlan(profile, cells, plan, grid)
+
+
+def _distinct(values) -> tuple:
+    """`values` in their order, each once: `--seeds 0,0` would otherwise run one cell twice."""
+    return tuple(dict.fromkeys(values))
 
 
 def _check_ints(flag: str, values, *, minimum: int, maximum: int) -> None:

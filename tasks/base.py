@@ -376,7 +376,7 @@ def build_task(name: str, **options: Any) -> Task:
         task = entry.obj(**resolved)
     except AttnbenchError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise PluginError(f"{entry.name}: building the task failed: {type(exc).__name__}: {exc}") from exc
     task.task_name = entry.name
     return task

@@ -159,7 +159,7 @@ def test_the_csv_is_on_disk_before_the_run_ends(tmp_path, monkeypatch):
     argv = ["perf", "--variants", "linear", "--lengths", "32,64", "--batch", "1", "--repeat", "1",
             "--min-run-time", "0.001", "--out", str(tmp_path), "--name", "t"]
     assert bench(argv) == 0
-    assert set(seen[0]["n"]) == {32, 64} and not list(tmp_path.glob("*.tmp"))
+    assert set(seen[0]["n"]) == {32, 64} and not list(tmp_path.glob(".tmp-*"))
 
 
 def test_a_failed_csv_write_keeps_the_previous_csv_and_stops_the_run_with_exit_1(tmp_path, capsys, monkeypatch):
@@ -181,7 +181,7 @@ def test_a_failed_csv_write_keeps_the_previous_csv_and_stops_the_run_with_exit_1
     assert err.splitlines() == [f"bench: error: cannot write {tmp_path / 't.csv'}: No space left on device"]
     kept = pd.read_csv(tmp_path / "t.csv")  # the CSV written after n = 32, intact
     assert set(kept["n"]) == {32} and {"core", "layer", "naive"} <= set(kept["impl"])
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_a_failed_page_write_keeps_the_previous_page(tmp_path, monkeypatch):
@@ -199,7 +199,7 @@ def test_a_failed_page_write_keeps_the_previous_page(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_text", torn)
     with pytest.raises(OSError, match="No space left"):
         write_markdown(rows, page, csv_name="t.csv", png_name="t.png", note="a second version")
-    assert page.read_text() == before and not list(tmp_path.glob("*.tmp"))
+    assert page.read_text() == before and not list(tmp_path.glob(".tmp-*"))
 
 
 def test_an_out_that_refuses_files_is_one_line_and_exit_2_before_any_timing(tmp_path, capsys, monkeypatch):
@@ -537,3 +537,19 @@ def test_gpu_rows_get_the_fraction_of_the_rated_dense_peak_and_the_page_a_table(
     assert "rated dense peak" in page and "| multi-head | core | 495 (50%) |" in page
     cpu_row = _row(cand, 1, 4096, {**common, "device": "cpu", "machine": "Intel(R) Xeon(R)"}, 700e12, {})
     assert cpu_row["rated_peak_fraction"] is None
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.compiled], ids=lambda c: c.label)
+def test_every_case_verifies_in_bf16_against_its_fp32_reference(case):
+    """The CUDA run's dtype, on CPU at the shortest quick length: each implementation's output is
+    checked against the fp32 reference (no bf16 parameter mixed into it) within bf16's tolerance.
+    Compiled kernels are left out: they share these references and compile for seconds. (Not
+    shorter: local-attention's peer disagrees with its own definition below its window.)"""
+    from attnbench.benchmarks.suite import QUICK_LENGTHS, build_candidates, verify
+
+    cfg = PerfConfig(variants=(case.label,), dtype=torch.bfloat16, **TINY)
+    with torch.inference_mode():
+        cands = [c for c in build_candidates([case], 1, min(QUICK_LENGTHS), cfg, {}) if c.fn is not None]
+        for cand in cands:
+            verify(cand, cfg)
+    assert cands and {(c.impl, c.status) for c in cands} == {(c.impl, "verified") for c in cands}

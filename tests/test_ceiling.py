@@ -256,3 +256,31 @@ def test_bench_ceiling_writes_the_files(capsys, tmp_path):
     out = capsys.readouterr().out
     assert (tmp_path / "check.csv").exists() and (tmp_path / "check.md").exists()
     assert "check.md" in out and "n=   32 sdpa" in out
+
+
+def test_bench_ceiling_refuses_a_length_past_bench_perfs_token_limit(capsys, tmp_path, monkeypatch):
+    """The limit `bench perf` applies (MAX_TOKENS), in one line; 2**64 and more once overflowed the seed."""
+    from attnbench.limits import MAX_TOKENS
+
+    monkeypatch.setattr(ceiling, "run_ceiling", lambda *a, **k: pytest.fail("timed anyway"))
+    for n in (MAX_TOKENS + 1, 10**20):
+        with pytest.raises(SystemExit) as done:
+            main(["--lengths", f"64,{n}", "--out", str(tmp_path / "out")])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert err == (f"bench: error: --lengths {n}: {n} tokens in one call, more than {MAX_TOKENS} (its inputs "
+                       f"alone would take {3 * n * 512 * 4 / 2**30:.3g} GiB in fp32)\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_ceilings_default_name_is_the_utc_time_to_the_second(capsys, tmp_path, monkeypatch):
+    """Like `bench perf`'s: a second run on the same day writes beside the first, not over it."""
+    import re
+
+    names = []
+    monkeypatch.setattr(ceiling, "run_ceiling", lambda *a, **k: [])
+    monkeypatch.setattr(ceiling, "write_ceiling", lambda rows, out, name: names.append(name) or {})
+    with pytest.raises(SystemExit) as done:
+        main(["--lengths", "32", "--out", str(tmp_path)])
+    assert done.value.code == 0
+    assert len(names) == 1 and re.fullmatch(r"\d{8}T\d{6}Z-cpu-ceiling", names[0])

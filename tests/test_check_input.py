@@ -162,6 +162,32 @@ def test_summary_counts_in_words(results, line):
     assert summary(results) == line
 
 
+def _register_init_fails() -> None:
+    @register_variant("init-fails")
+    class InitFails(MultiHeadAttention):
+        def __init__(self, *args, **kwargs):
+            raise ValueError("init fails")
+
+
+def test_a_variant_whose_constructor_raises_is_one_fail_row_saying_so(sandbox):
+    _register_init_fails()
+    assert run_checks("init-fails") == [CheckResult(
+        "init-fails", "build", FAIL, "init-fails: building the layer failed: ValueError: init fails")]
+
+
+def test_bench_check_goes_on_past_a_variant_whose_constructor_raises(sandbox, bench_output):
+    _register_init_fails()
+    code, out, err = bench_output("check", "--variants", "init-fails,multi-head", "--checks", "shape")
+    assert code == 1 and "bench: error" not in err and "Traceback" not in err
+    assert "init-fails: building the layer failed" in out.replace("\n", " ")
+    assert "multi-head" in out and "PASS" in out and "1 of 2 checks failed" in out
+
+
+def test_a_check_named_twice_runs_once_in_the_order_given():
+    checks = [r.check for r in run_checks("multi-head", checks=["shape", "causal", "shape"])]
+    assert checks == ["shape", "causal"]
+
+
 def test_every_check_is_covered_here():
     """A new check must say what a NaN or a wrong shape does to it."""
     assert set(CHECKS) - {"unsupported"} == set(NAN_OUT) == set(SHORT_OUT)

@@ -3,6 +3,9 @@ first, run out of memory, trace back or mislead: each is now one line and exit 2
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -86,8 +89,9 @@ def test_attention_seq_len_past_the_model_or_task_is_one_line(no_work, bench_out
     assert one_error_line(err) == (
         "bench: error: --seq-len: 100000000 is more than bench attention draws (at most 8192 tokens)"
     )
-    code, _, err = bench_output(*SMOKE, "--variant", "multi-head", "--task", "copy", "--seed", HUGE)
-    assert code == 2 and "'--seed': 99999999999999999999 is not in the range 0<=x<=4294967295" in one_error_line(err)
+    for command in ([*SMOKE, "--variant", "multi-head", "--task", "copy"], ["show-task", "copy"]):
+        code, _, err = bench_output(*command, "--seed", HUGE)
+        assert code == 2 and "'--seed': 99999999999999999999 is not in the range 0<=x<=4294967295" in one_error_line(err)
     code, _, err = bench_output(*SMOKE, "--variant", "multi-head", "--task", "copy", "--seq-len", "2")
     assert code == 2 and one_error_line(err) == "bench: error: --seq-len: 2 is too short for copy (its minimum is 3)"
     _register_capped()
@@ -204,3 +208,49 @@ def test_ls_with_no_match_prints_only_the_error(bench_output):
     assert one_error_line(err) == "bench: error: no variant matches 'zzz*' (bench ls variants lists all)"
     code, out, _ = bench_output("ls", "variants", "loc*")
     assert code == 0 and "local" in out
+
+
+def test_ls_with_an_empty_pattern_is_no_match_not_an_empty_table(bench_output):
+    code, out, err = bench_output("ls", "tasks", "")
+    assert code == 2 and out == ""
+    assert one_error_line(err) == "bench: error: no task matches '' (bench ls tasks lists all)"
+
+
+# ---------------------------------------------------------------------------- a plugin's own fault
+FAULTS = Path(__file__).parent / "fixtures" / "fault_variants.py"
+RAISING_TASK = '''
+from attnbench import GeneratedTask, TaskSpec, register_task
+
+
+@register_task("bad-sample")
+class BadSample(GeneratedTask):
+    spec = TaskSpec(kind="classify", metric="accuracy", description="sample raises", source="generated",
+                    licence="generated (no data)")
+
+    def setup(self):
+        self.vocab_size, self.n_classes, self.chance = 4, 2, 0.5
+
+    def sample(self, rng, seq_len):
+        raise ValueError("sample exploded")
+'''
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["show-task", "bad-sample"], "bad-sample: generating examples failed: ValueError: sample exploded (at "),
+        ([*SMOKE, "--variant", "multi-head", "--task", "bad-sample"],
+         "multi-head on bad-sample failed: ValueError: sample exploded (at "),
+        ([*SMOKE, "--variant", "fault-raise", "--task", "copy"],
+         "fault-raise on copy failed: RuntimeError: this variant always raises (at "),
+        ([*SMOKE, "--variant", "fault-exit", "--task", "copy"], "fault-exit on copy failed: SystemExit: 5 (at "),
+    ],
+)
+def test_a_plugins_own_exception_is_one_line_naming_where_it_was_raised(tmp_path, bench_output, args, says):
+    task = tmp_path / "raising_task.py"
+    task.write_text(RAISING_TASK)
+    out_file = ["--out", tmp_path / "map.png"] if args[0] == "attention" else []
+    code, out, err = bench_output(*args, "--plugin", task, "--plugin", FAULTS, *out_file)
+    line = one_error_line(err)
+    assert code == 1 and says in line, line
+    assert re.search(r"\(at \S+\.py:\d+\)$", line), line

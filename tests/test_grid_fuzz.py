@@ -44,3 +44,4 @@ def test_int_lists(text: str) -> None:
         assert one_line(exc), str(exc)
     else:
         assert {c.seq_len for c in sweep.cells if c.kind == "accuracy"} == set(values)
+        assert len({c.key for c in sweep.cells}) == len(sweep.cells)  # a repeated length is one cell

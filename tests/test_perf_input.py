@@ -61,6 +61,8 @@ def assert_one_line_error(bench_output, argv, out_dir, says):
      "--batch 1024 × --lengths 32768: 33554432 tokens in one call, more than 16777216"),
     (["--name", "a/b"], "--name 'a/b': a file name stem, without '/'"),
     (["--name", ""], "--name '': a file name stem"),
+    (["--variants", "all,lcoal"], "--variants: no benchmark for 'lcoal'; did you mean 'local'?"),
+    (["--variants", "mha,cosine-demo"], "--variants: no benchmark for 'cosine-demo'"),
 ])
 def test_bad_bench_perf_input_is_one_line_and_exit_2_before_any_timing(argv, says, bench_output, never_timed,
                                                                         tmp_path):
@@ -77,10 +79,28 @@ def test_the_size_limit_counts_only_the_lengths_a_batch_runs(bench_output, monke
     assert (code, err) == (0, "") and ran[0].batches == (1, 1024)
 
 
+@pytest.mark.parametrize("given, runs", [
+    ("mha", ("multi-head",)),
+    ("mha,multi-head,bahdanau,sliding-window", ("multi-head", "additive", "local")),
+    ("Linear-Attention", ("linear",)),
+    ("all,linear", ("all",)),  # all beside names means all, as in bench check
+    ("linear,all", ("all",)),
+])
+def test_variants_take_aliases_and_all_beside_names_means_all(given, runs, bench_output, monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", lambda cfg, **k: ran.append(cfg) or [])
+    monkeypatch.setattr("attnbench.benchmarks.outputs.write_all", lambda *a, **k: {"csv": tmp_path / "t.csv"})
+    monkeypatch.setattr("attnbench.benchmarks.guard.read_results", lambda path: None)
+    code, _, err = bench_output("perf", "--quick", "--variants", given, "--out", tmp_path)
+    assert (code, err) == (0, "") and ran[0].variants == runs
+
+
 # -------------------------------------------------------------------------- bench ceiling options
 @pytest.mark.parametrize("argv, says", [
     (["--min-run-time", "nan"], "'--min-run-time': 'nan' is not a number."),
     (["--name", ""], "--name '': a file name stem"),
+    (["--lengths", "99999999999999999999"], "--lengths 99999999999999999999: 99999999999999999999 tokens in "
+                                            "one call, more than 16777216"),
 ])
 def test_bad_bench_ceiling_input_is_one_line_and_exit_2_before_any_timing(argv, says, bench_output, never_timed,
                                                                           tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
 
 from attnbench.cli import main
+from attnbench.errors import AttnbenchError
 from attnbench.runner.plots import (
     bubble_data,
     draw_run,
@@ -241,3 +244,48 @@ def test_cli_plot_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["plot", "--help"])
     assert "bench plot results/runs/" in capsys.readouterr().out
+
+
+def test_an_empty_out_is_refused_and_the_current_folder_untouched(tmp_path, monkeypatch):
+    run = write_run(tmp_path / "run", efficiency_cells())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AttnbenchError, match="^--out: empty path; name a folder"):
+        draw_run(run, "")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_cli_plot_refuses_an_empty_out(tmp_path, monkeypatch, capsys):
+    run = write_run(tmp_path / "run", efficiency_cells())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["plot", str(run), "--out", ""])
+    assert done.value.code == 2 and "--out: empty path" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_a_failed_figure_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    run = write_run(tmp_path / "run", efficiency_cells())
+    (good,) = [p for p in plot_run(run) if p.suffix == ".png"]
+    before = good.read_bytes()
+
+    def fill_the_disk(self, path, **kwargs):
+        Path(path).write_bytes(before[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", fill_the_disk)
+    with pytest.raises(AttnbenchError, match=f"^cannot write {good.parent}/scaling.(png|svg): No space left on device$"):
+        plot_run(run)
+    assert good.read_bytes() == before
+    assert not [p for p in good.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_a_damaged_record_is_skipped_with_a_warning(tmp_path, capsys):
+    cells = efficiency_cells()
+    cells[0] = {**cells[0], "seq_len": "x"}
+    run = write_run(tmp_path / "run", cells)
+    with pytest.raises(SystemExit) as done:
+        main(["plot", str(run)])
+    err = capsys.readouterr().err
+    assert done.value.code == 0, err
+    assert err.strip() == ("bench: warning: cells.jsonl line 1 is not a valid cell record (seq_len is a string, "
+                           "not an int); skipped (the cell reruns on resume)")

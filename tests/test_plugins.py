@@ -13,7 +13,7 @@ import torch
 from attnbench import build_variant, list_variants
 from attnbench.errors import PluginError
 from attnbench.registry import PluginWarning
-from attnbench.variants.check import FAIL, PASS, run_checks
+from attnbench.variants.check import FAIL, run_checks
 
 EXAMPLE = Path(__file__).parent / "plugin_example"
 
@@ -75,9 +75,11 @@ def test_a_broken_plugin_is_named_and_the_rest_keep_working(tmp_path, monkeypatc
     make_distribution(
         tmp_path,
         "attn-broken",
-        {"exploding": "attn_exploding:Layer", "not-a-layer": "attn_notlayer:VALUE", "good": "attn_good"},
+        {"exploding": "attn_exploding:Layer", "not-a-layer": "attn_notlayer:VALUE", "exiting": "attn_exiting:Layer",
+         "good": "attn_good"},
         {
             "attn_exploding": "import definitely_not_installed_module\n",
+            "attn_exiting": "import sys\nsys.exit(4)\n",
             "attn_notlayer": "VALUE = 42\n",
             "attn_good": GOOD_MODULE,
         },
@@ -88,6 +90,7 @@ def test_a_broken_plugin_is_named_and_the_rest_keep_working(tmp_path, monkeypatc
     messages = " | ".join(str(w.message) for w in caught)
     assert "'exploding' failed to load: ModuleNotFoundError" in messages
     assert "'not-a-layer' failed to load: PluginError" in messages and "not an nn.Module subclass" in messages
+    assert "'exiting' failed to load: SystemExit: 4" in messages
     assert {"mha-copy", "multi-head", "local"} <= set(list_variants())
     assert sandbox.get("copycat").origin == "plugin:attn-broken"
     assert build_variant("local", d_model=16, n_heads=2)(torch.randn(1, 4, 16))[0].shape == (1, 4, 16)
@@ -114,10 +117,12 @@ def test_plugin_option_imports_a_module_or_a_file(tmp_path):
 @pytest.mark.parametrize(
     ("target", "message"),
     [("no_such_module_xyz", "--plugin no_such_module_xyz: import failed: ModuleNotFoundError"),
-     ("missing/file.py", "--plugin missing/file.py: no such file")],
+     ("missing/file.py", "--plugin missing/file.py: no such file"),
+     ("exits.py", "--plugin exits.py: import failed: SystemExit: 3")],
 )
-def test_a_plugin_that_does_not_import_is_one_clear_line(target, message):
-    result = bench("ls", "variants", "--plugin", target)
+def test_a_plugin_that_does_not_import_is_one_clear_line(target, message, tmp_path):
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    result = bench("ls", "variants", "--plugin", target, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"bench: error: {message}")
     assert len(result.stderr.strip().splitlines()) == 1

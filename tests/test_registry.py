@@ -58,6 +58,14 @@ def test_a_name_or_alias_is_taken_once():
         reg.register("  ", "x")
 
 
+@pytest.mark.parametrize("name", ["a,b", "bad(name", "x=1", "lin*", "two words", "tab\tname"])
+def test_a_name_no_selection_could_name_is_refused(name):
+    with pytest.raises(AttnbenchError, match="no selection could name it"):
+        make().register(name, "x")
+    with pytest.raises(AttnbenchError, match="no selection could name it"):
+        make().register("fine-name", "x", aliases=(name,))
+
+
 def test_temporary_undoes_registrations():
     reg = make()
     with reg.temporary():

@@ -249,7 +249,7 @@ def test_a_corrupted_middle_line_is_reported_once_and_its_cell_reruns(tmp_path: 
 
 # ---------------------------------------------------------------------------- bench check
 def test_bench_check_reports_faulty_variants_as_fail_with_the_reason(capsys, bench) -> None:
-    code = bench("check", "--plugin", FAULTS, "--variants", "fault-nan,fault-raise,fault-shape,fault-oom",
+    code = bench("check", "--plugin", FAULTS, "--variants", "fault-nan,fault-raise,fault-shape,fault-oom,fault-exit",
                  "--checks", "shape,finite-grad")
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err
@@ -264,7 +264,8 @@ def test_bench_check_reports_faulty_variants_as_fail_with_the_reason(capsys, ben
     assert rows[("fault-shape", "shape")] == ("FAIL", "out shape (2, 10, 32) != x shape (2, 11, 32)")
     assert rows[("fault-oom", "shape")][0] == "FAIL" and "can't allocate memory" in rows[("fault-oom", "shape")][1]
     assert rows[("fault-oom", "shape")][1].startswith("RuntimeError: [enforce")  # brackets are text, not markup
-    assert "8 of 8 checks failed" in out  # a NaN or wrong-shape output fails every check that calls it
+    assert rows[("fault-exit", "shape")][0] == "FAIL" and rows[("fault-exit", "shape")][1].startswith("SystemExit: 5")
+    assert "10 of 10 checks failed" in out  # a NaN or wrong-shape output fails every check that calls it
 
 
 # ---------------------------------------------------------------------------- disk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -24,6 +25,7 @@ from attnbench.runner.report import (
     scaling_exponent,
     scaling_frame,
 )
+from support import one_error_line
 
 SAMPLE = Path("/tmp/sample-quick")
 
@@ -327,6 +329,68 @@ def test_bench_report_csv_writes_one_file_per_table(tmp_path, bench_output):
     # default: beside the run
     code, out, _ = bench_output("report", run, "--format", "csv")
     assert code == 0 and (run / "report_accuracy.csv").exists()
+
+
+@pytest.mark.parametrize("damage", [{"seq_len": "x"}, {"result": None}, {"status": "weird"}, {"seq_len": None}])
+def test_a_damaged_record_is_skipped_with_a_warning_and_the_rest_reported(tmp_path, damage, bench_output):
+    records = accuracy_records() + efficiency_records()
+    damaged = [*records[:2], {**records[2], **damage}, *records[3:]]
+    a, b = write_run(tmp_path / "a", records), write_run(tmp_path / "b", damaged)
+    code, out, err = bench_output("report", b)
+    assert code == 0 and "## Efficiency" in out, err
+    assert err.startswith("bench: warning: cells.jsonl line 3 is not a valid cell record (") and "Traceback" not in err
+    assert "local(window=4)" in out  # its other cells are reported
+    code, out, err = bench_output("compare", a, b)
+    assert code == 0 and "Only in A (1)" in out and "line 3 is not a valid cell record" in err
+
+
+def test_report_into_an_existing_folder_writes_inside_it(tmp_path, monkeypatch, bench_output):
+    run = write_run(tmp_path / "run", accuracy_records() + efficiency_records())
+    monkeypatch.chdir(tmp_path)
+    Path("tabs").mkdir()
+    code, out, _ = bench_output("report", run, "--format", "csv", "--out", "tabs")
+    assert code == 0 and out.split()[0] == "tabs/report_accuracy.csv"
+    code, out, _ = bench_output("report", run, "--out", "tabs")
+    assert code == 0 and out.strip() == "tabs/report.md"
+    code, out, _ = bench_output("report", run, "--format", "csv", "--out", "new/")  # a trailing / names a folder
+    assert code == 0 and out.split()[-1] == "new/report_scaling.csv"
+    assert sorted(p.name for p in Path("tabs").iterdir()) == ["report.md", *(f"report_{t}.csv" for t in sorted(
+        ["accuracy", "long_range", "effective_range", "efficiency", "scaling"]))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "run", "tabs"]  # nothing beside the folder
+    _, out, _ = bench_output("report", "--help")
+    assert "An existing folder (or a path ending in /) gets the files inside it" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv"])
+def test_report_refuses_an_empty_out(tmp_path, monkeypatch, fmt, bench_output):
+    run = write_run(tmp_path / "run", accuracy_records())
+    monkeypatch.chdir(tmp_path)
+    code, _, err = bench_output("report", run, "--format", fmt, "--out", "")
+    assert code == 2 and one_error_line(err).startswith("bench: error: --out: empty path")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def _fill_the_disk(path, *args, **kwargs):
+    """A writer that gets part of a file out, then finds the disk full."""
+    Path(path).write_bytes(b"# attnbench rep")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(("fmt", "out", "writer"), [
+    ("md", "r.md", (Path, "write_text")),
+    ("csv", "r_accuracy.csv", (pd.DataFrame, "to_csv")),
+])
+def test_a_failed_report_write_leaves_the_previous_file(tmp_path, monkeypatch, fmt, out, writer, bench_output):
+    run = write_run(tmp_path / "run", accuracy_records())
+    folder = tmp_path / "out"
+    assert bench_output("report", run, "--format", fmt, "--out", folder / "r.md")[0] == 0
+    before = (folder / out).read_bytes()
+    monkeypatch.setattr(*writer, lambda self, *args, **kwargs: _fill_the_disk(args[0] if fmt == "csv" else self))
+    code, _, err = bench_output("report", run, "--format", fmt, "--out", folder / "r.md")
+    assert code == 2
+    assert one_error_line(err) == f"bench: error: cannot write {folder / out}: No space left on device"
+    assert (folder / out).read_bytes() == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
 @pytest.mark.parametrize("args", [["report"], ["compare", "RUN"]])

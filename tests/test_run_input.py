@@ -123,6 +123,23 @@ def test_an_export_that_cannot_be_written_is_one_line(tmp_path, bench_output) ->
     assert one_error_line(err).startswith(f"bench: error: cannot write {run / 'cells.parquet'}: OverflowError: ")
 
 
+def test_an_export_to_an_empty_out_is_refused(tmp_path, bench_output, monkeypatch) -> None:
+    run = write_run(tmp_path / "run", {"profile": "smoke"}, [record("accuracy/multi-head/copy/n=16/seed=0", 0.5)])
+    monkeypatch.chdir(tmp_path)
+    code, _, err = bench_output("export", run, "--out", "")
+    assert code == 2 and one_error_line(err) == "bench: error: --out: empty path; name a file, e.g. --out RUN/cells.csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_repeated_seeds_and_lengths_plan_each_cell_once() -> None:
+    sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks="copy", lengths=(32, 48, 32),
+                                    seeds=(1, 0, 1), efficiency_lengths=(64, 64), kinds=("accuracy", "efficiency")))
+    keys = [c.key for c in sweep.cells]
+    assert len(keys) == len(set(keys)) == 2 * 2 + 1
+    assert sweep.grid["seeds"] == [1, 0] and sweep.grid["lengths"] == {"copy": [32, 48]}
+    assert sweep.grid["efficiency_lengths"] == [64]
+
+
 # ---------------------------------------------------------------------------- --cross with inline options
 def test_cross_takes_inline_options_and_a_bare_name_is_recorded_as_before() -> None:
     def cross(text: str) -> str | None:

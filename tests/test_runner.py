@@ -92,6 +92,7 @@ EXPECTED = {
     "fault-shape": ("error", "RuntimeError"),
     "fault-oom": ("oom", "can't allocate memory"),
     "fault-nocausal": ("unsupported", "causal"),
+    "fault-exit": ("error", "SystemExit: 5"),
 }
 
 

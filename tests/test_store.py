@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import multiprocessing
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from attnbench.errors import AttnbenchError
 from attnbench.runner import store as store_module
 from attnbench.runner.store import (
+    RECORD_FIELDS,
     RunStore,
     StoreError,
     StoreWarning,
@@ -32,7 +34,9 @@ from attnbench.runner.store import (
     export,
     load_results,
     read_records,
+    write_atomically,
 )
+from support import one_error_line
 
 GRID = {"profile": "smoke", "lengths": [256], "seeds": [0], "variants": ["local", "linear"]}
 ENV = {"torch": "2.13", "threads": 2, "argv": ["bench", "run"]}
@@ -132,7 +136,7 @@ json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text
 json_values = st.recursive(
     json_scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=8
 )
-field_names = st.text().filter(lambda k: k not in ("key", "status"))
+field_names = st.text().filter(lambda k: k not in ("key", "status", *RECORD_FIELDS))  # typed: tested below
 
 
 @settings(max_examples=20, deadline=None)
@@ -283,6 +287,71 @@ def test_invalid_utf8_is_a_corrupted_line(run):
         assert len(read_records(run)) == 3
 
 
+SWEEP_CELL = {"kind": "accuracy", "variant": "local", "variant_label": "local(window=4)", "variant_options": {},
+              "task": "copy", "task_label": "copy", "seq_len": 32, "seed": 0, "message": "", "result": {"score": 0.5}}
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    ({"status": "weird"}, 'status "weird" is not one of ok, oom, timeout, unsupported, error'),
+    ({"seq_len": "x"}, "seq_len is a string, not an int"),
+    ({"seq_len": True}, "seq_len is a boolean, not an int"),
+    ({"seed": 1.5}, "seed is a number, not an int"),
+    ({"kind": None}, "kind is null, not a string"),
+    ({"variant_label": 5}, "variant_label is an int, not a string"),
+    ({"variant_options": []}, "variant_options is a list, not an object"),
+    ({"result": [1]}, "result is a list, not an object or null"),
+    ({"result": None}, "an ok cell without its result object"),
+    ({"result": "deleted"}, "result is a string, not an object or null"),
+])
+def test_a_record_readers_cannot_use_is_skipped_like_a_torn_line(run, damage, problem):
+    lines = raw_lines(run)
+    lines.insert(1, json.dumps({**cell("bad"), **SWEEP_CELL, **damage}))
+    (run / "cells.jsonl").write_text("\n".join(lines))
+    expected = f"cells.jsonl line 2 is not a valid cell record ({problem}); skipped (the cell reruns on resume)"
+    with pytest.warns(StoreWarning) as caught:
+        assert [r["key"] for r in read_records(run)] == ["a", "b", "c"]
+    assert [str(w.message) for w in caught] == [expected]
+    with pytest.warns(StoreWarning), RunStore.resume(run, grid=GRID) as store:
+        assert "bad" not in store.done_keys()  # it reruns
+
+
+@pytest.mark.parametrize("record", [
+    {**cell("ok"), **SWEEP_CELL},
+    {**cell("failed", "oom"), **SWEEP_CELL, "task": None, "result": None},
+    {**cell("error", "error"), **SWEEP_CELL, "result": {"traceback": "..."}},
+    cell("no-kind"),  # a bare record (no kind) needs no result
+])
+def test_every_record_the_runner_writes_reads_back(tmp_path, record):
+    with RunStore.create(tmp_path, grid=GRID, env=ENV) as store:
+        store.append(record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_records(tmp_path) == [record]
+
+
+def test_a_cells_file_that_cannot_be_read_is_one_store_error(run):
+    (run / "cells.jsonl").unlink()
+    (run / "cells.jsonl").mkdir()
+    message = f"^cannot read {re.escape(str(run / 'cells.jsonl'))}: Is a directory$"
+    with pytest.raises(StoreError, match=message):
+        read_records(run)
+    with pytest.raises(StoreError, match=message), RunStore.resume(run, grid=GRID) as store:
+        store.done_keys()
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    *((command, "cells.jsonl") for command in (["report"], ["plot"], ["export"], ["compare", "RUN"])),
+    *((command, "env.json") for command in (["report"], ["plot"], ["compare", "RUN"])),  # export reads no env.json
+])
+def test_every_reader_names_an_unreadable_file_in_one_line(run, command, name, bench_output):
+    """(`bench run --resume` reads cells.jsonl through `RunStore.records`, tested above.)"""
+    (run / name).unlink()
+    (run / name).mkdir()
+    code, _, err = bench_output(*(run if a == "RUN" else a for a in command), run)
+    assert code == 2
+    assert one_error_line(err) == f"bench: error: cannot read {run / name}: Is a directory"
+
+
 def _write_in_pieces(fd: int, data: bytes) -> None:
     """A writer that a kill can stop mid-line (as a full disk or a network filesystem can)."""
     for start in range(0, len(data), 4096):
@@ -393,6 +462,54 @@ def test_export_csv_writes_lists_and_dicts_as_json(tmp_path):
 def test_export_of_an_empty_run(tmp_path):
     RunStore.create(tmp_path, grid=GRID, env=ENV).release()
     assert list(pd.read_parquet(export(tmp_path, "parquet")).columns) == ["key"]
+
+
+def test_export_makes_missing_folders_and_names_a_file_in_the_way(run, bench_output):
+    out = run.parent / "new" / "deeper" / "c.csv"
+    assert export(run, "csv", out) == out and len(pd.read_csv(out)) == 3
+    (run.parent / "afile").write_text("not a folder")
+    for target in ("afile/c.csv", "afile/x/c.csv"):
+        with pytest.raises(StoreError, match=f"^cannot write .*{target}: .*afile is not a directory$"):
+            export(run, "csv", run.parent / target)
+    afile = run.parent / "afile"
+    code, _, err = bench_output("export", run, "--out", afile / "c.csv")
+    assert code == 2
+    assert one_error_line(err) == f"bench: error: cannot write {afile / 'c.csv'}: {afile} is not a directory"
+    with pytest.raises(StoreError, match="it is a directory"):
+        export(run, "csv", run.parent)
+
+
+def _fill_the_disk(path, *args, **kwargs):
+    """A writer that gets half a file out, then finds the disk full."""
+    Path(path).write_bytes(b"key,sta")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("fmt, writer", [("csv", "to_csv"), ("parquet", "to_parquet")])
+def test_a_failed_export_leaves_the_previous_file(run, monkeypatch, fmt, writer):
+    good = export(run, fmt)
+    before = good.read_bytes()
+    monkeypatch.setattr(pd.DataFrame, writer, lambda frame, path, *a, **k: _fill_the_disk(path))
+    with pytest.raises(StoreError, match=f"^cannot write {re.escape(str(good))}: No space left on device$"):
+        export(run, fmt)
+    assert good.read_bytes() == before
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()])
+def test_write_atomically_leaves_the_old_file_or_none(tmp_path, failure):
+    def write_half(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise failure
+
+    old = tmp_path / "old.md"
+    old.write_text("the good report")
+    for target in (old, tmp_path / "new.md"):
+        with pytest.raises((StoreError, KeyboardInterrupt)):
+            write_atomically(target, write_half)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.md"]
+    assert old.read_text() == "the good report"
+    assert write_atomically(old, lambda tmp: tmp.write_text("better")).read_text() == "better"
 
 
 def test_export_refuses_an_unknown_format(run):

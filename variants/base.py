@@ -247,7 +247,7 @@ def build_variant(name: str, d_model: int = 64, n_heads: int = 4, **options: Any
         layer = entry.obj(d_model, n_heads, **resolved)
     except AttnbenchError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise PluginError(f"{entry.name}: building the layer failed: {type(exc).__name__}: {exc}")
     layer.variant_name = entry.name
     return layer

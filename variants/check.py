@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnbench.errors import NoBackwardError, UnsupportedError
+from attnbench.errors import NoBackwardError, PluginError, UnsupportedError
 from attnbench.variants.base import VARIANTS, VariantSpec, build_variant
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -391,7 +391,7 @@ def run_check(name: str, check: str, options: dict | None = None, device: str = 
         return CheckResult(name, check, SKIP, str(why))
     except Failure as why:
         return CheckResult(name, check, FAIL, str(why))
-    except Exception as exc:  # a faulty plugin must show up as FAIL, not crash the checker
+    except (Exception, SystemExit) as exc:  # a faulty plugin must show up as FAIL, not crash the checker
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return CheckResult(
             name, check, FAIL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
@@ -402,7 +402,7 @@ def run_checks(
     name: str, options: dict | None = None, device: str = "cpu", checks: list[str] | None = None
 ) -> list[CheckResult]:
     """Every check (or those named) on variant `name`; one FAIL row `build` instead when the layer
-    cannot be built on this machine at all (e.g. `kernel=compiled` without a C++ compiler)."""
+    cannot be built at all (e.g. `kernel=compiled` without a C++ compiler, or its constructor raised)."""
     return list(iter_checks(name, options, device, checks))
 
 
@@ -410,13 +410,13 @@ def iter_checks(
     name: str, options: dict | None = None, device: str = "cpu", checks: list[str] | None = None
 ) -> Iterator[CheckResult]:
     """`run_checks`, one result at a time as each check ends (a compiled kernel's checks take
-    seconds each: `bench check` reports them as they come)."""
+    seconds each: `bench check` reports them as they come). A check named twice runs once."""
     try:
         Subject(name, dict(options or {}), torch.device(device)).build()
-    except UnsupportedError as exc:
+    except (UnsupportedError, PluginError) as exc:  # unbuildable here, or a constructor that raised
         yield CheckResult(name, "build", FAIL, str(exc))
         return
-    for check in checks or list(CHECKS):
+    for check in dict.fromkeys(checks or CHECKS):
         yield run_check(name, check, options, device)
 
 
