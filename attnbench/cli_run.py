@@ -17,11 +17,12 @@ from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_THREADS
 from attnbench.plugins import import_plugin
-from attnbench.runner.cells import KINDS
+from attnbench.runner.cells import KINDS, Cell
+from attnbench.runner.execute import cell_budget
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
 from attnbench.runner.store import STATUSES, export, load_results, recorded_options
-from attnbench.runner.sweep import SweepRequest, open_store, plan_sweep, run_sweep
+from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
 # the options a run records in env.json; `--resume DIR` takes each one not given again from there
 RECORDED = ("profile", "variants", "tasks", "lengths", "efficiency_lengths", "seeds", "kinds", "device", "dtype",
@@ -172,9 +173,11 @@ def _labels(records: list[dict], kind: str) -> list[str]:
 @click.option("--resume", default=None, help="Continue the run in this directory.")
 @click.option("--retry", default="", help="On --resume, also rerun cells with these statuses, e.g. error,timeout.")
 @click.option("--quiet", is_flag=True, help="No progress or per-cell lines; print only the run directory.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the cells this command would run and a bound on its time; run and write nothing.")
 @plugin_option
 @click.pass_context
-def run_command(ctx, out, resume, retry, quiet, **params) -> int:
+def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     """Sweep variants × tasks × lengths × seeds; train, measure and record every cell.
 
     `--resume DIR` continues a run with the options it started with; an option given again must
@@ -186,14 +189,16 @@ def run_command(ctx, out, resume, retry, quiet, **params) -> int:
       bench run --variants 'local(window=16),multi-head' --tasks distance --lengths 128
       bench run --profile smoke --executor subprocess --max-cell-seconds 60
       bench run --resume results/runs/20261127-101500-quick
+      bench run --profile standard --dry-run           # how many cells, and how long at most
     """
     out, resume = run_directory("--out", out), run_directory("--resume", resume)
     if out is not None and resume is not None:
         raise AttnbenchError("--out and --resume: give one (--resume continues the run where it is)")
     statuses = retry_statuses(retry, resume)
     plugins = tuple(ctx.meta.get("attnbench.plugins", ()))
+    taken = []  # the run's own options this resume takes: said once the resume is known to go ahead
     if resume is not None:
-        params, plugins = _with_recorded_options(ctx, resume, params, plugins, quiet)
+        params, plugins, taken = _with_recorded_options(ctx, resume, params, plugins)
     executor = params["executor"]
     request = SweepRequest(
         profile=params["profile"],
@@ -212,8 +217,14 @@ def run_command(ctx, out, resume, retry, quiet, **params) -> int:
         plugins=plugins,
     )
     sweep = plan_sweep(request)
+    if dry_run:
+        todo = pending_cells(sweep, resume, statuses)
+        _say_taken(taken, quiet)
+        _print_plan(sweep, todo)
+        return 0
     options = {**params, "plugins": [str(Path(t).resolve()) if Path(t).is_file() else t for t in plugins]}
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
+    _say_taken(taken, quiet)
     with store:
         if quiet:
             outcome = run_sweep(sweep, store, executor=executor, retry=statuses)
@@ -236,10 +247,50 @@ def run_command(ctx, out, resume, retry, quiet, **params) -> int:
     return 0
 
 
-def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple, quiet: bool) -> tuple[dict, tuple]:
+def _print_plan(sweep: SweepPlan, todo: list[Cell]) -> None:
+    """`--dry-run`: the cells to run, one row per (kind, variant, task), and their time budget."""
+    if not todo:
+        console.print(f"all {len(sweep.cells)} cells of the grid are recorded: nothing to run", highlight=False)
+        return
+    table = Table(title=f"bench run --dry-run: {len(todo)} of the grid's {len(sweep.cells)} cells to run")
+    for column in ("kind", "variant", "task", "lengths", "seeds", "cells"):
+        table.add_column(column, justify="right" if column == "cells" else "left")
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for cell in todo:
+        groups.setdefault((cell.kind, cell.variant_label, cell.task_label or "-"), []).append(cell)
+    for (kind, variant, task), cells in groups.items():
+        lengths = ",".join(map(str, sorted({c.seq_len for c in cells})))
+        seeds = ",".join(map(str, sorted({c.seed for c in cells})))
+        table.add_row(kind, escape(variant), escape(task), lengths, seeds, str(len(cells)))
+    console.print(table)
+    budgets = [cell_budget(cell, sweep.plan) for cell in todo]
+    if all(budgets):
+        total = sum(budgets)
+        console.print(f"at most {_duration(total)} if every cell used its whole budget "
+                      f"({', '.join(f'{b:g} s' for b in sorted(set(budgets)))} a cell)", highlight=False)
+    else:
+        console.print("no time bound: this profile gives its cells no budget (--max-cell-seconds sets one)",
+                      highlight=False)
+    console.print("nothing was run or written (drop --dry-run to run it)", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    """'2 h 05 min', '12 min', '40 s'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _say_taken(taken: list[str], quiet: bool) -> None:
+    if taken and not quiet:
+        click.echo(f"resuming with the run's own options: {' '.join(taken)}", err=True)
+
+
+def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple) -> tuple[dict, tuple, list[str]]:
     """`--resume DIR`: each option not given on this command line is the one the run started with
     (env.json `options`, and its plugins, imported now); a run from before options were recorded
-    keeps the command line's."""
+    keeps the command line's. Also returns the options taken, as `--name value` words to show."""
     recorded = recorded_options(resume)
     taken = {
         name: recorded[name]
@@ -252,9 +303,7 @@ def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple, quie
             import_plugin(target)
     shown = [f"--{name.replace('_', '-')} {value}" for name, value in taken.items() if value != params[name]]
     shown += [f"--plugin {target}" for target in plugins if target not in ctx.meta.get("attnbench.plugins", ())]
-    if shown and not quiet:
-        click.echo(f"resuming with the run's own options: {' '.join(shown)}", err=True)
-    return {**params, **taken}, plugins
+    return {**params, **taken}, plugins, shown
 
 
 def _run_with_progress(sweep, store, executor, retry):

@@ -44,10 +44,12 @@ __all__ = [
     "check_writable",
     "cleared_if_not_started",
     "default_run_dir",
+    "done_keys",
     "export",
     "load_results",
     "read_records",
     "replace_file",
+    "resumable_grid",
     "write_atomically",
 ]
 
@@ -129,10 +131,7 @@ class RunStore:
     def resume(cls, path: str | Path, *, grid: dict) -> RunStore:
         """Continue the run in `path`; its stored grid must equal `grid`."""
         path = Path(path)
-        stored = _read_json(path, GRID_FILE)
-        diff = _grid_diff(stored, _json_roundtrip(grid))
-        if diff:
-            raise StoreError(f"--resume {path}: this run's grid differs: {diff}")
+        stored = resumable_grid(path, grid)
         env = _read_json(path, ENV_FILE) if (path / ENV_FILE).exists() else {}
         check_writable(path)
         store = cls(path, grid=stored, env=env)
@@ -203,7 +202,7 @@ class RunStore:
 
     def done_keys(self, *, retry: tuple[str, ...] = ()) -> set[str]:
         """Keys of cells already recorded, except those whose status is in `retry` (rerun those)."""
-        return {r["key"] for r in self.records() if r.get("status") not in retry}
+        return done_keys(self.records(), retry=retry)
 
     @property
     def env(self) -> dict:
@@ -241,6 +240,21 @@ class Run:
     env: dict
     grid: dict
     records: list[dict]
+
+
+def resumable_grid(path: Path, grid: dict) -> dict:
+    """The grid stored in run `path`; StoreError when `grid` differs from it (a resume would plan
+    other cells under the same keys)."""
+    stored = _read_json(path, GRID_FILE)
+    diff = _grid_diff(stored, _json_roundtrip(grid))
+    if diff:
+        raise StoreError(f"--resume {path}: this run's grid differs: {diff}")
+    return stored
+
+
+def done_keys(records: list[dict], *, retry: tuple[str, ...] = ()) -> set[str]:
+    """Keys of cells already recorded, except those whose status is in `retry` (rerun those)."""
+    return {r["key"] for r in records if r.get("status") not in retry}
 
 
 def load_run(run_dir: str | Path) -> Run:

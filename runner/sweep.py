@@ -26,7 +26,15 @@ from attnbench.runner.environment import collect
 from attnbench.runner.execute import DTYPES, Plan
 from attnbench.runner.executors import EXECUTORS, make_executor
 from attnbench.runner.profiles import PROFILES, Profile
-from attnbench.runner.store import RunStore, check_writable, cleared_if_not_started, default_run_dir
+from attnbench.runner.store import (
+    RunStore,
+    check_writable,
+    cleared_if_not_started,
+    default_run_dir,
+    done_keys,
+    read_records,
+    resumable_grid,
+)
 from attnbench.selection import Selected, parse_one, parse_selection
 from attnbench.tasks.base import SPLITS, TASKS, build_task
 from attnbench.variants.base import VARIANTS, get_variant_spec
@@ -222,6 +230,17 @@ def open_store(
         if options is not None:
             env["options"] = options
         return RunStore.create(path, grid=sweep.grid, env=env)
+
+
+def pending_cells(sweep: SweepPlan, resume: Path | None, retry: tuple[str, ...] = ()) -> list[Cell]:
+    """The cells a run of `sweep` would run (`--dry-run`): every one, or on `--resume` those not yet
+    recorded (or recorded with a status in `retry`). The run's grid is checked as a resume checks
+    it; nothing is locked or written."""
+    if resume is None:
+        return list(sweep.cells)
+    resumable_grid(resume, sweep.grid)
+    done = done_keys(read_records(resume), retry=retry)
+    return [c for c in sweep.cells if c.key not in done]
 
 
 def run_sweep(

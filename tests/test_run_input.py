@@ -131,6 +131,38 @@ def test_an_export_to_an_empty_out_is_refused(tmp_path, bench_output, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+# ---------------------------------------------------------------------------- --dry-run
+DRY = ["run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy,distance", "--kinds", "accuracy",
+       "--lengths", "32", "--seeds", "0,1", "--threads", "1", "--device", "cpu"]
+
+
+def test_a_dry_run_lists_the_cells_and_writes_nothing(tmp_path, bench_output, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default run directory would be results/runs here
+    code, out, _ = bench_output(*DRY, "--max-cell-seconds", "90", "--dry-run")
+    assert code == 0 and "4 of the grid's 4 cells to run" in out
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert rows == [["accuracy", "linear", "copy", "32", "0,1", "2"], ["accuracy", "linear", "distance", "32", "0,1", "2"]]
+    assert "at most 6 min if every cell used its whole budget (90 s a cell)" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dry_run_of_a_resume_counts_what_is_left_and_checks_the_grid(tmp_path, bench_output) -> None:
+    run = tmp_path / "run"
+    assert bench_output(*DRY, "--out", run, "--quiet")[0] == 0
+    code, out, _ = bench_output("run", "--resume", run, "--dry-run")
+    assert code == 0 and "all 4 cells of the grid are recorded: nothing to run" in out
+    cells = run / "cells.jsonl"
+    first, *rest = cells.read_text().splitlines()
+    cells.write_text("\n".join(rest) + "\n")  # one cell short, as if killed before it ended
+    before = sorted(p.name for p in run.iterdir())
+    code, out, _ = bench_output("run", "--resume", run, "--dry-run")
+    assert code == 0 and "1 of the grid's 4 cells to run" in out
+    assert sum(line.startswith("│") for line in out.splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == before and cells.read_text().count("\n") == 3
+    code, _, err = bench_output("run", "--resume", run, "--seeds", "0", "--dry-run")
+    assert code == 2 and "this run's grid differs" in one_error_line(err)
+
+
 def test_repeated_seeds_and_lengths_plan_each_cell_once() -> None:
     sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks="copy", lengths=(32, 48, 32),
                                     seeds=(1, 0, 1), efficiency_lengths=(64, 64), kinds=("accuracy", "efficiency")))
