@@ -530,9 +530,22 @@ def _grid_diff(stored: dict, new: dict, width: int = 80) -> str:
     parts = []
     for key in sorted(stored.keys() | new.keys()):
         old, cur = stored.get(key, absent), new.get(key, absent)
-        if old != cur:
+        if _unordered(key, old) != _unordered(key, cur):
             parts.append(f"{key} {show(old)} vs {show(cur)}")
     return "; ".join(parts)
+
+
+# grid lists that only order the cells: the same names in another order plan the same keys
+UNORDERED = ("variants", "tasks", "seeds", "kinds", "efficiency_lengths")
+
+
+def _unordered(key: str, value: Any) -> Any:
+    """`value` made order-free where its order does not change which cells the grid plans."""
+    if key in UNORDERED and isinstance(value, list):
+        return sorted(value, key=json.dumps)
+    if key == "lengths" and isinstance(value, dict):
+        return {task: sorted(ns) if isinstance(ns, list) else ns for task, ns in value.items()}
+    return value
 
 
 def _holder_pid(run_dir: Path) -> int | None:
