@@ -222,7 +222,8 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         _say_taken(taken, quiet)
         _print_plan(sweep, todo)
         return 0
-    options = {**params, "plugins": [str(Path(t).resolve()) if Path(t).is_file() else t for t in plugins]}
+    options = {**params, "tasks": sweep.tasks_text,  # data paths absolute: a resume elsewhere reads the same files
+               "plugins": [str(Path(t).resolve()) if Path(t).is_file() else t for t in plugins]}
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
     _say_taken(taken, quiet)
     with store:

@@ -34,6 +34,7 @@ class Option:
     choices: tuple[Any, ...] = ()
     nullable: bool = False
     maximum: float | None = None
+    path: bool = False  # a file or folder path: a sweep records it absolute (see runner.sweep)
 
     def __post_init__(self) -> None:
         if self.type not in _TYPES:

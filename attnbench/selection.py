@@ -24,29 +24,52 @@ class Selected:
 
     @property
     def label(self) -> str:
-        """`name(opt=value, …)` with the options given explicitly, `name` when none."""
+        """`name(opt=value, …)` with the options given explicitly, `name` when none; a value with a
+        comma, a parenthesis or a quote in it is quoted, so the label parses back to the same options."""
         if not self.options:
             return self.name
-        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.options.items())})"
+        return f"{self.name}({', '.join(f'{k}={_quoted(v)}' for k, v in self.options.items())})"
 
 
-def split_top_level(text: str, what: str) -> list[str]:
-    """Split on commas outside parentheses; unbalanced parentheses are an error."""
-    items, depth, current = [], 0, []
+QUOTES = "'\""
+_SPECIAL = set(",()" + QUOTES)
+
+
+def _quoted(value: Any) -> str:
+    text = str(value)
+    if not set(text) & _SPECIAL:
+        return text
+    quote = "'" if "'" not in text else '"'
+    return f"{quote}{text}{quote}"
+
+
+def split_top_level(text: str, what: str, *, nested: bool = False) -> list[str]:
+    """Split on commas outside parentheses and quotes ('…' or "…", inside which commas and
+    parentheses are plain text); unbalanced parentheses or an unclosed quote are an error. With
+    `nested`, a parenthesis outside quotes is an error (option values)."""
+    items, depth, current, quote = [], 0, [], None
     for char in text:
-        if char == "(":
+        if quote:
+            quote = None if char == quote else quote
+        elif char in QUOTES:
+            quote = char
+        elif char in "()" and nested:
+            raise AttnbenchError(f"{what}: nested parentheses in {text!r} (quote a value that has them: 'a(1).csv')")
+        elif char == "(":
             depth += 1
             if depth > 1:
-                raise AttnbenchError(f"{what}: nested parentheses in {text!r}")
+                raise AttnbenchError(f"{what}: nested parentheses in {text!r} (quote a value that has them: 'a(1).csv')")
         elif char == ")":
             depth -= 1
             if depth < 0:
                 raise AttnbenchError(f"{what}: unbalanced ')' in {text!r}")
-        if char == "," and depth == 0:
+        elif char == "," and depth == 0:
             items.append("".join(current))
             current = []
-        else:
-            current.append(char)
+            continue
+        current.append(char)
+    if quote:
+        raise AttnbenchError(f"{what}: unclosed {quote} in {text!r}")
     if depth:
         raise AttnbenchError(f"{what}: missing ')' in {text!r}")
     items.append("".join(current))
@@ -107,15 +130,31 @@ def parse_one(
 
 
 def _parse_options(body: str, item: str, what: str) -> dict[str, str]:
+    """'window=4, kernel=eager' → {'window': '4', 'kernel': 'eager'}. A value may hold commas, as
+    in distances=8,32,128 (a part without '=' continues the value before it) or quoted,
+    distances='8,32,128'; quotes around a value are removed."""
     given: dict[str, str] = {}
     if not body.strip():
         return given
-    for pair in body.split(","):
-        key, eq, value = pair.partition("=")
-        key, value = key.strip(), value.strip()
-        if not eq or not _KEY.match(key) or not value:
-            raise AttnbenchError(f"{what}: expected name=value in {item!r}, got {pair.strip()!r}")
+    key = None
+    for part in split_top_level(body, what, nested=True):
+        name, eq, value = part.partition("=")
+        if not eq or not _KEY.match(name.strip()):
+            if key is None or not part:  # nothing to continue, or an empty part (a,,b)
+                raise AttnbenchError(f"{what}: expected name=value in {item!r}, got {part!r}")
+            given[key] += "," + part
+            continue
+        key, value = name.strip(), value.strip()
+        if not value:
+            raise AttnbenchError(f"{what}: expected name=value in {item!r}, got {part!r}")
         if key in given:
             raise AttnbenchError(f"{what}: option {key!r} given twice in {item!r}")
         given[key] = value
-    return given
+    return {k: _unquoted(v) for k, v in given.items()}
+
+
+def _unquoted(value: str) -> str:
+    """The value without the quotes around it (a whole-value pair of the same quote)."""
+    if len(value) >= 2 and value[0] in QUOTES and value[-1] == value[0]:
+        return value[1:-1]
+    return value

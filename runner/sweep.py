@@ -72,6 +72,7 @@ class SweepPlan:
     cells: list[Cell]
     plan: Plan
     grid: dict[str, Any]
+    tasks_text: str = ""  # --tasks as a run records it: with data paths made absolute, if any were given
 
 
 def plan_sweep(request: SweepRequest) -> SweepPlan:
@@ -88,11 +89,12 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         Selected(v.name, v.options or profile.variant_options.get(v.name, {}))
         for v in parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options)
     ]
-    tasks = (
+    given = (
         parse_selection(request.tasks, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
         if "accuracy" in request.kinds
         else []
     )
+    tasks = [_absolute_paths(t) for t in given]
     cross = _cross_label(request.cross) if request.cross else None
     seeds = _distinct(request.seeds if request.seeds is not None else profile.seeds)
     _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
@@ -146,7 +148,8 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         "efficiency": plan.efficiency,
         "max_cell_seconds": max_seconds,
     }
-    return SweepPlan(profile, cells, plan, grid)
+    tasks_text = ",".join(t.label for t in tasks) if tasks != given else request.tasks
+    return SweepPlan(profile, cells, plan, grid, tasks_text)
 
 
 def _distinct(values) -> tuple:
@@ -171,6 +174,18 @@ def _cross_label(text: str) -> str:
     """The cross-attention variant as one label, inline options included ('additive(heads=2)'),
     parsed as --variants parses a name; a bare name stays the canonical name that grid.json holds."""
     return parse_one(text, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross").label
+
+
+def _absolute_paths(selected: Selected) -> Selected:
+    """`selected` with each path option (`Option.path`) that names an existing file or folder made
+    absolute: a cell's key holds its data file, and a resume from another directory must read the
+    same one (a relative path would name another file there, or none)."""
+    paths = {o.name for o in TASKS[selected.name].spec.options if o.path}
+    options = {
+        k: str(Path(v).resolve()) if k in paths and isinstance(v, str) and v and Path(v).exists() else v
+        for k, v in selected.options.items()
+    }
+    return Selected(selected.name, options)
 
 
 def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from attnbench.errors import AttnbenchError, OptionError
 from attnbench.options import Option, resolve_options
 from attnbench.selection import Selected, parse_selection
+from attnbench.tasks.base import TASKS
 from attnbench.variants.base import VARIANTS
 
 WINDOW = Option("window", int, 128, minimum=1)
@@ -78,12 +79,32 @@ def test_selection_with_inline_options_aliases_and_all():
         ("lcoal", "did you mean 'local'"),
         ("zz*", "no variant matches"),
         ("all(window=3)", "options need a single name"),
+        ("local(window=4,,kernel=eager)", "expected name=value in 'local(window=4,,kernel=eager)', got ''"),
+        ("local(window='4)", "unclosed '"),
+        ("local(window=4,kernel)", "local: window must be a positive int, got '4,kernel'"),  # kernel continued it
     ],
 )
 def test_bad_selections_fail_with_one_clear_line(text, message):
     with pytest.raises(AttnbenchError) as info:
         select(text)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "options"),
+    [
+        ("distance(distances=8,32,128)", {"distances": "8,32,128"}),  # a part without '=' continues the value
+        ("distance(distances=8,32, num_filler=3)", {"distances": "8,32", "num_filler": 3}),
+        ("distance(distances='8,32')", {"distances": "8,32"}),
+        ('text-cls(source="runs (old)/a,b.csv")', {"source": "runs (old)/a,b.csv"}),
+        ("text-cls(source='it''s.csv')", {"source": "it''s.csv"}),  # quotes only around the whole value go
+    ],
+)
+def test_an_option_value_may_hold_commas_or_be_quoted_and_its_label_parses_back(text, options):
+    (task,) = parse_selection(text, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
+    assert {k: task.options[k] for k in options} == options
+    (again,) = parse_selection(task.label, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
+    assert again == task
 
 
 @settings(max_examples=300, deadline=None)

@@ -163,6 +163,35 @@ def test_a_dry_run_of_a_resume_counts_what_is_left_and_checks_the_grid(tmp_path,
     assert code == 2 and "this run's grid differs" in one_error_line(err)
 
 
+def _reviews(path: Path, word: str) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_text("text,label\n" + "".join(f"review {i} is {word} {'good' if i % 2 else 'bad'},{i % 2}\n"
+                                             for i in range(300)))
+
+
+def test_a_data_path_is_recorded_absolute_so_a_resume_elsewhere_reads_the_same_file(
+    tmp_path, bench_output, monkeypatch
+) -> None:
+    _reviews(tmp_path / "here" / "data" / "r.csv", "truly")
+    _reviews(tmp_path / "there" / "data" / "r.csv", "not")  # the same relative path, another file
+    monkeypatch.chdir(tmp_path / "here")
+    run = tmp_path / "run"
+    code, _, _ = bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks",
+                              "text-cls(source=data/r.csv)", "--kinds", "accuracy", "--seeds", "0,1",
+                              "--threads", "1", "--device", "cpu", "--out", run, "--quiet")
+    assert code == 0
+    absolute = f"text-cls(source={tmp_path / 'here' / 'data' / 'r.csv'})"
+    keys = [json.loads(line)["key"] for line in (run / "cells.jsonl").read_text().splitlines()]
+    assert keys == [f"accuracy/linear/{absolute}/n=32/seed={s}" for s in (0, 1)]
+    (run / "cells.jsonl").write_text((run / "cells.jsonl").read_text().splitlines()[0] + "\n")
+    monkeypatch.chdir(tmp_path / "there")
+    code, out, _ = bench_output("run", "--resume", run, "--dry-run")
+    assert code == 0 and "1 of the grid's 2 cells to run" in out and "/here/data/r.csv" in out.replace("\n", "")
+    code, _, err = bench_output("run", "--resume", run, "--tasks", "text-cls(source=data/r.csv)", "--dry-run")
+    line = one_error_line(err)  # data/r.csv here is another file: the grid's tasks differ
+    assert code == 2 and "this run's grid differs: " in line and '; tasks ["text-cls(source=' in line
+
+
 def test_repeated_seeds_and_lengths_plan_each_cell_once() -> None:
     sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks="copy", lengths=(32, 48, 32),
                                     seeds=(1, 0, 1), efficiency_lengths=(64, 64), kinds=("accuracy", "efficiency")))

