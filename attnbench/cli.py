@@ -241,11 +241,13 @@ def main(argv: list[str] | None = None) -> None:
 
 @contextlib.contextmanager
 def _one_line_warnings():
-    """Show each distinct warning of ours (a torn line in cells.jsonl, a broken plugin) once, as one line."""
+    """Show each distinct warning of ours (a torn line in cells.jsonl, a broken plugin, rows a data
+    source left out) once, as one line."""
     from attnbench.registry import PluginWarning
     from attnbench.runner.store import StoreWarning
+    from attnbench.tasks.files import DataWarning
 
-    ours = (StoreWarning, PluginWarning)
+    ours = (StoreWarning, PluginWarning, DataWarning)
     shown: set[str] = set()
     default = warnings.showwarning
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import io
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,10 @@ _SUFFIX_FORMAT = {
 
 class DataFileError(AttnbenchError):
     """A data file that is missing, empty, not UTF-8, malformed or lacks a needed column."""
+
+
+class DataWarning(UserWarning):
+    """A data source that loads, but without some of its rows or with a split carved from train."""
 
 
 class MissingDataError(AttnbenchError):
@@ -53,6 +58,7 @@ def read_table(path: str | Path, columns: tuple[str, ...], owner: str, fmt: str 
     if p.stat().st_size == 0:
         raise DataFileError(f"{owner}: {p} is empty")
     fmt = fmt or detect_format(p)
+    text = None
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(p)
@@ -70,16 +76,12 @@ def read_table(path: str | Path, columns: tuple[str, ...], owner: str, fmt: str 
             if fmt == "jsonl":
                 frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
             else:
-                frame = pd.read_csv(
-                    io.StringIO(text),
-                    sep="\t" if fmt == "tsv" else ",",
-                    dtype=str,
-                    keep_default_na=False,
-                    quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
-                )
+                frame = _read_delimited(text, fmt, p, owner)
     except DataFileError:
         raise
     except Exception as exc:  # pandas/pyarrow parse errors
+        if text is not None and fmt in ("csv", "tsv"):
+            _check_widths(text, fmt, p, owner)  # a row wider than the header: say which line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataFileError(f"{owner}: {p} is not valid {fmt}: {first}") from None
     missing = [c for c in columns if c not in frame.columns]
@@ -90,6 +92,51 @@ def read_table(path: str | Path, columns: tuple[str, ...], owner: str, fmt: str 
     if len(frame) == 0:
         raise DataFileError(f"{owner}: {p} has a header but no rows")
     return frame
+
+
+def _dialect(fmt: str) -> dict:
+    if fmt == "tsv":
+        return {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    return {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL}
+
+
+def _read_delimited(text: str, fmt: str, path: Path, owner: str) -> pd.DataFrame:
+    """A CSV/TSV text as string columns named by its header; a row with more fields than the header
+    is refused (pandas would take the first column as the index and shift the rest, silently)."""
+    dialect = _dialect(fmt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=dialect["delimiter"],
+            quoting=dialect["quoting"],
+            dtype=str,
+            keep_default_na=False,
+            index_col=False,  # never an implicit index column
+        )
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        _check_widths(text, fmt, path, owner)  # extra fields, which index_col=False would cut off
+        raise DataFileError(f"{owner}: {path}: a row has more fields than the header; remove the extra fields")
+    return frame
+
+
+def _check_widths(text: str, fmt: str, path: Path, owner: str) -> None:
+    """Raise `DataFileError` naming the first line with more fields than the header (if any)."""
+    dialect = _dialect(fmt)
+    rows = csv.reader(io.StringIO(text, newline=""), **dialect)
+    try:
+        header = next(rows)
+        for row in rows:
+            if len(row) > len(header):
+                sep = "tab" if fmt == "tsv" else "comma"
+                names = ", ".join(header[:6]) + (", …" if len(header) > 6 else "")
+                raise DataFileError(
+                    f"{owner}: {path} line {rows.line_num} has {len(row)} fields but the header has "
+                    f"{len(header)} ({names}); remove the extra fields (a trailing {sep} "
+                    "makes one)" + (" or quote a text that holds a comma" if fmt == "csv" else "")
+                )
+    except (csv.Error, StopIteration):  # e.g. a field over csv's size limit: pandas' own message stands
+        return
 
 
 def package_files(dist: str, prefix: str, owner: str, install: str) -> list[Path]:

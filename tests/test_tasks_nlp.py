@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import one_error_line
 
 from attnbench.errors import AttnbenchError, OptionError
 from attnbench.tasks import IGNORE_INDEX, SPLITS, TaskError, build_task, get_task_spec
 from attnbench.tasks.base import split_of
-from attnbench.tasks.files import DataFileError, MissingDataError
+from attnbench.tasks.files import DataFileError, DataWarning, MissingDataError
 from attnbench.tasks.nlp import sources
+from attnbench.tasks.nlp.corpus import group_split
 from attnbench.tasks.nlp.agreement import NOUN_NUMBER
 from attnbench.tasks.nlp.translation import LEXICON, SOURCE_WORDS, SUFFIXES, TARGET_WORDS, alignment_error_rate
 
@@ -103,6 +105,19 @@ def test_corpus_splits_share_no_document(name, task):
     for split in SPLITS:
         batch = t.build(split, 50, 16, 0)
         assert set(batch.meta["group"]) <= groups[split]
+
+
+@pytest.mark.parametrize("corpus", [sources.sotu_party_corpus, sources.sotu_corpus])
+def test_a_presidents_addresses_of_one_year_share_a_split(corpus):
+    """1945-Roosevelt-2, a radio summary of the written 1945-Roosevelt-1, repeats a third of it word
+    for word: split by file id it sat in valid beside its source in train."""
+    c = corpus("test")
+    split_of = dict(zip(c.groups, c.splits))
+    assert split_of[sources.speech_group("1945-Roosevelt-2")] == split_of["1945-Roosevelt-1"] == "train"
+    fileids, _, _ = sources.sotu_speeches("test")
+    kept = [f for f in fileids if sources.speech_group(f) in split_of]
+    moved = {f for f in kept if split_of[sources.speech_group(f)] != group_split(f)}
+    assert moved and all(not f.endswith("-1") for f in moved)  # an address alone in its year kept its split
 
 
 @pytest.mark.parametrize("name", ("agreement", "translation"))
@@ -312,6 +327,108 @@ def test_text_cls_bad_files_fail_in_one_line(tmp_path, content, words):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ("text,label\n" + "".join(f"review {i} is good,{i % 2},src{i}\n" for i in range(20)), 2),
+        ("text,label\n" + "".join(f"review {i},{i % 2},\n" for i in range(20)), 2),  # trailing comma
+        ("text,label\nfoo,0,extra\nbar,1\n", 2),
+        ("text,label\nfoo,0\nbar,1\n\"baz,\nqux\",0,x\n", 5),  # a quoted text over two lines
+    ],
+    ids=["every-row", "trailing-comma", "first-row", "after-a-multiline-text"],
+)
+def test_csv_rows_wider_than_the_header_name_their_line(tmp_path, content, line):
+    # before: pandas took the first column as the index, so labels became texts and the third
+    # column the target ('src0', 'src1', ...), or a trailing comma read as "no row with a label"
+    path = tmp_path / "shifted.csv"
+    path.write_text(content)
+    with pytest.raises(DataFileError, match=rf"line {line} has 3 fields but the header has 2 \(text, label\)") as info:
+        build_task("text-cls", source=str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_tsv_rows_wider_than_the_header_name_their_line(tmp_path):
+    reviews = tmp_path / "extra.tsv"
+    reviews.write_text("text\tlabel\n" + "".join(f"review {i}\t{i % 2}\n" for i in range(10)) + "odd\t1\t\n")
+    with pytest.raises(DataFileError, match="line 12 has 3 fields but the header has 2") as info:
+        build_task("text-cls", source=str(reviews))
+    assert "trailing tab" in str(info.value)
+    expressions = tmp_path / "listops.tsv"  # the same reader: before, 'extra' was read as the Target
+    expressions.write_text("Source\tTarget\n[MAX 1 2 ]\t2\textra\n")
+    with pytest.raises(DataFileError, match="line 2 has 3 fields but the header has 2"):
+        build_task("listops", path=str(expressions)).size("train")
+
+
+def test_a_shifted_csv_is_one_line_and_exit_2(tmp_path, capsys, bench):
+    path = tmp_path / "shifted.csv"
+    path.write_text("text,label\n" + "".join(f"review {i},{i % 2},src{i}\n" for i in range(20)))
+    assert bench("show-task", f"text-cls(source={path})") == 2
+    assert "shifted.csv line 2 has 3 fields" in one_error_line(capsys.readouterr().err)
+
+
+def _numbered(labels):
+    return pd.DataFrame({"text": [f"review {i} has label {y}" for i, y in enumerate(labels)], "label": labels})
+
+
+@pytest.mark.parametrize("suffix", (".csv", ".tsv", ".jsonl", ".parquet"))
+def test_negative_labels_are_classes_in_every_format(tmp_path, suffix):
+    # before: JSONL and parquet dropped every -1 row (CSV kept them), and -1/+1 was "one class (1)"
+    path = _write(_numbered([(i % 3) - 1 for i in range(90)]), tmp_path / f"tri{suffix}")
+    t = build_task("text-cls", source=str(path), balance=False)
+    assert t.classes == ("-1", "0", "1")
+    assert sum(t.size(s) for s in SPLITS) == 90
+    pm = _write(_numbered([1 if i % 2 else -1 for i in range(40)]), tmp_path / f"pm{suffix}")
+    assert build_task("text-cls", source=str(pm), balance=False).classes == ("-1", "1")
+
+
+@pytest.mark.parametrize("suffix", (".csv", ".tsv", ".jsonl", ".parquet"))
+def test_integer_labels_get_the_same_class_ids_in_every_format(tmp_path, suffix):
+    # before: CSV/TSV (read as strings) ordered them '0', '1', '10', '11', '2', ...
+    path = _write(_numbered([i % 12 for i in range(120)]), tmp_path / f"twelve{suffix}")
+    t = build_task("text-cls", source=str(path), balance=False)
+    assert t.classes == tuple(str(i) for i in range(12))
+    b = t.build("train", 40, 64, 0)
+    for i in range(len(b)):
+        assert t.decode(b.tokens[i].tolist()).endswith(f"has label {int(b.target[i])}")  # class id = label
+
+
+def test_float_spelled_labels_are_the_same_classes_as_integers(tmp_path):
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_text("text,label\n" + "".join(f"row {i},{'1.0' if i % 2 else '0'}\n" for i in range(20)))
+    jsonl_path = _write(pd.DataFrame({"text": [f"row {i}" for i in range(20)], "label": [1.0, 0] * 10}),
+                        tmp_path / "f.jsonl")
+    for path in (csv_path, jsonl_path):
+        assert build_task("text-cls", source=str(path), balance=False).classes == ("0", "1")
+
+
+@pytest.mark.parametrize(
+    "value, key",
+    [(0, 0), (-1, -1), (np.int64(3), 3), (2.0, 2), ("2", 2), (" -1 ", -1), ("1.0", 1), ("0.5", 0.5),
+     ("007", "007"), ("pos", "pos"), (True, "True"), (None, None), (pd.NA, None), (float("nan"), None), ("  ", None)],
+)
+def test_label_keys_agree_across_formats(value, key):
+    got = sources._label_key(value)
+    assert got == key and type(got) is type(key)
+
+
+@pytest.mark.parametrize(
+    "suffix, frame, words",
+    [
+        (".csv", {"text": ["a", "b", "c", "d"], "label": ["0", "", "1", "0"]}, "1 of 4 rows has no label"),
+        (".jsonl", {"text": ["a", "b", "c", "d"], "label": [0, None, 1, None]}, "2 of 4 rows have no label"),
+        (".parquet", {"text": ["a", "b", "c", "d"], "label": [0.0, 1.0, np.nan, 0.0]}, "1 of 4 rows has no label"),
+        (".csv", {"text": ["", "b", "c", ""], "label": ["0", "1", "1", "0"]}, "2 of 4 rows have no text"),
+    ],
+    ids=["csv-blank-label", "jsonl-null-label", "parquet-nan-label", "csv-empty-text"],
+)
+def test_rows_without_text_or_label_are_counted_not_dropped(tmp_path, suffix, frame, words):
+    # before: they were dropped silently (a file of 4 rows trained on 3)
+    path = _write(pd.DataFrame(frame), tmp_path / f"gaps{suffix}")
+    with pytest.raises(DataFileError, match=words) as info:
+        build_task("text-cls", source=str(path), balance=False)
+    assert "data row" in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("source", ("", "hf:"))
 def test_text_cls_rejects_empty_sources(source):
     with pytest.raises(OptionError):
@@ -330,13 +447,17 @@ class _ClassLabel:
     names = ["neg", "pos"]
 
 
+class _Value:
+    dtype = "int64"  # a plain integer column: no names, -1 is a value like any other
+
+
 class _FakeDataset:
     """Just enough of `datasets.Dataset`: column_names, features, column access."""
 
-    def __init__(self, columns):
+    def __init__(self, columns, label_feature=None):
         self.columns = columns
         self.column_names = list(columns)
-        self.features = {"label": _ClassLabel()}
+        self.features = {"label": label_feature or _ClassLabel()}
 
     def __getitem__(self, key):
         return self.columns[key]
@@ -382,6 +503,55 @@ def test_hf_loader_takes_plain_dicts(monkeypatch, fresh_hf_cache):
     t = build_task("text-cls", source="hf:fake-dicts", balance=False)
     assert t.classes == ("0", "1")
     assert t.size("valid") == 20 and t.size("train") + t.size("test") == 100 and t.size("test") > 0
+
+
+def _glue(hidden_test=True, hidden_train=0):
+    def load_dataset(name, config=None):
+        train = _rows(300, "train")
+        train["label"][:hidden_train] = [-1] * hidden_train
+        return {
+            "train": _FakeDataset(train),
+            "validation": _FakeDataset(_rows(50, "valid")),
+            "test": _FakeDataset(_rows(50, "test", label=-1 if hidden_test else None)),
+        }
+
+    return load_dataset
+
+
+def test_hf_hidden_test_labels_carve_test_from_train(monkeypatch, fresh_hf_cache, recwarn):
+    # before: the hidden rows were dropped but "test" still counted as present: an empty test split
+    _fake_datasets(monkeypatch, _glue())
+    t = build_task("text-cls", source="hf:glue:sst2", balance=False)
+    assert t.size("valid") == 50 and t.size("test") > 0
+    assert t.size("train") + t.size("test") == 300
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert len(said) == 1 and "hf:glue:sst2: its 'test' split has only hidden labels" in said[0]
+    assert "so test is carved from train by hash" in said[0]
+    b = t.build("test", t.size("test"), 64, 0)
+    assert all(t.decode(row.tolist()).startswith("train review") for row in b.tokens)
+    sources._hf_corpus.cache_clear()
+    again = build_task("text-cls", source="hf:glue:sst2", balance=False)
+    assert again.groups("test") == t.groups("test")  # carved by hash: the same rows every time
+
+
+def test_hf_hidden_labels_in_a_split_are_counted(monkeypatch, fresh_hf_cache):
+    _fake_datasets(monkeypatch, _glue(hidden_test=False, hidden_train=7))
+    with pytest.warns(DataWarning, match=r"7 rows with hidden labels \(-1\) are left out"):
+        t = build_task("text-cls", source="hf:glue:partly", balance=False)
+    assert t.classes == ("neg", "pos")
+    assert sum(t.size(s) for s in SPLITS) == 300 - 7 + 50 + 50
+
+
+def test_hf_minus_one_is_a_class_without_a_class_label(monkeypatch, fresh_hf_cache, recwarn):
+    def load_dataset(name, config=None):
+        rows = _rows(120, "train")
+        rows["label"] = [(i % 3) - 1 for i in range(120)]
+        return {"train": _FakeDataset(rows, label_feature=_Value())}
+
+    _fake_datasets(monkeypatch, load_dataset)
+    t = build_task("text-cls", source="hf:fake-int-labels", balance=False)
+    assert t.classes == ("-1", "0", "1") and sum(t.size(s) for s in SPLITS) == 120
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]  # nothing left out
 
 
 def test_hf_loader_offline_is_one_line(monkeypatch, fresh_hf_cache):

