@@ -9,6 +9,7 @@ working.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import fnmatch
 import importlib.metadata
@@ -17,6 +18,7 @@ import os
 import sys
 import traceback
 import types
+import typing
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -287,8 +289,9 @@ def check_spec_class(
     choices: dict[str, tuple[str, ...]],
 ) -> type:
     """`obj` if it is a valid plugin class: a subclass of `base` whose class attribute `spec` is a
-    `spec_type` with each field in `choices` set to one of its allowed values; else a PluginError
-    that names the `kind` ("variant", "task") and the registered name."""
+    `spec_type` with each field in `choices` set to one of its allowed values and every other field
+    of the type its annotation says (`int | None`, `bool`, ...); else a PluginError that names the
+    `kind` ("variant", "task") and the registered name."""
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise PluginError(f"{kind} {name!r}: {obj!r} is not {base_text}")
     spec = getattr(obj, "spec", None)
@@ -305,7 +308,32 @@ def check_spec_class(
             )
     if hasattr(spec, "options"):
         _check_options(f"{kind} {name!r}", spec.options)
+    _check_field_types(f"{kind} {name!r}: class {obj.__qualname__}", spec, spec_type, skip={*choices, "options"})
     return obj
+
+
+def _check_field_types(owner: str, spec: object, spec_type: type, *, skip: set[str]) -> None:
+    """Each field of dataclass `spec_type` (but those in `skip`) holds a value of its annotated type
+    in `spec` (`int | None`, `bool`, …); a PluginError naming `owner` and the field otherwise."""
+    if not dataclasses.is_dataclass(spec_type):
+        return
+    hints = typing.get_type_hints(spec_type)
+    for field in dataclasses.fields(spec_type):  # a subclass's own fields: its own affair
+        if field.name in skip:
+            continue  # checked by the caller, with their own advice
+        want, value = hints[field.name], getattr(spec, field.name)
+        union = typing.get_origin(want) in (typing.Union, types.UnionType)
+        kinds = [typing.get_origin(t) or t for t in (typing.get_args(want) if union else (want,))]
+        if typing.Any in kinds or not all(isinstance(t, type) for t in kinds):
+            continue  # Any, a TypeVar, ...: nothing to check against
+        if isinstance(value, bool):  # a bool is an int to isinstance, but no int field wants True
+            ok = bool in kinds
+        else:
+            ok = isinstance(value, tuple(kinds)) or (float in kinds and isinstance(value, int))
+        if not ok:
+            expected = " | ".join("None" if t is type(None) else t.__name__ for t in kinds)
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise PluginError(f"{owner}: spec.{field.name} must be {expected}, got {type(value).__name__} {shown}")
 
 
 def _check_options(owner: str, options: object) -> None:

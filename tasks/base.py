@@ -42,6 +42,14 @@ METRICS = ("accuracy", "exact_match", "bits_per_byte")  # accuracy: over labelle
 SPLITS = ("train", "valid", "test")
 IGNORE_INDEX = -100
 NO_DISTANCE = -1  # meta value where a position has no dependency (unlabelled, padding)
+# Bounds on the built-in tasks' int options (each option's `maximum`), so that a value past them is
+# one line and not a MemoryError, a hang or minutes of generation. MAX_VOCAB: the ids a vocabulary
+# option may give a task (its embedding is then at most 128 MiB in fp32 at d_model 512; the tasks
+# here use tens to a few thousand). MAX_ITEMS: the things a count option puts into every sequence
+# (pairs to recall, tokens to copy, clauses, modifiers), so that the shortest sequence that holds
+# them stays within tens of thousands of tokens.
+MAX_VOCAB = 2**16
+MAX_ITEMS = 2**12
 
 # hash buckets (of 10) that each split owns in generated tasks
 _SPLIT_BUCKETS = {"train": range(0, 8), "valid": range(8, 9), "test": range(9, 10)}

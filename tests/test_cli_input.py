@@ -12,7 +12,8 @@ import torch
 import attnbench.runner.attention_map as attention_map
 from attnbench.errors import OptionError
 from attnbench.options import INT_MAX, Option
-from attnbench.tasks.base import TASKS, Task
+from attnbench.tasks.base import MAX_VOCAB, TASKS, Task
+from attnbench.tasks.synthetic.copy import FIRST
 from support import CAPPED, one_error_line
 
 HUGE = "99999999999999999999"  # past int64: torch raised OverflowError deep inside a check
@@ -68,7 +69,7 @@ def test_an_int_option_past_int32_is_one_line(no_work, bench_output):
     code, _, err = bench_output(*SMOKE, "--variant", f"local(window={HUGE})", "--task", "copy")
     assert code == 2 and f"local: window must be at most {INT_MAX}" in one_error_line(err)
     code, _, err = bench_output("show-task", f"copy(num_symbols={HUGE})")
-    assert code == 2 and f"copy: num_symbols must be at most {INT_MAX}" in one_error_line(err)
+    assert code == 2 and f"copy: num_symbols must be at most {MAX_VOCAB - FIRST}, got {HUGE}" in one_error_line(err)
 
 
 def test_int_bounds_are_the_declared_maximum_or_int32():

@@ -105,6 +105,42 @@ def test_valid_options_pass(make):
     assert make(()).spec.options == ()
 
 
+# ---------------------------------------------------------------------------- 1b. spec fields of the wrong type
+@pytest.mark.parametrize(
+    ("kind", "fields", "problem"),
+    [
+        ("task", {"max_seq_len": "64"}, "spec.max_seq_len must be int | None, got str '64'"),
+        ("task", {"max_seq_len": True}, "spec.max_seq_len must be int | None, got bool True"),
+        ("task", {"max_seq_len": 64.0}, "spec.max_seq_len must be int | None, got float 64.0"),
+        ("task", {"has_distance": "yes"}, "spec.has_distance must be bool, got str 'yes'"),
+        ("task", {"description": None}, "spec.description must be str, got NoneType None"),
+        ("task", {"licence": ["MIT"] * 20}, "spec.licence must be str, got list ['MIT', 'MIT', 'MIT', 'MIT', "
+                                             "'MIT', 'MIT', 'MIT', 'MIT', ..."),  # a long value cut
+        ("variant", {"supports_causal": "no"}, "spec.supports_causal must be bool, got str 'no'"),
+        ("variant", {"returns_weights": 0}, "spec.returns_weights must be bool, got int 0"),
+        ("variant", {"own_positions": None}, "spec.own_positions must be bool, got NoneType None"),
+        ("variant", {"description": 3}, "spec.description must be str, got int 3"),
+    ],
+)
+def test_a_spec_field_of_the_wrong_type_is_refused_at_registration(kind, fields, problem):
+    """Before: registered, then a TypeError traceback in show-task / run, or a variant listed as
+    causal-capable for supports_causal='no'."""
+    if kind == "task":
+        spec, base, check = TaskSpec(kind="classify", metric="accuracy", **fields), GeneratedTask, check_task_class
+    else:
+        spec, base, check = VariantSpec("n^2", **fields), MultiHeadAttention, check_layer_class
+    with pytest.raises(PluginError) as refused:
+        check("temp", type("Temp", (base,), {"spec": spec}))
+    assert str(refused.value) == f"{kind} 'temp': class Temp: {problem}"
+
+
+def test_every_built_in_spec_has_fields_of_their_types():
+    for name in TASKS.names():
+        assert check_task_class(name, TASKS[name]) is TASKS[name]
+    for name in VARIANTS.names():
+        assert check_layer_class(name, VARIANTS[name]) is VARIANTS[name]
+
+
 def test_a_plugin_file_with_malformed_options_is_one_line(tmp_path, bench_output):
     plugin = write(tmp_path / "opt_e.py", NOT_TUPLE)
     for args in (["ls", "variants"], ["check", "--variants", "temp-softmax"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import pytest
 
@@ -138,6 +139,48 @@ def test_check_spec_class_accepts_a_valid_class_and_names_what_is_wrong():
         check_gadget("y", NoSpec)
     with pytest.raises(PluginError, match=r"^gadget 'z': spec.colour must be one of red, got 'blue'$"):
         check_gadget("z", BadColour)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    size: str = "small"
+    teeth: int | None = None
+    weight: float = 1.0
+    sharp: bool = False
+    note: Optional[str] = None  # noqa: UP007  (the typing spelling is read too)
+    extra: Any = None
+
+
+class Tool:
+    spec = ToolSpec()
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"teeth": "12"}, "spec.teeth must be int | None, got str '12'"),
+        ({"teeth": False}, "spec.teeth must be int | None, got bool False"),
+        ({"weight": "heavy"}, "spec.weight must be float, got str 'heavy'"),
+        ({"sharp": "no"}, "spec.sharp must be bool, got str 'no'"),
+        ({"note": 5}, "spec.note must be str | None, got int 5"),
+    ],
+)
+def test_check_spec_class_refuses_a_field_of_the_wrong_type(fields, problem):
+    class Bad(Tool):
+        spec = ToolSpec(**fields)
+
+    with pytest.raises(PluginError) as refused:
+        check_spec_class("tool", "t", Bad, base=Tool, base_text="a Tool subclass", spec_type=ToolSpec, choices={})
+    assert str(refused.value) == f"tool 't': class {Bad.__qualname__}: {problem}"
+
+
+def test_check_spec_class_takes_every_value_its_annotation_allows():
+    for fields in ({}, {"teeth": 12, "weight": 2, "sharp": True, "note": "x", "extra": object()}):
+        class Good(Tool):
+            spec = ToolSpec(**fields)
+
+        assert check_spec_class("tool", "t", Good, base=Tool, base_text="a Tool subclass", spec_type=ToolSpec,
+                                choices={}) is Good
 
 
 def test_class_or_module_registers_nothing_for_a_module_and_checks_a_class():

@@ -96,6 +96,18 @@ def test_plugin_file_task_runs_in_a_sweep(tmp_path, task_sandbox):
     assert shown.returncode == 0 and "parity of bits" in shown.stdout
 
 
+def test_a_plugin_task_with_a_string_max_seq_len_is_one_line(tmp_path, task_sandbox):
+    """Before: registered, then `TypeError: '>' not supported between 'int' and 'str'` in show-task."""
+    plugin = tmp_path / "parity_plugin.py"
+    spec = PARITY.replace('licence="generated (no data)")', 'licence="generated (no data)", max_seq_len="64")')
+    plugin.write_text(spec + '\nfrom attnbench import register_task\nregister_task("parity", Parity)\n')
+    for args in (["show-task", "parity", "--seq-len", "8"], ["run", "--tasks", "parity", "--dry-run"]):
+        done = bench(*args, "--plugin", str(plugin))
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.strip() == (f"bench: error: --plugin {plugin}: task 'parity': class Parity: "
+                                       "spec.max_seq_len must be int | None, got str '64'")
+
+
 def _task(kind: str, **attrs):
     """A one-example-shape plugin task whose `sample` and sizes a test sets: what authors get wrong."""
     import numpy as np

@@ -27,10 +27,15 @@ import torch
 
 import attnbench.tasks  # noqa: F401  (registers the built-in tasks)
 from attnbench.errors import AttnbenchError, OptionError
-from attnbench.tasks import IGNORE_INDEX, KINDS, METRICS, NO_DISTANCE, SPLITS, build_task, list_tasks
-from attnbench.tasks.base import Batch, GeneratedTask, Task, split_of
+from attnbench.tasks import (
+    IGNORE_INDEX, KINDS, METRICS, NO_DISTANCE, SPLITS, build_task, get_task_spec, list_tasks,
+)
+from attnbench.tasks.base import MAX_ITEMS, MAX_VOCAB, Batch, GeneratedTask, Task, split_of
 from attnbench.tasks.files import DataFileError, MissingDataError
+from attnbench.tasks.nlp.translation import ADJECTIVES as TRANSLATION_ADJECTIVES
+from attnbench.tasks.synthetic.distance import MAX_KEYS
 from attnbench.tasks.synthetic.listops import TOKEN_ID, lra_tokenize
+from support import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_TASKS = list_tasks()
@@ -299,6 +304,7 @@ BAD_OPTIONS = [
     ("listops", {"max_args": 1}, None),
     ("listops", {"max_depth": 1}, ("train", 4, 64, 0)),  # only single digits: used to hang
     ("listops", {"max_depth": 2, "max_args": 2}, ("train", 4, 64, 0)),  # <= 4 tokens, >= 16 wanted
+    ("listops", {"max_args": 4096}, ("train", 4, 16, 0)),  # operators too wide for 16 tokens: one line
     ("listops", {"path": "/no/such/lra/basic_train.tsv"}, ("train", 4, 64, 0)),
 ]
 
@@ -312,6 +318,60 @@ def test_bad_options_fail_with_one_line_naming_the_task(name, options, call):
         else:
             raise AssertionError(f"{name} accepted {options}")
     one_line_naming(info.value, name)
+
+
+# ----------------------------------------------------------------------------- int options at their maximum
+# what an option at its maximum needs of another option (a rule across options, refused otherwise)
+AT_MAXIMUM_NEEDS = {
+    ("mqar", "num_kv_pairs"): {"vocab_size": MAX_VOCAB},  # distinct keys and values
+    ("distance", "num_pairs"): {"num_keys": MAX_KEYS},  # distinct keys
+    ("listops", "max_args"): {"min_length": 1},  # at seq_len 16 nearly every operator is too wide
+}
+INT_OPTIONS = [
+    pytest.param(name, option, id=f"{name}-{option.name}")
+    for name in ALL_TASKS for option in get_task_spec(name).options if option.type is int
+]
+
+
+@pytest.mark.parametrize(("name", "option"), INT_OPTIONS)
+def test_every_int_option_builds_at_its_maximum_and_refuses_one_more(name, option):
+    """No int option of a built-in task is a MemoryError, a hang or a traceback at its bound."""
+    top = int(option.upper_bound())
+    task = make(name, **{option.name: top}, **AT_MAXIMUM_NEEDS.get((name, option.name), {}))
+    seq_len = seq_len_for(task, 16)
+    batch = build(task, "train", n=2, seq_len=seq_len)
+    assert tuple(batch.tokens.shape) == (2, seq_len) and batch.tokens.max() < task.vocab_size
+    assert len(task.token_names()) == task.vocab_size  # what show-task prints
+    with pytest.raises(OptionError) as info:
+        build_task(name, **{option.name: top + 1})
+    one_line_naming(info.value, name)
+    assert f"{option.name} must be at most {top}, got {top + 1}" in str(info.value)
+
+
+def test_every_option_at_its_maximum_at_once_still_builds():
+    """The worst combination: vocabularies within MAX_VOCAB, a batch at the shortest fitting length."""
+    for name in SYNTHETIC + ("agreement", "translation"):
+        options = {o.name: int(o.upper_bound()) for o in get_task_spec(name).options if o.type is int}
+        options.update({"min_length": 1} if name == "listops" else {})
+        task = build_task(name, **options)
+        assert task.vocab_size <= MAX_VOCAB
+        assert len(build(task, "train", n=2, seq_len=seq_len_for(task, 16))) == 2
+
+
+def test_translation_adjectives_are_bounded_by_its_vocabulary(bench_output):
+    assert get_task_spec("translation").options[0].maximum == len(TRANSLATION_ADJECTIVES)
+    code, out, err = bench_output("show-task", "translation(max_adjectives=7)", "--seq-len", "64", "-n", "50")
+    assert code == 2 and out == ""
+    assert one_error_line(err) == "bench: error: translation: max_adjectives must be at most 6, got 7"
+
+
+def test_agreement_draws_no_more_modifiers_than_fit():
+    """A large max_modifiers at a short seq_len used to reject skeleton after skeleton (minutes at
+    100000) and fall back to the bare subject; now every example has the modifiers that fit."""
+    task = build_task("agreement", max_modifiers=MAX_ITEMS)
+    batch = task.build("train", 64, 16, 0)
+    lengths = (~batch.padding_mask).sum(dim=1)
+    assert lengths.max() <= 16 and (lengths > 3).float().mean() > 0.5
 
 
 # ----------------------------------------------------------------------------- ground truth per task

@@ -11,8 +11,9 @@ ground truth is exact and the attractor count is controlled: it is drawn uniform
 0..min(max_attractors, intervening nouns), and the subject's number uniformly (chance 0.5).
 
 Grammar: S → NP_subj; NP → the (ADJ) N MOD*; MOD → P NP | that V NP (subject relative) |
-that NP V (object relative). The subject takes up to `max_modifiers` modifiers; a noun phrase
-inside a modifier takes one more with probability 1/2 while nesting is below `max_depth`. Verbs
+that NP V (object relative). The subject takes up to `max_modifiers` modifiers, and no more than
+the (seq_len - 2) // 3 that fit (each takes >= 3 tokens after `the N`); a noun phrase inside a
+modifier takes one more with probability 1/2 while nesting is below `max_depth`. Verbs
 inside relative clauses agree with their own subjects (the modified noun, or the relative
 clause's NP), so they are correct intervening cues of the *wrong* dependency.
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnbench.options import Option
-from attnbench.tasks.base import Batch, Example, GeneratedTask, TaskSpec, register_task
+from attnbench.tasks.base import MAX_ITEMS, Batch, Example, GeneratedTask, TaskSpec, register_task
 
 NOUNS = (  # (singular, plural)
     ("dog", "dogs"), ("cat", "cats"), ("key", "keys"), ("cabinet", "cabinets"),
@@ -45,6 +46,8 @@ PREPOSITIONS = ("near", "behind", "with", "beside", "from", "under", "of", "to")
 DETERMINER, COMPLEMENTIZER = "the", "that"
 P_ADJECTIVE = 0.3
 NUMBER_NAMES = ("singular", "plural")
+# nesting goes one level deeper with probability 1/2, so a depth past this one never occurs (2^-63)
+MAX_DEPTH = 64
 
 WORDS = (
     ("<pad>", DETERMINER, COMPLEMENTIZER)
@@ -84,9 +87,12 @@ class AgreementTask(GeneratedTask):
         source="Linzen, Dupoux & Goldberg 2016 (TACL), agreement prediction; generated from a small grammar",
         licence="generated (no data)",
         options=(
-            Option("max_attractors", int, 3, "most intervening nouns of the other number", minimum=0),
-            Option("max_modifiers", int, 3, "most modifiers (PP / relative clause) on the subject", minimum=0),
-            Option("max_depth", int, 2, "most nesting of modifiers inside modifiers", minimum=1),
+            Option("max_attractors", int, 3, "most intervening nouns of the other number (at most all of "
+                   "them)", minimum=0, maximum=MAX_ITEMS),
+            Option("max_modifiers", int, 3, "most modifiers (PP / relative clause) on the subject; at most "
+                   "(seq_len - 2) // 3 fit", minimum=0, maximum=MAX_ITEMS),
+            Option("max_depth", int, 2, "most nesting of modifiers inside modifiers (each level with "
+                   "probability 1/2)", minimum=1, maximum=MAX_DEPTH),
         ),
         has_distance=True,
     )
@@ -123,8 +129,9 @@ class AgreementTask(GeneratedTask):
         nouns += inner
         return [COMPLEMENTIZER] + phrase + [_Verb(verb, inner[0])]
 
-    def skeleton(self, rng: np.random.Generator) -> tuple[list, list[_Noun]]:
-        """Items of a subject NP with its modifiers, and its noun slots (the head first)."""
+    def skeleton(self, rng: np.random.Generator, seq_len: int) -> tuple[list, list[_Noun]]:
+        """Items of a subject NP with its modifiers, and its noun slots (the head first); no more
+        modifiers than `seq_len` has room for (so a large max_modifiers costs no more than it)."""
         nouns: list[_Noun] = []
         head = _Noun(int(rng.integers(len(NOUNS))))
         nouns.append(head)
@@ -132,13 +139,14 @@ class AgreementTask(GeneratedTask):
         if rng.random() < P_ADJECTIVE:
             items.append(ADJECTIVES[rng.integers(len(ADJECTIVES))])
         items.append(head)
-        for _ in range(int(rng.integers(self.options["max_modifiers"] + 1))):
+        most = min(self.options["max_modifiers"], max(0, (seq_len - 2) // 3))  # a modifier: >= 3 tokens
+        for _ in range(int(rng.integers(most + 1))):
             items += self.modifier(rng, head, 1, nouns)
         return items, nouns
 
     def sample(self, rng: np.random.Generator, seq_len: int) -> Example:
         for _ in range(100):
-            items, nouns = self.skeleton(rng)
+            items, nouns = self.skeleton(rng, seq_len)
             if len(items) <= seq_len:
                 break
         else:  # nothing longer fits: the bare subject

@@ -27,12 +27,12 @@ word), <eos> and padding. Row j is scored against the cross-attention of the dec
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.tasks.base import (
     IGNORE_INDEX,
+    MAX_ITEMS,
     NO_DISTANCE,
     Batch,
     Example,
@@ -137,8 +137,10 @@ class TranslationTask(GeneratedTask):
         source="attnbench toy translation (cf. Bahdanau et al. 2015 alignment); generated",
         licence="generated (no data)",
         options=(
-            Option("max_adjectives", int, 2, "most adjectives before a noun", minimum=0),
-            Option("max_clauses", int, 1, "most S-V-O clauses joined by 'and'", minimum=1),
+            Option("max_adjectives", int, 2, f"most adjectives before a noun (distinct: of the {len(ADJECTIVES)})",
+                   minimum=0, maximum=len(ADJECTIVES)),
+            Option("max_clauses", int, 1, "most S-V-O clauses joined by 'and'; at most (seq_len + 1) // 6 fit",
+                   minimum=1, maximum=MAX_ITEMS),
         ),
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from attnbench.options import Option
-from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, Example, TaskSpec, register_task
+from attnbench.tasks.base import IGNORE_INDEX, MAX_VOCAB, NO_DISTANCE, Example, TaskSpec, register_task
 from attnbench.tasks.synthetic.symbols import SymbolTask
 
 PAD, SEP, BLANK, FIRST = 0, 1, 2, 3
@@ -34,7 +34,7 @@ class CopyTask(SymbolTask):
         licence="generated (no data)",
         options=(
             Option("reverse", bool, False, "write the segment reversed"),
-            Option("num_symbols", int, 8, "distinct symbols in the segment", minimum=2),
+            Option("num_symbols", int, 8, "distinct symbols in the segment", minimum=2, maximum=MAX_VOCAB - FIRST),
         ),
         has_distance=True,
     )

@@ -31,9 +31,14 @@ import numpy as np
 
 from attnbench.errors import OptionError
 from attnbench.options import Option
-from attnbench.tasks.base import Example, GeneratedTask, TaskSpec, parse_distances, register_task
+from attnbench.tasks.base import (
+    MAX_VOCAB, Example, GeneratedTask, TaskSpec, parse_distances, register_task,
+)
 
 PAD, QUERY, FIRST_KEY = 0, 1, 2
+# the options' maxima: any combination keeps the vocabulary, 2 + keys + keys × values + filler,
+# within MAX_VOCAB (the keys × values bindings take at most half of it, the filler a quarter)
+MAX_KEYS, MAX_VALUES, MAX_FILLER = 2**8, 2**7, MAX_VOCAB // 4
 
 
 @register_task("distance", aliases=("long-range", "retrieval-distance"))
@@ -50,10 +55,11 @@ class DistanceTask(GeneratedTask):
         licence="generated (no data)",
         options=(
             Option("distances", str, "", "comma-separated d values, e.g. '8,32,128'; '' = log buckets"),
-            Option("num_pairs", int, 4, "key-value pairs in a sequence (1 answer + decoys)", minimum=1),
-            Option("num_keys", int, 8, "distinct key tokens", minimum=1),
-            Option("num_values", int, 8, "distinct values (= classes)", minimum=2),
-            Option("num_filler", int, 8, "distinct filler tokens", minimum=1),
+            Option("num_pairs", int, 4, "key-value pairs in a sequence (1 answer + decoys; <= num_keys)",
+                   minimum=1, maximum=MAX_KEYS),
+            Option("num_keys", int, 8, "distinct key tokens", minimum=1, maximum=MAX_KEYS),
+            Option("num_values", int, 8, "distinct values (= classes)", minimum=2, maximum=MAX_VALUES),
+            Option("num_filler", int, 8, "distinct filler tokens", minimum=1, maximum=MAX_FILLER),
         ),
         has_distance=True,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from attnbench.options import Option
-from attnbench.tasks.base import Example, TaskSpec, register_task
+from attnbench.tasks.base import MAX_VOCAB, Example, TaskSpec, register_task
 from attnbench.tasks.synthetic.symbols import SymbolTask
 
 PAD, TRIGGER, FIRST = 0, 1, 2
@@ -33,7 +33,9 @@ class InductionTask(SymbolTask):
         description="A B ... A -> B: recall what followed the trigger d tokens back",
         source="Olsson et al. 2022; Fu et al. 2023 (H3); generated",
         licence="generated (no data)",
-        options=(Option("num_symbols", int, 16, "distinct symbols (= classes)", minimum=2),),
+        options=(
+            Option("num_symbols", int, 16, "distinct symbols (= classes)", minimum=2, maximum=MAX_VOCAB - FIRST),
+        ),
         has_distance=True,
     )
 

@@ -21,14 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from attnbench.limits import MAX_TOKENS
 from attnbench.options import Option
-from attnbench.tasks.base import Batch, Example, GeneratedTask, TaskError, TaskSpec, register_task, split_of
+from attnbench.tasks.base import (
+    MAX_ITEMS, Batch, Example, GeneratedTask, TaskError, TaskSpec, register_task, split_of,
+)
 from attnbench.tasks.files import DataFileError, read_table
 
 OPERATORS = ("MIN", "MAX", "MED", "SM")
 END = "X"
 VALUE_P = 0.25  # LRA: a node is an operator with probability 0.25
 MAX_TREE_TRIES = 10_000  # per example; a feasible length range needs a few hundred at worst
+# the generator recurses once per level (Python's stack holds about 1000); LRA uses 10, and a depth
+# of d takes at least 3d - 2 tokens
+MAX_DEPTH = 100
 TOKENS = ["<pad>", *(str(d) for d in range(10)), *OPERATORS, END]
 TOKEN_ID = {t: i for i, t in enumerate(TOKENS)}
 _LRA_SPLIT_FILE = {"train": "_train.tsv", "valid": "_val.tsv", "test": "_test.tsv"}
@@ -79,10 +85,13 @@ class ListOpsTask(GeneratedTask):
         source="Nangia & Bowman 2018; Tay et al. 2020 (LRA generator, seeded); or LRA TSV via path=",
         licence="generated (LRA generator: Apache-2.0)",
         options=(
-            Option("max_depth", int, 10, "deepest nesting (LRA: 10)", minimum=1),
-            Option("max_args", int, 10, "most arguments of an operator (LRA: 10)", minimum=2),
-            Option("min_length", int, None, "shortest kept expression (tokens); None = seq_len // 4", minimum=1, nullable=True),
-            Option("path", str, "", "LRA TSV folder or file (Source<TAB>Target); '' = generate"),
+            Option("max_depth", int, 10, "deepest nesting (LRA: 10); depth d takes >= 3d - 2 tokens",
+                   minimum=1, maximum=MAX_DEPTH),
+            Option("max_args", int, 10, "most arguments of an operator (LRA: 10); k arguments take k + 2 tokens",
+                   minimum=2, maximum=MAX_ITEMS),
+            Option("min_length", int, None, "shortest kept expression (tokens); None = seq_len // 4; "
+                   "cut to seq_len", minimum=1, maximum=MAX_TOKENS, nullable=True),
+            Option("path", str, "", "LRA TSV folder or file (Source<TAB>Target); '' = generate", path=True),
         ),
     )
     n_classes = 10
@@ -134,10 +143,12 @@ class ListOpsTask(GeneratedTask):
             if toks is not None and low <= len(toks) <= high:
                 ids = [TOKEN_ID[t] for t in toks]
                 return Example(ids, evaluate(toks), {"length": len(ids), "depth": _depth(toks)})
+        o = self.options
+        advice = ("lower max_args (an operator of k arguments takes k + 2 tokens) or min_length"
+                  if o["max_args"] + 2 > high else "lower min_length or raise max_depth/max_args")
         raise TaskError(
             f"{self.name}: no expression of {low}..{high} tokens in {MAX_TREE_TRIES} draws with "
-            f"max_depth={self.options['max_depth']}, max_args={self.options['max_args']}; lower "
-            "min_length or raise max_depth/max_args"
+            f"max_depth={o['max_depth']}, max_args={o['max_args']}; {advice}"
         )
 
     # ------------------------------------------------------------ LRA files

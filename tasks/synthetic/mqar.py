@@ -19,7 +19,9 @@ import numpy as np
 
 from attnbench.errors import OptionError
 from attnbench.options import Option
-from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, Example, GeneratedTask, TaskSpec, register_task
+from attnbench.tasks.base import (
+    IGNORE_INDEX, MAX_ITEMS, MAX_VOCAB, NO_DISTANCE, Example, GeneratedTask, TaskSpec, register_task,
+)
 
 POWER_A = 0.01  # Zoology's default power_a
 
@@ -35,8 +37,10 @@ class MQARTask(GeneratedTask):
         source="Arora et al. 2023 (Zoology) multiquery_ar; generated",
         licence="generated (no data)",
         options=(
-            Option("num_kv_pairs", int, 8, "key-value pairs per sequence", minimum=1),
-            Option("vocab_size", int, 64, "ids in all: pad, keys (first half), values (second half)", minimum=4),
+            Option("num_kv_pairs", int, 8, "key-value pairs per sequence (needs seq_len >= 4 * num_kv_pairs)",
+                   minimum=1, maximum=MAX_ITEMS),
+            Option("vocab_size", int, 64, "ids in all: pad, keys (first half), values (second half)", minimum=4,
+                   maximum=MAX_VOCAB),
         ),
         has_distance=True,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from attnbench.options import Option
-from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, Example, TaskSpec, register_task
+from attnbench.tasks.base import IGNORE_INDEX, MAX_ITEMS, MAX_VOCAB, NO_DISTANCE, Example, TaskSpec, register_task
 from attnbench.tasks.synthetic.symbols import SymbolTask
 
 PAD, NOISE, SEP, BLANK, FIRST = 0, 1, 2, 3, 4
@@ -33,8 +33,9 @@ class SelectiveCopyTask(SymbolTask):
         source="Gu & Dao 2023 (Mamba) selective copying; generated",
         licence="generated (no data)",
         options=(
-            Option("num_tokens", int, 8, "data tokens to copy", minimum=1),
-            Option("num_symbols", int, 8, "distinct data symbols", minimum=2),
+            Option("num_tokens", int, 8, "data tokens to copy (needs seq_len >= 2 * num_tokens + 1)", minimum=1,
+                   maximum=MAX_ITEMS),
+            Option("num_symbols", int, 8, "distinct data symbols", minimum=2, maximum=MAX_VOCAB - FIRST),
         ),
         has_distance=True,
     )
