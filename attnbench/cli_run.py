@@ -21,7 +21,7 @@ from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
-from attnbench.runner.store import STATUSES, export, load_results, recorded_options
+from attnbench.runner.store import STATUSES, export, load_results, recorded_options, recorded_tasks
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
 # the options a run records in env.json; `--resume DIR` takes each one not given again from there
@@ -215,6 +215,7 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         max_cell_seconds=params["max_cell_seconds"],
         cross=params["cross"],
         plugins=plugins,
+        recorded_tasks=recorded_tasks(resume) if resume is not None else None,
     )
     sweep = plan_sweep(request)
     if dry_run:

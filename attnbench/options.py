@@ -95,7 +95,7 @@ class Option:
                     raise ValueError(raw)
                 value: Any = lowered in {"true", "1", "yes"}
             elif self.type is str:
-                value = raw.strip("'\"")
+                value = raw  # a quoted value's quotes were removed by the selection parser
             else:
                 value = self.type(raw)
         except ValueError:

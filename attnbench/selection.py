@@ -32,26 +32,34 @@ class Selected:
 
 
 QUOTES = "'\""
-_SPECIAL = set(",()" + QUOTES)
+_SPECIAL = set(",()")
 
 
 def _quoted(value: Any) -> str:
+    """`value` as a label writes it: quoted when it is empty, holds a comma or a parenthesis or
+    starts with a quote (a quote inside is doubled), so that the label parses back to the same value."""
     text = str(value)
-    if not set(text) & _SPECIAL:
+    if text and not set(text) & _SPECIAL and not text.startswith(tuple(QUOTES)):
         return text
-    quote = "'" if "'" not in text else '"'
-    return f"{quote}{text}{quote}"
+    quote = "'" if text.count("'") <= text.count('"') else '"'
+    return quote + text.replace(quote, quote * 2) + quote
 
 
 def split_top_level(text: str, what: str, *, nested: bool = False) -> list[str]:
-    """Split on commas outside parentheses and quotes ('…' or "…", inside which commas and
-    parentheses are plain text); unbalanced parentheses or an unclosed quote are an error. With
-    `nested`, a parenthesis outside quotes is an error (option values)."""
-    items, depth, current, quote = [], 0, [], None
-    for char in text:
+    """Split on commas outside parentheses and quoted values: a value that starts with a quote
+    (`source='a,(b).csv'`) runs to its closing quote, a doubled quote inside it being one quote;
+    a quote anywhere else is plain text (`o'brien.csv`). Unbalanced parentheses or an unclosed quote
+    are an error. With `nested`, a parenthesis outside a quoted value is an error (option values)."""
+    items, depth, current, quote, i = [], 0, [], None, 0
+    while i < len(text):
+        char = text[i]
         if quote:
-            quote = None if char == quote else quote
-        elif char in QUOTES:
+            if char == quote and text[i + 1 : i + 2] == quote:  # a doubled quote: one quote, still inside
+                current.append(char)
+                i += 1
+            elif char == quote:
+                quote = None
+        elif char in QUOTES and "".join(current).rstrip().endswith("="):
             quote = char
         elif char in "()" and nested:
             raise AttnbenchError(f"{what}: nested parentheses in {text!r} (quote a value that has them: 'a(1).csv')")
@@ -65,9 +73,10 @@ def split_top_level(text: str, what: str, *, nested: bool = False) -> list[str]:
                 raise AttnbenchError(f"{what}: unbalanced ')' in {text!r}")
         elif char == "," and depth == 0:
             items.append("".join(current))
-            current = []
+            current, i = [], i + 1
             continue
         current.append(char)
+        i += 1
     if quote:
         raise AttnbenchError(f"{what}: unclosed {quote} in {text!r}")
     if depth:
@@ -154,7 +163,7 @@ def _parse_options(body: str, item: str, what: str) -> dict[str, str]:
 
 
 def _unquoted(value: str) -> str:
-    """The value without the quotes around it (a whole-value pair of the same quote)."""
+    """A quoted value without its quotes, each doubled quote inside it one quote; others as given."""
     if len(value) >= 2 and value[0] in QUOTES and value[-1] == value[0]:
-        return value[1:-1]
+        return value[1:-1].replace(value[0] * 2, value[0])
     return value

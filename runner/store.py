@@ -493,6 +493,12 @@ def recorded_options(run_dir: str | Path) -> dict:
     return options if isinstance(options, dict) else {}
 
 
+def recorded_tasks(run_dir: str | Path) -> tuple[str, ...] | None:
+    """The task labels of a run's grid (grid.json `tasks`), or None where it has none."""
+    tasks = _read_json(Path(run_dir), GRID_FILE, required=False).get("tasks")
+    return tuple(tasks) if isinstance(tasks, list) else None
+
+
 def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
     """A JSON file of a run ({} if absent and not required), or StoreError if the directory is
     not a run or the file is broken."""
@@ -535,16 +541,20 @@ def _grid_diff(stored: dict, new: dict, width: int = 80) -> str:
     return "; ".join(parts)
 
 
-# grid lists that only order the cells: the same names in another order plan the same keys
-UNORDERED = ("variants", "tasks", "seeds", "kinds", "efficiency_lengths")
+# grid lists that only order the cells: the same names in another order plan the same keys (not the
+# seeds, whose first one efficiency cells take, nor the efficiency lengths, whose order decides
+# which longer cells an out-of-memory skips)
+ORDER_FREE = ("variants", "tasks", "kinds")
 
 
 def _unordered(key: str, value: Any) -> Any:
-    """`value` made order-free where its order does not change which cells the grid plans."""
-    if key in UNORDERED and isinstance(value, list):
-        return sorted(value, key=json.dumps)
+    """`value` as a resume compares it: order-free where its order does not change which cells the
+    grid plans; each value once (a run from before repeats were dropped planned each cell once too)."""
+    if isinstance(value, list):
+        value = list(dict.fromkeys(value, None)) if all(isinstance(v, (int, str)) for v in value) else value
+        return sorted(value, key=json.dumps) if key in ORDER_FREE else value
     if key == "lengths" and isinstance(value, dict):
-        return {task: sorted(ns) if isinstance(ns, list) else ns for task, ns in value.items()}
+        return {task: sorted(set(ns)) if isinstance(ns, list) else ns for task, ns in value.items()}
     return value
 
 

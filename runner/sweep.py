@@ -11,6 +11,7 @@ the store as soon as it finishes, so a killed run loses at most the cell in flig
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,7 @@ class SweepRequest:
     max_cell_seconds: float | None = None
     cross: str | None = None
     plugins: tuple[str, ...] = ()
+    recorded_tasks: tuple[str, ...] | None = None  # on --resume: the task labels the run's grid holds
     retry: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -95,6 +97,8 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         else []
     )
     tasks = [_absolute_paths(t) for t in given]
+    if request.recorded_tasks is not None and [t.label for t in given] == list(request.recorded_tasks):
+        tasks = given  # a run recorded before data paths were made absolute keeps its cells' keys
     cross = _cross_label(request.cross) if request.cross else None
     seeds = _distinct(request.seeds if request.seeds is not None else profile.seeds)
     _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
@@ -181,11 +185,14 @@ def _absolute_paths(selected: Selected) -> Selected:
     absolute: a cell's key holds its data file, and a resume from another directory must read the
     same one (a relative path would name another file there, or none)."""
     paths = {o.name for o in TASKS[selected.name].spec.options if o.path}
-    options = {
-        k: str(Path(v).resolve()) if k in paths and isinstance(v, str) and v and Path(v).exists() else v
-        for k, v in selected.options.items()
-    }
+    options = {k: str(Path(v).resolve()) if k in paths and _names_a_path(v) else v for k, v in selected.options.items()}
     return Selected(selected.name, options)
+
+
+def _names_a_path(value: Any) -> bool:
+    """A value written as a path (a folder in it, or a suffix) that exists: not a keyword such as
+    text-cls's `sotu`, even where a folder of that name happens to exist."""
+    return isinstance(value, str) and bool(os.sep in value or Path(value).suffix) and Path(value).exists()
 
 
 def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:

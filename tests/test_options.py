@@ -49,7 +49,7 @@ def test_defaults_fill_in_and_types_widen():
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN", "1e400"])
 def test_float_options_must_be_finite(text):
     scale = Option("scale", float, 1.0)  # no bounds: before, nan and inf went through to the kernel
-    with pytest.raises(OptionError, match=rf"^x: scale must be a finite float, got (nan|inf|-inf)$"):
+    with pytest.raises(OptionError, match=r"^x: scale must be a finite float, got (nan|inf|-inf)$"):
         scale.parse(text, "x")
     with pytest.raises(OptionError, match=r"^x: scale must be a finite float, got nan$"):
         Option("scale", float, 1.0, minimum=0, maximum=2).validate(float("nan"), "x")
@@ -97,7 +97,11 @@ def test_bad_selections_fail_with_one_clear_line(text, message):
         ("distance(distances=8,32, num_filler=3)", {"distances": "8,32", "num_filler": 3}),
         ("distance(distances='8,32')", {"distances": "8,32"}),
         ('text-cls(source="runs (old)/a,b.csv")', {"source": "runs (old)/a,b.csv"}),
-        ("text-cls(source='it''s.csv')", {"source": "it''s.csv"}),  # quotes only around the whole value go
+        ("text-cls(source=o'brien.csv)", {"source": "o'brien.csv"}),  # a quote inside a value is text
+        ("text-cls(source='it''s (1).csv')", {"source": "it's (1).csv"}),  # a doubled quote in a quoted value
+        ("""text-cls(source='a"b''c,d.csv')""", {"source": """a"b'c,d.csv"""}),  # both kinds: still parses back
+        ("text-cls(source=\"'q'\")", {"source": "'q'"}),  # the value's own quotes stay
+        ("listops(path='')", {"path": ""}),
     ],
 )
 def test_an_option_value_may_hold_commas_or_be_quoted_and_its_label_parses_back(text, options):

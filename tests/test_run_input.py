@@ -192,6 +192,22 @@ def test_a_data_path_is_recorded_absolute_so_a_resume_elsewhere_reads_the_same_f
     assert code == 2 and "this run's grid differs: " in line and '; tasks ["text-cls(source=' in line
 
 
+def test_a_keyword_is_no_path_and_an_old_runs_relative_path_keeps_its_keys(tmp_path, monkeypatch) -> None:
+    _reviews(tmp_path / "data" / "r.csv", "fine")
+    (tmp_path / "sotu").mkdir()  # a folder named like text-cls's keyword
+    monkeypatch.chdir(tmp_path)
+
+    def tasks(text: str, recorded: tuple[str, ...] | None = None) -> list[str]:
+        request = SweepRequest(profile="smoke", variants="linear", tasks=text, kinds=("accuracy",),
+                               recorded_tasks=recorded)
+        return plan_sweep(request).grid["tasks"]
+
+    assert tasks("text-cls(source=sotu)") == ["text-cls(source=sotu)"]
+    assert tasks("text-cls(source=data/r.csv)") == [f"text-cls(source={tmp_path / 'data' / 'r.csv'})"]
+    old = ("text-cls(source=data/r.csv)",)  # a run recorded before paths were made absolute
+    assert tasks("text-cls(source=data/r.csv)", recorded=old) == list(old)
+
+
 def test_repeated_seeds_and_lengths_plan_each_cell_once() -> None:
     sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks="copy", lengths=(32, 48, 32),
                                     seeds=(1, 0, 1), efficiency_lengths=(64, 64), kinds=("accuracy", "efficiency")))

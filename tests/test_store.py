@@ -193,12 +193,15 @@ def test_resume_takes_the_same_names_in_another_order_but_not_other_names(tmp_pa
     grid = {"variants": ["linear", "multi-head"], "tasks": ["copy", "distance"], "seeds": [0, 1],
             "lengths": {"copy": [32, 64], "distance": [32]}, "kinds": ["accuracy"]}
     RunStore.create(tmp_path / "r", grid=grid, env=ENV).release()
-    reordered = {"variants": ["multi-head", "linear"], "tasks": ["distance", "copy"], "seeds": [1, 0],
+    reordered = {"variants": ["multi-head", "linear"], "tasks": ["distance", "copy"], "seeds": [0, 1, 1],
                  "lengths": {"distance": [32], "copy": [64, 32]}, "kinds": ["accuracy"]}
     with RunStore.resume(tmp_path / "r", grid=reordered) as store:
         assert store.grid == grid  # the stored grid stays as written
     with pytest.raises(StoreError, match='variants \\["linear", "multi-head"\\] vs \\["additive", "multi-head"\\]'):
         RunStore.resume(tmp_path / "r", grid={**reordered, "variants": ["additive", "multi-head"]})
+    # the first seed is the efficiency cells' seed: another order plans other keys
+    with pytest.raises(StoreError, match=r"seeds \[0, 1\] vs \[1, 0\]"):
+        RunStore.resume(tmp_path / "r", grid={**reordered, "seeds": [1, 0]})
 
 
 def test_resume_reports_a_corrupted_grid_file(run):
