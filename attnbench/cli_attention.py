@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
-from attnbench.errors import AttnbenchError, UserCodeError, raised_where
+from attnbench.errors import AttnbenchError, user_code
 from attnbench.limits import MAX_SEED
 from attnbench.selection import parse_one
 from attnbench.variants.base import VARIANTS, get_variant_spec
@@ -108,12 +108,8 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
         save_weights=save_weights,
         device=resolve_device(device),
     )
-    try:
+    with user_code(f"{v.label} on {t.label}"):  # the variant's or task's own fault: one line, where it was raised
         outcome = attention_figure(request)
-    except AttnbenchError:
-        raise
-    except (Exception, SystemExit) as exc:  # the variant's or task's own fault: one line, where it was raised
-        raise UserCodeError(f"{v.label} on {t.label} failed: {raised_where(exc)}") from exc
     for warning in outcome.warnings:
         click.echo(f"bench: warning: {warning}", err=True)
     record = outcome.record

@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from attnbench.cli import Choice, cli, console, plugin_option
-from attnbench.errors import AttnbenchError, UserCodeError, raised_where
+from attnbench.errors import AttnbenchError, user_code
 from attnbench.limits import MAX_SEED, MAX_SHOWN
 from attnbench.runner.profiles import PROFILES
 from attnbench.selection import parse_selection
@@ -81,12 +81,8 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
     choice = selected[0]
     task = build_task(choice.name, **choice.options)
     check_show_length(task, choice.label, seq_len)
-    try:
+    with user_code(f"{choice.label}: generating examples"):  # a plugin task's own fault: one line
         batch = task.build(split, count, seq_len, seed)
-    except AttnbenchError:
-        raise
-    except (Exception, SystemExit) as exc:  # a plugin task's own fault: one line, where it was raised
-        raise UserCodeError(f"{choice.label}: generating examples failed: {raised_where(exc)}") from exc
     spec = task.spec
     console.print(
         f"[bold]{choice.label}[/bold] — {spec.description}\n"

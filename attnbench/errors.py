@@ -1,6 +1,8 @@
 """Errors that mean "the user asked for something wrong": the CLI prints them as one line, exit 2."""
 
+import contextlib
 import traceback
+from collections.abc import Iterator
 
 
 class AttnbenchError(ValueError):
@@ -45,9 +47,21 @@ class UserCodeError(AttnbenchError):
     exit_code = 1
 
 
+@contextlib.contextmanager
+def user_code(what: str) -> Iterator[None]:
+    """Run a variant's or a task's own code outside a sweep: our errors pass as they are, any other
+    exception (a `sys.exit()` too) becomes one UserCodeError line, `what failed: …`."""
+    try:
+        yield
+    except AttnbenchError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise UserCodeError(f"{what} failed: {raised_where(exc)}") from exc
+
+
 def raised_where(exc: BaseException) -> str:
     """'ValueError: bad thing (at path/to/file.py:12)': the exception, its first line, its innermost frame."""
-    text = str(exc).strip().splitlines()
+    lines = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ") + where
+    return message + (f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else "")

@@ -415,7 +415,7 @@ def _record_problem(record: dict) -> str | None:
 
 def _shown(value: Any, width: int = 40) -> str:
     """`value` as JSON, cut to `width` characters (for one-line messages)."""
-    text = json.dumps(value)
+    text = json.dumps(value, sort_keys=True)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -530,8 +530,7 @@ def _grid_diff(stored: dict, new: dict, width: int = 80) -> str:
     absent = object()
 
     def show(value: Any) -> str:
-        text = "<absent>" if value is absent else json.dumps(value, sort_keys=True)
-        return text if len(text) <= width else text[: width - 1] + "…"
+        return "<absent>" if value is absent else _shown(value, width)
 
     parts = []
     for key in sorted(stored.keys() | new.keys()):
@@ -551,7 +550,7 @@ def _unordered(key: str, value: Any) -> Any:
     """`value` as a resume compares it: order-free where its order does not change which cells the
     grid plans; each value once (a run from before repeats were dropped planned each cell once too)."""
     if isinstance(value, list):
-        value = list(dict.fromkeys(value, None)) if all(isinstance(v, (int, str)) for v in value) else value
+        value = list(dict.fromkeys(value)) if all(isinstance(v, (int, str)) for v in value) else value
         return sorted(value, key=json.dumps) if key in ORDER_FREE else value
     if key == "lengths" and isinstance(value, dict):
         return {task: sorted(set(ns)) if isinstance(ns, list) else ns for task, ns in value.items()}

@@ -46,6 +46,8 @@ _HF_SPLITS = {"train": "train", "validation": "valid", "valid": "valid", "dev": 
 HF_HIDDEN_LABEL = -1  # a ClassLabel value meaning "no label given" (GLUE test splits)
 _INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # "007" stays a string: it is not how a number is written
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+)")
+
+
 # ---------------------------------------------------------------------------- State of the Union
 @lru_cache(maxsize=2)
 def _sotu_speeches(metadata: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bytes, ...]]:

@@ -10,7 +10,8 @@ when the dataset is cached); the default source needs nothing beyond an installe
   speeches are public domain, from the UCSB American Presidency Project). The label is the
   president's party, Democratic (0) or Republican (1); other parties are dropped. Speeches are
   tiled into `window`-byte windows every `stride` bytes, split 80/10/10 BY SPEECH (a stable hash
-  of the year and president: one president's addresses of one year share a split), and each split is subsampled to equal counts per class, so chance is 0.5.
+  of the year and president: one president's addresses of one year share a split), and each
+  split is subsampled to equal counts per class, so chance is 0.5.
 - a path to a CSV/TSV/JSONL/parquet file with `text_column` and `label_column` (labels become
   class ids in numeric order when every label is a number, else in sorted order, the same in every
   format; a row without a text or a label is an error; rows are split by `group_column`, or by a
