@@ -83,7 +83,8 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
     check_show_length(task, choice.label, seq_len)
     with user_code(f"{choice.label}: generating examples"):  # a plugin task's own fault: one line
         batch = task.build(split, count, seq_len, seed)
-    spec = task.spec
+    with user_code(f"{choice.label}: describing its data"):
+        spec = task.spec_as_built()  # the data these options read (a user's file, not the built-in corpus)
     console.print(
         f"[bold]{choice.label}[/bold] — {spec.description}\n"
         f"kind {spec.kind}, metric {spec.metric}, chance {task.chance:.3f}, vocab {task.vocab_size}"

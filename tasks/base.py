@@ -225,6 +225,15 @@ class Task:
             raise TaskError(f"{self.name}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
 
     # ---------------------------------------------------------------- for people
+    def spec_as_built(self) -> TaskSpec:
+        """The spec with description, source and licence of the data these options read.
+
+        `spec` is the class's and describes the built-in data; an option that swaps it for a
+        user's file or dataset (text-cls `source=`, listops `path=`) overrides this, so that
+        show-task names what is read rather than the corpus that is not.
+        """
+        return self.spec
+
     def token_names(self) -> list[str]:
         """Printable name of every token id (for show-task); bytes override `decode`."""
         return [str(i) for i in range(self.vocab_size)]

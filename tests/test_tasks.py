@@ -334,6 +334,13 @@ INT_OPTIONS = [
 
 
 @pytest.mark.parametrize(("name", "option"), INT_OPTIONS)
+def test_every_int_option_declares_a_maximum_of_its_own(name, option):
+    """INT_MAX (2^31 - 1), the fallback, is what torch can index, not a size any task means: before,
+    text-cls, sentiment and char-lm took a `window` or `stride` of two gigabytes."""
+    assert option.maximum is not None, f"{name}: {option.name} declares no maximum"
+
+
+@pytest.mark.parametrize(("name", "option"), INT_OPTIONS)
 def test_every_int_option_builds_at_its_maximum_and_refuses_one_more(name, option):
     """No int option of a built-in task is a MemoryError, a hang or a traceback at its bound."""
     top = int(option.upper_bound())
@@ -692,19 +699,55 @@ BAD_LRA_FILES = {
     "empty source": "Source\tTarget\n\t9\n",
     "three fields": "Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] )\t9\textra\n",
     "not utf-8": b"Source\tTarget\n\xff\xfe\t9\n",
+    # brackets that balance in count but not in order, an operator without arguments, two expressions
+    "closed before opened": "Source\tTarget\n] ( [MAX 2 9 )\t9\n",
+    "no arguments": "Source\tTarget\n( ( [MAX ] )\t9\n",
+    "two expressions": "Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] ) 4\t9\n",
+    "wrong target": "Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] )\t2\n",
 }
 
 
 @pytest.mark.parametrize("case", BAD_LRA_FILES)
 def test_listops_bad_lra_files_fail_clearly(tmp_path, case):
+    """A DataFileError naming the file, when it is read: before, a split left empty by a one-row file
+    ('valid has 0 expressions') passed this test for a row that had been accepted."""
     content = BAD_LRA_FILES[case]
     path = tmp_path / "basic_train.tsv"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     task = build_task("listops", path=str(path))
-    with pytest.raises(AttnbenchError) as info:
-        for split in SPLITS:
-            task.build(split, 1, 64, 0)
+    with pytest.raises(DataFileError) as info:
+        task.size("train")
     one_line_naming(info.value, "listops")
+    assert str(path) in str(info.value)
+
+
+def test_listops_refuses_a_target_that_is_not_the_value_of_its_expression(tmp_path, bench_output):
+    """Before: the wrong label was read as it stood, and a model was trained and scored against it."""
+    rows = lra_rows(50, 0)
+    source, value = rows[7]
+    rows[7] = (source, (value + 1) % 10)
+    path = write_lra(tmp_path / "basic_all.tsv", rows)
+    with pytest.raises(DataFileError) as info:
+        build_task("listops", path=str(path)).size("train")
+    one_line_naming(info.value, "listops")
+    # data row 8 is line 9, after the header
+    assert f"{path} row 9: Target is {(value + 1) % 10} but the expression's value is {value}" in str(info.value)
+    code, out, err = bench_output("show-task", f"listops(path={path})")
+    assert code == 2 and out == ""
+    assert f"row 9: Target is {(value + 1) % 10}" in one_error_line(err)
+
+
+def test_show_task_names_the_lra_file_that_listops_reads(tmp_path, bench_output):
+    """Before: `source: … (LRA generator, seeded)` and `licence: generated` for expressions read from a file."""
+    path = write_lra(tmp_path / "basic_all.tsv", lra_rows(50, 0))
+    sizes = "/".join(str(build_task("listops", path=str(path)).size(s)) for s in SPLITS)
+    code, out, err = bench_output("show-task", f"listops(path={path})", "--seq-len", "256", "-n", "1")
+    assert code == 0, err
+    header = " ".join(out.split("example 0")[0].split())  # rich wraps long lines
+    assert f"expressions read from basic_all.tsv, train/valid/test {sizes}" in header
+    assert f"source: {path} (Source<TAB>Target; one file, split 80/10/10 by expression)" in header
+    assert "licence: the file's own" in header and "generated" not in header
+    assert build_task("listops").spec_as_built() is get_task_spec("listops")  # generated: the spec as it is
 
 
 def test_listops_missing_file_or_split_file_fails_clearly(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from support import one_error_line
 
 from attnbench.errors import AttnbenchError, OptionError
+from attnbench.limits import MAX_TOKENS
 from attnbench.tasks import IGNORE_INDEX, SPLITS, TaskError, build_task, get_task_spec
 from attnbench.tasks.base import split_of
 from attnbench.tasks.files import DataFileError, DataWarning, MissingDataError
@@ -435,6 +436,43 @@ def test_text_cls_rejects_empty_sources(source):
         build_task("text-cls", source=source)
 
 
+def _show_header(bench_output, *args) -> str:
+    """What `bench show-task ARGS` prints above its first example, on one line (rich wraps it)."""
+    code, out, err = bench_output("show-task", *args, "-n", "1")
+    assert code == 0, err
+    return " ".join(out.split("example 0")[0].split())
+
+
+def test_show_task_describes_the_file_that_text_cls_reads(tmp_path, bench_output):
+    """Before: the State of the Union's description, source and licence, for a user's CSV."""
+    path = _write(_table(60), tmp_path / "reviews.csv")
+    t = build_task("text-cls", source=str(path))
+    sizes = "/".join(str(t.size(s)) for s in SPLITS)
+    header = _show_header(bench_output, f"text-cls(source={path})")
+    assert "State of the Union" not in header and "SOTU" not in header and "(17 U.S.C." not in header
+    assert f"(reviews.csv: 60 rows, 2 classes: neg, pos; train/valid/test {sizes} examples)" in header
+    assert (f"source: {path} (text column 'text', label column 'label'; split 80/10/10 by a hash of "
+            "the text); licence: the file's own") in header
+    assert build_task("text-cls").spec_as_built() is get_task_spec("text-cls")  # sotu: the spec as it is
+
+
+# the byte options that an example reads at most seq_len (char-lm: seq_len + 1) of
+BYTE_WINDOWS = [("text-cls", "window", MAX_TOKENS), ("text-cls", "stride", MAX_TOKENS),
+                ("sentiment", "window", MAX_TOKENS), ("char-lm", "window", MAX_TOKENS + 1),
+                ("char-lm", "stride", MAX_TOKENS + 1)]
+
+
+@pytest.mark.parametrize(("name", "option", "top"), BYTE_WINDOWS, ids=lambda v: str(v))
+def test_byte_windows_end_at_the_longest_sequence(name, option, top, bench_output):
+    """Before: held only to INT_MAX (2^31 - 1), a window of two gigabytes that no example could read.
+    (`test_tasks.py::test_every_int_option_builds_at_its_maximum_and_refuses_one_more` builds each.)"""
+    declared = {o.name: o for o in get_task_spec(name).options}[option]
+    assert declared.maximum == top
+    code, out, err = bench_output("show-task", f"{name}({option}={top + 1})")
+    assert code == 2 and out == ""
+    assert one_error_line(err) == f"bench: error: {name}: {option} must be at most {top}, got {top + 1}"
+
+
 # ---------------------------------------------------------------------------- Hugging Face
 def test_hf_without_datasets_says_how_to_install(monkeypatch, fresh_hf_cache):
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now fails
@@ -503,6 +541,18 @@ def test_hf_loader_takes_plain_dicts(monkeypatch, fresh_hf_cache):
     t = build_task("text-cls", source="hf:fake-dicts", balance=False)
     assert t.classes == ("0", "1")
     assert t.size("valid") == 20 and t.size("train") + t.size("test") == 100 and t.size("test") > 0
+
+
+def test_show_task_describes_the_hugging_face_dataset_that_text_cls_reads(monkeypatch, fresh_hf_cache,
+                                                                          bench_output):
+    """Before: the State of the Union's description, source and licence, for a Hugging Face dataset."""
+    splits = {"train": _FakeDataset(_rows(100, "train")), "test": _FakeDataset(_rows(20, "test"))}
+    _fake_datasets(monkeypatch, lambda name, config=None: splits)
+    header = _show_header(bench_output, "text-cls(source=hf:fake-imdb)")
+    assert "State of the Union" not in header and "SOTU" not in header
+    assert "(hf:fake-imdb: 120 labelled rows, 2 classes: neg, pos;" in header
+    assert "source: Hugging Face dataset hf:fake-imdb (text column 'text', label column 'label'" in header
+    assert "licence: the dataset's own" in header
 
 
 def _glue(hidden_test=True, hidden_train=0):

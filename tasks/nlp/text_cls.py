@@ -29,15 +29,20 @@ majority class (0.5 when `balance`).
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 
 from attnbench.errors import OptionError
+from attnbench.limits import MAX_TOKENS
 from attnbench.options import Option
-from attnbench.tasks.base import TaskSpec, register_task
+from attnbench.tasks.base import SPLITS, TaskSpec, register_task
 from attnbench.tasks.nlp.corpus import Corpus, CorpusTask, Spans, balance_classes, document_spans, tiled_spans
 from attnbench.tasks.nlp.sources import hf_corpus, sotu_party_corpus, table_corpus
 
 MIN_WINDOW_BYTES = 64  # a speech's tail window shorter than this is dropped
+SHOWN_CLASSES = 6  # class names that show-task lists before '…'
 
 
 @register_task("text-cls")
@@ -53,10 +58,14 @@ class TextClassificationTask(CorpusTask):
             "cf. LRA Text (Tay et al. 2020, IMDb via source='hf:imdb')"
         ),
         licence="sotu package MIT; speeches public domain (17 U.S.C. § 105)",
+        # an example reads at most seq_len bytes and seq_len is at most MAX_TOKENS, so a longer window
+        # is never read and a longer stride only skips text: both end there
         options=(
             Option("source", str, "sotu", "'sotu', a CSV/TSV/JSONL/parquet path, or hf:NAME[:CONFIG]", path=True),
-            Option("window", int, 4000, "bytes per example (speech windows; row prefixes)", minimum=1),
-            Option("stride", int, 2000, "bytes between the starts of speech windows (sotu only)", minimum=1),
+            Option("window", int, 4000, "bytes per example (speech windows; row prefixes); an example "
+                   "reads at most seq_len of them", minimum=1, maximum=MAX_TOKENS),
+            Option("stride", int, 2000, "bytes between the starts of speech windows (sotu only)", minimum=1,
+                   maximum=MAX_TOKENS),
             Option("text_column", str, "text", "column holding the text (path / hf sources)"),
             Option("label_column", str, "label", "column holding the label (path / hf sources)"),
             Option("group_column", str, "", "column whose value keeps rows in one split; '' = by text"),
@@ -82,3 +91,30 @@ class TextClassificationTask(CorpusTask):
         else:
             spans = document_spans(corpus, docs, o["window"])
         return balance_classes(spans, len(corpus.classes)) if o["balance"] else spans
+
+    def spec_as_built(self) -> TaskSpec:
+        """The spec, naming the user's file or Hugging Face dataset (with its rows, classes and
+        examples per split) in place of the State of the Union when `source` is one."""
+        o = self.options
+        source = o["source"].strip()
+        if source == "sotu":
+            return self.spec
+        columns = f"text column {o['text_column']!r}, label column {o['label_column']!r}"
+        by = f"column {o['group_column']!r}" if o["group_column"] else "text"
+        if source.startswith("hf:"):
+            where, rows = source, f"{len(self.corpus)} labelled rows"
+            origin = f"Hugging Face dataset {source} ({columns}; its own splits, a missing one carved by {by})"
+            licence = "the dataset's own (see its card on the Hugging Face Hub)"
+        else:
+            path = Path(source).expanduser().resolve()
+            where, rows = path.name, f"{len(self.corpus)} rows"
+            origin = f"{path} ({columns}; split 80/10/10 by a hash of the {by})"
+            licence = "the file's own (not checked by attnbench)"
+        classes = self.corpus.classes
+        names = ", ".join(classes[:SHOWN_CLASSES]) + (", …" if len(classes) > SHOWN_CLASSES else "")
+        examples = "/".join(str(self.size(split)) for split in SPLITS)
+        description = (
+            f"long-document classification on raw bytes ({where}: {rows}, {len(classes)} classes: {names}; "
+            f"train/valid/test {examples} examples)"
+        )
+        return replace(self.spec, description=description, source=origin, licence=licence)
