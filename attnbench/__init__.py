@@ -8,11 +8,41 @@ Public API:
     Option (typed options of variants and tasks), errors
 """
 
-from attnbench.errors import (
+import os as _os
+import signal as _signal
+import sys as _sys
+
+
+def _bench_terminated_early(signum, frame) -> None:
+    """SIGTERM before `bench`'s own handler (`attnbench.cli.main`) is in place: its line and its exit
+    code, at once (nothing has started that needs undoing)."""
+    try:
+        _os.write(2, b"bench: terminated\n")
+    finally:
+        _os._exit(128 + signum)
+
+
+def _catch_sigterm_early() -> None:
+    """Run as the `bench` command (its console script), catch SIGTERM from here on: the imports below
+    take torch's second or more, and a `kill` or `timeout` in them ended the command without its line.
+    Imported as a library, nothing changes."""
+    command = _os.path.basename((getattr(_sys, "argv", None) or [""])[0])
+    if command not in ("bench", "bench.exe", "bench-script.py"):
+        return
+    try:
+        if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
+            _signal.signal(_signal.SIGTERM, _bench_terminated_early)
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
+
+
+_catch_sigterm_early()
+
+from attnbench.errors import (  # noqa: E402
     AttnbenchError, NoBackwardError, OptionError, PluginError, UnknownNameError, UnsupportedError,
 )
-from attnbench.options import Option
-from attnbench.variants.base import (
+from attnbench.options import Option  # noqa: E402
+from attnbench.variants.base import (  # noqa: E402
     VARIANTS,
     AttentionLayer,
     ProjectedAttention,

@@ -70,7 +70,8 @@ def plugin_option(func):
         expose_value=False,
         is_eager=True,
         metavar="MOD",
-        help="Import MOD (a module name or a .py file) that registers variants or tasks.",
+        help="Import MOD (a module name, a .py file, or DIR/MODULE: that module as found in DIR) "
+             "that registers variants or tasks.",
     )(func)
 
 
@@ -203,7 +204,8 @@ def _on_sigterm(signum, frame) -> None:
 @contextlib.contextmanager
 def _sigterm_unwinds():
     """SIGTERM (`kill`, `timeout`, a job scheduler) raises `Terminated` while a command runs,
-    instead of ending the process on the spot, which left a subprocess worker running its cell."""
+    instead of ending the process on the spot, which left a subprocess worker running its cell.
+    (Before this, while torch imports, `attnbench/__init__.py` catches it for the console script.)"""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may
         yield
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -16,7 +17,8 @@ from attnbench.registry import PLUGIN_FILE_MODULE, PluginWarning, registration_c
 
 
 def import_plugin(target: str) -> ModuleType:
-    """Import `target` (``my_pkg.attn`` or ``path/to/attn.py``); its import registers variants/tasks.
+    """Import `target` (``my_pkg.attn``, ``path/to/attn.py``, or ``DIR/my_pkg.attn``: that module
+    with DIR on sys.path); its import registers variants/tasks.
 
     A module that registers nothing on its first import is imported anyway, with a PluginWarning:
     the usual cause is a class left without its `@register_variant`.
@@ -24,14 +26,15 @@ def import_plugin(target: str) -> ModuleType:
     target = target.strip()
     if not target:
         raise PluginError("--plugin: empty module name")
-    is_file = target.endswith(".py") or os.sep in target
+    directory, name = _module_in_directory(target)
+    is_file = directory is None and (target.endswith(".py") or os.sep in target)
     if is_file and not Path(target).is_file():
         raise PluginError(f"--plugin {target}: no such file")
     # a file runs again each time (its registrations replace themselves); a module runs once
-    first_import = is_file or target not in sys.modules
+    first_import = is_file or name not in sys.modules
     before = registration_count()
     try:
-        module = _import_file(Path(target)) if is_file else _import_module(target)
+        module = _import_file(Path(target)) if is_file else _import_module(name, directory)
     except AttnbenchError as exc:  # a malformed spec, a name clash: the plugin's own error, named
         raise PluginError(f"--plugin {target}: {exc}") from exc
     except (Exception, SystemExit) as exc:  # a module that calls sys.exit() at import is a failed import too
@@ -46,11 +49,42 @@ def import_plugin(target: str) -> ModuleType:
     return module
 
 
+def recorded_plugin(target: str) -> str:
+    """How a run records `--plugin target` (imported already) so that `--resume` imports the same
+    code from any directory: a file's path made absolute; a module name as it is where it imports
+    without the current directory (installed, or on PYTHONPATH), else ``DIR/name``, DIR the absolute
+    directory it was found in, which `import_plugin` imports as `name` with DIR on sys.path (so a
+    package keeps its relative imports and a module its imports of its neighbours)."""
+    target = target.strip()
+    directory, name = _module_in_directory(target)
+    if directory is not None:
+        return str(directory.resolve() / name)
+    if target.endswith(".py") or os.sep in target:
+        return str(Path(target).resolve())
+    top = target.partition(".")[0]
+    spec = getattr(sys.modules.get(top), "__spec__", None)
+    root = _search_root(spec)
+    if root is None or _imports_without_cwd(top, spec):
+        return target
+    return str(root / target)
+
+
 def plugin_module_name(path: Path) -> str:
     """The module name of a plugin file: its stem and a short hash of its resolved path, so that two
     files named alike are two modules (their clashing names are refused), and one file is one module."""
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     return f"{PLUGIN_FILE_MODULE}{path.stem}_{digest}"
+
+
+def _module_in_directory(target: str) -> tuple[Path | None, str]:
+    """``DIR/my_pkg.attn`` (not a file, DIR a directory, the rest a dotted name) → (DIR, name);
+    anything else → (None, target)."""
+    if os.sep not in target or target.endswith(".py") or Path(target).is_file():
+        return None, target
+    directory, _, name = target.rpartition(os.sep)
+    if not (name and all(part.isidentifier() for part in name.split(".")) and Path(directory or os.sep).is_dir()):
+        return None, target
+    return Path(directory or os.sep), name
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -62,7 +96,49 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def _import_module(target: str) -> ModuleType:
-    if "" not in sys.path and os.getcwd() not in sys.path:
+def _import_module(target: str, directory: Path | None = None) -> ModuleType:
+    if directory is not None:  # where the run that recorded it found it
+        entry = str(directory.resolve())
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    elif "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # a module beside the user, as `python -m` would find it
     return importlib.import_module(target)
+
+
+def _search_root(spec) -> Path | None:
+    """The directory a top-level module or package was found in (the sys.path entry); None where it
+    has no location on disk (built in, frozen, in a zip file)."""
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or ())
+    if locations:  # a package (a namespace package has no origin)
+        folder = Path(locations[0])
+    elif spec.has_location and spec.origin:
+        folder = Path(spec.origin)
+    else:
+        return None
+    return folder.parent if folder.parent.is_dir() else None
+
+
+def _imports_without_cwd(top: str, spec) -> bool:
+    """Whether `import top` finds the same module with the current directory (and relative entries)
+    off sys.path, as it would in a command run anywhere else."""
+    here = Path.cwd().resolve()
+    entries = [p for p in sys.path if p and os.path.isabs(p) and Path(p).resolve() != here]
+    for finder in sys.meta_path:
+        try:
+            if finder is importlib.machinery.PathFinder:
+                found = finder.find_spec(top, entries)
+            else:
+                found = finder.find_spec(top, None) if hasattr(finder, "find_spec") else None
+        except Exception:  # a finder of someone else's that fails on this name: not one that finds it
+            found = None
+        if found is not None:
+            return _location(found) == _location(spec)
+    return False
+
+
+def _location(spec) -> tuple[str, ...]:
+    paths = [spec.origin] if spec.has_location and spec.origin else list(spec.submodule_search_locations or ())
+    return tuple(os.path.realpath(p) for p in paths)

@@ -51,8 +51,12 @@ peak memory (`peak_memory`, bytes above the baseline at the start of the callabl
     two methods agree to 0.01 MiB. It excludes what a compiled kernel allocates outside torch's
     allocator (a C++ kernel's stack or `std::vector` scratch). Where a profiler is already running
     it is not used (a second one would end that session): the eager form's count stays. torch's
-    allocator logs one warning line on stderr (and one in a thousand after) when a block made
-    before profiling is freed while profiling.
+    allocator logs a warning line on stderr from C++ (`[W… CPUAllocator.cpp:…] Memory block of
+    unknown size was allocated before the profiling started…`, once and then one in a thousand)
+    whenever a block made before profiling is freed while profiling, as a step that drops the last
+    call's output or gradients does. That free is expected here, so the profiled call's stderr
+    (fd 2) is held in a temporary file and written out after it without that line; any other line
+    still comes out, only later (and a crash inside that one call would lose them).
 
 FLOPs (`count_flops`)
     `torch.utils.flop_counter.FlopCounterMode`: the matmul-class ops (mm, bmm, addmm, convolution,
@@ -86,6 +90,8 @@ import copy
 import functools
 import math
 import os
+import sys
+import tempfile
 import threading
 import weakref
 from dataclasses import asdict, dataclass
@@ -122,6 +128,9 @@ CPU_ALLOCATOR_METHOD = "cpu-allocator events (compiled kernel)"
 # the counted call ran a compiled kernel's eager form (variants/compiled.py), and this torch's
 # profiler gave no allocation events: its memory, not the compiled code's
 CPU_EAGER_PATH_METHOD = "tensor-bytes (eager path of a compiled kernel)"
+# what torch's CPU allocator logs (from C++, on stderr) when a block made before memory profiling
+# started is freed while profiling: expected of `allocator_peak`, which keeps it off stderr
+UNKNOWN_BLOCK_WARNING = b"Memory block of unknown size was allocated before the profiling started"
 MATMUL_SIZE = {"cpu": 1024, "cuda": 8192}  # square matmul edge for `matmul_peak`
 OOM_MARKERS = ("out of memory", "can't allocate memory", "defaultcpuallocator")
 # scaled_dot_product_attention's kernels, by the ATen op the profiler records for each
@@ -286,7 +295,7 @@ def allocator_peak(fn: Callable[[], object]) -> int | None:
             return None
     except (ImportError, AttributeError):
         return None
-    with _cpu_profiler(profile_memory=True) as prof:
+    with _STDERR_HELD, _stderr_without(UNKNOWN_BLOCK_WARNING), _cpu_profiler(profile_memory=True) as prof:
         fn()
     events = []  # (time, −bytes, address): at one instant allocations (bytes > 0) sort first
     try:
@@ -308,6 +317,48 @@ def allocator_peak(fn: Callable[[], object]) -> int | None:
         elif ptr in sizes:
             live -= sizes.pop(ptr)
     return peak
+
+
+_STDERR_HELD = threading.Lock()  # one thread at a time points fd 2 elsewhere (and profiles)
+
+
+@contextlib.contextmanager
+def _stderr_without(needle: bytes):
+    """What is written to fd 2 during the block (by native code too), less the lines containing
+    `needle`: held in a temporary file and written out, in order, when the block ends. Where fd 2
+    cannot be duplicated or no temporary file made, nothing is held."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr
+        yield
+        return
+    try:
+        held = tempfile.TemporaryFile()
+    except OSError:  # nowhere to hold it
+        os.close(saved)
+        yield
+        return
+    _flush(sys.stderr)
+    os.dup2(held.fileno(), 2)
+    try:
+        yield
+    finally:
+        _flush(sys.stderr)
+        os.dup2(saved, 2)
+        os.close(saved)
+        with held:
+            held.seek(0)
+            rest = b"".join(line for line in held if needle not in line)
+        try:
+            while rest:
+                rest = rest[os.write(2, rest):]
+        except OSError:  # stderr gone: nothing to show them on
+            pass
+
+
+def _flush(stream) -> None:
+    with contextlib.suppress(Exception):  # a closed or replaced sys.stderr
+        stream.flush()
 
 
 def _cpu_profiler(**options) -> torch.profiler.profile:

@@ -496,6 +496,35 @@ def test_sdpa_kernels_names_the_kernel_sdpa_ran_and_the_math_fallback():
     assert sdpa_kernels(lambda: q @ q.transpose(-1, -2))[0] == ()
 
 
+# a fresh process: torch's allocator logs its warning once (then one in a thousand) per process
+ALLOCATOR_WARNING_PROBE = """
+import os, sys, warnings, torch
+from attnbench.runner.measure import allocator_peak
+box = {"out": torch.empty(1_000_000)}  # made before profiling
+
+def call():  # as verify() does: each call's output replaces the last one's, freeing it while profiling
+    os.write(2, b"a native line\\n")
+    print("a python line", file=sys.stderr)
+    warnings.warn("a warning of its own")
+    box["out"] = torch.empty(1_000_000)
+
+print(allocator_peak(call))
+"""
+
+
+def test_the_compiled_kernels_memory_count_keeps_torchs_allocator_warning_off_stderr_and_nothing_else():
+    done = subprocess.run([sys.executable, "-c", ALLOCATOR_WARNING_PROBE], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4000000"
+    # before: [W1128 04:34:34.392851362 CPUAllocator.cpp:245] Memory block of unknown size was allocated before …
+    assert "CPUAllocator" not in done.stderr and "unknown size" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    shown = [next(i for i, line in enumerate(lines) if text in line)
+             for text in ("a native line", "a python line", "UserWarning: a warning of its own")]
+    assert shown == sorted(shown), done.stderr  # the other lines all come out, in order
+
+
 def test_bench_perf_records_the_sdpa_kernel_and_judges_multi_head_by_it(monkeypatch):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 
 from attnbench import build_variant, list_variants
 from attnbench.errors import PluginError
+from attnbench.plugins import import_plugin, recorded_plugin
 from attnbench.registry import PluginWarning
 from attnbench.variants.check import FAIL, run_checks
 
@@ -126,3 +128,61 @@ def test_a_plugin_that_does_not_import_is_one_clear_line(target, message, tmp_pa
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"bench: error: {message}")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- --plugin NAME, recorded for --resume
+PACKAGE = {  # a package beside the user, with relative imports: `--plugin my_pkg.attn`
+    "__init__.py": "",
+    "base.py": "from attnbench.variants.multi_head import MultiHeadAttention as Base\n",
+    "attn.py": "from attnbench import register_variant\nfrom .base import Base\n\n"
+               "@register_variant('pkg-copy')\nclass Copy(Base):\n    pass\n",
+}
+
+
+def test_a_run_with_plugins_named_from_its_directory_resumes_from_another(tmp_path):
+    src, elsewhere, out = tmp_path / "src", tmp_path / "elsewhere", tmp_path / "run"
+    (src / "my_pkg").mkdir(parents=True)
+    elsewhere.mkdir()
+    (src / "my_attention.py").write_text(GOOD_MODULE.replace("\n    ", "\n"))
+    for name, text in PACKAGE.items():
+        (src / "my_pkg" / name).write_text(text)
+    started = bench("run", "--plugin", "my_attention", "--plugin", "my_pkg.attn", "--profile", "smoke",
+                    "--variants", "mha-copy,pkg-copy", "--tasks", "copy", "--lengths", "16", "--kinds", "accuracy",
+                    "--threads", "1", "--device", "cpu", "--quiet", "--out", str(out), cwd=src)
+    assert started.returncode == 0, started.stderr
+    # where the plugins were found: the names keep the module's identity, the package its relative imports
+    recorded = [str(src.resolve() / "my_attention"), str(src.resolve() / "my_pkg.attn")]
+    assert json.loads((out / "env.json").read_text())["options"]["plugins"] == recorded
+    cells = out / "cells.jsonl"
+    lines = cells.read_text().splitlines()
+    assert len(lines) == 2
+    cells.write_text(lines[0] + "\n")  # as if killed after the first cell
+    resumed = bench("run", "--resume", str(out), cwd=elsewhere)  # before: No module named 'my_attention'
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"--plugin {recorded[0]} --plugin {recorded[1]}" in resumed.stderr
+    assert cells.read_text().splitlines()[0] == lines[0] and len(cells.read_text().splitlines()) == 2
+
+
+def test_a_plugin_module_is_recorded_by_name_where_it_imports_without_the_current_directory(
+    tmp_path, monkeypatch, sandbox
+):
+    lib, here = tmp_path / "lib", tmp_path / "here"
+    lib.mkdir()
+    here.mkdir()
+    for folder, name in ((lib, "rec_installed"), (here, "rec_beside")):
+        text = GOOD_MODULE.replace("\n    ", "\n").replace('"mha-copy", aliases=("copycat",)', repr(name))
+        (folder / f"{name}.py").write_text(text)
+    monkeypatch.setattr(sys, "path", [str(lib), *sys.path])  # as site-packages or PYTHONPATH would put it
+    monkeypatch.chdir(here)
+    try:
+        import_plugin("rec_installed")
+        import_plugin("rec_beside")
+        assert recorded_plugin("rec_installed") == "rec_installed"
+        beside = str(here.resolve() / "rec_beside")
+        assert recorded_plugin("rec_beside") == beside
+        assert recorded_plugin(beside) == beside  # a resume records what it was given
+        assert recorded_plugin("rec_beside.py") == str(here.resolve() / "rec_beside.py")
+        assert recorded_plugin("json") == "json"
+    finally:
+        for name in ("rec_installed", "rec_beside"):
+            sys.modules.pop(name, None)

@@ -200,6 +200,51 @@ def test_sigterm_stops_the_run_in_one_line_and_takes_its_worker_along(tmp_path: 
     FileLock(tmp_path / "run" / "run.lock", timeout=0).acquire()  # released: a resume may take it
 
 
+# a startup hook (sitecustomize.py on PYTHONPATH): holds `import torch` (the first and slowest of `bench`'s imports)
+# until the test has sent its signal, so that the signal lands in the imports every time
+HOLD_TORCH = """
+import os, sys, time
+
+class HoldTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            open(os.environ["ATTNBENCH_TEST_HELD"], "w").close()
+            for _ in range(6000):  # the signal ends this; else the import goes on after a minute
+                time.sleep(0.01)
+        return None
+
+sys.meta_path.insert(0, HoldTorch())
+"""
+# what pip writes as the `bench` console script (entry point attnbench.cli:main)
+CONSOLE_SCRIPT = "import sys\nfrom attnbench.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+
+
+def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_TORCH)
+    (tmp_path / "bench").write_text(CONSOLE_SCRIPT)
+    held = tmp_path / "held"
+    env = {**os.environ, "ATTNBENCH_TEST_HELD": str(held),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "bench"), "ls", "variants"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not held.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert held.exists() and proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err.strip(), out) == (128 + signal.SIGTERM, "bench: terminated", "")  # before: -15, ""
+
+
+def test_importing_attnbench_as_a_library_leaves_sigterm_alone() -> None:
+    code = "import signal, attnbench; print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker through /proc")
 def test_a_worker_whose_bench_run_is_killed_outright_exits_too(tmp_path: Path) -> None:
     proc, worker = _start_hanging_run(tmp_path / "run", "subprocess")
