@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -16,17 +18,18 @@ from rich.table import Table
 from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_THREADS
-from attnbench.plugins import import_plugin
+from attnbench.plugins import import_plugin, recorded_plugin
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
+from attnbench.runner.pool import MAX_JOBS
 from attnbench.runner.store import STATUSES, export, load_results, recorded_options, recorded_tasks
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
 # the options a run records in env.json; `--resume DIR` takes each one not given again from there
 RECORDED = ("profile", "variants", "tasks", "lengths", "efficiency_lengths", "seeds", "kinds", "device", "dtype",
-            "threads", "executor", "cross", "max_cell_seconds")
+            "threads", "executor", "jobs", "cross", "max_cell_seconds")
 
 
 STATUS_STYLE = {"ok": "green", "unsupported": "yellow", "timeout": "magenta", "oom": "magenta", "error": "bold red"}
@@ -164,7 +167,11 @@ def _labels(records: list[dict], kind: str) -> list[str]:
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="Torch threads (default: torch's; recorded).")
 @click.option("--executor", type=Choice(EXECUTORS), default="local", show_default=True,
-              help="local: in-process; subprocess: a worker process that a hang or crash costs one cell.")
+              help="local: in-process; subprocess: a worker process that a hang or crash costs one cell; "
+                   "ray: Ray actors, on this machine or the cluster RAY_ADDRESS names (attnbench[ray]).")
+@click.option("--jobs", type=click.IntRange(1, MAX_JOBS), default=None,
+              help="Accuracy cells at once, each in its own worker (subprocess, ray); efficiency cells are "
+                   "always timed one at a time [default: 1; ray: as many as the cluster holds].")
 @click.option("--cross", default=None,
               help="Variant for cross-attention in seq2seq, options inline as in --variants: 'additive(heads=2)' "
                    "(default: the same variant).")
@@ -188,6 +195,7 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
       bench run --variants all                       # the quick profile, a few minutes on a CPU
       bench run --variants 'local(window=16),multi-head' --tasks distance --lengths 128
       bench run --profile smoke --executor subprocess --max-cell-seconds 60
+      bench run --profile standard --executor subprocess --jobs 4 --threads 2
       bench run --resume results/runs/20261127-101500-quick
       bench run --profile standard --dry-run           # how many cells, and how long at most
     """
@@ -212,26 +220,28 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         dtype=params["dtype"],
         threads=params["threads"],
         executor=executor,
+        jobs=params["jobs"],
         max_cell_seconds=params["max_cell_seconds"],
         cross=params["cross"],
         plugins=plugins,
         recorded_tasks=recorded_tasks(resume) if resume is not None else None,
     )
     sweep = plan_sweep(request)
+    _warn_if_crowded(executor, params["jobs"], sweep.plan.threads)
     if dry_run:
         todo = pending_cells(sweep, resume, statuses)
         _say_taken(taken, quiet)
-        _print_plan(sweep, todo)
+        _print_plan(sweep, todo, params["jobs"])
         return 0
     options = {**params, "tasks": sweep.tasks_text,  # data paths absolute: a resume elsewhere reads the same files
-               "plugins": [str(Path(t).resolve()) if Path(t).is_file() else t for t in plugins]}
+               "plugins": [recorded_plugin(t) for t in plugins]}  # importable from any directory
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
     _say_taken(taken, quiet)
     with store:
         if quiet:
-            outcome = run_sweep(sweep, store, executor=executor, retry=statuses)
+            outcome = run_sweep(sweep, store, executor=executor, jobs=params["jobs"], retry=statuses)
         else:
-            outcome = _run_with_progress(sweep, store, executor, statuses)
+            outcome = _run_with_progress(sweep, store, executor, params["jobs"], statuses)
     bad = [r for r in outcome.records if r["status"] != "ok"]
     if quiet:
         click.echo(str(outcome.path))
@@ -249,7 +259,16 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     return 0
 
 
-def _print_plan(sweep: SweepPlan, todo: list[Cell]) -> None:
+def _warn_if_crowded(executor: str, jobs: int | None, threads: int) -> None:
+    """One line when `--jobs` workers on this machine want more threads than it has cores: their
+    records are the same, but each cell runs slower than alone (and may reach its budget)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if executor == "subprocess" and jobs and jobs * threads > cores:
+        click.echo(f"bench: warning: --jobs {jobs} × {threads} threads a cell exceeds this machine's {cores} "
+                   f"cores; cells will contend for them (--threads {max(1, cores // jobs)} fits)", err=True)
+
+
+def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:
     """`--dry-run`: the cells to run, one row per (kind, variant, task), and their time budget."""
     if not todo:
         console.print(f"all {len(sweep.cells)} cells of the grid are recorded: nothing to run", highlight=False)
@@ -267,20 +286,31 @@ def _print_plan(sweep: SweepPlan, todo: list[Cell]) -> None:
     console.print(table)
     budgets = [cell_budget(cell, sweep.plan) for cell in todo]
     if all(budgets):
-        total = sum(budgets)
+        total = _most_seconds(todo, budgets, jobs or 1)
+        at_once = f", {jobs} accuracy cells at a time" if jobs and jobs > 1 else ""
         console.print(f"at most {_duration(total)} if every cell used its whole budget "
-                      f"({', '.join(f'{b:g} s' for b in sorted(set(budgets)))} a cell)", highlight=False)
+                      f"({', '.join(f'{b:g} s' for b in sorted(set(budgets)))} a cell{at_once})", highlight=False)
     else:
         console.print("no time bound: this profile gives its cells no budget (--max-cell-seconds sets one)",
                       highlight=False)
     console.print("nothing was run or written (drop --dry-run to run it)", highlight=False)
 
 
+def _most_seconds(todo: list[Cell], budgets: list[float], jobs: int) -> float:
+    """The longest the cells may take: efficiency cells one after another, accuracy cells `jobs` at
+    a time, each starting as soon as a job is free (so at most sum/jobs + (1 - 1/jobs)·longest:
+    Graham's bound for list scheduling)."""
+    timed = [b for c, b in zip(todo, budgets) if c.kind == "efficiency"]
+    pooled = [b for c, b in zip(todo, budgets) if c.kind != "efficiency"]
+    spread = sum(pooled) / jobs + (1 - 1 / jobs) * max(pooled) if pooled else 0.0
+    return sum(timed) + spread
+
+
 def _duration(seconds: float) -> str:
-    """'2 h 05 min', '12 min', '40 s'."""
+    """'2 h 05 min', '12 min', '40 s': rounded up, since it states a bound."""
     if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
+        return f"{math.ceil(seconds)} s"
+    minutes = math.ceil(seconds / 60)
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
@@ -303,12 +333,14 @@ def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple) -> t
         plugins = tuple(recorded["plugins"])
         for target in plugins:
             import_plugin(target)
+    if "executor" not in taken:  # an executor given again starts without the old one's --jobs
+        taken.pop("jobs", None)
     shown = [f"--{name.replace('_', '-')} {value}" for name, value in taken.items() if value != params[name]]
     shown += [f"--plugin {target}" for target in plugins if target not in ctx.meta.get("attnbench.plugins", ())]
     return {**params, **taken}, plugins, shown
 
 
-def _run_with_progress(sweep, store, executor, retry):
+def _run_with_progress(sweep, store, executor, jobs, retry):
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -329,7 +361,8 @@ def _run_with_progress(sweep, store, executor, retry):
             progress.console.print(describe(record), highlight=False)
             progress.advance(bar)
 
-        return run_sweep(sweep, store, executor=executor, retry=retry, on_start=on_start, on_record=on_record)
+        return run_sweep(sweep, store, executor=executor, jobs=jobs, retry=retry, on_start=on_start,
+                         on_record=on_record)
 
 
 @cli.command("export")

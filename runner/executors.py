@@ -1,4 +1,4 @@
-"""Executors: where cells run. Both yield the same records for deterministic cells.
+"""Executors: where cells run. All yield the same records for deterministic cells.
 
 - `local`: in this process. Fast to start; a cell over its budget is stopped by SIGALRM between
   Python bytecodes; a segfault or an OOM kill would end the sweep (already recorded cells stay).
@@ -6,6 +6,10 @@
   that is reused from cell to cell (importing torch costs seconds) and replaced when it dies or
   hangs. The parent enforces the per-cell budget by killing the worker, so a hang, a segfault or
   the kernel's OOM killer costs exactly one cell, recorded as `timeout`, `error` or `oom`.
+- `ray` (the `attnbench[ray]` extra, `runner.ray_executor`): the same for a Ray actor, which may
+  live on another machine of a Ray cluster; only accuracy cells go there (`timing_executor`).
+
+An executor runs one cell at a time; `runner.pool` runs several executors side by side.
 
 Protocol: the parent writes one JSON line per cell ({"cell": …, "plan": …}) to the worker's stdin;
 the worker answers with one line `@@record <json>` on its stdout, which carries nothing else (its
@@ -29,7 +33,7 @@ from attnbench.runner.execute import Plan, cell_budget, execute_cell
 from attnbench.errors import AttnbenchError
 from attnbench.runner.worker import PARENT_ENV, READY
 
-EXECUTORS = ("local", "subprocess")
+EXECUTORS = ("local", "subprocess", "ray")
 MARK = "@@record "
 # without a cell budget, a worker still gets this long before it counts as hung
 DEFAULT_WORKER_SECONDS = 6 * 3600
@@ -105,14 +109,14 @@ class SubprocessExecutor:
                 if not self.started:  # the environment is broken for every cell: stop the sweep
                     raise
                 # a replacement (after a crash, a hang or an OOM kill) failed: this cell only
-                return self._failed(cell, started, "error", str(exc))
+                return failed_record(cell, started, "error", str(exc))
         budget = cell_budget(cell, self.plan)
         message = json.dumps({"cell": cell.to_dict(), "plan": self.plan.to_dict()})
         try:
             self.proc.stdin.write(message + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
-            return self._failed(cell, started, "error", "the worker process died before the cell started")
+            return failed_record(cell, started, "error", "the worker process died before the cell started")
         # the worker's own SIGALRM fires at `budget`; the parent kills at budget + grace
         deadline = started + (budget + 30 if budget else DEFAULT_WORKER_SECONDS)
         for line in self._lines(deadline):
@@ -125,12 +129,12 @@ class SubprocessExecutor:
         if self.proc.poll() is None:  # hung past the deadline
             self._kill()
             limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"
-            return self._failed(cell, started, "timeout", f"over {limit}; worker killed")
+            return failed_record(cell, started, "timeout", f"over {limit}; worker killed")
         code = self.proc.returncode
         self.proc = None
         if code == -signal.SIGKILL:
-            return self._failed(cell, started, "oom", "worker killed by SIGKILL (the kernel's OOM killer?)")
-        return self._failed(cell, started, "error", f"worker process died ({_exit_reason(code)})")
+            return failed_record(cell, started, "oom", "worker killed by SIGKILL (the kernel's OOM killer?)")
+        return failed_record(cell, started, "error", f"worker process died ({_exit_reason(code)})")
 
     def _lines(self, deadline: float) -> Iterator[str]:
         """Lines from the worker until EOF or the deadline (the worker's stdout carries only
@@ -144,15 +148,6 @@ class SubprocessExecutor:
                 if line == "":
                     return
                 yield line
-
-    def _failed(self, cell: Cell, started: float, status: str, message: str) -> dict[str, Any]:
-        return {
-            **cell.to_dict(),
-            "status": status,
-            "message": message,
-            "result": None,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
 
     def _kill(self) -> None:
         if self.proc is not None:
@@ -174,9 +169,32 @@ class SubprocessExecutor:
         self.proc = None
 
 
+def failed_record(cell: Cell, started: float, status: str, message: str) -> dict[str, Any]:
+    """The record of a cell whose executor lost it (a killed or dead worker): no result."""
+    return {
+        **cell.to_dict(),
+        "status": status,
+        "message": message,
+        "result": None,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
 def _exit_reason(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def make_executor(name: str, plan: Plan):
+    if name == "ray":  # imported only when asked for: Ray is an optional extra
+        from attnbench.runner.ray_executor import RayExecutor
+
+        return RayExecutor(plan)
     return {"local": LocalExecutor, "subprocess": SubprocessExecutor}[name](plan)
+
+
+def timing_executor(name: str) -> str:
+    """The executor that times efficiency cells for a sweep that runs its others on `name`: itself,
+    except Ray, whose actors may sit on any machine of a cluster. A timing belongs to the machine
+    that env.json describes (its matmul peak, its CPU), and a cluster's machines need not match
+    it or each other, so these cells run here, in a worker process."""
+    return "subprocess" if name == "ray" else name

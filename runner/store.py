@@ -197,8 +197,9 @@ class RunStore:
             ) from None
 
     def records(self) -> list[dict]:
-        """The recorded cells, last record per key; torn or corrupted lines skipped with a warning."""
-        return _read_cells(self.path / CELLS_FILE)
+        """The recorded cells, last record per key, in grid order; torn or corrupted lines skipped
+        with a warning."""
+        return in_grid_order(_read_cells(self.path / CELLS_FILE), self._grid)
 
     def done_keys(self, *, retry: tuple[str, ...] = ()) -> set[str]:
         """Keys of cells already recorded, except those whose status is in `retry` (rerun those)."""
@@ -268,7 +269,33 @@ def read_records(run_dir: str | Path) -> list[dict]:
     """The cell records of a run, read without locking (for reports), last record per key."""
     run_dir = Path(run_dir)
     _require_run(run_dir)
-    return _read_cells(run_dir / CELLS_FILE)
+    return in_grid_order(_read_cells(run_dir / CELLS_FILE), _read_json(run_dir, GRID_FILE))
+
+
+def in_grid_order(records: list[dict], grid: dict) -> list[dict]:
+    """`records` in the order the grid plans their cells (accuracy by task, length, variant, seed;
+    then efficiency by length, variant), whatever order they were appended in: cells run with
+    `--jobs` finish in any order, and a `--retry` appends its reruns last, but a report's rows must
+    not depend on either. Records the grid does not name keep their order, after the others."""
+    def places(values) -> dict:  # a field of another shape (an old or edited grid.json) orders nothing
+        return {json.dumps(v): i for i, v in enumerate(values)} if isinstance(values, list) else {}
+
+    tasks, variants, seeds = places(grid.get("tasks")), places(grid.get("variants")), places(grid.get("seeds"))
+    per_task = grid.get("lengths")
+    lengths = {task: places(ns) for task, ns in per_task.items()} if isinstance(per_task, dict) else {}
+    timed = places(grid.get("efficiency_lengths"))
+    last = len(records)
+
+    def place(record: dict) -> tuple[int, ...]:
+        where = lambda table, value: table.get(json.dumps(value), last)  # noqa: E731
+        if record.get("kind") == "efficiency":
+            return (1, 0, where(timed, record.get("seq_len")), where(variants, record.get("variant_label")), 0)
+        task = record.get("task_label")
+        ns = lengths.get(task, {}) if isinstance(task, str) else {}
+        return (0, where(tasks, task), where(ns, record.get("seq_len")), where(variants, record.get("variant_label")),
+                where(seeds, record.get("seed")))
+
+    return sorted(records, key=place)  # stable: equal places keep the file's order
 
 
 def load_results(run_dir: str | Path) -> pd.DataFrame:

@@ -3,10 +3,12 @@
     request = SweepRequest(profile="quick", variants="all", tasks="all")
     outcome = run_sweep(request, out=None, resume=None)     # results/runs/<timestamp>-quick
 
-Every input is validated before any work starts (one-line AttnbenchError). Cells run in a fixed
+Every input is validated before any work starts (one-line AttnbenchError). Cells start in a fixed
 order — accuracy cells grouped by task, then efficiency cells — each ends in a record appended to
-the store as soon as it finishes, so a killed run loses at most the cell in flight and
-`--resume DIR` picks up where it stopped.
+the store as soon as it finishes, so a killed run loses at most the cells in flight and
+`--resume DIR` picks up where it stopped. With `jobs` > 1, up to that many accuracy cells run at
+once (`runner.pool`), and their records land in the order they finish; efficiency cells always run
+one at a time, alone, after them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from attnbench.limits import MAX_SEED, MAX_TOKENS
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.environment import collect
 from attnbench.runner.execute import DTYPES, Plan
-from attnbench.runner.executors import EXECUTORS, make_executor
+from attnbench.runner.executors import EXECUTORS, make_executor, timing_executor
+from attnbench.runner.pool import CellPool, check_jobs
+from attnbench.runner.ray_executor import check_available
 from attnbench.runner.profiles import PROFILES, Profile
 from attnbench.runner.store import (
     RunStore,
@@ -59,6 +63,7 @@ class SweepRequest:
     dtype: str = "fp32"
     threads: int | None = None
     executor: str = "local"
+    jobs: int | None = None  # accuracy cells at once (None: 1, or the Ray cluster's slots); not part of the grid
     max_cell_seconds: float | None = None
     cross: str | None = None
     plugins: tuple[str, ...] = ()
@@ -82,6 +87,9 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     profile = PROFILES[request.profile]
     if request.executor not in EXECUTORS:
         raise AttnbenchError(f"--executor: {request.executor!r} is not one of {', '.join(EXECUTORS)}")
+    check_jobs(request.jobs, request.executor)
+    if request.executor == "ray":
+        check_available()
     if request.dtype not in DTYPES:
         raise AttnbenchError(f"--dtype: {request.dtype!r} is not one of {', '.join(DTYPES)}")
     unknown = [k for k in request.kinds if k not in KINDS]
@@ -270,34 +278,54 @@ def run_sweep(
     store: RunStore,
     *,
     executor: str = "local",
+    jobs: int | None = None,
     retry: tuple[str, ...] = (),
     on_start: Callable[[int, int], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
 ) -> SweepOutcome:
-    """Run every cell not yet recorded in `store`; each record is appended as it finishes."""
+    """Run every cell not yet recorded in `store`; each record is appended as it finishes.
+
+    Accuracy cells run `jobs` at a time (executors that compute outside this process); efficiency
+    cells then run one at a time on this machine, so that no other cell of the sweep shares it
+    while they are timed, and in order, so that an out-of-memory or time-out skips the variant's
+    longer lengths (`_skip_longer`)."""
     started = time.perf_counter()
     done = store.done_keys(retry=retry)
     todo = [c for c in sweep.cells if c.key not in done]
     plan = replace(sweep.plan, peak_flops=store.env.get("matmul_peak_flops"))
     if on_start:
         on_start(len(todo), len(sweep.cells) - len(todo))
-    runner = make_executor(executor, plan)
+
+    def keep(record: dict) -> None:
+        store.append(record)
+        if on_record:
+            on_record(record)
+
+    accuracy = [c for c in todo if c.kind != "efficiency"]
+    timed = [c for c in todo if c.kind == "efficiency"]
+    pool = CellPool(executor, plan, jobs if accuracy else 1)  # jobs None: default_jobs
+    timing = timing_executor(executor)
+    # the pool's first executor times too where it runs on this machine (a worker that has already
+    # imported torch is reused); a Ray pool's cells run elsewhere, so timing gets its own
+    timer = pool.executors[0] if timing == executor else make_executor(timing, plan)
     failed_at: dict[str, dict] = {}  # efficiency: variant label → its first oom/timeout record
     for earlier in sorted(store.records(), key=lambda r: r["seq_len"]):  # a resumed run's too
         if earlier["kind"] == "efficiency" and earlier["status"] in ("oom", "timeout"):
             failed_at.setdefault(earlier["variant_label"], earlier)
     try:
-        for cell in todo:
-            record = _skip_longer(cell, failed_at) or runner.run(cell)
-            if cell.kind == "efficiency" and record["status"] in ("oom", "timeout"):
+        for record in pool.run(accuracy):
+            keep(record)
+        for cell in timed:
+            record = _skip_longer(cell, failed_at) or timer.run(cell)
+            if record["status"] in ("oom", "timeout"):
                 failed_at.setdefault(cell.variant_label, record)
-            store.append(record)
-            if on_record:
-                on_record(record)
-    except BaseException:  # Ctrl-C, SIGTERM, a failed write: the cell in flight is abandoned
-        runner.close(abandon=True)
+            keep(record)
+    except BaseException:  # Ctrl-C, SIGTERM, a failed write: the cells in flight are abandoned
+        pool.close(abandon=True)
+        timer.close(abandon=True)
         raise
-    runner.close()
+    pool.close()
+    timer.close()
     return SweepOutcome(
         path=store.path,
         records=store.records(),

@@ -1,0 +1,279 @@
+"""`--jobs`: accuracy cells side by side in worker processes (and Ray actors), efficiency cells
+alone after them; the same records as one cell at a time, in reports in the grid's order."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from attnbench.runner.cells import Cell
+from attnbench.runner.store import RunStore, read_records
+from support import one_error_line
+from test_reliability import _gone_within
+from test_runner import EXPECTED, FAULTS, by_variant, comparable, smoke_plan
+
+ACCURACY = ["--profile", "smoke", "--variants", "multi-head,local(window=4),linear", "--tasks", "mqar,copy",
+            "--lengths", "32", "--seeds", "0,1", "--threads", "1", "--device", "cpu", "--quiet"]
+
+
+def file_order(run: Path) -> list[dict]:
+    """The records as cells.jsonl holds them: in the order their cells finished."""
+    return [json.loads(line) for line in (run / "cells.jsonl").read_text().splitlines()]
+
+
+def test_jobs_give_the_records_of_one_cell_at_a_time_in_the_grids_order(tmp_path: Path, bench) -> None:
+    runs = {}
+    for name, executor, jobs in (("alone", "local", "1"), ("pool", "subprocess", "2")):
+        runs[name] = tmp_path / name
+        assert bench("run", *ACCURACY, "--kinds", "accuracy,efficiency", "--efficiency-lengths", "64,128",
+                     "--executor", executor, "--jobs", jobs, "--out", runs[name]) == 0
+    alone, pool = read_records(runs["alone"]), read_records(runs["pool"])
+    assert [r["key"] for r in alone] == [r["key"] for r in pool]  # read back in the grid's order
+    assert len(alone) == 3 * 2 * 2 + 3 * 2 and {r["status"] for r in pool} == {"ok"}
+    assert [comparable(r["result"]) for r in alone if r["kind"] == "accuracy"] == [
+        comparable(r["result"]) for r in pool if r["kind"] == "accuracy"]
+    kinds = [r["kind"] for r in file_order(runs["pool"])]  # efficiency cells were timed after the pool
+    assert kinds == sorted(kinds) and kinds.count("efficiency") == 6
+
+
+def test_a_hang_holds_only_its_own_job(tmp_path: Path, bench) -> None:
+    out = tmp_path / "run"
+    assert bench("run", "--plugin", FAULTS, "--profile", "smoke", "--variants", "fault-hang,linear,dot-product,local",
+                 "--tasks", "copy", "--lengths", "16", "--seeds", "0", "--kinds", "accuracy", "--threads", "1",
+                 "--executor", "subprocess", "--jobs", "2", "--max-cell-seconds", "8", "--out", out, "--quiet") == 0
+    finished = [(r["variant"], r["status"]) for r in file_order(out)]
+    # the second job ran the three other cells while the first one's hang used up its budget
+    assert finished == [("linear", "ok"), ("dot-product", "ok"), ("local", "ok"), ("fault-hang", "timeout")], finished
+
+
+def test_every_status_is_recorded_by_a_pool(tmp_path: Path, bench) -> None:
+    variants = [*EXPECTED, "fault-segfault"]
+    out = tmp_path / "run"
+    assert bench("run", "--plugin", FAULTS, "--profile", "smoke", "--variants", ",".join(variants),
+                 "--tasks", "translation", "--kinds", "accuracy", "--executor", "subprocess", "--jobs", "3",
+                 "--device", "cpu", "--out", out, "--quiet") == 0
+    records = by_variant(out)
+    for variant, (status, message) in EXPECTED.items():
+        assert records[variant]["status"] == status and message in records[variant]["message"], records[variant]
+    assert records["fault-segfault"]["status"] == "error" and "SIGSEGV" in records["fault-segfault"]["message"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers through /proc")
+def test_sigterm_ends_every_worker_of_a_pool(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", "run", "--plugin", FAULTS,
+                             "--profile", "smoke", "--variants", "fault-hang", "--tasks", "copy", "--lengths", "16",
+                             "--seeds", "0,1,2", "--kinds", "accuracy", "--threads", "1", "--executor", "subprocess",
+                             "--jobs", "2", "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    deadline = time.time() + 60
+    while time.time() < deadline and len(workers) < 2:  # the pool's threads start them: any task's children
+        time.sleep(0.1)
+        workers = [int(pid) for task in Path(f"/proc/{proc.pid}/task").glob("*") for pid in _children(task)]
+    assert len(workers) == 2, ("two workers did not start", proc.poll())
+    time.sleep(3)  # past their imports, into their cells
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM and err.strip().splitlines() == ["bench: terminated"], err
+    assert all(_gone_within(pid, 5) for pid in workers)
+    assert not (out / "cells.jsonl").exists() or not read_records(out)  # no hung cell was recorded as done
+
+
+def _children(task: Path) -> list[str]:
+    try:
+        return (task / "children").read_text().split()
+    except FileNotFoundError:  # a thread that ended while we looked
+        return []
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--jobs", "2"], "--jobs 2: the local executor computes in this process"),
+    (["--jobs", "0", "--executor", "subprocess"], "--jobs"),
+])
+def test_jobs_the_executor_cannot_run_are_one_line(tmp_path: Path, bench_output, args, expected) -> None:
+    code, out, err = bench_output("run", *ACCURACY, "--out", tmp_path / "run", *args)
+    assert code == 2 and expected in one_error_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_executor_given_again_on_resume_drops_the_runs_jobs(tmp_path: Path, bench, capsys) -> None:
+    out = tmp_path / "run"
+    first = ["--variants", "linear", "--tasks", "copy", "--lengths", "16", "--kinds", "accuracy", "--profile", "smoke"]
+    assert bench("run", *first, "--seeds", "0", "--executor", "subprocess", "--jobs", "2", "--out", out, "--quiet") == 0
+    env = json.loads((out / "env.json").read_text())
+    assert env["options"]["jobs"] == 2 and env["options"]["executor"] == "subprocess"
+    assert bench("run", "--resume", out, "--executor", "local", "--quiet") == 0  # not "--jobs 2: the local …"
+
+
+def test_dry_run_bounds_a_pool_by_grahams_bound(tmp_path: Path, bench_output) -> None:
+    code, out, _ = bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy",
+                                "--seeds", "0,1,2,3", "--lengths", "16", "--kinds", "accuracy",
+                                "--max-cell-seconds", "60", "--executor", "subprocess", "--jobs", "2", "--dry-run")
+    assert code == 0
+    # 4 cells of at most 60 s on 2 jobs: 4·60/2 + (1 - 1/2)·60 = 150 s, shown rounded up
+    assert "at most 3 min if every cell used its whole budget (60 s a cell, 2 accuracy cells at a time)" in " ".join(
+        out.split()), out
+
+
+def test_records_read_back_in_the_grids_order_whatever_order_they_finished_in(tmp_path: Path) -> None:
+    grid = {"tasks": ["copy", "mqar"], "variants": ["a", "b"], "seeds": [1, 0],
+            "lengths": {"copy": [32, 16], "mqar": [16]}, "efficiency_lengths": [64]}
+    planned = [Cell.make("accuracy", v, {}, t, {}, n, s) for t in ("copy", "mqar") for n in grid["lengths"][t]
+               for v in ("a", "b") for s in (1, 0)] + [Cell.make("efficiency", v, {}, None, {}, 64, 1) for v in "ab"]
+    with RunStore.create(tmp_path / "run", grid=grid, env={}) as store:
+        for cell in reversed(planned):
+            store.append({**cell.to_dict(), "status": "error", "message": "x", "result": None, "seconds": 0.0})
+        assert [r["key"] for r in store.records()] == [c.key for c in planned]
+    assert [r["key"] for r in read_records(tmp_path / "run")] == [c.key for c in planned]
+
+
+# ---------------------------------------------------------------------------- --executor ray
+HAS_RAY = getattr(importlib.util.find_spec("ray"), "origin", None) not in (None, "namespace")
+
+
+@pytest.mark.skipif(HAS_RAY, reason="Ray is installed here")
+def test_ray_without_ray_is_one_line(tmp_path: Path, bench_output) -> None:
+    code, _, err = bench_output("run", *ACCURACY, "--executor", "ray", "--out", tmp_path / "run")
+    assert code == 2 and "--executor ray: Ray is not installed (pip install 'attnbench[ray]')" in one_error_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="needs Ray (attnbench[ray])")
+def test_ray_actors_give_the_records_of_local_cells_and_every_status(tmp_path: Path, bench) -> None:
+    """A real local Ray instance (slow to start: one test does it all)."""
+    assert bench("run", *ACCURACY, "--kinds", "accuracy", "--out", tmp_path / "local") == 0
+    assert bench("run", *ACCURACY, "--kinds", "accuracy", "--executor", "ray", "--out", tmp_path / "ray") == 0
+    local, ray = read_records(tmp_path / "local"), read_records(tmp_path / "ray")
+    assert [comparable(r["result"]) for r in local] == [comparable(r["result"]) for r in ray]
+    out = tmp_path / "faults"
+    variants = [*EXPECTED, "fault-segfault", "fault-hang"]
+    assert bench("run", "--plugin", FAULTS, "--profile", "smoke", "--variants", ",".join(variants), "--tasks",
+                 "translation", "--kinds", "accuracy", "--executor", "ray", "--max-cell-seconds", "5",
+                 "--threads", "1", "--out", out, "--quiet") == 0
+    records = by_variant(out)
+    for variant, (status, message) in EXPECTED.items():
+        assert records[variant]["status"] == status and message in records[variant]["message"], records[variant]
+    assert records["fault-segfault"]["status"] == "error" and "Ray actor died" in records["fault-segfault"]["message"]
+    assert records["fault-hang"]["status"] == "timeout"
+
+
+class FakeRay(types.ModuleType):
+    """Just enough of Ray for RayExecutor: each actor call returns (or raises) the next outcome
+    of a script, so that every way a Ray call ends can be tried without Ray."""
+
+    class exceptions:  # noqa: N801 — ray.exceptions
+        class RayError(Exception):
+            pass
+
+        class GetTimeoutError(RayError, TimeoutError):
+            pass
+
+        class OutOfMemoryError(RayError):
+            pass
+
+        class ActorDiedError(RayError):
+            pass
+
+    def __init__(self, outcomes: list, *, start: list | None = None, nodes: list | None = None) -> None:
+        super().__init__("ray")
+        self.__spec__ = importlib.machinery.ModuleSpec("ray", None, origin=__file__)
+        self.outcomes, self.start = list(outcomes), list(start or [])
+        self._nodes = nodes if nodes is not None else [{"Alive": True, "Resources": {"CPU": 4.0}}]
+        self.killed = 0
+        self.options: dict = {}
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def nodes(self) -> list:
+        return self._nodes
+
+    def remote(self, **options):
+        self.options = options
+        fake = self
+
+        class Handle:
+            def __init__(self, plugins):
+                self.ready = SimpleNamespace(remote=lambda: fake.start.pop(0) if fake.start else 123)
+                self.run = SimpleNamespace(remote=lambda cell, plan: fake.outcomes.pop(0))
+
+        return lambda cls: SimpleNamespace(remote=Handle)
+
+    def get(self, outcome, timeout=None):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def kill(self, actor) -> None:
+        self.killed += 1
+
+
+def ray_executor(monkeypatch, fake: FakeRay):
+    from attnbench.runner.ray_executor import RayExecutor
+
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    return RayExecutor(smoke_plan(max_cell_seconds=5))
+
+
+CELL = Cell.make("accuracy", "linear", {}, "copy", {}, 16, 0)
+
+
+def test_ray_executor_turns_each_way_a_cell_ends_into_its_record(monkeypatch) -> None:
+    errors = FakeRay.exceptions
+    fake = FakeRay([
+        {"key": CELL.key, "status": "ok"},  # the actor's own record, as it is
+        errors.GetTimeoutError("no answer"),
+        errors.ActorDiedError("The actor died unexpectedly before finishing this task.\n\tpid: 7\n"
+                              "Task was killed due to the node running low on memory. Some common causes ..."),
+        errors.OutOfMemoryError("evicted"),
+        errors.ActorDiedError("The actor died unexpectedly before finishing this task.\n\tpid: 8\nWorker exit type: "
+                              "SYSTEM_ERROR. Some common causes include: (1) the OOM killer due to high memory usage"),
+    ])
+    executor = ray_executor(monkeypatch, fake)
+    records = [executor.run(CELL) for _ in range(5)]
+    assert records[0] == {"key": CELL.key, "status": "ok"}
+    assert [r["status"] for r in records[1:]] == ["timeout", "oom", "oom", "error"]
+    assert records[1]["message"] == "over the 5 s cell budget; Ray actor killed"
+    assert records[4]["message"] == ("Ray actor died: The actor died unexpectedly before finishing this task. "
+                                     "Worker exit type: SYSTEM_ERROR.")  # one line: ids and the causes left out
+    assert fake.killed == 4  # each lost cell's actor, and a fresh one for the next cell
+    assert fake.options == {"num_cpus": 1, "num_gpus": 0, "max_restarts": 0}
+
+
+def test_a_ray_actor_that_cannot_start_stops_the_sweep_only_before_any_started(monkeypatch) -> None:
+    from attnbench.runner.executors import WorkerStartError
+
+    died = FakeRay.exceptions.ActorDiedError("The actor died because of an error raised in its creation task, "
+                                             "ModuleNotFoundError: No module named 'attnbench'")
+    executor = ray_executor(monkeypatch, FakeRay([], start=[died]))
+    with pytest.raises(WorkerStartError, match="the actor could not start .*No module named 'attnbench'"):
+        executor.run(CELL)
+    fake = FakeRay([FakeRay.exceptions.ActorDiedError("gone")], start=[1, died])
+    executor = ray_executor(monkeypatch, fake)
+    assert executor.run(CELL)["status"] == "error"  # the first actor started, then died in its cell
+    record = executor.run(CELL)  # its replacement cannot start: this cell only
+    assert record["status"] == "error" and "could not start" in record["message"]
+
+
+def test_ray_pool_size_is_what_the_cluster_holds(monkeypatch) -> None:
+    from attnbench.errors import AttnbenchError
+    from attnbench.runner.ray_executor import cluster_slots
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}, {"Alive": True, "Resources": {"CPU": 3.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0}}]
+    monkeypatch.setitem(sys.modules, "ray", FakeRay([], nodes=nodes))
+    assert cluster_slots(smoke_plan(threads=2)) == 4 + 1  # a dead node holds nothing
+    assert cluster_slots(smoke_plan(threads=2, device="cuda")) == 1
+    with pytest.raises(AttnbenchError, match="no machine of the Ray cluster has 16 CPUs"):
+        cluster_slots(smoke_plan(threads=16))
