@@ -26,6 +26,13 @@ ACCURACY = ["--profile", "smoke", "--variants", "multi-head,local(window=4),line
             "--lengths", "32", "--seeds", "0,1", "--threads", "1", "--device", "cpu", "--quiet"]
 
 
+@pytest.fixture(autouse=True)
+def _isolated(sandbox):
+    """--plugin registrations made by a test (the fault variants) end with it: a later `--variants
+    all` would otherwise run fault-hang, which sleeps an hour."""
+    yield
+
+
 def file_order(run: Path) -> list[dict]:
     """The records as cells.jsonl holds them: in the order their cells finished."""
     return [json.loads(line) for line in (run / "cells.jsonl").read_text().splitlines()]
@@ -77,14 +84,18 @@ def test_sigterm_ends_every_worker_of_a_pool(tmp_path: Path) -> None:
                              "--jobs", "2", "--out", str(out), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers: list[int] = []
-    deadline = time.time() + 60
-    while time.time() < deadline and len(workers) < 2:  # the pool's threads start them: any task's children
-        time.sleep(0.1)
-        workers = [int(pid) for task in Path(f"/proc/{proc.pid}/task").glob("*") for pid in _children(task)]
-    assert len(workers) == 2, ("two workers did not start", proc.poll())
-    time.sleep(3)  # past their imports, into their cells
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(workers) < 2:  # the pool's threads start them: any task's children
+            time.sleep(0.1)
+            workers = [int(pid) for task in Path(f"/proc/{proc.pid}/task").glob("*") for pid in _children(task)]
+        assert len(workers) == 2, ("two workers did not start", proc.poll())
+        time.sleep(3)  # past their imports, into their cells
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:  # a failed wait must not leave the run (and its workers) sleeping on
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM and err.strip().splitlines() == ["bench: terminated"], err
     assert all(_gone_within(pid, 5) for pid in workers)
     assert not (out / "cells.jsonl").exists() or not read_records(out)  # no hung cell was recorded as done
