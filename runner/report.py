@@ -584,6 +584,9 @@ def _header(run: Run) -> str:
             f"{eff.get('d_model', '?')}, {eff.get('n_heads', '?')} heads, lengths "
             f"{', '.join(str(n) for n in eff.get('lengths') or grid.get('efficiency_lengths') or [])}"
         )
+    data = grid.get("data")
+    if isinstance(data, dict) and data:  # the user's data files the tasks read, and the bytes they held
+        lines.append("- **data**: " + "; ".join(f"`{file}` (sha256 {str(digest)[:12]}…)" for file, digest in data.items()))
     statuses = ", ".join(f"{k} {v}" for k, v in counts.items())
     lines.append(f"- **cells**: {len(run.records)} recorded ({statuses})" if len(counts) else "- **cells**: none recorded")
     if env.get("argv"):

@@ -247,10 +247,28 @@ def resumable_grid(path: Path, grid: dict) -> dict:
     """The grid stored in run `path`; StoreError when `grid` differs from it (a resume would plan
     other cells under the same keys)."""
     stored = _read_json(path, GRID_FILE)
-    diff = _grid_diff(stored, _json_roundtrip(grid))
+    new = _json_roundtrip(grid)
+    if "data" in stored:
+        _check_data(path, stored["data"], new.get("data"))
+    else:  # a run from before data files were checksummed: nothing to check them against
+        new.pop("data", None)
+    diff = _grid_diff(stored, new)
     if diff:
         raise StoreError(f"--resume {path}: this run's grid differs: {diff}")
     return stored
+
+
+def _check_data(path: Path, then: Any, now: Any) -> None:
+    """Each data file the run recorded must hold the same bytes now (StoreError otherwise): the
+    cells left would train and score on other data than the recorded ones, under the same keys."""
+    if not isinstance(then, dict) or not isinstance(now, dict):
+        return  # a grid.json edited out of shape: the grid comparison names it
+    for file, digest in then.items():
+        if file in now and now[file] != digest:
+            raise StoreError(
+                f"--resume {path}: data file {file} changed since the run started (sha256 {str(digest)[:12]}… "
+                f"then, {now[file][:12]}… now); restore it, or start a new run for the new data"
+            )
 
 
 def done_keys(records: list[dict], *, retry: tuple[str, ...] = ()) -> set[str]:

@@ -42,6 +42,7 @@ from attnbench.runner.store import (
 )
 from attnbench.selection import Selected, parse_one, parse_selection
 from attnbench.tasks.base import SPLITS, TASKS, build_task
+from attnbench.tasks.files import file_digest
 from attnbench.variants.base import VARIANTS, get_variant_spec
 
 DEFAULT_ROOT = Path("results") / "runs"
@@ -121,7 +122,9 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
             f"--max-cell-seconds must be positive and at most {MAX_CELL_SECONDS:g}, got {max_seconds:g}"
         )
 
-    lengths_of = {t.label: _task_lengths(t, profile, lengths) for t in tasks}
+    built = {t.label: build_task(t.name, **_task_options(t, profile)) for t in tasks}
+    lengths_of = {t.label: _task_lengths(t, built[t.label], profile, lengths) for t in tasks}
+    data = {str(path): file_digest(path) for task in built.values() for path in task.data_files()}
     cells = [
         Cell.make("accuracy", v.name, v.options, t.name, _task_options(t, profile), n, seed)
         for t in tasks
@@ -160,6 +163,8 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         "efficiency": plan.efficiency,
         "max_cell_seconds": max_seconds,
     }
+    if data:  # only where a task reads a user's file: the grids of other runs stay as they were
+        grid["data"] = data
     tasks_text = ",".join(t.label for t in tasks) if tasks != given else request.tasks
     return SweepPlan(profile, cells, plan, grid, tasks_text)
 
@@ -207,10 +212,9 @@ def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:
     return {**profile.task_options.get(selected.name, {}), **selected.options}
 
 
-def _task_lengths(selected: Selected, profile: Profile, override: tuple[int, ...] | None) -> tuple[int, ...]:
+def _task_lengths(selected: Selected, task, profile: Profile, override: tuple[int, ...] | None) -> tuple[int, ...]:
     """The task's lengths, checked against what it can be built at."""
     lengths = override or profile.lengths_for(selected.name)
-    task = build_task(selected.name, **_task_options(selected, profile))
     for split in SPLITS:  # a data file read lazily (listops path=) is read here, before any work
         if task.size(split) == 0:
             raise AttnbenchError(f"--tasks: {selected.label} has no {split} examples; its cells could not run")

@@ -27,6 +27,7 @@ import hashlib
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -223,6 +224,18 @@ class Task:
     def check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise TaskError(f"{self.name}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+    def data_files(self) -> list[Path]:
+        """The local files these options make the task read: each `path` option (`Option.path`) that
+        names a file. A run records their checksums, so that `--resume` refuses a file edited since
+        (its remaining cells would train on other data than the recorded ones). A task reading a
+        folder overrides this with the files it reads there."""
+        files = []
+        for option in self.spec.options:
+            value = self.options.get(option.name)
+            if option.path and isinstance(value, str) and value and Path(value).expanduser().is_file():
+                files.append(Path(value).expanduser().resolve())
+        return files
 
     # ---------------------------------------------------------------- for people
     def spec_as_built(self) -> TaskSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.metadata
 import io
 import warnings
@@ -35,6 +36,19 @@ class DataWarning(UserWarning):
 
 class MissingDataError(AttnbenchError):
     """A data package or dataset that is not installed (or not cached for offline use)."""
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a data file's bytes (hex): a run records it, and a resume against other bytes
+    at the same path is refused."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as data:
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise DataFileError(f"cannot read {path}: {err.strerror or err}") from None
+    return digest.hexdigest()
 
 
 def detect_format(path: Path) -> str:

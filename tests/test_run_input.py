@@ -10,6 +10,7 @@ one cell for cell, and passed when no cell was in both runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -206,6 +207,46 @@ def test_a_keyword_is_no_path_and_an_old_runs_relative_path_keeps_its_keys(tmp_p
     assert tasks("text-cls(source=data/r.csv)") == [f"text-cls(source={tmp_path / 'data' / 'r.csv'})"]
     old = ("text-cls(source=data/r.csv)",)  # a run recorded before paths were made absolute
     assert tasks("text-cls(source=data/r.csv)", recorded=old) == list(old)
+
+
+def test_a_data_file_edited_since_the_run_started_is_refused_on_resume(tmp_path, bench_output) -> None:
+    data = tmp_path / "data" / "r.csv"
+    _reviews(data, "truly")
+    run = tmp_path / "run"
+    assert bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", f"text-cls(source={data})",
+                        "--kinds", "accuracy", "--seeds", "0,1", "--threads", "1", "--device", "cpu",
+                        "--out", run, "--quiet")[0] == 0
+    grid = json.loads((run / "grid.json").read_text())
+    assert grid["data"] == {str(data): hashlib.sha256(data.read_bytes()).hexdigest()}
+    (run / "cells.jsonl").write_text((run / "cells.jsonl").read_text().splitlines()[0] + "\n")
+    original = data.read_bytes()
+    data.write_bytes(original.replace(b"review 7 is truly good", b"review 7 is truly bad"))
+    code, _, err = bench_output("run", "--resume", run, "--quiet")
+    line = one_error_line(err)
+    assert code == 2 and f"--resume {run}: data file {data} changed since the run started (sha256 " in line
+    assert len(json.loads("[" + ",".join((run / "cells.jsonl").read_text().splitlines()) + "]")) == 1
+    data.write_bytes(original)  # the same bytes again: the resume goes on
+    assert bench_output("run", "--resume", run, "--quiet")[0] == 0
+    assert len((run / "cells.jsonl").read_text().splitlines()) == 2
+    code, out, _ = bench_output("report", run)  # the report names the file and the bytes it held
+    assert code == 0 and f"- **data**: `{data}` (sha256 {grid['data'][str(data)][:12]}…)" in out
+
+
+def test_a_run_from_before_data_checksums_resumes_and_generated_tasks_record_none(tmp_path, bench_output) -> None:
+    data = tmp_path / "data" / "r.csv"
+    _reviews(data, "fine")
+    run = tmp_path / "run"
+    assert bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", f"text-cls(source={data}),copy",
+                        "--kinds", "accuracy", "--seeds", "0", "--threads", "1", "--device", "cpu", "--out", run,
+                        "--quiet")[0] == 0
+    grid = json.loads((run / "grid.json").read_text())
+    assert list(grid["data"]) == [str(data)]  # copy reads no file
+    del grid["data"]
+    (run / "grid.json").write_text(json.dumps(grid))  # as a run recorded it before
+    code, out, _ = bench_output("run", "--resume", run, "--dry-run")
+    assert code == 0 and "all 2 cells of the grid are recorded" in out
+    plain = plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks="copy,text-cls", kinds=("accuracy",)))
+    assert "data" not in plain.grid  # no user file: the grid is as it was
 
 
 def test_repeated_seeds_and_lengths_plan_each_cell_once() -> None:

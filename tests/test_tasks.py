@@ -685,6 +685,11 @@ def test_listops_loads_the_lra_folder_layout(tmp_path):
     batch = task.build("valid", 10, 128, 0)
     assert sorted(batch.target.tolist()) == sorted(v for _, v in per_split["val"])
     assert same_batch(batch, build_task("listops", path=str(tmp_path)).build("valid", 10, 128, 0))
+    # the files a run checksums: the three it reads, not the folder's others
+    (tmp_path / "notes.txt").write_text("not read")
+    assert task.data_files() == [tmp_path / f"basic_{suffix}.tsv" for suffix in ("train", "val", "test")]
+    assert build_task("listops", path=str(tmp_path / "basic_val.tsv")).data_files() == [tmp_path / "basic_val.tsv"]
+    assert build_task("listops").data_files() == []  # generated: no file
 
 
 BAD_LRA_FILES = {

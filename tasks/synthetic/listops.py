@@ -182,6 +182,13 @@ class ListOpsTask(GeneratedTask):
             rows = [r for r in self._read(path) if split_of(_encode(lra_tokenize(r[0]))) == split]
         return rows
 
+    def data_files(self) -> list[Path]:
+        """The TSV files read: the folder's three split files, or the one file."""
+        path = Path(self.options["path"]).expanduser()
+        if not self.options["path"] or not path.is_dir():
+            return super().data_files()
+        return [found[0].resolve() for suffix in _LRA_SPLIT_FILE.values() if (found := sorted(path.glob(f"*{suffix}")))]
+
     def _read(self, path: Path) -> list[tuple[str, int]]:
         cache = self.__dict__.setdefault("_cache", {})
         if path not in cache:
