@@ -23,7 +23,7 @@ from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
-from attnbench.runner.pool import MAX_JOBS
+from attnbench.runner.pool import MAX_JOBS, resolve_jobs
 from attnbench.runner.store import STATUSES, export, load_results, recorded_options, recorded_tasks
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
@@ -235,13 +235,16 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         return 0
     options = {**params, "tasks": sweep.tasks_text,  # data paths absolute: a resume elsewhere reads the same files
                "plugins": [recorded_plugin(t) for t in plugins]}  # importable from any directory
+    jobs = params["jobs"]
+    if executor == "ray" and any(c.kind == "accuracy" for c in pending_cells(sweep, resume, statuses)):
+        jobs = resolve_jobs(executor, sweep.plan, jobs)  # the cluster reached, and --jobs checked, before a write
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
     _say_taken(taken, quiet)
     with store:
         if quiet:
-            outcome = run_sweep(sweep, store, executor=executor, jobs=params["jobs"], retry=statuses)
+            outcome = run_sweep(sweep, store, executor=executor, jobs=jobs, retry=statuses)
         else:
-            outcome = _run_with_progress(sweep, store, executor, params["jobs"], statuses)
+            outcome = _run_with_progress(sweep, store, executor, jobs, statuses)
     bad = [r for r in outcome.records if r["status"] != "ok"]
     if quiet:
         click.echo(str(outcome.path))
@@ -333,8 +336,8 @@ def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple) -> t
         plugins = tuple(recorded["plugins"])
         for target in plugins:
             import_plugin(target)
-    if "executor" not in taken:  # an executor given again starts without the old one's --jobs
-        taken.pop("jobs", None)
+    if "executor" not in taken and params["executor"] != recorded.get("executor"):  # another executor:
+        taken.pop("jobs", None)  # the old one's --jobs is not its
     shown = [f"--{name.replace('_', '-')} {value}" for name, value in taken.items() if value != params[name]]
     shown += [f"--plugin {target}" for target in plugins if target not in ctx.meta.get("attnbench.plugins", ())]
     return {**params, **taken}, plugins, shown

@@ -138,6 +138,18 @@ def parse_one(
     return selected[0]
 
 
+def label_parts(label: str) -> tuple[str, dict[str, str]] | None:
+    """A label as `Selected.label` or a cell writes it → (name, {option: value as text}), read without
+    a registry (quotes removed, values not typed); None for text that is no label."""
+    name, _, rest = label.partition("(")
+    if not _NAME.match(name.strip()) or (rest and not rest.rstrip().endswith(")")):
+        return None
+    try:
+        return name.strip(), _parse_options(rest.rstrip()[:-1] if rest else "", label, "label")
+    except AttnbenchError:
+        return None
+
+
 def _parse_options(body: str, item: str, what: str) -> dict[str, str]:
     """'window=4, kernel=eager' → {'window': '4', 'kernel': 'eager'}. A value may hold commas, as
     in distances=8,32,128 (a part without '=' continues the value before it) or quoted,

@@ -79,6 +79,7 @@ class SubprocessExecutor:
         self.plan = plan
         self.proc: subprocess.Popen | None = None
         self.started = 0  # workers that reached READY: after the first, a failed restart costs one cell
+        self.closed = False  # abandoned (Ctrl-C, SIGTERM): no worker is started for a cell after that
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
@@ -102,6 +103,8 @@ class SubprocessExecutor:
 
     def run(self, cell: Cell) -> dict[str, Any]:
         started = time.perf_counter()
+        if self.closed:  # a pool's cell that waited for its turn while the sweep was interrupted
+            return failed_record(cell, started, "error", "not run: the sweep stopped")
         if self.proc is None or self.proc.poll() is not None:
             try:
                 self.proc = self._start()
@@ -121,7 +124,10 @@ class SubprocessExecutor:
         deadline = started + (budget + 30 if budget else DEFAULT_WORKER_SECONDS)
         for line in self._lines(deadline):
             if line.startswith(MARK):
-                return json.loads(line[len(MARK) :])
+                record = json.loads(line[len(MARK) :])
+                if record.get("status") == "timeout":  # its alarm may have struck mid-import: start afresh
+                    self._kill()
+                return record
         try:  # EOF: the worker is exiting (its status may lag its closed pipe by a moment)
             self.proc.wait(timeout=max(0.0, min(5.0, deadline - time.perf_counter())))
         except subprocess.TimeoutExpired:
@@ -159,6 +165,7 @@ class SubprocessExecutor:
         """End the worker: between cells it exits when its stdin closes; `abandon` (the sweep was
         interrupted, a cell may be in flight) kills it at once instead of waiting for the cell."""
         if abandon:
+            self.closed = True
             self._kill()
         if self.proc is not None and self.proc.poll() is None:
             try:

@@ -3,7 +3,8 @@
     pool = CellPool("subprocess", plan, jobs=4)
     for record in pool.run(cells):      # records in the order the cells finish
         store.append(record)
-    pool.close()
+    for executor in pool.executors:     # (abandon=True after Ctrl-C: kills the cells in flight)
+        executor.close()
 
 Each executor keeps what makes one cell's failure cost that cell only (a worker process or a Ray
 actor that is killed at the budget and replaced), so a pool is the same guarantee `jobs` times
@@ -18,6 +19,7 @@ so that nothing else of the sweep shares the machine while they are timed.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 from attnbench.errors import AttnbenchError
 from attnbench.runner.cells import Cell
 from attnbench.runner.execute import Plan
-from attnbench.runner.executors import make_executor
+from attnbench.runner.executors import WorkerStartError, failed_record, make_executor
 
 MAX_JOBS = 1024
 CONCURRENT = ("subprocess", "ray")  # executors whose cells compute outside this process
@@ -44,21 +46,30 @@ def check_jobs(jobs: int | None, executor: str) -> None:
         )
 
 
-def default_jobs(executor: str, plan: Plan) -> int:
-    """--jobs when not given: as many actors as a Ray cluster holds (a cluster is there to be
-    used), else one cell at a time (cells on one machine contend for its cores)."""
-    if executor == "ray":
-        from attnbench.runner.ray_executor import cluster_slots
+def resolve_jobs(executor: str, plan: Plan, jobs: int | None) -> int:
+    """How many cells the pool runs at once: `jobs`, or by default one (cells on one machine
+    contend for its cores) or, for Ray, as many actors as the cluster holds (a cluster is there
+    to be used). For Ray this connects, so call it before anything is written: a cluster that
+    cannot be reached or holds no actor is then one line, and so is a `jobs` above what it holds
+    (the extra actors would wait for resources until their start ran out of time)."""
+    if executor != "ray":
+        return jobs or 1
+    from attnbench.runner.ray_executor import actor_options, cluster_slots
 
-        return cluster_slots(plan)
-    return 1
+    slots = cluster_slots(plan)
+    if jobs and jobs > slots:
+        each = actor_options(plan)
+        gpu = " and a GPU" if each["num_gpus"] else ""
+        raise AttnbenchError(f"--jobs {jobs}: the Ray cluster holds {slots} cells at once "
+                             f"({each['num_cpus']} CPUs{gpu} each); give --jobs {slots} or fewer")
+    return jobs or slots
 
 
 class CellPool:
     """`jobs` executors of one kind; `run` keeps each busy with the next cell until none are left."""
 
     def __init__(self, executor: str, plan: Plan, jobs: int | None = 1) -> None:
-        jobs = jobs or default_jobs(executor, plan)
+        jobs = resolve_jobs(executor, plan, jobs)
         self.executors = [make_executor(executor, plan) for _ in range(jobs)]  # workers start on first use
 
     def run(self, cells: Iterable[Cell]) -> Iterator[dict[str, Any]]:
@@ -77,6 +88,10 @@ class CellPool:
             executor = free.get()  # one is free: at most `jobs` threads hold one each
             try:
                 return executor.run(cell)
+            except WorkerStartError as exc:  # the sweep stops only if no job has started a worker yet
+                if not any(e.started for e in self.executors):
+                    raise
+                return failed_record(cell, time.perf_counter(), "error", str(exc))
             finally:
                 free.put(executor)
 
@@ -89,8 +104,3 @@ class CellPool:
                     yield future.result()
         finally:  # finished, or interrupted: cells not started are dropped, running ones are the caller's to end
             threads.shutdown(wait=False, cancel_futures=True)
-
-    def close(self, *, abandon: bool = False) -> None:
-        """End every executor (`abandon`: kill the cells in flight, as after Ctrl-C)."""
-        for executor in self.executors:
-            executor.close(abandon=abandon)

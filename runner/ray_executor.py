@@ -15,9 +15,15 @@ the actors: efficiency cells are timed on this machine (`executors.timing_execut
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
 import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
 import time
 from typing import Any
 
@@ -42,18 +48,68 @@ def check_available() -> None:
 
 
 def connect():
-    """The `ray` module, connected: to RAY_ADDRESS's cluster, else to a new one on this machine."""
+    """The `ray` module, connected: to RAY_ADDRESS's cluster, else to a new one on this machine.
+
+    Once per process, under a lock (the pool's threads all reach here). Ray puts the current
+    directory on its workers' sys.path (and starts its local workers there), where a clone's bare
+    `attnbench/` folder would shadow the installed package (as `executors.WORKER_COMMAND` avoids
+    for the subprocess worker), so Ray is started from an empty directory. `ray.init` sets its own SIGTERM and SIGINT handlers, which
+    would end `bench` without its line and exit code; bench's are put back."""
     check_available()
     import ray
 
-    if not ray.is_initialized():
+    with _CONNECTING:
+        if ray.is_initialized():
+            return ray
         address = os.environ.get("RAY_ADDRESS") or None
+        where = f"the cluster at RAY_ADDRESS={address}" if address else "a local Ray instance"
+        _probe(address, where)
+        handlers = _signal_handlers()
+        here, empty = os.getcwd(), _empty_directory()
+        os.chdir(empty)
         try:
             ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
         except Exception as exc:  # noqa: BLE001 — any failure to connect is one line
-            where = f"the cluster at RAY_ADDRESS={address}" if address else "a local Ray instance"
             raise AttnbenchError(f"--executor ray: cannot start or reach {where}: {_why(exc)}") from None
+        finally:
+            os.chdir(here)
+            for signum, handler in handlers.items():
+                if handler is not None:  # None: set outside Python, not ours to put back
+                    signal.signal(signum, handler)
     return ray
+
+
+_CONNECTING = threading.Lock()
+
+
+def _empty_directory() -> str:
+    """A new empty directory, removed when this process exits. Ray's local workers also start in
+    the directory the driver connected from, so it must outlive them (in a removed one, MKL
+    fails to load torch's libraries)."""
+    path = tempfile.mkdtemp(prefix="attnbench-ray-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+PROBE_SECONDS = 5.0
+
+
+def _probe(address: str | None, where: str) -> None:
+    """A `host:port` address that does not answer is one line at once; Ray would retry for
+    minutes, printing C++ warnings."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # none (start one here), "auto", or ray://: Ray's own business
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as err:
+        raise AttnbenchError(f"--executor ray: cannot reach {where}: {err.strerror or err}") from None
+
+
+def _signal_handlers() -> dict:
+    """This process's SIGTERM and SIGINT handlers, where it may set them (the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
 def actor_options(plan: Plan) -> dict[str, Any]:
@@ -109,21 +165,23 @@ class RayExecutor:
         self.plan = plan
         self.actor = None
         self.started = 0  # actors that answered: after the first, a failed restart costs one cell
+        self.closed = False
+        self.ray = connect()  # here, in the thread that makes the pool, not in its threads
 
     def _start(self) -> None:
-        ray = connect()
         plugins = [recorded_plugin(t) for t in self.plan.plugins]  # as a run records them: from any directory
-        actor = ray.remote(**actor_options(self.plan))(CellActor).remote(plugins)
+        self.actor = self.ray.remote(**actor_options(self.plan))(CellActor).remote(plugins)  # close() may end it now
         try:
-            ray.get(actor.ready.remote(), timeout=WORKER_START_SECONDS)
+            self.ray.get(self.actor.ready.remote(), timeout=WORKER_START_SECONDS)
         except Exception as exc:  # noqa: BLE001 — an import error, a plugin's, a timeout: one line
-            ray.kill(actor)
+            self.close(abandon=True)
             raise WorkerStartError(f"--executor ray: the actor could not start ({_why(exc)})") from None
-        self.actor = actor
         self.started += 1
 
     def run(self, cell: Cell) -> dict[str, Any]:
         started = time.perf_counter()
+        if self.closed:  # the sweep was interrupted while this cell waited for its turn
+            return failed_record(cell, started, "error", "not run: the sweep stopped")
         if self.actor is None:
             try:
                 self._start()
@@ -131,25 +189,35 @@ class RayExecutor:
                 if not self.started:  # the environment is broken for every cell: stop the sweep
                     raise
                 return failed_record(cell, started, "error", str(exc))
-        ray = connect()
+        ray, actor = self.ray, self.actor
+        if actor is None:  # closed meanwhile, from the thread that was interrupted
+            return failed_record(cell, started, "error", "not run: the sweep stopped")
         budget = cell_budget(cell, self.plan)
-        ref = self.actor.run.remote(cell.to_dict(), self.plan.to_dict())
+        ref = actor.run.remote(cell.to_dict(), self.plan.to_dict())
         try:  # the actor's own SIGALRM fires at `budget` where Ray runs the cell on its main thread
-            return ray.get(ref, timeout=budget + 30 if budget else DEFAULT_WORKER_SECONDS)
+            record = ray.get(ref, timeout=budget + 30 if budget else DEFAULT_WORKER_SECONDS)
         except ray.exceptions.GetTimeoutError:
-            self.close(abandon=True)
+            self._end_actor()
             limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"
             return failed_record(cell, started, "timeout", f"over {limit}; Ray actor killed")
         except ray.exceptions.RayError as exc:  # the actor died, its node was lost, Ray evicted it
-            self.close(abandon=True)
+            self._end_actor()
             oom = isinstance(exc, ray.exceptions.OutOfMemoryError) or MEMORY_MONITOR in str(exc)
             return failed_record(cell, started, "oom" if oom else "error", f"Ray actor died: {_why(exc)}")
+        if record.get("status") == "timeout":  # stopped mid-cell by its alarm: maybe mid-import, start afresh
+            self._end_actor()
+        return record
+
+    def _end_actor(self) -> None:
+        if self.actor is not None:
+            self.ray.kill(self.actor)
+            self.actor = None
 
     def close(self, *, abandon: bool = False) -> None:
-        """End the actor. Between cells there is nothing to wait for; `abandon` ends one mid-cell."""
-        if self.actor is not None:
-            connect().kill(self.actor)
-            self.actor = None
+        """End the actor (also one still starting). Between cells there is nothing to wait for;
+        `abandon` ends one mid-cell, and the executor takes no cell after it."""
+        self.closed = self.closed or abandon
+        self._end_actor()
 
 
 def _why(exc: BaseException) -> str:

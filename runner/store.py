@@ -33,6 +33,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from attnbench.errors import AttnbenchError
+from attnbench.runner.grid_order import in_grid_order
 
 __all__ = [
     "RECORD_FIELDS",
@@ -288,32 +289,6 @@ def read_records(run_dir: str | Path) -> list[dict]:
     run_dir = Path(run_dir)
     _require_run(run_dir)
     return in_grid_order(_read_cells(run_dir / CELLS_FILE), _read_json(run_dir, GRID_FILE))
-
-
-def in_grid_order(records: list[dict], grid: dict) -> list[dict]:
-    """`records` in the order the grid plans their cells (accuracy by task, length, variant, seed;
-    then efficiency by length, variant), whatever order they were appended in: cells run with
-    `--jobs` finish in any order, and a `--retry` appends its reruns last, but a report's rows must
-    not depend on either. Records the grid does not name keep their order, after the others."""
-    def places(values) -> dict:  # a field of another shape (an old or edited grid.json) orders nothing
-        return {json.dumps(v): i for i, v in enumerate(values)} if isinstance(values, list) else {}
-
-    tasks, variants, seeds = places(grid.get("tasks")), places(grid.get("variants")), places(grid.get("seeds"))
-    per_task = grid.get("lengths")
-    lengths = {task: places(ns) for task, ns in per_task.items()} if isinstance(per_task, dict) else {}
-    timed = places(grid.get("efficiency_lengths"))
-    last = len(records)
-
-    def place(record: dict) -> tuple[int, ...]:
-        where = lambda table, value: table.get(json.dumps(value), last)  # noqa: E731
-        if record.get("kind") == "efficiency":
-            return (1, 0, where(timed, record.get("seq_len")), where(variants, record.get("variant_label")), 0)
-        task = record.get("task_label")
-        ns = lengths.get(task, {}) if isinstance(task, str) else {}
-        return (0, where(tasks, task), where(ns, record.get("seq_len")), where(variants, record.get("variant_label")),
-                where(seeds, record.get("seed")))
-
-    return sorted(records, key=place)  # stable: equal places keep the file's order
 
 
 def load_results(run_dir: str | Path) -> pd.DataFrame:

@@ -307,29 +307,33 @@ def run_sweep(
 
     accuracy = [c for c in todo if c.kind != "efficiency"]
     timed = [c for c in todo if c.kind == "efficiency"]
-    pool = CellPool(executor, plan, jobs if accuracy else 1)  # jobs None: default_jobs
+    pool = CellPool(executor, plan, jobs) if accuracy else None  # jobs None: resolve_jobs's default
     timing = timing_executor(executor)
     # the pool's first executor times too where it runs on this machine (a worker that has already
     # imported torch is reused); a Ray pool's cells run elsewhere, so timing gets its own
-    timer = pool.executors[0] if timing == executor else make_executor(timing, plan)
+    timer = pool.executors[0] if pool and timing == executor else make_executor(timing, plan)
+    executors = [*(pool.executors if pool else []), timer]
     failed_at: dict[str, dict] = {}  # efficiency: variant label → its first oom/timeout record
     for earlier in sorted(store.records(), key=lambda r: r["seq_len"]):  # a resumed run's too
         if earlier["kind"] == "efficiency" and earlier["status"] in ("oom", "timeout"):
             failed_at.setdefault(earlier["variant_label"], earlier)
     try:
-        for record in pool.run(accuracy):
+        for record in pool.run(accuracy) if pool else ():
             keep(record)
+        for other in executors[:-1]:  # timing cells share the machine with no other worker of the sweep
+            if other is not timer:
+                other.close()
         for cell in timed:
             record = _skip_longer(cell, failed_at) or timer.run(cell)
             if record["status"] in ("oom", "timeout"):
                 failed_at.setdefault(cell.variant_label, record)
             keep(record)
     except BaseException:  # Ctrl-C, SIGTERM, a failed write: the cells in flight are abandoned
-        pool.close(abandon=True)
-        timer.close(abandon=True)
+        for each in executors:
+            each.close(abandon=True)
         raise
-    pool.close()
-    timer.close()
+    for each in executors:
+        each.close()
     return SweepOutcome(
         path=store.path,
         records=store.records(),
