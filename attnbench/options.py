@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from attnbench.errors import OptionError
@@ -125,3 +127,10 @@ def resolve_options(
         else:
             resolved[name] = opt.default
     return resolved
+
+
+def names_a_path(value: Any) -> bool:
+    """Whether an `Option.path` value is written as a path (a folder in it, or a suffix) and
+    exists: not a keyword such as text-cls's `sotu`, even where a file or folder of that name
+    happens to be in the current directory."""
+    return isinstance(value, str) and bool(os.sep in value or Path(value).suffix) and Path(value).exists()

@@ -29,7 +29,8 @@ def import_plugin(target: str) -> ModuleType:
     directory, name = _module_in_directory(target)
     is_file = directory is None and (target.endswith(".py") or os.sep in target)
     if is_file and not Path(target).is_file():
-        raise PluginError(f"--plugin {target}: no such file")
+        module = "" if target.endswith(".py") else f", nor a folder {Path(target).parent} holding module {Path(target).name}"
+        raise PluginError(f"--plugin {target}: no such file{module}")
     # a file runs again each time (its registrations replace themselves); a module runs once
     first_import = is_file or name not in sys.modules
     before = registration_count()
@@ -103,7 +104,13 @@ def _import_module(target: str, directory: Path | None = None) -> ModuleType:
             sys.path.insert(0, entry)
     elif "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # a module beside the user, as `python -m` would find it
-    return importlib.import_module(target)
+    module = importlib.import_module(target)
+    found = _location(module.__spec__) if module.__spec__ else ()
+    if directory is not None and not any(Path(p).is_relative_to(directory.resolve()) for p in found):
+        where = found[0] if found else "built in"
+        raise PluginError(f"a module {target} is already imported from {where}, not {directory}: "
+                          "two plugins (or a plugin and a standard module) share that name; rename one")
+    return module
 
 
 def _search_root(spec) -> Path | None:

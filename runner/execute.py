@@ -29,6 +29,7 @@ from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
 from attnbench.selection import parse_selection
 from attnbench.tasks.base import build_task
+from attnbench.tasks.files import DataChangedError, check_digests
 from attnbench.variants.base import VARIANTS, get_variant_spec
 from attnbench.variants.compiled import forget_compiled
 
@@ -53,6 +54,7 @@ class Plan:
     cross: str | None = None
     plugins: tuple[str, ...] = field(default_factory=tuple)
     peak_flops: float | None = None
+    data: dict[str, str] = field(default_factory=dict)  # data file → sha256, as the run recorded them
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
@@ -75,7 +77,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
         status, message = "unsupported", str(exc)
     except CellTimeout:
         status, message = "timeout", f"over the {budget:g} s cell budget"
-    except (Diverged, VerificationError) as exc:
+    except (Diverged, VerificationError, DataChangedError) as exc:
         status, message = "error", str(exc)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 — one bad cell never ends the sweep (nor a sys.exit in it)
         if is_oom(exc):
@@ -125,6 +127,7 @@ def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
             result["model_step"] = measure_model_step(cell, plan, dtype)
         return result
     task = build_task(cell.task, **dict(cell.task_options))
+    check_digests(task.data_files(), plan.data)  # the bytes the run started with, on whichever machine
     cross = _cross_variant(plan.cross) if plan.cross else None
     result = train_and_evaluate(
         task,

@@ -46,7 +46,10 @@ WORKER_START_SECONDS = 600
 WORKER_COMMAND = (
     sys.executable,
     "-c",
-    "import runpy, sys\n"
+    # Ctrl-C reaches the terminal's whole process group: the parent stops the sweep and kills the
+    # worker, whose own KeyboardInterrupt (also while it imports torch) would print a traceback
+    "import runpy, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     "if sys.path[:1] == ['']: del sys.path[0]\n"
     "runpy.run_module('attnbench.runner.worker', run_name='__main__', alter_sys=True)",
 )
@@ -90,6 +93,9 @@ class SubprocessExecutor:
             text=True,
             env=env,
         )
+        if self.closed:  # abandoned while it was being started: close() may have looked too early
+            self._kill()
+            raise WorkerStartError("--executor subprocess: the sweep stopped")
         for line in self._lines(time.perf_counter() + WORKER_START_SECONDS):
             if line.rstrip("\n") == READY:
                 self.started += 1

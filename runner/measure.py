@@ -339,13 +339,13 @@ def _stderr_without(needle: bytes):
         yield
         return
     _flush(sys.stderr)
-    os.dup2(held.fileno(), 2)
-    try:
+    try:  # the swaps of fd 2 are first in their blocks: a cell's SIGALRM (CellTimeout) that lands
+        os.dup2(held.fileno(), 2)  # around them cannot leave stderr pointing at the temporary file
         yield
     finally:
-        _flush(sys.stderr)
         os.dup2(saved, 2)
         os.close(saved)
+        _flush(sys.stderr)  # Python's own buffered text: not the allocator's line, shown as it is
         with held:
             held.seek(0)
             rest = b"".join(line for line in held if needle not in line)

@@ -69,8 +69,14 @@ def connect():
         os.chdir(empty)
         try:
             ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
-        except Exception as exc:  # noqa: BLE001 — any failure to connect is one line
-            raise AttnbenchError(f"--executor ray: cannot start or reach {where}: {_why(exc)}") from None
+        except BaseException as exc:  # noqa: BLE001 — a failure to connect is one line; a signal is bench's
+            _shutdown(ray)  # what it started so far (its agents would outlive bench)
+            if isinstance(exc, Exception):
+                raise AttnbenchError(f"--executor ray: cannot start or reach {where}: {_why(exc)}") from None
+            ours = handlers.get(signal.SIGTERM)
+            if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM and callable(ours):
+                ours(signal.SIGTERM, None)  # Ray's handler exits 15: bench's raises, for its line and 143
+            raise
         finally:
             os.chdir(here)
             for signum, handler in handlers.items():
@@ -93,6 +99,14 @@ def _empty_directory() -> str:
 PROBE_SECONDS = 5.0
 
 
+def _shutdown(ray) -> None:
+    """Stop what a failed or interrupted `ray.init` started; its own failure changes nothing."""
+    try:
+        ray.shutdown()
+    except BaseException:  # noqa: BLE001
+        pass
+
+
 def _probe(address: str | None, where: str) -> None:
     """A `host:port` address that does not answer is one line at once; Ray would retry for
     minutes, printing C++ warnings."""
@@ -100,7 +114,7 @@ def _probe(address: str | None, where: str) -> None:
     if not host or not port.isdigit() or "://" in address:
         return  # none (start one here), "auto", or ray://: Ray's own business
     try:
-        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()  # [::1]:6379 too
     except OSError as err:
         raise AttnbenchError(f"--executor ray: cannot reach {where}: {err.strerror or err}") from None
 
@@ -171,6 +185,9 @@ class RayExecutor:
     def _start(self) -> None:
         plugins = [recorded_plugin(t) for t in self.plan.plugins]  # as a run records them: from any directory
         self.actor = self.ray.remote(**actor_options(self.plan))(CellActor).remote(plugins)  # close() may end it now
+        if self.closed:  # abandoned while it was being asked for: close() may have looked too early
+            self._end_actor()
+            raise WorkerStartError("--executor ray: the sweep stopped")
         try:
             self.ray.get(self.actor.ready.remote(), timeout=WORKER_START_SECONDS)
         except Exception as exc:  # noqa: BLE001 — an import error, a plugin's, a timeout: one line

@@ -716,14 +716,15 @@ def _metrics(record: dict) -> dict[str, tuple[float, bool]]:
 # tasks, lengths and seeds may differ (such cells are in one run only)
 # what a cell is: runs that differ in these are refused. The machine (device, CPU, threads, torch)
 # may differ: comparing machines is a use of its own, and the page then says so in a note
-COMPARABLE_SETTINGS = ("profile", "dtype", "cross", "size", "train", "efficiency")
+COMPARABLE_SETTINGS = ("profile", "dtype", "cross", "size", "train", "efficiency", "data")
 
 
 def incomparable_settings(a: dict, b: dict) -> list[str]:
     """'dtype fp32 vs fp16' for each setting in which grid `a` differs from grid `b`.
 
-    A cell's key names neither dtype, profile, model size nor budgets, so without this a fp16 run
-    matches a fp32 run cell for cell. A setting one grid lacks (a run from before it was
+    A cell's key names neither dtype, profile, model size nor budgets, nor the bytes of a data file
+    it names by path (`data`: their sha256), so without this a fp16 run matches a fp32 run cell
+    for cell. A setting one grid lacks (a run from before it was
     recorded) is not held against it; nor are the efficiency lengths, which only select cells.
     """
     differs = []

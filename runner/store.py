@@ -249,13 +249,11 @@ def resumable_grid(path: Path, grid: dict) -> dict:
     other cells under the same keys)."""
     stored = _read_json(path, GRID_FILE)
     new = _json_roundtrip(grid)
-    if "data" in stored:
-        _check_data(path, stored["data"], new.get("data"))
-    else:  # a run from before data files were checksummed: nothing to check them against
-        new.pop("data", None)
-    diff = _grid_diff(stored, new)
-    if diff:
+    diff = _grid_diff({k: v for k, v in stored.items() if k != "data"}, {k: v for k, v in new.items() if k != "data"})
+    if diff:  # first: other tasks read other files, and saying which tasks differ says more
         raise StoreError(f"--resume {path}: this run's grid differs: {diff}")
+    if "data" in stored:  # a run from before data files were checksummed has nothing to check them against
+        _check_data(path, stored["data"], new.get("data", {}))
     return stored
 
 
@@ -264,6 +262,11 @@ def _check_data(path: Path, then: Any, now: Any) -> None:
     cells left would train and score on other data than the recorded ones, under the same keys."""
     if not isinstance(then, dict) or not isinstance(now, dict):
         return  # a grid.json edited out of shape: the grid comparison names it
+    if set(then) != set(now):  # the same tasks reading other files (a folder's files renamed or added)
+        raise StoreError(
+            f"--resume {path}: the run read data files {', '.join(sorted(then))}; these tasks now read "
+            f"{', '.join(sorted(now)) or 'none'}: restore them, or start a new run"
+        )
     for file, digest in then.items():
         if file in now and now[file] != digest:
             raise StoreError(

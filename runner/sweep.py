@@ -13,7 +13,6 @@ one at a time, alone, after them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ import torch
 
 from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_SEED, MAX_TOKENS
+from attnbench.options import names_a_path
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.environment import collect
 from attnbench.runner.execute import DTYPES, Plan
@@ -145,6 +145,7 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         max_cell_seconds=max_seconds,
         cross=cross,
         plugins=tuple(request.plugins),
+        data=data,
     )
     grid = {
         "profile": profile.name,
@@ -198,14 +199,8 @@ def _absolute_paths(selected: Selected) -> Selected:
     absolute: a cell's key holds its data file, and a resume from another directory must read the
     same one (a relative path would name another file there, or none)."""
     paths = {o.name for o in TASKS[selected.name].spec.options if o.path}
-    options = {k: str(Path(v).resolve()) if k in paths and _names_a_path(v) else v for k, v in selected.options.items()}
+    options = {k: str(Path(v).resolve()) if k in paths and names_a_path(v) else v for k, v in selected.options.items()}
     return Selected(selected.name, options)
-
-
-def _names_a_path(value: Any) -> bool:
-    """A value written as a path (a folder in it, or a suffix) that exists: not a keyword such as
-    text-cls's `sotu`, even where a folder of that name happens to exist."""
-    return isinstance(value, str) and bool(os.sep in value or Path(value).suffix) and Path(value).exists()
 
 
 def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:

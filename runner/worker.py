@@ -34,9 +34,7 @@ def main() -> None:
     # the parent's pid as the parent gave it: one that died before this line ran is noticed too
     parent = int(os.environ.get(PARENT_ENV, os.getppid()))
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
-    # Ctrl-C reaches the terminal's whole process group: the parent stops the sweep and kills this
-    # worker, so its own KeyboardInterrupt would only print a traceback above "bench: aborted"
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as WORKER_COMMAND does first (for `python -m` too)
     records = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -38,17 +39,42 @@ class MissingDataError(AttnbenchError):
     """A data package or dataset that is not installed (or not cached for offline use)."""
 
 
+class DataChangedError(DataFileError):
+    """A data file whose bytes are not those a run recorded when it started."""
+
+
 def file_digest(path: Path) -> str:
-    """The sha256 of a data file's bytes (hex): a run records it, and a resume against other bytes
-    at the same path is refused."""
-    digest = hashlib.sha256()
+    """The sha256 of a data file's bytes (hex): a run records it, and a cell or a resume that
+    finds other bytes at the same path is refused. Cached while the file's size and mtime stay."""
     try:
-        with open(path, "rb") as data:
-            for block in iter(lambda: data.read(1 << 20), b""):
-                digest.update(block)
+        stat = os.stat(path)
+        stamp = (str(path), stat.st_size, stat.st_mtime_ns)
+        if stamp not in _DIGESTS:
+            digest = hashlib.sha256()
+            with open(path, "rb") as data:
+                for block in iter(lambda: data.read(1 << 20), b""):
+                    digest.update(block)
+            _DIGESTS[stamp] = digest.hexdigest()
     except OSError as err:
         raise DataFileError(f"cannot read {path}: {err.strerror or err}") from None
-    return digest.hexdigest()
+    return _DIGESTS[stamp]
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def check_digests(files: list[Path], recorded: dict[str, str]) -> None:
+    """DataChangedError unless each of `files` that a run recorded holds the bytes it recorded: a
+    file edited while the run goes on (or another copy on another machine of a cluster) would mix
+    two datasets under one key."""
+    for path in files:
+        then = recorded.get(str(path))
+        now = file_digest(path) if then is not None else None
+        if then is not None and now != then:
+            raise DataChangedError(
+                f"data file {path} changed since the run started (sha256 {then[:12]}… then, {now[:12]}… now); "
+                "restore it and rerun these cells with --resume RUN --retry error"
+            )
 
 
 def detect_format(path: Path) -> str:

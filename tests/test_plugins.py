@@ -186,3 +186,26 @@ def test_a_plugin_module_is_recorded_by_name_where_it_imports_without_the_curren
     finally:
         for name in ("rec_installed", "rec_beside"):
             sys.modules.pop(name, None)
+
+
+def test_a_module_in_a_folder_that_another_of_its_name_shadows_is_refused(tmp_path, sandbox):
+    """`DIR/NAME` must import NAME from DIR: two plugins of one name, or one named like a standard
+    module, would otherwise import the one Python already holds, silently."""
+    for folder, variant in (("a", "copy-a"), ("b", "copy-b")):
+        (tmp_path / folder).mkdir()
+        text = GOOD_MODULE.replace("\n    ", "\n").replace('"mha-copy", aliases=("copycat",)', repr(variant))
+        (tmp_path / folder / "shadowed_attn.py").write_text(text)
+    (tmp_path / "a" / "token.py").write_text("raise SystemExit('not the standard token module')\n")
+    try:
+        import_plugin(str(tmp_path / "a" / "shadowed_attn"))
+        with pytest.raises(PluginError, match=f"a module shadowed_attn is already imported from {tmp_path / 'a'}"):
+            import_plugin(str(tmp_path / "b" / "shadowed_attn"))
+        with pytest.raises(PluginError, match="a module token is already imported from .*token.py, not "):
+            import_plugin(str(tmp_path / "a" / "token"))
+        with pytest.raises(PluginError, match="no such file, nor a folder .*/gone holding module attn"):
+            import_plugin(str(tmp_path / "gone" / "attn"))  # a recorded folder since moved
+    finally:
+        sys.modules.pop("shadowed_attn", None)
+        for folder in ("a", "b"):
+            while str(tmp_path / folder) in sys.path:
+                sys.path.remove(str(tmp_path / folder))

@@ -228,10 +228,15 @@ class FakeRay(types.ModuleType):
 
     def init(self, **kwargs) -> None:
         """As Ray's: it notes the current directory (its workers' sys.path) and sets its own
-        SIGTERM handler."""
+        SIGTERM handler; `interrupt_init` plays a SIGTERM that arrives meanwhile."""
         self.init_cwd = os.getcwd()
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(15))
+        if getattr(self, "interrupt_init", False):
+            sys.exit(15)  # what Ray's handler does
         self.initialized = True
+
+    def shutdown(self) -> None:
+        self.shut_down = True
 
     def nodes(self) -> list:
         return self._nodes
@@ -465,3 +470,25 @@ def test_a_worker_leaves_ctrl_c_to_its_parent() -> None:
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_sigterm_while_ray_starts_is_benchs_own_and_stops_what_ray_started(monkeypatch) -> None:
+    from attnbench.runner.ray_executor import connect
+
+    class Terminated(BaseException):
+        pass
+
+    def benchs(signum, frame):  # as attnbench.cli's handler: raises, so the command unwinds
+        raise Terminated()
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    fake = FakeRay([])
+    fake.initialized, fake.interrupt_init = False, True
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    before = signal.signal(signal.SIGTERM, benchs)
+    try:
+        with pytest.raises(Terminated):  # not Ray's SystemExit(15): bench prints its line, exits 143
+            connect()
+        assert signal.getsignal(signal.SIGTERM) is benchs and fake.shut_down
+    finally:
+        signal.signal(signal.SIGTERM, before)

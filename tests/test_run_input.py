@@ -232,6 +232,55 @@ def test_a_data_file_edited_since_the_run_started_is_refused_on_resume(tmp_path,
     assert code == 0 and f"- **data**: `{data}` (sha256 {grid['data'][str(data)][:12]}…)" in out
 
 
+def test_a_data_file_edited_during_the_run_fails_the_cells_that_read_it(tmp_path) -> None:
+    """Each cell checks the bytes it reads against the run's record (also on another machine of a
+    Ray cluster, which reads its own copy)."""
+    from attnbench.runner.cells import Cell
+    from attnbench.runner.execute import execute_cell
+    from test_runner import smoke_plan
+
+    data = tmp_path / "data" / "r.csv"
+    _reviews(data, "truly")
+    cell = Cell.make("accuracy", "linear", {}, "text-cls", {"source": str(data)}, 32, 0)
+    record = execute_cell(cell, smoke_plan(data={str(data): "0" * 64}))
+    assert record["status"] == "error" and record["message"] == (
+        f"data file {data} changed since the run started (sha256 000000000000… then, "
+        f"{hashlib.sha256(data.read_bytes()).hexdigest()[:12]}… now); restore it and rerun these cells with "
+        "--resume RUN --retry error")
+
+
+def test_a_file_named_like_a_keyword_is_no_data_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sotu").write_text("notes")  # text-cls's default source is the keyword sotu
+    sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks="text-cls", kinds=("accuracy",)))
+    assert "data" not in sweep.grid and sweep.plan.data == {}
+
+
+def test_a_folder_whose_files_changed_names_them_on_resume(tmp_path, bench_output) -> None:
+    from test_tasks import lra_rows, write_lra
+
+    lra = tmp_path / "lra"
+    lra.mkdir()
+    for suffix in ("train", "val", "test"):
+        write_lra(lra / f"basic_{suffix}.tsv", lra_rows(12, 0))
+    run = tmp_path / "run"
+    assert bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", f"listops(path={lra})",
+                        "--kinds", "accuracy", "--lengths", "64", "--threads", "1", "--out", run, "--quiet")[0] == 0
+    write_lra(lra / "a_train.tsv", lra_rows(12, 1))  # sorts first: the task would read it for train
+    code, _, err = bench_output("run", "--resume", run, "--dry-run")
+    line = one_error_line(err)
+    assert code == 2 and f"the run read data files {lra / 'basic_test.tsv'}, {lra / 'basic_train.tsv'}" in line
+    assert f"these tasks now read {lra / 'a_train.tsv'}, " in line
+
+
+def test_runs_whose_data_files_held_other_bytes_are_not_compared() -> None:
+    from attnbench.runner.report import incomparable_settings
+
+    a, b = {"data": {"/d/r.csv": "c41f"}}, {"data": {"/d/r.csv": "37d0"}}
+    assert incomparable_settings(a, b) == ["data./d/r.csv c41f vs 37d0"]  # the same keys, other data
+    assert incomparable_settings(a, {}) == [] and incomparable_settings(a, a) == []  # a run from before: not held
+
+
 def test_a_run_from_before_data_checksums_resumes_and_generated_tasks_record_none(tmp_path, bench_output) -> None:
     data = tmp_path / "data" / "r.csv"
     _reviews(data, "fine")
