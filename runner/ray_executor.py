@@ -37,6 +37,8 @@ INSTALL = "pip install 'attnbench[ray]'"
 # what Ray's memory monitor says of a worker it killed (a kernel OOM kill looks like any other
 # crash to Ray, with a paragraph of possible causes that mentions memory either way)
 MEMORY_MONITOR = "running low on memory"
+PROBE_SECONDS = 5.0  # how long a RAY_ADDRESS may take to accept a connection
+_CONNECTING = threading.Lock()  # one ray.init per process, whichever thread gets there first
 
 
 def check_available() -> None:
@@ -53,8 +55,9 @@ def connect():
     Once per process, under a lock (the pool's threads all reach here). Ray puts the current
     directory on its workers' sys.path (and starts its local workers there), where a clone's bare
     `attnbench/` folder would shadow the installed package (as `executors.WORKER_COMMAND` avoids
-    for the subprocess worker), so Ray is started from an empty directory. `ray.init` sets its own SIGTERM and SIGINT handlers, which
-    would end `bench` without its line and exit code; bench's are put back."""
+    for the subprocess worker), so Ray is started from an empty directory. `ray.init` sets its own
+    SIGTERM and SIGINT handlers, which would end `bench` without its line and exit code; bench's
+    are put back."""
     check_available()
     import ray
 
@@ -85,9 +88,6 @@ def connect():
     return ray
 
 
-_CONNECTING = threading.Lock()
-
-
 def _empty_directory() -> str:
     """A new empty directory, removed when this process exits. Ray's local workers also start in
     the directory the driver connected from, so it must outlive them (in a removed one, MKL
@@ -95,8 +95,6 @@ def _empty_directory() -> str:
     path = tempfile.mkdtemp(prefix="attnbench-ray-")
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
-
-PROBE_SECONDS = 5.0
 
 
 def _shutdown(ray) -> None:
@@ -191,7 +189,7 @@ class RayExecutor:
         try:
             self.ray.get(self.actor.ready.remote(), timeout=WORKER_START_SECONDS)
         except Exception as exc:  # noqa: BLE001 — an import error, a plugin's, a timeout: one line
-            self.close(abandon=True)
+            self._end_actor()  # the next cell tries a fresh one (once one has started: `run`)
             raise WorkerStartError(f"--executor ray: the actor could not start ({_why(exc)})") from None
         self.started += 1
 

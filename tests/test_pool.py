@@ -301,11 +301,12 @@ def test_a_ray_actor_that_cannot_start_stops_the_sweep_only_before_any_started(m
     executor = ray_executor(monkeypatch, FakeRay([], start=[died]))
     with pytest.raises(WorkerStartError, match="the actor could not start .*No module named 'attnbench'"):
         executor.run(CELL)
-    fake = FakeRay([FakeRay.exceptions.ActorDiedError("gone")], start=[1, died])
+    fake = FakeRay([FakeRay.exceptions.ActorDiedError("gone"), {"key": CELL.key, "status": "ok"}], start=[1, died, 2])
     executor = ray_executor(monkeypatch, fake)
     assert executor.run(CELL)["status"] == "error"  # the first actor started, then died in its cell
     record = executor.run(CELL)  # its replacement cannot start: this cell only
     assert record["status"] == "error" and "could not start" in record["message"]
+    assert executor.run(CELL) == {"key": CELL.key, "status": "ok"}  # the next cell gets a fresh actor
 
 
 def test_ray_pool_size_is_what_the_cluster_holds(monkeypatch) -> None:
