@@ -336,8 +336,8 @@ def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple) -> t
         plugins = tuple(recorded["plugins"])
         for target in plugins:
             import_plugin(target)
-    if "executor" not in taken and params["executor"] != recorded.get("executor"):  # another executor:
-        taken.pop("jobs", None)  # the old one's --jobs is not its
+    if "executor" not in taken and params["executor"] != recorded.get("executor"):
+        taken.pop("jobs", None)  # an executor other than the run's does not take the run's --jobs
     shown = [f"--{name.replace('_', '-')} {value}" for name, value in taken.items() if value != params[name]]
     shown += [f"--plugin {target}" for target in plugins if target not in ctx.meta.get("attnbench.plugins", ())]
     return {**params, **taken}, plugins, shown

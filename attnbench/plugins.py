@@ -27,7 +27,7 @@ def import_plugin(target: str) -> ModuleType:
     if not target:
         raise PluginError("--plugin: empty module name")
     directory, name = _module_in_directory(target)
-    is_file = directory is None and (target.endswith(".py") or os.sep in target)
+    is_file = directory is None and _written_as_file(target)
     if is_file and not Path(target).is_file():
         module = "" if target.endswith(".py") else f", nor a folder {Path(target).parent} holding module {Path(target).name}"
         raise PluginError(f"--plugin {target}: no such file{module}")
@@ -60,7 +60,7 @@ def recorded_plugin(target: str) -> str:
     directory, name = _module_in_directory(target)
     if directory is not None:
         return str(directory.resolve() / name)
-    if target.endswith(".py") or os.sep in target:
+    if _written_as_file(target):
         return str(Path(target).resolve())
     top = target.partition(".")[0]
     spec = getattr(sys.modules.get(top), "__spec__", None)
@@ -75,6 +75,11 @@ def plugin_module_name(path: Path) -> str:
     files named alike are two modules (their clashing names are refused), and one file is one module."""
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     return f"{PLUGIN_FILE_MODULE}{path.stem}_{digest}"
+
+
+def _written_as_file(target: str) -> bool:
+    """`attn.py` or `path/to/attn`: a file to run, not a module name (unless `_module_in_directory`)."""
+    return target.endswith(".py") or os.sep in target
 
 
 def _module_in_directory(target: str) -> tuple[Path | None, str]:

@@ -44,8 +44,7 @@ class _Slots:
     """The grid's labels of one kind, parsed once: where a record's (name, options) goes."""
 
     def __init__(self, labels: Any) -> None:
-        parsed = [label_parts(x) if isinstance(x, str) else None for x in labels] if isinstance(labels, list) else []
-        self.slots = parsed
+        self.slots = [label_parts(x) if isinstance(x, str) else None for x in labels] if isinstance(labels, list) else []
         self.found: dict[str, int] = {}
 
     def find(self, name: Any, options: Any) -> int:

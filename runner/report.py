@@ -724,8 +724,8 @@ def incomparable_settings(a: dict, b: dict) -> list[str]:
 
     A cell's key names neither dtype, profile, model size nor budgets, nor the bytes of a data file
     it names by path (`data`: their sha256), so without this a fp16 run matches a fp32 run cell
-    for cell. A setting one grid lacks (a run from before it was
-    recorded) is not held against it; nor are the efficiency lengths, which only select cells.
+    for cell. A setting one grid lacks (a run from before it was recorded) is not held against it;
+    nor are the efficiency lengths, which only select cells.
     """
     differs = []
     for key in COMPARABLE_SETTINGS:

@@ -34,6 +34,7 @@ from filelock import FileLock, Timeout
 
 from attnbench.errors import AttnbenchError
 from attnbench.runner.grid_order import in_grid_order
+from attnbench.tasks.files import changed_data
 
 __all__ = [
     "RECORD_FIELDS",
@@ -268,11 +269,9 @@ def _check_data(path: Path, then: Any, now: Any) -> None:
             f"{', '.join(sorted(now)) or 'none'}: restore them, or start a new run"
         )
     for file, digest in then.items():
-        if file in now and now[file] != digest:
-            raise StoreError(
-                f"--resume {path}: data file {file} changed since the run started (sha256 {str(digest)[:12]}… "
-                f"then, {now[file][:12]}… now); restore it, or start a new run for the new data"
-            )
+        if now[file] != digest:
+            raise StoreError(f"--resume {path}: {changed_data(file, str(digest), str(now[file]))}; restore it, "
+                             "or start a new run for the new data")
 
 
 def done_keys(records: list[dict], *, retry: tuple[str, ...] = ()) -> set[str]:

@@ -307,7 +307,7 @@ def run_sweep(
     # the pool's first executor times too where it runs on this machine (a worker that has already
     # imported torch is reused); a Ray pool's cells run elsewhere, so timing gets its own
     timer = pool.executors[0] if pool and timing == executor else make_executor(timing, plan)
-    executors = [*(pool.executors if pool else []), timer]
+    others = [e for e in pool.executors if e is not timer] if pool else []
     failed_at: dict[str, dict] = {}  # efficiency: variant label → its first oom/timeout record
     for earlier in sorted(store.records(), key=lambda r: r["seq_len"]):  # a resumed run's too
         if earlier["kind"] == "efficiency" and earlier["status"] in ("oom", "timeout"):
@@ -315,20 +315,18 @@ def run_sweep(
     try:
         for record in pool.run(accuracy) if pool else ():
             keep(record)
-        for other in executors[:-1]:  # timing cells share the machine with no other worker of the sweep
-            if other is not timer:
-                other.close()
+        for other in others:  # timing cells share the machine with no other worker of the sweep
+            other.close()
         for cell in timed:
             record = _skip_longer(cell, failed_at) or timer.run(cell)
             if record["status"] in ("oom", "timeout"):
                 failed_at.setdefault(cell.variant_label, record)
             keep(record)
     except BaseException:  # Ctrl-C, SIGTERM, a failed write: the cells in flight are abandoned
-        for each in executors:
+        for each in [*others, timer]:
             each.close(abandon=True)
         raise
-    for each in executors:
-        each.close()
+    timer.close()
     return SweepOutcome(
         path=store.path,
         records=store.records(),

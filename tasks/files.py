@@ -69,12 +69,15 @@ def check_digests(files: list[Path], recorded: dict[str, str]) -> None:
     two datasets under one key."""
     for path in files:
         then = recorded.get(str(path))
-        now = file_digest(path) if then is not None else None
-        if then is not None and now != then:
+        if then is not None and (now := file_digest(path)) != then:
             raise DataChangedError(
-                f"data file {path} changed since the run started (sha256 {then[:12]}… then, {now[:12]}… now); "
-                "restore it and rerun these cells with --resume RUN --retry error"
+                f"{changed_data(path, then, now)}; restore it and rerun these cells with --resume RUN --retry error"
             )
+
+
+def changed_data(path: Path | str, then: str, now: str) -> str:
+    """'data file P changed since the run started (sha256 c41f35318e38… then, 37d0ea9477bd… now)'."""
+    return f"data file {path} changed since the run started (sha256 {then[:12]}… then, {now[:12]}… now)"
 
 
 def detect_format(path: Path) -> str:
