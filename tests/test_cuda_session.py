@@ -22,6 +22,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cuda_session.sh"
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
+def _commands() -> str:
+    """The script without its comment lines (which show commands too)."""
+    return "".join(line for line in SCRIPT.read_text().splitlines(keepends=True) if not line.lstrip().startswith("#"))
+
+
 @needs_bash
 def test_the_script_parses_and_refuses_an_unknown_argument_with_its_usage():
     assert subprocess.run(["bash", "-n", SCRIPT], capture_output=True).returncode == 0
@@ -30,17 +35,17 @@ def test_the_script_parses_and_refuses_an_unknown_argument_with_its_usage():
 
 
 def test_every_variant_selection_it_passes_to_bench_parses():
-    selections = re.findall(r"--variants '?([^' \n]+)'?", SCRIPT.read_text())
-    assert len(selections) == 4, selections  # perf and the three check steps
+    selections = re.findall(r"--variants '?([^' \n]+)'?", _commands())
+    assert len(selections) == 5, selections  # perf, the three check steps and the smoke run
     for text in selections:
         chosen = parse_selection(text, VARIANTS, lambda n: VARIANTS[n].spec.options)
         assert chosen and all(c.name in VARIANTS for c in chosen)
 
 
 def test_every_option_it_passes_to_bench_exists():
-    text = SCRIPT.read_text().replace("\\\n", " ")  # continuation lines joined
+    text = _commands().replace("\\\n", " ")  # continuation lines joined
     calls = re.findall(r'"\$\{BENCH\[@\]\}" (\w+) (.*)', text)
-    assert sorted({command for command, _ in calls}) == ["check", "perf"]
+    assert sorted({command for command, _ in calls}) == ["check", "perf", "report", "run"]
     for command, rest in calls:
         known = {opt for param in cli.commands[command].params for opt in param.opts}
         used = set(re.findall(r"(--[a-z-]+)", rest))
@@ -49,27 +54,54 @@ def test_every_option_it_passes_to_bench_exists():
 
 @needs_bash
 @pytest.mark.skipif(shutil.which("timeout") is None or shutil.which("realpath") is None, reason="needs coreutils")
-def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run(tmp_path):
-    stub = tmp_path / "bin" / "python"
-    stub.parent.mkdir()
+@pytest.mark.parametrize("interpreter", ["python", "python3"])
+def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run(tmp_path, interpreter):
+    """With `interpreter` the first of python, python3 that imports torch (the GPU image's is python3)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / interpreter
     stub.write_text(  # the real python for the install step's import check; the others pretend
         '#!/usr/bin/env bash\n'
+        'echo "$0" >>"$CALLS"\n'
         '[[ " $* " == *"import attnbench.cli"* ]] && exec "$REAL_PYTHON" "$@"\n'
         '[[ " $* " == *" perf --device "* ]] && exec sleep 30\n'
         'exit 0\n'
     )
+    if interpreter == "python3":  # a `python` without torch comes first on PATH, and is passed over
+        (bin_dir / "python").write_text('#!/usr/bin/env bash\n[[ "$*" == *"import torch"* ]] && exit 1\nexit 0\n')
+        (bin_dir / "python").chmod(0o755)
     stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT": "out", "PERF_S": "1", "CHECK_S": "5",
-           "REAL_PYTHON": sys.executable}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": "out", "PERF_S": "1", "CHECK_S": "5",
+           "REAL_PYTHON": sys.executable, "CALLS": str(tmp_path / "calls")}
     done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    steps = (tmp_path / "out" / "steps.txt").read_text().splitlines()  # OUT relative to the caller
+    out = tmp_path / "out"  # OUT relative to the caller
+    steps = (out / "steps.txt").read_text().splitlines()
     assert [line.split()[0] for line in steps] == ["install", "env", "gpu-test", "perf", "check-eager",
-                                                   "check-linear", "check-local"]
-    assert [line.split()[1] for line in steps] == ["rc=0"] * 3 + ["rc=124"] + ["rc=0"] * 3
+                                                   "check-linear", "check-local", "smoke-run", "smoke-report"]
+    assert [line.split()[1] for line in steps] == ["rc=0"] * 3 + ["rc=124"] + ["rc=0"] * 5
     assert done.returncode == 1
+    # two files (the device tool brings back at most 8); every step's output is in log.txt, in order
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "steps.txt"]
+    log = (out / "log.txt").read_text()
+    ends = re.findall(r"^===== ([\w-]+): (rc=\d+)$", log, flags=re.M)
+    assert ends == [tuple(line.split()[:2]) for line in steps]
     # the install step imported attnbench (subpackages included) from the linked tree, not the repo
-    imported = (tmp_path / "out" / "install.txt").read_text().split()
-    assert imported[:2] == ["attnbench", "from"] and not imported[2].startswith(str(SCRIPT.parents[1]))
+    install = log.split("===== install: rc=0")[0].splitlines()[-1].split()
+    assert install[:2] == ["attnbench", "from"] and not install[2].startswith(str(SCRIPT.parents[1]))
+    # every step ran under the stub (through the wrapper), the failing `python` only asked for torch
+    assert set((tmp_path / "calls").read_text().split()) == {str(stub)}
+
+
+@needs_bash
+def test_the_script_stops_in_one_line_when_no_python_imports_torch(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("python", "python3"):
+        (bin_dir / name).write_text("#!/usr/bin/env bash\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "neither python nor python3 imports torch\n")
 
 
 def test_the_tree_it_links_is_pyproject_s_package_dir_mapping():
