@@ -53,6 +53,7 @@ mkdir -p "$OUT"
 [ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"  # (the linked tree goes before it)
 # fp32 must mean fp32: the checks compare with the naive reference at 1e-5, which TF32 misses
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE NVIDIA_TF32_OVERRIDE
+export PYTHONUNBUFFERED=1  # a step cut at its limit keeps the lines it printed in log.txt
 failed=0
 
 step() {  # step NAME SECONDS COMMAND...: run it under a time limit, its output appended to $OUT/log.txt
