@@ -17,13 +17,16 @@
 #       seaborn, filelock and pyarrow must be there), under the first of `python`, `python3`
 #       that imports torch (the GPU image's torch is its python3's)
 #
-# Environment: REVISION (the commit, for the page: the device's copy has no .git), DEVICE (cuda;
-# cpu rehearses the script here), LENGTHS (2048,4096,16384: the scaling ratio's ends and the
-# first length where `local` must beat SDPA), PERF_S (240 s: it compiles a FlexAttention graph
-# per window, length and layout, 12 in all, and the compiled `linear`'s), CHECK_S (35 s per check
-# step, 52 for the compiled `local`; on DEVICE=cpu 90 and 135), SMOKE_S (60 s for the smoke run).
-# On CUDA the limits add up to 9 minutes, 9¾ with the 5 s each step gets to exit: inside the device
-# tool's 10 minutes a call. The steps before `perf` take seconds when nothing is wrong.
+# Environment: REVISION (the commit, for the pages: the device's copy of the tree has no .git, or
+# a stale one), DEVICE (cuda; cpu rehearses the script here), LENGTHS (2048,4096,16384: the
+# scaling ratio's ends and the first length where `local` must beat SDPA), PERF_S (240 s; 184 s on
+# an H200: it compiles a FlexAttention graph per window, length and layout, 12 in all, and the
+# compiled `linear`'s), CHECK_S (35 s for the eager check step; 9 s there), COMPILED_CHECK_S (110 s
+# for the compiled `linear`'s checks, half again for the compiled `local`'s; 82 and 123 s there,
+# each check compiling graphs of 3–17 s; on DEVICE=cpu 90), SMOKE_S (60 s for the smoke run; 29 s
+# there), STEPS (a,b: those steps only, to rerun what a call cut). On the H200 every step took
+# 7½ minutes in all. The limits add up to 12 minutes, past the device tool's 10 a call, whose
+# limit would cut the last steps first; split a slow machine's session in two calls with STEPS.
 set -uo pipefail
 [ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's
 cd "$(dirname "$0")/.."
@@ -44,10 +47,16 @@ fi
 OUT=${OUT:?set OUT to the directory for the results}
 DEVICE=${DEVICE:-cuda}
 LENGTHS=${LENGTHS:-2048,4096,16384}
+CHECK_S=${CHECK_S:-35}
 # a CPU rehearsal compiles C++ on this 2-core VM: the compiled `linear` check took 51 s from a cold cache
-if [ "$DEVICE" = cpu ]; then CHECK_S=${CHECK_S:-90}; else CHECK_S=${CHECK_S:-35}; fi
-# the device gets a copy of the tree without .git: give the commit (REVISION=$(git describe --always --dirty))
-if [ -z "${REVISION:-}" ] && [ -e .git ]; then REVISION=$(git describe --always --dirty 2>/dev/null); fi
+if [ "$DEVICE" = cpu ]; then COMPILED_CHECK_S=${COMPILED_CHECK_S:-90}; else COMPILED_CHECK_S=${COMPILED_CHECK_S:-110}; fi
+# the device's copy of the tree may have no .git, or one that is not its own (seen: the session's first
+# commit's): give the commit (REVISION=$(git describe --always --dirty)); the pages record it
+if [ -n "${REVISION:-}" ]; then
+    export ATTNBENCH_REVISION=$REVISION  # what runner/environment.py's git_sha() reports
+elif [ -e .git ]; then
+    REVISION=$(git describe --always --dirty 2>/dev/null)
+fi
 REVISION=${REVISION:-an unknown revision}
 mkdir -p "$OUT"
 [ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"  # (the linked tree goes before it)
@@ -126,8 +135,8 @@ step perf "${PERF_S:-240}" "${BENCH[@]}" perf --device "$DEVICE" --variants mult
 # the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
 step check-eager "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" \
     --variants 'multi-head,local(window=16),linear'
-step check-linear "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" --variants 'linear(kernel=compiled)'
-step check-local "$((CHECK_S * 3 / 2))" "${BENCH[@]}" check --device "$DEVICE" \
+step check-linear "$COMPILED_CHECK_S" "${BENCH[@]}" check --device "$DEVICE" --variants 'linear(kernel=compiled)'
+step check-local "$((COMPILED_CHECK_S * 3 / 2))" "${BENCH[@]}" check --device "$DEVICE" \
     --variants 'local(window=16,kernel=compiled)'
 # the main job's path on this device: every variant's smoke cells (training and timing), then its report
 step smoke-run "${SMOKE_S:-60}" "${BENCH[@]}" run --profile smoke --variants all --device "$DEVICE" \

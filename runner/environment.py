@@ -29,8 +29,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+REVISION_VARIABLE = "ATTNBENCH_REVISION"
+
+
 def git_sha() -> str | None:
-    """The commit of the attnbench source tree, when it is a git checkout."""
+    """The commit of the attnbench source tree, when it is a git checkout; $ATTNBENCH_REVISION
+    where it is set, for a copy of the tree whose .git is not its own (benchmarks/cuda_session.sh
+    sets it from REVISION: the GPU machine's copy carried a .git of an older commit)."""
+    if os.environ.get(REVISION_VARIABLE):
+        return os.environ[REVISION_VARIABLE]
     root = Path(attnbench.__file__).resolve().parent.parent
     try:
         out = subprocess.run(

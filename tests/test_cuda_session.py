@@ -72,6 +72,7 @@ def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run
         (bin_dir / "python").chmod(0o755)
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": "out", "PERF_S": "1", "CHECK_S": "5",
+           "COMPILED_CHECK_S": "5",
            "REAL_PYTHON": sys.executable, "CALLS": str(tmp_path / "calls")}
     done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     out = tmp_path / "out"  # OUT relative to the caller
@@ -90,6 +91,20 @@ def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run
     assert install[:2] == ["attnbench", "from"] and not install[2].startswith(str(SCRIPT.parents[1]))
     # every step ran under the stub (through the wrapper), the failing `python` only asked for torch
     assert set((tmp_path / "calls").read_text().split()) == {str(stub)}
+
+
+@needs_bash
+@pytest.mark.skipif(shutil.which("timeout") is None or shutil.which("realpath") is None, reason="needs coreutils")
+def test_steps_reruns_only_the_steps_named_after_the_install(tmp_path):
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\n[[ " $* " == *"import attnbench.cli"* ]] && exec "$REAL_PYTHON" "$@"\nexit 0\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
+           "STEPS": "check-local,smoke-run", "REAL_PYTHON": sys.executable}
+    done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    steps = (tmp_path / "out" / "steps.txt").read_text().splitlines()
+    assert done.returncode == 0 and [line.split()[0] for line in steps] == ["install", "check-local", "smoke-run"]
 
 
 @needs_bash

@@ -17,7 +17,10 @@ from attnbench import build_variant
 from attnbench.runner.measure import peak_memory
 from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
-from attnbench.variants.linear import EPS, _features, causal_linear_attention, global_linear_attention
+from attnbench.variants.linear import (
+    CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT, _features, causal_linear_attention,
+    default_causal_segment, global_linear_attention,
+)
 from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
 from attnbench.variants.reference import (
@@ -168,12 +171,12 @@ def test_local_equals_masked_naive_reference(n, window, causal, padded, path, mo
 )
 def test_local_takes_the_banded_dense_path_for_short_sequences_only(n, window, padded, dense, monkeypatch):
     monkeypatch.setattr(local_module, "GROUP_ELEMENTS", 1 << 18)
-    calls = []
-    monkeypatch.setattr(local_module, "_banded_dense", lambda *a, **kw: calls.append(1) or 0)
+    calls, dense_result = [], object()
+    monkeypatch.setattr(local_module, "_banded_dense", lambda *a, **kw: calls.append(1) or dense_result)
     q, k, v = (torch.zeros(2, 4, n, 4) for _ in range(3))
     mask = padding(2, n) if padded else None
     out = sliding_window_attention(q, k, v, window=window, key_padding_mask=mask)
-    assert (calls == [1]) == dense and (out is 0) == dense
+    assert (calls == [1]) == dense and (out is dense_result) == dense
 
 
 def assert_local_equals_reference(n, window, causal, padded):
@@ -301,6 +304,23 @@ def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded, segment):
     assert_same(
         lambda q, k, v: causal_linear_attention(
             q, k, v, chunk_size=chunk, key_padding_mask=mask, segment=segment
+        ),
+        lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
+        [q, k, v],
+    )
+
+
+def test_the_causal_scan_takes_whole_chunk_counts_a_step_on_cuda_and_cpu_s_tuned_segments_elsewhere():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [default_causal_segment(cuda, fused, 64) for fused in (False, True)] == [16384, 16384]
+    assert default_causal_segment(cuda, False, 1) == CUDA_CHUNKS_PER_STEP  # chunks, not positions, bound it
+    assert [default_causal_segment(cpu, fused, 64) for fused in (False, True)] == [CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT]
+    # CUDA's step at chunk 1 (256 positions): 300 = 256 + 44, the second step carrying the first's state
+    q, k, v = qkv(1, 2, 300, 8, seed=3)
+    mask = padding(1, 300, seed=4)
+    assert_same(
+        lambda q, k, v: causal_linear_attention(
+            q, k, v, chunk_size=1, key_padding_mask=mask, segment=default_causal_segment(cuda, False, 1)
         ),
         lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
         [q, k, v],

@@ -30,6 +30,12 @@ EPS = 1e-6
 # 512–4096 on CPU, benchmarks/); fused, its step leaves fewer temporaries and is fastest at 2048
 # (of 1024–8192 at n = 2048 and 16384, in a scratch timing). The non-causal form takes one step.
 CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
+# On CUDA a step costs its ~30 kernel launches, not its arithmetic: about 0.4 ms a step eager and
+# compiled alike on an H200 at b=1, h=8, d=64 (13.4 ms for the 32 steps of n = 16384 eager, 0.36 ms
+# for the one fused step of n = 2048; results/benchmarks/2026-11-28-h200-bf16-b8013b1.md), so it
+# takes up to 256 chunks a step (16384 positions at the default chunk of 64): 256 states of
+# d × (e+1) per head, 34 MB at h = 8, d = 64, and a (256 × 256) prefix matrix.
+CUDA_CHUNKS_PER_STEP = 256
 
 
 @register_variant("linear", aliases=("linear-attention", "katharopoulos"))
@@ -218,12 +224,12 @@ def causal_linear_attention(
     Goes `segment` positions (whole chunks) at a time, carrying the state of every earlier
     segment, so the per-chunk states of only one segment exist at once; each step is one call of
     `_causal_step`. `fused`: that step compiled, static shapes: the segments share one length.
-    `segment` None: CAUSAL_SEGMENT eager, FUSED_CAUSAL_SEGMENT fused.
+    `segment` None: `default_causal_segment`.
     """
-    if segment is None:
-        segment = FUSED_CAUSAL_SEGMENT if fused else CAUSAL_SEGMENT
     n = q.shape[-2]
     size = min(chunk_size, n)
+    if segment is None:
+        segment = default_causal_segment(q.device, fused, size)
     segment = max(size, segment // size * size)
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
     carried = None  # [Σ φ(k_j) v_jᵀ | Σ φ(k_j)] over the earlier segments: b h d (e+1)
@@ -237,6 +243,15 @@ def causal_linear_attention(
         return out
 
     return _by_segment(step, q, v.shape[-1], segment)
+
+
+def default_causal_segment(device: torch.device, fused: bool, chunk_size: int) -> int:
+    """Positions per step of the causal scan: CUDA_CHUNKS_PER_STEP chunks on CUDA, where a step's
+    cost is its launches; on CPU, where it is its memory traffic, CAUSAL_SEGMENT eager and
+    FUSED_CAUSAL_SEGMENT fused."""
+    if device.type == "cuda":
+        return CUDA_CHUNKS_PER_STEP * chunk_size
+    return FUSED_CAUSAL_SEGMENT if fused else CAUSAL_SEGMENT
 
 
 def _causal_step(
