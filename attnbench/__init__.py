@@ -22,12 +22,25 @@ def _bench_terminated_early(signum, frame) -> None:
         _os._exit(128 + signum)
 
 
+# the modules that are the command line when run with `python -m`
+_COMMAND_MODULES = ("attnbench.cli", "attnbench.benchmarks")
+
+
+def _run_as_command() -> bool:
+    """Whether this process is `bench` (its console script) or `python -m` of a command module."""
+    command = _os.path.basename((getattr(_sys, "argv", None) or [""])[0])
+    if command in ("bench", "bench.exe", "bench-script.py"):
+        return True
+    # under `python -m`, argv[0] is "-m" while the package imports; the full line is in orig_argv
+    orig = getattr(_sys, "orig_argv", None) or []
+    return any(flag == "-m" and module in _COMMAND_MODULES for flag, module in zip(orig, orig[1:]))
+
+
 def _catch_sigterm_early() -> None:
-    """Run as the `bench` command (its console script), catch SIGTERM from here on: the imports below
+    """Run as the command line (`_run_as_command`), catch SIGTERM from here on: the imports below
     take torch's second or more, and a `kill` or `timeout` in them ended the command without its line.
     Imported as a library, nothing changes."""
-    command = _os.path.basename((getattr(_sys, "argv", None) or [""])[0])
-    if command not in ("bench", "bench.exe", "bench-script.py"):
+    if not _run_as_command():
         return
     try:
         if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:

@@ -220,7 +220,8 @@ sys.meta_path.insert(0, HoldTorch())
 CONSOLE_SCRIPT = "import sys\nfrom attnbench.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
 
 
-def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["console script", "python -m attnbench.cli", "python -m attnbench.benchmarks"])
+def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_path: Path, how: str) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HOLD_TORCH)
@@ -228,7 +229,10 @@ def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_pat
     held = tmp_path / "held"
     env = {**os.environ, "ATTNBENCH_TEST_HELD": str(held),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "bench"), "ls", "variants"], env=env,
+    command = {"console script": [str(tmp_path / "bench"), "ls", "variants"],
+               "python -m attnbench.cli": ["-m", "attnbench.cli", "ls", "variants"],
+               "python -m attnbench.benchmarks": ["-m", "attnbench.benchmarks", "--help"]}[how]
+    proc = subprocess.Popen([sys.executable, *command], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not held.exists() and proc.poll() is None and time.time() < deadline:
