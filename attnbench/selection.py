@@ -61,12 +61,10 @@ def split_top_level(text: str, what: str, *, nested: bool = False) -> list[str]:
                 quote = None
         elif char in QUOTES and "".join(current).rstrip().endswith("="):
             quote = char
-        elif char in "()" and nested:
+        elif char in "()" and (nested or (char == "(" and depth > 0)):  # inside a value, or a second level
             raise AttnbenchError(f"{what}: nested parentheses in {text!r} (quote a value that has them: 'a(1).csv')")
         elif char == "(":
             depth += 1
-            if depth > 1:
-                raise AttnbenchError(f"{what}: nested parentheses in {text!r} (quote a value that has them: 'a(1).csv')")
         elif char == ")":
             depth -= 1
             if depth < 0:

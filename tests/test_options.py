@@ -71,6 +71,9 @@ def test_selection_with_inline_options_aliases_and_all():
         ("local,,linear", "empty name"),
         ("local(window=64", "missing ')'"),
         ("local)window", "unbalanced ')'"),
+        ("local((window=3))", "nested parentheses in 'local((window=3))'"),  # a second level
+        ("local(window=(3))", "nested parentheses in 'local(window=(3))'"),  # inside a value
+        ("local(window=3))", "unbalanced ')'"),
         ("local(window)", "expected name=value"),
         ("local(window=1,window=2)", "given twice"),
         ("local(window=0)", "local: window must be a positive int, got 0"),
