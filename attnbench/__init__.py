@@ -31,9 +31,13 @@ def _run_as_command() -> bool:
     command = _os.path.basename((getattr(_sys, "argv", None) or [""])[0])
     if command in ("bench", "bench.exe", "bench-script.py"):
         return True
-    # under `python -m`, argv[0] is "-m" while the package imports; the full line is in orig_argv
+    # under `python -m MODULE ARGS`, argv is ["-m", ARGS] while the package imports, and orig_argv the
+    # whole line, so MODULE (or "-mMODULE") stands just before ARGS there
     orig = getattr(_sys, "orig_argv", None) or []
-    return any(flag == "-m" and module in _COMMAND_MODULES for flag, module in zip(orig, orig[1:]))
+    if command != "-m" or len(orig) <= len(_sys.argv):
+        return False
+    module = orig[len(orig) - len(_sys.argv)]
+    return (module[2:] if module.startswith("-m") else module) in _COMMAND_MODULES
 
 
 def _catch_sigterm_early() -> None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Issue 8's CUDA measurements in one short call on a GPU machine. In order: make the working tree
-# importable, record the machine (env.txt), the GPU test, `bench perf` in bf16 (which SDPA kernel ran,
+# importable, record the machine (step env), the GPU test, `bench perf` in bf16 (which SDPA kernel ran,
 # FlexAttention against dense SDPA, TFLOP/s against the GPU's rated peak, CUDA peak memory), then
 # `bench check` of each CUDA path (outputs and gradients against the naive reference). Each step
-# has its own time limit, so a slow step leaves the others' results. $OUT gets five files (the
+# has its own time limit, so a slow step leaves the others' results. $OUT gets seven files (the
 # device tool brings back at most 8): steps.txt (one line per step: rc and seconds), log.txt (every
 # step's output, appended as it runs, so a killed call keeps what was written), perf's .csv, .md
 # and .png, and the smoke run's report and records (`bench run --profile smoke --variants all` on
@@ -59,6 +59,22 @@ elif [ -e .git ]; then
 fi
 REVISION=${REVISION:-an unknown revision}
 mkdir -p "$OUT"
+[ -n "${ATTNBENCH_REVISION:-}" ] || echo "REVISION not given: the pages record git's commit of this tree ($REVISION)," \
+    "which a copied tree's .git may not match" >>"$OUT/log.txt"
+ALL_STEPS=",install,env,gpu-test,perf,check-eager,check-linear,check-local,smoke-run,smoke-report,"
+if [ -n "${STEPS:-}" ]; then  # STEPS=a,b: those steps only (and the install, which they need)
+    STEPS=${STEPS// /}
+    for name in ${STEPS//,/ }; do
+        if [[ $ALL_STEPS != *",$name,"* ]]; then
+            echo "STEPS: unknown step '$name' (the steps: $(echo "${ALL_STEPS:1:-1}" | tr , ' '))" >&2
+            exit 2
+        fi
+    done
+    if [[ ",$STEPS," == *",smoke-report,"* && ",$STEPS," != *",smoke-run,"* ]]; then
+        echo "STEPS: smoke-report reports the smoke run of the same call: name smoke-run too" >&2
+        exit 2
+    fi
+fi
 [ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"  # (the linked tree goes before it)
 # fp32 must mean fp32: the checks compare with the naive reference at 1e-5, which TF32 misses
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE NVIDIA_TF32_OVERRIDE
@@ -89,10 +105,13 @@ REPO=$PWD
 SHIM=$(mktemp -d) || exit 1
 trap 'rm -rf "$SHIM"' EXIT
 # `python` below is the first of python, python3 that imports torch, by a wrapper in $SHIM/bin (a
-# symbolic link to a venv's interpreter from outside the venv would lose the venv's packages)
+# symbolic link to a venv's interpreter from outside the venv would lose the venv's packages); its
+# path made absolute (the steps run from $SHIM) and quoted for bash (%q may write $'…')
 for candidate in python python3; do
     if command -v "$candidate" >/dev/null && "$candidate" -c 'import torch' 2>/dev/null; then
-        mkdir -p "$SHIM/bin" && printf '#!/bin/sh\nexec %q "$@"\n' "$(command -v "$candidate")" >"$SHIM/bin/python" \
+        found=$(command -v "$candidate")
+        [[ $found == /* ]] || found=$PWD/$found
+        mkdir -p "$SHIM/bin" && printf '#!/usr/bin/env bash\nexec %q "$@"\n' "$found" >"$SHIM/bin/python" \
             && chmod +x "$SHIM/bin/python" && break
     fi
 done

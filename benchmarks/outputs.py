@@ -131,7 +131,8 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "
             "excludes kernel scratch; a compiled kernel's from the CPU allocator's events, column "
             "`mem_method`). Each output verified against the naive reference on sampled "
-            "query rows before timing (max|Δ|/max|ref| ≤ tolerance).",
+            "query rows before timing (max|Δ|/max|ref| ≤ tolerance). FLOPs: torch's counter on the "
+            "call, a causal SDPA's counting the n(n+1)/2 scores its fused kernel computes.",
         ]
         if first["device"] == "cpu":
             lines.append(heap_paragraph(first["heap"]))

@@ -235,6 +235,19 @@ def test_flop_fractions_use_the_matmul_peak_timed_in_the_same_rounds(monkeypatch
         assert math.isclose(r["peak_fraction"], r["flops_per_s"] / r["matmul_peak_flops"])
 
 
+def test_causal_sdpa_counts_the_scores_on_and_below_the_diagonal_and_the_full_form_all():
+    rows = run_suite(PerfConfig(variants=("linear",), **{**TINY, "lengths": (32, 64)}), log=quiet)
+    flops = {(r["case"], r["impl"], r["n"]): r["flops"] for r in rows if r["flops"] is not None}
+    for n in (32, 64):
+        full = flops[("sdpa", "sdpa", n)]
+        assert full == 4 * 8 * n * n * 64  # b=1, h=8, d=64: two (n × n × d) products
+        # its fused kernels skip the tiles above the diagonal: n(n+1)/2 scores, not n² (106 % of
+        # the matmul peak on CPU, 122 % on an H200 before)
+        assert flops[("sdpa(causal)", "sdpa", n)] == 4 * 8 * (n * (n + 1) // 2) * 64
+        # the naive causal form computes the whole matrix, and is counted so
+        assert flops[("linear(causal)", "naive", n)] == flops[("linear", "naive", n)]
+
+
 # ------------------------------------------------------------------------------ the heap
 @pytest.mark.parametrize("condition, pins", [("cached", [heap.CACHED_BYTES]), ("glibc", [])])
 def test_cpu_timings_run_under_the_chosen_heap_pinned_before_the_matmul_peak(condition, pins, heap_pins, monkeypatch):

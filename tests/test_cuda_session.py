@@ -108,6 +108,39 @@ def test_steps_reruns_only_the_steps_named_after_the_install(tmp_path):
 
 
 @needs_bash
+@pytest.mark.parametrize(("steps", "message"), [
+    ("check_linear", "STEPS: unknown step 'check_linear' (the steps: install env gpu-test perf"),
+    ("check", "STEPS: unknown step 'check'"),  # a prefix of a name is not that name
+    ("smoke-report", "STEPS: smoke-report reports the smoke run of the same call: name smoke-run too"),
+])
+def test_steps_refuses_an_unknown_step_or_a_report_without_its_run_in_one_line(tmp_path, steps, message):
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "STEPS": steps}
+    done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+
+
+@needs_bash
+@pytest.mark.skipif(shutil.which("timeout") is None or shutil.which("realpath") is None, reason="needs coreutils")
+def test_a_python_found_through_a_relative_path_entry_runs_from_the_linked_tree_too(tmp_path):
+    """The steps run from the linked tree's directory, so the wrapper holds an absolute path."""
+    venv_bin = tmp_path / "venv bin"  # a space too: the wrapper quotes the path
+    venv_bin.mkdir()
+    stub = venv_bin / "python"
+    stub.write_text('#!/usr/bin/env bash\necho "$0" >>"$CALLS"\n'
+                    '[[ " $* " == *"import attnbench.cli"* ]] && exec "$REAL_PYTHON" "$@"\nexit 0\n')
+    stub.chmod(0o755)
+    relative = os.path.relpath(venv_bin, SCRIPT.parents[1])  # the script runs from the repository's root
+    deeper = tmp_path / "a" / "b" / "c"  # the linked tree's directory, where that relative path is wrong
+    deeper.mkdir(parents=True)
+    env = {**os.environ, "PATH": f"{relative}:{os.environ['PATH']}", "OUT": "out", "STEPS": "env",
+           "REAL_PYTHON": sys.executable, "CALLS": str(tmp_path / "calls"), "TMPDIR": str(deeper)}
+    done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    steps = (tmp_path / "out" / "steps.txt").read_text().splitlines()
+    assert done.returncode == 0 and [line.split()[:2] for line in steps] == [["install", "rc=0"], ["env", "rc=0"]]
+    assert len((tmp_path / "calls").read_text().splitlines()) >= 3  # the torch probe, the install, env
+
+
+@needs_bash
 def test_the_script_stops_in_one_line_when_no_python_imports_torch(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

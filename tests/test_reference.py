@@ -18,8 +18,8 @@ from attnbench.runner.measure import peak_memory
 from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import (
-    CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT, _features, causal_linear_attention,
-    default_causal_segment, global_linear_attention,
+    CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT, _features,
+    causal_linear_attention, default_causal_segment, global_linear_attention,
 )
 from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
@@ -312,15 +312,18 @@ def test_chunked_causal_linear_equals_recurrent_form(n, chunk, padded, segment):
 
 def test_the_causal_scan_takes_whole_chunk_counts_a_step_on_cuda_and_cpu_s_tuned_segments_elsewhere():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert [default_causal_segment(cuda, fused, 64) for fused in (False, True)] == [16384, 16384]
-    assert default_causal_segment(cuda, False, 1) == CUDA_CHUNKS_PER_STEP  # chunks, not positions, bound it
-    assert [default_causal_segment(cpu, fused, 64) for fused in (False, True)] == [CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT]
+    assert [default_causal_segment(cuda, fused, 64, 8) for fused in (False, True)] == [16384, 16384]
+    assert default_causal_segment(cuda, False, 1, 8) == CUDA_CHUNKS_PER_STEP  # chunks, not positions, bound it
+    # and the chunk states over the batch and heads: b = 32, h = 8 takes 8 chunks; b·h past the budget, 1
+    assert default_causal_segment(cuda, False, 64, 256) == 8 * 64 and CUDA_STATES_PER_STEP // 256 == 8
+    assert default_causal_segment(cuda, False, 64, 4 * CUDA_STATES_PER_STEP) == 64
+    assert [default_causal_segment(cpu, fused, 64, 8) for fused in (False, True)] == [CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT]
     # CUDA's step at chunk 1 (256 positions): 300 = 256 + 44, the second step carrying the first's state
     q, k, v = qkv(1, 2, 300, 8, seed=3)
     mask = padding(1, 300, seed=4)
     assert_same(
         lambda q, k, v: causal_linear_attention(
-            q, k, v, chunk_size=1, key_padding_mask=mask, segment=default_causal_segment(cuda, False, 1)
+            q, k, v, chunk_size=1, key_padding_mask=mask, segment=default_causal_segment(cuda, False, 1, 2)
         ),
         lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
         [q, k, v],

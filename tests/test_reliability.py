@@ -220,7 +220,8 @@ sys.meta_path.insert(0, HoldTorch())
 CONSOLE_SCRIPT = "import sys\nfrom attnbench.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
 
 
-@pytest.mark.parametrize("how", ["console script", "python -m attnbench.cli", "python -m attnbench.benchmarks"])
+@pytest.mark.parametrize("how", ["console script", "python -m attnbench.cli", "python -mattnbench.cli",
+                                 "python -m attnbench.benchmarks"])
 def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_path: Path, how: str) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -231,6 +232,7 @@ def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_pat
            "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
     command = {"console script": [str(tmp_path / "bench"), "ls", "variants"],
                "python -m attnbench.cli": ["-m", "attnbench.cli", "ls", "variants"],
+               "python -mattnbench.cli": ["-X", "utf8", "-mattnbench.cli", "ls", "variants"],
                "python -m attnbench.benchmarks": ["-m", "attnbench.benchmarks", "--help"]}[how]
     proc = subprocess.Popen([sys.executable, *command], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -243,9 +245,10 @@ def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_pat
     assert (proc.returncode, err.strip(), out) == (128 + signal.SIGTERM, "bench: terminated", "")  # before: -15, ""
 
 
-def test_importing_attnbench_as_a_library_leaves_sigterm_alone() -> None:
+@pytest.mark.parametrize("after", [[], ["-m", "attnbench.cli"]], ids=["alone", "with -m attnbench.cli as its arguments"])
+def test_importing_attnbench_as_a_library_leaves_sigterm_alone(after: list[str]) -> None:
     code = "import signal, attnbench; print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code, *after], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
 
 

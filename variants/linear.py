@@ -33,9 +33,10 @@ CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
 # On CUDA a step costs its ~30 kernel launches, not its arithmetic: about 0.4 ms a step eager and
 # compiled alike on an H200 at b=1, h=8, d=64 (13.4 ms for the 32 steps of n = 16384 eager, 0.36 ms
 # for the one fused step of n = 2048; results/benchmarks/2026-11-28-h200-bf16-b8013b1.md), so it
-# takes up to 256 chunks a step (16384 positions at the default chunk of 64): 256 states of
-# d × (e+1) per head, 34 MB at h = 8, d = 64, and a (256 × 256) prefix matrix.
-CUDA_CHUNKS_PER_STEP = 256
+# takes up to 256 chunks a step (16384 positions at the default chunk of 64), and up to 2048 chunk
+# states of d × (e+1) a step over the batch and heads (34 MB at d = 64): b = 1, h = 8 gets 256
+# chunks a step, b = 32, h = 8 gets 8 (512 positions, as on CPU). Not yet timed on a GPU.
+CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP = 256, 2048
 
 
 @register_variant("linear", aliases=("linear-attention", "katharopoulos"))
@@ -226,10 +227,10 @@ def causal_linear_attention(
     `_causal_step`. `fused`: that step compiled, static shapes: the segments share one length.
     `segment` None: `default_causal_segment`.
     """
-    n = q.shape[-2]
+    (b, h, n, _) = q.shape
     size = min(chunk_size, n)
     if segment is None:
-        segment = default_causal_segment(q.device, fused, size)
+        segment = default_causal_segment(q.device, fused, size, b * h)
     segment = max(size, segment // size * size)
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
     carried = None  # [Σ φ(k_j) v_jᵀ | Σ φ(k_j)] over the earlier segments: b h d (e+1)
@@ -245,12 +246,13 @@ def causal_linear_attention(
     return _by_segment(step, q, v.shape[-1], segment)
 
 
-def default_causal_segment(device: torch.device, fused: bool, chunk_size: int) -> int:
-    """Positions per step of the causal scan: CUDA_CHUNKS_PER_STEP chunks on CUDA, where a step's
-    cost is its launches; on CPU, where it is its memory traffic, CAUSAL_SEGMENT eager and
-    FUSED_CAUSAL_SEGMENT fused."""
+def default_causal_segment(device: torch.device, fused: bool, chunk_size: int, batch_heads: int) -> int:
+    """Positions per step of the causal scan: on CUDA, where a step's cost is its launches, up to
+    CUDA_CHUNKS_PER_STEP chunks and CUDA_STATES_PER_STEP chunk states over the `batch_heads` (b·h)
+    entries; on CPU, where it is its memory traffic, CAUSAL_SEGMENT eager and FUSED_CAUSAL_SEGMENT
+    fused."""
     if device.type == "cuda":
-        return CUDA_CHUNKS_PER_STEP * chunk_size
+        return max(1, min(CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP // batch_heads)) * chunk_size
     return FUSED_CAUSAL_SEGMENT if fused else CAUSAL_SEGMENT
 
 
