@@ -23,6 +23,7 @@ from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
+from attnbench.runner import ray_executor
 from attnbench.runner.pool import MAX_JOBS, resolve_jobs
 from attnbench.runner.store import STATUSES, export, load_results, recorded_options, recorded_tasks
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
@@ -236,6 +237,8 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     options = {**params, "tasks": sweep.tasks_text,  # data paths absolute: a resume elsewhere reads the same files
                "plugins": [recorded_plugin(t) for t in plugins]}  # importable from any directory
     jobs = params["jobs"]
+    if executor == "ray" and quiet:
+        ray_executor.quiet()
     if executor == "ray" and any(c.kind == "accuracy" for c in pending_cells(sweep, resume, statuses)):
         jobs = resolve_jobs(executor, sweep.plan, jobs)  # the cluster reached, and --jobs checked, before a write
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)

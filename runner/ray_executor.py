@@ -39,6 +39,15 @@ INSTALL = "pip install 'attnbench[ray]'"
 MEMORY_MONITOR = "running low on memory"
 PROBE_SECONDS = 5.0  # how long a RAY_ADDRESS may take to accept a connection
 _CONNECTING = threading.Lock()  # one ray.init per process, whichever thread gets there first
+_QUIET = False  # `bench run --quiet`: Ray's warnings and its workers' output kept off the terminal
+
+
+def quiet() -> None:
+    """Under `bench run --quiet`: the `ray.init` to come logs errors only (not, e.g., Ray 2.60's
+    "Token authentication is enabled" warning) and forwards no worker output (a crashed actor's
+    dump); what a cell's failure means is in its record."""
+    global _QUIET
+    _QUIET = True
 
 
 def check_available() -> None:
@@ -71,7 +80,8 @@ def connect():
         here, empty = os.getcwd(), _empty_directory()
         os.chdir(empty)
         try:
-            ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+            ray.init(address=address, logging_level=logging.ERROR if _QUIET else logging.WARNING,
+                     log_to_driver=not _QUIET, include_dashboard=False)
         except BaseException as exc:  # noqa: BLE001 — a failure to connect is one line; a signal is bench's
             _shutdown(ray)  # what it started so far (its agents would outlive bench)
             if isinstance(exc, Exception):

@@ -229,7 +229,7 @@ class FakeRay(types.ModuleType):
     def init(self, **kwargs) -> None:
         """As Ray's: it notes the current directory (its workers' sys.path) and sets its own
         SIGTERM handler; `interrupt_init` plays a SIGTERM that arrives meanwhile."""
-        self.init_cwd = os.getcwd()
+        self.init_cwd, self.init_kwargs = os.getcwd(), kwargs
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(15))
         if getattr(self, "interrupt_init", False):
             sys.exit(15)  # what Ray's handler does
@@ -340,6 +340,47 @@ def test_ray_starts_from_an_empty_directory_and_gives_bench_its_signal_handlers_
     assert restored is ours  # not Ray's, which would end bench without its line and exit code
     assert fake.init_cwd != str(tmp_path) and os.listdir(fake.init_cwd) == []  # an empty one
     assert os.getcwd() == str(tmp_path)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_ray_under_quiet_logs_errors_only_and_forwards_no_worker_output(monkeypatch, quiet) -> None:
+    import logging
+
+    from attnbench.runner import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_QUIET", False)  # restored after the test
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    fake = FakeRay([])
+    fake.initialized = False
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    if quiet:
+        ray_executor.quiet()
+    ours = signal.getsignal(signal.SIGTERM)
+    try:
+        ray_executor.connect()
+    finally:
+        signal.signal(signal.SIGTERM, ours)
+    # Ray 2.60's "Token authentication is enabled" line is a warning: kept off a --quiet run
+    assert (fake.init_kwargs["logging_level"], fake.init_kwargs["log_to_driver"]) == (
+        (logging.ERROR, False) if quiet else (logging.WARNING, True))
+
+
+def test_bench_run_quiet_quiets_ray_before_it_reaches_the_cluster(monkeypatch, bench_output) -> None:
+    from attnbench.errors import AttnbenchError
+    from attnbench.runner import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_QUIET", False)
+    monkeypatch.setattr("attnbench.runner.sweep.check_available", lambda: None)  # no Ray needed here
+    seen = []
+
+    def reach(executor, plan, jobs):
+        seen.append(ray_executor._QUIET)
+        raise AttnbenchError("stopped here")
+
+    monkeypatch.setattr("attnbench.cli_run.resolve_jobs", reach)
+    code, _, err = bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy",
+                                "--kinds", "accuracy", "--executor", "ray", "--quiet")
+    assert (code, err, seen) == (2, "bench: error: stopped here\n", [True])
 
 
 def test_a_ray_address_that_does_not_answer_is_one_line_at_once(monkeypatch) -> None:
