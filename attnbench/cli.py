@@ -113,14 +113,35 @@ def ls_command(what: str, pattern: str | None) -> None:
       bench ls tasks
       bench ls profiles
       bench ls variants --plugin my_attention
+
+    With PATTERN, each matching variant's or task's options follow: what each accepts, its
+    default and what it does.
     """
     from attnbench.cli_tasks import profiles_table, tasks_table
+    from attnbench.tasks.base import TASKS
 
     make = {"variants": variants_table, "tasks": tasks_table, "profiles": profiles_table}[what]
     table, found = make(pattern)
     if pattern is not None and not found:  # the error alone: an empty table on stdout would read as a result
         raise AttnbenchError(f"no {what[:-1]} matches {pattern!r} (bench ls {what} lists all)")
     console.print(table)
+    if pattern is not None and what != "profiles":  # narrowed down: what each option means too
+        registry = VARIANTS if what == "variants" else TASKS
+        details = options_table(registry.entries(pattern))
+        if details.row_count:
+            console.print(details)
+
+
+def options_table(entries) -> Table:
+    """Each option of `entries` (registry entries of variants or tasks): what it accepts, its
+    default and what it does."""
+    table = Table(title="options (NAME(option=value,...))")
+    for column in ("name", "option", "accepts", "default", "what it does"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        for option in entry.obj.spec.options:
+            table.add_row(entry.name, option.name, option.describe(), repr(option.default), option.help or "-")
+    return table
 
 
 def variants_table(pattern: str | None) -> tuple[Table, int]:

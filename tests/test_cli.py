@@ -30,6 +30,21 @@ def test_ls_glob(bench_output):
     assert code == 0 and "linear" in out and "local" not in out
 
 
+@pytest.mark.parametrize(("what", "pattern", "option", "accepts", "words"), [
+    ("variants", "local", "window", "a positive int", "keys seen on each side of a query"),
+    ("variants", "linear", "kernel", "one of eager, compiled", "eager: ATen ops; compiled: fused by torch.compile"),
+    ("tasks", "listops", "max_depth", "a positive int <= 100", "deepest nesting (LRA: 10)"),
+])
+def test_ls_with_a_pattern_says_what_each_option_accepts_and_does(bench_output, monkeypatch, what, pattern, option,
+                                                                   accepts, words):
+    monkeypatch.setenv("COLUMNS", "240")  # one line a row
+    code, out, _ = bench_output("ls", what, pattern)
+    row = next(line for line in out.splitlines() if f"│ {pattern} " in line and f"│ {option} " in line)
+    assert code == 0 and accepts in row and words in row
+    code, out, _ = bench_output("ls", what)  # the whole list stays one table
+    assert code == 0 and "options (NAME(option=value" not in out
+
+
 def test_check_passes_for_builtins_and_prints_a_table(bench_output):
     code, out, err = bench_output("check", "--variants", "local(window=4),dot", "--checks", "reference,causal")
     assert code == 0, out

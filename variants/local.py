@@ -71,8 +71,9 @@ class LocalAttention(ProjectedAttention):
             Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),
             kernel_option(
                 "block-wise, each group of blocks one fused SDPA call with the band as its mask",
-                "FlexAttention over the band's tiles, by torch.compile (needs a C++ compiler or Triton; "
-                "no backward on CPU)",
+                "FlexAttention over the band's tiles, by torch.compile: the fast path on CUDA (0.10-0.19x "
+                "local-attention's time on an H200, where eager was 0.77-3.5x); needs Triton or a C++ compiler; "
+                "no backward on CPU",
             ),
         ),
     )
