@@ -85,6 +85,7 @@ def connect():
         except BaseException as exc:  # noqa: BLE001 — a failure to connect is one line; a signal is bench's
             _shutdown(ray)  # what it started so far (its agents would outlive bench)
             if isinstance(exc, Exception):
+                raise_interruption(exc)
                 raise AttnbenchError(f"--executor ray: cannot start or reach {where}: {_why(exc)}") from None
             ours = handlers.get(signal.SIGTERM)
             if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM and callable(ours):
@@ -200,6 +201,7 @@ class RayExecutor:
             self.ray.get(self.actor.ready.remote(), timeout=WORKER_START_SECONDS)
         except Exception as exc:  # noqa: BLE001 — an import error, a plugin's, a timeout: one line
             self._end_actor()  # the next cell tries a fresh one (once one has started: `run`)
+            raise_interruption(exc)
             raise WorkerStartError(f"--executor ray: the actor could not start ({_why(exc)})") from None
         self.started += 1
 
@@ -226,9 +228,13 @@ class RayExecutor:
             limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"
             return failed_record(cell, started, "timeout", f"over {limit}; Ray actor killed")
         except ray.exceptions.RayError as exc:  # the actor died, its node was lost, Ray evicted it
+            raise_interruption(exc)
             self._end_actor()
             oom = isinstance(exc, ray.exceptions.OutOfMemoryError) or MEMORY_MONITOR in str(exc)
             return failed_record(cell, started, "oom" if oom else "error", f"Ray actor died: {_why(exc)}")
+        except Exception as exc:  # e.g. the SystemError of a SIGTERM inside Ray's compiled code
+            raise_interruption(exc)
+            raise
         if record.get("status") == "timeout":  # stopped mid-cell by its alarm: maybe mid-import, start afresh
             self._end_actor()
         return record
@@ -243,6 +249,20 @@ class RayExecutor:
         `abandon` ends one mid-cell, and the executor takes no cell after it."""
         self.closed = self.closed or abandon
         self._end_actor()
+
+
+def raise_interruption(exc: BaseException) -> None:
+    """Raise the SIGTERM or Ctrl-C that `exc` stands for, if it does. bench's SIGTERM handler raises
+    `Terminated` (a BaseException); one that fires while Ray's compiled code runs in this thread
+    comes back as that code's SystemError ("returned a result with an exception set") with the
+    interruption as its cause, which would otherwise read as the actor's or the cluster's failure
+    (a run killed while an actor started ended 'the actor could not start', exit 1, not 143)."""
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        if not isinstance(link, Exception):
+            raise link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
 
 
 def _why(exc: BaseException) -> str:

@@ -309,6 +309,55 @@ def test_a_ray_actor_that_cannot_start_stops_the_sweep_only_before_any_started(m
     assert executor.run(CELL) == {"key": CELL.key, "status": "ok"}  # the next cell gets a fresh actor
 
 
+def _inside_compiled_code(interruption: BaseException) -> SystemError:
+    """What CPython makes of a signal handler's exception raised while C code runs: that code's
+    SystemError, with the interruption as its cause."""
+    try:
+        try:
+            raise interruption
+        except BaseException as inner:
+            raise SystemError("<built-in method __new__ of type object> returned a result with an exception set") from inner
+    except SystemError as outer:
+        return outer
+
+
+@pytest.mark.parametrize("where", ["actor start", "cell"])
+def test_a_sigterm_inside_ray_s_compiled_code_is_bench_s_not_the_actor_s(monkeypatch, where) -> None:
+    from attnbench.cli import Terminated
+
+    stopped = _inside_compiled_code(Terminated())
+    fake = FakeRay([stopped]) if where == "cell" else FakeRay([], start=[stopped])
+    executor = ray_executor(monkeypatch, fake)
+    # before: 'the actor could not start (… returned a result with an exception set)', exit 1, not 143
+    with pytest.raises(Terminated):
+        executor.run(CELL)
+    executor = ray_executor(monkeypatch, FakeRay([_inside_compiled_code(KeyboardInterrupt())]))
+    with pytest.raises(KeyboardInterrupt):
+        executor.run(CELL)
+
+
+def test_a_sigterm_inside_ray_init_s_compiled_code_is_bench_s(monkeypatch) -> None:
+    from attnbench.cli import Terminated
+    from attnbench.runner.ray_executor import connect
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    fake = FakeRay([])
+    fake.initialized = False
+
+    def init(**kwargs):
+        raise _inside_compiled_code(Terminated())
+
+    fake.init = init
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    ours = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Terminated):  # not 'cannot start or reach a local Ray instance'
+            connect()
+    finally:
+        signal.signal(signal.SIGTERM, ours)
+    assert fake.shut_down  # what init had started is stopped
+
+
 def test_ray_pool_size_is_what_the_cluster_holds(monkeypatch) -> None:
     from attnbench.errors import AttnbenchError
     from attnbench.runner.ray_executor import cluster_slots
