@@ -259,6 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     except AttnbenchError as exc:
         click.echo(f"bench: error: {exc}", err=True)
         code = getattr(exc, "exit_code", 2)  # 2: bad input; 1: a run that stopped midway (disk full)
+    if code in (130, 128 + signal.SIGTERM):
+        ray_executor = sys.modules.get("attnbench.runner.ray_executor")  # only where a run loaded it
+        if ray_executor is not None and ray_executor.must_exit_at_once():
+            ray_executor.exit_at_once(code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

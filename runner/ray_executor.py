@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +41,8 @@ MEMORY_MONITOR = "running low on memory"
 PROBE_SECONDS = 5.0  # how long a RAY_ADDRESS may take to accept a connection
 _CONNECTING = threading.Lock()  # one ray.init per process, whichever thread gets there first
 _QUIET = False  # `bench run --quiet`: Ray's warnings and its workers' output kept off the terminal
+_HALF_STARTED = False  # a ray.init that a signal cut short (see must_exit_at_once)
+_EMPTY_DIRS: list[str] = []  # the directories Ray was started from, removed at exit
 
 
 def quiet() -> None:
@@ -67,6 +70,7 @@ def connect():
     for the subprocess worker), so Ray is started from an empty directory. `ray.init` sets its own
     SIGTERM and SIGINT handlers, which would end `bench` without its line and exit code; bench's
     are put back."""
+    global _HALF_STARTED
     check_available()
     import ray
 
@@ -84,6 +88,7 @@ def connect():
                      log_to_driver=not _QUIET, include_dashboard=False)
         except BaseException as exc:  # noqa: BLE001 — a failure to connect is one line; a signal is bench's
             _shutdown(ray)  # what it started so far (its agents would outlive bench)
+            _HALF_STARTED = interruption(exc) is not None
             if isinstance(exc, Exception):
                 raise_interruption(exc)
                 raise AttnbenchError(f"--executor ray: cannot start or reach {where}: {_why(exc)}") from None
@@ -104,8 +109,30 @@ def _empty_directory() -> str:
     the directory the driver connected from, so it must outlive them (in a removed one, MKL
     fails to load torch's libraries)."""
     path = tempfile.mkdtemp(prefix="attnbench-ray-")
+    _EMPTY_DIRS.append(path)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def must_exit_at_once() -> bool:
+    """Whether this process should end without Python's finalization: a `ray.init` that a signal
+    cut short (and that was shut down) can leave Ray's core worker half-made, and a SIGTERM that
+    met Ray's own C++ failure-signal handler there aborted the process after Python had finished
+    (exit 134, in 4 of 26 SIGTERMs aimed at `ray.init` with Ray 2.60), not bench's 143."""
+    return _HALF_STARTED
+
+
+def exit_at_once(code: int) -> None:
+    """End the process with `code` now: the directories Ray was started from removed, output
+    flushed, and nothing else of Python's or Ray's exit run."""
+    for path in _EMPTY_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 — a closed stream: nothing to flush
+            pass
+    os._exit(code)
 
 
 def _shutdown(ray) -> None:
@@ -251,18 +278,28 @@ class RayExecutor:
         self._end_actor()
 
 
-def raise_interruption(exc: BaseException) -> None:
-    """Raise the SIGTERM or Ctrl-C that `exc` stands for, if it does. bench's SIGTERM handler raises
-    `Terminated` (a BaseException); one that fires while Ray's compiled code runs in this thread
-    comes back as that code's SystemError ("returned a result with an exception set") with the
-    interruption as its cause, which would otherwise read as the actor's or the cluster's failure
-    (a run killed while an actor started ended 'the actor could not start', exit 1, not 143)."""
+def interruption(exc: BaseException) -> BaseException | None:
+    """The SIGTERM or Ctrl-C that `exc` stands for, if it does: `exc` itself when it is no
+    Exception (bench's `Terminated`, KeyboardInterrupt, Ray's SystemExit), else the first such
+    exception among its causes. bench's SIGTERM handler raises `Terminated`; one that fires while
+    Ray's compiled code runs in this thread comes back as that code's SystemError ("returned a
+    result with an exception set") caused by it."""
     seen, link = set(), exc
     while link is not None and id(link) not in seen:
         if not isinstance(link, Exception):
-            raise link
+            return link
         seen.add(id(link))
         link = link.__cause__ or link.__context__
+    return None
+
+
+def raise_interruption(exc: BaseException) -> None:
+    """Raise `interruption(exc)`, if there is one: otherwise it would read as the actor's or the
+    cluster's failure (a run killed while an actor started ended 'the actor could not start',
+    exit 1, not 143)."""
+    found = interruption(exc)
+    if found is not None:
+        raise found
 
 
 def _why(exc: BaseException) -> str:

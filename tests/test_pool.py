@@ -30,9 +30,14 @@ ACCURACY = ["--profile", "smoke", "--variants", "multi-head,local(window=4),line
 
 
 @pytest.fixture(autouse=True)
-def _isolated(sandbox):
+def _isolated(sandbox, monkeypatch):
     """--plugin registrations made by a test (the fault variants) end with it: a later `--variants
-    all` would otherwise run fault-hang, which sleeps an hour."""
+    all` would otherwise run fault-hang, which sleeps an hour. And a `ray.init` a test interrupts
+    marks this process for a hard exit (`ray_executor.must_exit_at_once`): the mark ends with it, or
+    a later in-process `bench` that exits 130 or 143 would end pytest."""
+    from attnbench.runner import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_HALF_STARTED", False)
     yield
 
 
@@ -358,6 +363,40 @@ def test_a_sigterm_inside_ray_init_s_compiled_code_is_bench_s(monkeypatch) -> No
     assert fake.shut_down  # what init had started is stopped
 
 
+HARD_EXIT_SCRIPT = """
+import atexit, sys
+from attnbench.cli import Terminated, main
+from attnbench.runner import ray_executor, sweep
+
+atexit.register(lambda: print("finalized", flush=True))  # Python's exit: skipped by a hard exit
+sweep.check_available = lambda: None  # no Ray needed: connect below stands in for it
+
+def connect():  # a ray.init that a SIGTERM cut short, as the real connect() leaves it
+    empty = ray_executor._empty_directory()
+    print(empty, flush=True)
+    ray_executor._HALF_STARTED = HALF_STARTED
+    raise Terminated()
+
+ray_executor.connect = connect
+main(["run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy", "--kinds", "accuracy",
+      "--executor", "ray", "--out", sys.argv[1]])
+"""
+
+
+@pytest.mark.parametrize("half_started", [True, False])
+def test_a_ray_init_cut_short_by_sigterm_ends_at_once_with_143(tmp_path, half_started) -> None:
+    """Ray's C++ failure-signal handler, met inside ray.init, left a core worker whose destructors
+    aborted the process after Python's finalization: exit 134 instead of 143 (4 of 26 SIGTERMs)."""
+    script = HARD_EXIT_SCRIPT.replace("HALF_STARTED\n", f"{half_started}\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    empty, *rest = done.stdout.splitlines()
+    assert done.returncode == 128 + signal.SIGTERM and done.stderr.strip().endswith("bench: terminated")
+    assert rest == ([] if half_started else ["finalized"])  # a hard exit, or Python's own
+    assert not Path(empty).exists()  # the directory Ray was started from is removed either way
+    assert not (tmp_path / "run").exists()  # Ray is reached before anything is written
+
+
 def test_ray_pool_size_is_what_the_cluster_holds(monkeypatch) -> None:
     from attnbench.errors import AttnbenchError
     from attnbench.runner.ray_executor import cluster_slots
@@ -583,3 +622,6 @@ def test_sigterm_while_ray_starts_is_benchs_own_and_stops_what_ray_started(monke
         assert signal.getsignal(signal.SIGTERM) is benchs and fake.shut_down
     finally:
         signal.signal(signal.SIGTERM, before)
+    from attnbench.runner.ray_executor import must_exit_at_once
+
+    assert must_exit_at_once()  # Ray's half-made core worker must not see Python's finalization
