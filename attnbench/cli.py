@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from attnbench.errors import AttnbenchError
+import attnbench
+from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import import_plugin
 from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
@@ -140,7 +141,8 @@ def options_table(entries) -> Table:
         table.add_column(column, overflow="fold")
     for entry in entries:
         for option in entry.obj.spec.options:
-            table.add_row(entry.name, option.name, option.describe(), repr(option.default), option.help or "-")
+            cells = (entry.name, option.name, option.describe(), repr(option.default), option.help or "-")
+            table.add_row(*(Text(cell) for cell in cells))  # text, not rich markup: a plugin's help may hold [...]
     return table
 
 
@@ -158,7 +160,7 @@ def variants_table(pattern: str | None) -> tuple[Table, int]:
             ", ".join(entry.aliases) or "-",
             spec.complexity,
             " ".join(spec.capabilities()) or "-",
-            options or "-",
+            Text(options or "-"),  # a plugin's default may hold [...]
             entry.origin,
         )
     return table, len(entries)
@@ -213,11 +215,6 @@ def check_command(variants: str, device: str, checks: str) -> int:
     return 1 if any(result.status == FAIL for result in results) else 0
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwinds like Ctrl-C (a BaseException, so no `except Exception` stops it),
-    through the same clean-up: the cell in flight abandoned, its worker killed, the lock freed."""
-
-
 def _on_sigterm(signum, frame) -> None:
     raise Terminated
 
@@ -259,9 +256,10 @@ def main(argv: list[str] | None = None) -> None:
     except AttnbenchError as exc:
         click.echo(f"bench: error: {exc}", err=True)
         code = getattr(exc, "exit_code", 2)  # 2: bad input; 1: a run that stopped midway (disk full)
-    if code in (130, 128 + signal.SIGTERM):
-        ray_executor = sys.modules.get("attnbench.runner.ray_executor")  # only where a run loaded it
-        if ray_executor is not None and ray_executor.must_exit_at_once():
+    if code in (130, 128 + signal.SIGTERM) and attnbench._run_as_command():  # never a host program's process
+        from attnbench.runner import ray_executor
+
+        if ray_executor.must_exit_at_once():
             ray_executor.exit_at_once(code)
     sys.exit(code if isinstance(code, int) else 0)
 

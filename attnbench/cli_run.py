@@ -237,8 +237,8 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     options = {**params, "tasks": sweep.tasks_text,  # data paths absolute: a resume elsewhere reads the same files
                "plugins": [recorded_plugin(t) for t in plugins]}  # importable from any directory
     jobs = params["jobs"]
-    if executor == "ray" and quiet:
-        ray_executor.quiet()
+    if executor == "ray":
+        ray_executor.quiet(quiet)
     if executor == "ray" and any(c.kind == "accuracy" for c in pending_cells(sweep, resume, statuses)):
         jobs = resolve_jobs(executor, sweep.plan, jobs)  # the cluster reached, and --jobs checked, before a write
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)

@@ -40,6 +40,12 @@ class StoppedWriting(AttnbenchError):
     exit_code = 1
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (`attnbench.cli` raises it from its handler): unwinds like Ctrl-C (a
+    BaseException, so no `except Exception` stops it), through the same clean-up: the cell in
+    flight abandoned, its worker killed, the lock freed."""
+
+
 class UserCodeError(AttnbenchError):
     """A variant's or a task's own code raised while a command ran outside a sweep (`show-task`,
     `attention`): one line naming the exception and where it was raised, exit 1 (the input was fine)."""

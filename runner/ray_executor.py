@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from attnbench.errors import AttnbenchError
+from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import recorded_plugin
 from attnbench.runner.cells import Cell
 from attnbench.runner.execute import Plan, cell_budget, execute_cell
@@ -45,12 +45,13 @@ _HALF_STARTED = False  # a ray.init that a signal cut short (see must_exit_at_on
 _EMPTY_DIRS: list[str] = []  # the directories Ray was started from, removed at exit
 
 
-def quiet() -> None:
-    """Under `bench run --quiet`: the `ray.init` to come logs errors only (not, e.g., Ray 2.60's
-    "Token authentication is enabled" warning) and forwards no worker output (a crashed actor's
-    dump); what a cell's failure means is in its record."""
+def quiet(enabled: bool) -> None:
+    """Set by every `bench run --executor ray`: with `--quiet`, the `ray.init` to come logs errors
+    only (not, e.g., Ray 2.60's "Token authentication is enabled" warning) and forwards no worker
+    output (a crashed actor's dump); what a cell's failure means is in its record. Ray takes these
+    at its first `ray.init` in a process: a later run in the same process keeps them."""
     global _QUIET
-    _QUIET = True
+    _QUIET = enabled
 
 
 def check_available() -> None:
@@ -220,7 +221,11 @@ class RayExecutor:
 
     def _start(self) -> None:
         plugins = [recorded_plugin(t) for t in self.plan.plugins]  # as a run records them: from any directory
-        self.actor = self.ray.remote(**actor_options(self.plan))(CellActor).remote(plugins)  # close() may end it now
+        try:
+            self.actor = self.ray.remote(**actor_options(self.plan))(CellActor).remote(plugins)  # close() may end it now
+        except Exception as exc:  # noqa: BLE001 — Ray's compiled code: a signal comes back wrapped
+            raise_interruption(exc)
+            raise
         if self.closed:  # abandoned while it was being asked for: close() may have looked too early
             self._end_actor()
             raise WorkerStartError("--executor ray: the sweep stopped")
@@ -247,8 +252,8 @@ class RayExecutor:
         if actor is None:  # closed meanwhile, from the thread that was interrupted
             return failed_record(cell, started, "error", "not run: the sweep stopped")
         budget = cell_budget(cell, self.plan)
-        ref = actor.run.remote(cell.to_dict(), self.plan.to_dict())
         try:  # the actor's own SIGALRM fires at `budget` where Ray runs the cell on its main thread
+            ref = actor.run.remote(cell.to_dict(), self.plan.to_dict())
             record = ray.get(ref, timeout=budget + 30 if budget else DEFAULT_WORKER_SECONDS)
         except ray.exceptions.GetTimeoutError:
             self._end_actor()
@@ -279,17 +284,20 @@ class RayExecutor:
 
 
 def interruption(exc: BaseException) -> BaseException | None:
-    """The SIGTERM or Ctrl-C that `exc` stands for, if it does: `exc` itself when it is no
-    Exception (bench's `Terminated`, KeyboardInterrupt, Ray's SystemExit), else the first such
-    exception among its causes. bench's SIGTERM handler raises `Terminated`; one that fires while
-    Ray's compiled code runs in this thread comes back as that code's SystemError ("returned a
-    result with an exception set") caused by it."""
-    seen, link = set(), exc
-    while link is not None and id(link) not in seen:
-        if not isinstance(link, Exception):
-            return link
-        seen.add(id(link))
-        link = link.__cause__ or link.__context__
+    """The SIGTERM or Ctrl-C that `exc` is, or stands for: bench's `Terminated`, KeyboardInterrupt,
+    Ray's own SIGTERM handler's SystemExit(15), or the SystemError ("returned a result with an
+    exception set") that CPython makes of a `Terminated` or KeyboardInterrupt raised by a signal
+    handler while Ray's compiled code runs in this thread, its cause. None for anything else: an
+    error merely chained to some other BaseException (a CancelledError, an earlier SystemExit) is
+    that error."""
+    if isinstance(exc, (Terminated, KeyboardInterrupt)):
+        return exc
+    if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM:
+        return exc
+    if isinstance(exc, SystemError):
+        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if isinstance(inner, (Terminated, KeyboardInterrupt)):
+            return inner
     return None
 
 

@@ -30,6 +30,19 @@ def test_ls_glob(bench_output):
     assert code == 0 and "linear" in out and "local" not in out
 
 
+def test_ls_shows_a_plugin_s_option_help_as_written_not_as_rich_markup(bench_output, sandbox, monkeypatch):
+    from attnbench import Option, VariantSpec, register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("zz-markup")
+    class Markup(MultiHeadAttention):
+        spec = VariantSpec(complexity="n^2", options=(Option("rule", str, "[red]", help="a regex like [a-z]+ [/oops]"),))
+
+    monkeypatch.setenv("COLUMNS", "240")
+    code, out, err = bench_output("ls", "variants", "zz-*")  # before: rich.errors.MarkupError on [/oops]
+    assert code == 0 and "a regex like [a-z]+ [/oops]" in out and "rule: str = [red]" in out, err
+
+
 @pytest.mark.parametrize(("what", "pattern", "option", "accepts", "words"), [
     ("variants", "local", "window", "a positive int", "keys seen on each side of a query"),
     ("variants", "linear", "kernel", "one of eager, compiled", "eager: ATen ops; compiled: fused by torch.compile"),

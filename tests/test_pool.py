@@ -38,6 +38,7 @@ def _isolated(sandbox, monkeypatch):
     from attnbench.runner import ray_executor
 
     monkeypatch.setattr(ray_executor, "_HALF_STARTED", False)
+    monkeypatch.setattr(ray_executor, "_QUIET", False)
     yield
 
 
@@ -252,8 +253,15 @@ class FakeRay(types.ModuleType):
 
         class Handle:
             def __init__(self, plugins):
+                if getattr(fake, "create_error", None) is not None:
+                    raise fake.create_error
                 self.ready = SimpleNamespace(remote=lambda: fake.start.pop(0) if fake.start else 123)
-                self.run = SimpleNamespace(remote=lambda cell, plan: fake.outcomes.pop(0))
+                self.run = SimpleNamespace(remote=self.submit)
+
+            def submit(self, cell, plan):
+                if getattr(fake, "submit_error", None) is not None:
+                    raise fake.submit_error
+                return fake.outcomes.pop(0)
 
         return lambda cls: SimpleNamespace(remote=Handle)
 
@@ -326,12 +334,14 @@ def _inside_compiled_code(interruption: BaseException) -> SystemError:
         return outer
 
 
-@pytest.mark.parametrize("where", ["actor start", "cell"])
+@pytest.mark.parametrize("where", ["actor start", "actor creation", "cell", "cell submission"])
 def test_a_sigterm_inside_ray_s_compiled_code_is_bench_s_not_the_actor_s(monkeypatch, where) -> None:
     from attnbench.cli import Terminated
 
     stopped = _inside_compiled_code(Terminated())
-    fake = FakeRay([stopped]) if where == "cell" else FakeRay([], start=[stopped])
+    fake = FakeRay([stopped]) if where == "cell" else FakeRay([], start=[stopped] if where == "actor start" else [])
+    fake.create_error = stopped if where == "actor creation" else None
+    fake.submit_error = stopped if where == "cell submission" else None
     executor = ray_executor(monkeypatch, fake)
     # before: 'the actor could not start (… returned a result with an exception set)', exit 1, not 143
     with pytest.raises(Terminated):
@@ -339,6 +349,38 @@ def test_a_sigterm_inside_ray_s_compiled_code_is_bench_s_not_the_actor_s(monkeyp
     executor = ray_executor(monkeypatch, FakeRay([_inside_compiled_code(KeyboardInterrupt())]))
     with pytest.raises(KeyboardInterrupt):
         executor.run(CELL)
+
+
+def _chained(error: Exception, earlier: BaseException, *, suppress: bool = False) -> Exception:
+    """`error` raised while `earlier` was being handled (its __context__), or `from None`."""
+    try:
+        try:
+            raise earlier
+        except BaseException:
+            if suppress:
+                raise error from None
+            raise error
+    except Exception as raised:
+        return raised
+
+
+def test_only_a_signal_or_its_wrapper_counts_as_an_interruption() -> None:
+    import asyncio
+
+    from attnbench.cli import Terminated
+    from attnbench.runner.ray_executor import interruption
+
+    stopped = Terminated()
+    assert interruption(stopped) is stopped and interruption(_inside_compiled_code(stopped)) is stopped
+    assert isinstance(interruption(_inside_compiled_code(KeyboardInterrupt())), KeyboardInterrupt)
+    assert isinstance(interruption(SystemExit(signal.SIGTERM)), SystemExit)  # Ray's own SIGTERM handler
+    # ordinary errors that merely carry another BaseException along are themselves (the review's cases:
+    # asyncio.wait_for's TimeoutError comes from a CancelledError; an error raised while a SystemExit was
+    # handled, from None)
+    assert interruption(_chained(TimeoutError("init timed out"), asyncio.CancelledError())) is None
+    assert interruption(_chained(ConnectionError("refused"), SystemExit(3), suppress=True)) is None
+    assert interruption(_chained(ConnectionError("refused"), KeyboardInterrupt())) is None  # not a SystemError
+    assert interruption(SystemExit(3)) is None
 
 
 def test_a_sigterm_inside_ray_init_s_compiled_code_is_bench_s(monkeypatch) -> None:
@@ -369,6 +411,8 @@ from attnbench.cli import Terminated, main
 from attnbench.runner import ray_executor, sweep
 
 atexit.register(lambda: print("finalized", flush=True))  # Python's exit: skipped by a hard exit
+if AS_COMMAND:
+    sys.argv[0] = "bench"  # as the console script: a host program calling main() is never ended by it
 sweep.check_available = lambda: None  # no Ray needed: connect below stands in for it
 
 def connect():  # a ray.init that a SIGTERM cut short, as the real connect() leaves it
@@ -383,16 +427,17 @@ main(["run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy", "-
 """
 
 
-@pytest.mark.parametrize("half_started", [True, False])
-def test_a_ray_init_cut_short_by_sigterm_ends_at_once_with_143(tmp_path, half_started) -> None:
+@pytest.mark.parametrize(("half_started", "as_command"), [(True, True), (False, True), (True, False)])
+def test_a_ray_init_cut_short_by_sigterm_ends_at_once_with_143(tmp_path, half_started, as_command) -> None:
     """Ray's C++ failure-signal handler, met inside ray.init, left a core worker whose destructors
-    aborted the process after Python's finalization: exit 134 instead of 143 (4 of 26 SIGTERMs)."""
-    script = HARD_EXIT_SCRIPT.replace("HALF_STARTED\n", f"{half_started}\n")
+    aborted the process after Python's finalization: exit 134 instead of 143 (4 of 26 SIGTERMs).
+    Only the `bench` command ends at once: main() called by a host program returns through sys.exit."""
+    script = HARD_EXIT_SCRIPT.replace("HALF_STARTED\n", f"{half_started}\n").replace("AS_COMMAND", str(as_command))
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     empty, *rest = done.stdout.splitlines()
     assert done.returncode == 128 + signal.SIGTERM and done.stderr.strip().endswith("bench: terminated")
-    assert rest == ([] if half_started else ["finalized"])  # a hard exit, or Python's own
+    assert rest == ([] if half_started and as_command else ["finalized"])  # a hard exit, or Python's own
     assert not Path(empty).exists()  # the directory Ray was started from is removed either way
     assert not (tmp_path / "run").exists()  # Ray is reached before anything is written
 
@@ -441,8 +486,7 @@ def test_ray_under_quiet_logs_errors_only_and_forwards_no_worker_output(monkeypa
     fake = FakeRay([])
     fake.initialized = False
     monkeypatch.setitem(sys.modules, "ray", fake)
-    if quiet:
-        ray_executor.quiet()
+    ray_executor.quiet(quiet)
     ours = signal.getsignal(signal.SIGTERM)
     try:
         ray_executor.connect()
@@ -466,9 +510,12 @@ def test_bench_run_quiet_quiets_ray_before_it_reaches_the_cluster(monkeypatch, b
         raise AttnbenchError("stopped here")
 
     monkeypatch.setattr("attnbench.cli_run.resolve_jobs", reach)
-    code, _, err = bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy",
-                                "--kinds", "accuracy", "--executor", "ray", "--quiet")
+    run = ("run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy", "--kinds", "accuracy",
+           "--executor", "ray")
+    code, _, err = bench_output(*run, "--quiet")
     assert (code, err, seen) == (2, "bench: error: stopped here\n", [True])
+    code, _, err = bench_output(*run)  # a later run without --quiet is not quiet
+    assert (code, seen) == (2, [True, False])
 
 
 def test_a_ray_address_that_does_not_answer_is_one_line_at_once(monkeypatch) -> None:
