@@ -239,8 +239,8 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     jobs = params["jobs"]
     if executor == "ray":
         ray_executor.quiet(quiet)
-    if executor == "ray" and any(c.kind == "accuracy" for c in pending_cells(sweep, resume, statuses)):
-        jobs = resolve_jobs(executor, sweep.plan, jobs)  # the cluster reached, and --jobs checked, before a write
+        if any(c.kind == "accuracy" for c in pending_cells(sweep, resume, statuses)):
+            jobs = resolve_jobs(executor, sweep.plan, jobs)  # the cluster reached, and --jobs checked, before a write
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
     _say_taken(taken, quiet)
     with store:

@@ -105,6 +105,11 @@ class Candidate:
     row: dict = field(default_factory=dict)
     times: list = field(default_factory=list)
 
+    @property
+    def calls_sdpa(self) -> bool:
+        """Whether this call is torch's scaled_dot_product_attention: raw SDPA, or a core built on it."""
+        return self.case.runs_sdpa and self.impl in (CORE, SDPA)
+
 
 # ---------------------------------------------------------------------------- references
 def rows_reference(case: Case, layer) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
@@ -287,7 +292,7 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
         call()  # compiles on first use: outside the memory counter and the clock
     count = lambda: peak_memory(call, device=cfg.device)  # noqa: E731
     start = time.perf_counter()
-    if cand.case.runs_sdpa and cand.impl in (CORE, SDPA):  # which SDPA kernel: the same call, profiled
+    if cand.calls_sdpa:  # which SDPA kernel: the same call, profiled
         kernels, (peak, method) = sdpa_kernels(count)
         cand.row["sdpa_kernel"] = ", ".join(kernels) or "none"
     else:
@@ -486,7 +491,7 @@ def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, h
                 row["flops"] = count_flops(cand.meta_fn)
             except Exception:  # an op without a meta kernel: count on the real inputs
                 row["flops"] = count_flops(cand.fn)
-            if case.causal and case.runs_sdpa and cand.impl in (CORE, SDPA):
+            if case.causal and cand.calls_sdpa:
                 row["flops"] = causal_sdpa_flops(row["flops"], n)
             row["flops_per_s"] = row["flops"] / row["median_s"]
             row["peak_fraction"] = row["flops_per_s"] / peak_flops

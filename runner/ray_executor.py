@@ -89,9 +89,11 @@ def connect():
                      log_to_driver=not _QUIET, include_dashboard=False)
         except BaseException as exc:  # noqa: BLE001 — a failure to connect is one line; a signal is bench's
             _shutdown(ray)  # what it started so far (its agents would outlive bench)
-            _HALF_STARTED = interruption(exc) is not None
+            signalled = interruption(exc)
+            _HALF_STARTED = signalled is not None
             if isinstance(exc, Exception):
-                raise_interruption(exc)
+                if signalled is not None:  # a SIGTERM inside Ray's compiled code: bench's, unwrapped
+                    raise signalled
                 raise AttnbenchError(f"--executor ray: cannot start or reach {where}: {_why(exc)}") from None
             ours = handlers.get(signal.SIGTERM)
             if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM and callable(ours):
@@ -260,7 +262,6 @@ class RayExecutor:
             limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"
             return failed_record(cell, started, "timeout", f"over {limit}; Ray actor killed")
         except ray.exceptions.RayError as exc:  # the actor died, its node was lost, Ray evicted it
-            raise_interruption(exc)
             self._end_actor()
             oom = isinstance(exc, ray.exceptions.OutOfMemoryError) or MEMORY_MONITOR in str(exc)
             return failed_record(cell, started, "oom" if oom else "error", f"Ray actor died: {_why(exc)}")
