@@ -15,12 +15,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench import build_variant
 from attnbench.runner.measure import peak_memory
+from attnbench.variants import additive as additive_module
 from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import (
-    CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT, _features,
-    causal_linear_attention, default_causal_segment, global_linear_attention,
+    CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT,
+    GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT, _feature_values, _features, causal_linear_attention,
+    default_causal_segment, default_global_segment, global_linear_attention,
 )
+from attnbench.variants import linear as linear_module
 from attnbench.variants import local as local_module
 from attnbench.variants.local import sliding_window_attention
 from attnbench.variants.reference import (
@@ -342,6 +345,45 @@ def test_global_linear_equals_quadratic_form(n, m, segment):
     )
 
 
+def test_the_global_form_goes_in_cache_sized_segments_on_cpu_in_inference_only():
+    q, k, v = (t.detach() for t in qkv(1, 8, 4096, 64))
+    assert GLOBAL_SEGMENT_ELEMENTS // (8 * 64) == 1024
+    assert default_global_segment(q, k, v) == 1024
+    assert default_global_segment(q[..., :4], k[..., :4], v) == GLOBAL_SEGMENT_ELEMENTS // (8 * 4)
+    assert default_global_segment(q.expand(64, -1, -1, -1), k, v) == MIN_GLOBAL_SEGMENT  # b·h·d past the budget
+    # gradients wanted, or not a CPU: the whole sequence in one step (the longer of queries and keys)
+    assert default_global_segment(q, k.requires_grad_(), v) == 4096
+    meta = [torch.empty(1, 8, n, 64, device="meta") for n in (10, 5000, 5000)]
+    assert default_global_segment(*meta) == 5000
+
+
+def test_the_default_global_form_in_inference_equals_the_quadratic_form_over_several_segments(monkeypatch):
+    monkeypatch.setattr(linear_module, "GLOBAL_SEGMENT_ELEMENTS", 2 * 4 * 8 * 16)  # 16 positions a step
+    q, k, v = (t.detach() for t in qkv(2, 4, 50, 8, seed=11, m=37))
+    mask = padding(2, 37, seed=12)
+    with torch.no_grad():
+        assert default_global_segment(q, k, v) == MIN_GLOBAL_SEGMENT  # the floor, so lower it too
+        monkeypatch.setattr(linear_module, "MIN_GLOBAL_SEGMENT", 1)
+        assert default_global_segment(q, k, v) == 16
+        calls = []
+        real_key_state = linear_module._key_state
+        monkeypatch.setattr(linear_module, "_key_state", lambda *a: calls.append(a[0].shape[-2]) or real_key_state(*a))
+        got = global_linear_attention(q, k, v, key_padding_mask=mask)
+        want, _ = linear_attention(q, k, v, key_padding_mask=mask)
+    assert calls == [16, 16, 5]  # the keys in three steps
+    assert rel_err(got, want) <= TOL
+
+
+def test_the_cpu_feature_map_is_elu_plus_one_to_float_precision_across_its_range():
+    x = torch.cat([torch.linspace(-87, 60, 20001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e-7, -1e-7])])
+    exact = torch.where(x.double() > 0, x.double() + 1, x.double().exp())  # elu(x) + 1 in fp64
+    got = _feature_values(x)
+    # x·log₂e rounds to fp32 first, so the relative error grows with |x|: 5e-7 for |x| < 10
+    assert torch.all((got.double() - exact).abs() / exact <= 1e-7 * (1 + x.double().abs()))
+    assert torch.all(got > 0)  # positive where fp32's elu(x) + 1 has rounded to 0 (x below about -17)
+    assert rel_err(got, feature_map(x)) <= 1e-6
+
+
 def linear_kernel_and_reference(causal, mask, segment, chunk=4, fused=False):
     """(kernel, reference) on (q, k, v) with this key padding: the chunked causal form against the
     recurrent one, or the global form against the quadratic one (`fused`: the compiled kernel)."""
@@ -490,6 +532,25 @@ def test_additive_score_is_v_dot_tanh_of_the_sum():
     _, weights = additive_attention(q, k, v, w)
     by_hand = torch.stack([torch.stack([w[0] @ torch.tanh(q[0, 0, i] + k[0, 0, j]) for j in range(2)]) for i in range(2)])
     assert torch.allclose(weights[0, 0], by_hand.softmax(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_additive_scores_equal_the_tanh_form_from_zero_to_saturation(dtype):
+    gen = torch.Generator().manual_seed(3)
+    q = torch.cat([torch.zeros(1, 2, 1, 4), 1e-4 * torch.randn(1, 2, 2, 4, generator=gen),
+                   torch.randn(1, 2, 3, 4, generator=gen), 30 * torch.randn(1, 2, 2, 4, generator=gen)], dim=2)
+    k = torch.cat([torch.zeros(1, 2, 1, 4), torch.randn(1, 2, 5, 4, generator=gen)], dim=2)
+    w = torch.randn(2, 4, generator=gen)
+    q, k, w = q.repeat(3, 1, 1, 1).to(dtype), k.repeat(3, 1, 1, 1).to(dtype), w.to(dtype)  # b = 3
+    exact = torch.einsum("bhcmd,hd->bhcm", torch.tanh(q.double()[:, :, :, None] + k.double()[:, :, None]), w.double())
+    got = additive_module._scores(q, k, w)
+    assert got.dtype == dtype and got.shape == (3, 2, 8, 6)
+    tol = {torch.float32: 1e-6, torch.float64: 1e-14, torch.bfloat16: 2e-2}[dtype]
+    assert rel_err(got.double(), exact) <= tol
+    # near 0 (q ~ 1e-4, k = 0) each score to its own size: half precision keeps tanh, since
+    # 2σ(2x) − 1 would round σ(2e-4) to bf16's 0.5 and the scores to 0
+    small, small_exact = got[:, :, 1:3, 0].double(), exact[:, :, 1:3, 0]
+    assert ((small - small_exact).abs() / small_exact.abs()).max() <= (5e-2 if dtype == torch.bfloat16 else 1e-2)
 
 
 # ------------------------------------------------------------------------------ memory shape

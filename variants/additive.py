@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -73,6 +74,29 @@ class AdditiveAttention(ProjectedAttention):
 
 
 def _scores(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> Tensor:
-    """(b h c d), (b h m d), (h d) → (b h c m): wᵀ tanh(q_i + k_j) for one chunk of rows."""
-    hidden_state = torch.tanh(q_rows[:, :, :, None, :] + k[:, :, None, :, :])  # b h c m d
-    return torch.einsum("bhcmd,hd->bhcm", hidden_state, score_vector)
+    """(b h c d), (b h m d), (h d) → (b h c m): wᵀ tanh(q_i + k_j) for one chunk of rows.
+
+    In fp32 and fp64 through tanh(x) = 2σ(2x) − 1, as (2w)ᵀ σ(2q_i + 2k_j) − Σ_d w_d: on CPU ATen's
+    sigmoid takes a tenth of its tanh's time (0.11 against 1.09 ms for 2²⁰ floats, 2 threads here),
+    and that tanh was nine tenths of this function's. fp16 and bf16 keep tanh: near 0 the identity's
+    absolute error is a unit in the last place of 1, which half precision cannot spare.
+    """
+    b = q_rows.shape[0]
+    if q_rows.dtype in (torch.float32, torch.float64):
+        hidden_state = ((2 * q_rows)[:, :, :, None, :] + (2 * k)[:, :, None, :, :]).sigmoid_()
+        weights, offset = 2 * score_vector, score_vector.sum(dim=-1)
+    else:
+        hidden_state = torch.tanh(q_rows[:, :, :, None, :] + k[:, :, None, :, :])
+        weights, offset = score_vector, None
+    scores = _weighted_sum(hidden_state, weights, b)
+    return scores if offset is None else scores - rearrange(offset, "h -> 1 h 1 1")
+
+
+def _weighted_sum(hidden_state: Tensor, weights: Tensor, b: int) -> Tensor:
+    """(b h c m d), (h d) → (b h c m): Σ_d w_hd · hidden[…, d], as one batched (1 × d)(d × c·m)
+    product per (b h) entry on views of the block. `einsum` copies the block into its own layout
+    when b > 1 (9× the time at b = 4, 15× at b = 32, the same at b = 1: scratch timings, 2 threads)."""
+    c, m = hidden_state.shape[2:4]
+    rows = repeat(weights, "h d -> (b h) 1 d", b=b)
+    columns = rearrange(hidden_state, "b h c m d -> (b h) d (c m)")
+    return rearrange(torch.bmm(rows, columns), "(b h) 1 (c m) -> b h c m", b=b, c=c)

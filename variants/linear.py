@@ -15,6 +15,8 @@ fused global form is one step over the whole sequence (its temporaries are O(n·
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -26,6 +28,7 @@ from attnbench.variants.compiled import COMPILED, check_kernel, compile_kernel, 
 from attnbench.variants.reference import linear_attention
 
 EPS = 1e-6
+LOG2_E = 1 / math.log(2)  # eˣ = 2^(x·log₂e)
 # positions per step of the causal scan, so its per-chunk states stay small (the fastest of
 # 512–4096 on CPU, benchmarks/); fused, its step leaves fewer temporaries and is fastest at 2048
 # (of 1024–8192 at n = 2048 and 16384, in a scratch timing). The non-causal form takes one step.
@@ -37,6 +40,13 @@ CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
 # states of d × (e+1) a step over the batch and heads (34 MB at d = 64): b = 1, h = 8 gets 256
 # chunks a step, b = 32, h = 8 gets 8 (512 positions, as on CPU). Not yet timed on a GPU.
 CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP = 256, 2048
+# The eager non-causal form on CPU goes a segment at a time in inference, each (b h segment d)
+# temporary at most 2¹⁹ elements (1024 positions at b=1, h=8, d=64; 2 MiB in fp32, this CPU's L2):
+# with the feature map's exp cheap (`_feature_values`) its passes are bound by memory traffic, and
+# beside the whole sequence in one step 1024-position segments took 0.65× the time at n = 16384
+# and 256-position ones 0.71× at b=4, n=4096 (scratch timings, 2 threads; `bench perf` in
+# results/benchmarks/README.md).
+GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT = 1 << 19, 256
 
 
 @register_variant("linear", aliases=("linear-attention", "katharopoulos"))
@@ -96,8 +106,8 @@ class _FeatureMap(torch.autograd.Function):
     φ′ = eˣ.
 
     Equal to `reference.feature_map` up to rounding, and faster on CPU, where ATen's elu evaluates
-    expm1 (b=1, h=8, n=2048, d=64, one thread here: `F.elu(x) + 1` 1.7 ms, this 1.1 ms). Saves
-    only the output for backward.
+    expm1 (b=1, h=8, n=2048, d=64, one thread here: `F.elu(x) + 1` 1.7 ms, this 1.1 ms, and half
+    that since it computes eˣ as 2^(x·log₂e): `_feature_values`). Saves only the output for backward.
     """
 
     @staticmethod
@@ -121,9 +131,18 @@ def _features(x: Tensor) -> Tensor:
 
 
 def _feature_values(x: Tensor) -> Tensor:
-    """exp(min(x, 0)) + max(x, 0), no gradient."""
+    """exp(min(x, 0)) + max(x, 0), no gradient.
+
+    Eager on CPU as 2^(min(x, 0)·log₂e): ATen's exp2 there takes a quarter of its exp's time (0.075
+    against 0.32 ms for 2²⁰ floats, 2 threads, AVX-512; 0.14 against 0.33 under AVX2), so the map
+    takes half the time, one more pass included (0.23 against 0.45 ms at b=1, h=8, n=2048, d=64),
+    within (1 + |x|)·1e-7 relative of eˣ (x·log₂e rounds first). Compiled, inductor writes its own exp (no faster as exp2 in
+    `bench perf`); on CUDA both are one instruction and the extra pass would be one more launch.
+    """
     if torch.compiler.is_compiling():  # fused either way; torch 2.11 compiles the in-place chain
         return x.clamp(max=0.0).exp() + x.relu()  # into zero gradients for x (2.13 does not)
+    if x.device.type == "cpu":
+        return x.clamp(max=0.0).mul_(LOG2_E).exp2_().add_(x.relu())
     return x.clamp(max=0.0).exp_().add_(x.relu())
 
 
@@ -174,23 +193,35 @@ def global_linear_attention(
     One pass over the keys sums the state Σ φ(k_j) v_jᵀ (b h d e) and the normaliser's Σ φ(k_j)
     (b h d); a second applies them to the queries. `segment`: both go that many positions at a
     time, carrying the sums, so the temporaries are O(segment·d) rather than O(n·d); None (the
-    default) takes the whole sequence at once, which was faster on CPU: 0.85× / 0.90× / 0.96× the
-    time of 2048-position segments at n = 4096 / 8192 / 16384, b=1, h=8, d=64, 2 threads, in
-    results/benchmarks/2026-11-27-cpu-2t-linear-whole-against-932039a.md, for 64.6 instead of
-    40.3 MiB at 16384. The segments' outputs must be copied into one tensor, and writing them in
-    place (`out=`) was no faster in a scratch timing. `fused`: `_whole` compiled into one graph,
-    whose element-wise work is fused into the products' neighbours (faster than compiled segments
-    at n = 8192: 10.0 vs 12.7 ms).
+    default): `default_global_segment`. The segments' outputs are copied into one tensor (writing
+    them in place, `out=`, was no faster in a scratch timing). `fused`: `_whole` compiled into one
+    graph, whose element-wise work is fused into the products' neighbours (faster than compiled
+    segments at n = 8192: 10.0 vs 12.7 ms).
     """
     if fused:
         return compile_kernel(_whole, dynamic=None)(q, k, v, key_padding_mask)
     if segment is None:
+        segment = default_global_segment(q, k, v)
+    if segment >= max(q.shape[-2], k.shape[-2]):
         return _whole(q, k, v, key_padding_mask)
     kv = ks = None
     for part in _segments(k.shape[-2], segment):
         part_kv, part_ks = _key_state(k[:, :, part], v[:, :, part], _mask_part(key_padding_mask, part))
         kv, ks = (part_kv, part_ks) if kv is None else (kv + part_kv, ks + part_ks)
     return _by_segment(lambda part: _query_rows(q[:, :, part], kv, ks), q, v.shape[-1], segment)
+
+
+def default_global_segment(q: Tensor, k: Tensor, v: Tensor) -> int:
+    """Positions per step of the eager non-causal form. On CPU without gradients, as many as keep
+    one (b h segment d) temporary within GLOBAL_SEGMENT_ELEMENTS (at least MIN_GLOBAL_SEGMENT), so
+    a step's passes over φ(k) and φ(q) stay in cache. Otherwise the whole sequence: where a step
+    costs its launches (CUDA), and where gradients are wanted, whose backward through the segments'
+    sums was slower (b=16, h=8, n=2048, d=16: 46 ms in 512-position segments, 33 ms whole)."""
+    b, h, n, d = q.shape
+    whole = max(n, k.shape[-2])
+    if q.device.type != "cpu" or (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        return whole
+    return max(MIN_GLOBAL_SEGMENT, GLOBAL_SEGMENT_ELEMENTS // (b * h * d))
 
 
 def _whole(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
@@ -205,9 +236,15 @@ def _key_state(k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> tuple[T
 
 
 def _query_rows(q: Tensor, kv: Tensor, ks: Tensor) -> Tensor:
-    """One segment's outputs φ(q)ᵀ kv / (φ(q)ᵀ ks + eps), (b h m e)."""
+    """One segment's outputs φ(q)ᵀ kv / (φ(q)ᵀ ks + eps), (b h m e).
+
+    The normaliser is taken as the row ksᵀ φ(q)ᵀ (1 × m), a view of the column φ(q) ks: on CPU the
+    (1 × d)(d × m) product takes a sixth of the (m × d)(d × 1) one's time (44 against 271 µs at
+    b=1, h=8, m=2048, d=64, 2 threads), same numbers up to rounding.
+    """
     fq = _features(q)
-    return (fq @ kv).div_((fq @ ks).add_(EPS))  # fresh matmul results: safe to change in place
+    normaliser = rearrange(ks.transpose(-2, -1) @ fq.transpose(-2, -1), "b h 1 m -> b h m 1")
+    return (fq @ kv).div_(normaliser.add_(EPS))  # fresh matmul results: safe to change in place
 
 
 def causal_linear_attention(
