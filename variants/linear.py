@@ -37,7 +37,7 @@ CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
 # compiled alike on an H200 at b=1, h=8, d=64 (13.4 ms for the 32 steps of n = 16384 eager, 0.36 ms
 # for the one fused step of n = 2048; results/benchmarks/2026-11-28-h200-bf16-b8013b1.md), so it
 # takes up to 256 chunks a step (16384 positions at the default chunk of 64), and up to 2048 chunk
-# states of d × (e+1) a step over the batch and heads (34 MB at d = 64): b = 1, h = 8 gets 256
+# states of d × e a step over the batch and heads (34 MB at d = 64): b = 1, h = 8 gets 256
 # chunks a step, b = 32, h = 8 gets 8 (512 positions, as on CPU). Not yet timed on a GPU.
 CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP = 256, 2048
 # The eager non-causal form on CPU goes a segment at a time in inference, each (b h segment d)
@@ -154,20 +154,6 @@ def _mask_part(key_padding_mask: Tensor | None, part: slice) -> Tensor | None:
     return None if key_padding_mask is None else key_padding_mask[:, part]
 
 
-def _with_ones(v: Tensor) -> Tensor:
-    """(… e) → (… e+1): a column of ones, so one product gives numerator and normaliser. Written
-    into a ones tensor rather than concatenated: `cat` along a short last dimension is slow on CPU."""
-    v1 = v.new_ones(*v.shape[:-1], v.shape[-1] + 1)
-    v1[..., :-1] = v
-    return v1
-
-
-def _normalise(out: Tensor, e: int) -> Tensor:
-    """(… e+1) → (… e): the numerator columns divided by the normaliser column (+ EPS, in place:
-    `out` is a fresh product that nothing has saved)."""
-    return out[..., :e] / out[..., e:].add_(EPS)
-
-
 def _by_segment(fn, q: Tensor, e: int, segment: int) -> Tensor:
     """(b h n ·) → (b h n e) by `fn(part)` for each segment: written into one output, not concatenated."""
     parts = _segments(q.shape[-2], segment)
@@ -270,7 +256,7 @@ def causal_linear_attention(
         segment = default_causal_segment(q.device, fused, size, b * h)
     segment = max(size, segment // size * size)
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    carried = None  # [Σ φ(k_j) v_jᵀ | Σ φ(k_j)] over the earlier segments: b h d (e+1)
+    carried = None  # (Σ φ(k_j) v_jᵀ, Σ φ(k_j)) over the earlier segments: (b h d e), (b h d)
 
     causal_step = compile_kernel(_causal_step, dynamic=False) if fused else _causal_step
 
@@ -294,36 +280,45 @@ def default_causal_segment(device: torch.device, fused: bool, chunk_size: int, b
 
 
 def _causal_step(
-    q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, tril: Tensor, carried: Tensor | None
-) -> tuple[Tensor, Tensor]:
+    q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, tril: Tensor,
+    carried: tuple[Tensor, Tensor] | None,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One segment of the causal form from its queries, keys and values (see `_causal_segment`)."""
     return _causal_segment(_features(q), _key_features(k, key_padding_mask), v, tril, carried)
 
 
 def _causal_segment(
-    fq: Tensor, fk: Tensor, v: Tensor, tril: Tensor, carried: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    """One segment of the causal form: (b h m e) outputs and the state carried past it.
+    fq: Tensor, fk: Tensor, v: Tensor, tril: Tensor, carried: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """One segment of the causal form: (b h m e) outputs and the sums carried past it, Σ φ(k) vᵀ
+    (b h d e) and Σ φ(k) (b h d).
 
-    Works on (b·h·c, s, ·) batches of chunks, so every product is one `bmm` on views.
+    Works on (b·h·c, s, ·) batches of chunks, so every product is one `bmm` on views. The normaliser
+    is summed beside the outputs, not read from a ones column appended to v: on CPU a bmm of width
+    e + 1 = 65 took 1.16× the time of width 64, and dividing by a strided column was slower still.
     """
-    (b, h, m, _), e, size = fq.shape, v.shape[-1], tril.shape[0]
+    (b, h, m, _), size = fq.shape, tril.shape[0]
     pad = -(-m // size) * size - m  # padded positions come last: no real query sees them
-    fq, fk, v1 = (_chunked(t, size, pad) for t in (fq, fk, _with_ones(v)))
+    fq, fk, v = (_chunked(t, size, pad) for t in (fq, fk, v))
 
-    # inside each chunk: the quadratic form with the causal mask; the ones column of v makes the
-    # last output column the normaliser Σ_j φ(q_i)·φ(k_j)
+    # inside each chunk: the quadratic form with the causal mask; its row sums, Σ_j φ(q_i)·φ(k_j)
     scores = torch.bmm(fq, fk.transpose(1, 2)).mul_(tril)  # (b h c) s s; bmm keeps no output for backward
-    out = torch.bmm(scores, v1)  # (b h c) s e+1
+    out = torch.bmm(scores, v)  # (b h c) s e
+    normaliser = scores.sum(dim=-1)  # (b h c) s
 
-    # across chunks: the states [Σ φ(k) vᵀ | Σ φ(k)] of every earlier chunk of this segment and of
-    # the earlier segments
-    states = rearrange(torch.bmm(fk.transpose(1, 2), v1), "(b h c) d e -> b h c d e", b=b, h=h)
-    earlier, total = _exclusive_prefix(states, carried)
+    # across chunks: the sums of every earlier chunk of this segment and of the earlier segments
+    states = rearrange(torch.bmm(fk.transpose(1, 2), v), "(b h c) d e -> b h c d e", b=b, h=h)
+    key_sums = rearrange(fk.sum(dim=1), "(b h c) d -> b h c d", b=b, h=h)
+    earlier, total = _exclusive_prefix(states, None if carried is None else carried[0])
+    earlier_sums, total_sums = _exclusive_prefix(key_sums, None if carried is None else carried[1])
     # + φ(q) earlier, in place: bmm saved its inputs, not `out`
     out = out.baddbmm_(fq, rearrange(earlier, "b h c d e -> (b h c) d e"))
-    out = rearrange(_normalise(out, e), "(b h c) s e -> b h (c s) e", b=b, h=h)
-    return out[:, :, :m], total
+    # + φ(q)·Σ φ(k) as a row times φ(q)ᵀ, the fast orientation (see `_query_rows`)
+    rows = torch.bmm(rearrange(earlier_sums, "b h c d -> (b h c) 1 d"), fq.transpose(1, 2))
+    normaliser = normaliser + rearrange(rows, "bhc 1 s -> bhc s")
+    out = out.div_(rearrange(normaliser.add_(EPS), "bhc s -> bhc s 1"))
+    out = rearrange(out, "(b h c) s e -> b h (c s) e", b=b, h=h)
+    return out[:, :, :m], (total, total_sums)
 
 
 def _chunked(t: Tensor, size: int, pad: int) -> Tensor:
@@ -332,10 +327,10 @@ def _chunked(t: Tensor, size: int, pad: int) -> Tensor:
 
 
 def _exclusive_prefix(states: Tensor, carried: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(b h c d e) → for each chunk the sum of `carried` and every earlier chunk's state, and that
-    sum through the last chunk.
+    """(b h c …) → for each chunk the sum of `carried` (b h …) and every earlier chunk's state, and
+    that sum through the last chunk.
 
-    One product with a strictly lower-triangular (c × c) ones matrix over the (b·h, c, d·e) view:
+    One product with a strictly lower-triangular (c × c) ones matrix over the (b·h, c, ·) view:
     a shift, not `cumsum − x`, which could cancel; and on CPU about 3× faster than a running sum
     of c additions, 6× faster than `cumsum` along this middle dimension (n = 2048, h = 8).
     """
