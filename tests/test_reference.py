@@ -20,7 +20,7 @@ from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import (
     CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT,
-    GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT, _feature_values, _features, causal_linear_attention,
+    FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT, _feature_values, _features, causal_linear_attention,
     default_causal_segment, default_global_segment, global_linear_attention,
 )
 from attnbench.variants import linear as linear_module
@@ -351,6 +351,7 @@ def test_the_global_form_goes_in_cache_sized_segments_on_cpu_in_inference_only()
     assert default_global_segment(q, k, v) == 1024
     assert default_global_segment(q[..., :4], k[..., :4], v) == GLOBAL_SEGMENT_ELEMENTS // (8 * 4)
     assert default_global_segment(q.expand(64, -1, -1, -1), k, v) == MIN_GLOBAL_SEGMENT  # b·h·d past the budget
+    assert default_global_segment(q, k, v, fused=True) == FUSED_GLOBAL_SEGMENT_ELEMENTS // (8 * 64) == 2048
     # gradients wanted, or not a CPU: the whole sequence in one step (the longer of queries and keys)
     assert default_global_segment(q, k.requires_grad_(), v) == 4096
     meta = [torch.empty(1, 8, n, 64, device="meta") for n in (10, 5000, 5000)]
@@ -372,6 +373,21 @@ def test_the_default_global_form_in_inference_equals_the_quadratic_form_over_sev
         want, _ = linear_attention(q, k, v, key_padding_mask=mask)
     assert calls == [16, 16, 5]  # the keys in three steps
     assert rel_err(got, want) <= TOL
+
+
+def test_the_compiled_global_form_in_inference_goes_compiled_segments_equal_to_the_quadratic_form(monkeypatch):
+    monkeypatch.setattr(linear_module, "FUSED_GLOBAL_SEGMENT_ELEMENTS", 2 * 4 * 8 * 16)  # 16 positions a step
+    monkeypatch.setattr(linear_module, "MIN_GLOBAL_SEGMENT", 1)
+    q, k, v = (t.detach() for t in qkv(2, 4, 50, 8, seed=13, m=37))
+    mask = padding(2, 37, seed=14)
+    compiled, real_compile = [], linear_module.compile_kernel
+    monkeypatch.setattr(linear_module, "compile_kernel", lambda fn, **kw: compiled.append(fn.__name__) or real_compile(fn, **kw))
+    fallbacks = eager_fallbacks()
+    with torch.no_grad():
+        got = global_linear_attention(q, k, v, key_padding_mask=mask, fused=True)
+        want, _ = linear_attention(q, k, v, key_padding_mask=mask)
+    assert rel_err(got, want) <= TOL
+    assert compiled == ["_key_state", "_query_rows"] and eager_fallbacks() == fallbacks  # compiled steps ran
 
 
 def test_the_cpu_feature_map_is_elu_plus_one_to_float_precision_across_its_range():

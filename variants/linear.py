@@ -5,12 +5,12 @@ Causal, chunked: the sequence is cut into chunks of `chunk_size`; inside a chunk
 quadratic form is used, across chunks one (d × d) state per chunk carries Σ φ(k) vᵀ of every
 earlier chunk; it walks the sequence `segment` positions at a time (carrying the state), so the
 per-chunk states of one segment exist at once: memory is O(n·c + (segment/c)·d²) per head, never
-the O(n·d²) of a per-position cumulative sum. The non-causal form takes the whole sequence in one
-step by default (temporaries O(n·d), like q); it can walk it in segments too. Computed in fp32
-even for fp16/bf16 inputs, whose range the sums would overflow.
+the O(n·d²) of a per-position cumulative sum. The non-causal form walks the sequence in
+cache-sized segments on CPU in inference, and takes it in one step where gradients are wanted or
+on CUDA (temporaries O(n·d), like q). Computed in fp32 even for fp16/bf16 inputs, whose range the
+sums would overflow.
 
-`kernel=compiled` runs the same step functions fused by torch.compile (variants/compiled.py); the
-fused global form is one step over the whole sequence (its temporaries are O(n·d), like q).
+`kernel=compiled` runs the same step functions fused by torch.compile (variants/compiled.py).
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
 # states of d × e a step over the batch and heads (34 MB at d = 64): b = 1, h = 8 gets 256
 # chunks a step, b = 32, h = 8 gets 8 (512 positions, as on CPU). Not yet timed on a GPU.
 CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP = 256, 2048
-# The eager non-causal form on CPU goes a segment at a time in inference, each (b h segment d)
-# temporary at most 2¹⁹ elements (1024 positions at b=1, h=8, d=64; 2 MiB in fp32, this CPU's L2):
-# with the feature map's exp cheap (`_feature_values`) its passes are bound by memory traffic, and
-# beside the whole sequence in one step 1024-position segments took 0.65× the time at n = 16384
-# and 256-position ones 0.71× at b=4, n=4096 (scratch timings, 2 threads; `bench perf` in
-# results/benchmarks/README.md).
-GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT = 1 << 19, 256
+# The non-causal form on CPU goes a segment at a time in inference, each (b h segment d) temporary
+# at most 2¹⁹ elements eager (1024 positions at b=1, h=8, d=64; 2 MiB in fp32, this CPU's L2), 2²⁰
+# compiled (whose steps leave fewer temporaries): with the feature map's exp cheap
+# (`_feature_values`) its passes are bound by memory traffic. Beside the whole sequence in one
+# step, eager 1024-position segments took 0.65× the time at n = 16384 and 256-position ones 0.71×
+# at b=4, n=4096; compiled 2048-position ones 0.82× at 16384, where 1024 took 0.86× (scratch
+# timings, 2 threads; `bench perf` in results/benchmarks/README.md).
+GLOBAL_SEGMENT_ELEMENTS, FUSED_GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT = 1 << 19, 1 << 20, 256
 
 
 @register_variant("linear", aliases=("linear-attention", "katharopoulos"))
@@ -180,34 +181,36 @@ def global_linear_attention(
     (b h d); a second applies them to the queries. `segment`: both go that many positions at a
     time, carrying the sums, so the temporaries are O(segment·d) rather than O(n·d); None (the
     default): `default_global_segment`. The segments' outputs are copied into one tensor (writing
-    them in place, `out=`, was no faster in a scratch timing). `fused`: `_whole` compiled into one
-    graph, whose element-wise work is fused into the products' neighbours (faster than compiled
-    segments at n = 8192: 10.0 vs 12.7 ms).
+    them in place, `out=`, was no faster in a scratch timing). `fused`: the same steps compiled
+    (`_whole` as one graph, or `_key_state` and `_query_rows` a segment at a time), their
+    element-wise work fused into the products' neighbours.
     """
-    if fused:
-        return compile_kernel(_whole, dynamic=None)(q, k, v, key_padding_mask)
     if segment is None:
-        segment = default_global_segment(q, k, v)
+        segment = default_global_segment(q, k, v, fused=fused)
     if segment >= max(q.shape[-2], k.shape[-2]):
-        return _whole(q, k, v, key_padding_mask)
+        return (compile_kernel(_whole, dynamic=None) if fused else _whole)(q, k, v, key_padding_mask)
+    key_state = compile_kernel(_key_state, dynamic=False) if fused else _key_state
+    query_rows = compile_kernel(_query_rows, dynamic=False) if fused else _query_rows
     kv = ks = None
     for part in _segments(k.shape[-2], segment):
-        part_kv, part_ks = _key_state(k[:, :, part], v[:, :, part], _mask_part(key_padding_mask, part))
+        part_kv, part_ks = key_state(k[:, :, part], v[:, :, part], _mask_part(key_padding_mask, part))
         kv, ks = (part_kv, part_ks) if kv is None else (kv + part_kv, ks + part_ks)
-    return _by_segment(lambda part: _query_rows(q[:, :, part], kv, ks), q, v.shape[-1], segment)
+    return _by_segment(lambda part: query_rows(q[:, :, part], kv, ks), q, v.shape[-1], segment)
 
 
-def default_global_segment(q: Tensor, k: Tensor, v: Tensor) -> int:
-    """Positions per step of the eager non-causal form. On CPU without gradients, as many as keep
-    one (b h segment d) temporary within GLOBAL_SEGMENT_ELEMENTS (at least MIN_GLOBAL_SEGMENT), so
-    a step's passes over φ(k) and φ(q) stay in cache. Otherwise the whole sequence: where a step
-    costs its launches (CUDA), and where gradients are wanted, whose backward through the segments'
-    sums was slower (b=16, h=8, n=2048, d=16: 46 ms in 512-position segments, 33 ms whole)."""
+def default_global_segment(q: Tensor, k: Tensor, v: Tensor, *, fused: bool = False) -> int:
+    """Positions per step of the non-causal form. On CPU without gradients, as many as keep one
+    (b h segment d) temporary within GLOBAL_SEGMENT_ELEMENTS (FUSED_GLOBAL_SEGMENT_ELEMENTS
+    compiled; at least MIN_GLOBAL_SEGMENT), so a step's passes over φ(k) and φ(q) stay in cache.
+    Otherwise the whole sequence: where a step costs its launches (CUDA), and where gradients are
+    wanted, whose backward through the segments' sums was slower (eager, b=16, h=8, n=2048, d=16:
+    46 ms in 512-position segments, 33 ms whole)."""
     b, h, n, d = q.shape
     whole = max(n, k.shape[-2])
     if q.device.type != "cpu" or (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
         return whole
-    return max(MIN_GLOBAL_SEGMENT, GLOBAL_SEGMENT_ELEMENTS // (b * h * d))
+    budget = FUSED_GLOBAL_SEGMENT_ELEMENTS if fused else GLOBAL_SEGMENT_ELEMENTS
+    return max(MIN_GLOBAL_SEGMENT, budget // (b * h * d))
 
 
 def _whole(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
