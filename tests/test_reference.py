@@ -569,6 +569,14 @@ def test_additive_scores_equal_the_tanh_form_from_zero_to_saturation(dtype):
     assert ((small - small_exact).abs() / small_exact.abs()).max() <= (5e-2 if dtype == torch.bfloat16 else 1e-2)
 
 
+def test_additive_sigmoid_scores_backward_passes_gradcheck_in_fp64():
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)  # b h c d
+    k = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64, requires_grad=True)  # b h m d
+    w = torch.randn(3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(additive_module._SigmoidScores.apply, (q, k, w))
+
+
 # ------------------------------------------------------------------------------ memory shape
 class LargestTensor(TorchDispatchMode):
     """Records the largest tensor any op produces (forward and backward)."""

@@ -76,27 +76,63 @@ class AdditiveAttention(ProjectedAttention):
 def _scores(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> Tensor:
     """(b h c d), (b h m d), (h d) → (b h c m): wᵀ tanh(q_i + k_j) for one chunk of rows.
 
-    In fp32 and fp64 through tanh(x) = 2σ(2x) − 1, as (2w)ᵀ σ(2q_i + 2k_j) − Σ_d w_d: on CPU ATen's
-    sigmoid takes a tenth of its tanh's time (0.11 against 1.09 ms for 2²⁰ floats, 2 threads here),
-    and that tanh was nine tenths of this function's. fp16 and bf16 keep tanh: near 0 the identity's
-    absolute error is a unit in the last place of 1, which half precision cannot spare.
+    In fp32 and fp64 through tanh(x) = 2σ(2x) − 1 (`_SigmoidScores`): on CPU ATen's sigmoid takes a
+    tenth of its tanh's time (0.11 against 1.09 ms for 2²⁰ floats, 2 threads here), and that tanh
+    was nine tenths of this function's. fp16 and bf16 keep tanh: near 0 the identity's absolute
+    error is a unit in the last place of 1, which half precision cannot spare.
     """
-    b = q_rows.shape[0]
     if q_rows.dtype in (torch.float32, torch.float64):
+        return _SigmoidScores.apply(q_rows, k, score_vector)
+    hidden_state = torch.tanh(q_rows[:, :, :, None, :] + k[:, :, None, :, :])  # b h c m d
+    return _weighted_sum(hidden_state, score_vector)
+
+
+class _SigmoidScores(torch.autograd.Function):
+    """wᵀ tanh(q_i + k_j) as (2w)ᵀ σ(2q_i + 2k_j) − Σ_d w_d, with its backward written out.
+
+    Autograd's own backward reduced the block's gradient over the broadcast axes with two `sum`s
+    (over m for q, over c for k): 64 % of a forward + backward at n = 1024, d = 128. Here the
+    gradient of x = 2q_i + 2k_j is u·2w with u = g·σ(x)(1 − σ(x)) (one fused ATen pass), and each
+    reduction of u is a batched ones-row product on a view, the fast orientation; w's own factor is
+    applied to the small results. Saves σ(x), as autograd would.
+    """
+
+    @staticmethod
+    def forward(ctx, q_rows: Tensor, k: Tensor, score_vector: Tensor) -> Tensor:
         hidden_state = ((2 * q_rows)[:, :, :, None, :] + (2 * k)[:, :, None, :, :]).sigmoid_()
-        weights, offset = 2 * score_vector, score_vector.sum(dim=-1)
-    else:
-        hidden_state = torch.tanh(q_rows[:, :, :, None, :] + k[:, :, None, :, :])
-        weights, offset = score_vector, None
-    scores = _weighted_sum(hidden_state, weights, b)
-    return scores if offset is None else scores - rearrange(offset, "h -> 1 h 1 1")
+        ctx.save_for_backward(hidden_state, score_vector)
+        scores = _weighted_sum(hidden_state, 2 * score_vector)
+        return scores - rearrange(score_vector.sum(dim=-1), "h -> 1 h 1 1")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        hidden_state, w = ctx.saved_tensors
+        b, h, c, m, d = hidden_state.shape
+        # ∂score/∂x = 2w·σ′(x): u = g·σ(x)(1 − σ(x)), the factor 2w applied after the sums
+        u = torch.ops.aten.sigmoid_backward(rearrange(grad, "b h c m -> b h c m 1").expand_as(hidden_state), hidden_state)
+        over_keys = _ones_row(u.reshape(b * h * c, m, d))  # Σ_m u: (b h c) 1 d
+        over_rows = _ones_row(u.reshape(b * h, c, m * d))  # Σ_c u: (b h) 1 (m d)
+        scale = rearrange(4 * w, "h d -> 1 h 1 d")  # ∂x/∂q = ∂x/∂k = 2, times 2w
+        grad_q = rearrange(over_keys, "(b h c) 1 d -> b h c d", b=b, h=h) * scale
+        grad_k = rearrange(over_rows, "(b h) 1 (m d) -> b h m d", b=b, d=d) * scale
+        # ∂score/∂w_d = 2σ(x)_d − 1, summed over b, c and m with the weights g
+        weighted = torch.bmm(rearrange(grad, "b h c m -> (b h) 1 (c m)"), hidden_state.reshape(b * h, c * m, d))
+        grad_w = 2 * rearrange(weighted, "(b h) 1 d -> b h d", b=b).sum(dim=0)
+        grad_w = grad_w - rearrange(grad.sum(dim=(0, 2, 3)), "h -> h 1")
+        return grad_q, grad_k, grad_w
 
 
-def _weighted_sum(hidden_state: Tensor, weights: Tensor, b: int) -> Tensor:
+def _ones_row(t: Tensor) -> Tensor:
+    """(B, r, x) → (B, 1, x): the sum over r as a ones row times each matrix."""
+    return torch.bmm(t.new_ones(t.shape[0], 1, t.shape[1]), t)
+
+
+def _weighted_sum(hidden_state: Tensor, weights: Tensor) -> Tensor:
     """(b h c m d), (h d) → (b h c m): Σ_d w_hd · hidden[…, d], as one batched (1 × d)(d × c·m)
     product per (b h) entry on views of the block. `einsum` copies the block into its own layout
     when b > 1 (9× the time at b = 4, 15× at b = 32, the same at b = 1: scratch timings, 2 threads)."""
-    c, m = hidden_state.shape[2:4]
+    b, c = hidden_state.shape[0], hidden_state.shape[2]
     rows = repeat(weights, "h d -> (b h) 1 d", b=b)
     columns = rearrange(hidden_state, "b h c m d -> (b h) d (c m)")
     return rearrange(torch.bmm(rows, columns), "(b h) 1 (c m) -> b h c m", b=b, c=c)
