@@ -116,9 +116,13 @@ def why_nothing_compared(baseline: pd.DataFrame, current: pd.DataFrame, base_nam
     key = ", ".join(KEY[:-1]) + f" and {KEY[-1]}"
     if merged.empty:
         return f"no timed row of {current_name} has the {key} of a timed row of {base_name}"
+    rows = len(merged[KEY].drop_duplicates())  # a baseline of several machines pairs a row more than once
+    same_machine = merged[merged["machine"] == merged["machine_base"]]
+    if not same_machine.empty:  # its own machine's rows are the ones to explain
+        merged = same_machine
     differences = [f"{column} ({_values(merged[f'{column}_base'])} in {base_name}, {_values(merged[column])} in "
                    f"{current_name})" for column in CONDITION if (merged[column] != merged[f"{column}_base"]).any()]
-    return (f"rows compare only on the same machine, threads and heap, and the {len(merged)} timed rows of "
+    return (f"rows compare only on the same machine, threads and heap, and the {rows} timed rows of "
             f"{current_name} with the {key} of one of {base_name} differ in " + ", ".join(differences))
 
 

@@ -170,6 +170,18 @@ def test_a_compare_that_compared_nothing_fails_and_says_why(current, why, bench_
     assert err.startswith("bench perf: nothing compared: ") and why.format(base=base, cur=cur) in err
 
 
+def test_a_baseline_of_two_machines_compares_and_explains_by_the_current_machine_s_rows(bench_output, tmp_path):
+    one, other = pd.read_csv(results(tmp_path / "a.csv")), pd.read_csv(results(tmp_path / "b.csv", machine="other-cpu"))
+    base = tmp_path / "BASELINE.csv"
+    pd.concat([one, other]).to_csv(base, index=False)
+    code, out, _ = bench_output("perf", "--compare", base, "--current", results(tmp_path / "same.csv"))
+    assert code == 0 and "no regression: 4 timings within 10%" in out
+    cur = results(tmp_path / "quick.csv", threads=4)
+    code, _, err = bench_output("perf", "--compare", base, "--current", cur)
+    assert code == 1 and f"the 4 timed rows of {cur} with the case" in err  # each row once, not once per machine
+    assert err.rstrip().endswith(f"differ in threads (2 in {base}, 4 in {cur})")  # not in machine: its own rows match
+
+
 def test_a_run_that_compared_nothing_with_its_baseline_fails(bench_output, monkeypatch, tmp_path):
     base = results(tmp_path / "BASELINE.csv")
     run = results(tmp_path / "run.csv", machine="another-cpu")

@@ -20,8 +20,8 @@ from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import (
     CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT,
-    FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT, _feature_values, _features, causal_linear_attention,
-    default_causal_segment, default_global_segment, global_linear_attention,
+    FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT, _feature_values, _features,
+    causal_linear_attention, default_causal_segment, default_global_segment, global_linear_attention,
 )
 from attnbench.variants import linear as linear_module
 from attnbench.variants import local as local_module
@@ -375,13 +375,35 @@ def test_the_default_global_form_in_inference_equals_the_quadratic_form_over_sev
     assert rel_err(got, want) <= TOL
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_feature_map_in_half_precision_keeps_exp(dtype):
+    x = torch.linspace(-20, 5, 1001).to(dtype)
+    assert torch.equal(_feature_values(x), x.clamp(max=0.0).exp() + x.relu())
+
+
+def test_compiled_global_segments_take_many_lengths_within_the_recompile_limit(monkeypatch):
+    from attnbench.variants import compiled as compiled_module
+
+    monkeypatch.setattr(compiled_module, "RECOMPILE_LIMIT", 4)
+    monkeypatch.setattr(compiled_module, "_COMPILED", {})  # fresh kernels, made under that limit
+    monkeypatch.setattr(linear_module, "FUSED_GLOBAL_SEGMENT_ELEMENTS", 1 * 2 * 4 * 16)  # 16 positions a step
+    monkeypatch.setattr(linear_module, "MIN_GLOBAL_SEGMENT", 1)
+    with torch.no_grad():
+        for n in range(17, 26):  # nine last-segment lengths: static full segments, one dynamic graph
+            q, k, v = (t.detach() for t in qkv(1, 2, n, 4, seed=n))
+            got = global_linear_attention(q, k, v, fused=True)
+            assert rel_err(got, linear_attention(q, k, v)[0]) <= TOL
+
+
 def test_the_compiled_global_form_in_inference_goes_compiled_segments_equal_to_the_quadratic_form(monkeypatch):
     monkeypatch.setattr(linear_module, "FUSED_GLOBAL_SEGMENT_ELEMENTS", 2 * 4 * 8 * 16)  # 16 positions a step
     monkeypatch.setattr(linear_module, "MIN_GLOBAL_SEGMENT", 1)
     q, k, v = (t.detach() for t in qkv(2, 4, 50, 8, seed=13, m=37))
     mask = padding(2, 37, seed=14)
     compiled, real_compile = [], linear_module.compile_kernel
-    monkeypatch.setattr(linear_module, "compile_kernel", lambda fn, **kw: compiled.append(fn.__name__) or real_compile(fn, **kw))
+    monkeypatch.setattr(
+        linear_module, "compile_kernel", lambda fn, **kw: compiled.append(fn.__name__) or real_compile(fn, **kw)
+    )
     fallbacks = eager_fallbacks()
     with torch.no_grad():
         got = global_linear_attention(q, k, v, key_padding_mask=mask, fused=True)
@@ -574,7 +596,61 @@ def test_additive_sigmoid_scores_backward_passes_gradcheck_in_fp64():
     q = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)  # b h c d
     k = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64, requires_grad=True)  # b h m d
     w = torch.randn(3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(additive_module._SigmoidScores.apply, (q, k, w))
+    assert torch.autograd.gradcheck(lambda q, k, w: additive_module._SigmoidScores.apply(q, k, w)[0], (q, k, w))
+
+
+def test_additive_sigmoid_scores_go_through_torch_func_grad_and_vmap():
+    gen = torch.Generator().manual_seed(6)
+    q, k = torch.randn(2, 3, 4, 5, generator=gen), torch.randn(2, 3, 6, 5, generator=gen)
+    w = torch.randn(3, 5, generator=gen)
+
+    def tanh_form(q, k, w):
+        return torch.einsum("bhcmd,hd->bhcm", torch.tanh(q[:, :, :, None] + k[:, :, None]), w).square().sum()
+
+    def sigmoid_form(q, k, w):
+        return additive_module._scores(q, k, w).square().sum()
+
+    got = torch.func.grad(sigmoid_form, argnums=(0, 1, 2))(q, k, w)
+    want = torch.func.grad(tanh_form, argnums=(0, 1, 2))(q, k, w)
+    for g, r in zip(got, want):
+        assert rel_err(g, r) <= TOL
+    batched = torch.func.vmap(lambda q: additive_module._scores(q, k, w))(q[None].expand(3, -1, -1, -1, -1))
+    assert rel_err(batched[1], additive_module._scores(q, k, w)) <= TOL
+
+
+def test_the_additive_layer_never_copies_the_block_from_its_projected_inputs():
+    # the projections hand the core (b n h d) memory as (b h n d): made contiguous once, every
+    # view of a chunk's block is a view, forward and backward
+    layer = build_variant("additive", d_model=32, heads=2, chunk_size=4)
+    x = torch.randn(3, 16, 32, requires_grad=True)
+    block = 3 * 2 * 4 * 16 * 16  # b h c m d
+
+    class BlockCopies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.numel() == block:
+                self.ops.append(func.__name__)
+            return out
+
+    with BlockCopies() as mode:
+        out, _ = layer(x)
+        out.sum().backward()
+    assert mode.ops and not [op for op in mode.ops if "copy" in op or "clone" in op], mode.ops
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+@pytest.mark.parametrize("name", ["additive", "linear", "linear(kernel=compiled)"])
+def test_an_empty_batch_gives_an_empty_output(name, grad):
+    options = {"kernel": "compiled"} if "compiled" in name else {}
+    layer = build_variant(name.split("(")[0], d_model=16, n_heads=2, **options)
+    x = torch.zeros(0, 5, 16, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        out, _ = layer(x)
+    assert out.shape == (0, 5, 16)
 
 
 # ------------------------------------------------------------------------------ memory shape

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import rearrange, repeat
+from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -55,6 +55,9 @@ class AdditiveAttention(ProjectedAttention):
         recompute = rows < n and torch.is_grad_enabled() and any(
             t.requires_grad for t in (q, k, self.score_vector)
         )
+        # contiguous, so each chunk's block is laid out (b h c m d) and every later view of it is
+        # one: the projections' (b n h d) layout made the block (b c h m d), and each reshape a copy
+        q, k = q.contiguous(), k.contiguous()
         chunks = []
         for start in range(0, n, rows):
             q_rows = q[:, :, start : start + rows]
@@ -78,11 +81,14 @@ def _scores(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> Tensor:
 
     In fp32 and fp64 through tanh(x) = 2σ(2x) − 1 (`_SigmoidScores`): on CPU ATen's sigmoid takes a
     tenth of its tanh's time (0.11 against 1.09 ms for 2²⁰ floats, 2 threads here), and that tanh
-    was nine tenths of this function's. fp16 and bf16 keep tanh: near 0 the identity's absolute
-    error is a unit in the last place of 1, which half precision cannot spare.
+    was nine tenths of this function's. fp16 and bf16 keep tanh, and so does autocast (whose bf16
+    product would take the difference 2σ − 1 in bf16): near 0 the identity's absolute error is a
+    unit in the last place of 1, which half precision cannot spare.
     """
-    if q_rows.dtype in (torch.float32, torch.float64):
-        return _SigmoidScores.apply(q_rows, k, score_vector)
+    if 0 in q_rows.shape or 0 in k.shape:  # nothing to score; einsum takes the empty shapes
+        return torch.einsum("bhcmd,hd->bhcm", torch.tanh(q_rows[:, :, :, None] + k[:, :, None]), score_vector)
+    if q_rows.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(q_rows.device.type):
+        return _SigmoidScores.apply(q_rows, k, score_vector)[0]
     hidden_state = torch.tanh(q_rows[:, :, :, None, :] + k[:, :, None, :, :])  # b h c m d
     return _weighted_sum(hidden_state, score_vector)
 
@@ -94,32 +100,47 @@ class _SigmoidScores(torch.autograd.Function):
     (over m for q, over c for k): 64 % of a forward + backward at n = 1024, d = 128. Here the
     gradient of x = 2q_i + 2k_j is u·2w with u = g·σ(x)(1 − σ(x)) (one fused ATen pass), and each
     reduction of u is a batched ones-row product on a view, the fast orientation; w's own factor is
-    applied to the small results. Saves σ(x), as autograd would.
+    applied to the small results. Returns the scores and σ(x) (b h c m d), which backward needs (as
+    autograd would save it; not differentiable). torch.func's transforms go through it; a second
+    derivative does not (once differentiable).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, q_rows: Tensor, k: Tensor, score_vector: Tensor) -> Tensor:
-        hidden_state = ((2 * q_rows)[:, :, :, None, :] + (2 * k)[:, :, None, :, :]).sigmoid_()
-        ctx.save_for_backward(hidden_state, score_vector)
-        scores = _weighted_sum(hidden_state, 2 * score_vector)
-        return scores - rearrange(score_vector.sum(dim=-1), "h -> 1 h 1 1")
+    def forward(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> tuple[Tensor, Tensor]:
+        gates = ((2 * q_rows)[:, :, :, None, :] + (2 * k)[:, :, None, :, :]).sigmoid_()  # σ(x): b h c m d
+        scores = _weighted_sum(gates, 2 * score_vector)
+        return scores - rearrange(score_vector.sum(dim=-1), "h -> 1 h 1 1"), gates
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, gates = output
+        ctx.mark_non_differentiable(gates)
+        ctx.save_for_backward(gates, inputs[2])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        hidden_state, w = ctx.saved_tensors
-        b, h, c, m, d = hidden_state.shape
-        # ∂score/∂x = 2w·σ′(x): u = g·σ(x)(1 − σ(x)), the factor 2w applied after the sums
-        u = torch.ops.aten.sigmoid_backward(rearrange(grad, "b h c m -> b h c m 1").expand_as(hidden_state), hidden_state)
-        over_keys = _ones_row(u.reshape(b * h * c, m, d))  # Σ_m u: (b h c) 1 d
-        over_rows = _ones_row(u.reshape(b * h, c, m * d))  # Σ_c u: (b h) 1 (m d)
-        scale = rearrange(4 * w, "h d -> 1 h 1 d")  # ∂x/∂q = ∂x/∂k = 2, times 2w
-        grad_q = rearrange(over_keys, "(b h c) 1 d -> b h c d", b=b, h=h) * scale
-        grad_k = rearrange(over_rows, "(b h) 1 (m d) -> b h m d", b=b, d=d) * scale
-        # ∂score/∂w_d = 2σ(x)_d − 1, summed over b, c and m with the weights g
-        weighted = torch.bmm(rearrange(grad, "b h c m -> (b h) 1 (c m)"), hidden_state.reshape(b * h, c * m, d))
-        grad_w = 2 * rearrange(weighted, "(b h) 1 d -> b h d", b=b).sum(dim=0)
-        grad_w = grad_w - rearrange(grad.sum(dim=(0, 2, 3)), "h -> h 1")
+    def backward(ctx, grad: Tensor, _: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        gates, w = ctx.saved_tensors
+        b, h, c, m, d = gates.shape
+        needs_q, needs_k, needs_w = ctx.needs_input_grad
+        grad_q = grad_k = grad_w = None
+        if needs_q or needs_k:
+            # ∂score/∂x = 2w·σ′(x): u = g·σ(x)(1 − σ(x)), the factor 2w applied after the sums
+            u = torch.ops.aten.sigmoid_backward(rearrange(grad, "b h c m -> b h c m 1").expand_as(gates), gates)
+            scale = rearrange(4 * w, "h d -> 1 h 1 d")  # ∂x/∂q = ∂x/∂k = 2, times 2w
+            if needs_q:  # Σ_m u
+                over_keys = _ones_row(rearrange(u, "b h c m d -> (b h c) m d"))
+                grad_q = rearrange(over_keys, "(b h c) 1 d -> b h c d", b=b, h=h) * scale
+            if needs_k:  # Σ_c u
+                over_rows = _ones_row(rearrange(u, "b h c m d -> (b h) c (m d)"))
+                grad_k = rearrange(over_rows, "(b h) 1 (m d) -> b h m d", b=b, d=d) * scale
+        if needs_w:  # ∂score/∂w_d = 2σ(x)_d − 1, summed over b, c and m with the weights g
+            rows = rearrange(grad, "b h c m -> (b h) 1 (c m)")
+            weighted = torch.bmm(rows, rearrange(gates, "b h c m d -> (b h) (c m) d"))
+            grad_w = 2 * reduce(weighted, "(b h) 1 d -> h d", "sum", b=b)
+            grad_w = grad_w - rearrange(grad.sum(dim=(0, 2, 3)), "h -> h 1")
         return grad_q, grad_k, grad_w
 
 

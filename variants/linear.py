@@ -31,7 +31,7 @@ EPS = 1e-6
 LOG2_E = 1 / math.log(2)  # eˣ = 2^(x·log₂e)
 # positions per step of the causal scan, so its per-chunk states stay small (the fastest of
 # 512–4096 on CPU, benchmarks/); fused, its step leaves fewer temporaries and is fastest at 2048
-# (of 1024–8192 at n = 2048 and 16384, in a scratch timing). The non-causal form takes one step.
+# (of 1024–8192 at n = 2048 and 16384, in a scratch timing). The non-causal form: below.
 CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
 # On CUDA a step costs its ~30 kernel launches, not its arithmetic: about 0.4 ms a step eager and
 # compiled alike on an H200 at b=1, h=8, d=64 (13.4 ms for the 32 steps of n = 16384 eager, 0.36 ms
@@ -134,15 +134,17 @@ def _features(x: Tensor) -> Tensor:
 def _feature_values(x: Tensor) -> Tensor:
     """exp(min(x, 0)) + max(x, 0), no gradient.
 
-    Eager on CPU as 2^(min(x, 0)·log₂e): ATen's exp2 there takes a quarter of its exp's time (0.075
-    against 0.32 ms for 2²⁰ floats, 2 threads, AVX-512; 0.14 against 0.33 under AVX2), so the map
-    takes half the time, one more pass included (0.23 against 0.45 ms at b=1, h=8, n=2048, d=64),
-    within (1 + |x|)·1e-7 relative of eˣ (x·log₂e rounds first). Compiled, inductor writes its own exp (no faster as exp2 in
-    `bench perf`); on CUDA both are one instruction and the extra pass would be one more launch.
+    Eager on CPU in fp32 and fp64 as 2^(min(x, 0)·log₂e): ATen's exp2 there takes a quarter of its
+    exp's time (0.075 against 0.32 ms for 2²⁰ floats, 2 threads, AVX-512; 0.14 against 0.33 under
+    AVX2), so the map takes half the time, one more pass included (0.23 against 0.45 ms at b=1,
+    h=8, n=2048, d=64), within (1 + |x|)·1e-7 relative of eˣ (x·log₂e rounds first; in bf16 that
+    rounding would cost 4 %, so half precision keeps exp). Compiled, inductor writes its own exp
+    (no faster as exp2 in `bench perf`); on CUDA both are one instruction and the extra pass would
+    be one more launch.
     """
     if torch.compiler.is_compiling():  # fused either way; torch 2.11 compiles the in-place chain
         return x.clamp(max=0.0).exp() + x.relu()  # into zero gradients for x (2.13 does not)
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         return x.clamp(max=0.0).mul_(LOG2_E).exp2_().add_(x.relu())
     return x.clamp(max=0.0).exp_().add_(x.relu())
 
@@ -189,8 +191,10 @@ def global_linear_attention(
         segment = default_global_segment(q, k, v, fused=fused)
     if segment >= max(q.shape[-2], k.shape[-2]):
         return (compile_kernel(_whole, dynamic=None) if fused else _whole)(q, k, v, key_padding_mask)
-    key_state = compile_kernel(_key_state, dynamic=False) if fused else _key_state
-    query_rows = compile_kernel(_query_rows, dynamic=False) if fused else _query_rows
+    # compiled: full segments one static graph each, other lengths (the last segment) one with
+    # dynamic sizes, so many sequence lengths do not run into the recompile limit
+    key_state = compile_kernel(_key_state, dynamic=None) if fused else _key_state
+    query_rows = compile_kernel(_query_rows, dynamic=None) if fused else _query_rows
     kv = ks = None
     for part in _segments(k.shape[-2], segment):
         part_kv, part_ks = key_state(k[:, :, part], v[:, :, part], _mask_part(key_padding_mask, part))
@@ -210,11 +214,11 @@ def default_global_segment(q: Tensor, k: Tensor, v: Tensor, *, fused: bool = Fal
     if q.device.type != "cpu" or (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
         return whole
     budget = FUSED_GLOBAL_SEGMENT_ELEMENTS if fused else GLOBAL_SEGMENT_ELEMENTS
-    return max(MIN_GLOBAL_SEGMENT, budget // (b * h * d))
+    return max(MIN_GLOBAL_SEGMENT, budget // max(1, b * h * d))
 
 
 def _whole(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-    """The non-causal form in one step, for torch.compile."""
+    """The non-causal form in one step (one graph, compiled)."""
     return _query_rows(q, *_key_state(k, v, key_padding_mask))
 
 
@@ -299,6 +303,8 @@ def _causal_segment(
     Works on (b·h·c, s, ·) batches of chunks, so every product is one `bmm` on views. The normaliser
     is summed beside the outputs, not read from a ones column appended to v: on CPU a bmm of width
     e + 1 = 65 took 1.16× the time of width 64, and dividing by a strided column was slower still.
+    That is 17 computing ATen ops a step instead of 13 (views aside): untimed on CUDA, where a step
+    costs its launches.
     """
     (b, h, m, _), size = fq.shape, tril.shape[0]
     pad = -(-m // size) * size - m  # padded positions come last: no real query sees them
@@ -312,14 +318,15 @@ def _causal_segment(
     # across chunks: the sums of every earlier chunk of this segment and of the earlier segments
     states = rearrange(torch.bmm(fk.transpose(1, 2), v), "(b h c) d e -> b h c d e", b=b, h=h)
     key_sums = rearrange(fk.sum(dim=1), "(b h c) d -> b h c d", b=b, h=h)
-    earlier, total = _exclusive_prefix(states, None if carried is None else carried[0])
-    earlier_sums, total_sums = _exclusive_prefix(key_sums, None if carried is None else carried[1])
+    lower = torch.ones(states.shape[2], states.shape[2], dtype=states.dtype, device=states.device).tril(-1)
+    earlier, total = _exclusive_prefix(states, None if carried is None else carried[0], lower)
+    earlier_sums, total_sums = _exclusive_prefix(key_sums, None if carried is None else carried[1], lower)
     # + φ(q) earlier, in place: bmm saved its inputs, not `out`
     out = out.baddbmm_(fq, rearrange(earlier, "b h c d e -> (b h c) d e"))
     # + φ(q)·Σ φ(k) as a row times φ(q)ᵀ, the fast orientation (see `_query_rows`)
     rows = torch.bmm(rearrange(earlier_sums, "b h c d -> (b h c) 1 d"), fq.transpose(1, 2))
-    normaliser = normaliser + rearrange(rows, "bhc 1 s -> bhc s")
-    out = out.div_(rearrange(normaliser.add_(EPS), "bhc s -> bhc s 1"))
+    normaliser = normaliser + rearrange(rows, "chunks 1 s -> chunks s")
+    out = out.div_(rearrange(normaliser.add_(EPS), "chunks s -> chunks s 1"))
     out = rearrange(out, "(b h c) s e -> b h (c s) e", b=b, h=h)
     return out[:, :, :m], (total, total_sums)
 
@@ -329,17 +336,16 @@ def _chunked(t: Tensor, size: int, pad: int) -> Tensor:
     return rearrange(F.pad(t, (0, 0, 0, pad)) if pad else t, "b h (c s) d -> (b h c) s d", s=size)
 
 
-def _exclusive_prefix(states: Tensor, carried: Tensor | None) -> tuple[Tensor, Tensor]:
+def _exclusive_prefix(states: Tensor, carried: Tensor | None, lower: Tensor) -> tuple[Tensor, Tensor]:
     """(b h c …) → for each chunk the sum of `carried` (b h …) and every earlier chunk's state, and
     that sum through the last chunk.
 
-    One product with a strictly lower-triangular (c × c) ones matrix over the (b·h, c, ·) view:
+    One product with `lower`, the strictly lower-triangular (c × c) ones matrix, over the (b·h, c, ·) view:
     a shift, not `cumsum − x`, which could cancel; and on CPU about 3× faster than a running sum
     of c additions, 6× faster than `cumsum` along this middle dimension (n = 2048, h = 8).
     """
     b, h, c = states.shape[:3]
     flat = states.reshape(b * h, c, -1)  # a view: the states are one contiguous bmm result
-    lower = torch.ones(c, c, dtype=states.dtype, device=states.device).tril(-1)
     if carried is None:
         earlier = lower @ flat
     else:  # carried + lower @ flat in one op
