@@ -88,7 +88,9 @@ def _scores(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> Tensor:
     if 0 in q_rows.shape or 0 in k.shape:  # nothing to score; einsum takes the empty shapes
         return torch.einsum("bhcmd,hd->bhcm", torch.tanh(q_rows[:, :, :, None] + k[:, :, None]), score_vector)
     if q_rows.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(q_rows.device.type):
-        return _SigmoidScores.apply(q_rows, k, score_vector)[0]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q_rows, k, score_vector)):
+            return _SigmoidScores.apply(q_rows, k, score_vector)[0]
+        return _sigmoid_scores(q_rows, k, score_vector)[0]  # no gradient: no autograd Function to call
     hidden_state = torch.tanh(q_rows[:, :, :, None, :] + k[:, :, None, :, :])  # b h c m d
     return _weighted_sum(hidden_state, score_vector)
 
@@ -109,9 +111,7 @@ class _SigmoidScores(torch.autograd.Function):
 
     @staticmethod
     def forward(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> tuple[Tensor, Tensor]:
-        gates = ((2 * q_rows)[:, :, :, None, :] + (2 * k)[:, :, None, :, :]).sigmoid_()  # σ(x): b h c m d
-        scores = _weighted_sum(gates, 2 * score_vector)
-        return scores - rearrange(score_vector.sum(dim=-1), "h -> 1 h 1 1"), gates
+        return _sigmoid_scores(q_rows, k, score_vector)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -142,6 +142,13 @@ class _SigmoidScores(torch.autograd.Function):
             grad_w = 2 * reduce(weighted, "(b h) 1 d -> h d", "sum", b=b)
             grad_w = grad_w - rearrange(grad.sum(dim=(0, 2, 3)), "h -> h 1")
         return grad_q, grad_k, grad_w
+
+
+def _sigmoid_scores(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> tuple[Tensor, Tensor]:
+    """(2w)ᵀ σ(2q_i + 2k_j) − Σ_d w_d (b h c m), and σ(2q_i + 2k_j) (b h c m d)."""
+    gates = ((2 * q_rows)[:, :, :, None, :] + (2 * k)[:, :, None, :, :]).sigmoid_()
+    scores = _weighted_sum(gates, 2 * score_vector)
+    return scores - rearrange(score_vector.sum(dim=-1), "h -> 1 h 1 1"), gates
 
 
 def _ones_row(t: Tensor) -> Tensor:
