@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from attnbench.options import Option
-from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
+from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant, wants_grad
 from attnbench.variants.masking import dense_hidden, masked_softmax
 from attnbench.variants.reference import additive_attention
 
@@ -52,9 +52,7 @@ class AdditiveAttention(ProjectedAttention):
         m = k.shape[-2]
         rows = self.options["chunk_size"] or max(1, CHUNK_ELEMENTS // max(1, b * h * m * d))
         # recompute in backward only when the block is chunked: one chunk is the memory bound anyway
-        recompute = rows < n and torch.is_grad_enabled() and any(
-            t.requires_grad for t in (q, k, self.score_vector)
-        )
+        recompute = rows < n and wants_grad(q, k, self.score_vector)
         # contiguous, so each chunk's block is laid out (b h c m d) and every later view of it is
         # one: the projections' (b n h d) layout made the block (b c h m d), and each reshape a copy
         q, k = q.contiguous(), k.contiguous()
@@ -88,7 +86,7 @@ def _scores(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> Tensor:
     if 0 in q_rows.shape or 0 in k.shape:  # nothing to score; einsum takes the empty shapes
         return torch.einsum("bhcmd,hd->bhcm", torch.tanh(q_rows[:, :, :, None] + k[:, :, None]), score_vector)
     if q_rows.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(q_rows.device.type):
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (q_rows, k, score_vector)):
+        if wants_grad(q_rows, k, score_vector):
             return _SigmoidScores.apply(q_rows, k, score_vector)[0]
         return _sigmoid_scores(q_rows, k, score_vector)[0]  # no gradient: no autograd Function to call
     hidden_state = torch.tanh(q_rows[:, :, :, None, :] + k[:, :, None, :, :])  # b h c m d

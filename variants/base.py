@@ -204,6 +204,13 @@ class ProjectedAttention(AttentionLayer):
 
 
 # ---------------------------------------------------------------------------- the registry
+def wants_grad(*tensors: Tensor) -> bool:
+    """Whether autograd records ops on these tensors: grad mode is on and one of them needs a
+    gradient. Fast paths skip what only a backward needs (an autograd Function's call, checkpoints)
+    where it does not."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def check_layer_class(name: str, obj: object) -> type[nn.Module]:
     """`obj` if it is a valid variant class (an nn.Module subclass with `spec: VariantSpec`)."""
     return check_spec_class(

@@ -32,7 +32,7 @@ from einops import rearrange
 from torch import Tensor
 
 from attnbench.options import Option
-from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant
+from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant, wants_grad
 from attnbench.variants.compiled import COMPILED, check_kernel, kernel_option
 from attnbench.variants.local_flex import flex_window_attention, require_flex
 from attnbench.variants.masking import dense_hidden
@@ -136,7 +136,7 @@ def sliding_window_attention(
     # (views, padded only at the two ends): no full-size copies of q, k, v. Each block is one
     # batch entry of SDPA's fused kernel, with its band as the additive mask: ((b h) g s d)
     block_entries = size * span
-    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    training = wants_grad(q, k, v)
     scores = TRAINING_GROUP_SCORES if training else GROUP_SCORES
     group = max(1, min(GROUP_ELEMENTS // (mask_batch * block_entries), scores // (b * h * block_entries)))
     outs = []
@@ -180,7 +180,7 @@ def _spans(t: Tensor, start: int, stop: int, size: int, behind: int, ahead: int)
     block i's span being positions start + i·size − behind + [0, span): an overlapping view
     (through `_Spans` only where a gradient is wanted: calling it costs tens of µs)."""
     x, span = _positions(t, start - behind, stop + ahead), behind + size + ahead
-    if torch.is_grad_enabled() and x.requires_grad:
+    if wants_grad(x):
         return _Spans.apply(x, span, size)
     return _Spans.forward(x, span, size)
 

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from attnbench.errors import NoBackwardError, UnsupportedError
+from attnbench.variants.base import wants_grad
 from attnbench.variants.compiled import compile_kernel, runs_eager
 
 TILE = 128  # FlexAttention's default block size (queries and keys)
@@ -52,7 +53,7 @@ def flex_window_attention(
 
     if not torch.compiler.is_compiling() and runs_eager(q, k, v):  # the same maths, blocked
         return sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+    if q.device.type == "cpu" and wants_grad(q, k, v):
         raise NoBackwardError(
             f"local: kernel=compiled (FlexAttention) has no backward on CPU in torch {torch.__version__}; "
             "kernel=eager trains on CPU"
