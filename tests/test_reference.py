@@ -19,9 +19,10 @@ from attnbench.variants import additive as additive_module
 from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import (
-    CAUSAL_SEGMENT, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT,
-    FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT, _feature_values, _features,
-    causal_linear_attention, default_causal_segment, default_global_segment, global_linear_attention,
+    CAUSAL_SEGMENT, CAUSAL_STEP_ELEMENTS, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT,
+    FUSED_CAUSAL_STEP_ELEMENTS, FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT,
+    _feature_values, _features, causal_linear_attention, default_causal_heads, default_causal_segment,
+    default_global_segment, global_linear_attention,
 )
 from attnbench.variants import linear as linear_module
 from attnbench.variants import local as local_module
@@ -331,6 +332,54 @@ def test_the_causal_scan_takes_whole_chunk_counts_a_step_on_cuda_and_cpu_s_tuned
         lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
         [q, k, v],
     )
+
+
+# (b, h, heads): 5 pairs a group at h = 2 take two batch elements, then the third; 3 at h = 4 take
+# heads 0-2, then head 3, of each element; 1 takes each pair alone
+HEAD_GROUP_CASES = [(3, 2, 5), (2, 4, 3), (2, 4, 1)]
+
+
+@pytest.mark.parametrize(
+    ("b", "h", "heads"), HEAD_GROUP_CASES, ids=[f"b{b}-h{h}-heads{heads}" for b, h, heads in HEAD_GROUP_CASES]
+)
+def test_the_causal_scan_over_groups_of_heads_equals_the_recurrent_form(b, h, heads):
+    q, k, v = qkv(b, h, 45, 8, seed=b * h + heads)
+    mask = padding(b, 45, seed=heads)  # each element its own length: a group must take its own rows
+    assert_same(
+        lambda q, k, v: causal_linear_attention(
+            q, k, v, chunk_size=4, key_padding_mask=mask, segment=20, heads=heads
+        ),
+        lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
+        [q, k, v],
+    )
+
+
+def test_the_causal_scan_groups_heads_to_its_step_budget_on_cpu_in_inference_and_takes_all_otherwise():
+    q = torch.empty(4, 8, 2048, 64)
+    assert default_causal_heads(q, q, q, positions=512) == CAUSAL_STEP_ELEMENTS // (512 * 64) == 8
+    assert default_causal_heads(q, q, q, positions=2048, fused=True) == FUSED_CAUSAL_STEP_ELEMENTS // (2048 * 64) == 8
+    assert default_causal_heads(q, q, q, positions=1 << 20) == 1  # at least one pair
+    k = q.clone().requires_grad_()
+    assert default_causal_heads(q, k, q, positions=512) == 32  # a gradient wanted: all at once
+    with torch.no_grad():
+        assert default_causal_heads(q, k, q, positions=512) == 8
+    meta = torch.empty(4, 8, 2048, 64, device="meta")  # off CPU (CUDA): all at once
+    assert default_causal_heads(meta, meta, meta, positions=512) == 32
+
+
+def test_the_default_causal_scan_runs_its_steps_on_groups_of_heads_in_inference(monkeypatch):
+    steps = []
+    step = linear_module._causal_step
+    monkeypatch.setattr(
+        linear_module, "_causal_step", lambda q, *rest: steps.append(tuple(q.shape)) or step(q, *rest)
+    )
+    q, k, v = qkv(2, 8, 600, 64, seed=1)
+    mask = padding(2, 600, seed=1)
+    with torch.inference_mode():
+        out = causal_linear_attention(q, k, v, key_padding_mask=mask)
+    # 2 groups of 8 pairs (one batch element each) × segments of 512 + 88 positions
+    assert steps == [(1, 8, 512, 64), (1, 8, 88, 64)] * 2
+    assert rel_err(out, linear_attention_recurrent(q, k, v, key_padding_mask=mask)) <= TOL
 
 
 @pytest.mark.parametrize(("n", "m"), [(7, 7), (50, 13), (9, 130)])

@@ -33,6 +33,12 @@ LOG2_E = 1 / math.log(2)  # eˣ = 2^(x·log₂e)
 # 512–4096 on CPU, benchmarks/); fused, its step leaves fewer temporaries and is fastest at 2048
 # (of 1024–8192 at n = 2048 and 16384, in a scratch timing). The non-causal form: below.
 CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
+# In inference the scan takes as many (batch, head) pairs at a time as keep a step's (pairs,
+# segment, d) inputs within these (8 heads of 512 positions at d = 64, 1 MiB in fp32, eager; 8 of
+# 2048 compiled), the rest in later scans: at b = 4, h = 8 the eager form took 0.77–0.93× the time
+# of all 32 pairs in each step at n = 512–4096, compiled 0.85–0.92× from 1024 (`bench perf`,
+# results/benchmarks/README.md); with gradients, groups were slower (`default_causal_heads`).
+CAUSAL_STEP_ELEMENTS, FUSED_CAUSAL_STEP_ELEMENTS = 1 << 18, 1 << 20
 # On CUDA a step costs its ~30 kernel launches, not its arithmetic: about 0.4 ms a step eager and
 # compiled alike on an H200 at b=1, h=8, d=64 (13.4 ms for the 32 steps of n = 16384 eager, 0.36 ms
 # for the one fused step of n = 2048; results/benchmarks/2026-11-28-h200-bf16-b8013b1.md), so it
@@ -248,32 +254,40 @@ def causal_linear_attention(
     chunk_size: int = 64,
     key_padding_mask: Tensor | None = None,
     segment: int | None = None,
+    heads: int | None = None,
     fused: bool = False,
 ) -> Tensor:
     """Causal linear attention, chunk-parallel: masked quadratic inside chunks, states across.
 
     Goes `segment` positions (whole chunks) at a time, carrying the state of every earlier
     segment, so the per-chunk states of only one segment exist at once; each step is one call of
-    `_causal_step`. `fused`: that step compiled, static shapes: the segments share one length.
-    `segment` None: `default_causal_segment`.
+    `_causal_step`. `heads`: the scan takes at most that many of the b·h (batch, head) pairs at
+    once, the rest after it (`_by_head_group`), so a step's temporaries stay the same size at any
+    batch. `fused`: that step compiled, static shapes: the segments share one length. None:
+    `default_causal_segment`, `default_causal_heads`.
     """
     (b, h, n, _) = q.shape
     size = min(chunk_size, n)
     if segment is None:
         segment = default_causal_segment(q.device, fused, size, b * h)
     segment = max(size, segment // size * size)
+    if heads is None:
+        heads = default_causal_heads(q, k, v, positions=min(segment, n), fused=fused)
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    carried = None  # (Σ φ(k_j) v_jᵀ, Σ φ(k_j)) over the earlier segments: (b h d e), (b h d)
-
     causal_step = compile_kernel(_causal_step, dynamic=False) if fused else _causal_step
 
-    def step(part: slice) -> Tensor:
-        nonlocal carried
-        mask = _mask_part(key_padding_mask, part)
-        out, carried = causal_step(q[:, :, part], k[:, :, part], v[:, :, part], mask, tril, carried)
-        return out
+    def scan(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        carried = None  # (Σ φ(k_j) v_jᵀ, Σ φ(k_j)) over the earlier segments: (b h d e), (b h d)
 
-    return _by_segment(step, q, v.shape[-1], segment)
+        def step(part: slice) -> Tensor:
+            nonlocal carried
+            mask = _mask_part(key_padding_mask, part)
+            out, carried = causal_step(q[:, :, part], k[:, :, part], v[:, :, part], mask, tril, carried)
+            return out
+
+        return _by_segment(step, q, v.shape[-1], segment)
+
+    return _by_head_group(scan, q, k, v, key_padding_mask, heads)
 
 
 def default_causal_segment(device: torch.device, fused: bool, chunk_size: int, batch_heads: int) -> int:
@@ -284,6 +298,34 @@ def default_causal_segment(device: torch.device, fused: bool, chunk_size: int, b
     if device.type == "cuda":
         return max(1, min(CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP // batch_heads)) * chunk_size
     return FUSED_CAUSAL_SEGMENT if fused else CAUSAL_SEGMENT
+
+
+def default_causal_heads(q: Tensor, k: Tensor, v: Tensor, *, positions: int, fused: bool = False) -> int:
+    """(batch, head) pairs per causal scan. On CPU without gradients, as many as keep a step's
+    (pairs, `positions`, d) inputs within CAUSAL_STEP_ELEMENTS (FUSED_CAUSAL_STEP_ELEMENTS
+    compiled), at least one. Otherwise all b·h at once: on CUDA a step costs its launches, and
+    where gradients are wanted the groups' backward was slower (b=16, h=8, n=256: 1.56× the time
+    in groups of 8 eager; b=4, n=2048: 1.08×)."""
+    (b, h, _, d) = q.shape
+    if q.device.type != "cpu" or wants_grad(q, k, v):
+        return b * h
+    budget = FUSED_CAUSAL_STEP_ELEMENTS if fused else CAUSAL_STEP_ELEMENTS
+    return max(1, budget // (positions * d))
+
+
+def _by_head_group(fn, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, heads: int) -> Tensor:
+    """fn(q, k, v, key_padding_mask) → (b h n e), taken over groups of at most `heads` of the b·h
+    (batch, head) pairs (whole batch elements where `heads` ≥ h, else slices of one element's
+    heads), each group's output written into one tensor."""
+    b, h = q.shape[:2]
+    if b * h <= heads:
+        return fn(q, k, v, key_padding_mask)
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    for rows in _segments(b, max(1, heads // h)):
+        mask = None if key_padding_mask is None else key_padding_mask[rows]
+        for cols in _segments(h, heads):
+            out[rows, cols] = fn(q[rows, cols], k[rows, cols], v[rows, cols], mask)
+    return out
 
 
 def _causal_step(
