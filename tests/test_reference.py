@@ -21,7 +21,7 @@ from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import (
     CAUSAL_SEGMENT, CAUSAL_STEP_ELEMENTS, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT,
     FUSED_CAUSAL_STEP_ELEMENTS, FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT,
-    _feature_values, _features, causal_linear_attention, default_causal_heads, default_causal_segment,
+    _feature_values, _features, _pair_groups, causal_linear_attention, default_causal_pairs, default_causal_segment,
     default_global_segment, global_linear_attention,
 )
 from attnbench.variants import linear as linear_module
@@ -334,40 +334,55 @@ def test_the_causal_scan_takes_whole_chunk_counts_a_step_on_cuda_and_cpu_s_tuned
     )
 
 
-# (b, h, heads): 5 pairs a group at h = 2 take two batch elements, then the third; 3 at h = 4 take
-# heads 0-2, then head 3, of each element; 1 takes each pair alone
-HEAD_GROUP_CASES = [(3, 2, 5), (2, 4, 3), (2, 4, 1)]
+# (b, h, pairs): 5 pairs a group at h = 2 take one batch element of the 3 at a time (groups of one
+# shape: 2 elements would leave a last group of 1); 4 at h = 4 take two of 4; 3 at h = 6 take
+# heads 0-2, then 3-5, of each element; 1 takes each pair alone
+PAIR_GROUP_CASES = [(3, 2, 5), (4, 4, 8), (2, 6, 3), (2, 4, 1)]
 
 
 @pytest.mark.parametrize(
-    ("b", "h", "heads"), HEAD_GROUP_CASES, ids=[f"b{b}-h{h}-heads{heads}" for b, h, heads in HEAD_GROUP_CASES]
+    ("b", "h", "pairs"), PAIR_GROUP_CASES, ids=[f"b{b}-h{h}-pairs{pairs}" for b, h, pairs in PAIR_GROUP_CASES]
 )
-def test_the_causal_scan_over_groups_of_heads_equals_the_recurrent_form(b, h, heads):
-    q, k, v = qkv(b, h, 45, 8, seed=b * h + heads)
-    mask = padding(b, 45, seed=heads)  # each element its own length: a group must take its own rows
+def test_the_causal_scan_over_groups_of_pairs_equals_the_recurrent_form(b, h, pairs):
+    q, k, v = qkv(b, h, 45, 8, seed=b * h + pairs)
+    mask = padding(b, 45, seed=pairs)  # each element its own length: a group must take its own rows
     assert_same(
         lambda q, k, v: causal_linear_attention(
-            q, k, v, chunk_size=4, key_padding_mask=mask, segment=20, heads=heads
+            q, k, v, chunk_size=4, key_padding_mask=mask, segment=20, pairs=pairs
         ),
         lambda q, k, v: linear_attention_recurrent(q, k, v, key_padding_mask=mask),
         [q, k, v],
     )
 
 
-def test_the_causal_scan_groups_heads_to_its_step_budget_on_cpu_in_inference_and_takes_all_otherwise():
+def test_the_pair_groups_share_one_shape_and_cover_every_pair_once():
+    for b, h, pairs in [(3, 8, 23), (6, 2, 5), (1, 12, 8), (1, 7, 4), (5, 3, 15), (4, 8, 1000)]:
+        groups = _pair_groups(b, h, pairs)
+        covered = torch.zeros(b, h, dtype=torch.int)
+        for rows, cols in groups:
+            covered[rows, cols] += 1
+        shapes = {tuple(covered[rows, cols].shape) for rows, cols in groups}
+        assert covered.eq(1).all() and len(shapes) == 1, (b, h, pairs, groups)
+        assert math.prod(shapes.pop()) <= pairs
+    assert [len(_pair_groups(b, h, p)) for b, h, p in [(3, 8, 23), (1, 12, 8), (1, 7, 4)]] == [3, 2, 7]
+    with pytest.raises(ValueError, match="pairs must be at least 1"):
+        causal_linear_attention(*qkv(1, 2, 5, 4), pairs=0)
+
+
+def test_the_causal_scan_groups_pairs_to_its_step_budget_on_cpu_in_inference_and_takes_all_otherwise():
     q = torch.empty(4, 8, 2048, 64)
-    assert default_causal_heads(q, q, q, positions=512) == CAUSAL_STEP_ELEMENTS // (512 * 64) == 8
-    assert default_causal_heads(q, q, q, positions=2048, fused=True) == FUSED_CAUSAL_STEP_ELEMENTS // (2048 * 64) == 8
-    assert default_causal_heads(q, q, q, positions=1 << 20) == 1  # at least one pair
+    assert default_causal_pairs(q, q, q, positions=512) == CAUSAL_STEP_ELEMENTS // (512 * 64) == 8
+    assert default_causal_pairs(q, q, q, positions=2048, fused=True) == FUSED_CAUSAL_STEP_ELEMENTS // (2048 * 64) == 8
+    assert default_causal_pairs(q, q, q, positions=1 << 20) == 1  # at least one pair
     k = q.clone().requires_grad_()
-    assert default_causal_heads(q, k, q, positions=512) == 32  # a gradient wanted: all at once
+    assert default_causal_pairs(q, k, q, positions=512) == 32  # a gradient wanted: all at once
     with torch.no_grad():
-        assert default_causal_heads(q, k, q, positions=512) == 8
+        assert default_causal_pairs(q, k, q, positions=512) == 8
     meta = torch.empty(4, 8, 2048, 64, device="meta")  # off CPU (CUDA): all at once
-    assert default_causal_heads(meta, meta, meta, positions=512) == 32
+    assert default_causal_pairs(meta, meta, meta, positions=512) == 32
 
 
-def test_the_default_causal_scan_runs_its_steps_on_groups_of_heads_in_inference(monkeypatch):
+def test_the_default_causal_scan_runs_its_steps_on_groups_of_pairs_in_inference(monkeypatch):
     steps = []
     step = linear_module._causal_step
     monkeypatch.setattr(
@@ -380,6 +395,16 @@ def test_the_default_causal_scan_runs_its_steps_on_groups_of_heads_in_inference(
     # 2 groups of 8 pairs (one batch element each) × segments of 512 + 88 positions
     assert steps == [(1, 8, 512, 64), (1, 8, 88, 64)] * 2
     assert rel_err(out, linear_attention_recurrent(q, k, v, key_padding_mask=mask)) <= TOL
+
+
+def test_a_broadcast_key_padding_mask_reaches_every_group_of_pairs():
+    q, k, v = (t.detach() for t in qkv(3, 2, 45, 8, seed=4))
+    mask = padding(2, 45, seed=3)[1:]  # (1, 45), some keys padded
+    assert mask.any()
+    with torch.no_grad():
+        got = causal_linear_attention(q, k, v, chunk_size=4, key_padding_mask=mask, pairs=2)
+    want = linear_attention_recurrent(q, k, v, key_padding_mask=mask.expand(3, -1))
+    assert rel_err(got, want) <= TOL
 
 
 @pytest.mark.parametrize(("n", "m"), [(7, 7), (50, 13), (9, 130)])
@@ -442,6 +467,23 @@ def test_compiled_global_segments_take_many_lengths_within_the_recompile_limit(m
             q, k, v = (t.detach() for t in qkv(1, 2, n, 4, seed=n))
             got = global_linear_attention(q, k, v, fused=True)
             assert rel_err(got, linear_attention(q, k, v)[0]) <= TOL
+
+
+def test_the_compiled_causal_scan_over_groups_of_pairs_compiles_one_graph_a_step_shape(monkeypatch):
+    # b = 3, h = 2 at 5 pairs a group: groups of 2 elements and then 1 would be two shapes, two
+    # static graphs for the one step shape; groups of one element are one
+    from attnbench.variants import compiled as compiled_module
+
+    torch._dynamo.reset()  # dynamo keeps graphs per code object: none of _causal_step's yet
+    monkeypatch.setattr(compiled_module, "RECOMPILE_LIMIT", 1)
+    monkeypatch.setattr(compiled_module, "_COMPILED", {})  # a fresh kernel, made under that limit
+    q, k, v = (t.detach() for t in qkv(3, 2, 8, 4, seed=6))
+    mask = padding(3, 8, seed=6)
+    fallbacks = eager_fallbacks()
+    with torch.no_grad():
+        got = causal_linear_attention(q, k, v, chunk_size=4, key_padding_mask=mask, segment=8, pairs=5, fused=True)
+    assert eager_fallbacks() == fallbacks  # compiled code ran, not its eager form
+    assert rel_err(got, linear_attention_recurrent(q, k, v, key_padding_mask=mask)) <= TOL
 
 
 def test_the_compiled_global_form_in_inference_goes_compiled_segments_equal_to_the_quadratic_form(monkeypatch):
@@ -691,14 +733,15 @@ def test_the_additive_layer_never_copies_the_block_from_its_projected_inputs():
     assert mode.ops and not [op for op in mode.ops if "copy" in op or "clone" in op], mode.ops
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
 @pytest.mark.parametrize("name", ["additive", "linear", "linear(kernel=compiled)"])
-def test_an_empty_batch_gives_an_empty_output(name, grad):
+def test_an_empty_batch_gives_an_empty_output(name, grad, causal):
     options = {"kernel": "compiled"} if "compiled" in name else {}
     layer = build_variant(name.split("(")[0], d_model=16, n_heads=2, **options)
     x = torch.zeros(0, 5, 16, requires_grad=grad)
     with torch.set_grad_enabled(grad):
-        out, _ = layer(x)
+        out, _ = layer(x, causal=causal)
     assert out.shape == (0, 5, 16)
 
 

@@ -5,7 +5,8 @@ Causal, chunked: the sequence is cut into chunks of `chunk_size`; inside a chunk
 quadratic form is used, across chunks one (d × d) state per chunk carries Σ φ(k) vᵀ of every
 earlier chunk; it walks the sequence `segment` positions at a time (carrying the state), so the
 per-chunk states of one segment exist at once: memory is O(n·c + (segment/c)·d²) per head, never
-the O(n·d²) of a per-position cumulative sum. The non-causal form walks the sequence in
+the O(n·d²) of a per-position cumulative sum; on CPU in inference it scans a cache-sized group of
+(batch, head) pairs at a time. The non-causal form walks the sequence in
 cache-sized segments on CPU in inference, and takes it in one step where gradients are wanted or
 on CUDA (temporaries O(n·d), like q). Computed in fp32 even for fp16/bf16 inputs, whose range the
 sums would overflow.
@@ -37,7 +38,7 @@ CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
 # segment, d) inputs within these (8 heads of 512 positions at d = 64, 1 MiB in fp32, eager; 8 of
 # 2048 compiled), the rest in later scans: at b = 4, h = 8 the eager form took 0.77–0.93× the time
 # of all 32 pairs in each step at n = 512–4096, compiled 0.85–0.92× from 1024 (`bench perf`,
-# results/benchmarks/README.md); with gradients, groups were slower (`default_causal_heads`).
+# results/benchmarks/README.md); with gradients, groups were slower (`default_causal_pairs`).
 CAUSAL_STEP_ELEMENTS, FUSED_CAUSAL_STEP_ELEMENTS = 1 << 18, 1 << 20
 # On CUDA a step costs its ~30 kernel launches, not its arithmetic: about 0.4 ms a step eager and
 # compiled alike on an H200 at b=1, h=8, d=64 (13.4 ms for the 32 steps of n = 16384 eager, 0.36 ms
@@ -163,12 +164,14 @@ def _mask_part(key_padding_mask: Tensor | None, part: slice) -> Tensor | None:
     return None if key_padding_mask is None else key_padding_mask[:, part]
 
 
-def _by_segment(fn, q: Tensor, e: int, segment: int) -> Tensor:
-    """(b h n ·) → (b h n e) by `fn(part)` for each segment: written into one output, not concatenated."""
+def _by_segment(fn, q: Tensor, e: int, segment: int, out: Tensor | None = None) -> Tensor:
+    """(b h n ·) → (b h n e) by `fn(part)` for each segment: written into one output, not
+    concatenated; into `out` where given, else a new tensor (or the one segment's own output)."""
     parts = _segments(q.shape[-2], segment)
-    if len(parts) == 1:
-        return fn(parts[0])
-    out = q.new_empty(*q.shape[:-1], e)
+    if out is None:
+        if len(parts) == 1:
+            return fn(parts[0])
+        out = q.new_empty(*q.shape[:-1], e)
     for part in parts:
         out[:, :, part] = fn(part)
     return out
@@ -254,40 +257,57 @@ def causal_linear_attention(
     chunk_size: int = 64,
     key_padding_mask: Tensor | None = None,
     segment: int | None = None,
-    heads: int | None = None,
+    pairs: int | None = None,
     fused: bool = False,
 ) -> Tensor:
     """Causal linear attention, chunk-parallel: masked quadratic inside chunks, states across.
 
     Goes `segment` positions (whole chunks) at a time, carrying the state of every earlier
     segment, so the per-chunk states of only one segment exist at once; each step is one call of
-    `_causal_step`. `heads`: the scan takes at most that many of the b·h (batch, head) pairs at
-    once, the rest after it (`_by_head_group`), so a step's temporaries stay the same size at any
-    batch. `fused`: that step compiled, static shapes: the segments share one length. None:
-    `default_causal_segment`, `default_causal_heads`.
+    `_causal_step`. `pairs`: the scan takes at most that many of the b·h (batch, head) pairs at a
+    time, in groups of one shape (`_pair_groups`), so a step's temporaries stay the same size at
+    any batch. `fused`: that step compiled, static shapes: the segments share one length, the
+    groups one shape. None: `default_causal_segment`, `default_causal_pairs`.
     """
     (b, h, n, _) = q.shape
     size = min(chunk_size, n)
     if segment is None:
         segment = default_causal_segment(q.device, fused, size, b * h)
     segment = max(size, segment // size * size)
-    if heads is None:
-        heads = default_causal_heads(q, k, v, positions=min(segment, n), fused=fused)
+    if pairs is None:
+        pairs = default_causal_pairs(q, k, v, positions=min(segment, n), fused=fused)
+    if pairs < 1:
+        raise ValueError(f"pairs must be at least 1, got {pairs}")
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    causal_step = compile_kernel(_causal_step, dynamic=False) if fused else _causal_step
+    step = compile_kernel(_causal_step, dynamic=False) if fused else _causal_step
+    groups = _pair_groups(b, h, pairs)
+    if len(groups) == 1:
+        return _scan(step, q, k, v, key_padding_mask, tril, segment)
+    if key_padding_mask is not None:
+        key_padding_mask = key_padding_mask.expand(b, -1)  # a broadcast (1, n) mask: each group its rows
+    out = q.new_empty(b, h, n, v.shape[-1])
+    for rows, cols in groups:
+        mask = None if key_padding_mask is None else key_padding_mask[rows]
+        _scan(step, q[rows, cols], k[rows, cols], v[rows, cols], mask, tril, segment, out=out[rows, cols])
+    return out
 
-    def scan(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        carried = None  # (Σ φ(k_j) v_jᵀ, Σ φ(k_j)) over the earlier segments: (b h d e), (b h d)
 
-        def step(part: slice) -> Tensor:
-            nonlocal carried
-            mask = _mask_part(key_padding_mask, part)
-            out, carried = causal_step(q[:, :, part], k[:, :, part], v[:, :, part], mask, tril, carried)
-            return out
+def _scan(
+    step, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, tril: Tensor, segment: int,
+    out: Tensor | None = None,
+) -> Tensor:
+    """The causal form over one group of pairs: `step` a segment at a time, each carrying the sums
+    of the segments before it, the outputs written into `out` (None: a new tensor)."""
+    carried = None  # (Σ φ(k_j) v_jᵀ, Σ φ(k_j)) over the earlier segments: (b h d e), (b h d)
 
-        return _by_segment(step, q, v.shape[-1], segment)
+    def one_segment(part: slice) -> Tensor:
+        nonlocal carried
+        result, carried = step(
+            q[:, :, part], k[:, :, part], v[:, :, part], _mask_part(key_padding_mask, part), tril, carried
+        )
+        return result
 
-    return _by_head_group(scan, q, k, v, key_padding_mask, heads)
+    return _by_segment(one_segment, q, v.shape[-1], segment, out=out)
 
 
 def default_causal_segment(device: torch.device, fused: bool, chunk_size: int, batch_heads: int) -> int:
@@ -300,7 +320,7 @@ def default_causal_segment(device: torch.device, fused: bool, chunk_size: int, b
     return FUSED_CAUSAL_SEGMENT if fused else CAUSAL_SEGMENT
 
 
-def default_causal_heads(q: Tensor, k: Tensor, v: Tensor, *, positions: int, fused: bool = False) -> int:
+def default_causal_pairs(q: Tensor, k: Tensor, v: Tensor, *, positions: int, fused: bool = False) -> int:
     """(batch, head) pairs per causal scan. On CPU without gradients, as many as keep a step's
     (pairs, `positions`, d) inputs within CAUSAL_STEP_ELEMENTS (FUSED_CAUSAL_STEP_ELEMENTS
     compiled), at least one. Otherwise all b·h at once: on CUDA a step costs its launches, and
@@ -308,24 +328,26 @@ def default_causal_heads(q: Tensor, k: Tensor, v: Tensor, *, positions: int, fus
     in groups of 8 eager; b=4, n=2048: 1.08×)."""
     (b, h, _, d) = q.shape
     if q.device.type != "cpu" or wants_grad(q, k, v):
-        return b * h
+        return max(1, b * h)
     budget = FUSED_CAUSAL_STEP_ELEMENTS if fused else CAUSAL_STEP_ELEMENTS
-    return max(1, budget // (positions * d))
+    return max(1, budget // max(1, positions * d))
 
 
-def _by_head_group(fn, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, heads: int) -> Tensor:
-    """fn(q, k, v, key_padding_mask) → (b h n e), taken over groups of at most `heads` of the b·h
-    (batch, head) pairs (whole batch elements where `heads` ≥ h, else slices of one element's
-    heads), each group's output written into one tensor."""
-    b, h = q.shape[:2]
-    if b * h <= heads:
-        return fn(q, k, v, key_padding_mask)
-    out = q.new_empty(*q.shape[:-1], v.shape[-1])
-    for rows in _segments(b, max(1, heads // h)):
-        mask = None if key_padding_mask is None else key_padding_mask[rows]
-        for cols in _segments(h, heads):
-            out[rows, cols] = fn(q[rows, cols], k[rows, cols], v[rows, cols], mask)
-    return out
+def _pair_groups(b: int, h: int, pairs: int) -> list[tuple[slice, slice]]:
+    """(batch rows, heads) slices cutting the b·h pairs into groups of one shape, each at most
+    `pairs`: whole batch elements where `pairs` ≥ h, as many as divide b; else as many of one
+    element's heads as divide h. One shape, so the compiled step compiles one graph per length."""
+    if b * h <= pairs:
+        return [(slice(None), slice(None))]
+    if pairs >= h:
+        rows = _largest_divisor(b, pairs // h)
+        return [(slice(i, i + rows), slice(None)) for i in range(0, b, rows)]
+    cols = _largest_divisor(h, pairs)
+    return [(slice(i, i + 1), slice(j, j + cols)) for i in range(b) for j in range(0, h, cols)]
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
 def _causal_step(
@@ -349,7 +371,8 @@ def _causal_segment(
     costs its launches.
     """
     (b, h, m, _), size = fq.shape, tril.shape[0]
-    pad = -(-m // size) * size - m  # padded positions come last: no real query sees them
+    c = -(-m // size)  # chunks, the last zero-padded: padded positions come last, no real query sees them
+    pad = c * size - m
     fq, fk, v = (_chunked(t, size, pad) for t in (fq, fk, v))
 
     # inside each chunk: the quadratic form with the causal mask; its row sums, Σ_j φ(q_i)·φ(k_j)
@@ -358,9 +381,9 @@ def _causal_segment(
     normaliser = scores.sum(dim=-1)  # (b h c) s
 
     # across chunks: the sums of every earlier chunk of this segment and of the earlier segments
-    states = rearrange(torch.bmm(fk.transpose(1, 2), v), "(b h c) d e -> b h c d e", b=b, h=h)
-    key_sums = rearrange(fk.sum(dim=1), "(b h c) d -> b h c d", b=b, h=h)
-    lower = torch.ones(states.shape[2], states.shape[2], dtype=states.dtype, device=states.device).tril(-1)
+    states = rearrange(torch.bmm(fk.transpose(1, 2), v), "(b h c) d e -> b h c d e", b=b, h=h, c=c)
+    key_sums = rearrange(fk.sum(dim=1), "(b h c) d -> b h c d", b=b, h=h, c=c)
+    lower = torch.ones(c, c, dtype=states.dtype, device=states.device).tril(-1)
     earlier, total = _exclusive_prefix(states, None if carried is None else carried[0], lower)
     earlier_sums, total_sums = _exclusive_prefix(key_sums, None if carried is None else carried[1], lower)
     # + φ(q) earlier, in place: bmm saved its inputs, not `out`
@@ -369,7 +392,7 @@ def _causal_segment(
     rows = torch.bmm(rearrange(earlier_sums, "b h c d -> (b h c) 1 d"), fq.transpose(1, 2))
     normaliser = normaliser + rearrange(rows, "chunks 1 s -> chunks s")
     out = out.div_(rearrange(normaliser.add_(EPS), "chunks s -> chunks s 1"))
-    out = rearrange(out, "(b h c) s e -> b h (c s) e", b=b, h=h)
+    out = rearrange(out, "(b h c) s e -> b h (c s) e", b=b, h=h, c=c)
     return out[:, :, :m], (total, total_sums)
 
 
@@ -387,7 +410,7 @@ def _exclusive_prefix(states: Tensor, carried: Tensor | None, lower: Tensor) -> 
     of c additions, 6× faster than `cumsum` along this middle dimension (n = 2048, h = 8).
     """
     b, h, c = states.shape[:3]
-    flat = states.reshape(b * h, c, -1)  # a view: the states are one contiguous bmm result
+    flat = states.flatten(3).flatten(0, 1)  # (b·h, c, ·), a view: the states are one contiguous bmm result
     if carried is None:
         earlier = lower @ flat
     else:  # carried + lower @ flat in one op
