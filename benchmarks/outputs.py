@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnbench.benchmarks.guard import timed_medians
-from attnbench.benchmarks.suite import ROW_COLUMNS
+from attnbench.benchmarks.suite import ROW_COLUMNS, round_ratios
 from attnbench.benchmarks.targets import check_targets
 from attnbench.runner.heap import CACHED
 from attnbench.runner.store import replace_file
@@ -139,7 +139,10 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
         lines.append("")
     if note:
         lines += [note, ""]
-    lines += ["## Targets (issue 8, batch 1)", "", "| target | result | measured |", "|---|---|---|"]
+    lines += ["## Targets (issue 8, batch 1)", "",
+              "Verdicts read the ratio of medians; [lo–hi] after a ratio is its lowest and highest "
+              "over the interleaved rounds, each round's two timings taken side by side.", "",
+              "| target | result | measured |", "|---|---|---|"]
     for t in check_targets(rows):
         lines.append(f"| {t.name} | **{t.status}** | {t.detail} |")
     for batch in sorted(set(df["batch"])):
@@ -173,8 +176,10 @@ def rated_peak_table(df: pd.DataFrame) -> str:
 
 
 def side_by_side_table(rows: list[dict], impl: str) -> str:
-    """Markdown: (case, batch) × n → core time ÷ `impl` time from the same rounds, or — if either is untimed."""
+    """Markdown: (case, batch) × n → core time ÷ `impl` time from the same rounds, with its lowest
+    and highest over the rounds ([lo–hi], `suite.round_ratios`), or — if either is untimed."""
     timed = timed_medians(rows)
+    by_key = {(r["case"], r["impl"], r["batch"], r["n"]): r for r in rows}
     lengths = sorted({r["n"] for r in rows})
     series = sorted({(case, batch) for case, i, batch, _ in timed if i == impl})
     lines = ["| case | batch | " + " | ".join(f"n={n}" for n in lengths) + " |", "|---|---|" + "---|" * len(lengths)]
@@ -182,7 +187,12 @@ def side_by_side_table(rows: list[dict], impl: str) -> str:
         cells = []
         for n in lengths:
             new, old = timed.get((case, "core", batch, n)), timed.get((case, impl, batch, n))
-            cells.append(f"{new / old:.2f}×" if new and old else "—")
+            if not (new and old):
+                cells.append("—")
+                continue
+            per_round = round_ratios(by_key[(case, "core", batch, n)], by_key[(case, impl, batch, n)])
+            spread = f" [{min(per_round):.2f}–{max(per_round):.2f}]" if len(per_round) > 1 else ""
+            cells.append(f"{new / old:.2f}×{spread}")
         lines.append(f"| {case} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

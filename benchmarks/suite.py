@@ -47,7 +47,8 @@ CALIBRATION_N = 256  # naive memory per score entry is measured at this length
 ROW_COLUMNS = (
     "case", "impl", "variant", "options", "causal", "batch", "heads", "d_head", "n", "dtype",
     "device", "status", "verified", "rel_err", "tolerance", "median_s", "iqr_s", "min_s", "max_s",
-    "repeats", "runs", "ratio_vs_sdpa", "ratio_vs_peer", "scaling_ratio", "scaling_span",
+    "repeats", "runs", "round_medians_s", "ratio_vs_sdpa", "ratio_vs_sdpa_min", "ratio_vs_sdpa_max",
+    "ratio_vs_peer", "ratio_vs_peer_min", "ratio_vs_peer_max", "scaling_ratio", "scaling_span",
     "peak_bytes", "mem_method", "sdpa_kernel", "flops", "flops_per_s", "peak_fraction", "matmul_peak_flops",
     "rated_peak_fraction",
     "machine", "threads", "heap", "torch", "peer_version", "git_sha",
@@ -484,6 +485,7 @@ def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, h
         row.update(
             median_s=statistics.median(medians), iqr_s=statistics.median(t.iqr_s for t in cand.times),
             min_s=min(medians), max_s=max(medians), repeats=len(medians), runs=sum(t.runs for t in cand.times),
+            round_medians_s=ROUND_SEPARATOR.join(f"{m:.9g}" for m in medians),
         )
         history[(case.label, cand.impl)] = (n, row["median_s"])
         if cand.meta_fn is not None:
@@ -519,8 +521,42 @@ def _line(row: dict) -> str:
     return f"b={row['batch']} n={row['n']:>5} {row['case']:<{LABEL_WIDTH}} {row['impl']:<34} {timing}  {row['status']}"
 
 
+ROUND_SEPARATOR = ";"  # between the per-round medians of `round_medians_s`
+
+
+def round_ratios(row: dict, base: dict) -> list[float]:
+    """row's time ÷ base's in each interleaved round both were timed in (`round_medians_s`: the
+    rounds of one length time every implementation once each), so the machine's drift between
+    rounds cancels in each; [] where either lacks them (a CSV from before they were kept) or
+    their rounds differ in number."""
+    mine, theirs = (_rounds(r.get("round_medians_s")) for r in (row, base))
+    if not mine or len(mine) != len(theirs):
+        return []
+    return [a / b for a, b in zip(mine, theirs) if b > 0]
+
+
+def _rounds(value) -> list[float]:
+    """The per-round medians of a `round_medians_s` cell: a string, or a number where a CSV of one
+    round was read back (pandas parses it as one); NaN or None: none."""
+    if isinstance(value, str):
+        return [float(x) for x in value.split(ROUND_SEPARATOR) if x]
+    if value is None or math.isnan(float(value)):
+        return []
+    return [float(value)]
+
+
+def _ratio_columns(row: dict, name: str, base: dict) -> None:
+    """`name` = row's median ÷ base's median, with `name`_min / _max over the rounds
+    (`round_ratios`) where there were several."""
+    row[name] = row["median_s"] / base["median_s"]
+    per_round = round_ratios(row, base)
+    if len(per_round) > 1:
+        row[f"{name}_min"], row[f"{name}_max"] = min(per_round), max(per_round)
+
+
 def add_ratios(rows: list[dict]) -> None:
-    """ratio_vs_sdpa, ratio_vs_peer and the scaling ratio t(n_max)/t(n_max/8), in place."""
+    """ratio_vs_sdpa, ratio_vs_peer (each with its lowest and highest over the rounds) and the
+    scaling ratio t(n_max)/t(n_max/8), in place."""
     by_key = {(r["case"], r["impl"], r["batch"], r["n"]): r for r in rows}
     cases = {c.label: c for c in select_cases(None)}
     for r in rows:
@@ -530,12 +566,12 @@ def add_ratios(rows: list[dict]) -> None:
         case = cases.get(r["case"])
         base = by_key.get((case.baseline if case else "sdpa", "sdpa", r["batch"], r["n"]))
         if base and base["median_s"]:
-            r["ratio_vs_sdpa"] = t / base["median_s"]
+            _ratio_columns(r, "ratio_vs_sdpa", base)
         if r["impl"] == CORE and case and case.peer:
             peer = by_key.get((r["case"], f"peer:{case.peer}", r["batch"], r["n"])) or by_key.get(
                 (case.same_as, f"peer:{case.peer}", r["batch"], r["n"]))
             if peer and peer["median_s"]:
-                r["ratio_vs_peer"] = t / peer["median_s"]
+                _ratio_columns(r, "ratio_vs_peer", peer)
     series: dict = {}
     for r in rows:
         if r["median_s"] is not None:

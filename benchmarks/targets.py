@@ -42,8 +42,22 @@ def _verdict(checks: list[bool]) -> str:
     return NA if not checks else (PASS if all(checks) else FAIL)
 
 
-def _fmt(pairs: dict[int, float], unit: str = "×") -> str:
-    return ", ".join(f"{n}: {v:.2f}{unit}" for n, v in sorted(pairs.items())) or "no data"
+def _fmt(pairs: dict[int, float], unit: str = "×", spread: dict[int, tuple[float, float]] | None = None) -> str:
+    """"n: value" for each n, with the per-round range [lo–hi] where `spread` has one."""
+    spread = spread or {}
+    return ", ".join(
+        f"{n}: {v:.2f}{unit}" + (f" [{spread[n][0]:.2f}–{spread[n][1]:.2f}]" if n in spread else "")
+        for n, v in sorted(pairs.items())
+    ) or "no data"
+
+
+def _spread(df: pd.DataFrame, case: str, column: str) -> dict[int, tuple[float, float]]:
+    """n → (lowest, highest) of the core's `column` over the interleaved rounds (`suite.round_ratios`);
+    empty for a CSV from before they were kept."""
+    if f"{column}_min" not in df.columns:
+        return {}
+    lo, hi = _series(df, case, "core", f"{column}_min"), _series(df, case, "core", f"{column}_max")
+    return {n: (lo[n], hi[n]) for n in lo if n in hi}
 
 
 def _ratio(a: dict[int, float], b: dict[int, float]) -> dict[int, float]:
@@ -84,7 +98,8 @@ def check_targets(rows: list[dict]) -> list[Target]:
 
     ratio = _ratio(_series(df, "multi-head", "core"), sdpa)
     out.append(Target("multi-head core within 1.10× of raw SDPA at every n",
-                      _verdict([r <= 1.10 for r in ratio.values()]), _fmt(ratio)))
+                      _verdict([r <= 1.10 for r in ratio.values()]),
+                      _fmt(ratio, spread=_spread(df, "multi-head", "ratio_vs_sdpa"))))
 
     out.append(_fused_sdpa(df))
 
@@ -111,12 +126,13 @@ def check_targets(rows: list[dict]) -> list[Target]:
             why = "not installed" if "not installed" in statuses else "no peer timing"
             out.append(Target(f"{case}: at least as fast as {peer} at every n", NA, why))
             continue
+        spread = _spread(df, case, "ratio_vs_peer")
         out.append(Target(f"{case}: at least as fast as {peer} at every n",
-                          _verdict([r <= 1 for r in vs_peer.values()]), "time / peer: " + _fmt(vs_peer)))
+                          _verdict([r <= 1 for r in vs_peer.values()]), "time / peer: " + _fmt(vs_peer, spread=spread)))
         if peer == "local-attention":  # issue 8: and faster than it at long n
             late = {n: r for n, r in vs_peer.items() if n >= 8192}
             out.append(Target(f"{case}: faster than {peer} at n ≥ 8192",
-                              _verdict([r < 1 for r in late.values()]), "time / peer: " + _fmt(late)))
+                              _verdict([r < 1 for r in late.values()]), "time / peer: " + _fmt(late, spread=spread)))
 
     add = df[(df["case"] == "additive(heads=8)") & (df["impl"] == "core") & (df["n"] == 4096)]
     if len(add) and pd.notna(add["peak_bytes"].iloc[0]):

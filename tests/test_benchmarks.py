@@ -20,7 +20,7 @@ from attnbench.benchmarks import guard, peers
 from attnbench.benchmarks import references as refs
 from attnbench.benchmarks.cases import CASES, CORE, D_MODEL
 from attnbench.benchmarks.outputs import heap_paragraph
-from attnbench.benchmarks.suite import ROW_COLUMNS, Candidate, PerfConfig, core_check, run_suite
+from attnbench.benchmarks.suite import ROW_COLUMNS, Candidate, PerfConfig, add_ratios, core_check, round_ratios, run_suite
 from attnbench.cli import main
 from attnbench.runner import heap
 from attnbench.variants.base import build_variant
@@ -233,6 +233,50 @@ def test_flop_fractions_use_the_matmul_peak_timed_in_the_same_rounds(monkeypatch
         assert len(peaks) == 1 and peaks.pop() > 1e6  # one measured peak per length, a real FLOP/s
     for r in timed:
         assert math.isclose(r["peak_fraction"], r["flops_per_s"] / r["matmul_peak_flops"])
+
+
+def test_each_ratio_carries_its_lowest_and_highest_over_the_interleaved_rounds(tmp_path):
+    # two rounds: the ratio of their medians (means) lies between the rounds' own ratios
+    rows = run_suite(PerfConfig(variants=("linear",), **{**TINY, "repeat": 2}), log=quiet)
+    core = next(r for r in rows if r["case"] == "linear" and r["impl"] == CORE)
+    assert len(core["round_medians_s"].split(";")) == 2
+    names = ["ratio_vs_sdpa"] + (["ratio_vs_peer"] if core["ratio_vs_peer"] is not None else [])
+    for name in names:
+        lo, hi = core[f"{name}_min"], core[f"{name}_max"]
+        assert lo * (1 - 1e-9) <= core[name] <= hi * (1 + 1e-9), (name, lo, core[name], hi)
+    # and read back from the CSV, the rounds pair the same way
+    from attnbench.benchmarks.outputs import write_csv
+
+    back = pd.read_csv(write_csv(rows, tmp_path / "r.csv")).to_dict("records")
+    sdpa = next(r for r in back if r["case"] == "sdpa" and r["impl"] == "sdpa")
+    again = round_ratios(next(r for r in back if r["case"] == "linear" and r["impl"] == CORE), sdpa)
+    assert [min(again), max(again)] == pytest.approx([core["ratio_vs_sdpa_min"], core["ratio_vs_sdpa_max"]], rel=1e-6)
+
+
+def test_round_ratios_pair_the_rounds_and_refuse_what_cannot_be_paired():
+    a, b = {"round_medians_s": "2;4;9"}, {"round_medians_s": "1;2;3"}
+    assert round_ratios(a, b) == [2.0, 2.0, 3.0]
+    assert round_ratios(a, {"round_medians_s": "1;2"}) == []  # rounds that differ in number
+    assert round_ratios(a, {"round_medians_s": float("nan")}) == []  # a CSV from before they were kept
+    assert round_ratios(a, {}) == []
+    assert round_ratios({"round_medians_s": 0.5}, {"round_medians_s": 0.25}) == [2.0]  # one round, read back as a number
+
+
+def test_the_targets_show_each_ratio_s_range_over_the_rounds():
+    from attnbench.benchmarks.targets import check_targets
+
+    def row(case, impl, rounds):
+        return {**dict.fromkeys(ROW_COLUMNS), "case": case, "impl": impl, "batch": 1, "n": 1024,
+                "median_s": sorted(rounds)[1], "round_medians_s": ";".join(map(str, rounds))}
+
+    rows = [row("sdpa", "sdpa", [1.0, 1.0, 1.0]), row("multi-head", CORE, [0.98, 1.02, 1.05])]
+    add_ratios(rows)
+    target = next(t for t in check_targets(rows) if t.name.startswith("multi-head core within"))
+    assert target.status == "PASS" and target.detail == "1024: 1.02× [0.98–1.05]"
+    for r in rows:  # a CSV from before the rounds were kept: the ratio alone
+        r["round_medians_s"] = r["ratio_vs_sdpa_min"] = r["ratio_vs_sdpa_max"] = None
+    add_ratios(rows)
+    assert next(t for t in check_targets(rows) if t.name.startswith("multi-head core within")).detail == "1024: 1.02×"
 
 
 def test_causal_sdpa_counts_the_scores_on_and_below_the_diagonal_and_the_full_form_all():

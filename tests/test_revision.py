@@ -227,3 +227,7 @@ def test_the_page_shows_the_side_by_side_ratios(tmp_path):
     text = write_markdown(rows, tmp_path / "p.md", csv_name="p.csv", png_name="p.png").read_text()
     assert "## Core ÷ core@abc: this tree's time over that revision's" in text
     assert "| linear | 1 | 1.20× | — |" in text
+    # with the rounds kept, each ratio gets its lowest and highest over them
+    rows[0]["round_medians_s"], rows[1]["round_medians_s"] = "1.1;1.2;1.4", "1.0;1.0;1.0"
+    text = write_markdown(rows, tmp_path / "p.md", csv_name="p.csv", png_name="p.png").read_text()
+    assert "| linear | 1 | 1.20× [1.10–1.40] | — |" in text
