@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnbench.benchmarks.guard import timed_medians
-from attnbench.benchmarks.suite import ROW_COLUMNS, round_ratios
+from attnbench.benchmarks.suite import ROW_COLUMNS, range_text, round_ratios
 from attnbench.benchmarks.targets import check_targets
 from attnbench.runner.heap import CACHED
 from attnbench.runner.store import replace_file
@@ -140,8 +140,9 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     if note:
         lines += [note, ""]
     lines += ["## Targets (issue 8, batch 1)", "",
-              "Verdicts read the ratio of medians; [lo–hi] after a ratio is its lowest and highest "
-              "over the interleaved rounds, each round's two timings taken side by side.", "",
+              "Verdicts read the ratio of medians; [lo–hi] after a ratio, where shown, is its lowest and "
+              "highest over the interleaved rounds (each round times every implementation once, so drift "
+              "between rounds cancels in each round's ratio; drift within a round does not).", "",
               "| target | result | measured |", "|---|---|---|"]
     for t in check_targets(rows):
         lines.append(f"| {t.name} | **{t.status}** | {t.detail} |")
@@ -191,7 +192,7 @@ def side_by_side_table(rows: list[dict], impl: str) -> str:
                 cells.append("—")
                 continue
             per_round = round_ratios(by_key[(case, "core", batch, n)], by_key[(case, impl, batch, n)])
-            spread = f" [{min(per_round):.2f}–{max(per_round):.2f}]" if len(per_round) > 1 else ""
+            spread = range_text(min(per_round), max(per_round)) if len(per_round) > 1 else ""
             cells.append(f"{new / old:.2f}×{spread}")
         lines.append(f"| {case} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -53,6 +53,7 @@ ROW_COLUMNS = (
     "rated_peak_fraction",
     "machine", "threads", "heap", "torch", "peer_version", "git_sha",
 )
+ROUND_SEPARATOR = ";"  # between the per-round medians of `round_medians_s`
 
 
 @dataclass(frozen=True)
@@ -485,7 +486,7 @@ def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, h
         row.update(
             median_s=statistics.median(medians), iqr_s=statistics.median(t.iqr_s for t in cand.times),
             min_s=min(medians), max_s=max(medians), repeats=len(medians), runs=sum(t.runs for t in cand.times),
-            round_medians_s=ROUND_SEPARATOR.join(f"{m:.9g}" for m in medians),
+            round_medians_s=ROUND_SEPARATOR.join(repr(m) for m in medians),  # exact: ranges match median_s
         )
         history[(case.label, cand.impl)] = (n, row["median_s"])
         if cand.meta_fn is not None:
@@ -521,9 +522,6 @@ def _line(row: dict) -> str:
     return f"b={row['batch']} n={row['n']:>5} {row['case']:<{LABEL_WIDTH}} {row['impl']:<34} {timing}  {row['status']}"
 
 
-ROUND_SEPARATOR = ";"  # between the per-round medians of `round_medians_s`
-
-
 def round_ratios(row: dict, base: dict) -> list[float]:
     """row's time ÷ base's in each interleaved round both were timed in (`round_medians_s`: the
     rounds of one length time every implementation once each), so the machine's drift between
@@ -532,7 +530,7 @@ def round_ratios(row: dict, base: dict) -> list[float]:
     mine, theirs = (_rounds(r.get("round_medians_s")) for r in (row, base))
     if not mine or len(mine) != len(theirs):
         return []
-    return [a / b for a, b in zip(mine, theirs) if b > 0]
+    return [a / b for a, b in zip(mine, theirs) if a > 0 and b > 0]  # NaN compares False: dropped
 
 
 def _rounds(value) -> list[float]:
@@ -550,8 +548,13 @@ def _ratio_columns(row: dict, name: str, base: dict) -> None:
     (`round_ratios`) where there were several."""
     row[name] = row["median_s"] / base["median_s"]
     per_round = round_ratios(row, base)
-    if len(per_round) > 1:
-        row[f"{name}_min"], row[f"{name}_max"] = min(per_round), max(per_round)
+    several = len(per_round) > 1
+    row[f"{name}_min"], row[f"{name}_max"] = (min(per_round), max(per_round)) if several else (None, None)
+
+
+def range_text(lo: float | None, hi: float | None) -> str:
+    """A ratio's lowest and highest over the rounds as " [lo–hi]", or "" where it has none."""
+    return "" if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) else f" [{lo:.2f}–{hi:.2f}]"
 
 
 def add_ratios(rows: list[dict]) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from attnbench.benchmarks.cases import CASES
+from attnbench.benchmarks.suite import range_text
 from attnbench.runner.measure import CPU_ALLOCATOR_METHOD, CPU_EAGER_PATH_METHOD, MATH_KERNEL
 
 PASS, FAIL, NA = "PASS", "FAIL", "n/a"
@@ -43,11 +44,10 @@ def _verdict(checks: list[bool]) -> str:
 
 
 def _fmt(pairs: dict[int, float], unit: str = "×", spread: dict[int, tuple[float, float]] | None = None) -> str:
-    """"n: value" for each n, with the per-round range [lo–hi] where `spread` has one."""
+    """Each n's value, with its range over the rounds where `spread` has one: "512: 1.03× [1.01–1.06]"."""
     spread = spread or {}
     return ", ".join(
-        f"{n}: {v:.2f}{unit}" + (f" [{spread[n][0]:.2f}–{spread[n][1]:.2f}]" if n in spread else "")
-        for n, v in sorted(pairs.items())
+        f"{n}: {v:.2f}{unit}" + range_text(*spread.get(n, (None, None))) for n, v in sorted(pairs.items())
     ) or "no data"
 
 
@@ -118,7 +118,8 @@ def check_targets(rows: list[dict]) -> list[Target]:
         base = sdpa_causal if "causal" in case else sdpa
         vs_sdpa = {n: r for n, r in _ratio(core, base).items() if n >= 4096}
         out.append(Target(f"{case}: faster than {'causal ' if 'causal' in case else ''}SDPA from n = 4096",
-                          _verdict([r < 1 for r in vs_sdpa.values()]), "time / SDPA: " + _fmt(vs_sdpa)))
+                          _verdict([r < 1 for r in vs_sdpa.values()]),
+                          "time / SDPA: " + _fmt(vs_sdpa, spread=_spread(df, case, "ratio_vs_sdpa"))))
         peer_rows = _rows_of(df, case, f"peer:{peer}")
         vs_peer = _ratio(core, _series(df, peer_rows, f"peer:{peer}"))
         statuses = set(df[(df["case"] == peer_rows) & (df["impl"] == f"peer:{peer}")]["status"])

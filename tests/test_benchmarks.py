@@ -253,9 +253,51 @@ def test_each_ratio_carries_its_lowest_and_highest_over_the_interleaved_rounds(t
     assert [min(again), max(again)] == pytest.approx([core["ratio_vs_sdpa_min"], core["ratio_vs_sdpa_max"]], rel=1e-6)
 
 
+def test_the_rounds_are_paired_as_they_were_timed(monkeypatch):
+    # fake timings by round: multi-head's core 1, 3, 2 s, SDPA 1, 1, 2 s; paired round by round the
+    # ratios are 1, 3, 1 (sorting either side would give a highest of 2)
+    import collections
+
+    from attnbench.benchmarks import suite
+    from attnbench.runner.measure import Timing
+
+    real_build = suite.build_candidates
+
+    def build(*args, **kwargs):
+        cands = real_build(*args, **kwargs)
+        for cand in cands:
+            if cand.fn is not None:
+                cand.fn = tagged(cand.fn, (cand.case.label, cand.impl))
+        return cands
+
+    def tagged(fn, tag):
+        def call():
+            return fn()
+        call.tag = tag
+        return call
+
+    seconds = {("multi-head", CORE): [1.0, 3.0, 2.0], ("sdpa", "sdpa"): [1.0, 1.0, 2.0]}
+    rounds = collections.Counter()
+
+    def fake_time_call(fn, **kwargs):
+        tag = getattr(fn, "tag", None)  # None: the matmul peak's own call
+        rounds[tag] += 1
+        return Timing(median_s=seconds.get(tag, [1.0] * 3)[rounds[tag] - 1], iqr_s=0.0, runs=1)
+
+    monkeypatch.setattr(suite, "build_candidates", build)
+    monkeypatch.setattr(suite, "time_call", fake_time_call)
+    rows = run_suite(PerfConfig(variants=("multi-head",), **{**TINY, "repeat": 3}), log=quiet)
+    core = next(r for r in rows if r["case"] == "multi-head" and r["impl"] == CORE)
+    assert core["round_medians_s"] == "1.0;3.0;2.0"
+    assert (core["ratio_vs_sdpa"], core["ratio_vs_sdpa_min"], core["ratio_vs_sdpa_max"]) == (2.0, 1.0, 3.0)
+
+
 def test_round_ratios_pair_the_rounds_and_refuse_what_cannot_be_paired():
     a, b = {"round_medians_s": "2;4;9"}, {"round_medians_s": "1;2;3"}
     assert round_ratios(a, b) == [2.0, 2.0, 3.0]
+    # round i with round i, not sorted: sorting either side would give [1, 2, 1.5]
+    assert round_ratios({"round_medians_s": "1;3;2"}, {"round_medians_s": "1;1;2"}) == [1.0, 3.0, 1.0]
+    assert round_ratios({"round_medians_s": "1;nan;2"}, {"round_medians_s": "1;1;0"}) == [1.0]  # unusable rounds dropped
     assert round_ratios(a, {"round_medians_s": "1;2"}) == []  # rounds that differ in number
     assert round_ratios(a, {"round_medians_s": float("nan")}) == []  # a CSV from before they were kept
     assert round_ratios(a, {}) == []
@@ -273,10 +315,12 @@ def test_the_targets_show_each_ratio_s_range_over_the_rounds():
     add_ratios(rows)
     target = next(t for t in check_targets(rows) if t.name.startswith("multi-head core within"))
     assert target.status == "PASS" and target.detail == "1024: 1.02× [0.98–1.05]"
-    for r in rows:  # a CSV from before the rounds were kept: the ratio alone
-        r["round_medians_s"] = r["ratio_vs_sdpa_min"] = r["ratio_vs_sdpa_max"] = None
+    for r in rows:  # one round: no range, and none left over from before
+        r["round_medians_s"] = str(r["median_s"])
     add_ratios(rows)
     assert next(t for t in check_targets(rows) if t.name.startswith("multi-head core within")).detail == "1024: 1.02×"
+    old = [{k: v for k, v in r.items() if "round" not in k and not k.endswith(("_min", "_max"))} for r in rows]
+    assert next(t for t in check_targets(old) if t.name.startswith("multi-head core within")).detail == "1024: 1.02×"
 
 
 def test_causal_sdpa_counts_the_scores_on_and_below_the_diagonal_and_the_full_form_all():
