@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnbench.benchmarks.guard import timed_medians
-from attnbench.benchmarks.suite import ROW_COLUMNS, range_text, round_ratios
+from attnbench.benchmarks.suite import ROW_COLUMNS, range_text, round_range
 from attnbench.benchmarks.targets import check_targets
 from attnbench.runner.heap import CACHED
 from attnbench.runner.store import replace_file
@@ -178,7 +178,7 @@ def rated_peak_table(df: pd.DataFrame) -> str:
 
 def side_by_side_table(rows: list[dict], impl: str) -> str:
     """Markdown: (case, batch) × n → core time ÷ `impl` time from the same rounds, with its lowest
-    and highest over the rounds ([lo–hi], `suite.round_ratios`), or — if either is untimed."""
+    and highest over the rounds ([lo–hi], `suite.round_range`), or — if either is untimed."""
     timed = timed_medians(rows)
     by_key = {(r["case"], r["impl"], r["batch"], r["n"]): r for r in rows}
     lengths = sorted({r["n"] for r in rows})
@@ -191,8 +191,7 @@ def side_by_side_table(rows: list[dict], impl: str) -> str:
             if not (new and old):
                 cells.append("—")
                 continue
-            per_round = round_ratios(by_key[(case, "core", batch, n)], by_key[(case, impl, batch, n)])
-            spread = range_text(min(per_round), max(per_round)) if len(per_round) > 1 else ""
+            spread = range_text(*round_range(by_key[(case, "core", batch, n)], by_key[(case, impl, batch, n)]))
             cells.append(f"{new / old:.2f}×{spread}")
         lines.append(f"| {case} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

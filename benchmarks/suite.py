@@ -543,13 +543,16 @@ def _rounds(value) -> list[float]:
     return [float(value)]
 
 
-def _ratio_columns(row: dict, name: str, base: dict) -> None:
-    """`name` = row's median ÷ base's median, with `name`_min / _max over the rounds
-    (`round_ratios`) where there were several."""
-    row[name] = row["median_s"] / base["median_s"]
+def round_range(row: dict, base: dict) -> tuple[float | None, float | None]:
+    """The lowest and highest of `round_ratios` where there were several rounds, else (None, None)."""
     per_round = round_ratios(row, base)
-    several = len(per_round) > 1
-    row[f"{name}_min"], row[f"{name}_max"] = (min(per_round), max(per_round)) if several else (None, None)
+    return (min(per_round), max(per_round)) if len(per_round) > 1 else (None, None)
+
+
+def _ratio_columns(row: dict, name: str, base: dict) -> None:
+    """`name` = row's median ÷ base's median, with `name`_min / _max its `round_range`."""
+    row[name] = row["median_s"] / base["median_s"]
+    row[f"{name}_min"], row[f"{name}_max"] = round_range(row, base)
 
 
 def range_text(lo: float | None, hi: float | None) -> str:
