@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -77,14 +78,19 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--current", type=click.Path(dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")
 @click.option("--against", "revision", default=None,
-              help="A git revision: time each variant's core as its own module was at that revision (shared code "
-                   "comes from the working tree) beside the working tree's, in the same rounds (impl core@REV); "
+              help="A git revision: time each variant's core and layer as its own module was at that revision (shared "
+                   "code comes from the working tree) beside the working tree's, in the same rounds (impls core@REV, "
+                   "layer@REV); "
                    "exit 1 when the working tree's is > --tolerance slower, or nothing could be compared.")
+@click.option("--confirm", is_flag=True,
+              help="With --compare: time each flagged variant again beside the baseline's own code (--against "
+                   "the git revision its rows record), in the same rounds, and exit 1 only for what that confirms. "
+                   "Flagged SDPA, peer and naive rows, whose code --against does not swap, are listed, not failed.")
 @click.option("--tolerance", type=NumberRange(min=0), default=0.10, show_default=True,
               help="The slowdown --compare and --against allow (0.10: 10 %).")
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
 def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-                 device, dtype, threads, heap, quick, out_dir, name, baseline, current, revision, tolerance,
+                 device, dtype, threads, heap, quick, out_dir, name, baseline, current, revision, confirm, tolerance,
                  note) -> int:
     """Time every variant's core and layer against SDPA, the naive reference and peers.
 
@@ -97,57 +103,61 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
       bench perf --variants local,linear --lengths 1024,8192 --batch 1
       bench perf --compare results/benchmarks/BASELINE.csv
       bench perf --compare results/benchmarks/BASELINE.csv --current results/benchmarks/new.csv
+      bench perf --compare results/benchmarks/BASELINE.csv --confirm   # flags timed again beside the old code
       bench perf --variants linear --against HEAD~1   # old and new kernel side by side
     """
     from attnbench.benchmarks import guard
 
     if current and not baseline:
         raise AttnbenchError("--current needs --compare BASELINE.csv")
+    if confirm and not baseline:
+        raise AttnbenchError("--confirm needs --compare BASELINE.csv")
+    if confirm and revision:
+        raise AttnbenchError("--confirm times flagged rows beside the baseline's revision: it cannot go with --against")
     if current and revision:
         raise AttnbenchError("--against times a revision beside the working tree: it cannot check --current")
+    settings = dict(variants=variants, lengths=lengths, batches=batches, batched_max_n=batched_max_n, repeat=repeat,
+                    min_run_time=min_run_time, max_cell_s=max_cell_s, naive_limit_gib=naive_limit_gib, device=device,
+                    dtype=dtype, threads=threads, heap=heap, quick=quick)
+    if name is not None:
+        _stem(name)
     if baseline:
         base = guard.read_results(baseline)  # fail early, before a long run
     if current:
-        return _gate(base, guard.read_results(current), tolerance, baseline, current)
-    csv = _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-               device, dtype, threads, heap, quick, out_dir, name, note, revision)
+        rows = guard.read_results(current)
+        return _gate(base, rows, tolerance, baseline, current,
+                     confirm=confirm and _Confirm(settings, out_dir, Path(current).stem, note))
+    cfg = _config(**settings, revision=revision)
+    at_rev = _revision(cfg)  # an unknown revision, or a module that no longer loads, fails before --out is created
+    if name is None:
+        name = _utc_stamp() + f"-{cfg.device}" + ("-quick" if quick else "")
+    csv = _execute(cfg, out_dir, name, note, at_rev)
     code, rows = 0, guard.read_results(csv)
     if revision:
         result = guard.side_by_side(rows.to_dict("records"), tolerance=tolerance)
         if result.compared == 0:  # nothing loaded from REV, or no core verified and timed on both sides
-            click.echo(f"bench perf: no core was timed beside {revision}'s; nothing compared", err=True)
+            click.echo(f"bench perf: no core or layer was timed beside {revision}'s; nothing compared", err=True)
             code = 1
         else:
             code = _report(result, tolerance, f"{revision}'s code timed beside it", rerun=None)
     if baseline:
-        code = max(code, _gate(base, rows, tolerance, baseline, str(csv)))
+        code = max(code, _gate(base, rows, tolerance, baseline, str(csv),
+                               confirm=confirm and _Confirm(settings, out_dir, name, note)))
     return code
 
 
-def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-         device, dtype, threads, heap, quick, out_dir, name, note, revision=None) -> Path:
+def _config(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
+            device, dtype, threads, heap, quick, revision=None):
+    """The run the options describe, checked (one line and exit 2 on bad input) before anything runs."""
     from attnbench.benchmarks.cases import CASES
-    from attnbench.benchmarks.outputs import write_all, write_csv
-    from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig, run_suite
+    from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig
     from attnbench.runner.execute import DTYPES
 
     chosen = _variants(variants, sorted({c.variant for c in CASES if c.variant}))
     lengths = _ints(lengths, "--lengths") if lengths is not None else (QUICK_LENGTHS if quick else FULL_LENGTHS)
     batches = _ints(batches, "--batch") if batches is not None else ((1,) if quick else (1, 4))
     _check_sizes(lengths, batches, batched_max_n)
-    if name is not None:
-        _stem(name)
-    device = resolve_device(device)
-    def log(line: str) -> None:
-        console.print(line, highlight=False)
-
-    at_rev = None
-    if revision:  # an unknown revision, or a module that no longer loads, fails before --out is created
-        from attnbench.benchmarks.cases import select_cases
-        from attnbench.benchmarks.revision import revision_classes
-
-        at_rev = revision_classes(revision, sorted({c.variant for c in select_cases(chosen) if c.variant}), log)
-    cfg = PerfConfig(
+    return PerfConfig(
         variants=tuple(chosen),
         lengths=lengths,
         batches=batches,
@@ -157,16 +167,34 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         max_cell_s=max_cell_s,
         naive_limit_gib=naive_limit_gib,
         memory_probes=() if quick else PerfConfig.memory_probes,
-        device=device,
+        device=resolve_device(device),
         dtype=None if dtype == "auto" else DTYPES[dtype],
         threads=threads,
         heap=heap,
         against=revision,
     )
-    if name is None:
-        name = _utc_stamp() + f"-{device}" + ("-quick" if quick else "")
+
+
+def _revision(cfg):
+    """`revision_classes` of the variants `cfg` times, when it has --against: loaded now, so an
+    unknown revision or a module that no longer loads is one line before --out is created."""
+    if not cfg.against:
+        return None
+    from attnbench.benchmarks.cases import select_cases
+    from attnbench.benchmarks.revision import revision_classes
+
+    variants = sorted({c.variant for c in select_cases(list(cfg.variants), cfg.cases) if c.variant})
+    return revision_classes(cfg.against, variants, lambda line: console.print(line, highlight=False))
+
+
+def _execute(cfg, out_dir: str, name: str, note: str, at_rev=None) -> Path:
+    """Run `cfg`, writing OUT/NAME.csv after each length (a killed run keeps what it measured),
+    then the page and the plot; the CSV's path."""
+    from attnbench.benchmarks.outputs import write_all, write_csv
+    from attnbench.benchmarks.suite import run_suite
+
     out = _writable(out_dir)
-    partial = out / f"{name}.csv"  # rewritten after each length: a killed run keeps what it measured
+    partial = out / f"{name}.csv"
 
     def save(rows: list[dict]) -> None:
         try:
@@ -174,7 +202,7 @@ def _run(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_ce
         except OSError as exc:  # e.g. the disk filled up: stop, keeping the last CSV written
             raise StoppedWriting(f"cannot write {partial}: {exc.strerror or exc}") from None
 
-    rows = run_suite(cfg, log=log, save=save, at_rev=at_rev)
+    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=save, at_rev=at_rev)
     try:
         paths = write_all(rows, out, name, note=note)
     except OSError as exc:
@@ -289,9 +317,10 @@ def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> No
         console.print(f"wrote {path}")
 
 
-def _gate(base, current, tolerance, baseline, current_name) -> int:
+def _gate(base, current, tolerance, baseline, current_name, confirm: _Confirm | bool = False) -> int:
     """The regression gate against `baseline`: 1 on a regression, and when nothing was compared
-    (else a gate on another machine, thread count or heap would pass every regression)."""
+    (else a gate on another machine, thread count or heap would pass every regression). With
+    `confirm`, the flagged rows are timed again beside the baseline's code first (`_Confirm`)."""
     from attnbench.benchmarks import guard
 
     result = guard.compare(base, current, tolerance=tolerance)
@@ -299,8 +328,108 @@ def _gate(base, current, tolerance, baseline, current_name) -> int:
         why = guard.why_nothing_compared(base, current, baseline, current_name)
         click.echo(f"bench perf: nothing compared: {why}", err=True)
         return 1
-    return _report(result, tolerance, baseline, rerun=f"On a shared machine, confirm before believing it: "
-                   f"{_rerun(result.regressions, baseline)}")
+    if confirm and result.regressions:
+        _report(result, tolerance, baseline, rerun=None)
+        return confirm.run(result.regressions, tolerance)
+    return _report(result, tolerance, baseline, rerun="On a shared machine, time them again beside the baseline's "
+                   f"code before believing it: bench perf --compare {baseline} --current {current_name} --confirm")
+
+
+@dataclass(frozen=True)
+class _Confirm:
+    """`--confirm`: the flagged rows against a baseline, timed again beside the baseline's own code.
+
+    A timing that drifted with the machine (other tenants, the hour) is as slow beside the old
+    code as beside the baseline; a regression is slower than the old code in the same rounds. So
+    each flagged core or layer row is timed beside the same row of the revision the baseline
+    recorded (`--against` its git_sha, one run of the flagged variants, lengths and batches under
+    the row's device, dtype, threads and heap), and fails only where that ratio exceeds the
+    tolerance, or where it cannot be taken (no revision recorded, uncommitted changes, a revision
+    this checkout lacks): then the flag stands. SDPA, the peers and the naive references are not
+    a variant's kernels, and `--against` does not swap their code: listed, not failed.
+    """
+
+    settings: dict  # perf_command's run options, for `_config`
+    out_dir: str
+    stem: str  # the checked run's name: the confirming runs are STEM-confirm-<hash>
+    note: str
+
+    def run(self, regressions, tolerance: float) -> int:
+        from attnbench.benchmarks import guard
+        from attnbench.benchmarks.cases import CASES
+
+        variant_of = {case.label: case.variant for case in CASES}
+        mine = [r for r in regressions if r.impl in guard.VARIANT_IMPLS and variant_of.get(r.case)]
+        others = [r for r in regressions if r not in mine]
+        if others:
+            click.echo(f"not failed: {len(others)} flagged timings of SDPA, peers or naive references, whose code "
+                       "--against does not swap (their slowdown is the machine's, or torch's):")
+            for reg in others:
+                click.echo(f"  {reg}")
+        groups: dict[tuple, list] = {}  # one run each: its own revision, condition and batch
+        for reg in mine:
+            key = (reg.baseline_revision, reg.device, reg.dtype, reg.threads, reg.heap, reg.batch)
+            groups.setdefault(key, []).append(reg)
+        confirmed = stand = 0
+        names: set[str] = set()
+        for (revision, device, dtype, threads, heap, batch), regs in groups.items():
+            counts = self._confirm_group(revision, device, dtype, threads, heap, batch, regs, variant_of, tolerance,
+                                         names)
+            confirmed, stand = confirmed + counts[0], stand + counts[1]
+        if not mine:
+            click.echo("no flagged core or layer timing: no variant regressed")
+            return 0
+        click.echo(f"{confirmed + stand} of {len(mine)} flagged core and layer timings fail the gate: {confirmed} "
+                   f"confirmed beside the baseline's code, {stand} not timed beside it")
+        return 1 if confirmed + stand else 0
+
+    def _confirm_group(self, revision, device, dtype, threads, heap, batch, regs, variant_of, tolerance,
+                       names: set[str]) -> tuple[int, int]:
+        """Time `regs` (of one batch) beside `revision`'s code, in a run named STEM-confirm-<hash>-b<batch>
+        (not one of `names`, the runs before it): (how many that confirms, how many were not timed and stand)."""
+        from attnbench.benchmarks import guard
+
+        why = guard.unconfirmable(revision)
+        cfg = None
+        if why is None:
+            lengths = sorted({r.n for r in regs})
+            settings = {**self.settings, "variants": ",".join(sorted({variant_of[r.case] for r in regs})),
+                        "lengths": ",".join(map(str, lengths)), "batches": str(batch),
+                        "batched_max_n": max(lengths), "device": device, "threads": threads,
+                        "heap": heap if heap in HEAPS else CACHED,  # CUDA rows record CUDA's allocator
+                        "dtype": _DTYPE_OPTION.get(dtype, "auto"), "quick": False}
+            try:  # only the flagged cases, no memory probe
+                cfg = replace(_config(**settings, revision=revision), cases=tuple(sorted({r.case for r in regs})),
+                              memory_probes=())
+                at_rev = _revision(cfg)
+            except AttnbenchError as exc:
+                why = str(exc)
+        if why is not None:
+            click.echo(f"cannot confirm {len(regs)} flagged timings ({why}); they stand:")
+            for reg in regs:
+                click.echo(f"  {reg}")
+            return 0, len(regs)
+        short = at_rev[0]
+        name = f"{self.stem}-confirm-{short}-b{batch}"
+        name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, len(names) + 3))) if n not in names)
+        names.add(name)
+        click.echo(f"timing {len(regs)} flagged rows again beside {short}'s code, the baseline's revision "
+                   f"({'; '.join(cfg.cases)}; n = {settings['lengths']}; batch {batch}):")
+        csv = _execute(cfg, self.out_dir, name, self.note, at_rev)
+        rows = guard.read_results(csv).to_dict("records")
+        confirmed = stand = 0
+        for reg, ratio, bad in guard.confirmations(tuple(regs), rows, short, tolerance=tolerance):
+            if ratio is None:
+                click.echo(f"  {reg}; not timed beside {short}'s (see {csv.name}): it stands")
+                stand += 1
+            else:
+                verdict = "confirmed" if bad else "not confirmed: the machine's drift"
+                click.echo(f"  {reg}; {ratio:.2f}× beside {short}'s {reg.impl}: {verdict}")
+                confirmed += bad
+        return confirmed, stand
+
+
+_DTYPE_OPTION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # a CSV's dtype → --dtype
 
 
 def _report(result, tolerance, against: str, rerun: str | None) -> int:
@@ -315,20 +444,6 @@ def _report(result, tolerance, against: str, rerun: str | None) -> int:
         return 1
     click.echo(f"no regression: {result.compared} timings within {tolerance:.0%} of {against}")
     return 0
-
-
-def _rerun(regressions, baseline) -> str:
-    """The `bench perf` command that times only the regressed cases, lengths and batches again."""
-    from attnbench.benchmarks.cases import CASES
-
-    variant_of = {case.label: case.variant for case in CASES}
-    variants = sorted({variant_of[r.case] for r in regressions if variant_of.get(r.case)})
-
-    def join(values) -> str:
-        return ",".join(map(str, sorted(set(values))))
-
-    return (f"bench perf --variants {join(variants) or 'all'} --lengths {join(r.n for r in regressions)} "
-            f"--batch {join(r.batch for r in regressions)} --compare {baseline}")
 
 
 def main(argv: list[str] | None = None) -> None:

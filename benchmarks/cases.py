@@ -93,11 +93,15 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def select_cases(variants: list[str] | None) -> list[Case]:
-    """The cases of the named variants (None or ['all']: every case); baselines always included."""
-    if not variants or variants == ["all"]:
+def select_cases(variants: list[str] | None, labels: tuple[str, ...] | None = None) -> list[Case]:
+    """The cases of the named variants (None or ['all']: every case), or given `labels` the cases
+    of those labels only; baselines always included."""
+    if labels is not None:
+        chosen = [c for c in CASES if c.label in labels]
+    elif not variants or variants == ["all"]:
         return list(CASES)
-    wanted = set(variants)
-    chosen = [c for c in CASES if c.variant in wanted or c.label in wanted]
+    else:
+        wanted = set(variants)
+        chosen = [c for c in CASES if c.variant in wanted or c.label in wanted]
     baselines = {c.baseline for c in chosen}
     return [c for c in CASES if c in chosen or (c.variant is None and c.label in baselines)]

@@ -9,6 +9,7 @@ of no row at all fails too (`why_nothing_compared` says what differs): it would 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,12 @@ class Regression:
     n: int
     baseline_s: float
     current_s: float
+    # where the row was timed (what `--confirm` times it again under), from `compare`
+    device: str | None = None
+    dtype: str | None = None
+    threads: int | None = None
+    heap: str | None = None
+    baseline_revision: str | None = None  # the baseline row's git_sha
 
     @property
     def ratio(self) -> float:
@@ -88,17 +95,24 @@ def with_heap(df: pd.DataFrame) -> pd.DataFrame:
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float = 0.10) -> Comparison:
     """Rows of `current` more than `tolerance` slower than `baseline` on the same machine kind and heap."""
-    base, cur = _timed(baseline), _timed(current)
+    base, cur = _timed(baseline).rename(columns={"git_sha": "baseline_revision"}), _timed(current)
     merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
     same = pd.Series(True, index=merged.index)
     for column in CONDITION:
         same &= merged[column] == merged[f"{column}_base"]
     regressions = tuple(
-        Regression(r["case"], r["impl"], int(r["batch"]), int(r["n"]), float(r["median_s_base"]), float(r["median_s"]))
+        Regression(r["case"], r["impl"], int(r["batch"]), int(r["n"]), float(r["median_s_base"]), float(r["median_s"]),
+                   device=r["device"], dtype=r["dtype"], threads=int(r["threads"]), heap=r["heap"],
+                   baseline_revision=_text(r.get("baseline_revision")))
         for _, r in merged[same].iterrows()
         if r["median_s"] > r["median_s_base"] * (1 + tolerance)
     )
     return Comparison(regressions, int(same.sum()), int((~same).sum()))
+
+
+def _text(value) -> str | None:
+    """A CSV cell as text, None where empty (NaN)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _timed(df: pd.DataFrame) -> pd.DataFrame:
@@ -133,17 +147,18 @@ def _values(column: pd.Series) -> str:
 
 
 def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
-    """Each variant's core against its `core@<rev>` (another revision's code) timed in the same
-    interleaved rounds (`bench perf --against REV`): drift of the machine cancels in the ratio."""
+    """Each variant's core and layer against its `core@<rev>` and `layer@<rev>` (another revision's
+    code) timed in the same interleaved rounds (`bench perf --against REV`): drift of the machine
+    cancels in the ratio."""
     timed = timed_medians(rows)
     regressions, compared = [], 0
     for (case, impl, batch, n), old in sorted(timed.items()):
-        new = timed.get((case, "core", batch, n))
-        if not impl.startswith("core@") or new is None:
+        new = timed.get((case, impl.partition("@")[0], batch, n))
+        if "@" not in impl or new is None:
             continue
         compared += 1
         if new > old * (1 + tolerance):
-            regressions.append(Regression(case, f"core vs {impl}", batch, n, old, new))
+            regressions.append(Regression(case, f"{impl.partition('@')[0]} vs {impl}", batch, n, old, new))
     return Comparison(tuple(regressions), compared, 0)
 
 
@@ -152,3 +167,31 @@ def timed_medians(rows: list[dict]) -> dict[tuple, float]:
     from a CSV for the others)."""
     return {(r["case"], r["impl"], r["batch"], r["n"]): r["median_s"] for r in rows
             if r["median_s"] is not None and not pd.isna(r["median_s"])}
+
+
+# ------------------------------------------------------------------------ --confirm
+VARIANT_IMPLS = ("core", "layer")  # the rows whose code `--against` times at another revision
+
+
+def unconfirmable(revision: str | None) -> str | None:
+    """Why a baseline row's code cannot be timed again (`--confirm`), or None when it can be tried."""
+    if not revision:
+        return "the baseline row records no git revision"
+    if revision.endswith("-dirty"):
+        return f"the baseline was timed on uncommitted changes ({revision}), which no revision holds"
+    return None
+
+
+def confirmations(regressions: tuple[Regression, ...], rows: list[dict], short: str, *,
+                  tolerance: float = 0.10) -> list[tuple[Regression, float | None, bool]]:
+    """Each flagged core or layer row against its `impl@<short>` timed beside it (a `bench perf
+    --against` run's `rows`): (regression, side-by-side ratio, confirmed). Confirmed when this
+    tree's time is more than `tolerance` above the old code's in the same rounds, and when the pair
+    was not timed (ratio None): what cannot be re-timed stands."""
+    timed = timed_medians(rows)
+    out = []
+    for reg in regressions:
+        new, old = timed.get((reg.case, reg.impl, reg.batch, reg.n)), timed.get((reg.case, f"{reg.impl}@{short}", reg.batch, reg.n))
+        ratio = new / old if new and old else None
+        out.append((reg, ratio, ratio is None or ratio > 1 + tolerance))
+    return out

@@ -152,9 +152,9 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     if df["rated_peak_fraction"].notna().any():
         lines += ["", "## TFLOP/s against the GPU's rated dense peak (data sheet, `benchmarks/rated_peaks.py`), batch 1",
                   "", rated_peak_table(df)]
-    for impl in sorted({str(i) for i in df["impl"] if str(i).startswith("core@")}):
-        lines += ["", f"## Core ÷ {impl}: this tree's time over that revision's, timed side by side (`--against`)",
-                  "", side_by_side_table(rows, impl)]
+    for impl in sorted({str(i) for i in df["impl"] if "@" in str(i)}, key=lambda i: (i.partition("@")[0] != "core", i)):
+        lines += ["", f"## {impl.partition('@')[0].capitalize()} ÷ {impl}: this tree's time over that revision's, "
+                  "timed side by side (`--against`)", "", side_by_side_table(rows, impl)]
     odd = df[~df["status"].isin(["ok"])]
     if len(odd):
         lines += ["", "## Not timed", "", "| batch | n | case | impl | status |", "|---|---|---|---|---|"]
@@ -177,8 +177,10 @@ def rated_peak_table(df: pd.DataFrame) -> str:
 
 
 def side_by_side_table(rows: list[dict], impl: str) -> str:
-    """Markdown: (case, batch) × n → core time ÷ `impl` time from the same rounds, with its lowest
-    and highest over the rounds ([lo–hi], `suite.round_range`), or — if either is untimed."""
+    """Markdown: (case, batch) × n → this tree's time ÷ `impl`'s (`core@<hash>` beside the core,
+    `layer@<hash>` beside the layer) from the same rounds, with its lowest and highest over the
+    rounds ([lo–hi], `suite.round_range`), or — if either is untimed."""
+    mine = impl.partition("@")[0]
     timed = timed_medians(rows)
     by_key = {(r["case"], r["impl"], r["batch"], r["n"]): r for r in rows}
     lengths = sorted({r["n"] for r in rows})
@@ -187,11 +189,11 @@ def side_by_side_table(rows: list[dict], impl: str) -> str:
     for case, batch in series:
         cells = []
         for n in lengths:
-            new, old = timed.get((case, "core", batch, n)), timed.get((case, impl, batch, n))
+            new, old = timed.get((case, mine, batch, n)), timed.get((case, impl, batch, n))
             if not (new and old):
                 cells.append("—")
                 continue
-            spread = range_text(*round_range(by_key[(case, "core", batch, n)], by_key[(case, impl, batch, n)]))
+            spread = range_text(*round_range(by_key[(case, mine, batch, n)], by_key[(case, impl, batch, n)]))
             cells.append(f"{new / old:.2f}×{spread}")
         lines.append(f"| {case} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -75,8 +75,9 @@ class PerfConfig:
     # CPU: "cached" pins glibc's mmap threshold at 1 GiB before anything is timed, so big tensors
     # are reused from the heap as a caching allocator would; "glibc" keeps its defaults
     heap: str = CACHED
-    # a git revision whose variant code is timed beside the working tree's (impl `core@<rev>`)
+    # a git revision whose variant code is timed beside the working tree's (impls `core@<rev>`, `layer@<rev>`)
     against: str | None = None
+    cases: tuple[str, ...] | None = None  # only the cases of these labels (and their SDPA baselines)
     dtype: torch.dtype | None = None  # None: fp32 on CPU, bf16 on CUDA
     threads: int | None = None
     seed: int = 0
@@ -165,7 +166,8 @@ def build_candidates(
     at_rev: tuple[str, dict[str, type]] | None = None,
 ) -> list[Candidate]:
     """Every (case, implementation) at (batch, n), on the same inputs; with `at_rev` = (short hash,
-    {variant: class at that revision}), also each variant's core at that revision (`core@<hash>`)."""
+    {variant: class at that revision}), also each variant's core and layer at that revision
+    (`core@<hash>`, `layer@<hash>`)."""
     device, dtype = cfg.device, cfg.resolved_dtype()
     gen = torch.Generator().manual_seed(cfg.seed + n + 7919 * batch)
     qkv = {}
@@ -202,12 +204,13 @@ def build_candidates(
                              core_check(ref, q, k, v, rows),
                              meta_fn=lambda f=core, lay=meta_layer, m=(qm, km, vm): f(lay, *m),
                              compiled=case.compiled))
-        if at_rev and case.variant in at_rev[1]:
-            out.append(_core_at_rev(case, at_rev, cfg, core, (q, k, v), (qm, km, vm), rows))
         whole = lambda lay, x, c=case.causal: lay(x, causal=c)[0]  # noqa: E731
+        at = _at_rev(case, at_rev, cfg, core, whole, (q, k, v), x, rows) if at_rev and case.variant in at_rev[1] else []
+        out += at[:1]  # core@<hash> beside the core, layer@<hash> beside the layer
         out.append(Candidate(case, LAYER, lambda f=whole, lay=layer: f(lay, x),
                              layer_check(ref, layer, x, rows),
                              meta_fn=lambda f=whole, lay=meta_layer: f(lay, meta(x)), compiled=case.compiled))
+        out += at[1:]
         if case.same_as in labels:  # its naive and peer rows are that case's, timed in these rounds
             continue
         naive = lambda lay, q, k, v, c=case.causal: lay.reference_core(q, k, v, None, c)[0]  # noqa: E731
@@ -238,21 +241,29 @@ def build_candidates(
     return out
 
 
-def _core_at_rev(case: Case, at_rev: tuple[str, dict[str, type]], cfg: PerfConfig, core: Callable,
-                 qkv: tuple, meta_qkv: tuple, rows: Tensor) -> Candidate:
-    """The variant's core as it was at REV (`core@<hash>`), or a Candidate that says why not."""
-    label = f"{CORE}@{at_rev[0]}"
+def _at_rev(case: Case, at_rev: tuple[str, dict[str, type]], cfg: PerfConfig, core: Callable, whole: Callable,
+            qkv: tuple, x: Tensor, rows: Tensor) -> list[Candidate]:
+    """The variant's core and layer as they were at REV (`core@<hash>`, `layer@<hash>`), or two
+    Candidates that say why not. The layer at REV is REV's module's class: its own projections'
+    layout and forward, over the working tree's shared base class."""
+    labels = f"{CORE}@{at_rev[0]}", f"{LAYER}@{at_rev[0]}"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         try:
             old = build_at(at_rev[1][case.variant], case.variant, D_MODEL, case.heads, case.opts)
         except AttnbenchError as exc:  # an option that REV's class lacks (e.g. kernel=compiled)
-            return Candidate(case, label, None, None, status=f"unavailable: {exc}")
+            return [Candidate(case, label, None, None, status=f"unavailable: {exc}") for label in labels]
     old = old.to(device=cfg.device, dtype=cfg.resolved_dtype()).eval()
     meta_old = copy.deepcopy(old).to("meta")
     q, k, v = qkv
-    return Candidate(case, label, lambda: core(old, q, k, v), core_check(rows_reference(case, old), q, k, v, rows),
-                     meta_fn=lambda: core(meta_old, *meta_qkv), compiled=case.compiled)
+    meta_qkv = tuple(torch.empty_like(t, device="meta") for t in qkv)
+    ref = rows_reference(case, old)
+    return [
+        Candidate(case, labels[0], lambda: core(old, q, k, v), core_check(ref, q, k, v, rows),
+                  meta_fn=lambda: core(meta_old, *meta_qkv), compiled=case.compiled),
+        Candidate(case, labels[1], lambda: whole(old, x), layer_check(ref, old, x, rows),
+                  meta_fn=lambda: whole(meta_old, torch.empty_like(x, device="meta")), compiled=case.compiled),
+    ]
 
 
 def calibrate_naive(cases: list[Case], batch: int, cfg: PerfConfig) -> dict[str, tuple[float, int]]:
@@ -330,7 +341,7 @@ def run_suite(cfg: PerfConfig, *, extra: Callable[[list[Candidate], int, int], l
 
 
 def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
-    cases = select_cases(list(cfg.variants))
+    cases = select_cases(list(cfg.variants), cfg.cases)
     dtype = cfg.resolved_dtype()
     if cfg.against and at_rev is None:
         at_rev = revision_classes(cfg.against, sorted({c.variant for c in cases if c.variant}), log)

@@ -101,7 +101,7 @@ def test_a_wrong_implementation_is_caught_and_never_timed():
 def test_a_case_past_its_max_tokens_is_skipped_and_its_memory_probe_runs_once_at_the_end(monkeypatch):
     additive = next(c for c in CASES if c.variant == "additive")
     small = dataclasses.replace(additive, max_tokens=32)
-    monkeypatch.setattr("attnbench.benchmarks.suite.select_cases", lambda variants: [small])
+    monkeypatch.setattr("attnbench.benchmarks.suite.select_cases", lambda variants, labels=None: [small])
     saved, pinned = [], []
     monkeypatch.setattr("attnbench.runner.heap.pin_mmap_threshold",
                         lambda nbytes: pinned.append((nbytes, len(saved))) or True)
@@ -474,7 +474,8 @@ def test_the_gate_fails_on_a_20_percent_slowdown_and_passes_equal_numbers(tmp_pa
     assert bench(["perf", "--compare", str(base), "--current", str(slow)]) == 1
     out = capsys.readouterr().out
     assert "6 of 6 timings regressed" in out and "local(window=128) core b=1 n=1024" in out and "1.20×" in out
-    assert f"confirm before believing it: bench perf --variants linear,local --lengths 512,1024 --batch 1 --compare {base}" in out
+    assert (f"time them again beside the baseline's code before believing it: bench perf --compare {base} "
+            f"--current {slow} --confirm") in out
 
 
 def test_the_gate_compares_only_the_same_machine_kind(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_the_suite_verifies_and_times_the_revision_beside_the_working_tree():
             continue
         assert r["status"] == "ok" and r["verified"] and r["rel_err"] <= r["tolerance"] and r["median_s"] > 0
         compared += 1
-    assert compared >= 2 and side_by_side(rows).compared == compared
+    assert compared >= 2 and side_by_side(rows).compared == 2 * compared  # each core's layer too
 
 
 def test_a_case_whose_options_the_revision_lacks_is_marked_unavailable_and_the_rest_compared():
@@ -144,7 +145,7 @@ def test_a_case_whose_options_the_revision_lacks_is_marked_unavailable_and_the_r
             assert r["median_s"] is None
         else:
             assert r["status"] == "ok" and r["verified"]
-    assert len(at_rev) == 4 and side_by_side(rows).compared == 2
+    assert len(at_rev) == 4 and side_by_side(rows).compared == 4  # the eager cases' cores and layers
 
 
 def row(case, impl, n, seconds):
@@ -172,8 +173,8 @@ def test_bench_perf_against_writes_the_rows_and_reports(tmp_path, capsys):
     code = bench(argv)
     out = capsys.readouterr().out
     df = pd.read_csv(tmp_path / "t.csv")
-    compared = df[df["impl"].str.startswith("core@") & df["median_s"].notna()]
-    assert len(compared) >= 2  # the eager cases; the compiled ones too once HEAD has the option
+    compared = df[df["impl"].str.contains("@") & df["median_s"].notna()]
+    assert len(compared) >= 4  # core and layer of the eager cases; the compiled ones too once HEAD has the option
     # the same code on both sides: noise may still tip one ratio over 10 %; either way it is reported
     assert code in (0, 1)
     if code == 0:
@@ -213,7 +214,7 @@ def test_nothing_compared_is_a_failure(tmp_path, capsys):
     assert bench(argv) == 1
     captured = capsys.readouterr()
     assert "dot-product not compared" in captured.out
-    assert "bench perf: no core was timed beside HEAD's; nothing compared" in captured.err
+    assert "bench perf: no core or layer was timed beside HEAD's; nothing compared" in captured.err
 
 
 def test_the_page_shows_the_side_by_side_ratios(tmp_path):
@@ -231,3 +232,138 @@ def test_the_page_shows_the_side_by_side_ratios(tmp_path):
     rows[0]["round_medians_s"], rows[1]["round_medians_s"] = "1.1;1.2;1.4", "1.0;1.0;1.0"
     text = write_markdown(rows, tmp_path / "p.md", csv_name="p.csv", png_name="p.png").read_text()
     assert "| linear | 1 | 1.20× [1.10–1.40] | — |" in text
+
+
+# -------------------------------------------------------- layers beside their revision's, and --confirm
+def test_side_by_side_pairs_each_layer_with_its_revisions_layer():
+    rows = [row("local", "core", 512, 1.0), row("local", "core@abc", 512, 1.0),
+            row("local", "layer", 512, 1.5), row("local", "layer@abc", 512, 1.0),   # the layer regressed
+            row("local", "layer", 1024, 1.0), row("local", "core@abc", 1024, 0.5)]  # no layer@: not compared
+    result = side_by_side(rows)
+    assert result.compared == 2
+    assert [(r.impl, r.n, r.ratio) for r in result.regressions] == [("layer vs layer@abc", 512, 1.5)]
+
+
+@needs_git
+def test_the_layer_at_the_revision_is_verified_and_timed_beside_the_layer():
+    rows = run_suite(PerfConfig(variants=("local",), against="HEAD", **TINY), log=lambda line: None)
+    short = revision.revision_classes("HEAD", ["local"])[0]
+    impls = [r["impl"] for r in rows if r["case"] == "local(window=128)"]
+    assert impls.index(f"core@{short}") == impls.index("core") + 1  # each beside its own
+    assert impls.index(f"layer@{short}") == impls.index("layer") + 1
+    layer_at = next(r for r in rows if r["case"] == "local(window=128)" and r["impl"] == f"layer@{short}")
+    assert layer_at["status"] == "ok" and layer_at["verified"] and layer_at["median_s"] > 0
+    pairs = {(r.case, r.impl) for r in side_by_side(rows, tolerance=math.inf).regressions}
+    assert not pairs and side_by_side(rows).compared >= 4  # core and layer of both eager windows
+
+
+def _gate_rows(path, *, scale, sha, impls=("core", "layer", "naive"), case="linear", n=32, batches=(1,)):
+    """A results CSV: `case`'s rows and raw SDPA's at n, each 1e-4 s × scale, the baseline's revision `sha`."""
+    rows = [{"case": case, "impl": impl, "batch": batch, "n": n, "dtype": "float32", "device": "cpu", "machine": "m",
+             "threads": 1, "heap": "cached", "median_s": 1e-4 * scale, "status": "ok", "git_sha": sha}
+            for batch in batches for impl in impls]
+    rows.append({**rows[0], "case": "sdpa", "impl": "sdpa"})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_the_gate_records_where_each_flagged_row_was_timed_and_the_baselines_revision(tmp_path):
+    from attnbench.benchmarks import guard
+
+    base = guard.read_results(_gate_rows(tmp_path / "b.csv", scale=1, sha="abc123"))
+    slow = guard.read_results(_gate_rows(tmp_path / "s.csv", scale=2, sha="def456"))
+    reg = next(r for r in guard.compare(base, slow).regressions if r.impl == "core")
+    assert (reg.device, reg.dtype, reg.threads, reg.heap, reg.baseline_revision) == ("cpu", "float32", 1, "cached", "abc123")
+    no_sha = guard.read_results(_gate_rows(tmp_path / "n.csv", scale=1, sha=None))
+    assert all(r.baseline_revision is None for r in guard.compare(no_sha, slow).regressions)
+    assert guard.unconfirmable(None) == "the baseline row records no git revision"
+    assert "uncommitted changes (abc-dirty)" in guard.unconfirmable("abc-dirty")
+    assert guard.unconfirmable("abc123") is None
+
+
+def test_confirmations_fail_only_a_slowdown_beside_the_old_code_or_what_was_not_timed():
+    from attnbench.benchmarks.guard import Regression, confirmations
+
+    regs = tuple(Regression("linear", "core", 1, n, 1.0, 2.0) for n in (512, 1024, 2048))
+    rows = [row("linear", "core", 512, 1.5), row("linear", "core@abc", 512, 1.0),    # 1.5× beside it: confirmed
+            row("linear", "core", 1024, 1.05), row("linear", "core@abc", 1024, 1.0),  # drift: not confirmed
+            row("linear", "core", 2048, 1.0), row("linear", "core@abc", 2048, None)]  # not timed: stands
+    got = [(reg.n, None if ratio is None else round(ratio, 2), bad) for reg, ratio, bad in confirmations(regs, rows, "abc")]
+    assert got == [(512, 1.5, True), (1024, 1.05, False), (2048, None, True)]
+
+
+CONFIRM = ["--repeat", "1", "--min-run-time", "0.001", "--tolerance", "1"]  # 3× flags; noise is far below 2×
+
+
+@needs_git
+def test_confirm_times_the_flagged_rows_beside_the_baselines_code_and_clears_drift(tmp_path, capsys):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=VARIANTS_DIR, capture_output=True, text=True).stdout.strip()
+    base = _gate_rows(tmp_path / "base.csv", scale=1, sha=head, batches=(1, 2))
+    drifted = _gate_rows(tmp_path / "now.csv", scale=3, sha=head, batches=(1, 2))  # every row 3×: the machine's drift
+    code = bench(["perf", "--compare", str(base), "--current", str(drifted), "--confirm", *CONFIRM,
+                  "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "7 of 7 timings regressed by more than 100%" in out
+    assert "not failed: 3 flagged timings of SDPA, peers or naive references" in out
+    for batch in (1, 2):  # a run for each batch, of the flagged case only
+        assert (f"timing 2 flagged rows again beside {head[:7]}'s code, the baseline's revision (linear; n = 32; "
+                f"batch {batch})") in out
+        written = pd.read_csv(tmp_path / "out" / f"now-confirm-{head[:7]}-b{batch}.csv")
+        assert set(written["case"]) == {"linear", "sdpa"} and set(written["batch"]) == {batch}
+        assert {"core", f"core@{head[:7]}", "layer", f"layer@{head[:7]}"} <= set(written["impl"])
+    # the same code on both sides, far within the 100 % tolerance
+    assert out.count("not confirmed: the machine's drift") == 4, out
+    assert "0 of 4 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code" in out
+    assert code == 0
+
+
+@needs_git
+def test_confirm_fails_a_kernel_slower_than_the_baselines_code(tmp_path, capsys, monkeypatch):
+    import time
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=VARIANTS_DIR, capture_output=True, text=True).stdout.strip()
+    core = linear.LinearAttention.core
+
+    def slower(self, *args):  # the working tree's kernel regressed; HEAD's, loaded from git, did not
+        time.sleep(0.02)
+        return core(self, *args)
+
+    monkeypatch.setattr(linear.LinearAttention, "core", slower)
+    base = _gate_rows(tmp_path / "base.csv", scale=1, sha=head, impls=("core",))
+    now = _gate_rows(tmp_path / "now.csv", scale=3, sha=head, impls=("core",))
+    code = bench(["perf", "--compare", str(base), "--current", str(now), "--confirm", *CONFIRM,
+                  "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "linear core b=1 n=32: 0.30 ms vs 0.10 ms baseline (3.00×); " in out and ": confirmed" in out
+    assert "1 of 1 flagged core and layer timings fail the gate: 1 confirmed" in out
+
+
+@pytest.mark.parametrize(("sha", "why"), [
+    ("abc-dirty", "the baseline was timed on uncommitted changes (abc-dirty), which no revision holds"),
+    (None, "the baseline row records no git revision"),
+    ("0" * 40, "not a commit of the git checkout attnbench runs from"),
+])
+def test_a_flag_that_cannot_be_timed_again_stands(sha, why, tmp_path, capsys):
+    base = _gate_rows(tmp_path / "base.csv", scale=1, sha=sha, impls=("core",))
+    now = _gate_rows(tmp_path / "now.csv", scale=3, sha=sha, impls=("core",))
+    code = bench(["perf", "--compare", str(base), "--current", str(now), "--confirm", *CONFIRM,
+                  "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "cannot confirm 1 flagged timings (" in out and why in out and "they stand" in out
+    assert "1 of 1 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code, 1 not " in out
+    assert not (tmp_path / "out").exists()  # nothing was run
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--confirm"], "--confirm needs --compare BASELINE.csv"),
+    (["--confirm", "--compare", "x.csv", "--against", "HEAD"], "it cannot go with --against"),
+])
+def test_bad_confirm_is_one_line_and_exit_2(argv, says, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _gate_rows(tmp_path / "x.csv", scale=1, sha=None)
+    assert bench(["perf", "--variants", "linear", "--lengths", "32", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "out").exists()
