@@ -654,6 +654,27 @@ def test_chunked_additive_equals_materialized_reference(heads, chunk, n, m):
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("b", "chunk", "n", "m"), [(2, 4, 33, 20), (1, 5, 5, 7), (3, 7, 50, 3), (2, 0, 17, 17)])
+def test_additive_inference_gives_the_same_numbers_as_the_chunked_form(b, chunk, n, m, dtype):
+    # without gradients the chunks' scores are written into one output, each block into one reused
+    # buffer (a shorter last chunk its own): the same ops as the chunks the gradient path concatenates
+    torch.manual_seed(n)
+    layer = build_variant("additive", d_model=32, heads=2, chunk_size=chunk).to(dtype)
+    q, k, v = (t.to(dtype) for t in qkv(b, 2, n, 16, seed=n, m=m))
+    mask = padding(b, m, seed=chunk)
+    for causal in (False, n == m):
+        with torch.inference_mode():
+            fast = layer.core(q, k, v, mask, causal, False)[0]
+            w, rows = layer.score_vector, chunk or n
+            chunked = torch.cat([additive_module._scores(q[:, :, i : i + rows], k, w) for i in range(0, n, rows)], dim=2)
+            assert torch.equal(additive_module._inference_scores(q, k, w, rows), chunked)
+            want = additive_attention(q, k, v, w, key_padding_mask=mask, causal=causal)[0]
+        with_grad = layer.core(q, k, v, mask, causal, False)[0]  # the score vector wants a gradient: the chunk list
+        assert torch.equal(fast, with_grad.detach())
+        assert rel_err(fast, want) <= TOL
+
+
 def test_additive_score_is_v_dot_tanh_of_the_sum():
     torch.manual_seed(0)
     q, k, v = qkv(1, 1, 2, 3, seed=5)
