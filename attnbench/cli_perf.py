@@ -83,9 +83,11 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
                    "layer@REV); "
                    "exit 1 when the working tree's is > --tolerance slower, or nothing could be compared.")
 @click.option("--confirm", is_flag=True,
-              help="With --compare: time each flagged variant again beside the baseline's own code (--against "
-                   "the git revision its rows record), in the same rounds, and exit 1 only for what that confirms. "
-                   "Flagged SDPA, peer and naive rows, whose code --against does not swap, are listed, not failed.")
+              help="With --compare: time each flagged core or layer row again beside the baseline's own code "
+                   "(--against the git revision its row records), in the same rounds, and fail it only if it is slower "
+                   "there too, or if that cannot show the cause (shared variants/ code changed since, another torch, "
+                   "no usable revision; with --current, another machine or other kernels): then the flag stands. "
+                   "Flagged SDPA, peer and naive rows are listed, not failed.")
 @click.option("--tolerance", type=NumberRange(min=0), default=0.10, show_default=True,
               help="The slowdown --compare and --against allow (0.10: 10 %).")
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
@@ -126,7 +128,7 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     if current:
         rows = guard.read_results(current)
         return _gate(base, rows, tolerance, baseline, current,
-                     confirm=confirm and _Confirm(settings, out_dir, Path(current).stem, note))
+                     confirm=confirm and _Confirm(settings, out_dir, name or Path(current).stem, note, True))
     cfg = _config(**settings, revision=revision)
     at_rev = _revision(cfg)  # an unknown revision, or a module that no longer loads, fails before --out is created
     if name is None:
@@ -142,7 +144,7 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
             code = _report(result, tolerance, f"{revision}'s code timed beside it", rerun=None)
     if baseline:
         code = max(code, _gate(base, rows, tolerance, baseline, str(csv),
-                               confirm=confirm and _Confirm(settings, out_dir, name, note)))
+                               confirm=confirm and _Confirm(settings, out_dir, name, note, False)))
     return code
 
 
@@ -330,7 +332,7 @@ def _gate(base, current, tolerance, baseline, current_name, confirm: _Confirm | 
         return 1
     if confirm and result.regressions:
         _report(result, tolerance, baseline, rerun=None)
-        return confirm.run(result.regressions, tolerance)
+        return replace(confirm, peak=_peak(current)).run(result.regressions, tolerance)
     return _report(result, tolerance, baseline, rerun="On a shared machine, time them again beside the baseline's "
                    f"code before believing it: bench perf --compare {baseline} --current {current_name} --confirm")
 
@@ -339,97 +341,167 @@ def _gate(base, current, tolerance, baseline, current_name, confirm: _Confirm | 
 class _Confirm:
     """`--confirm`: the flagged rows against a baseline, timed again beside the baseline's own code.
 
-    A timing that drifted with the machine (other tenants, the hour) is as slow beside the old
-    code as beside the baseline; a regression is slower than the old code in the same rounds. So
-    each flagged core or layer row is timed beside the same row of the revision the baseline
-    recorded (`--against` its git_sha, one run of the flagged variants, lengths and batches under
-    the row's device, dtype, threads and heap), and fails only where that ratio exceeds the
-    tolerance, or where it cannot be taken (no revision recorded, uncommitted changes, a revision
-    this checkout lacks): then the flag stands. SDPA, the peers and the naive references are not
-    a variant's kernels, and `--against` does not swap their code: listed, not failed.
+    A timing that drifted with the machine (other tenants, the hour, the state of a long run's
+    process) is no slower beside the old code in the same rounds; a regression of the variant's
+    code is. So each flagged core or layer row is timed beside the same row of the revision its
+    baseline row records (`--against` that git_sha: one run per batch of the flagged cases and
+    lengths, under the row's device, dtype, threads and heap), and fails where that ratio exceeds
+    the tolerance. `--against` swaps only the variant's own module, so a flag stands (fails)
+    wherever that ratio could not see the cause: code of the variants package the module uses
+    changed since the baseline's revision, another torch, no revision recorded or a `-dirty` one,
+    one this checkout lacks, a row not timed beside it; and, checking a CSV written before
+    (`--current`), one timed on another machine or on code other than the working tree's. SDPA,
+    the peers and the naive references are not a variant's kernels: listed, not failed.
     """
 
     settings: dict  # perf_command's run options, for `_config`
     out_dir: str
-    stem: str  # the checked run's name: the confirming runs are STEM-confirm-<hash>
+    stem: str  # the checked run's name: the confirming runs are STEM-confirm-<hash>-b<batch>
     note: str
+    checked_elsewhere: bool  # the rows come from a CSV (--current), not from a run of this tree just now
+    peak: float | None = None  # the checked run's matmul peak: a confirming run far below it ran on a busy machine
 
     def run(self, regressions, tolerance: float) -> int:
         from attnbench.benchmarks import guard
         from attnbench.benchmarks.cases import CASES
 
         variant_of = {case.label: case.variant for case in CASES}
-        mine = [r for r in regressions if r.impl in guard.VARIANT_IMPLS and variant_of.get(r.case)]
-        others = [r for r in regressions if r not in mine]
+        others = [r for r in regressions if guard.not_ours(r)]
         if others:
-            click.echo(f"not failed: {len(others)} flagged timings of SDPA, peers or naive references, whose code "
-                       "--against does not swap (their slowdown is the machine's, or torch's):")
+            click.echo(f"not failed: {len(others)} flagged timings of SDPA, naive references or peers, not a variant's "
+                       "kernel (--against does not swap their code):")
             for reg in others:
                 click.echo(f"  {reg}")
+        mine = [r for r in regressions if r not in others]
+        stand: list[tuple] = []  # (regression, why it cannot be timed beside the baseline's code)
         groups: dict[tuple, list] = {}  # one run each: its own revision, condition and batch
         for reg in mine:
-            key = (reg.baseline_revision, reg.device, reg.dtype, reg.threads, reg.heap, reg.batch)
-            groups.setdefault(key, []).append(reg)
-        confirmed = stand = 0
-        names: set[str] = set()
-        for (revision, device, dtype, threads, heap, batch), regs in groups.items():
-            counts = self._confirm_group(revision, device, dtype, threads, heap, batch, regs, variant_of, tolerance,
-                                         names)
-            confirmed, stand = confirmed + counts[0], stand + counts[1]
+            why = self._why_not(reg, variant_of.get(reg.case))
+            if why:
+                stand.append((reg, why))
+            else:
+                key = (reg.baseline_revision, reg.device, reg.dtype, reg.threads, reg.heap, reg.batch)
+                groups.setdefault(key, []).append(reg)
+        confirmed, names = 0, set()
+        for key, regs in groups.items():
+            confirmed += self._confirm_group(*key, regs, variant_of, tolerance, names, stand)
+        for reg, why in stand:
+            click.echo(f"  {reg}; stands: {why}")
         if not mine:
             click.echo("no flagged core or layer timing: no variant regressed")
             return 0
-        click.echo(f"{confirmed + stand} of {len(mine)} flagged core and layer timings fail the gate: {confirmed} "
-                   f"confirmed beside the baseline's code, {stand} not timed beside it")
-        return 1 if confirmed + stand else 0
+        click.echo(f"{confirmed + len(stand)} of {len(mine)} flagged core and layer timings fail the gate: {confirmed} "
+                   f"confirmed beside the baseline's code, {len(stand)} not timed beside it (stand)")
+        return 1 if confirmed or stand else 0
+
+    def _why_not(self, reg, variant: str | None) -> str | None:
+        """Why `reg` cannot be timed beside its baseline's code, from its rows and this checkout."""
+        import torch
+
+        from attnbench.benchmarks import guard
+        from attnbench.benchmarks.revision import changed_since, module_files
+        from attnbench.runner.environment import cpu_model
+
+        if reg.impl not in guard.VARIANT_IMPLS or not variant:
+            return f"{reg.case} {reg.impl} is not the core or layer of a case this checkout benchmarks"
+        why = guard.unconfirmable(reg, torch.__version__)
+        if why or not self.checked_elsewhere:
+            return why
+        here = torch.cuda.get_device_name() if reg.device.startswith("cuda") and torch.cuda.is_available() else cpu_model()
+        if reg.machine != here:
+            return f"the run checked was timed on {reg.machine}, and this is {here}"
+        if not reg.revision or reg.revision.endswith("-dirty"):
+            return (f"the run checked was timed on {reg.revision or 'no recorded revision'}: nothing says its kernels "
+                    "are the working tree's")
+        try:
+            changed = changed_since(reg.revision) & module_files(variant)[1]
+        except AttnbenchError as exc:
+            return str(exc)
+        if changed:
+            return (f"{', '.join(sorted(changed))} here differ from {reg.revision[:7]}, where the run checked was "
+                    "timed: timing the working tree again would not time its code")
+        return None
 
     def _confirm_group(self, revision, device, dtype, threads, heap, batch, regs, variant_of, tolerance,
-                       names: set[str]) -> tuple[int, int]:
+                       names: set[str], stand: list) -> int:
         """Time `regs` (of one batch) beside `revision`'s code, in a run named STEM-confirm-<hash>-b<batch>
-        (not one of `names`, the runs before it): (how many that confirms, how many were not timed and stand)."""
+        (not one of `names`, the runs before it); how many that confirms. Rows it cannot time beside
+        that code join `stand`, with why."""
         from attnbench.benchmarks import guard
+        from attnbench.benchmarks.revision import changed_since, module_files
+        from attnbench.benchmarks.suite import range_text, round_range
 
-        why = guard.unconfirmable(revision)
-        cfg = None
-        if why is None:
-            lengths = sorted({r.n for r in regs})
-            settings = {**self.settings, "variants": ",".join(sorted({variant_of[r.case] for r in regs})),
-                        "lengths": ",".join(map(str, lengths)), "batches": str(batch),
-                        "batched_max_n": max(lengths), "device": device, "threads": threads,
-                        "heap": heap if heap in HEAPS else CACHED,  # CUDA rows record CUDA's allocator
-                        "dtype": _DTYPE_OPTION.get(dtype, "auto"), "quick": False}
-            try:  # only the flagged cases, no memory probe
-                cfg = replace(_config(**settings, revision=revision), cases=tuple(sorted({r.case for r in regs})),
-                              memory_probes=())
-                at_rev = _revision(cfg)
-            except AttnbenchError as exc:
-                why = str(exc)
-        if why is not None:
-            click.echo(f"cannot confirm {len(regs)} flagged timings ({why}); they stand:")
-            for reg in regs:
-                click.echo(f"  {reg}")
-            return 0, len(regs)
-        short = at_rev[0]
+        try:
+            changed = changed_since(revision)
+        except AttnbenchError as exc:
+            stand.extend((reg, str(exc)) for reg in regs)
+            return 0
+        timed = []
+        for reg in regs:  # code the module shares, from the working tree on both sides: its change would not show
+            own, uses = module_files(variant_of[reg.case])
+            shared = sorted((changed & uses) - {own})
+            if shared:
+                stand.append((reg, f"{', '.join(shared)} changed since {revision[:7]}; timed beside {revision[:7]}'s "
+                                   f"{own} alone, that change would not show"))
+            else:
+                timed.append(reg)
+        lengths = sorted({r.n for r in timed})
+        settings = {**self.settings, "variants": ",".join(sorted({variant_of[r.case] for r in timed})),
+                    "lengths": ",".join(map(str, lengths)), "batches": str(batch),
+                    "batched_max_n": max(lengths, default=1), "device": device, "threads": threads,
+                    "heap": heap if heap in HEAPS else CACHED,  # CUDA rows record CUDA's allocator
+                    "dtype": _DTYPE_OPTION.get(dtype, "auto"), "quick": False}
+        try:  # only the flagged cases, no memory probe
+            cfg = replace(_config(**settings, revision=revision), cases=tuple(sorted({r.case for r in timed})),
+                          memory_probes=())
+            at_rev = _revision(cfg) if timed else None
+        except AttnbenchError as exc:
+            stand.extend((reg, str(exc)) for reg in timed)
+            return 0
+        if at_rev is not None:
+            short = at_rev[0]
+            loaded = [r for r in timed if variant_of[r.case] in at_rev[1]]
+            stand.extend((r, f"its code is not loaded from {short} (the line above says why)") for r in timed
+                         if r not in loaded)
+            timed = loaded
+        if not timed:
+            return 0
+        cfg = replace(cfg, cases=tuple(sorted({r.case for r in timed})))
         name = f"{self.stem}-confirm-{short}-b{batch}"
         name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, len(names) + 3))) if n not in names)
         names.add(name)
-        click.echo(f"timing {len(regs)} flagged rows again beside {short}'s code, the baseline's revision "
+        click.echo(f"timing {len(timed)} flagged rows again beside {short}'s code, the baseline's revision "
                    f"({'; '.join(cfg.cases)}; n = {settings['lengths']}; batch {batch}):")
         csv = _execute(cfg, self.out_dir, name, self.note, at_rev)
-        rows = guard.read_results(csv).to_dict("records")
-        confirmed = stand = 0
-        for reg, ratio, bad in guard.confirmations(tuple(regs), rows, short, tolerance=tolerance):
+        frame = guard.read_results(csv)
+        peak = _peak(frame)
+        if peak and self.peak and peak < BUSY * self.peak:
+            click.echo(f"  the machine is busy: its matmul peak was {peak / 1e9:.0f} GFLOP/s in this run, "
+                       f"{self.peak / 1e9:.0f} in the run checked; the ratios below are noisy (their rounds in brackets)")
+        rows = frame.to_dict("records")
+        by_key = {(r["case"], r["impl"], r["batch"], r["n"]): r for r in rows}
+        confirmed = 0
+        for reg, ratio, bad in guard.confirmations(tuple(timed), rows, short, tolerance=tolerance):
             if ratio is None:
-                click.echo(f"  {reg}; not timed beside {short}'s (see {csv.name}): it stands")
-                stand += 1
-            else:
-                verdict = "confirmed" if bad else "not confirmed: the machine's drift"
-                click.echo(f"  {reg}; {ratio:.2f}× beside {short}'s {reg.impl}: {verdict}")
-                confirmed += bad
-        return confirmed, stand
+                stand.append((reg, f"not timed beside {short}'s {reg.impl} (see {csv.name})"))
+                continue
+            pair = by_key[(reg.case, reg.impl, reg.batch, reg.n)], by_key[(reg.case, f"{reg.impl}@{short}", reg.batch, reg.n)]
+            verdict = "slower beside it too: confirmed" if bad else "not reproduced beside it"
+            click.echo(f"  {reg}; {ratio:.2f}×{range_text(*round_range(*pair))} beside {short}'s {reg.impl}: {verdict}")
+            confirmed += bad
+        return confirmed
 
 
 _DTYPE_OPTION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # a CSV's dtype → --dtype
+BUSY = 0.8  # a confirming run whose matmul peak is below this fraction of the checked run's says so
+
+
+def _peak(frame) -> float | None:
+    """The median matmul peak (FLOP/s) a results frame recorded, None without one."""
+    if "matmul_peak_flops" not in frame.columns:
+        return None
+    peaks = frame["matmul_peak_flops"].dropna()
+    return float(peaks.median()) if len(peaks) else None
 
 
 def _report(result, tolerance, against: str, rerun: str | None) -> int:

@@ -33,12 +33,16 @@ class Regression:
     n: int
     baseline_s: float
     current_s: float
-    # where the row was timed (what `--confirm` times it again under), from `compare`
+    # where and on what the row was timed (what `--confirm` times it again under), from `compare`
     device: str | None = None
     dtype: str | None = None
     threads: int | None = None
     heap: str | None = None
+    machine: str | None = None
+    revision: str | None = None  # the row's git_sha
+    torch: str | None = None
     baseline_revision: str | None = None  # the baseline row's git_sha
+    baseline_torch: str | None = None
 
     @property
     def ratio(self) -> float:
@@ -61,6 +65,7 @@ class Comparison:
 
 
 NUMERIC = ["batch", "n", "median_s"]  # compared as numbers: text there is not a benchmark's
+TEXT = ["case", "impl", "dtype", "device", "machine", "heap", "torch", "git_sha"]
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
@@ -69,8 +74,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise AttnbenchError(f"no benchmark results at {path}")
-    try:
-        df = pd.read_csv(path)
+    try:  # text read as text: a revision of digits only (leading zeros), a torch "2.10" (not 2.1)
+        df = pd.read_csv(path, dtype=dict.fromkeys(TEXT, str))
     except OSError as exc:
         raise AttnbenchError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
@@ -95,15 +100,17 @@ def with_heap(df: pd.DataFrame) -> pd.DataFrame:
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float = 0.10) -> Comparison:
     """Rows of `current` more than `tolerance` slower than `baseline` on the same machine kind and heap."""
-    base, cur = _timed(baseline).rename(columns={"git_sha": "baseline_revision"}), _timed(current)
+    base = _timed(baseline).rename(columns={"git_sha": "baseline_revision", "torch": "baseline_torch"})
+    cur = _timed(current)
     merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
     same = pd.Series(True, index=merged.index)
     for column in CONDITION:
         same &= merged[column] == merged[f"{column}_base"]
     regressions = tuple(
         Regression(r["case"], r["impl"], int(r["batch"]), int(r["n"]), float(r["median_s_base"]), float(r["median_s"]),
-                   device=r["device"], dtype=r["dtype"], threads=int(r["threads"]), heap=r["heap"],
-                   baseline_revision=_text(r.get("baseline_revision")))
+                   device=_text(r["device"]), dtype=_text(r["dtype"]), threads=int(r["threads"]), heap=_text(r["heap"]),
+                   machine=_text(r["machine"]), revision=_text(r.get("git_sha")), torch=_text(r.get("torch")),
+                   baseline_revision=_text(r.get("baseline_revision")), baseline_torch=_text(r.get("baseline_torch")))
         for _, r in merged[same].iterrows()
         if r["median_s"] > r["median_s_base"] * (1 + tolerance)
     )
@@ -173,12 +180,24 @@ def timed_medians(rows: list[dict]) -> dict[tuple, float]:
 VARIANT_IMPLS = ("core", "layer")  # the rows whose code `--against` times at another revision
 
 
-def unconfirmable(revision: str | None) -> str | None:
-    """Why a baseline row's code cannot be timed again (`--confirm`), or None when it can be tried."""
-    if not revision:
+def not_ours(reg: Regression) -> bool:
+    """A row of code that is not a variant's kernel, which `--against` does not swap: raw SDPA
+    (torch's), a naive reference, a peer package."""
+    return reg.impl in ("sdpa", "naive") or reg.impl.startswith("peer:")
+
+
+def unconfirmable(reg: Regression, running_torch: str) -> str | None:
+    """Why `--confirm` cannot time a flagged row beside its baseline's code, judged from the rows
+    alone (git is asked later), or None when it can be tried."""
+    if not reg.baseline_revision:
         return "the baseline row records no git revision"
-    if revision.endswith("-dirty"):
-        return f"the baseline was timed on uncommitted changes ({revision}), which no revision holds"
+    if reg.baseline_revision.endswith("-dirty"):
+        return f"the baseline was timed on uncommitted changes ({reg.baseline_revision}), which no revision holds"
+    if not (reg.device and reg.dtype):
+        return "the row records no device or dtype"
+    if reg.baseline_torch and reg.baseline_torch != running_torch:
+        return (f"the baseline was timed with torch {reg.baseline_torch} and this is {running_torch}: timed side by "
+                "side, a slowdown of torch's would not show")
     return None
 
 

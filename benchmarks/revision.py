@@ -99,3 +99,29 @@ def build_at(cls: type, name: str, d_model: int, n_heads: int, options: dict):
     layer = cls(d_model, n_heads, **cls.spec.resolve(name, options))
     layer.variant_name = name
     return layer
+
+
+def changed_since(rev: str) -> set[str]:
+    """The files of the variants package (names such as `local.py`) that differ between git revision
+    REV and the working tree, uncommitted changes included."""
+    folder = Path(variant_base.__file__).parent
+    return {Path(line).name for line in _git(["diff", "--name-only", "--relative", rev, "--", "."], folder, rev).splitlines()
+            if line.strip()}
+
+
+def module_files(name: str) -> tuple[str, set[str]]:
+    """(the variant's own module file, the files of the variants package its module uses): its
+    module and, through each name it imports from the package, those modules and theirs."""
+    own = sys.modules[VARIANTS.get(name).obj.__module__]
+    package = variant_base.__name__.rpartition(".")[0]
+    seen, stack = set(), [own]
+    while stack:
+        module = stack.pop()
+        if module.__name__ in seen:
+            continue
+        seen.add(module.__name__)
+        for value in vars(module).values():
+            source = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if isinstance(source, str) and source.startswith(package + ".") and source in sys.modules:
+                stack.append(sys.modules[source])
+    return Path(own.__file__).name, {Path(sys.modules[m].__file__).name for m in seen}

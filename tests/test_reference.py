@@ -655,7 +655,8 @@ def test_chunked_additive_equals_materialized_reference(heads, chunk, n, m):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(("b", "chunk", "n", "m"), [(2, 4, 33, 20), (1, 5, 5, 7), (3, 7, 50, 3), (2, 0, 17, 17)])
+@pytest.mark.parametrize(("b", "chunk", "n", "m"), [(2, 4, 33, 20), (1, 5, 5, 7), (3, 7, 50, 3), (2, 0, 17, 17),
+                                                    (2, 1, 6, 6)])
 def test_additive_inference_gives_the_same_numbers_as_the_chunked_form(b, chunk, n, m, dtype):
     # without gradients the chunks' scores are written into one output, each block into one reused
     # buffer (a shorter last chunk its own): the same ops as the chunks the gradient path concatenates
@@ -663,7 +664,7 @@ def test_additive_inference_gives_the_same_numbers_as_the_chunked_form(b, chunk,
     layer = build_variant("additive", d_model=32, heads=2, chunk_size=chunk).to(dtype)
     q, k, v = (t.to(dtype) for t in qkv(b, 2, n, 16, seed=n, m=m))
     mask = padding(b, m, seed=chunk)
-    for causal in (False, n == m):
+    for causal in {False, n == m}:
         with torch.inference_mode():
             fast = layer.core(q, k, v, mask, causal, False)[0]
             w, rows = layer.score_vector, chunk or n
@@ -673,6 +674,46 @@ def test_additive_inference_gives_the_same_numbers_as_the_chunked_form(b, chunk,
         with_grad = layer.core(q, k, v, mask, causal, False)[0]  # the score vector wants a gradient: the chunk list
         assert torch.equal(fast, with_grad.detach())
         assert rel_err(fast, want) <= TOL
+
+
+def test_additive_inference_makes_no_block_per_chunk(monkeypatch):
+    # the inference path computes every chunk's block into one buffer: no functional add makes a
+    # block (the chunk list's path makes one per chunk), and `_inference_scores` is what core calls
+    layer = build_variant("additive", d_model=32, heads=2, chunk_size=4)
+    q, k, v = qkv(2, 2, 16, 16, seed=3)
+    block = 2 * 2 * 4 * 16 * 16  # b h c m d
+
+    class BlockAdds(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.count += func is torch.ops.aten.add.Tensor and out.numel() == block
+            return out
+
+    calls = []
+    monkeypatch.setattr(additive_module, "_inference_scores",
+                        lambda *args, f=additive_module._inference_scores: calls.append(args[3]) or f(*args))
+    for inference in (True, False):
+        with torch.inference_mode(inference), BlockAdds() as mode:
+            layer.core(q, k, v, None, False, False)
+        assert (mode.count, len(calls)) == ((0, 1) if inference else (4, 1)), (inference, mode.count, calls)
+
+
+def test_additive_inference_goes_through_vmap_and_jvp():
+    # torch.func's wrapped tensors and forward-mode tangents cannot take the `out=` writes: the
+    # chunk list's path takes them, with the same numbers
+    layer = build_variant("additive", d_model=32, heads=2, chunk_size=4)
+    layer.score_vector.requires_grad_(False)  # no gradient wanted: the inference path, but for the transforms
+    q, k, v = (t.detach() for t in qkv(2, 2, 9, 16, seed=4))
+    core = lambda q: layer.core(q, k, v, None, False, False)[0]  # noqa: E731
+    batch = torch.stack([q, 2 * q])
+    assert torch.allclose(torch.func.vmap(core)(batch), torch.stack([core(q), core(2 * q)]), atol=1e-6)
+    _, tangent = torch.func.jvp(core, (q,), (torch.ones_like(q),))
+    step = 1e-3
+    assert rel_err(tangent, (core(q + step) - core(q - step)) / (2 * step)) <= 1e-2
 
 
 def test_additive_score_is_v_dot_tanh_of_the_sum():
@@ -760,10 +801,11 @@ def test_the_additive_layer_never_copies_the_block_from_its_projected_inputs():
 def test_an_empty_batch_gives_an_empty_output(name, grad, causal):
     options = {"kernel": "compiled"} if "compiled" in name else {}
     layer = build_variant(name.split("(")[0], d_model=16, n_heads=2, **options)
-    x = torch.zeros(0, 5, 16, requires_grad=grad)
-    with torch.set_grad_enabled(grad):
-        out, _ = layer(x, causal=causal)
-    assert out.shape == (0, 5, 16)
+    for shape in ((0, 5, 16), (2, 0, 16)):  # no batch, no positions
+        x = torch.zeros(*shape, requires_grad=grad)
+        with torch.set_grad_enabled(grad):
+            out, _ = layer(x, causal=causal)
+        assert out.shape == shape
 
 
 # ------------------------------------------------------------------------------ memory shape

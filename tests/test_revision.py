@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +20,7 @@ from attnbench.benchmarks.guard import side_by_side
 from attnbench.benchmarks.suite import PerfConfig, run_suite
 from attnbench.cli import main
 from attnbench.errors import AttnbenchError
+from attnbench.runner.environment import cpu_model
 from attnbench.variants import base as variant_base
 from attnbench.variants import linear
 from attnbench.variants.base import VARIANTS, build_variant
@@ -253,14 +254,22 @@ def test_the_layer_at_the_revision_is_verified_and_timed_beside_the_layer():
     assert impls.index(f"layer@{short}") == impls.index("layer") + 1
     layer_at = next(r for r in rows if r["case"] == "local(window=128)" and r["impl"] == f"layer@{short}")
     assert layer_at["status"] == "ok" and layer_at["verified"] and layer_at["median_s"] > 0
-    pairs = {(r.case, r.impl) for r in side_by_side(rows, tolerance=math.inf).regressions}
-    assert not pairs and side_by_side(rows).compared >= 4  # core and layer of both eager windows
+    # the gate pairs each layer@ with its layer: a 0 tolerance flags every pair slower by any amount
+    compared = side_by_side(rows, tolerance=0)
+    assert compared.compared >= 4  # core and layer of both eager windows
+    layers = {(r["case"], r["n"]): r["median_s"] for r in rows if r["impl"] == "layer" and r["median_s"]}
+    slower = {(r.case, r.n) for r in compared.regressions if r.impl == f"layer vs layer@{short}"}
+    assert slower == {key for key, t in layers.items() if key in {(r["case"], r["n"]) for r in rows
+                      if r["impl"] == f"layer@{short}" and r["median_s"] and t > r["median_s"]}}
 
 
-def _gate_rows(path, *, scale, sha, impls=("core", "layer", "naive"), case="linear", n=32, batches=(1,)):
-    """A results CSV: `case`'s rows and raw SDPA's at n, each 1e-4 s × scale, the baseline's revision `sha`."""
-    rows = [{"case": case, "impl": impl, "batch": batch, "n": n, "dtype": "float32", "device": "cpu", "machine": "m",
-             "threads": 1, "heap": "cached", "median_s": 1e-4 * scale, "status": "ok", "git_sha": sha}
+def _gate_rows(path, *, scale, sha, impls=("core", "layer", "naive"), case="linear", n=32, batches=(1,), peak=None,
+               machine=None, **columns):
+    """A results CSV: `case`'s rows and raw SDPA's at n, each 1e-4 s × scale, timed at revision `sha`
+    on `machine` (None: this one) with this torch; `peak`: the matmul peak the run recorded."""
+    rows = [{"case": case, "impl": impl, "batch": batch, "n": n, "dtype": "float32", "device": "cpu",
+             "machine": machine or cpu_model(), "threads": 1, "heap": "cached", "median_s": 1e-4 * scale, "status": "ok",
+             "git_sha": sha, "torch": torch.__version__, "matmul_peak_flops": peak, **columns}
             for batch in batches for impl in impls]
     rows.append({**rows[0], "case": "sdpa", "impl": "sdpa"})
     pd.DataFrame(rows).to_csv(path, index=False)
@@ -270,15 +279,23 @@ def _gate_rows(path, *, scale, sha, impls=("core", "layer", "naive"), case="line
 def test_the_gate_records_where_each_flagged_row_was_timed_and_the_baselines_revision(tmp_path):
     from attnbench.benchmarks import guard
 
-    base = guard.read_results(_gate_rows(tmp_path / "b.csv", scale=1, sha="abc123"))
-    slow = guard.read_results(_gate_rows(tmp_path / "s.csv", scale=2, sha="def456"))
+    base = guard.read_results(_gate_rows(tmp_path / "b.csv", scale=1, sha="abc123", torch="2.0"))
+    slow = guard.read_results(_gate_rows(tmp_path / "s.csv", scale=2, sha="def456", machine="m"))
+    slow["machine"] = base["machine"] = "m"
     reg = next(r for r in guard.compare(base, slow).regressions if r.impl == "core")
-    assert (reg.device, reg.dtype, reg.threads, reg.heap, reg.baseline_revision) == ("cpu", "float32", 1, "cached", "abc123")
-    no_sha = guard.read_results(_gate_rows(tmp_path / "n.csv", scale=1, sha=None))
-    assert all(r.baseline_revision is None for r in guard.compare(no_sha, slow).regressions)
-    assert guard.unconfirmable(None) == "the baseline row records no git revision"
-    assert "uncommitted changes (abc-dirty)" in guard.unconfirmable("abc-dirty")
-    assert guard.unconfirmable("abc123") is None
+    assert (reg.device, reg.dtype, reg.threads, reg.heap, reg.machine) == ("cpu", "float32", 1, "cached", "m")
+    assert (reg.revision, reg.torch, reg.baseline_revision, reg.baseline_torch) == ("def456", torch.__version__, "abc123", "2.0")
+    no_sha = guard.read_results(_gate_rows(tmp_path / "n.csv", scale=1, sha=None)).drop(columns=["torch"])
+    no_sha["machine"] = "m"
+    assert all(r.baseline_revision is r.baseline_torch is None for r in guard.compare(no_sha, slow).regressions)
+    why = lambda **fields: guard.unconfirmable(dataclasses.replace(reg, **fields), torch.__version__)  # noqa: E731
+    assert why(baseline_revision=None) == "the baseline row records no git revision"
+    assert "uncommitted changes (abc-dirty)" in why(baseline_revision="abc-dirty")
+    assert why(device=None) == "the row records no device or dtype"
+    assert f"timed with torch 2.0 and this is {torch.__version__}" in why()
+    assert why(baseline_torch=None) is None and why(baseline_torch=torch.__version__) is None
+    assert [guard.not_ours(dataclasses.replace(reg, impl=impl)) for impl in ("sdpa", "naive", "peer:x", "core", "layer@a")] \
+        == [True, True, True, False, False]
 
 
 def test_confirmations_fail_only_a_slowdown_beside_the_old_code_or_what_was_not_timed():
@@ -292,19 +309,53 @@ def test_confirmations_fail_only_a_slowdown_beside_the_old_code_or_what_was_not_
     assert got == [(512, 1.5, True), (1024, 1.05, False), (2048, None, True)]
 
 
+def test_the_files_a_variant_uses_and_the_files_changed_since_a_revision(monkeypatch):
+    own, uses = revision.module_files("local")
+    assert own == "local.py" and {"local.py", "base.py", "masking.py", "local_flex.py"} <= uses
+    assert "local_flex.py" not in revision.module_files("linear")[1]
+    assert revision.module_files("dot-product")[1] >= {"dot_product.py", "multi_head.py"}  # its core's module too
+    seen = []
+    monkeypatch.setattr(revision, "_git", lambda args, cwd, rev: seen.append(args) or "a.py\nsub/b.py\n\n")
+    assert revision.changed_since("abc") == {"a.py", "b.py"}
+    assert seen == [["diff", "--name-only", "--relative", "abc", "--", "."]]  # against the working tree
+
+
 CONFIRM = ["--repeat", "1", "--min-run-time", "0.001", "--tolerance", "1"]  # 3× flags; noise is far below 2×
 
 
+@pytest.fixture
+def same_code(monkeypatch):
+    """The variants package as at every revision the tests name: the working tree's own uncommitted
+    changes (a developer's) are not what these tests are about."""
+    changed: dict[str, set[str]] = {}  # revision → the files a test says changed since it
+    monkeypatch.setattr(revision, "changed_since", lambda rev: changed.get(rev, set()))
+    return changed
+
+
+def _head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=VARIANTS_DIR, capture_output=True, text=True).stdout.strip()
+
+
+def _confirm_a_3x_core(tmp_path, capsys, sha, *, peak=None, options=CONFIRM, base=None, **now) -> tuple[int, str]:
+    """`--compare --current --confirm` of a linear core 3× its baseline's time (at revision `sha`;
+    `base`, `now`: columns of the baseline and of the run checked): exit code, stdout."""
+    base = _gate_rows(tmp_path / "base.csv", scale=1, sha=sha, impls=("core",), **(base or {}))
+    checked = _gate_rows(tmp_path / "now.csv", scale=3, sha=sha, impls=("core",), peak=peak, **now)
+    code = bench(["perf", "--compare", str(base), "--current", str(checked), "--confirm", *options,
+                  "--out", str(tmp_path / "out")])
+    return code, capsys.readouterr().out
+
+
 @needs_git
-def test_confirm_times_the_flagged_rows_beside_the_baselines_code_and_clears_drift(tmp_path, capsys):
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=VARIANTS_DIR, capture_output=True, text=True).stdout.strip()
+def test_confirm_times_the_flagged_rows_beside_the_baselines_code_and_clears_drift(tmp_path, capsys, same_code):
+    head = _head()
     base = _gate_rows(tmp_path / "base.csv", scale=1, sha=head, batches=(1, 2))
     drifted = _gate_rows(tmp_path / "now.csv", scale=3, sha=head, batches=(1, 2))  # every row 3×: the machine's drift
     code = bench(["perf", "--compare", str(base), "--current", str(drifted), "--confirm", *CONFIRM,
                   "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert "7 of 7 timings regressed by more than 100%" in out
-    assert "not failed: 3 flagged timings of SDPA, peers or naive references" in out
+    assert "not failed: 3 flagged timings of SDPA, naive references or peers" in out
     for batch in (1, 2):  # a run for each batch, of the flagged case only
         assert (f"timing 2 flagged rows again beside {head[:7]}'s code, the baseline's revision (linear; n = 32; "
                 f"batch {batch})") in out
@@ -312,16 +363,15 @@ def test_confirm_times_the_flagged_rows_beside_the_baselines_code_and_clears_dri
         assert set(written["case"]) == {"linear", "sdpa"} and set(written["batch"]) == {batch}
         assert {"core", f"core@{head[:7]}", "layer", f"layer@{head[:7]}"} <= set(written["impl"])
     # the same code on both sides, far within the 100 % tolerance
-    assert out.count("not confirmed: the machine's drift") == 4, out
-    assert "0 of 4 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code" in out
+    assert out.count("'s core: not reproduced beside it") + out.count("'s layer: not reproduced beside it") == 4, out
+    assert "0 of 4 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code, 0 not" in out
     assert code == 0
 
 
 @needs_git
-def test_confirm_fails_a_kernel_slower_than_the_baselines_code(tmp_path, capsys, monkeypatch):
+def test_confirm_fails_a_kernel_slower_than_the_baselines_code(tmp_path, capsys, monkeypatch, same_code):
     import time
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=VARIANTS_DIR, capture_output=True, text=True).stdout.strip()
     core = linear.LinearAttention.core
 
     def slower(self, *args):  # the working tree's kernel regressed; HEAD's, loaded from git, did not
@@ -329,31 +379,61 @@ def test_confirm_fails_a_kernel_slower_than_the_baselines_code(tmp_path, capsys,
         return core(self, *args)
 
     monkeypatch.setattr(linear.LinearAttention, "core", slower)
-    base = _gate_rows(tmp_path / "base.csv", scale=1, sha=head, impls=("core",))
-    now = _gate_rows(tmp_path / "now.csv", scale=3, sha=head, impls=("core",))
-    code = bench(["perf", "--compare", str(base), "--current", str(now), "--confirm", *CONFIRM,
-                  "--out", str(tmp_path / "out")])
-    out = capsys.readouterr().out
+    code, out = _confirm_a_3x_core(tmp_path, capsys, _head())
     assert code == 1
-    assert "linear core b=1 n=32: 0.30 ms vs 0.10 ms baseline (3.00×); " in out and ": confirmed" in out
+    assert "linear core b=1 n=32: 0.30 ms vs 0.10 ms baseline (3.00×); " in out and ": slower beside it too: confirmed" in out
     assert "1 of 1 flagged core and layer timings fail the gate: 1 confirmed" in out
 
 
-@pytest.mark.parametrize(("sha", "why"), [
-    ("abc-dirty", "the baseline was timed on uncommitted changes (abc-dirty), which no revision holds"),
-    (None, "the baseline row records no git revision"),
-    ("0" * 40, "not a commit of the git checkout attnbench runs from"),
+@needs_git
+def test_confirm_shows_each_ratios_rounds_and_says_when_the_machine_is_busier_than_in_the_run_checked(
+        tmp_path, capsys, same_code):
+    head, two_rounds = _head(), ["--repeat", "2", *CONFIRM[2:]]
+    # the run checked recorded a matmul peak of 1 PFLOP/s: no CPU here reaches a fifth of it
+    _, out = _confirm_a_3x_core(tmp_path, capsys, head, peak=1e15, options=two_rounds)
+    assert "the machine is busy: its matmul peak was " in out and "1000000 in the run checked" in out
+    line = next(line for line in out.splitlines() if f"beside {head[:7]}'s core" in line)
+    assert re.search(r"\d\.\d\d× \[\d\.\d\d–\d\.\d\d\] beside", line), line  # two rounds: their range
+    _, out = _confirm_a_3x_core(tmp_path, capsys, head, peak=1.0, options=two_rounds)  # below this machine's
+    assert "the machine is busy" not in out
+
+
+ANOTHER_CPU, UNKNOWN_CASE, NO_DEVICE = {"machine": "another-cpu"}, {"case": "linear(chunk_size=9)"}, {"device": None}
+
+
+@pytest.mark.parametrize(("sha", "changed", "base", "now", "why"), [
+    ("abc-dirty", {}, {}, {}, "the baseline was timed on uncommitted changes (abc-dirty), which no revision holds"),
+    (None, {}, {}, {}, "the baseline row records no git revision"),
+    # the run checked at a later commit, with masking.py changed since the baseline's
+    ("HEAD", {"HEAD": {"masking.py"}}, {}, {"git_sha": "later"}, "masking.py changed since HEAD; timed beside HEAD's "),
+    ("HEAD", {}, ANOTHER_CPU, ANOTHER_CPU, "the run checked was timed on another-cpu, and this is "),
+    ("HEAD", {}, {}, {"git_sha": "abc-dirty"}, "the run checked was timed on abc-dirty: nothing says its kernels"),
+    ("HEAD", {"HEAD": {"linear.py"}}, {}, {}, "linear.py here differ from HEAD, where the run checked was timed"),
+    ("HEAD", {}, UNKNOWN_CASE, UNKNOWN_CASE, "linear(chunk_size=9) core is not the core or layer of a case"),
+    ("HEAD", {}, NO_DEVICE, NO_DEVICE, "the row records no device or dtype"),
 ])
-def test_a_flag_that_cannot_be_timed_again_stands(sha, why, tmp_path, capsys):
-    base = _gate_rows(tmp_path / "base.csv", scale=1, sha=sha, impls=("core",))
-    now = _gate_rows(tmp_path / "now.csv", scale=3, sha=sha, impls=("core",))
-    code = bench(["perf", "--compare", str(base), "--current", str(now), "--confirm", *CONFIRM,
-                  "--out", str(tmp_path / "out")])
-    out = capsys.readouterr().out
+def test_a_flag_that_cannot_be_timed_beside_the_baselines_code_stands(sha, changed, base, now, why, tmp_path, capsys,
+                                                                      same_code):
+    same_code.update(changed)
+    code, out = _confirm_a_3x_core(tmp_path, capsys, sha, base=base, **now)
     assert code == 1
-    assert "cannot confirm 1 flagged timings (" in out and why in out and "they stand" in out
+    assert "; stands: " in out and why in out, out
     assert "1 of 1 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code, 1 not " in out
     assert not (tmp_path / "out").exists()  # nothing was run
+
+
+@needs_git
+def test_a_revision_this_checkout_lacks_stands_with_gits_reason(tmp_path, capsys):
+    code, out = _confirm_a_3x_core(tmp_path, capsys, "0" * 40)  # all digits: read as text, not as 0
+    assert code == 1 and "; stands: " in out and "0" * 40 in out, out
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_torch_stands_without_running_anything(tmp_path, capsys):
+    base = _gate_rows(tmp_path / "base.csv", scale=1, sha="HEAD", impls=("core",), torch="1.0.0")
+    checked = _gate_rows(tmp_path / "now.csv", scale=3, sha="HEAD", impls=("core",))
+    assert bench(["perf", "--compare", str(base), "--current", str(checked), "--confirm", *CONFIRM]) == 1
+    assert "stands: the baseline was timed with torch 1.0.0 and this is " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("argv", "says"), [

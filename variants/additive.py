@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -56,7 +57,7 @@ class AdditiveAttention(ProjectedAttention):
         # contiguous, so each chunk's block is laid out (b h c m d) and every later view of it is
         # one: the projections' (b n h d) layout made the block (b c h m d), and each reshape a copy
         q, k = q.contiguous(), k.contiguous()
-        if _sigmoid_form(q, k) and not wants_grad(q, k, self.score_vector):
+        if _sigmoid_form(q, k) and not wants_grad(q, k, self.score_vector) and _plain(q, k, self.score_vector):
             scores = _inference_scores(q, k, self.score_vector, rows)
         else:
             chunks = []
@@ -66,7 +67,7 @@ class AdditiveAttention(ProjectedAttention):
                     chunks.append(checkpoint(_scores, q_rows, k, self.score_vector, use_reentrant=False))
                 else:
                     chunks.append(_scores(q_rows, k, self.score_vector))
-            scores = torch.cat(chunks, dim=2)  # b h n m
+            scores = torch.cat(chunks, dim=2) if chunks else q.new_empty(b, h, 0, m)  # b h n m
         hidden = dense_hidden(n, m, key_padding_mask=key_padding_mask, causal=causal, device=q.device)
         weights = masked_softmax(scores, hidden)
         return weights @ v, (weights if need_weights else None)
@@ -152,6 +153,13 @@ def _sigmoid_form(q: Tensor, k: Tensor) -> bool:
             and 0 not in q.shape and 0 not in k.shape)
 
 
+def _plain(*tensors: Tensor) -> bool:
+    """Neither a torch.func transform (vmap, grad, jvp) nor a forward-mode tangent on these: the
+    `out=` writes of `_inference_scores` take neither, and `wants_grad` sees neither."""
+    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) or fwAD.unpack_dual(t).tangent is not None
+                   for t in tensors)
+
+
 def _inference_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> Tensor:
     """(b h n d), (b h m d), (h d) → (b h n m) without gradients: `_sigmoid_scores` a chunk of
     `rows` query rows at a time, by the same ops (the same numbers), each chunk's block computed
@@ -160,8 +168,9 @@ def _inference_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> 
     The chunked form with gradients keeps a list of the chunks' scores and concatenates it, and
     makes a new block for each chunk: at n = 2048 (b=1, h=8, d=64) 512 blocks of 16 MiB and a
     128 MiB copy. Here the core took 0.92 / 0.97 / 0.93× its time at n = 512 / 1024 / 2048 and
-    0.77× at b = 4, n = 512, with a peak of 260 against 388 MiB at 2048 and 1032 against 1544 MiB
-    at 4096 (`bench perf --against`, results/benchmarks/README.md).
+    0.77× [0.62–0.97] at b = 4, n = 512, with a peak of 260 against 388 MiB at 2048 (`bench perf
+    --against`); 1032 MiB at 4096, where the full runs before read 1544 (the memory probe;
+    results/benchmarks/README.md).
     """
     b, h, n, d = q.shape
     scores = q.new_empty(b, h, n, k.shape[-2])
