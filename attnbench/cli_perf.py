@@ -407,14 +407,17 @@ class _Confirm:
         why = guard.unconfirmable(reg, torch.__version__)
         if why or not self.checked_elsewhere:
             return why
-        here = torch.cuda.get_device_name() if reg.device.startswith("cuda") and torch.cuda.is_available() else cpu_model()
+        cuda = reg.device.startswith("cuda") and torch.cuda.is_available()
+        here = torch.cuda.get_device_name(torch.device(reg.device)) if cuda else cpu_model()
         if reg.machine != here:
             return f"the run checked was timed on {reg.machine}, and this is {here}"
+        if reg.torch != torch.__version__:
+            return f"the run checked was timed with torch {reg.torch or '(not recorded)'}, and this is {torch.__version__}"
         if not reg.revision or reg.revision.endswith("-dirty"):
             return (f"the run checked was timed on {reg.revision or 'no recorded revision'}: nothing says its kernels "
                     "are the working tree's")
         try:
-            changed = changed_since(reg.revision) & module_files(variant)[1]
+            changed = changed_since(reg.revision) & module_files(variant, reg.revision)[1]
         except AttnbenchError as exc:
             return str(exc)
         if changed:
@@ -438,7 +441,7 @@ class _Confirm:
             return 0
         timed = []
         for reg in regs:  # code the module shares, from the working tree on both sides: its change would not show
-            own, uses = module_files(variant_of[reg.case])
+            own, uses = module_files(variant_of[reg.case], revision)
             shared = sorted((changed & uses) - {own})
             if shared:
                 stand.append((reg, f"{', '.join(shared)} changed since {revision[:7]}; timed beside {revision[:7]}'s "
@@ -478,7 +481,7 @@ class _Confirm:
         if peak and self.peak and peak < BUSY * self.peak:
             click.echo(f"  the machine is busy: its matmul peak was {peak / 1e9:.0f} GFLOP/s in this run, "
                        f"{self.peak / 1e9:.0f} in the run checked; the ratios below are noisy (their rounds in brackets)")
-        rows = frame.to_dict("records")
+        rows = [r for r in frame.to_dict("records") if (r["device"], r["dtype"]) == (device, dtype)]
         by_key = {(r["case"], r["impl"], r["batch"], r["n"]): r for r in rows}
         confirmed = 0
         for reg, ratio, bad in guard.confirmations(tuple(timed), rows, short, tolerance=tolerance):
@@ -498,9 +501,11 @@ BUSY = 0.8  # a confirming run whose matmul peak is below this fraction of the c
 
 def _peak(frame) -> float | None:
     """The median matmul peak (FLOP/s) a results frame recorded, None without one."""
+    import pandas as pd
+
     if "matmul_peak_flops" not in frame.columns:
         return None
-    peaks = frame["matmul_peak_flops"].dropna()
+    peaks = pd.to_numeric(frame["matmul_peak_flops"], errors="coerce").dropna()  # text there: no peak
     return float(peaks.median()) if len(peaks) else None
 
 

@@ -195,9 +195,11 @@ def unconfirmable(reg: Regression, running_torch: str) -> str | None:
         return f"the baseline was timed on uncommitted changes ({reg.baseline_revision}), which no revision holds"
     if not (reg.device and reg.dtype):
         return "the row records no device or dtype"
-    if reg.baseline_torch and reg.baseline_torch != running_torch:
-        return (f"the baseline was timed with torch {reg.baseline_torch} and this is {running_torch}: timed side by "
-                "side, a slowdown of torch's would not show")
+    if reg.dtype not in ("float32", "bfloat16", "float16"):
+        return f"bench perf times float32, bfloat16 and float16, not {reg.dtype}"
+    if reg.baseline_torch != running_torch:  # torch's own slowdown would not show side by side
+        return (f"the baseline was timed with torch {reg.baseline_torch or '(not recorded)'}, and this is "
+                f"{running_torch}")
     return None
 
 

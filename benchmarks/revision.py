@@ -15,6 +15,7 @@ the working tree is reported as one line, not timed.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import types
@@ -105,23 +106,48 @@ def changed_since(rev: str) -> set[str]:
     """The files of the variants package (names such as `local.py`) that differ between git revision
     REV and the working tree, uncommitted changes included."""
     folder = Path(variant_base.__file__).parent
-    return {Path(line).name for line in _git(["diff", "--name-only", "--relative", rev, "--", "."], folder, rev).splitlines()
+    full = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], folder, rev)  # one line if not a commit
+    return {Path(line).name for line in _git(["diff", "--name-only", "--relative", full, "--", "."], folder, rev).splitlines()
             if line.strip()}
 
 
-def module_files(name: str) -> tuple[str, set[str]]:
-    """(the variant's own module file, the files of the variants package its module uses): its
-    module and, through each name it imports from the package, those modules and theirs."""
-    own = sys.modules[VARIANTS.get(name).obj.__module__]
+def module_files(name: str, rev: str | None = None) -> tuple[str, set[str]]:
+    """(the variant's own module file, the files of the variants package its code uses): its module
+    and every package module it imports, anywhere in its source (function bodies too), and theirs,
+    in the working tree; with `rev`, also those that the module's source at REV imports (timed
+    beside the working tree's, REV's module runs on the working tree's files)."""
+    own = Path(sys.modules[VARIANTS.get(name).obj.__module__].__file__)
+    folder = own.parent
+    sources = [own.read_text()]
+    if rev is not None:
+        try:
+            sources.append(_git(["show", f"{rev}:./{own.name}"], folder, rev))
+        except AttnbenchError:  # the module did not exist at REV: `revision_classes` says so
+            pass
+    seen, todo = {own.name}, set().union(*(_package_imports(source, folder) for source in sources))
+    while todo:
+        file = todo.pop()
+        if file not in seen:
+            seen.add(file)
+            todo |= _package_imports((folder / file).read_text(), folder)
+    return own.name, seen
+
+
+def _package_imports(source: str, folder: Path) -> set[str]:
+    """The files of the variants package (`folder`) that `source` imports, at any depth of its
+    code: `from attnbench.variants.x import …`, `import attnbench.variants.x`, `from
+    attnbench.variants import x`, relative imports; a name that is no module file is its __init__.py."""
     package = variant_base.__name__.rpartition(".")[0]
-    seen, stack = set(), [own]
-    while stack:
-        module = stack.pop()
-        if module.__name__ in seen:
-            continue
-        seen.add(module.__name__)
-        for value in vars(module).values():
-            source = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-            if isinstance(source, str) and source.startswith(package + ".") and source in sys.modules:
-                stack.append(sys.modules[source])
-    return Path(own.__file__).name, {Path(sys.modules[m].__file__).name for m in seen}
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[2] for a in node.names if a.name.startswith(package + ".")}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and module.startswith(package + "."):
+                names.add(module.split(".")[2])
+            elif (node.level == 0 and module == package) or (node.level == 1 and not module):
+                names |= {a.name for a in node.names}
+            elif node.level == 1:
+                names.add(module.split(".")[0])
+    return {f"{n}.py" if (folder / f"{n}.py").is_file() else "__init__.py" for n in names}

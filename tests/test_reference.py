@@ -713,7 +713,13 @@ def test_additive_inference_goes_through_vmap_and_jvp():
     assert torch.allclose(torch.func.vmap(core)(batch), torch.stack([core(q), core(2 * q)]), atol=1e-6)
     _, tangent = torch.func.jvp(core, (q,), (torch.ones_like(q),))
     step = 1e-3
-    assert rel_err(tangent, (core(q + step) - core(q - step)) / (2 * step)) <= 1e-2
+    numeric = (core(q + step) - core(q - step)) / (2 * step)
+    assert rel_err(tangent, numeric) <= 1e-2
+    import torch.autograd.forward_ad as fwAD  # forward mode without torch.func: a dual tensor
+
+    with fwAD.dual_level(), torch.no_grad():
+        dual_tangent = fwAD.unpack_dual(core(fwAD.make_dual(q, torch.ones_like(q)))).tangent
+    assert rel_err(dual_tangent, numeric) <= 1e-2
 
 
 def test_additive_score_is_v_dot_tanh_of_the_sum():
@@ -806,6 +812,8 @@ def test_an_empty_batch_gives_an_empty_output(name, grad, causal):
         with torch.set_grad_enabled(grad):
             out, _ = layer(x, causal=causal)
         assert out.shape == shape
+        if grad:  # the output stays in the graph: an (empty) gradient for x
+            assert torch.autograd.grad(out.sum(), x)[0].shape == shape
 
 
 # ------------------------------------------------------------------------------ memory shape

@@ -292,8 +292,10 @@ def test_the_gate_records_where_each_flagged_row_was_timed_and_the_baselines_rev
     assert why(baseline_revision=None) == "the baseline row records no git revision"
     assert "uncommitted changes (abc-dirty)" in why(baseline_revision="abc-dirty")
     assert why(device=None) == "the row records no device or dtype"
-    assert f"timed with torch 2.0 and this is {torch.__version__}" in why()
-    assert why(baseline_torch=None) is None and why(baseline_torch=torch.__version__) is None
+    assert why() == f"the baseline was timed with torch 2.0, and this is {torch.__version__}"
+    assert why(baseline_torch=None) == f"the baseline was timed with torch (not recorded), and this is {torch.__version__}"
+    assert why(baseline_torch=torch.__version__) is None
+    assert why(baseline_torch=torch.__version__, dtype="float64") == "bench perf times float32, bfloat16 and float16, not float64"
     assert [guard.not_ours(dataclasses.replace(reg, impl=impl)) for impl in ("sdpa", "naive", "peer:x", "core", "layer@a")] \
         == [True, True, True, False, False]
 
@@ -314,10 +316,27 @@ def test_the_files_a_variant_uses_and_the_files_changed_since_a_revision(monkeyp
     assert own == "local.py" and {"local.py", "base.py", "masking.py", "local_flex.py"} <= uses
     assert "local_flex.py" not in revision.module_files("linear")[1]
     assert revision.module_files("dot-product")[1] >= {"dot_product.py", "multi_head.py"}  # its core's module too
+    folder = VARIANTS_DIR
+    source = """
+from attnbench.variants.reference import CONSTANT            # a constant: no __module__ to follow
+import attnbench.variants.local as loc
+from attnbench.variants import masking
+from . import compiled
+from .local_flex import flex_window_attention
+from attnbench.options import Option                         # outside the package
+def core():
+    from attnbench.variants.multi_head import MultiHeadAttention   # in a function body
+"""
+    assert revision._package_imports(source, folder) == {"reference.py", "local.py", "masking.py", "compiled.py",
+                                                          "local_flex.py", "multi_head.py"}
+    # what the module at a revision imports counts too: its code runs on the working tree's files
+    monkeypatch.setattr(revision, "_git", lambda args, cwd, rev: "from attnbench.variants.local_flex import x\n")
+    assert "local_flex.py" in revision.module_files("linear", "old")[1]
     seen = []
-    monkeypatch.setattr(revision, "_git", lambda args, cwd, rev: seen.append(args) or "a.py\nsub/b.py\n\n")
+    answers = {"rev-parse": "abcdef0", "diff": "a.py\nsub/b.py\n\n"}
+    monkeypatch.setattr(revision, "_git", lambda args, cwd, rev: seen.append(args) or answers[args[0]])
     assert revision.changed_since("abc") == {"a.py", "b.py"}
-    assert seen == [["diff", "--name-only", "--relative", "abc", "--", "."]]  # against the working tree
+    assert seen[-1] == ["diff", "--name-only", "--relative", "abcdef0", "--", "."]  # against the working tree
 
 
 CONFIRM = ["--repeat", "1", "--min-run-time", "0.001", "--tolerance", "1"]  # 3× flags; noise is far below 2×
@@ -411,6 +430,7 @@ ANOTHER_CPU, UNKNOWN_CASE, NO_DEVICE = {"machine": "another-cpu"}, {"case": "lin
     ("HEAD", {"HEAD": {"linear.py"}}, {}, {}, "linear.py here differ from HEAD, where the run checked was timed"),
     ("HEAD", {}, UNKNOWN_CASE, UNKNOWN_CASE, "linear(chunk_size=9) core is not the core or layer of a case"),
     ("HEAD", {}, NO_DEVICE, NO_DEVICE, "the row records no device or dtype"),
+    ("HEAD", {}, {}, {"torch": "1.0.0"}, "the run checked was timed with torch 1.0.0, and this is "),
 ])
 def test_a_flag_that_cannot_be_timed_beside_the_baselines_code_stands(sha, changed, base, now, why, tmp_path, capsys,
                                                                       same_code):
@@ -420,6 +440,25 @@ def test_a_flag_that_cannot_be_timed_beside_the_baselines_code_stands(sha, chang
     assert "; stands: " in out and why in out, out
     assert "1 of 1 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code, 1 not " in out
     assert not (tmp_path / "out").exists()  # nothing was run
+
+
+@needs_git
+def test_the_variants_own_module_may_change_since_the_baseline_it_is_what_is_timed_beside(tmp_path, capsys, same_code):
+    # the run checked at a later commit whose linear.py differs from the baseline's: timed beside it
+    same_code.update({"HEAD": {"linear.py"}})
+    code, out = _confirm_a_3x_core(tmp_path, capsys, "HEAD", git_sha="later")
+    assert "not reproduced beside it" in out and "stands" not in out and code == 0, out
+
+
+@needs_git
+def test_confirm_after_a_run_of_this_tree_times_its_flags_beside_the_baseline(tmp_path, capsys, same_code):
+    # no --current: the rows come from this tree, just now (the baseline: this machine at 1 ns a call)
+    base = _gate_rows(tmp_path / "base.csv", scale=1e-5, sha=_head(), impls=("core",))
+    code = bench(["perf", "--variants", "linear", "--lengths", "32", "--batch", "1", "--threads", "1", *CONFIRM,
+                  "--out", str(tmp_path / "out"), "--name", "run", "--compare", str(base), "--confirm"])
+    out = capsys.readouterr().out
+    assert "linear core b=1 n=32" in out and "not reproduced beside it" in out and code == 0, out
+    assert (tmp_path / "out" / f"run-confirm-{_head()[:7]}-b1.csv").is_file()
 
 
 @needs_git
@@ -433,7 +472,7 @@ def test_another_torch_stands_without_running_anything(tmp_path, capsys):
     base = _gate_rows(tmp_path / "base.csv", scale=1, sha="HEAD", impls=("core",), torch="1.0.0")
     checked = _gate_rows(tmp_path / "now.csv", scale=3, sha="HEAD", impls=("core",))
     assert bench(["perf", "--compare", str(base), "--current", str(checked), "--confirm", *CONFIRM]) == 1
-    assert "stands: the baseline was timed with torch 1.0.0 and this is " in capsys.readouterr().out
+    assert "stands: the baseline was timed with torch 1.0.0, and this is " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("argv", "says"), [

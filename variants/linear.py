@@ -270,8 +270,8 @@ def causal_linear_attention(
     groups one shape. None: `default_causal_segment`, `default_causal_pairs`.
     """
     (b, h, n, _) = q.shape
-    if n == 0:  # no position: no chunk to cut (the layer's output projection still sees the inputs)
-        return q.new_zeros(b, h, 0, v.shape[-1])
+    if n == 0:  # no position: no chunk to cut; v's empty rows keep the output in the graph
+        return v[:, :, :0] * 0.0
     size = min(chunk_size, n)
     if segment is None:
         segment = default_causal_segment(q.device, fused, size, b * h)
