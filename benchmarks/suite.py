@@ -205,7 +205,8 @@ def build_candidates(
                              meta_fn=lambda f=core, lay=meta_layer, m=(qm, km, vm): f(lay, *m),
                              compiled=case.compiled))
         whole = lambda lay, x, c=case.causal: lay(x, causal=c)[0]  # noqa: E731
-        at = _at_rev(case, at_rev, cfg, core, whole, (q, k, v), x, rows) if at_rev and case.variant in at_rev[1] else []
+        at = (_at_rev(case, at_rev, cfg, core, whole, (q, k, v), x, rows, meta=((qm, km, vm), meta(x)))
+              if at_rev and case.variant in at_rev[1] else [])
         out += at[:1]  # core@<hash> beside the core, layer@<hash> beside the layer
         out.append(Candidate(case, LAYER, lambda f=whole, lay=layer: f(lay, x),
                              layer_check(ref, layer, x, rows),
@@ -242,10 +243,11 @@ def build_candidates(
 
 
 def _at_rev(case: Case, at_rev: tuple[str, dict[str, type]], cfg: PerfConfig, core: Callable, whole: Callable,
-            qkv: tuple, x: Tensor, rows: Tensor) -> list[Candidate]:
+            qkv: tuple, x: Tensor, rows: Tensor, *, meta: tuple[tuple, Tensor]) -> list[Candidate]:
     """The variant's core and layer as they were at REV (`core@<hash>`, `layer@<hash>`), or two
     Candidates that say why not. The layer at REV is REV's module's class: its own projections'
-    layout and forward, over the working tree's shared base class."""
+    layout and forward, over the working tree's shared base class. `meta`: the inputs' meta twins
+    ((q, k, v), x), for the FLOP counts."""
     labels = f"{CORE}@{at_rev[0]}", f"{LAYER}@{at_rev[0]}"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -256,13 +258,13 @@ def _at_rev(case: Case, at_rev: tuple[str, dict[str, type]], cfg: PerfConfig, co
     old = old.to(device=cfg.device, dtype=cfg.resolved_dtype()).eval()
     meta_old = copy.deepcopy(old).to("meta")
     q, k, v = qkv
-    meta_qkv = tuple(torch.empty_like(t, device="meta") for t in qkv)
+    meta_qkv, meta_x = meta
     ref = rows_reference(case, old)
     return [
         Candidate(case, labels[0], lambda: core(old, q, k, v), core_check(ref, q, k, v, rows),
                   meta_fn=lambda: core(meta_old, *meta_qkv), compiled=case.compiled),
         Candidate(case, labels[1], lambda: whole(old, x), layer_check(ref, old, x, rows),
-                  meta_fn=lambda: whole(meta_old, torch.empty_like(x, device="meta")), compiled=case.compiled),
+                  meta_fn=lambda: whole(meta_old, meta_x), compiled=case.compiled),
     ]
 
 
