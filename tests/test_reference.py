@@ -639,6 +639,29 @@ def test_recurrent_and_quadratic_causal_linear_agree():
 
 
 # ------------------------------------------------------------------------------ additive
+class OpSizes(TorchDispatchMode):
+    """Records each op's output tensors, forward and backward: (op, elements) of every one."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.outputs += [(func, t.numel()) for t in (out if isinstance(out, (tuple, list)) else (out,))
+                         if isinstance(t, torch.Tensor)]
+        return out
+
+    def ops_making(self, numel: int) -> list:
+        """The ops, in order, that produced a tensor of `numel` elements."""
+        return [func for func, size in self.outputs if size == numel]
+
+    @property
+    def largest(self) -> int:
+        """The most elements of any tensor an op produced."""
+        return max((size for _, size in self.outputs), default=0)
+
+
 @pytest.mark.parametrize(("heads", "chunk", "n", "m"), [(1, 1, 9, 9), (2, 4, 33, 20), (4, 0, 17, 17), (1, 7, 50, 3)])
 def test_chunked_additive_equals_materialized_reference(heads, chunk, n, m):
     torch.manual_seed(heads * 100 + n)
@@ -683,23 +706,14 @@ def test_additive_inference_makes_no_block_per_chunk(monkeypatch):
     q, k, v = qkv(2, 2, 16, 16, seed=3)
     block = 2 * 2 * 4 * 16 * 16  # b h c m d
 
-    class BlockAdds(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            self.count += func is torch.ops.aten.add.Tensor and out.numel() == block
-            return out
-
     calls = []
     monkeypatch.setattr(additive_module, "_inference_scores",
                         lambda *args, f=additive_module._inference_scores: calls.append(args[3]) or f(*args))
     for inference in (True, False):
-        with torch.inference_mode(inference), BlockAdds() as mode:
+        with torch.inference_mode(inference), OpSizes() as mode:
             layer.core(q, k, v, None, False, False)
-        assert (mode.count, len(calls)) == ((0, 1) if inference else (4, 1)), (inference, mode.count, calls)
+        adds = mode.ops_making(block).count(torch.ops.aten.add.Tensor)
+        assert (adds, len(calls)) == ((0, 1) if inference else (4, 1)), (inference, adds, calls)
 
 
 def test_additive_inference_goes_through_vmap_and_jvp():
@@ -784,21 +798,11 @@ def test_the_additive_layer_never_copies_the_block_from_its_projected_inputs():
     x = torch.randn(3, 16, 32, requires_grad=True)
     block = 3 * 2 * 4 * 16 * 16  # b h c m d
 
-    class BlockCopies(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor) and out.numel() == block:
-                self.ops.append(func.__name__)
-            return out
-
-    with BlockCopies() as mode:
+    with OpSizes() as mode:
         out, _ = layer(x)
         out.sum().backward()
-    assert mode.ops and not [op for op in mode.ops if "copy" in op or "clone" in op], mode.ops
+    ops = [func.__name__ for func in mode.ops_making(block)]
+    assert ops and not [op for op in ops if "copy" in op or "clone" in op], ops
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -817,26 +821,11 @@ def test_an_empty_batch_gives_an_empty_output(name, grad, causal):
 
 
 # ------------------------------------------------------------------------------ memory shape
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any op produces (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def largest_tensor(name: str, n: int, causal: bool, **options) -> int:
     torch.manual_seed(0)
     layer = build_variant(name, d_model=64, n_heads=4, **options)
     x = torch.randn(1, n, 64, requires_grad=True)
-    with LargestTensor() as mode:
+    with OpSizes() as mode:
         out, _ = layer(x, causal=causal)
         out.sum().backward()
     return mode.largest
