@@ -699,21 +699,60 @@ def test_additive_inference_gives_the_same_numbers_as_the_chunked_form(b, chunk,
         assert rel_err(fast, want) <= TOL
 
 
-def test_additive_inference_makes_no_block_per_chunk(monkeypatch):
-    # the inference path computes every chunk's block into one buffer: no functional add makes a
-    # block (the chunk list's path makes one per chunk), and `_inference_scores` is what core calls
+def test_additive_makes_no_block_per_chunk_with_or_without_gradients(monkeypatch):
+    # every chunk's block is computed into one reused buffer: no functional add makes a block, and
+    # one block is allocated for the forward and (with gradients) one for the backward, where the
+    # chunk list through `checkpoint` made three per chunk; `_blockwise_scores` is what core calls
     layer = build_variant("additive", d_model=32, heads=2, chunk_size=4)
-    q, k, v = qkv(2, 2, 16, 16, seed=3)
-    block = 2 * 2 * 4 * 16 * 16  # b h c m d
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    block = 2 * 2 * 4 * 16 * 16  # b h c m d: four chunks of 4 rows
 
     calls = []
-    monkeypatch.setattr(additive_module, "_inference_scores",
-                        lambda *args, f=additive_module._inference_scores: calls.append(args[3]) or f(*args))
+    monkeypatch.setattr(additive_module, "_blockwise_scores",
+                        lambda *args, f=additive_module._blockwise_scores: calls.append(args[3]) or f(*args))
     for inference in (True, False):
         with torch.inference_mode(inference), OpSizes() as mode:
-            layer.core(q, k, v, None, False, False)
-        adds = mode.ops_making(block).count(torch.ops.aten.add.Tensor)
-        assert (adds, len(calls)) == ((0, 1) if inference else (4, 1)), (inference, adds, calls)
+            out, _ = layer(x)
+            if not inference:
+                out.sum().backward()
+        ops = mode.ops_making(block)
+        allocations = ops.count(torch.ops.aten.new_empty.default)
+        assert torch.ops.aten.add.Tensor not in ops, ops
+        assert allocations == (1 if inference else 2), (inference, ops)
+    assert calls == [4, 4]
+    assert x.grad is not None and layer.score_vector.grad is not None
+
+
+@pytest.mark.parametrize(("n", "rows"), [(7, 3), (6, 2), (5, 5), (4, 9)], ids=["short-last", "even", "one", "wider"])
+def test_additive_blockwise_scores_backward_passes_gradcheck_in_fp64(n, rows):
+    # several chunks (their blocks recomputed in backward, the last shorter or not) and one chunk
+    # (its block kept from the forward pass)
+    gen = torch.Generator().manual_seed(n)
+    q = torch.randn(2, 3, n, 5, generator=gen, dtype=torch.float64, requires_grad=True)  # b h n d
+    k = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64, requires_grad=True)  # b h m d
+    w = torch.randn(3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    scores = lambda q, k, w: additive_module._BlockwiseScores.apply(q, k, w, rows)  # noqa: E731
+    assert torch.autograd.gradcheck(scores, (q, k, w))
+    want = torch.einsum("bhcmd,hd->bhcm", torch.tanh(q[:, :, :, None] + k[:, :, None]), w)
+    assert rel_err(scores(q, k, w), want) <= 1e-13
+    for wanted in ((q,), (k,), (w,), (q, w)):  # gradients of some of them only: the others' are not computed
+        probe = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+        got = torch.autograd.grad((scores(q, k, w) * probe).sum(), wanted)
+        for g, r in zip(got, torch.autograd.grad((want * probe).sum(), wanted, retain_graph=True)):
+            assert rel_err(g, r) <= 1e-12
+
+
+def test_additive_blockwise_backward_twice_reads_the_kept_block_unchanged():
+    # one chunk keeps its block for backward; the gradient of that block must not overwrite it,
+    # so a second backward through the same graph (retain_graph) gives the same gradients
+    gen = torch.Generator().manual_seed(8)
+    q, k = (torch.randn(1, 2, 5, 4, generator=gen, requires_grad=True) for _ in range(2))
+    w = torch.randn(2, 4, generator=gen, requires_grad=True)
+    loss = additive_module._BlockwiseScores.apply(q, k, w, 8).square().sum()
+    first = torch.autograd.grad(loss, (q, k, w), retain_graph=True)
+    second = torch.autograd.grad(loss, (q, k, w))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
 
 
 def test_additive_inference_goes_through_vmap_and_jvp():

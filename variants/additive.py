@@ -2,9 +2,12 @@
 
 Memory: the tanh argument is a (b, h, n, m, d_head) tensor if formed at once. This layer forms it
 one chunk of query rows at a time (`chunk_size` rows; by default as many as fit in about 4M
-elements) and, when gradients are needed and there is more than one chunk, recomputes each chunk in
-the backward pass (`torch.utils.checkpoint`) instead of storing it. Peak extra memory is one chunk
-(a block that fits in one chunk is stored, not recomputed), and the scores are the same numbers the
+elements), and when gradients are needed and there is more than one chunk it recomputes each
+chunk's block in the backward pass instead of storing it. In fp32 and fp64 every chunk's block is
+computed into one reused buffer, forward and backward (`_BlockwiseScores`, `_inference_scores`);
+in half precision, under autocast and under torch.func's transforms each chunk makes its own,
+recomputed through `torch.utils.checkpoint`. Peak extra memory is about one chunk's block (a block
+that fits in one chunk is stored, not recomputed), and the scores are the same numbers the
 unchunked form gives (each entry is computed by the same ops).
 """
 
@@ -52,14 +55,17 @@ class AdditiveAttention(ProjectedAttention):
         b, h, n, d = q.shape
         m = k.shape[-2]
         rows = self.options["chunk_size"] or max(1, CHUNK_ELEMENTS // max(1, b * h * m * d))
-        # recompute in backward only when the block is chunked: one chunk is the memory bound anyway
-        recompute = rows < n and wants_grad(q, k, self.score_vector)
         # contiguous, so each chunk's block is laid out (b h c m d) and every later view of it is
         # one: the projections' (b n h d) layout made the block (b c h m d), and each reshape a copy
         q, k = q.contiguous(), k.contiguous()
-        if _sigmoid_form(q, k) and not wants_grad(q, k, self.score_vector) and _plain(q, k, self.score_vector):
-            scores = _inference_scores(q, k, self.score_vector, rows)
-        else:
+        if _sigmoid_form(q, k) and _plain(q, k, self.score_vector):
+            if wants_grad(q, k, self.score_vector):
+                scores = _BlockwiseScores.apply(q, k, self.score_vector, rows)
+            else:
+                scores = _inference_scores(q, k, self.score_vector, rows)
+        else:  # half precision, autocast, torch.func: a block per chunk, each through autograd
+            # recompute in backward only when the block is chunked: one chunk is the memory bound anyway
+            recompute = rows < n and wants_grad(q, k, self.score_vector)
             chunks = []
             for start in range(0, n, rows):
                 q_rows = q[:, :, start : start + rows]
@@ -165,26 +171,106 @@ def _inference_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> 
     `rows` query rows at a time, by the same ops (the same numbers), each chunk's block computed
     into one reused (b h rows m d) buffer and its scores written into one (b h n m) output.
 
-    The chunked form with gradients keeps a list of the chunks' scores and concatenates it, and
-    makes a new block for each chunk: at n = 2048 (b=1, h=8, d=64) 512 blocks of 16 MiB and a
-    128 MiB copy. Here the core took 0.92 / 0.97 / 0.93× its time at n = 512 / 1024 / 2048 and
+    The chunk list (the form autograd goes through, see `AdditiveAttention.core`) keeps the chunks'
+    scores and concatenates them, and makes a new block for each chunk: at n = 2048 (b=1, h=8,
+    d=64) 512 blocks of 16 MiB and a 128 MiB copy. Here the core took 0.92 / 0.97 / 0.93× its time at n = 512 / 1024 / 2048 and
     0.77× [0.62–0.97] at b = 4, n = 512, with a peak of 260 against 388 MiB at 2048 (`bench perf
     --against`); 1032 MiB at 4096, where the full runs before read 1544 (the memory probe;
     results/benchmarks/README.md).
     """
-    b, h, n, d = q.shape
+    return _blockwise_scores(q, k, score_vector, rows)[0]
+
+
+def _blockwise_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """The scores (b h n m) as `_inference_scores` computes them, and the buffer holding the last
+    chunk's block σ(2q_i + 2k_j) (b h c m d): with one chunk, every gate backward needs."""
+    b, h, n, _ = q.shape
     scores = q.new_empty(b, h, n, k.shape[-2])
     block = None
     doubled, offset = 2 * q, rearrange(score_vector.sum(dim=-1), "h -> 1 h 1 1")
     weights = repeat(2 * score_vector, "h d -> (b h) 1 d", b=b)
     for start in range(0, n, rows):
         c = min(rows, n - start)
-        if block is None or block.shape[2] != c:  # the last chunk's may be shorter: its own, so views stay views
-            block = q.new_empty(b, h, c, k.shape[-2], d)
-        gates = torch.add(doubled[:, :, start : start + c, None, :], k[:, :, None, :, :], alpha=2, out=block).sigmoid_()
-        part = torch.bmm(weights, rearrange(gates, "b h c m d -> (b h) d (c m)"))
+        block = _gates_into(block, doubled, k, start, c)
+        part = torch.bmm(weights, rearrange(block, "b h c m d -> (b h) d (c m)"))
         torch.sub(rearrange(part, "(b h) 1 (c m) -> b h c m", b=b, c=c), offset, out=scores[:, :, start : start + c])
-    return scores
+    return scores, block
+
+
+def _gates_into(block: Tensor | None, doubled: Tensor, k: Tensor, start: int, c: int) -> Tensor:
+    """σ(2q_i + 2k_j) (b h c m d) for the `c` query rows from `start`, `doubled` being 2q: written
+    into `block`, or into a new buffer where there is none or it has another number of rows (the
+    last chunk's may be shorter: its own, so that every view of it stays a view)."""
+    b, h, _, d = doubled.shape
+    if block is None or block.shape[2] != c:
+        block = doubled.new_empty(b, h, c, k.shape[-2], d)
+    rows = doubled[:, :, start : start + c, None, :]
+    return torch.add(rows, k[:, :, None, :, :], alpha=2, out=block).sigmoid_()
+
+
+class _BlockwiseScores(torch.autograd.Function):
+    """The scores (b h n m) of every chunk of `rows` query rows, with the backward of
+    `_SigmoidScores` written out over the chunks: each chunk's block in one reused buffer, forward
+    and backward, where autograd through `checkpoint` made three blocks per chunk (the forward's,
+    the recomputed one, its gradient) and concatenated the chunks' scores.
+
+    With one chunk its block is kept for backward (as autograd would keep it); with more, each is
+    recomputed there from q and k, and its gradient u = g·σ(x)(1 − σ(x)) is written over it once
+    the score vector's sum has read it. The gradients of q and k are the sums of u over the keys
+    and over the chunk's rows (the latter accumulated chunk by chunk), times 4w (see
+    `_SigmoidScores`). For fp32/fp64 outside torch.func and forward mode (`_plain`); no second
+    derivative.
+
+    The layer's forward + backward beside 9234c75's chunk list, interleaved rounds (2 threads):
+    0.13× [0.13–0.13] the time at n = 1024, d = 128, one head under the runner's 4 MiB mmap threshold
+    (103 against 791 ms: there every new 16 MiB block is fresh pages), 0.35–0.38× at h = 8, d = 64,
+    n = 512–2048 with the heap pinned at 1 GiB; peak tensor bytes 17.4 against 49.4 MiB at n = 256
+    (results/benchmarks/2026-11-28-cpu-epyc-2t-additive-grad-against-9234c75.md).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> Tensor:
+        scores, block = _blockwise_scores(q, k, score_vector, rows)
+        ctx.rows = rows
+        ctx.save_for_backward(q, k, score_vector, block if rows >= q.shape[2] else None)
+        return scores
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        q, k, w, kept = ctx.saved_tensors
+        needs_q, needs_k, needs_w, _ = ctx.needs_input_grad
+        (b, h, n, d), m = q.shape, k.shape[2]
+        grad = grad.contiguous()  # each chunk's rows a view of (b h) (c m)
+        grad_q = q.new_empty(b, h, n, d) if needs_q else None
+        over_rows = q.new_zeros(b * h, 1, m * d) if needs_k else None  # Σ_i u, accumulated over chunks
+        weighted = q.new_zeros(b * h, 1, d) if needs_w else None  # Σ_ij g·σ(x), accumulated over chunks
+        doubled, block = 2 * q, None
+        for start in range(0, n, ctx.rows):
+            c = min(ctx.rows, n - start)
+            gates = kept if kept is not None else (block := _gates_into(block, doubled, k, start, c))
+            g = grad[:, :, start : start + c]  # b h c m
+            if needs_w:
+                weighted.baddbmm_(rearrange(g, "b h c m -> (b h) 1 (c m)"), rearrange(gates, "b h c m d -> (b h) (c m) d"))
+            if not (needs_q or needs_k):
+                continue
+            # u over the recomputed block itself; a kept block stays as saved (a second backward reads it)
+            u = torch.ops.aten.sigmoid_backward.grad_input(
+                rearrange(g, "b h c m -> b h c m 1").expand_as(gates), gates,
+                grad_input=gates if kept is None else torch.empty_like(gates),
+            )
+            if needs_q:  # Σ_j u
+                over_keys = _ones_row(rearrange(u, "b h c m d -> (b h c) m d"))
+                grad_q[:, :, start : start + c] = rearrange(over_keys, "(b h c) 1 d -> b h c d", b=b, h=h)
+            if needs_k:  # Σ_i u over this chunk's rows, added to the earlier chunks'
+                columns = rearrange(u, "b h c m d -> (b h) c (m d)")
+                over_rows.baddbmm_(columns.new_ones(b * h, 1, c), columns)
+        scale = rearrange(4 * w, "h d -> 1 h 1 d")  # ∂x/∂q = ∂x/∂k = 2, times 2w
+        grad_k = rearrange(over_rows, "(b h) 1 (m d) -> b h m d", b=b, d=d) * scale if needs_k else None
+        grad_w = None
+        if needs_w:  # ∂score/∂w_d = 2σ(x)_d − 1
+            grad_w = 2 * reduce(weighted, "(b h) 1 d -> h d", "sum", b=b) - rearrange(grad.sum(dim=(0, 2, 3)), "h -> h 1")
+        return (grad_q.mul_(scale) if needs_q else None), grad_k, grad_w, None
 
 
 def _sigmoid_scores(q_rows: Tensor, k: Tensor, score_vector: Tensor) -> tuple[Tensor, Tensor]:
