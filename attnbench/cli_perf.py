@@ -344,8 +344,8 @@ class _Confirm:
     A timing that drifted with the machine (other tenants, the hour, the state of a long run's
     process) is no slower beside the old code in the same rounds; a regression of the variant's
     code is. So each flagged core or layer row is timed beside the same row of the revision its
-    baseline row records (`--against` that git_sha: one run per batch of the flagged cases and
-    lengths, under the row's device, dtype, threads and heap), and fails where that ratio exceeds
+    baseline row records (`--against` that git_sha: one run per batch of the flagged (case, n)
+    cells only, under the row's device, dtype, threads and heap), and fails where that ratio exceeds
     the tolerance. `--against` swaps only the variant's own module, so a flag stands (fails)
     wherever that ratio could not see the cause: code of the variants package the module uses
     changed since the baseline's revision, another torch, no revision recorded or a `-dirty` one,
@@ -469,12 +469,15 @@ class _Confirm:
             timed = loaded
         if not timed:
             return 0
-        cfg = replace(cfg, cases=tuple(sorted({r.case for r in timed})))
+        # the flagged cells only: a case flagged at one length is not timed at another's
+        cells = tuple(sorted({(r.case, r.n) for r in timed}))
+        cfg = replace(cfg, cases=tuple(sorted({r.case for r in timed})), cells=cells)
         name = f"{self.stem}-confirm-{short}-b{batch}"
         name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, len(names) + 3))) if n not in names)
         names.add(name)
+        where = "; ".join(f"{case} at n = {', '.join(str(n) for c, n in cells if c == case)}" for case in cfg.cases)
         click.echo(f"timing {len(timed)} flagged rows again beside {short}'s code, the baseline's revision "
-                   f"({'; '.join(cfg.cases)}; n = {settings['lengths']}; batch {batch}):")
+                   f"({where}; batch {batch}):")
         csv = _execute(cfg, self.out_dir, name, self.note, at_rev)
         frame = guard.read_results(csv)
         peak = _peak(frame)

@@ -103,5 +103,19 @@ def select_cases(variants: list[str] | None, labels: tuple[str, ...] | None = No
     else:
         wanted = set(variants)
         chosen = [c for c in CASES if c.variant in wanted or c.label in wanted]
+    return _with_baselines(chosen, CASES)
+
+
+def cases_at(cases: list[Case], cells: tuple[tuple[str, int], ...] | None, n: int) -> list[Case]:
+    """Which of `cases` run at length n: all without `cells`, else those that `cells` (case label,
+    n) names at n, and the SDPA baselines they are compared with."""
+    if cells is None:
+        return cases
+    named = {label for label, at in cells if at == n}
+    return _with_baselines([c for c in cases if c.label in named], cases)
+
+
+def _with_baselines(chosen: list[Case], among: list[Case]) -> list[Case]:
+    """`chosen` and the SDPA baseline cases of `among` they are compared with, in `among`'s order."""
     baselines = {c.baseline for c in chosen}
-    return [c for c in CASES if c in chosen or (c.variant is None and c.label in baselines)]
+    return [c for c in among if c in chosen or (c.variant is None and c.label in baselines)]

@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor
 
 from attnbench.benchmarks import references as refs
-from attnbench.benchmarks.cases import CASES, CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, select_cases
+from attnbench.benchmarks.cases import CASES, CORE, D_MODEL, LAYER, NAIVE, PEER, SDPA, Case, cases_at, select_cases
 from attnbench.benchmarks.peers import PEERS, PeerMissing
 from attnbench.benchmarks.rated_peaks import rated_peak
 from attnbench.benchmarks.revision import build_at, revision_classes
@@ -78,6 +78,8 @@ class PerfConfig:
     # a git revision whose variant code is timed beside the working tree's (impls `core@<rev>`, `layer@<rev>`)
     against: str | None = None
     cases: tuple[str, ...] | None = None  # only the cases of these labels (and their SDPA baselines)
+    # only these (case label, n) cells (and their SDPA baselines at that n): a length none names is not run
+    cells: tuple[tuple[str, int], ...] | None = None
     dtype: torch.dtype | None = None  # None: fp32 on CPU, bf16 on CUDA
     threads: int | None = None
     seed: int = 0
@@ -365,8 +367,11 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
         history: dict = {}  # (case, impl) → (n, seconds per call)
         dropped: dict = {}  # (case, impl) → why longer lengths are not run
         for n in lengths:
+            at_n = cases_at(cases, cfg.cells, n)
+            if not at_n:
+                continue
             with torch.inference_mode():
-                cands = build_candidates(cases, batch, n, cfg, per_entry, at_rev)
+                cands = build_candidates(at_n, batch, n, cfg, per_entry, at_rev)
                 if extra is not None:
                     cands = extra(cands, batch, n)
                 timed = _verify_all(cands, cfg, history, dropped, batch, n, log)

@@ -376,7 +376,7 @@ def test_confirm_times_the_flagged_rows_beside_the_baselines_code_and_clears_dri
     assert "7 of 7 timings regressed by more than 100%" in out
     assert "not failed: 3 flagged timings of SDPA, naive references or peers" in out
     for batch in (1, 2):  # a run for each batch, of the flagged case only
-        assert (f"timing 2 flagged rows again beside {head[:7]}'s code, the baseline's revision (linear; n = 32; "
+        assert (f"timing 2 flagged rows again beside {head[:7]}'s code, the baseline's revision (linear at n = 32; "
                 f"batch {batch})") in out
         written = pd.read_csv(tmp_path / "out" / f"now-confirm-{head[:7]}-b{batch}.csv")
         assert set(written["case"]) == {"linear", "sdpa"} and set(written["batch"]) == {batch}
@@ -385,6 +385,37 @@ def test_confirm_times_the_flagged_rows_beside_the_baselines_code_and_clears_dri
     assert out.count("'s core: not reproduced beside it") + out.count("'s layer: not reproduced beside it") == 4, out
     assert "0 of 4 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code, 0 not" in out
     assert code == 0
+
+
+@needs_git
+def test_confirm_times_each_flagged_case_only_at_the_lengths_it_was_flagged_at(tmp_path, capsys, same_code):
+    head = _head()
+    parts = [pd.read_csv(_gate_rows(tmp_path / f"{stem}-{case}.csv", scale=scale, sha=head, impls=("core",),
+                                    case=case, n=n))
+             for stem, scale in (("base", 1), ("now", 3)) for case, n in (("linear", 32), ("linear(causal)", 48))]
+    base, now = tmp_path / "base.csv", tmp_path / "now.csv"
+    pd.concat(parts[:2]).to_csv(base, index=False)
+    pd.concat(parts[2:]).to_csv(now, index=False)
+    code = bench(["perf", "--compare", str(base), "--current", str(now), "--confirm", *CONFIRM,
+                  "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "(linear at n = 32; linear(causal) at n = 48; batch 1)" in out, out
+    written = pd.read_csv(tmp_path / "out" / f"now-confirm-{head[:7]}-b1.csv")
+    timed = set(zip(written["case"], written["n"]))
+    assert {("linear", 32), ("linear(causal)", 48)} <= timed  # not the cross product of cases and lengths
+    assert not {("linear", 48), ("linear(causal)", 32)} & timed, timed
+    assert out.count("not reproduced beside it") == 2 and code == 0, out
+
+
+def test_cases_at_a_length_are_the_cells_named_there_and_their_baselines():
+    from attnbench.benchmarks.cases import cases_at, select_cases
+
+    cases = select_cases(["linear", "local"])
+    assert cases_at(cases, None, 64) == cases
+    cells = (("linear", 64), ("linear(causal)", 128))
+    assert [c.label for c in cases_at(cases, cells, 64)] == ["sdpa", "linear"]
+    assert [c.label for c in cases_at(cases, cells, 128)] == ["sdpa(causal)", "linear(causal)"]
+    assert cases_at(cases, cells, 256) == []
 
 
 @needs_git
