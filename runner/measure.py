@@ -61,9 +61,11 @@ peak memory (`peak_memory`, bytes above the baseline at the start of the callabl
 FLOPs (`count_flops`)
     `torch.utils.flop_counter.FlopCounterMode`: the matmul-class ops (mm, bmm, addmm, convolution,
     fused attention), forward and backward, 2 FLOPs per multiply-add; elementwise ops (softmax,
-    exp, tanh) count zero, and a causal mask does not halve the count of a fused attention. The
-    fused CPU attention kernel, which torch's table lacks, is counted with the same formula as its
-    CUDA siblings. `flops_per_s` is FLOPs over the median time; `peak_fraction` is that over the
+    exp, tanh) count zero, and a causal mask does not halve the count of a fused attention. Two
+    kinds of op that torch's table lacks are added: the fused CPU attention kernel, counted with
+    the same formula as its CUDA siblings, and the in-place and batch-summing matmuls (`addmm_`,
+    `baddbmm_`, `addbmm`, `addbmm_`), counted as the products they compute (torch 2.13 counts
+    `baddbmm` and `baddbmm(out=)` but not `x.baddbmm_(…)`). `flops_per_s` is FLOPs over the median time; `peak_fraction` is that over the
     machine's measured matmul rate (`matmul_peak`: a square matmul of the same dtype under the
     precision settings in force, e.g. TF32 on CUDA where enabled).
 
@@ -396,9 +398,17 @@ def _fused_cpu_attention_formulas() -> dict:
     return formulas
 
 
+def _in_place_matmul_formulas() -> dict:
+    """Flop formulas for the matmuls torch's flop table lists only out of place: 2·(b·)m·k·n."""
+    aten = torch.ops.aten
+    products = lambda self, a, b, *args, out_shape=None, **kwargs: 2 * math.prod(a) * b[-1]  # noqa: E731
+    return {op: products for op in (aten.addmm_, aten.baddbmm_, aten.addbmm, aten.addbmm_)}
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of the matmul-class ops `fn()` runs (forward and backward), per FlopCounterMode."""
-    with FlopCounterMode(display=False, custom_mapping=_fused_cpu_attention_formulas()) as counter:
+    formulas = {**_fused_cpu_attention_formulas(), **_in_place_matmul_formulas()}
+    with FlopCounterMode(display=False, custom_mapping=formulas) as counter:
         fn()
     return counter.get_total_flops()
 

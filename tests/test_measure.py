@@ -203,6 +203,18 @@ def test_count_flops_of_a_matmul():
     assert count_flops(lambda: x @ y) == 2 * a * b * c
 
 
+def test_count_flops_counts_in_place_and_batch_summing_matmuls_as_their_products():
+    # torch's table counts baddbmm but not x.baddbmm_(…): a kernel accumulating in place read as free
+    b, m, k, n = 3, 5, 7, 11
+    x, y, acc = torch.randn(b, m, k), torch.randn(b, k, n), torch.randn(b, m, n)
+    batched = 2 * b * m * k * n
+    assert count_flops(lambda: torch.baddbmm(acc, x, y)) == batched  # torch's own entry
+    assert count_flops(lambda: acc.clone().baddbmm_(x, y)) == batched
+    assert count_flops(lambda: torch.addbmm(acc[0], x, y)) == batched
+    assert count_flops(lambda: acc[0].clone().addbmm_(x, y)) == batched
+    assert count_flops(lambda: acc[0].clone().addmm_(x[0], y[0])) == 2 * m * k * n
+
+
 def test_count_flops_includes_the_fused_cpu_attention():
     n, d = 256, 64
     layer = build_variant("multi-head", d_model=d, n_heads=4)

@@ -5,10 +5,10 @@ one chunk of query rows at a time (`chunk_size` rows; by default as many as fit 
 elements), and when gradients are needed and there is more than one chunk it recomputes each
 chunk's block in the backward pass instead of storing it. In fp32 and fp64 every chunk's block is
 computed into one reused buffer, forward and backward (`_BlockwiseScores`, `_inference_scores`);
-in half precision, under autocast and under torch.func's transforms each chunk makes its own,
-recomputed through `torch.utils.checkpoint`. Peak extra memory is about one chunk's block (a block
-that fits in one chunk is stored, not recomputed), and the scores are the same numbers the
-unchunked form gives (each entry is computed by the same ops).
+in half precision, under autocast, under torch.func's transforms and with forward-mode tangents
+each chunk makes its own, recomputed through `torch.utils.checkpoint`. Peak extra memory is about
+one chunk's block (a block that fits in one chunk is stored, not recomputed), and the scores are
+the same numbers the unchunked form gives (each entry is computed by the same ops).
 """
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ def _inference_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> 
     `rows` query rows at a time, by the same ops (the same numbers), each chunk's block computed
     into one reused (b h rows m d) buffer and its scores written into one (b h n m) output.
 
-    The chunk list (the form autograd goes through, see `AdditiveAttention.core`) keeps the chunks'
-    scores and concatenates them, and makes a new block for each chunk: at n = 2048 (b=1, h=8,
+    The chunk list (the form of half precision, autocast and torch.func's transforms, see
+    `AdditiveAttention.core`) keeps the chunks' scores and concatenates them, and makes a new block for each chunk: at n = 2048 (b=1, h=8,
     d=64) 512 blocks of 16 MiB and a 128 MiB copy. Here the core took 0.92 / 0.97 / 0.93× its time at n = 512 / 1024 / 2048 and
     0.77× [0.62–0.97] at b = 4, n = 512, with a peak of 260 against 388 MiB at 2048 (`bench perf
     --against`); 1032 MiB at 4096, where the full runs before read 1544 (the memory probe;
@@ -182,28 +182,34 @@ def _inference_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> 
 
 
 def _blockwise_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> tuple[Tensor, Tensor]:
-    """The scores (b h n m) as `_inference_scores` computes them, and the buffer holding the last
-    chunk's block σ(2q_i + 2k_j) (b h c m d): with one chunk, every gate backward needs."""
+    """The scores (b h n m) as `_inference_scores` computes them, and the last chunk's block
+    σ(2q_i + 2k_j) (b h c m d): with one chunk, every gate backward needs."""
     b, h, n, _ = q.shape
     scores = q.new_empty(b, h, n, k.shape[-2])
-    block = None
+    buffer, gates = _block_buffer(q, k, rows), None
     doubled, offset = 2 * q, rearrange(score_vector.sum(dim=-1), "h -> 1 h 1 1")
     weights = repeat(2 * score_vector, "h d -> (b h) 1 d", b=b)
     for start in range(0, n, rows):
         c = min(rows, n - start)
-        block = _gates_into(block, doubled, k, start, c)
-        part = torch.bmm(weights, rearrange(block, "b h c m d -> (b h) d (c m)"))
+        gates = _gates_into(buffer, doubled, k, start, c)
+        part = torch.bmm(weights, rearrange(gates, "b h c m d -> (b h) d (c m)"))
         torch.sub(rearrange(part, "(b h) 1 (c m) -> b h c m", b=b, c=c), offset, out=scores[:, :, start : start + c])
-    return scores, block
+    return scores, gates
 
 
-def _gates_into(block: Tensor | None, doubled: Tensor, k: Tensor, start: int, c: int) -> Tensor:
-    """σ(2q_i + 2k_j) (b h c m d) for the `c` query rows from `start`, `doubled` being 2q: written
-    into `block`, or into a new buffer where there is none or it has another number of rows (the
-    last chunk's may be shorter: its own, so that every view of it stays a view)."""
+def _block_buffer(q: Tensor, k: Tensor, rows: int) -> Tensor:
+    """The buffer every chunk's block is computed into: (b h c m d) for the largest chunk."""
+    b, h, n, d = q.shape
+    return q.new_empty(b, h, min(rows, n), k.shape[-2], d)
+
+
+def _gates_into(buffer: Tensor, doubled: Tensor, k: Tensor, start: int, c: int) -> Tensor:
+    """σ(2q_i + 2k_j) (b h c m d) for the `c` query rows from `start`, `doubled` being 2q, written
+    into `buffer` (`_block_buffer`): into its first b·h·c·m·d elements, viewed as one contiguous
+    block, where the chunk is shorter than the buffer (the last one may be), so every view of the
+    block stays a view and no second buffer is made."""
     b, h, _, d = doubled.shape
-    if block is None or block.shape[2] != c:
-        block = doubled.new_empty(b, h, c, k.shape[-2], d)
+    block = buffer if buffer.shape[2] == c else buffer.view(-1)[: b * h * c * k.shape[-2] * d].view(b, h, c, -1, d)
     rows = doubled[:, :, start : start + c, None, :]
     return torch.add(rows, k[:, :, None, :, :], alpha=2, out=block).sigmoid_()
 
@@ -223,7 +229,7 @@ class _BlockwiseScores(torch.autograd.Function):
 
     The layer's forward + backward beside 9234c75's chunk list, interleaved rounds (2 threads):
     0.13× [0.13–0.13] the time at n = 1024, d = 128, one head under the runner's 4 MiB mmap threshold
-    (103 against 791 ms: there every new 16 MiB block is fresh pages), 0.35–0.38× at h = 8, d = 64,
+    (101 against 762 ms: there every new 16 MiB block is fresh pages), 0.36–0.40× at h = 8, d = 64,
     n = 512–2048 with the heap pinned at 1 GiB; peak tensor bytes 17.4 against 49.4 MiB at n = 256
     (results/benchmarks/2026-11-28-cpu-epyc-2t-additive-grad-against-9234c75.md).
     """
@@ -245,13 +251,14 @@ class _BlockwiseScores(torch.autograd.Function):
         grad_q = q.new_empty(b, h, n, d) if needs_q else None
         over_rows = q.new_zeros(b * h, 1, m * d) if needs_k else None  # Σ_i u, accumulated over chunks
         weighted = q.new_zeros(b * h, 1, d) if needs_w else None  # Σ_ij g·σ(x), accumulated over chunks
-        doubled, block = 2 * q, None
+        doubled, buffer = 2 * q, (None if kept is not None else _block_buffer(q, k, ctx.rows))
         for start in range(0, n, ctx.rows):
             c = min(ctx.rows, n - start)
-            gates = kept if kept is not None else (block := _gates_into(block, doubled, k, start, c))
+            gates = kept if kept is not None else _gates_into(buffer, doubled, k, start, c)
             g = grad[:, :, start : start + c]  # b h c m
-            if needs_w:
-                weighted.baddbmm_(rearrange(g, "b h c m -> (b h) 1 (c m)"), rearrange(gates, "b h c m d -> (b h) (c m) d"))
+            if needs_w:  # baddbmm(out=): counted by torch's own FLOP table, which lacks .baddbmm_
+                rows, columns = rearrange(g, "b h c m -> (b h) 1 (c m)"), rearrange(gates, "b h c m d -> (b h) (c m) d")
+                torch.baddbmm(weighted, rows, columns, out=weighted)
             if not (needs_q or needs_k):
                 continue
             # u over the recomputed block itself; a kept block stays as saved (a second backward reads it)
@@ -264,7 +271,7 @@ class _BlockwiseScores(torch.autograd.Function):
                 grad_q[:, :, start : start + c] = rearrange(over_keys, "(b h c) 1 d -> b h c d", b=b, h=h)
             if needs_k:  # Σ_i u over this chunk's rows, added to the earlier chunks'
                 columns = rearrange(u, "b h c m d -> (b h) c (m d)")
-                over_rows.baddbmm_(columns.new_ones(b * h, 1, c), columns)
+                torch.baddbmm(over_rows, columns.new_ones(b * h, 1, c), columns, out=over_rows)
         scale = rearrange(4 * w, "h d -> 1 h 1 d")  # ∂x/∂q = ∂x/∂k = 2, times 2w
         grad_k = rearrange(over_rows, "(b h) 1 (m d) -> b h m d", b=b, d=d) * scale if needs_k else None
         grad_w = None
