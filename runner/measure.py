@@ -60,14 +60,14 @@ peak memory (`peak_memory`, bytes above the baseline at the start of the callabl
 
 FLOPs (`count_flops`)
     `torch.utils.flop_counter.FlopCounterMode`: the matmul-class ops (mm, bmm, addmm, convolution,
-    fused attention), forward and backward, 2 FLOPs per multiply-add; elementwise ops (softmax,
-    exp, tanh) count zero, and a causal mask does not halve the count of a fused attention. Two
-    kinds of op that torch's table lacks are added: the fused CPU attention kernel, counted with
-    the same formula as its CUDA siblings, and the in-place and batch-summing matmuls (`addmm_`,
-    `baddbmm_`, `addbmm`, `addbmm_`), counted as the products they compute (torch 2.13 counts
-    `baddbmm` and `baddbmm(out=)` but not `x.baddbmm_(…)`). `flops_per_s` is FLOPs over the median time; `peak_fraction` is that over the
-    machine's measured matmul rate (`matmul_peak`: a square matmul of the same dtype under the
-    precision settings in force, e.g. TF32 on CUDA where enabled).
+    fused attention), forward and backward, 2 FLOPs per multiply-add; elementwise ops (softmax, exp,
+    tanh) count zero, and a causal mask does not halve the count of a fused attention. Two kinds of
+    op that torch's table lacks are added: the fused CPU attention kernel, counted with the same
+    formula as its CUDA siblings, and the in-place and batch-summing matmuls (`addmm_`, `baddbmm_`,
+    `addbmm`, `addbmm_`), counted as the products they compute (torch 2.13 counts `baddbmm` and
+    `baddbmm(out=)` but not `x.baddbmm_(…)`). `flops_per_s` is FLOPs over the median time;
+    `peak_fraction` is that over the machine's measured matmul rate (`matmul_peak`: a square matmul
+    of the same dtype under the precision settings in force, e.g. TF32 on CUDA where enabled).
 
 Memory and FLOPs are measured in separate calls from the timing: both dispatch modes slow the
 callable down. Out-of-memory errors propagate; `is_oom` tells the runner they were one.
