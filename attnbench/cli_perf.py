@@ -73,7 +73,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu].")
 @click.option("--compare", "baseline", type=click.Path(dir_okay=False), default=None,
-              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind and --heap, "
+              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind, --threads and --heap, "
                    "or when no row could be compared.")
 @click.option("--current", type=click.Path(dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")

@@ -66,7 +66,8 @@ class Comparison:
     other_condition: int
 
 
-NUMERIC = ["batch", "n", "median_s"]  # compared as numbers: text there is not a benchmark's
+NUMERIC = ["batch", "n", "threads", "median_s"]  # compared as numbers: text there is not a benchmark's
+WHOLE = ["batch", "n", "threads"]  # of a timed row: whole numbers, never empty
 TEXT = ["case", "impl", "dtype", "device", "machine", "heap", "torch", "git_sha"]
 
 
@@ -89,7 +90,30 @@ def read_results(path: str | Path) -> pd.DataFrame:
     text = [c for c in NUMERIC if not df.empty and not pd.api.types.is_numeric_dtype(df[c])]
     if text:
         raise AttnbenchError(f"{path}: not a benchmark CSV (not numbers in columns: {', '.join(text)})")
+    _check_timed_rows(df, path)
     return df
+
+
+def _check_timed_rows(df: pd.DataFrame, path: Path) -> None:
+    """A timed row (a median) has a whole batch, n and thread count and a positive, finite median:
+    `bench perf` writes no other, and the gate would divide by a zero or compare an empty key."""
+    timed = df[df["median_s"].notna()]
+    for column in WHOLE:
+        values = timed[column]
+        bad = values.isna() | (values % 1 != 0) | (values < 0)
+        if bad.any():
+            row = int(bad.idxmax()) + 2  # the file's line: a header, and pandas counts from 0
+            raise AttnbenchError(f"{path}: not a benchmark CSV (line {row}: {column} is {_cell(values[bad.idxmax()])}, "
+                                 "not a whole number, in a timed row)")
+    bad = ~((timed["median_s"] > 0) & timed["median_s"].map(math.isfinite))
+    if bad.any():
+        row = int(bad.idxmax()) + 2
+        raise AttnbenchError(f"{path}: not a benchmark CSV (line {row}: median_s is {_cell(timed['median_s'][bad.idxmax()])}, "
+                             "not a positive time)")
+
+
+def _cell(value) -> str:
+    return "empty" if pd.isna(value) else f"{value:g}"
 
 
 def with_heap(df: pd.DataFrame) -> pd.DataFrame:
@@ -101,7 +125,7 @@ def with_heap(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float = 0.10) -> Comparison:
-    """Rows of `current` more than `tolerance` slower than `baseline` on the same machine kind and heap."""
+    """Rows of `current` more than `tolerance` slower than `baseline` on the same machine, threads and heap."""
     base = _timed(baseline).rename(columns={"git_sha": "baseline_revision", "torch": "baseline_torch"})
     cur = _timed(current)
     merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
@@ -125,8 +149,12 @@ def _text(value) -> str | None:
 
 
 def _timed(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows that were timed, with their heap condition filled in."""
-    return with_heap(df[df["median_s"].notna()])
+    """The rows that were timed (a median, and status ok where the CSV records one), with their heap
+    condition filled in."""
+    timed = df["median_s"].notna()
+    if "status" in df.columns:
+        timed &= df["status"].isna() | (df["status"] == "ok")
+    return with_heap(df[timed])
 
 
 def why_nothing_compared(baseline: pd.DataFrame, current: pd.DataFrame, base_name: str, current_name: str) -> str:

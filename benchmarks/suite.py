@@ -78,7 +78,8 @@ class PerfConfig:
     # a git revision whose variant code is timed beside the working tree's (impls `core@<rev>`, `layer@<rev>`)
     against: str | None = None
     cases: tuple[str, ...] | None = None  # only the cases of these labels (and their SDPA baselines)
-    # only these (case label, n) cells (and their SDPA baselines at that n): a length none names is not run
+    # only these (case label, n) cells, at every batch (and their SDPA baselines at that n): a length
+    # none names is not run, nor a memory probe none names
     cells: tuple[tuple[str, int], ...] | None = None
     dtype: torch.dtype | None = None  # None: fp32 on CPU, bf16 on CUDA
     threads: int | None = None
@@ -279,6 +280,9 @@ def calibrate_naive(cases: list[Case], batch: int, cfg: PerfConfig) -> dict[str,
         if cand.impl == NAIVE:
             peak, _ = peak_memory(cand.fn, device=cfg.device)
             per_entry[cand.case.label] = (peak / naive_entries(cand.case, batch, n), n)
+    for case in cases:  # a `same_as` case runs its twin's naive reference: its estimate, for lengths
+        if case.same_as in per_entry and case.label not in per_entry:  # where (PerfConfig.cells) it runs alone
+            per_entry[case.label] = per_entry[case.same_as]
     return per_entry
 
 
@@ -400,7 +404,8 @@ def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common:
     done = {(r["case"], r["n"]) for r in rows if r["impl"] == CORE and r["batch"] == 1
             and (r["median_s"] is not None or r["verified"] or str(r["status"]).startswith(("oom", "error")))}
     probes = [(c, n) for c in cases for label, n in cfg.memory_probes
-              if c.label == label and n in cfg.lengths and 1 in cfg.batches and (label, n) not in done]
+              if c.label == label and n in cfg.lengths and 1 in cfg.batches and (label, n) not in done
+              and (cfg.cells is None or (label, n) in cfg.cells)]
     for case, n in probes:
         if torch.device(cfg.device).type == "cpu":
             glibc_heap.pin_mmap_threshold(STEADY_BYTES)  # not steady_heap(): it pins once per process only

@@ -684,3 +684,19 @@ def test_every_case_verifies_in_bf16_against_its_fp32_reference(case):
         for cand in cands:
             verify(cand, cfg)
     assert cands and {(c.impl, c.status) for c in cands} == {(c.impl, "verified") for c in cands}
+
+
+def test_a_same_as_case_takes_its_twins_naive_estimate_so_alone_at_a_length_it_keeps_the_limit():
+    # with PerfConfig.cells a `same_as` case can run at a length where its twin does not: its naive
+    # row is then its own, and must still be skipped past --naive-limit-gib (not run unestimated)
+    from attnbench.benchmarks.suite import build_candidates, calibrate_naive
+
+    twins = [c for c in CASES if c.label in ("sdpa", "linear", "linear(kernel=compiled)")]
+    estimates = calibrate_naive(twins, 1, PerfConfig(**TINY))
+    assert estimates["linear(kernel=compiled)"] == estimates["linear"]
+    alone = [c for c in twins if c.label != "linear"]
+    cfg = PerfConfig(**{**TINY, "naive_limit_gib": 0.0})
+    naive = [c for c in build_candidates(alone, 1, 48, cfg, estimates) if c.impl == "naive"]
+    assert [c.case.label for c in naive] == ["linear(kernel=compiled)"]
+    assert naive[0].fn is None and naive[0].status.startswith("skipped: would need"), naive[0].status
+

@@ -126,8 +126,20 @@ NOT_CSV = {
     "empty.csv": ("", "(No columns to parse from file)"),
     "other.csv": ("a,b\n1,2\n", "(missing columns: case, impl, batch, n, dtype, device, machine, threads, median_s)"),
     "text.csv": (",".join(["case", "impl", "batch", "n", "dtype", "device", "machine", "threads", "median_s"])
-                 + "\nlinear,core,one,512,float32,cpu,m,2,fast\n", "(not numbers in columns: batch, median_s)"),
+                 + "\nlinear,core,one,512,float32,cpu,m,auto,fast\n", "(not numbers in columns: batch, threads, median_s)"),
 }
+HEADER = "case,impl,batch,n,dtype,device,machine,threads,median_s\n"
+# timed rows the gate cannot compare: an empty key (pandas would match it with the other file's),
+# a time it would divide by or that is not one; their file's line is named
+NOT_CSV.update({
+    "no-batch.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,0.01\nlinear,core,,1024,float32,cpu,m,2,0.01\n",
+                     "(line 3: batch is empty, not a whole number, in a timed row)"),
+    "half-n.csv": (HEADER + "linear,core,1,512.5,float32,cpu,m,2,0.01\n", "(line 2: n is 512.5, not a whole number"),
+    "no-threads.csv": (HEADER + "linear,core,1,512,float32,cpu,m,,0.01\n", "(line 2: threads is empty, not a whole"),
+    "zero-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,0\n", "(line 2: median_s is 0, not a positive time)"),
+    "negative-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,-0.01\n", "(line 2: median_s is -0.01, not a"),
+    "inf-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,inf\n", "(line 2: median_s is inf, not a positive"),
+})
 
 
 @pytest.mark.parametrize("name", sorted(NOT_CSV))
@@ -141,6 +153,19 @@ def test_a_file_that_is_not_a_bench_perf_csv_is_one_line_naming_it(name, side, b
     code, out, err = bench_output("perf", "--compare", files["--compare"], "--current", files["--current"])
     assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"bench: error: {bad}: not a benchmark CSV ") and says in err
+
+
+def test_an_untimed_row_may_lack_a_key_and_a_row_not_ok_is_not_compared(bench_output, tmp_path):
+    # rows without a median (skipped, not installed) are not the gate's: their empty cells are fine;
+    # a timed row whose status is not ok (a CSV edited or merged by hand) is left out of the comparison
+    base = results(tmp_path / "BASELINE.csv")
+    cur = pd.read_csv(results(tmp_path / "now.csv", median_s=1.0))  # 100× every baseline time
+    cur.loc[0, ["batch", "threads", "median_s"]] = [None, None, None]
+    cur.loc[1:, "status"] = "error: edited"
+    cur.loc[3, "status"] = "ok"
+    cur.to_csv(tmp_path / "now.csv", index=False)
+    code, out, err = bench_output("perf", "--compare", base, "--current", tmp_path / "now.csv")
+    assert code == 1 and err == "" and "1 of 1 timings regressed" in out, (out, err)
 
 
 @pytest.mark.parametrize("side", ["--compare", "--current"])
