@@ -529,10 +529,13 @@ def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, h
 
 def causal_sdpa_flops(counted: int, n: int) -> int:
     """A causal SDPA call's FLOPs from the count of its full (n × n) form: the n(n+1)/2 scores
-    on or below the diagonal, which its fused kernels compute (they skip the tiles above it),
-    as FlashAttention's papers count them. torch's FLOP counter takes every entry (its SDPA
-    formulas ignore `is_causal`), which put causal SDPA at 106 % of the matmul peak on CPU and
-    122 % on an H200. A naive reference computes the full matrix and keeps its count."""
+    on or below the diagonal, the work causal attention needs, as FlashAttention's papers count
+    it. torch's FLOP counter takes every entry (its SDPA formulas ignore `is_causal`), which put
+    causal SDPA at 106 % of the matmul peak on CPU and 122 % on an H200. A kernel may multiply
+    more than this: torch's CPU flash kernel skips only whole key blocks of 512 above the
+    diagonal, so it computes every entry at n = 512 (its time there equals the full form's) and
+    0.625 of them at 2048; its FLOP/s then reads low, not high. A naive reference computes the
+    full matrix and keeps its count."""
     return counted * (n + 1) // (2 * n)
 
 

@@ -11,7 +11,10 @@ query whose every key is hidden gets zeros, as in the blocked path and SDPA.
 torch.compile turns `flex_attention` into Triton on CUDA and C++ on CPU. On CPU torch has no
 backward for it: a call that needs gradients there raises NoBackwardError (kernel=eager trains
 on CPU). Where a compiled kernel cannot run (under the CPU memory counter, on meta tensors; see
-variants/compiled.py) the blocked path runs the same maths, and the fallback is counted.
+variants/compiled.py) the blocked path runs the same maths, and the fallback is counted: so
+`bench perf` counts this kernel's FLOPs as the blocked path's spans, more than the tiles the flex
+kernel multiplies (1.19× and 1.42× at window 128 and 256 at n = 512, 1.04× and 1.08× at 2048;
+b = 1, h = 8, d = 64), and its FLOP/s reads that much high.
 """
 
 from __future__ import annotations
