@@ -5,6 +5,7 @@ Shapes include lengths that are not multiples of the window or chunk size.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -760,6 +761,22 @@ def test_additive_blockwise_scores_count_their_products_forward_and_backward(row
     q, k = torch.randn(b, h, n, d, requires_grad=True), torch.randn(b, h, m, d, requires_grad=True)
     w = torch.randn(h, d, requires_grad=True)
     assert count_flops(lambda: additive_module._BlockwiseScores.apply(q, k, w, rows).sum().backward()) == 8 * b * h * n * m * d
+
+
+def test_additive_runs_on_meta_tensors_so_its_flops_are_counted_without_computing():
+    # `bench perf` counts FLOPs on meta tensors; asking meta whether autocast is on raised, and the
+    # count fell back to a real call
+    from attnbench.runner.measure import count_flops
+
+    b, h, n, m, d = 1, 2, 12, 12, 8
+    layer = build_variant("additive", d_model=h * d, heads=h, chunk_size=5)
+    real = [torch.randn(b, h, n, d) for _ in range(3)]
+    meta = [t.to("meta") for t in real]
+    meta_layer = copy.deepcopy(layer).to("meta")
+    with torch.inference_mode():
+        on_meta = count_flops(lambda: meta_layer.core(*meta, None, False, False))
+        assert on_meta == count_flops(lambda: layer.core(*real, None, False, False))
+    assert on_meta == 2 * b * h * n * m * d + 2 * b * h * n * m * d  # the scores, then weights @ v
 
 
 def test_additive_blockwise_backward_twice_reads_the_kept_block_unchanged():

@@ -154,9 +154,11 @@ class _SigmoidScores(torch.autograd.Function):
 
 def _sigmoid_form(q: Tensor, k: Tensor) -> bool:
     """Whether the scores go through 2σ(2x) − 1 (`_scores`): fp32 and fp64 outside autocast, and
-    something to score."""
-    return (q.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(q.device.type)
-            and 0 not in q.shape and 0 not in k.shape)
+    something to score. A device without autocast (meta, where `bench perf` counts FLOPs) is
+    outside it; asking it whether autocast is on would raise."""
+    device = q.device.type
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    return q.dtype in (torch.float32, torch.float64) and not autocast and 0 not in q.shape and 0 not in k.shape
 
 
 def _plain(*tensors: Tensor) -> bool:
