@@ -61,13 +61,14 @@ peak memory (`peak_memory`, bytes above the baseline at the start of the callabl
 FLOPs (`count_flops`)
     `torch.utils.flop_counter.FlopCounterMode`: the matmul-class ops (mm, bmm, addmm, convolution,
     fused attention), forward and backward, 2 FLOPs per multiply-add; elementwise ops (softmax, exp,
-    tanh) count zero, and a causal mask does not halve the count of a fused attention. Two kinds of
-    op that torch's table lacks are added: the fused CPU attention kernel, counted with the same
-    formula as its CUDA siblings, and the in-place and batch-summing matmuls (`addmm_`, `baddbmm_`,
-    `addbmm`, `addbmm_`), counted as the products they compute (torch 2.13 counts `baddbmm` and
-    `baddbmm(out=)` but not `x.baddbmm_(…)`). `flops_per_s` is FLOPs over the median time;
-    `peak_fraction` is that over the machine's measured matmul rate (`matmul_peak`: a square matmul
-    of the same dtype under the precision settings in force, e.g. TF32 on CUDA where enabled).
+    tanh) count zero, and a causal mask does not halve the count of a fused attention. The ops
+    torch's table lacks are added, each counted as the products it computes: the fused CPU attention
+    kernel (with its CUDA siblings' formula), the in-place and batch-summing matmuls (`addmm_`,
+    `baddbmm_`, `addbmm`, `addbmm_`: torch 2.13 counts `baddbmm` and `baddbmm(out=)` but not
+    `x.baddbmm_(…)`), and the matrix-vector and vector products (`mv`, `addmv`, `dot`, `vdot`: what
+    `@` runs on a vector). `flops_per_s` is FLOPs over the median time; `peak_fraction` is that over
+    the machine's measured matmul rate (`matmul_peak`: a square matmul of the same dtype under the
+    precision settings in force, e.g. TF32 on CUDA where enabled).
 
 Memory and FLOPs are measured in separate calls from the timing: both dispatch modes slow the
 callable down. Out-of-memory errors propagate; `is_oom` tells the runner they were one.
@@ -398,16 +399,24 @@ def _fused_cpu_attention_formulas() -> dict:
     return formulas
 
 
-def _in_place_matmul_formulas() -> dict:
-    """Flop formulas for the matmuls torch's flop table lists only out of place: 2·(b·)m·k·n."""
+def _missing_matmul_formulas() -> dict:
+    """Flop formulas for the matmul-class ops torch's flop table lacks: its in-place and
+    batch-summing twins, 2·(b·)m·k·n, and the matrix-vector and vector-vector products (`mv`,
+    `addmv`, `dot`, `vdot`: what `@` runs on a vector), 2·m·k and 2·k."""
     aten = torch.ops.aten
     products = lambda self, a, b, *args, out_shape=None, **kwargs: 2 * math.prod(a) * b[-1]  # noqa: E731
-    return {op: products for op in (aten.addmm_, aten.baddbmm_, aten.addbmm, aten.addbmm_)}
+    vector = lambda a, b, *args, out_shape=None, **kwargs: 2 * math.prod(a)  # noqa: E731
+    added = lambda self, a, b, *args, out_shape=None, **kwargs: 2 * math.prod(a)  # noqa: E731
+    return {
+        **{op: products for op in (aten.addmm_, aten.baddbmm_, aten.addbmm, aten.addbmm_)},
+        **{op: vector for op in (aten.mv, aten.dot, aten.vdot)},
+        **{op: added for op in (aten.addmv, aten.addmv_)},
+    }
 
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of the matmul-class ops `fn()` runs (forward and backward), per FlopCounterMode."""
-    formulas = {**_fused_cpu_attention_formulas(), **_in_place_matmul_formulas()}
+    formulas = {**_fused_cpu_attention_formulas(), **_missing_matmul_formulas()}
     with FlopCounterMode(display=False, custom_mapping=formulas) as counter:
         fn()
     return counter.get_total_flops()

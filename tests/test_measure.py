@@ -203,7 +203,7 @@ def test_count_flops_of_a_matmul():
     assert count_flops(lambda: x @ y) == 2 * a * b * c
 
 
-def test_count_flops_counts_in_place_and_batch_summing_matmuls_as_their_products():
+def test_count_flops_counts_in_place_batch_summing_and_vector_matmuls_as_their_products():
     # torch's table counts baddbmm but not x.baddbmm_(…): a kernel accumulating in place read as free
     b, m, k, n = 3, 5, 7, 11
     x, y, acc = torch.randn(b, m, k), torch.randn(b, k, n), torch.randn(b, m, n)
@@ -213,6 +213,13 @@ def test_count_flops_counts_in_place_and_batch_summing_matmuls_as_their_products
     assert count_flops(lambda: torch.addbmm(acc[0], x, y)) == batched
     assert count_flops(lambda: acc[0].clone().addbmm_(x, y)) == batched
     assert count_flops(lambda: acc[0].clone().addmm_(x[0], y[0])) == 2 * m * k * n
+    # a matrix times a vector, and a vector times a vector, as `@` runs them
+    vec = torch.randn(k)
+    assert count_flops(lambda: x[0] @ vec) == 2 * m * k  # mv
+    assert count_flops(lambda: torch.addmv(acc[0, :, 0], x[0], vec)) == 2 * m * k
+    assert count_flops(lambda: acc[0, :, 0].clone().addmv_(x[0], vec)) == 2 * m * k
+    assert count_flops(lambda: vec @ vec) == 2 * k  # dot
+    assert count_flops(lambda: torch.vdot(vec, vec)) == 2 * k
 
 
 def test_count_flops_includes_the_fused_cpu_attention():
