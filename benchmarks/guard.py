@@ -6,7 +6,7 @@ taken on the same machine (CPU model or GPU name) with the same thread count and
 a row regresses when its median is more than `tolerance` (10 %) above the baseline's. A comparison
 of no row at all fails too (`why_nothing_compared` says what differs): it would pass any regression.
 `side_by_side` gates a `--against` run instead; `not_ours`, `unconfirmable` and `confirmations`
-are the parts of `--confirm` (attnbench/cli_perf.py `_Confirm`) that need no git and no run.
+are the parts of `--confirm` (attnbench/perf_gate.py `Confirm`) that need no git and no run.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ def test_a_baseline_of_two_machines_compares_and_explains_by_the_current_machine
 def test_a_run_that_compared_nothing_with_its_baseline_fails(bench_output, monkeypatch, tmp_path):
     base = results(tmp_path / "BASELINE.csv")
     run = results(tmp_path / "run.csv", machine="another-cpu")
-    monkeypatch.setattr("attnbench.cli_perf._execute", lambda *args, **kwargs: run)  # the run's CSV
+    monkeypatch.setattr("attnbench.perf_run.execute", lambda *args, **kwargs: run)  # the run's CSV
     code, _, err = bench_output("perf", "--quick", "--compare", base)
     assert code == 1 and "nothing compared: rows compare only on the same machine, threads and heap" in err
 

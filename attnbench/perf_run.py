@@ -1,0 +1,166 @@
+"""One `bench perf` run: its options checked into a `PerfConfig` (one line and exit 2 on bad input,
+before anything runs), the revision `--against` times loaded, and the run executed into OUT/NAME.*.
+Shared by the commands (attnbench/cli_perf.py) and `--confirm`'s runs (attnbench/perf_gate.py)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from attnbench.cli import console, resolve_device
+from attnbench.errors import AttnbenchError, StoppedWriting
+from attnbench.limits import MAX_TOKENS
+
+DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    """`--lengths` and `--batch`: comma-separated positive integers, at least one."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise AttnbenchError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise AttnbenchError(f"{what}: empty list")
+    if any(v < 1 for v in values):
+        raise AttnbenchError(f"{what}: expected positive integers, got {text!r}")
+    return values
+
+
+def config(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
+           device, dtype, threads, heap, quick, revision=None):
+    """The run the options describe, checked (one line and exit 2 on bad input) before anything runs."""
+    from attnbench.benchmarks.cases import CASES
+    from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig
+    from attnbench.runner.execute import DTYPES
+
+    chosen = _variants(variants, sorted({c.variant for c in CASES if c.variant}))
+    lengths = parse_ints(lengths, "--lengths") if lengths is not None else (QUICK_LENGTHS if quick else FULL_LENGTHS)
+    batches = parse_ints(batches, "--batch") if batches is not None else ((1,) if quick else (1, 4))
+    _check_sizes(lengths, batches, batched_max_n)
+    return PerfConfig(
+        variants=tuple(chosen),
+        lengths=lengths,
+        batches=batches,
+        batched_max_n=batched_max_n,
+        repeat=repeat if repeat is not None else (1 if quick else 3),
+        min_run_time=min_run_time if min_run_time is not None else (0.05 if quick else 0.2),
+        max_cell_s=max_cell_s,
+        naive_limit_gib=naive_limit_gib,
+        memory_probes=() if quick else PerfConfig.memory_probes,
+        device=resolve_device(device),
+        dtype=None if dtype == "auto" else DTYPES[dtype],
+        threads=threads,
+        heap=heap,
+        against=revision,
+    )
+
+
+def load_revision(cfg):
+    """`revision_classes` of the variants `cfg` times, when it has --against: loaded now, so an
+    unknown revision or a module that no longer loads is one line before --out is created."""
+    if not cfg.against:
+        return None
+    from attnbench.benchmarks.cases import select_cases
+    from attnbench.benchmarks.revision import revision_classes
+
+    variants = sorted({c.variant for c in select_cases(list(cfg.variants), cfg.cases) if c.variant})
+    return revision_classes(cfg.against, variants, lambda line: console.print(line, highlight=False))
+
+
+def execute(cfg, out_dir: str, name: str, note: str, at_rev=None) -> Path:
+    """Run `cfg`, writing OUT/NAME.csv after each length (a killed run keeps what it measured),
+    then the page and the plot; the CSV's path."""
+    from attnbench.benchmarks.outputs import write_all, write_csv
+    from attnbench.benchmarks.suite import run_suite
+
+    out = writable(out_dir)
+    partial = out / f"{name}.csv"
+
+    def save(rows: list[dict]) -> None:
+        try:
+            write_csv(rows, partial)
+        except OSError as exc:  # e.g. the disk filled up: stop, keeping the last CSV written
+            raise StoppedWriting(f"cannot write {partial}: {exc.strerror or exc}") from None
+
+    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=save, at_rev=at_rev)
+    try:
+        paths = write_all(rows, out, name, note=note)
+    except OSError as exc:
+        raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
+    for path in paths.values():
+        console.print(f"wrote {path}")
+    return paths["csv"]
+
+
+def _variants(text: str, known: list[str]) -> list[str]:
+    """`--variants`: ["all"] or known variant names, aliases resolved (`mha` → multi-head), each
+    once. `all` beside names means all, as in `bench check`; an empty list is refused, not read as all."""
+    given = [v.strip() for v in text.split(",") if v.strip()]
+    if not given:
+        raise AttnbenchError(f"--variants: empty list (name variants, or all; known: {', '.join(known)})")
+    chosen = [_benchmarked(v, known) for v in given if v != "all"]  # a typo beside all is still refused
+    return ["all"] if "all" in given else list(dict.fromkeys(chosen))
+
+
+def _benchmarked(name: str, known: list[str]) -> str:
+    """The canonical name of a variant `bench perf` benchmarks, given its name or an alias."""
+    import difflib
+
+    from attnbench.variants.base import VARIANTS
+
+    canonical = VARIANTS.resolve(name) if name in VARIANTS else name
+    if canonical in known:
+        return canonical
+    close = difflib.get_close_matches(name, known, n=1)
+    # not a typo: likely the user's own variant, which `bench run` times (bench perf knows
+    # only the built-ins' peers and targets)
+    hint = (f"; did you mean {close[0]!r}?" if close else
+            "; time your own variant with bench run --kinds efficiency --plugin MODULE")
+    raise AttnbenchError(f"--variants: no benchmark for {name!r}{hint} (known: {', '.join(known)})")
+
+
+def _check_sizes(lengths: tuple[int, ...], batches: tuple[int, ...], batched_max_n: int) -> None:
+    """Refuse a batch × n past MAX_TOKENS before anything is timed, not when its inputs fail
+    to allocate. Each batch also calibrates the naive reference at min(CALIBRATION_N, n)."""
+    from attnbench.benchmarks.suite import CALIBRATION_N
+
+    calibration = min(CALIBRATION_N, *lengths)
+    for batch in batches:
+        n = max([calibration] + [n for n in lengths if batch == 1 or n <= batched_max_n])
+        check_tokens(f"--batch {batch} × --lengths {n}", batch * n, inputs=4)  # q, k, v and x
+
+
+def check_tokens(what: str, tokens: int, inputs: int) -> None:
+    """Refuse one call of more than MAX_TOKENS tokens; `inputs`: its (tokens, d_model) fp32 inputs."""
+    from attnbench.benchmarks.cases import D_MODEL
+
+    if tokens > MAX_TOKENS:
+        gib = inputs * tokens * D_MODEL * 4 / 2**30
+        raise AttnbenchError(f"{what}: {tokens} tokens in one call, more than {MAX_TOKENS} "
+                             f"(its inputs alone would take {gib:.3g} GiB in fp32)")
+
+
+def stem(name: str) -> str:
+    """`--name`: a file name stem; given empty it is refused, not replaced by the default."""
+    if "/" in name or os.sep in name or name in ("", ".", ".."):
+        raise AttnbenchError(f"--name {name!r}: a file name stem, without '/'")
+    return name
+
+
+def utc_stamp() -> str:
+    """The default file name's start: the UTC time to the second, e.g. 20260101T120000Z."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def writable(out_dir: str) -> Path:
+    """`--out`, created and checked for writing now, not after minutes of timing."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise AttnbenchError(f"--out {out}: {exc.strerror or exc}") from None
+    return out
