@@ -87,7 +87,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
     missing = [c for c in KEY + MACHINE + ["median_s"] if c not in df.columns]
     if missing:
         raise AttnbenchError(f"{path}: not a benchmark CSV (missing columns: {', '.join(missing)})")
-    text = [c for c in NUMERIC if not df.empty and not pd.api.types.is_numeric_dtype(df[c])]
+    text = [c for c in NUMERIC if not df.empty and (not pd.api.types.is_numeric_dtype(df[c])
+                                                    or pd.api.types.is_bool_dtype(df[c]))]
     if text:
         raise AttnbenchError(f"{path}: not a benchmark CSV (not numbers in columns: {', '.join(text)})")
     _check_timed_rows(df, path)
@@ -95,21 +96,25 @@ def read_results(path: str | Path) -> pd.DataFrame:
 
 
 def _check_timed_rows(df: pd.DataFrame, path: Path) -> None:
-    """A timed row (a median) has a whole batch, n and thread count and a positive, finite median:
-    `bench perf` writes no other, and the gate would divide by a zero or compare an empty key."""
-    timed = df[df["median_s"].notna()]
+    """A row the gate compares (`_timed_mask`) has a positive whole batch, n and thread count and a
+    positive, finite median: `bench perf` writes no other, and the gate would divide by a zero or
+    match an empty key with the other file's. Rows are named by their place among the data rows."""
+    timed = df[_timed_mask(df)]
     for column in WHOLE:
         values = timed[column]
-        bad = values.isna() | (values % 1 != 0) | (values < 0)
+        bad = values.isna() | (values % 1 != 0) | (values < 1)
         if bad.any():
-            row = int(bad.idxmax()) + 2  # the file's line: a header, and pandas counts from 0
-            raise AttnbenchError(f"{path}: not a benchmark CSV (line {row}: {column} is {_cell(values[bad.idxmax()])}, "
-                                 "not a whole number, in a timed row)")
+            raise AttnbenchError(f"{path}: not a benchmark CSV (data row {_place(df, bad)}: {column} is "
+                                 f"{_cell(values[bad.idxmax()])}, not a positive whole number, in a timed row)")
     bad = ~((timed["median_s"] > 0) & timed["median_s"].map(math.isfinite))
     if bad.any():
-        row = int(bad.idxmax()) + 2
-        raise AttnbenchError(f"{path}: not a benchmark CSV (line {row}: median_s is {_cell(timed['median_s'][bad.idxmax()])}, "
-                             "not a positive time)")
+        raise AttnbenchError(f"{path}: not a benchmark CSV (data row {_place(df, bad)}: median_s is "
+                             f"{_cell(timed['median_s'][bad.idxmax()])}, not a positive time)")
+
+
+def _place(df: pd.DataFrame, bad: pd.Series) -> int:
+    """The 1-based place among `df`'s data rows of the first row `bad` marks."""
+    return df.index.get_loc(bad.idxmax()) + 1
 
 
 def _cell(value) -> str:
@@ -149,12 +154,16 @@ def _text(value) -> str | None:
 
 
 def _timed(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows that were timed (a median, and status ok where the CSV records one), with their heap
-    condition filled in."""
+    """The rows that were timed (`_timed_mask`), with their heap condition filled in."""
+    return with_heap(df[_timed_mask(df)])
+
+
+def _timed_mask(df: pd.DataFrame) -> pd.Series:
+    """The rows the gate compares: those with a median and, where the CSV records a status, ok."""
     timed = df["median_s"].notna()
     if "status" in df.columns:
-        timed &= df["status"].isna() | (df["status"] == "ok")
-    return with_heap(df[timed])
+        timed &= df["status"].isna() | (df["status"].astype(str).str.strip() == "ok")
+    return timed
 
 
 def why_nothing_compared(baseline: pd.DataFrame, current: pd.DataFrame, base_name: str, current_name: str) -> str:

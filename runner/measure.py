@@ -66,9 +66,10 @@ FLOPs (`count_flops`)
     kernel (with its CUDA siblings' formula), the in-place and batch-summing matmuls (`addmm_`,
     `baddbmm_`, `addbmm`, `addbmm_`: torch 2.13 counts `baddbmm` and `baddbmm(out=)` but not
     `x.baddbmm_(…)`), and the matrix-vector and vector products (`mv`, `addmv`, `dot`, `vdot`: what
-    `@` runs on a vector). `flops_per_s` is FLOPs over the median time; `peak_fraction` is that over
-    the machine's measured matmul rate (`matmul_peak`: a square matmul of the same dtype under the
-    precision settings in force, e.g. TF32 on CUDA where enabled).
+    `@` runs on a vector; their backward's outer products run as element-wise `mul`s and count
+    zero). `flops_per_s` is FLOPs over the median time; `peak_fraction` is that over the machine's
+    measured matmul rate (`matmul_peak`: a square matmul of the same dtype under the precision
+    settings in force, e.g. TF32 on CUDA where enabled).
 
 Memory and FLOPs are measured in separate calls from the timing: both dispatch modes slow the
 callable down. Out-of-memory errors propagate; `is_oom` tells the runner they were one.

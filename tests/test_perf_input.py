@@ -130,15 +130,18 @@ NOT_CSV = {
 }
 HEADER = "case,impl,batch,n,dtype,device,machine,threads,median_s\n"
 # timed rows the gate cannot compare: an empty key (pandas would match it with the other file's),
-# a time it would divide by or that is not one; their file's line is named
+# a time it would divide by or that is not one; named by their place among the data rows
 NOT_CSV.update({
     "no-batch.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,0.01\nlinear,core,,1024,float32,cpu,m,2,0.01\n",
-                     "(line 3: batch is empty, not a whole number, in a timed row)"),
-    "half-n.csv": (HEADER + "linear,core,1,512.5,float32,cpu,m,2,0.01\n", "(line 2: n is 512.5, not a whole number"),
-    "no-threads.csv": (HEADER + "linear,core,1,512,float32,cpu,m,,0.01\n", "(line 2: threads is empty, not a whole"),
-    "zero-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,0\n", "(line 2: median_s is 0, not a positive time)"),
-    "negative-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,-0.01\n", "(line 2: median_s is -0.01, not a"),
-    "inf-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,inf\n", "(line 2: median_s is inf, not a positive"),
+                     "(data row 2: batch is empty, not a positive whole number, in a timed row)"),
+    "half-n.csv": (HEADER + "linear,core,1,512.5,float32,cpu,m,2,0.01\n", "(data row 1: n is 512.5, not a positive whole number"),
+    "no-threads.csv": (HEADER + "linear,core,1,512,float32,cpu,m,,0.01\n", "(data row 1: threads is empty, not a positive whole"),
+    "zero-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,0\n", "(data row 1: median_s is 0, not a positive time)"),
+    "negative-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,-0.01\n", "(data row 1: median_s is -0.01, not a"),
+    "inf-time.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,inf\n", "(data row 1: median_s is inf, not a positive"),
+    "no-threads-blank-line.csv": (HEADER + "linear,core,1,512,float32,cpu,m,2,0.01\n\nlinear,core,1,64,float32,cpu,m,0,0.01\n",
+                                  "(data row 2: threads is 0, not a positive whole number"),
+    "bool-batch.csv": (HEADER + "linear,core,True,512,float32,cpu,m,2,0.01\n", "(not numbers in columns: batch)"),
 })
 
 
@@ -162,7 +165,8 @@ def test_an_untimed_row_may_lack_a_key_and_a_row_not_ok_is_not_compared(bench_ou
     cur = pd.read_csv(results(tmp_path / "now.csv", median_s=1.0))  # 100× every baseline time
     cur.loc[0, ["batch", "threads", "median_s"]] = [None, None, None]
     cur.loc[1:, "status"] = "error: edited"
-    cur.loc[3, "status"] = "ok"
+    cur.loc[1, "batch"] = None  # a row the gate does not compare is not checked either
+    cur.loc[3, "status"] = " ok"  # spaces around it (a hand edit): still ok
     cur.to_csv(tmp_path / "now.csv", index=False)
     code, out, err = bench_output("perf", "--compare", base, "--current", tmp_path / "now.csv")
     assert code == 1 and err == "" and "1 of 1 timings regressed" in out, (out, err)
