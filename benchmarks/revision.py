@@ -103,12 +103,42 @@ def build_at(cls: type, name: str, d_model: int, n_heads: int, options: dict):
 
 
 def changed_since(rev: str) -> set[str]:
-    """The files of the variants package (names such as `local.py`) that differ between git revision
-    REV and the working tree, uncommitted changes included."""
+    """The files of the variants package (names such as `local.py`) whose code differs between git
+    revision REV and the working tree, uncommitted changes included. A Python file whose change
+    is only in docstrings, comments or layout is not one: its code (`_code`) is the same."""
     folder = Path(variant_base.__file__).parent
     full = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], folder, rev)  # one line if not a commit
-    return {Path(line).name for line in _git(["diff", "--name-only", "--relative", full, "--", "."], folder, rev).splitlines()
-            if line.strip()}
+    names = {Path(line).name for line in _git(["diff", "--name-only", "--relative", full, "--", "."], folder, rev).splitlines()
+             if line.strip()}
+    return {name for name in names if not _same_code(name, full, folder, rev)}
+
+
+def _same_code(name: str, full: str, folder: Path, rev: str) -> bool:
+    """Whether the package file `name` has the same code at `full` and in the working tree."""
+    if not name.endswith(".py"):
+        return False
+    try:
+        now = (folder / name).read_text()
+        then = _git(["show", f"{full}:./{name}"], folder, rev)
+    except (OSError, AttnbenchError):  # added or deleted since: changed
+        return False
+    return _code(now) is not None and _code(now) == _code(then)
+
+
+def _code(source: str) -> str | None:
+    """A module's code without its docstrings, comments and layout (its syntax tree, dumped), or
+    None where it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def module_files(name: str, rev: str | None = None) -> tuple[str, set[str]]:

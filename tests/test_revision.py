@@ -339,6 +339,27 @@ def core():
     assert seen[-1] == ["diff", "--name-only", "--relative", "abcdef0", "--", "."]  # against the working tree
 
 
+def test_a_file_changed_only_in_docstrings_comments_or_layout_has_not_changed_since(monkeypatch):
+    # the gate's "shared code changed since" must not stand on a reworded docstring
+    folder = Path(revision.variant_base.__file__).parent
+    now = {name: (folder / name).read_text() for name in ("local_flex.py", "masking.py", "local.py")}
+    then = {
+        "local_flex.py": now["local_flex.py"].replace('"""', '"""An older wording. ', 1).replace("\n\n", "\n\n# a comment\n", 1),
+        "masking.py": now["masking.py"] + "\nEXTRA = 1\n",  # code: changed
+        "local.py": now["local.py"],
+    }
+    answers = {"rev-parse": "abcdef0", "diff": "local_flex.py\nmasking.py\ngone.py\nnotes.txt\n"}
+
+    def git(args, cwd, rev):
+        return then[args[1].rsplit("/", 1)[1]] if args[0] == "show" else answers[args[0]]
+
+    monkeypatch.setattr(revision, "_git", git)
+    assert revision.changed_since("abc") == {"masking.py", "gone.py", "notes.txt"}
+    assert revision._code("def f():\n    'doc'\n    return 1  # why\n") == revision._code("def f():\n    return 1\n")
+    assert revision._code("def f():\n    return 1\n") != revision._code("def f():\n    return 2\n")
+    assert revision._code("def f(:\n") is None
+
+
 CONFIRM = ["--repeat", "1", "--min-run-time", "0.001", "--tolerance", "1"]  # 3× flags; noise is far below 2×
 
 
