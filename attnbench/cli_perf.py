@@ -56,8 +56,8 @@ class NumberRange(click.FloatRange):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu].")
 @click.option("--compare", "baseline", type=click.Path(dir_okay=False), default=None,
-              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind, --threads and --heap, "
-                   "or when no row could be compared.")
+              help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind, --threads and "
+                   "--heap, or when no row could be compared.")
 @click.option("--current", type=click.Path(dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")
 @click.option("--against", "revision", default=None,

@@ -108,8 +108,8 @@ def changed_since(rev: str) -> set[str]:
     is only in docstrings, comments or layout is not one: its code (`_code`) is the same."""
     folder = Path(variant_base.__file__).parent
     full = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], folder, rev)  # one line if not a commit
-    names = {Path(line).name for line in _git(["diff", "--name-only", "--relative", full, "--", "."], folder, rev).splitlines()
-             if line.strip()}
+    diff = _git(["diff", "--name-only", "--relative", full, "--", "."], folder, rev)
+    names = {Path(line).name for line in diff.splitlines() if line.strip()}
     return {name for name in names if not _same_code(name, full, folder, rev)}
 
 

@@ -174,11 +174,11 @@ def _inference_scores(q: Tensor, k: Tensor, score_vector: Tensor, rows: int) -> 
     into one reused (b h rows m d) buffer and its scores written into one (b h n m) output.
 
     The chunk list (the form of half precision, autocast and torch.func's transforms, see
-    `AdditiveAttention.core`) keeps the chunks' scores and concatenates them, and makes a new block for each chunk: at n = 2048 (b=1, h=8,
-    d=64) 512 blocks of 16 MiB and a 128 MiB copy. Here the core took 0.92 / 0.97 / 0.93× its time at n = 512 / 1024 / 2048 and
-    0.77× [0.62–0.97] at b = 4, n = 512, with a peak of 260 against 388 MiB at 2048 (`bench perf
-    --against`); 1032 MiB at 4096, where the full runs before read 1544 (the memory probe;
-    results/benchmarks/README.md).
+    `AdditiveAttention.core`) keeps the chunks' scores and concatenates them, and makes a new block
+    for each chunk: at n = 2048 (b=1, h=8, d=64) 512 blocks of 16 MiB and a 128 MiB copy. Here the
+    core took 0.92 / 0.97 / 0.93× its time at n = 512 / 1024 / 2048 and 0.77× [0.62–0.97] at b = 4,
+    n = 512, with a peak of 260 against 388 MiB at 2048 (`bench perf --against`); 1032 MiB at 4096,
+    where the full runs before read 1544 (the memory probe; results/benchmarks/README.md).
     """
     return _blockwise_scores(q, k, score_vector, rows)[0]
 
@@ -278,7 +278,8 @@ class _BlockwiseScores(torch.autograd.Function):
         grad_k = rearrange(over_rows, "(b h) 1 (m d) -> b h m d", b=b, d=d) * scale if needs_k else None
         grad_w = None
         if needs_w:  # ∂score/∂w_d = 2σ(x)_d − 1
-            grad_w = 2 * reduce(weighted, "(b h) 1 d -> h d", "sum", b=b) - rearrange(grad.sum(dim=(0, 2, 3)), "h -> h 1")
+            per_head = rearrange(grad.sum(dim=(0, 2, 3)), "h -> h 1")  # Σ g: the −1 of 2σ − 1
+            grad_w = 2 * reduce(weighted, "(b h) 1 d -> h d", "sum", b=b) - per_head
         return (grad_q.mul_(scale) if needs_q else None), grad_k, grad_w, None
 
 
