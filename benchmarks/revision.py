@@ -122,7 +122,8 @@ def _same_code(name: str, full: str, folder: Path, rev: str) -> bool:
         then = _git(["show", f"{full}:./{name}"], folder, rev)
     except (OSError, AttnbenchError):  # added or deleted since: changed
         return False
-    return _code(now) is not None and _code(now) == _code(then)
+    code = _code(now)
+    return code is not None and code == _code(then)
 
 
 def _code(source: str) -> str | None:
