@@ -4,7 +4,9 @@ comparisons themselves are benchmarks/guard.py's)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
+from typing import Callable, NamedTuple
 
 import click
 
@@ -56,10 +58,12 @@ class Confirm:
     peak: float | None = None  # the checked run's matmul peak: a confirming run far below it ran on a busy machine
 
     def run(self, regressions, tolerance: float) -> int:
-        from attnbench.benchmarks import guard
+        from attnbench.benchmarks import guard, revision
         from attnbench.benchmarks.cases import CASES
 
         variant_of = {case.label: case.variant for case in CASES}
+        # what git says of a revision, asked once per run: every flagged row of a run asks the same
+        git = _Git(functools.cache(revision.changed_since), functools.cache(revision.module_files))
         others = [r for r in regressions if guard.not_ours(r)]
         if others:
             click.echo(f"not failed: {len(others)} flagged timings of SDPA, naive references or peers, not a variant's "
@@ -70,7 +74,7 @@ class Confirm:
         stand: list[tuple] = []  # (regression, why it cannot be timed beside the baseline's code)
         groups: dict[tuple, list] = {}  # one run each: its own revision, condition and batch
         for reg in mine:
-            why = self._why_not(reg, variant_of.get(reg.case))
+            why = self._why_not(reg, variant_of.get(reg.case), git)
             if why:
                 stand.append((reg, why))
             else:
@@ -78,7 +82,7 @@ class Confirm:
                 groups.setdefault(key, []).append(reg)
         confirmed, names = 0, set()
         for key, regs in groups.items():
-            confirmed += self._confirm_group(*key, regs, variant_of, tolerance, names, stand)
+            confirmed += self._confirm_group(*key, regs, variant_of, tolerance, names, stand, git)
         for reg, why in stand:
             click.echo(f"  {reg}; stands: {why}")
         if not mine:
@@ -88,12 +92,11 @@ class Confirm:
                    f"confirmed beside the baseline's code, {len(stand)} not timed beside it (stand)")
         return 1 if confirmed or stand else 0
 
-    def _why_not(self, reg, variant: str | None) -> str | None:
+    def _why_not(self, reg, variant: str | None, git: _Git) -> str | None:
         """Why `reg` cannot be timed beside its baseline's code, from its rows and this checkout."""
         import torch
 
         from attnbench.benchmarks import guard
-        from attnbench.benchmarks.revision import changed_since, module_files
         from attnbench.runner.environment import cpu_model
 
         if reg.impl not in guard.VARIANT_IMPLS or not variant:
@@ -111,7 +114,7 @@ class Confirm:
             return (f"the run checked was timed on {reg.revision or 'no recorded revision'}: nothing says its kernels "
                     "are the working tree's")
         try:
-            changed = changed_since(reg.revision) & module_files(variant, reg.revision)[1]
+            changed = git.changed_since(reg.revision) & git.module_files(variant, reg.revision)[1]
         except AttnbenchError as exc:
             return str(exc)
         if changed:
@@ -120,22 +123,21 @@ class Confirm:
         return None
 
     def _confirm_group(self, revision, device, dtype, threads, heap, batch, regs, variant_of, tolerance,
-                       names: set[str], stand: list) -> int:
+                       names: set[str], stand: list, git: _Git) -> int:
         """Time `regs` (of one batch) beside `revision`'s code, in a run named STEM-confirm-<hash>-b<batch>
         (not one of `names`, the runs before it); how many that confirms. Rows it cannot time beside
         that code join `stand`, with why."""
         from attnbench.benchmarks import guard
-        from attnbench.benchmarks.revision import changed_since, module_files
         from attnbench.benchmarks.suite import range_text, round_range
 
         try:
-            changed = changed_since(revision)
+            changed = git.changed_since(revision)
         except AttnbenchError as exc:
             stand.extend((reg, str(exc)) for reg in regs)
             return 0
         timed = []
         for reg in regs:  # code the module shares, from the working tree on both sides: its change would not show
-            own, uses = module_files(variant_of[reg.case], revision)
+            own, uses = git.module_files(variant_of[reg.case], revision)
             shared = sorted((changed & uses) - {own})
             if shared:
                 stand.append((reg, f"{', '.join(shared)} changed since {revision[:7]}; timed beside {revision[:7]}'s "
@@ -190,6 +192,13 @@ class Confirm:
             click.echo(f"  {reg}; {ratio:.2f}×{range_text(*round_range(*pair))} beside {short}'s {reg.impl}: {verdict}")
             confirmed += bad
         return confirmed
+
+
+class _Git(NamedTuple):
+    """`revision.changed_since` and `revision.module_files`, each answering once per argument."""
+
+    changed_since: Callable[[str], set[str]]
+    module_files: Callable[..., tuple[str, set[str]]]
 
 
 _DTYPE_OPTION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # a CSV's dtype → --dtype
