@@ -16,9 +16,10 @@ from attnbench.runner.heap import CACHED, HEAPS
 
 
 def gate(base, current, tolerance, baseline, current_name, confirm: Confirm | bool = False) -> int:
-    """The regression gate against `baseline`: 1 on a regression, and when nothing was compared
-    (else a gate on another machine, thread count or heap would pass every regression). With
-    `confirm`, the flagged rows are timed again beside the baseline's code first (`Confirm`)."""
+    """The regression gate against `baseline`: 1 on a regression, when nothing was compared (else a
+    gate on another machine, thread count or heap would pass every regression), and when a core or
+    layer row the baseline timed was not timed (`guard.lost`). With `confirm`, the flagged rows are
+    timed again beside the baseline's code first (`Confirm`)."""
     from attnbench.benchmarks import guard
 
     result = guard.compare(base, current, tolerance=tolerance)
@@ -28,9 +29,22 @@ def gate(base, current, tolerance, baseline, current_name, confirm: Confirm | bo
         return 1
     if confirm and result.regressions:
         report(result, tolerance, baseline, rerun=None)
-        return replace(confirm, peak=_peak(current)).run(result.regressions, tolerance)
-    return report(result, tolerance, baseline, rerun="On a shared machine, time them again beside the baseline's "
-                  f"code before believing it: bench perf --compare {baseline} --current {current_name} --confirm")
+        code = replace(confirm, peak=_peak(current)).run(result.regressions, tolerance)
+    else:
+        code = report(result, tolerance, baseline, rerun="On a shared machine, time them again beside the baseline's "
+                      f"code before believing it: bench perf --compare {baseline} --current {current_name} --confirm")
+    return max(code, report_lost(result.lost, baseline))
+
+
+def report_lost(lost, against: str) -> int:
+    """Print the variants' rows `against` timed and the run did not (`guard.Lost`); 1 if any: no
+    timing to confirm, a broken or vanished kernel fails the gate."""
+    if not lost:
+        return 0
+    click.echo(f"{len(lost)} core or layer timings of {against} were not timed in this run:")
+    for row in lost:
+        click.echo(f"  {row}")
+    return 1
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from attnbench.cli import console, resolve_device
 from attnbench.errors import AttnbenchError, StoppedWriting
 from attnbench.limits import MAX_TOKENS
 
@@ -34,11 +33,15 @@ def config(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_
     """The run the options describe, checked (one line and exit 2 on bad input) before anything runs."""
     from attnbench.benchmarks.cases import CASES
     from attnbench.benchmarks.suite import FULL_LENGTHS, QUICK_LENGTHS, PerfConfig
+    from attnbench.cli import resolve_device  # here: attnbench.cli imports this module's commands
     from attnbench.runner.execute import DTYPES
 
     chosen = _variants(variants, sorted({c.variant for c in CASES if c.variant}))
-    lengths = parse_ints(lengths, "--lengths") if lengths is not None else (QUICK_LENGTHS if quick else FULL_LENGTHS)
-    batches = parse_ints(batches, "--batch") if batches is not None else ((1,) if quick else (1, 4))
+    # in increasing order, once each: a length dropped as too slow or out of memory drops the
+    # longer ones, never a shorter one given later
+    lengths = tuple(sorted(set(parse_ints(lengths, "--lengths")))) if lengths is not None else (
+        QUICK_LENGTHS if quick else FULL_LENGTHS)
+    batches = tuple(sorted(set(parse_ints(batches, "--batch")))) if batches is not None else ((1,) if quick else (1, 4))
     _check_sizes(lengths, batches, batched_max_n)
     return PerfConfig(
         variants=tuple(chosen),
@@ -65,6 +68,7 @@ def load_revision(cfg):
         return None
     from attnbench.benchmarks.cases import select_cases
     from attnbench.benchmarks.revision import revision_classes
+    from attnbench.cli import console
 
     variants = sorted({c.variant for c in select_cases(list(cfg.variants), cfg.cases) if c.variant})
     return revision_classes(cfg.against, variants, lambda line: console.print(line, highlight=False))
@@ -75,6 +79,7 @@ def execute(cfg, out_dir: str, name: str, note: str, at_rev=None) -> Path:
     then the page and the plot; the CSV's path."""
     from attnbench.benchmarks.outputs import write_all, write_csv
     from attnbench.benchmarks.suite import run_suite
+    from attnbench.cli import console
 
     out = writable(out_dir)
     partial = out / f"{name}.csv"

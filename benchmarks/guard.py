@@ -5,6 +5,10 @@ taken on the same machine (CPU model or GPU name) with the same thread count and
 (`bench perf --heap`; a CSV from before the `heap` column was timed under glibc's defaults on CPU);
 a row regresses when its median is more than `tolerance` (10 %) above the baseline's. A comparison
 of no row at all fails too (`why_nothing_compared` says what differs): it would pass any regression.
+So does a variant's core or layer row that the baseline timed and the run did not (`Lost`: a wrong
+output, an error, out of memory, over the time limit, or no row where the run timed others of the
+same case and length): a gate that compared only the rows still standing would pass a kernel
+that broke.
 `side_by_side` gates a `--against` run instead; `not_ours`, `unconfirmable` and `confirmations`
 are the parts of `--confirm` (attnbench/perf_gate.py `Confirm`) that need no git and no run.
 """
@@ -57,13 +61,31 @@ class Regression:
 
 
 @dataclass(frozen=True)
+class Lost:
+    """A variant's core or layer row timed in the baseline that the run, on the same machine, threads
+    and heap and at the same case, batch and n, did not time: its status there, or "no row"."""
+
+    case: str
+    impl: str
+    batch: int
+    n: int
+    baseline_s: float
+    status: str
+
+    def __str__(self) -> str:
+        return (f"{self.case} {self.impl} b={self.batch} n={self.n}: {self.baseline_s * 1e3:.2f} ms in the "
+                f"baseline, not timed here ({self.status})")
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """The outcome: regressions, how many rows were compared, and rows skipped for another machine
-    or heap condition."""
+    """The outcome: regressions, how many rows were compared, rows skipped for another machine
+    or heap condition, and the variants' rows the run lost."""
 
     regressions: tuple[Regression, ...]
     compared: int
     other_condition: int
+    lost: tuple[Lost, ...] = ()
 
 
 NUMERIC = ["batch", "n", "threads", "median_s"]  # compared as numbers: text there is not a benchmark's
@@ -145,7 +167,34 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
         for _, r in merged[same].iterrows()
         if r["median_s"] > r["median_s_base"] * (1 + tolerance)
     )
-    return Comparison(regressions, int(same.sum()), int((~same).sum()))
+    return Comparison(regressions, int(same.sum()), int((~same).sum()), lost(base, current))
+
+
+OURS = ("core", "layer")  # a variant's own rows; SDPA, the naive references and the peers are not its code
+ENVIRONMENT = ("unavailable", "not installed")  # statuses of what this machine lacks (a compiler, a peer)
+
+
+def lost(base: pd.DataFrame, current: pd.DataFrame) -> tuple[Lost, ...]:
+    """The baseline's timed core and layer rows (`base`: `_timed`) that `current` did not time, where
+    `current` ran that case, batch and n (any row of it) on the baseline row's machine, threads and
+    heap: `--variants` and `--lengths` subsets lose nothing. What the machine lacks is not lost."""
+    cur = with_heap(current)
+    conditions = set(cur[CONDITION].itertuples(index=False, name=None))
+    cells = set(cur[KEY[:1] + KEY[2:]].itertuples(index=False, name=None))  # (case, batch, n, dtype, device)
+    timed = set(_timed(current)[KEY].itertuples(index=False, name=None))
+    status = dict(zip(cur[KEY].itertuples(index=False, name=None),
+                      cur["status"].astype(str) if "status" in cur.columns else ["ok"] * len(cur)))
+    out = []
+    for r in base[base["impl"].isin(OURS)].itertuples(index=False):
+        row = r._asdict()
+        key = tuple(row[c] for c in KEY)
+        if (key in timed or tuple(row[c] for c in CONDITION) not in conditions
+                or tuple(row[c] for c in KEY[:1] + KEY[2:]) not in cells):
+            continue
+        why = status.get(key, "no row")
+        if not why.startswith(ENVIRONMENT):
+            out.append(Lost(row["case"], row["impl"], int(row["batch"]), int(row["n"]), float(row["median_s"]), why))
+    return tuple(out)
 
 
 def _text(value) -> str | None:

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from attnbench.variants.base import build_variant
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
 QUICK_LENGTHS = (256, 512, 1024, 2048)
-CALIBRATION_N = 256  # naive memory per score entry is measured at this length
+CALIBRATION_N = 256  # naive memory is measured at this length and half of it (`NaiveMemory`)
 
 ROW_COLUMNS = (
     "case", "impl", "variant", "options", "causal", "batch", "heads", "d_head", "n", "dtype",
@@ -165,7 +165,7 @@ def naive_entries(case: Case, batch: int, n: int) -> int:
 
 
 def build_candidates(
-    cases: list[Case], batch: int, n: int, cfg: PerfConfig, naive_bytes_per_entry: dict[str, tuple[float, int]],
+    cases: list[Case], batch: int, n: int, cfg: PerfConfig, naive_memory: dict[str, NaiveMemory],
     at_rev: tuple[str, dict[str, type]] | None = None,
 ) -> list[Candidate]:
     """Every (case, implementation) at (batch, n), on the same inputs; with `at_rev` = (short hash,
@@ -221,12 +221,12 @@ def build_candidates(
         cand = Candidate(case, NAIVE, lambda f=naive, lay=layer, q=q, k=k, v=v: f(lay, q, k, v),
                          core_check(ref, q, k, v, rows),
                          meta_fn=lambda f=naive, lay=meta_layer, m=(qm, km, vm): f(lay, *m))
-        if case.label in naive_bytes_per_entry:
-            per_entry, at_n = naive_bytes_per_entry[case.label]
-            need = per_entry * naive_entries(case, batch, n)
+        if case.label in naive_memory:
+            estimate = naive_memory[case.label]
+            need = estimate.bytes(case, batch, n)
             # an estimate until the call runs (verify() then records the measured peak)
             cand.row["peak_bytes"] = int(need)
-            cand.row["mem_method"] = f"estimate ({per_entry:.1f} B per score entry, measured at n={at_n})"
+            cand.row["mem_method"] = estimate.method()
             if need > cfg.naive_limit_gib * 2**30:
                 cand.fn, cand.status = None, f"skipped: would need {need / 2**30:.1f} GiB (> {cfg.naive_limit_gib:g} GiB limit)"
         out.append(cand)
@@ -271,19 +271,62 @@ def _at_rev(case: Case, at_rev: tuple[str, dict[str, type]], cfg: PerfConfig, co
     ]
 
 
-def calibrate_naive(cases: list[Case], batch: int, cfg: PerfConfig) -> dict[str, tuple[float, int]]:
-    """(bytes per score entry, n) of each case's naive reference, measured at n ≤ CALIBRATION_N."""
-    per_entry = {}
+class NaiveMemory(NamedTuple):
+    """A naive reference's peak memory as `per_entry` bytes per entry of its biggest block
+    (`naive_entries`) plus `per_position` bytes per batch element and position (its O(n·d) tensors:
+    inputs it copies, its output), fitted exactly to the peaks measured at the two lengths `at`.
+
+    One rate per entry measured at n = 256 alone read 12 % high at long n, where the O(n·d) part
+    it had folded in no longer matters (9.0 against 8.06 B per entry measured at 4096, multi-head).
+    The fit holds where the (n × m) block sets the peak: from n = 128 for every naive reference here
+    (causal `linear`'s peak is an O(n·d) tensor's below that), so lengths under CALIBRATION_N fit less well.
+    """
+
+    per_entry: float
+    per_position: float
+    at: tuple[int, ...]
+
+    def bytes(self, case: Case, batch: int, n: int) -> float:
+        return self.per_entry * naive_entries(case, batch, n) + self.per_position * batch * n
+
+    def method(self) -> str:
+        lengths = " and ".join(f"n={n}" for n in self.at)
+        return (f"estimate ({self.per_entry:.2f} B per score entry + {self.per_position:.0f} B per position, "
+                f"fitted at {lengths})")
+
+
+def calibrate_naive(cases: list[Case], batch: int, cfg: PerfConfig) -> dict[str, NaiveMemory]:
+    """Each case's `NaiveMemory`, from its naive reference's peaks at n = min(CALIBRATION_N, the
+    shortest length) and half of it (the rate per entry alone where that is under 2)."""
+    peaks: dict[str, list[tuple[int, float]]] = {}
+    case_of = {case.label: case for case in cases}
     small = replace(cfg, naive_limit_gib=math.inf)
-    n = min(CALIBRATION_N, *cfg.lengths)
-    for cand in build_candidates(cases, batch, n, small, {}):
-        if cand.impl == NAIVE:
-            peak, _ = peak_memory(cand.fn, device=cfg.device)
-            per_entry[cand.case.label] = (peak / naive_entries(cand.case, batch, n), n)
+    top = min(CALIBRATION_N, *cfg.lengths)
+    for n in sorted({max(1, top // 2), top}):
+        for cand in build_candidates(cases, batch, n, small, {}):
+            if cand.impl == NAIVE:
+                peak, _ = peak_memory(cand.fn, device=cfg.device)
+                peaks.setdefault(cand.case.label, []).append((n, peak))
+    estimates = {label: _fit(case_of[label], batch, points) for label, points in peaks.items()}
     for case in cases:  # a `same_as` case runs its twin's naive reference: its estimate, for lengths
-        if case.same_as in per_entry and case.label not in per_entry:  # where (PerfConfig.cells) it runs alone
-            per_entry[case.label] = per_entry[case.same_as]
-    return per_entry
+        if case.same_as in estimates and case.label not in estimates:  # where (PerfConfig.cells) it runs alone
+            estimates[case.label] = estimates[case.same_as]
+    return estimates
+
+
+def _fit(case: Case, batch: int, points: list[tuple[int, float]]) -> NaiveMemory:
+    """peak = a·entries + b·batch·n through the two (n, peak) points; a rate per entry alone (b = 0)
+    from the longer one where there is one point or the fit is not positive."""
+    (n2, p2), e2 = points[-1], naive_entries(case, batch, points[-1][0])
+    if len(points) == 2:
+        (n1, p1), e1 = points[0], naive_entries(case, batch, points[0][0])
+        det = e1 * batch * n2 - e2 * batch * n1
+        if det:
+            a = (p1 * batch * n2 - p2 * batch * n1) / det
+            b = (e1 * p2 - e2 * p1) / det
+            if a > 0 and b > -1:  # b within a byte of 0: rounding, not a negative size
+                return NaiveMemory(a, max(b, 0.0) + 0.0, (n1, n2))  # + 0.0: never -0
+    return NaiveMemory(p2 / e2, 0.0, (n2,))
 
 
 # ------------------------------------------------------------------------------- running
@@ -367,7 +410,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
     for batch in cfg.batches:
         lengths = [n for n in cfg.lengths if batch == 1 or n <= cfg.batched_max_n]
         with torch.inference_mode():
-            per_entry = calibrate_naive(cases, batch, cfg)
+            naive_memory = calibrate_naive(cases, batch, cfg)
         history: dict = {}  # (case, impl) → (n, seconds per call)
         dropped: dict = {}  # (case, impl) → why longer lengths are not run
         for n in lengths:
@@ -375,7 +418,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
             if not at_n:
                 continue
             with torch.inference_mode():
-                cands = build_candidates(at_n, batch, n, cfg, per_entry, at_rev)
+                cands = build_candidates(at_n, batch, n, cfg, naive_memory, at_rev)
                 if extra is not None:
                     cands = extra(cands, batch, n)
                 timed = _verify_all(cands, cfg, history, dropped, batch, n, log)

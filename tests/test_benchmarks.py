@@ -323,6 +323,94 @@ def test_the_targets_show_each_ratio_s_range_over_the_rounds():
     assert next(t for t in check_targets(old) if t.name.startswith("multi-head core within")).detail == "1024: 1.02×"
 
 
+LONG = (2048, 4096, 8192, 16384)
+
+
+def _target_rows(device="cpu", **statuses):
+    """Rows at LONG (batch 1) in which every target below passes: SDPA, multi-head's and local(window=128)'s
+    core, local-attention's and the naive reference's; `statuses` = {"<case> <impl> <n>": status}
+    takes a row's time and memory away and gives it that status."""
+    def row(case, impl, n, median_s, peak_bytes=None, **more):
+        key = f"{case} {impl} {n}"
+        status = statuses.get(key, "ok")
+        timed = status == "ok"
+        return {**dict.fromkeys(ROW_COLUMNS), "case": case, "impl": impl, "batch": 1, "n": n, "device": device,
+                "dtype": "float32", "status": status, "median_s": median_s if timed else None,
+                "peak_bytes": peak_bytes if timed or status.startswith("not timed") else None,
+                "mem_method": "tensor-bytes", **({} if not timed else more)}
+
+    rows = []
+    for n in LONG:
+        rows += [row("sdpa", "sdpa", n, 1e-9 * n * n),
+                 row("multi-head", CORE, n, 1e-9 * n * n, peak_fraction=0.9, sdpa_kernel="flash (CPU)"),
+                 row("local(window=128)", CORE, n, 1e-6 * n, peak_bytes=1024.0 * n),
+                 row("local(window=128)", "peer:local-attention", n, 2e-6 * n),
+                 row("local(window=128)", "naive", n, None, peak_bytes=16.0 * n * n)]
+    return rows
+
+
+def _verdicts(rows, prefix):
+    from attnbench.benchmarks.targets import check_targets
+
+    return {t.name: (t.status, t.detail) for t in check_targets(rows) if t.name.startswith(prefix)}
+
+
+def test_a_core_that_breaks_at_long_n_fails_its_targets_instead_of_being_judged_on_the_rest():
+    local = "local(window=128)"
+    passing = _verdicts(_target_rows(), local)
+    assert {status for status, _ in passing.values()} == {"PASS"}, passing
+    assert passing[f"{local}: scaling ratio ≤ 10"][1] == "t(16384)/t(2048) = 8.00"
+    oom = {f"{local} core {n}": "oom: out of memory" for n in (8192, 16384)}
+    broken = _verdicts(_target_rows(**oom), local)
+    assert {status for status, _ in broken.values()} == {"FAIL"}, broken  # before: PASS on 2048 and 4096 alone
+    assert broken[f"{local}: scaling ratio ≤ 10"][1] == ("t(16384)/t(2048): no time; not timed at 16384 "
+                                                        "(oom: out of memory)")
+    assert broken[f"{local}: faster than SDPA from n = 4096"][1].endswith(
+        "; not timed at 8192 (oom: out of memory), 16384 (oom: out of memory)")
+    assert broken[f"{local}: peak memory at n = 16384 ≤ 1/8 of naive full attention"] == ("FAIL", "core oom: out of memory")
+    # too slow to time where SDPA and the peer were timed: slower than both; its scaling and memory unknown
+    slow = {f"{local} core 16384": "skipped: predicted 90 s per call (> --max-cell-s 60)"}
+    verdicts = {name: status for name, (status, _) in _verdicts(_target_rows(**slow), local).items()}
+    assert verdicts == {f"{local}: scaling ratio ≤ 10": "n/a", f"{local}: faster than SDPA from n = 4096": "FAIL",
+                        f"{local}: at least as fast as local-attention at every n": "FAIL",
+                        f"{local}: faster than local-attention at n ≥ 8192": "FAIL",
+                        f"{local}: peak memory at n = 16384 ≤ 1/8 of naive full attention": "n/a"}
+    mismatch = {"multi-head core 16384": "mismatch: rel err 3.1e-01 > 0.0001"}
+    verdicts = _verdicts(_target_rows(**mismatch), "multi-head core")
+    assert verdicts["multi-head core within 1.10× of raw SDPA at every n"][0] == "FAIL"
+    assert verdicts["multi-head core ≥ 75 % of matmul FLOP/s at n ≥ 1024"] == (
+        "FAIL", "2048: 90%, 4096: 90%, 8192: 90%; not timed at 16384 (mismatch: rel err 3.1e-01 > 0.0001)")
+
+
+def test_the_matmul_fraction_target_is_a_cpu_one_and_an_estimate_is_labelled_whatever_the_naive_status():
+    name = "multi-head core ≥ 75 % of matmul FLOP/s at n ≥ 1024"
+    assert _verdicts(_target_rows(), name)[name][0] == "PASS"
+    assert _verdicts(_target_rows(device="cuda"), name)[name] == ("n/a", "a CPU target; this run is on cuda")
+    rows = _target_rows(**{"local(window=128) naive 16384": "oom: out of memory"})
+    naive = next(r for r in rows if r["impl"] == "naive" and r["n"] == 16384)
+    naive.update(peak_bytes=16.0 * 16384**2, mem_method="estimate (16.00 B per score entry, fitted at n=128 and n=256)")
+    memory = _verdicts(rows, "local(window=128): peak memory")
+    assert list(memory.values()) == [("PASS", "16.0 MiB vs naive 4096 MiB (naive estimated) = 1/256")]
+
+
+def test_the_naive_estimate_is_the_peak_measured_at_a_longer_length():
+    # fitted at n = 128 and 256 as bytes per score entry plus bytes per position: one rate per entry
+    # from the shorter length alone had read 12 % high at long n (its O(n·d) tensors folded in)
+    from attnbench.benchmarks.suite import build_candidates, calibrate_naive
+    from attnbench.runner.measure import peak_memory
+
+    cases = [c for c in CASES if c.label in ("sdpa", "multi-head", "local(window=128)", "linear(causal)")]
+    cfg = PerfConfig(**{**TINY, "lengths": (512,)})
+    with torch.inference_mode():
+        estimates = calibrate_naive(cases, 2, cfg)
+        naive = [c for c in build_candidates(cases, 2, 512, cfg, estimates) if c.impl == "naive"]
+        assert len(naive) == 3
+        for cand in naive:
+            measured, _ = peak_memory(cand.fn, device="cpu")
+            assert cand.row["peak_bytes"] == pytest.approx(measured, rel=1e-3), cand.case.label
+            assert cand.row["mem_method"].endswith("fitted at n=128 and n=256)"), cand.row["mem_method"]
+
+
 def test_causal_sdpa_counts_the_scores_on_and_below_the_diagonal_and_the_full_form_all():
     rows = run_suite(PerfConfig(variants=("linear",), **{**TINY, "lengths": (32, 64)}), log=quiet)
     flops = {(r["case"], r["impl"], r["n"]): r["flops"] for r in rows if r["flops"] is not None}
@@ -632,7 +720,7 @@ def test_bench_perf_records_the_sdpa_kernel_and_judges_multi_head_by_it(monkeypa
 
     from attnbench.benchmarks.targets import check_targets
 
-    name = "multi-head core runs SDPA's fused kernel (flash / memory-efficient), not the math path"
+    name = "multi-head core runs a fused SDPA kernel (flash / memory-efficient / cuDNN), not the math path"
     rows = run_suite(PerfConfig(variants=("multi-head",), **TINY), log=quiet)
     core = next(r for r in rows if r["case"] == "multi-head" and r["impl"] == "core")
     assert core["sdpa_kernel"] == "flash (CPU)"

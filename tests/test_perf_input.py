@@ -223,3 +223,63 @@ def test_a_compare_of_matching_rows_still_passes(bench_output, tmp_path):
     base = results(tmp_path / "BASELINE.csv")
     code, out, err = bench_output("perf", "--compare", base, "--current", results(tmp_path / "same.csv"))
     assert (code, err) == (0, "") and "no regression: 4 timings within 10%" in out
+
+
+@pytest.mark.parametrize("status", ["mismatch: rel err 3.1e-01 > 0.0001", "oom: out of memory",
+                                    "skipped: predicted 60 s per call (> --max-cell-s 45)", None])
+def test_a_core_row_the_baseline_timed_and_the_run_did_not_fails_the_gate(status, bench_output, tmp_path):
+    # the remaining rows all within 10 %: a gate comparing only them would pass a kernel that broke
+    cases = (("sdpa", "sdpa"), ("linear", "core"), ("linear", "layer"))
+    base = results(tmp_path / "BASELINE.csv", cases=cases)
+    cur = pd.read_csv(results(tmp_path / "now.csv", cases=cases))
+    lost = (cur["case"] == "linear") & (cur["impl"] == "core") & (cur["n"] == 1024)
+    if status is None:  # no row, where the run has the case's other rows at that length
+        cur = cur[~lost]
+    else:
+        cur.loc[lost, ["median_s", "status"]] = [None, status]
+    cur.to_csv(tmp_path / "now.csv", index=False)
+    code, out, err = bench_output("perf", "--compare", base, "--current", tmp_path / "now.csv")
+    assert code == 1 and err == "", (out, err)
+    assert "no regression: 5 timings within 10%" in out
+    assert f"1 core or layer timings of {base} were not timed in this run:" in out
+    assert f"linear core b=1 n=1024: 10.00 ms in the baseline, not timed here ({status or 'no row'})" in out
+
+
+def test_a_run_of_fewer_cases_or_lengths_or_without_a_compiler_loses_nothing(bench_output, tmp_path):
+    base = results(tmp_path / "BASELINE.csv", cases=(("sdpa", "sdpa"), ("linear", "core"), ("local(window=128)", "core")))
+    cur = pd.read_csv(results(tmp_path / "now.csv", cases=(("sdpa", "sdpa"), ("linear", "core"))))
+    cur = cur[cur["n"] == 512]  # --variants linear --lengths 512
+    extra = cur[cur["case"] == "linear"].assign(case="local(window=128)", median_s=None,
+                                                status="unavailable: kernel=compiled needs a C++ compiler")
+    pd.concat([cur, extra]).to_csv(tmp_path / "now.csv", index=False)
+    code, out, err = bench_output("perf", "--compare", base, "--current", tmp_path / "now.csv")
+    assert (code, err) == (0, "") and "no regression: 2 timings within 10%" in out and "not timed" not in out
+    other = results(tmp_path / "other.csv", threads=4, cases=(("sdpa", "sdpa"),))  # another condition: its own
+    assert guard_lost(base, other) == ()
+
+
+def guard_lost(base, current):
+    from attnbench.benchmarks import guard
+
+    return guard.compare(guard.read_results(base), guard.read_results(current)).lost
+
+
+def test_lengths_and_batches_run_in_increasing_order_once_each():
+    # a length dropped as too slow or out of memory drops the longer ones only: given 4096 first,
+    # an OOM there had dropped 512 after it
+    from attnbench import perf_run
+
+    cfg = perf_run.config("linear", "4096,512,512", "4,1", 4096, None, None, 60.0, 2.0, "cpu", "fp32", None,
+                          "cached", False)
+    assert (cfg.lengths, cfg.batches) == ((512, 4096), (1, 4))
+
+
+@pytest.mark.parametrize("module", ["attnbench.perf_run", "attnbench.perf_gate", "attnbench.cli_perf"])
+def test_the_perf_modules_import_on_their_own(module):
+    # perf_run had imported attnbench.cli at the top, which imports cli_perf, which reads
+    # perf_run.DTYPE_NAMES before it was defined: a circular import unless attnbench.cli came first
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
