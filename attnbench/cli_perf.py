@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from attnbench import perf_gate, perf_run
-from attnbench.cli import Choice, cli, console
+from attnbench.cli import Choice, cli, console, outliving_a_closed_stdout
 from attnbench.errors import AttnbenchError, StoppedWriting
 from attnbench.limits import MAX_THREADS
 from attnbench.runner.heap import CACHED, HEAPS
@@ -106,6 +106,7 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
                     dtype=dtype, threads=threads, heap=heap, quick=quick)
     if name is not None:
         perf_run.stem(name)
+    base = None
     if baseline:
         base = guard.read_results(baseline)  # fail early, before a long run
     if current:
@@ -117,6 +118,13 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     at_rev = perf_run.load_revision(cfg)  # an unknown revision, or a module that no longer loads: before --out is made
     if name is None:
         name = perf_run.utc_stamp() + f"-{cfg.device}" + ("-quick" if quick else "")
+    with outliving_a_closed_stdout("the benchmark"):  # `bench perf | head`: every length still runs and is written
+        return _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baseline, base, confirm, settings)
+
+
+def _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baseline, base, confirm, settings) -> int:
+    from attnbench.benchmarks import guard
+
     csv = perf_run.execute(cfg, out_dir, name, note, at_rev)
     code, rows = 0, guard.read_results(csv)
     if revision:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
+from attnbench.cli import Choice, cli, console, outliving_a_closed_stdout, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_THREADS
 from attnbench.plugins import import_plugin, recorded_plugin
@@ -25,7 +25,7 @@ from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
 from attnbench.runner import ray_executor
 from attnbench.runner.pool import MAX_JOBS, resolve_jobs
-from attnbench.runner.store import STATUSES, export, load_results, recorded_options, recorded_tasks
+from attnbench.runner.store import STATUSES, check_new_run, export, load_results, recorded_options, recorded_tasks
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
 # the options a run records in env.json; `--resume DIR` takes each one not given again from there
@@ -176,7 +176,9 @@ def _labels(records: list[dict], kind: str) -> list[str]:
 @click.option("--cross", default=None,
               help="Variant for cross-attention in seq2seq, options inline as in --variants: 'additive(heads=2)' "
                    "(default: the same variant).")
-@click.option("--max-cell-seconds", type=float, default=None, help="Time budget per cell (default: the profile's).")
+@click.option("--max-cell-seconds", type=float, default=None,
+              help="Time budget of every cell (default: the profile's; quick: 120 s, its efficiency cells 10 s). "
+                   "A resume may change it: --resume DIR --retry timeout --max-cell-seconds 600.")
 @click.option("--out", default=None, help="Run directory (default results/runs/<time>-<profile>).")
 @click.option("--resume", default=None, help="Continue the run in this directory.")
 @click.option("--retry", default="", help="On --resume, also rerun cells with these statuses, e.g. error,timeout.")
@@ -230,6 +232,8 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     sweep = plan_sweep(request)
     _warn_if_crowded(executor, params["jobs"], sweep.plan.threads)
     if dry_run:
+        if out is not None:  # what the run itself would refuse: a run already there, a place it cannot write
+            check_new_run(out)
         todo = pending_cells(sweep, resume, statuses)
         _say_taken(taken, quiet)
         _print_plan(sweep, todo, params["jobs"])
@@ -241,6 +245,12 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         ray_executor.quiet(quiet)
         if any(c.kind == "accuracy" for c in pending_cells(sweep, resume, statuses)):
             jobs = resolve_jobs(executor, sweep.plan, jobs)  # the cluster reached, and --jobs checked, before a write
+    with outliving_a_closed_stdout("the run"):  # `bench run | head`: every cell still runs and is recorded
+        _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs, statuses)
+    return 0
+
+
+def _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs, statuses) -> None:
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
     _say_taken(taken, quiet)
     with store:
@@ -251,7 +261,7 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     bad = [r for r in outcome.records if r["status"] != "ok"]
     if quiet:
         click.echo(str(outcome.path))
-        return 0
+        return
     for table in summary_tables(outcome.records):
         console.print(table)
     counts = pd.Series([r["status"] for r in outcome.records]).value_counts().to_dict()
@@ -262,7 +272,6 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
     console.print(f"run directory: {outcome.path}")
     console.print(f"next: bench report {outcome.path}   |   bench plot {outcome.path}"
                   + ("" if not bad else f"   (cells not ok: {len(bad)}; listed by bench report)"))
-    return 0
 
 
 def _warn_if_crowded(executor: str, jobs: int | None, threads: int) -> None:

@@ -119,6 +119,14 @@ def _benchmarked(name: str, known: list[str]) -> str:
     canonical = VARIANTS.resolve(name) if name in VARIANTS else name
     if canonical in known:
         return canonical
+    base = name.split("(", 1)[0].strip()
+    if "(" in name and base in VARIANTS and VARIANTS.resolve(base) in known:  # options: its cases are fixed
+        from attnbench.benchmarks.cases import CASES
+
+        cases = [c.label for c in CASES if c.variant == VARIANTS.resolve(base)]
+        raise AttnbenchError(f"--variants: bench perf takes names, not options ({name!r}): it times "
+                             f"{VARIANTS.resolve(base)} as {', '.join(cases)}; time other options with "
+                             f"bench run --kinds efficiency --variants {name!r}")
     close = difflib.get_close_matches(name, known, n=1)
     # not a typo: likely the user's own variant, which `bench run` times (bench perf knows
     # only the built-ins' peers and targets)

@@ -177,23 +177,26 @@ ENVIRONMENT = ("unavailable", "not installed")  # statuses of what this machine 
 def lost(base: pd.DataFrame, current: pd.DataFrame) -> tuple[Lost, ...]:
     """The baseline's timed core and layer rows (`base`: `_timed`) that `current` did not time, where
     `current` ran that case, batch and n (any row of it) on the baseline row's machine, threads and
-    heap: `--variants` and `--lengths` subsets lose nothing. What the machine lacks is not lost."""
+    heap: `--variants` and `--lengths` subsets lose nothing, and neither does a case whose kernel
+    this machine lacks (a row of it `unavailable`: no compiler for kernel=compiled, which writes
+    its core row alone)."""
     cur = with_heap(current)
-    conditions = set(cur[CONDITION].itertuples(index=False, name=None))
-    cells = set(cur[KEY[:1] + KEY[2:]].itertuples(index=False, name=None))  # (case, batch, n, dtype, device)
-    timed = set(_timed(current)[KEY].itertuples(index=False, name=None))
-    status = dict(zip(cur[KEY].itertuples(index=False, name=None),
-                      cur["status"].astype(str) if "status" in cur.columns else ["ok"] * len(cur)))
+    cell = ["case", "batch", "n", "dtype", "device", *CONDITION]  # one case at one length, on one machine
+    statuses = cur["status"].astype(str) if "status" in cur.columns else pd.Series("ok", index=cur.index)
+    status = dict(zip(cur[KEY + CONDITION].itertuples(index=False, name=None), statuses))
+    cells = set(cur[cell].itertuples(index=False, name=None))
+    lacking = set(cur[statuses.str.startswith(ENVIRONMENT)][cell].itertuples(index=False, name=None))
+    timed = set(_timed(current)[KEY + CONDITION].itertuples(index=False, name=None))
     out = []
     for r in base[base["impl"].isin(OURS)].itertuples(index=False):
         row = r._asdict()
-        key = tuple(row[c] for c in KEY)
-        if (key in timed or tuple(row[c] for c in CONDITION) not in conditions
-                or tuple(row[c] for c in KEY[:1] + KEY[2:]) not in cells):
+        key, where = tuple(row[c] for c in KEY + CONDITION), tuple(row[c] for c in cell)
+        if key in timed or where not in cells or where in lacking:
             continue
         why = status.get(key, "no row")
-        if not why.startswith(ENVIRONMENT):
-            out.append(Lost(row["case"], row["impl"], int(row["batch"]), int(row["n"]), float(row["median_s"]), why))
+        if why == "ok" or why == "nan":  # no median, and no status saying why
+            why = "no time recorded"
+        out.append(Lost(row["case"], row["impl"], int(row["batch"]), int(row["n"]), float(row["median_s"]), why))
     return tuple(out)
 
 

@@ -316,9 +316,12 @@ def calibrate_naive(cases: list[Case], batch: int, cfg: PerfConfig) -> dict[str,
 
 def _fit(case: Case, batch: int, points: list[tuple[int, float]]) -> NaiveMemory:
     """peak = a·entries + b·batch·n through the two (n, peak) points; a rate per entry alone (b = 0)
-    from the longer one where there is one point or the fit is not positive."""
+    from the longer one where there is one point, the points are below CALIBRATION_N / 2 (where
+    the block need not set the peak: at 32 and 64 the fit put causal `linear` at 0.25 B per entry,
+    a twentieth of its peak at 512; the rate alone errs high, which keeps --naive-limit-gib safe),
+    or the fit is not positive."""
     (n2, p2), e2 = points[-1], naive_entries(case, batch, points[-1][0])
-    if len(points) == 2:
+    if len(points) == 2 and points[0][0] >= CALIBRATION_N // 2:  # shorter: an O(n·d) tensor may set the peak
         (n1, p1), e1 = points[0], naive_entries(case, batch, points[0][0])
         det = e1 * batch * n2 - e2 * batch * n1
         if det:

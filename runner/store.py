@@ -18,6 +18,7 @@ wrong type: see `RECORD_FIELDS`) is skipped the same way. Only JSON is ever read
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 from dataclasses import dataclass
 import math
@@ -250,12 +251,25 @@ def resumable_grid(path: Path, grid: dict) -> dict:
     other cells under the same keys)."""
     stored = _read_json(path, GRID_FILE)
     new = _json_roundtrip(grid)
-    diff = _grid_diff({k: v for k, v in stored.items() if k != "data"}, {k: v for k, v in new.items() if k != "data"})
+    diff = _grid_diff(_planned(stored), _planned(new))
     if diff:  # first: other tasks read other files, and saying which tasks differ says more
-        raise StoreError(f"--resume {path}: this run's grid differs: {diff}")
+        hint = ("" if (path / ENV_FILE).exists() else
+                f" ({ENV_FILE}, where a run keeps the options it started with, is missing: give them again)")
+        raise StoreError(f"--resume {path}{hint}: this run's grid differs: {diff}")
     if "data" in stored:  # a run from before data files were checksummed has nothing to check them against
         _check_data(path, stored["data"], new.get("data", {}))
     return stored
+
+
+def _planned(grid: dict) -> dict:
+    """What a resume must plan as the run did: the grid without its data digests (`_check_data`
+    checks them) and without its time budgets, which decide whether a cell may finish, not what it
+    computes: `--resume DIR --retry timeout --max-cell-seconds 600` reruns a timed-out cell with
+    a longer budget."""
+    planned = {k: v for k, v in grid.items() if k not in ("data", "max_cell_seconds")}
+    if isinstance(planned.get("efficiency"), dict):
+        planned["efficiency"] = {k: v for k, v in planned["efficiency"].items() if k != "max_seconds"}
+    return planned
 
 
 def _check_data(path: Path, then: Any, now: Any) -> None:
@@ -464,6 +478,20 @@ def check_writable(path: Path) -> None:
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
         os.close(fd)
         os.unlink(probe)
+    except OSError as err:
+        raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
+
+
+def check_new_run(path: Path) -> None:
+    """StoreError where `RunStore.create` would refuse `path` (a run already there, a place no
+    directory can be made), found without leaving anything behind: for `--dry-run`."""
+    if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
+        raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-probe-"))  # made and removed: nothing is left
     except OSError as err:
         raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
 

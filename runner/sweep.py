@@ -138,7 +138,9 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     plan = Plan(
         size=profile.size.to_dict(),
         train=profile.train.to_dict(),
-        efficiency={**profile.efficiency.to_dict(), "lengths": list(eff_lengths)},
+        # --max-cell-seconds bounds every cell, also where the profile gives efficiency cells their own budget
+        efficiency={**profile.efficiency.to_dict(), "lengths": list(eff_lengths),
+                    **({} if request.max_cell_seconds is None else {"max_seconds": request.max_cell_seconds})},
         device=request.device,
         dtype=request.dtype,
         threads=threads,
@@ -309,8 +311,9 @@ def run_sweep(
     timer = pool.executors[0] if pool and timing == executor else make_executor(timing, plan)
     others = [e for e in pool.executors if e is not timer] if pool else []
     failed_at: dict[str, dict] = {}  # efficiency: variant label → its first oom/timeout record
+    rerun = {c.key for c in todo}  # --retry: a cell run again now decides by its new record, not its old one
     for earlier in sorted(store.records(), key=lambda r: r["seq_len"]):  # a resumed run's too
-        if earlier["kind"] == "efficiency" and earlier["status"] in ("oom", "timeout"):
+        if earlier["kind"] == "efficiency" and earlier["status"] in ("oom", "timeout") and earlier["key"] not in rerun:
             failed_at.setdefault(earlier["variant_label"], earlier)
     try:
         for record in pool.run(accuracy) if pool else ():

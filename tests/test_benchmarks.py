@@ -409,6 +409,14 @@ def test_the_naive_estimate_is_the_peak_measured_at_a_longer_length():
             measured, _ = peak_memory(cand.fn, device="cpu")
             assert cand.row["peak_bytes"] == pytest.approx(measured, rel=1e-3), cand.case.label
             assert cand.row["mem_method"].endswith("fitted at n=128 and n=256)"), cand.row["mem_method"]
+    # from a shortest length under 128 the block need not set the peak (causal linear's is an O(n·d)
+    # tensor's at 32 and 64, where a fit gave a twentieth of its peak at 512): one rate, which errs high
+    with torch.inference_mode():
+        short = calibrate_naive(cases, 2, PerfConfig(**{**TINY, "lengths": (64, 512)}))
+        for cand in build_candidates(cases, 2, 512, cfg, short):
+            if cand.impl == "naive":
+                assert short[cand.case.label].at == (64,) and short[cand.case.label].per_position == 0
+                assert cand.row["peak_bytes"] >= peak_memory(cand.fn, device="cpu")[0], cand.case.label
 
 
 def test_causal_sdpa_counts_the_scores_on_and_below_the_diagonal_and_the_full_form_all():

@@ -63,6 +63,10 @@ def assert_one_line_error(bench_output, argv, out_dir, says):
     (["--name", ""], "--name '': a file name stem"),
     (["--variants", "all,lcoal"], "--variants: no benchmark for 'lcoal'; did you mean 'local'?"),
     (["--variants", "mha,cosine-demo"], "--variants: no benchmark for 'cosine-demo'"),
+    (["--variants", "local(window=3)"],  # built in, with options: not the hint to time one's own variant
+     "--variants: bench perf takes names, not options ('local(window=3)'): it times local as local(window=128), "
+     "local(window=256), local(window=128, kernel=compiled), local(window=256, kernel=compiled); time other "
+     "options with bench run --kinds efficiency --variants 'local(window=3)'"),
 ])
 def test_bad_bench_perf_input_is_one_line_and_exit_2_before_any_timing(argv, says, bench_output, never_timed,
                                                                         tmp_path):
@@ -246,16 +250,34 @@ def test_a_core_row_the_baseline_timed_and_the_run_did_not_fails_the_gate(status
 
 
 def test_a_run_of_fewer_cases_or_lengths_or_without_a_compiler_loses_nothing(bench_output, tmp_path):
-    base = results(tmp_path / "BASELINE.csv", cases=(("sdpa", "sdpa"), ("linear", "core"), ("local(window=128)", "core")))
-    cur = pd.read_csv(results(tmp_path / "now.csv", cases=(("sdpa", "sdpa"), ("linear", "core"))))
-    cur = cur[cur["n"] == 512]  # --variants linear --lengths 512
-    extra = cur[cur["case"] == "linear"].assign(case="local(window=128)", median_s=None,
-                                                status="unavailable: kernel=compiled needs a C++ compiler")
+    compiled = "local(window=128, kernel=compiled)"
+    base = results(tmp_path / "BASELINE.csv", cases=(("sdpa", "sdpa"), ("linear", "core"), ("linear", "layer"),
+                                                     (compiled, "core"), (compiled, "layer")))
+    cur = pd.read_csv(results(tmp_path / "now.csv", cases=(("sdpa", "sdpa"), ("linear", "core"), ("linear", "layer"))))
+    cur = cur[cur["n"] == 512]  # --variants linear,local --lengths 512
+    # without a compiler a compiled case writes its core row alone, unavailable, and no layer row
+    extra = cur[(cur["case"] == "linear") & (cur["impl"] == "core")].assign(
+        case=compiled, median_s=None, status="unavailable: kernel=compiled needs a C++ compiler")
     pd.concat([cur, extra]).to_csv(tmp_path / "now.csv", index=False)
     code, out, err = bench_output("perf", "--compare", base, "--current", tmp_path / "now.csv")
-    assert (code, err) == (0, "") and "no regression: 2 timings within 10%" in out and "not timed" not in out
+    assert (code, err) == (0, "") and "no regression: 3 timings within 10%" in out and "not timed" not in out
     other = results(tmp_path / "other.csv", threads=4, cases=(("sdpa", "sdpa"),))  # another condition: its own
     assert guard_lost(base, other) == ()
+
+
+def test_lost_rows_are_matched_on_their_own_machine_threads_and_heap(tmp_path):
+    # a CSV of two machines (as BASELINE.csv is): one machine's rows say nothing of the other's
+    base = pd.concat([pd.read_csv(results(tmp_path / "a.csv")), pd.read_csv(results(tmp_path / "b.csv", machine="other"))])
+    base.to_csv(tmp_path / "BASELINE.csv", index=False)
+    now = base.copy()
+    broken = (now["machine"] == "other") & (now["case"] == "linear") & (now["n"] == 512)
+    now.loc[broken, ["median_s", "status"]] = [None, "mismatch: rel err 1e-1 > 1e-4"]
+    now.to_csv(tmp_path / "now.csv", index=False)
+    assert [(r.case, r.n, r.status) for r in guard_lost(tmp_path / "BASELINE.csv", tmp_path / "now.csv")] == [
+        ("linear", 512, "mismatch: rel err 1e-1 > 1e-4")]  # the other machine's, though this one's is timed
+    only_one = now[~((now["machine"] == "other") & (now["case"] == "linear"))]  # it never ran linear
+    only_one.to_csv(tmp_path / "one.csv", index=False)
+    assert guard_lost(tmp_path / "BASELINE.csv", tmp_path / "one.csv") == ()
 
 
 def guard_lost(base, current):

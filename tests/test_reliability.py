@@ -205,6 +205,22 @@ def test_sigterm_stops_the_run_in_one_line_and_takes_its_worker_along(tmp_path: 
     FileLock(tmp_path / "run" / "run.lock", timeout=0).acquire()  # released: a resume may take it
 
 
+def test_a_run_whose_output_reader_goes_away_still_runs_and_records_every_cell(tmp_path: Path) -> None:
+    # `bench run … | head -1`: click ends a command whose stdout pipe closed with exit 1 and no
+    # word, which had ended the sweep after its second cell
+    grid = [a for a in GRID if a != "--quiet"]  # the per-cell lines: what the closed pipe meets
+    proc = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", "run", *grid,
+                             "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader is gone
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert first.startswith("ok accuracy ")
+    assert err.strip().splitlines() == ["bench: the output's reader closed; the run goes on without printing"]
+    assert len(read_records(tmp_path / "run")) == 6
+
+
 # a startup hook (sitecustomize.py on PYTHONPATH): holds `import torch` (the first and slowest of `bench`'s imports)
 # until the test has sent its signal, so that the signal lands in the imports every time
 HOLD_TORCH = """

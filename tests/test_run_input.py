@@ -434,3 +434,17 @@ def test_compare_with_no_cell_in_both_runs_fails(tmp_path, bench_output) -> None
     assert code == 1
     assert err.strip() == "bench compare: nothing compared: no cell is in both runs (A has 1, B has 1)"
     assert out.rstrip().endswith("Nothing compared: no cell is in both runs (A has 1, B has 1); that fails the gate.")
+
+
+def test_a_dry_run_refuses_the_out_the_run_would_refuse_and_leaves_nothing(tmp_path, bench_output) -> None:
+    run = tmp_path / "run"
+    assert bench_output(*DRY, "--out", run, "--quiet")[0] == 0
+    code, _, err = bench_output(*DRY, "--out", run, "--dry-run")
+    assert code == 2 and one_error_line(err) == f"bench: error: {run} already holds a run; use --resume {run} or another --out"
+    (tmp_path / "file").write_text("")
+    code, _, err = bench_output(*DRY, "--out", tmp_path / "file" / "run", "--dry-run")
+    assert code == 2 and one_error_line(err) == f"bench: error: cannot write to {tmp_path / 'file' / 'run'}: Not a directory"
+    fresh = tmp_path / "new" / "run"
+    code, out, _ = bench_output(*DRY, "--out", fresh, "--dry-run")
+    assert code == 0 and "cells to run" in out and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]  # no probe left behind

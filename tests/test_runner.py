@@ -360,3 +360,28 @@ def test_multi_head_learns_the_distance_probe_and_local_does_not_reach() -> None
             assert far < 2 * chance, record["result"]["by_distance"]
     assert scores["multi-head"] > 4 * chance, scores
     assert scores["local"] < scores["multi-head"] / 2, scores
+
+
+def test_max_cell_seconds_bounds_efficiency_cells_too_and_a_resume_may_raise_it_to_retry_timeouts(
+        tmp_path: Path, bench) -> None:
+    from attnbench.runner.execute import cell_budget
+    from attnbench.runner.sweep import SweepRequest, plan_sweep
+
+    # the quick profile gives its efficiency cells 10 s of their own: --max-cell-seconds had not reached them
+    sweep = plan_sweep(SweepRequest(variants="linear", kinds=("efficiency",), max_cell_seconds=60))
+    assert {cell_budget(c, sweep.plan) for c in sweep.cells} == {60}
+    assert {cell_budget(c, plan_sweep(SweepRequest(variants="linear", kinds=("efficiency",))).plan)
+            for c in sweep.cells} == {10}
+    out = tmp_path / "run"
+    grid = ["--profile", "smoke", "--variants", "additive", "--kinds", "efficiency", "--efficiency-lengths", "64,256",
+            "--device", "cpu", "--quiet"]
+    assert bench("run", *grid, "--max-cell-seconds", "0.01", "--out", str(out)) == 0
+    first = by_n(out)
+    assert first[64]["status"] == "timeout" and first[256]["message"] == "not run: timeout at n=64 already"
+    # the budget is not part of the grid; the cells that timed out rerun, the longer one with them
+    assert bench("run", "--resume", str(out), "--retry", "timeout", "--max-cell-seconds", "600", "--quiet") == 0
+    assert {n: r["status"] for n, r in by_n(out).items()} == {64: "ok", 256: "ok"}
+
+
+def by_n(out: Path) -> dict[int, dict]:
+    return {r["seq_len"]: r for r in load_results(out).to_dict("records")}

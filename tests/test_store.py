@@ -577,3 +577,11 @@ def test_default_run_dir_is_stamped_and_never_reused(tmp_path):
     second.mkdir()
     assert default_run_dir(tmp_path, "quick", now=now).name == "20260304-050607-quick-3"
     assert default_run_dir(tmp_path, "smoke").name.endswith("-smoke")
+
+
+def test_a_resume_of_a_run_without_its_env_json_says_its_options_are_lost(run):
+    (run / "env.json").unlink()  # the options a resume takes from the run live there
+    with pytest.raises(StoreError) as err:
+        RunStore.resume(run, grid={**GRID, "seeds": [0, 1]})
+    assert str(err.value).startswith(f"--resume {run} (env.json, where a run keeps the options it started with, "
+                                     "is missing: give them again): this run's grid differs: seeds [0] vs [0, 1]")
