@@ -654,6 +654,13 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
     if eff.step_ms.notna().any():
         notes.append("train step ms: one training step (forward, loss, backward) of the whole model around the "
                      "variant, at the efficiency width.")
+    fractions = pd.concat([pd.to_numeric(eff.peak_fraction_fwd, errors="coerce"),
+                           pd.to_numeric(eff.peak_fraction_fwd_bwd, errors="coerce")])
+    if (fractions > 1).any():  # no kernel beats the machine's own matmul: the peak was taken on a busier machine
+        notes.append(f"Above 100 % of the matmul peak (up to {fractions.max():.0%}): the peak, measured once when "
+                     "the run started, was taken while the machine was busier than during those cells (other "
+                     "processes on its cores), so every % of it here reads high; time and memory are unaffected. "
+                     "Run again on a quiet machine for these fractions.")
     return "\n".join(notes) + ("\n" if notes else "")
 
 

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -403,21 +404,38 @@ def _read_cells(cells: Path) -> list[dict]:
     except OSError as err:  # a directory in its place, no permission, an I/O error
         raise StoreError(f"cannot read {cells}: {err.strerror or err}") from None
     by_key: dict[str, dict] = {}
+    skipped: list[tuple[int, str, str | None]] = []  # (line, problem, the key it names, where legible)
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         record = _parse_line(raw)
         problem = "is torn or corrupted" if record is None else _record_problem(record)
         if problem:
-            warnings.warn(
-                f"{CELLS_FILE} line {number} {problem}; skipped (the cell reruns on resume)",
-                StoreWarning,
-                stacklevel=3,
-            )
+            key = record.get("key") if isinstance(record, dict) else _legible_key(raw)
+            skipped.append((number, problem, key if isinstance(key, str) else None))
             continue
         by_key.pop(record["key"], None)
         by_key[record["key"]] = record
+    for number, problem, key in skipped:  # a resume that reran the cell recorded it again: say so, not "reruns"
+        again = key is not None and key in by_key
+        warnings.warn(
+            f"{CELLS_FILE} line {number} {problem}; skipped "
+            + ("(another line records its cell)" if again else "(the cell reruns on resume)"),
+            StoreWarning,
+            stacklevel=3,
+        )
     return list(by_key.values())
+
+
+def _legible_key(raw: bytes) -> str | None:
+    """The "key" a torn line still shows (records are written with sorted keys: "key" comes first), or None."""
+    match = re.match(rb'\s*\{"key":\s*"((?:[^"\\]|\\.)*)"', raw)
+    if match is None:
+        return None
+    try:
+        return json.loads(b'"' + match.group(1) + b'"')
+    except ValueError:
+        return None
 
 
 def _parse_line(raw: bytes) -> dict | None:
@@ -446,7 +464,23 @@ def _record_problem(record: dict) -> str | None:
             return f"is not a valid cell record ({field} is {_JSON_NAMES[type(record[field])]}, not {wanted})"
     if status == "ok" and "kind" in record and not isinstance(record.get("result"), dict):
         return "is not a valid cell record (an ok cell without its result object)"
+    if status == "ok" and isinstance(record.get("result"), dict):
+        for name, value in _result_numbers(record["result"]):
+            if value is not None and type(value) not in (int, float):  # null: a non-finite number, written so
+                return f"is not a valid cell record (result {name} is {_JSON_NAMES[type(value)]}, not a number)"
     return None
+
+
+def _result_numbers(result: dict):
+    """(name, value) of the numbers every reader of an ok result takes: an accuracy cell's score and
+    accuracy, an efficiency cell's median times."""
+    for name in ("score", "accuracy"):
+        if name in result:
+            yield name, result[name]
+    for name in ("fwd", "fwd_bwd"):
+        timing = result.get(name)
+        if isinstance(timing, dict) and "median_s" in timing:
+            yield f"{name}.median_s", timing["median_s"]
 
 
 def _shown(value: Any, width: int = 40) -> str:

@@ -215,8 +215,10 @@ def _task_lengths(selected: Selected, task, profile: Profile, override: tuple[in
     for split in SPLITS:  # a data file read lazily (listops path=) is read here, before any work
         if task.size(split) == 0:
             raise AttnbenchError(f"--tasks: {selected.label} has no {split} examples; its cells could not run")
+    # a length the user did not give is the profile's: name it so, and the flag that replaces it
+    flag = "--lengths" if override else f"the {profile.name} profile's lengths (pass --lengths)"
     for n in lengths:
-        task.check_length(n, flag="--lengths", label=selected.label)
+        task.check_length(n, flag=flag, label=selected.label)
     return tuple(lengths)
 
 

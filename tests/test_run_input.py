@@ -448,3 +448,16 @@ def test_a_dry_run_refuses_the_out_the_run_would_refuse_and_leaves_nothing(tmp_p
     code, out, _ = bench_output(*DRY, "--out", fresh, "--dry-run")
     assert code == 0 and "cells to run" in out and not (tmp_path / "new").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]  # no probe left behind
+
+
+def test_a_length_too_short_for_a_task_names_the_profile_where_the_user_gave_none(bench_output) -> None:
+    # the README's own example of option syntax, at the quick profile's length 32: "--lengths" was
+    # blamed though none was given
+    code, _, err = bench_output("run", "--variants", "mha", "--tasks", "distance(distances=8,32,128)", "--dry-run")
+    assert code == 2 and one_error_line(err) == (
+        "bench: error: the quick profile's lengths (pass --lengths): 32 is too short for "
+        "distance(distances='8,32,128') (its minimum is 130)")
+    code, _, err = bench_output("run", "--variants", "mha", "--tasks", "distance(distances=8,32,128)",
+                                "--lengths", "64", "--dry-run")
+    assert code == 2 and one_error_line(err) == (
+        "bench: error: --lengths: 64 is too short for distance(distances='8,32,128') (its minimum is 130)")

@@ -281,9 +281,15 @@ def test_a_torn_last_line_is_skipped_and_the_next_append_starts_a_new_line(run):
         assert store.done_keys() == {"a", "b", "c"}
     with store:
         store.append(cell("d"))
-        with pytest.warns(StoreWarning, match="line 4 "):
+        # the resume recorded the cell again: the warning no longer says it will rerun
+        again = r"^cells.jsonl line 4 is torn or corrupted; skipped \(another line records its cell\)$"
+        with pytest.warns(StoreWarning, match=again):
             assert [r["key"] for r in store.records()] == ["a", "b", "c", "d"]
     assert raw_lines(run)[3:] == ['{"key": "d", "status": "o', '{"key": "d", "status": "ok"}', ""]
+    with open(run / "cells.jsonl", "a") as f:
+        f.write('{"key": "e\\"x", "st')  # its key still legible, escapes and all, but no line records it
+    with pytest.warns(StoreWarning, match=r"line 6 is torn or corrupted; skipped \(the cell reruns on resume\)$"):
+        read_records(run)
 
 
 @pytest.mark.parametrize("garbage", ["not json at all", '["a list"]', '{"no": "key"}', "\x00\x00\x00"])
@@ -317,6 +323,9 @@ SWEEP_CELL = {"kind": "accuracy", "variant": "local", "variant_label": "local(wi
     ({"result": [1]}, "result is a list, not an object or null"),
     ({"result": None}, "an ok cell without its result object"),
     ({"result": "deleted"}, "result is a string, not an object or null"),
+    ({"result": {"score": "abc"}}, "result score is a string, not a number"),  # had averaged in as text
+    ({"result": {"score": 0.5, "accuracy": True}}, "result accuracy is a boolean, not a number"),
+    ({"result": {"fwd": {"median_s": "1 ms"}}}, "result fwd.median_s is a string, not a number"),
 ])
 def test_a_record_readers_cannot_use_is_skipped_like_a_torn_line(run, damage, problem):
     lines = raw_lines(run)
