@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import click
 import torch
@@ -39,6 +40,19 @@ class BenchGroup(click.Group):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise click.UsageError(f"no such command {name!r}{hint} (see bench --help)")
         return super().resolve_command(ctx, args)
+
+
+class RunPath(click.Path):
+    """A run directory argument: an empty one is refused by name (as `--out ''` is), not read as
+    the current directory, which then "is not an attnbench run"."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("empty path; name a run directory, e.g. results/runs/20261127-101500-quick", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Choice(click.Choice):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from attnbench.cli import cli, console
+from attnbench.cli import RunPath, cli, console
 
 
 @cli.command("plot")
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=RunPath())
 @click.option("--out", default=None, help="Folder for the figures (default RUN/plots).")  # text: '' is refused
 def plot_command(run: Path, out: str | None) -> None:
     """Draw a run's figures as PNG and SVG from its files (nothing is re-run).

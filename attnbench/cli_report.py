@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from attnbench.cli import Choice, cli
+from attnbench.cli import Choice, RunPath, cli
 from attnbench.errors import AttnbenchError
 from attnbench.runner.report import (
     compare_runs,
@@ -20,7 +20,7 @@ from attnbench.runner.store import write_atomically
 
 
 @cli.command("report")
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=RunPath())
 @click.option("--format", "fmt", type=Choice(["md", "csv"]), default="md", show_default=True,
               help="md: one GitHub-markdown report; csv: one CSV file per table.")
 @click.option("--out", default=None,
@@ -68,8 +68,8 @@ def _report_target(out: str | None, fmt: str) -> Path | None:
 
 
 @cli.command("compare")
-@click.argument("run_a", type=click.Path(path_type=Path))
-@click.argument("run_b", type=click.Path(path_type=Path))
+@click.argument("run_a", type=RunPath())
+@click.argument("run_b", type=RunPath())
 @click.option("--rtol", type=float, default=0.05, show_default=True,
               help="Relative tolerance: B may be this much worse than A before it counts as a regression.")
 def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attnbench.cli import Choice, cli, console, outliving_a_closed_stdout, plugin_option, resolve_device
+from attnbench.cli import Choice, RunPath, cli, console, outliving_a_closed_stdout, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_THREADS
 from attnbench.plugins import import_plugin, recorded_plugin
@@ -381,7 +381,7 @@ def _run_with_progress(sweep, store, executor, jobs, retry):
 
 
 @cli.command("export")
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=RunPath())
 @click.option("--format", "fmt", type=Choice(["csv", "parquet"]), default="csv", show_default=True)
 @click.option("--out", default=None, help="Output file (default RUN/cells.FORMAT).")  # text: '' is refused
 def export_command(run: Path, fmt: str, out: str | None) -> None:

@@ -507,6 +507,8 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> PlotOutc
         outcome.skipped.append(f"{run.path} has no cells yet: nothing to plot")
         return outcome
     out = Path(out_dir) if out_dir is not None else run.path / "plots"
+    if out.exists() and not out.is_dir():  # mkdir's own word for it is "File exists"
+        raise AttnbenchError(f"cannot write plots to {out}: a file, not a directory (--out names the folder of the figures)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

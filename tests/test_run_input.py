@@ -461,3 +461,22 @@ def test_a_length_too_short_for_a_task_names_the_profile_where_the_user_gave_non
                                 "--lengths", "64", "--dry-run")
     assert code == 2 and one_error_line(err) == (
         "bench: error: --lengths: 64 is too short for distance(distances='8,32,128') (its minimum is 130)")
+
+
+@pytest.mark.parametrize("argv", [["report", ""], ["plot", ""], ["export", ""], ["compare", "RUN", ""]])
+def test_an_empty_run_argument_is_refused_by_name(argv, bench_output, tmp_path, monkeypatch) -> None:
+    # it had read as the current directory: ". is not an attnbench run (no grid.json)"
+    monkeypatch.chdir(tmp_path)
+    code, _, err = bench_output(*[str(tmp_path) if a == "RUN" else a for a in argv])
+    assert code == 2 and one_error_line(err).endswith(
+        ": empty path; name a run directory, e.g. results/runs/20261127-101500-quick")
+
+
+def test_plots_into_a_file_say_it_is_a_file(bench_output, tmp_path) -> None:
+    run = tmp_path / "run"
+    assert bench_output(*DRY, "--out", run, "--quiet")[0] == 0
+    (tmp_path / "taken").write_text("")
+    code, _, err = bench_output("plot", run, "--out", tmp_path / "taken")
+    assert code == 2 and one_error_line(err) == (f"bench: error: cannot write plots to {tmp_path / 'taken'}: a file, "
+                                                 "not a directory (--out names the folder of the figures)")
+
