@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import os
 import signal
 import sys
 import threading
@@ -279,51 +278,24 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-class _Outliving:
-    """sys.stdout for a long command: once the reader of a pipe is gone (`bench run | head`), writes
-    are dropped and the command goes on, where click would end it with exit 1 and no word. Says so
-    once on stderr, and points file descriptor 1 at /dev/null so that nothing written later (the
-    interpreter's last flush, a worker started after) meets the closed pipe."""
-
-    def __init__(self, stream, what: str) -> None:
-        self._stream, self._what, self._gone = stream, what, False
-
-    def write(self, text: str) -> int:
-        if not self._gone:
-            try:
-                return self._stream.write(text)
-            except BrokenPipeError:
-                self._drop()
-        return len(text)
-
-    def flush(self) -> None:
-        if not self._gone:
-            try:
-                self._stream.flush()
-            except BrokenPipeError:
-                self._drop()
-
-    def _drop(self) -> None:
-        self._gone = True
-        with contextlib.suppress(OSError, ValueError):  # no descriptor to point elsewhere: writes are dropped anyway
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        click.echo(f"bench: the output's reader closed; {self._what} goes on without printing", err=True)
-
-    def __getattr__(self, name):  # isatty, encoding, fileno, …: the stream's own
-        return getattr(self._stream, name)
-
-
 @contextlib.contextmanager
 def outliving_a_closed_stdout(what: str):
-    """Within: a closed stdout (its pipe's reader gone) drops the output, not the command (`_Outliving`)."""
-    previous = sys.stdout
-    sys.stdout = _Outliving(previous, what)
+    """Within: a closed stdout (its pipe's reader gone) drops the output, not the command, and says
+    so once on stderr (runner/streams.py `Outliving`), where click would end the command with exit 1
+    and no word."""
+    from attnbench.runner.streams import Outliving
+
+    def said(stderr_open: bool) -> None:
+        if stderr_open:  # `2>&1 | head`: stderr went with it, and nobody is left to tell
+            click.echo(f"bench: the output's reader closed; {what} goes on without printing", err=True)
+
+    previous = sys.stdout, sys.stderr
+    # stderr too: a cell's own print to it (a warning, a plugin's line) may meet the closed pipe first
+    sys.stdout, sys.stderr = Outliving(previous[0], said), Outliving(previous[1])
     try:
         yield
     finally:
-        sys.stdout = previous
+        sys.stdout, sys.stderr = previous
 
 
 @contextlib.contextmanager

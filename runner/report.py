@@ -732,14 +732,15 @@ def incomparable_settings(a: dict, b: dict) -> list[str]:
     A cell's key names neither dtype, profile, model size nor budgets, nor the bytes of a data file
     it names by path (`data`: their sha256), so without this a fp16 run matches a fp32 run cell
     for cell. A setting one grid lacks (a run from before it was recorded) is not held against it;
-    nor are the efficiency lengths, which only select cells.
+    nor are the efficiency lengths, which only select cells, nor the efficiency cells' time budget
+    (`max_seconds`), which decides whether a cell may finish, not what it measures.
     """
     differs = []
     for key in COMPARABLE_SETTINGS:
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             differs += [f"{key}.{k} {_json(va[k])} vs {_json(vb[k])}" for k in va
-                        if k in vb and k != "lengths" and va[k] != vb[k]]
+                        if k in vb and k not in ("lengths", "max_seconds") and va[k] != vb[k]]
         elif key in a and key in b and va != vb:
             differs.append(f"{key} {_json(va)} vs {_json(vb)}")
     return differs

@@ -519,12 +519,15 @@ def check_writable(path: Path) -> None:
 def check_new_run(path: Path) -> None:
     """StoreError where `RunStore.create` would refuse `path` (a run already there, a place no
     directory can be made), found without leaving anything behind: for `--dry-run`."""
-    if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
-        raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
-    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
     try:
-        if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
+            raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
+        # a dangling symlink exists for mkdir (File exists), not for Path.exists
+        existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists() or p.is_symlink())
+        if not existing.is_dir():  # mkdir's own words: of `path` itself "File exists", of a parent "Not a directory"
+            mine = existing == path.absolute()
+            raise OSError(*((errno.EEXIST, os.strerror(errno.EEXIST)) if mine else
+                            (errno.ENOTDIR, os.strerror(errno.ENOTDIR))))
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-probe-"))  # made and removed: nothing is left
     except OSError as err:
         raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
@@ -535,7 +538,10 @@ def cleared_if_not_started(path: Path) -> Iterator[None]:
     """The directories a new run makes (`path` and missing parents) are removed again if starting
     it fails or is interrupted (measuring the environment, writing env.json): no empty run
     directory is left behind. Only empty ones, and only those that did not exist before."""
-    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    except OSError as err:  # a name too long for the file system
+        raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
     try:
         yield
     except BaseException:

@@ -37,7 +37,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as WORKER_COMMAND does first (for `python -m` too)
     records = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    sys.stdout = sys.stderr
+    # stderr is the parent's: a `bench run 2>&1 | head` whose reader has gone must not fail the cells
+    from attnbench.runner.streams import Outliving
+
+    sys.stdout = sys.stderr = Outliving(sys.stderr)
     import attnbench  # noqa: F401  (registers built-ins; entry-point plugins load lazily)
     import attnbench.tasks  # noqa: F401
     from attnbench.plugins import import_plugin

@@ -205,20 +205,41 @@ def test_sigterm_stops_the_run_in_one_line_and_takes_its_worker_along(tmp_path: 
     FileLock(tmp_path / "run" / "run.lock", timeout=0).acquire()  # released: a resume may take it
 
 
-def test_a_run_whose_output_reader_goes_away_still_runs_and_records_every_cell(tmp_path: Path) -> None:
+CHATTY = """
+import sys
+from attnbench import register_variant
+from attnbench.variants.multi_head import MultiHeadAttention
+
+@register_variant("chatty")
+class Chatty(MultiHeadAttention):
+    def forward(self, *args, **kwargs):
+        print("chatty forward", file=sys.stderr, flush=True)  # to the parent's stderr, from a worker
+        return super().forward(*args, **kwargs)
+"""
+
+
+@pytest.mark.parametrize("stderr, executor", [("apart", "local"), ("with stdout", "local"),
+                                              ("with stdout", "subprocess")])
+def test_a_run_whose_output_reader_goes_away_still_runs_and_records_every_cell(
+        tmp_path: Path, stderr: str, executor: str) -> None:
     # `bench run … | head -1`: click ends a command whose stdout pipe closed with exit 1 and no
-    # word, which had ended the sweep after its second cell
+    # word, which had ended the sweep after its second cell; `2>&1 | head -1` closes stderr with
+    # it, for the parent and for its workers, whose cells had failed on a print to stderr
+    (tmp_path / "chatty.py").write_text(CHATTY)
     grid = [a for a in GRID if a != "--quiet"]  # the per-cell lines: what the closed pipe meets
+    grid[grid.index("--variants") + 1] = "chatty,linear"
     proc = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", "run", *grid,
-                             "--out", str(tmp_path / "run")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--plugin", str(tmp_path / "chatty.py"), "--executor", executor,
+                             "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.STDOUT if stderr == "with stdout" else subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()  # the reader is gone
-    err = proc.stderr.read()
+    err = proc.stderr.read() if proc.stderr else ""
     assert proc.wait(timeout=120) == 0, err
-    assert first.startswith("ok accuracy ")
-    assert err.strip().splitlines() == ["bench: the output's reader closed; the run goes on without printing"]
-    assert len(read_records(tmp_path / "run")) == 6
+    assert first.startswith(("ok accuracy ", "chatty forward", "bench: warning"))
+    if stderr == "apart":
+        assert "bench: the output's reader closed; the run goes on without printing" in err.splitlines()
+    assert [r["status"] for r in read_records(tmp_path / "run")] == ["ok"] * 6
 
 
 # a startup hook (sitecustomize.py on PYTHONPATH): holds `import torch` (the first and slowest of `bench`'s imports)

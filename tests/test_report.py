@@ -18,6 +18,7 @@ from attnbench.runner.report import (
     distance_frame,
     effective_range,
     efficiency_frame,
+    incomparable_settings,
     load_run,
     long_range_frame,
     long_range_table,
@@ -306,6 +307,16 @@ def test_a_fraction_of_the_matmul_peak_above_100_percent_is_explained(tmp_path):
     assert "| 256 | multi-head |" in text and "50.0% / 143.2%" in text
     assert ("Above 100 % of the matmul peak (up to 143%): the peak, measured once when the run started, was taken "
             "while the machine was busier than during those cells") in text
+
+
+def test_runs_that_differ_only_in_their_time_budget_compare():
+    # --max-cell-seconds now sets the efficiency cells' budget too: a budget decides whether a
+    # cell may finish, not what it measures, so `bench compare` must not refuse the pair for it
+    a = {"profile": "smoke", "efficiency": {"d_model": 64, "lengths": [64], "max_seconds": None}}
+    b = {"profile": "smoke", "efficiency": {"d_model": 64, "lengths": [256], "max_seconds": 600.0}}
+    assert incomparable_settings(a, b) == []
+    assert incomparable_settings(a, {**b, "efficiency": {**b["efficiency"], "d_model": 128}}) == [
+        "efficiency.d_model 64 vs 128"]
 
 
 # -- the CLI --------------------------------------------------------------------------------

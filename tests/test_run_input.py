@@ -444,10 +444,16 @@ def test_a_dry_run_refuses_the_out_the_run_would_refuse_and_leaves_nothing(tmp_p
     (tmp_path / "file").write_text("")
     code, _, err = bench_output(*DRY, "--out", tmp_path / "file" / "run", "--dry-run")
     assert code == 2 and one_error_line(err) == f"bench: error: cannot write to {tmp_path / 'file' / 'run'}: Not a directory"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    long = tmp_path / ("a" * 300)
+    for refused, why in ((tmp_path / "dangling", "File exists"), (long, "File name too long")):
+        for dry in (["--dry-run"], []):  # the dry run says what the run says (for the long name: not a traceback)
+            code, _, err = bench_output(*DRY, "--out", refused, *dry)
+            assert code == 2 and one_error_line(err) == f"bench: error: cannot write to {refused}: {why}", dry
     fresh = tmp_path / "new" / "run"
     code, out, _ = bench_output(*DRY, "--out", fresh, "--dry-run")
     assert code == 0 and "cells to run" in out and not (tmp_path / "new").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]  # no probe left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "file", "run"]  # no probe left behind
 
 
 def test_a_length_too_short_for_a_task_names_the_profile_where_the_user_gave_none(bench_output) -> None:
