@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import signal
 import sys
 import threading
@@ -25,6 +26,9 @@ from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
 from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks, summary
 
+for _name in ("stdout", "stderr"):  # started with the descriptor closed (`bench … >&-`): run, printing nowhere
+    if getattr(sys, _name) is None:  # (rich and click would fail on None: a traceback at import)
+        setattr(sys, _name, open(os.devnull, "w"))  # noqa: SIM115 (for the life of the process)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 

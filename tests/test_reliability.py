@@ -568,3 +568,16 @@ def test_results_are_never_pickled() -> None:
         for call in re.finditer(r"torch\.load\(", text):
             assert "weights_only=True" in text[call.start(): call.start() + 300], f"{path}: torch.load unsafe"
         assert not re.search(r"\b(np|numpy)\.save\(", text), f"{path} saves a numpy blob"
+
+
+def test_a_bench_started_with_its_stdout_closed_runs_and_prints_nowhere(tmp_path: Path) -> None:
+    # `bench … >&-`: Python gives such a process sys.stdout None, on which rich's console had
+    # failed at import, a traceback for every command
+    def closed_stdout() -> None:
+        os.close(1)
+
+    command = [sys.executable, "-c", "from attnbench.cli import main; main()"]
+    done = subprocess.run([*command, "ls", "variants"], preexec_fn=closed_stdout, stderr=subprocess.PIPE, text=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    done = subprocess.run([*command, "ls", "gizmos"], preexec_fn=closed_stdout, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("bench: error: Invalid value for 'WHAT'")
