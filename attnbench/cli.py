@@ -26,9 +26,24 @@ from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
 from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks, summary
 
-for _name in ("stdout", "stderr"):  # started with the descriptor closed (`bench … >&-`): run, printing nowhere
-    if getattr(sys, _name) is None:  # (rich and click would fail on None: a traceback at import)
-        setattr(sys, _name, open(os.devnull, "w"))  # noqa: SIM115 (for the life of the process)
+def _devnull_if_closed(fd: int, name: str) -> None:
+    """Started with descriptor `fd` closed (`bench … >&-`), Python gives sys.stdout (or stderr)
+    None, on which rich and click fail (a traceback at import): run instead, printing nowhere. The
+    /dev/null goes onto `fd` itself, inheritable, so that native code writing to it, and a worker
+    process, print nowhere too, not into whatever file took the lowest free descriptor."""
+    if getattr(sys, name) is not None:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull == fd:
+        os.set_inheritable(fd, True)
+    else:
+        os.dup2(devnull, fd)  # inheritable by default
+        os.close(devnull)
+    setattr(sys, name, open(fd, "w", buffering=1, closefd=False))  # noqa: SIM115 (for the life of the process)
+
+
+_devnull_if_closed(1, "stdout")
+_devnull_if_closed(2, "stderr")
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 

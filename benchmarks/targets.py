@@ -172,14 +172,15 @@ def check_targets(rows: list[dict]) -> list[Target]:
     out.append(_additive(df))
 
     # the denominator of the memory targets: naive full attention, multi-head's reference (8 B a score
-    # entry), as issue 8 words it; a run without multi-head takes the case's own (local's, with its
-    # window's mask, 16 B: twice as lenient), and says so
+    # entry), as issue 8 words it; a run without multi-head at the case's length takes the case's own
+    # (local's, with its window's mask, 16 B: twice as lenient), and says so
     full_naive = _series(df, "multi-head", "naive", "peak_bytes")
     for case in PEERED:
         core = _series(df, case, "core", "peak_bytes")
-        naive_rows = "multi-head" if full_naive else _rows_of(df, case, "naive")
-        naive = full_naive or _series(df, naive_rows, "naive", "peak_bytes")
         statuses = _statuses(df, case)
+        own = max(statuses, default=None) not in full_naive  # multi-head's reference not at this case's length
+        naive_rows = _rows_of(df, case, "naive") if own else "multi-head"
+        naive = _series(df, naive_rows, "naive", "peak_bytes") if own else full_naive
         if not statuses:
             out.append(Target(f"{case}: peak memory ≤ 1/8 of naive at the longest n", NA, "not in this run"))
             continue
@@ -195,8 +196,8 @@ def check_targets(rows: list[dict]) -> list[Target]:
             continue
         method = df[(df["case"] == naive_rows) & (df["impl"] == "naive") & (df["n"] == top)]["mem_method"].iloc[0]
         estimated = " (naive estimated)" if str(method).startswith("estimate") else ""
-        if not full_naive:
-            estimated += f" ({case}'s own naive reference: no multi-head in this run)"
+        if own:
+            estimated += f" ({case}'s own naive reference: no multi-head in this run at {top})"
         core_method = df[(df["case"] == case) & (df["impl"] == "core") & (df["n"] == top)]["mem_method"].iloc[0]
         if core_method == CPU_EAGER_PATH_METHOD:  # no allocator events: only the eager form was counted
             out.append(Target(name, NA, f"the compiled kernel's memory was not measured (this torch's profiler "

@@ -525,7 +525,7 @@ def check_new_run(path: Path) -> None:
         # a dangling symlink exists for mkdir (File exists), not for Path.exists
         existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists() or p.is_symlink())
         if not existing.is_dir():  # mkdir's own words: of `path` itself "File exists", of a parent "Not a directory"
-            mine = existing == path.absolute()
+            mine = existing == path.absolute() or existing.is_symlink()  # a dangling link: "File exists" anywhere
             raise OSError(*((errno.EEXIST, os.strerror(errno.EEXIST)) if mine else
                             (errno.ENOTDIR, os.strerror(errno.ENOTDIR))))
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-probe-"))  # made and removed: nothing is left

@@ -58,4 +58,6 @@ class Outliving:
                 self._on_drop(stderr_open)
 
     def __getattr__(self, name):  # isatty, encoding, fileno, …: the stream's own
+        if name.startswith("_"):  # not forwarded: an instance made without __init__ (copy) would recurse
+            raise AttributeError(name)
         return getattr(self._stream, name)

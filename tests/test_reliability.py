@@ -581,3 +581,30 @@ def test_a_bench_started_with_its_stdout_closed_runs_and_prints_nowhere(tmp_path
     assert (done.returncode, done.stderr) == (0, "")
     done = subprocess.run([*command, "ls", "gizmos"], preexec_fn=closed_stdout, stderr=subprocess.PIPE, text=True)
     assert done.returncode == 2 and done.stderr.startswith("bench: error: Invalid value for 'WHAT'")
+
+
+NATIVE = CHATTY.replace('print("chatty forward", file=sys.stderr, flush=True)',
+                        'import os; os.write(1, b"from native code\\\\n"); print("chatty", file=sys.stderr)')
+
+
+@pytest.mark.parametrize("closed", [(2,), (0, 1)], ids=["2>&-", "<&- >&-"])
+def test_a_run_started_with_closed_descriptors_records_every_cell_and_writes_nowhere_else(
+        tmp_path: Path, closed: tuple[int, ...]) -> None:
+    # 2>&-: the worker inherited no fd 2, and every print or warning of a cell failed it (sys.stderr
+    # None); <&- >&-: the /dev/null for stdout took fd 0, and fd 1 became the run's lock file,
+    # into which native code's writes went
+    (tmp_path / "native.py").write_text(NATIVE)
+
+    def close() -> None:
+        for fd in closed:
+            os.close(fd)
+
+    grid = [a for a in GRID if a != "--quiet"]
+    grid[grid.index("--variants") + 1] = "chatty"
+    done = subprocess.run([sys.executable, "-c", "from attnbench.cli import main; main()", "run", *grid,
+                           "--plugin", str(tmp_path / "native.py"), "--executor", "subprocess",
+                           "--out", str(tmp_path / "run")], preexec_fn=close, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done
+    assert [r["status"] for r in read_records(tmp_path / "run")] == ["ok"] * 3
+    assert all(p.read_bytes().count(b"from native code") == 0 for p in (tmp_path / "run").iterdir() if p.is_file())
