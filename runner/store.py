@@ -609,10 +609,13 @@ def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
 def _require_run(run_dir: Path) -> None:
     """StoreError unless `run_dir` is a run directory (it holds grid.json); a path that does not
     exist says so, rather than leave the user to wonder what is wrong with the directory."""
-    if not run_dir.exists():
-        raise StoreError(f"{run_dir}: no such directory")
-    if not (run_dir / GRID_FILE).is_file():
-        raise StoreError(f"{run_dir} is not an attnbench run (no {GRID_FILE})")
+    try:
+        if not run_dir.exists():
+            raise StoreError(f"{run_dir}: no such directory")
+        if not (run_dir / GRID_FILE).is_file():
+            raise StoreError(f"{run_dir} is not an attnbench run (no {GRID_FILE})")
+    except OSError as err:  # a name too long for the file system
+        raise StoreError(f"{run_dir}: {err.strerror or err}") from None
 
 
 def _grid_diff(stored: dict, new: dict, width: int = 80) -> str:

@@ -100,6 +100,10 @@ def test_resume_of_a_missing_directory_says_there_is_no_such_directory(tmp_path,
     code, _, err = bench_output(*SMOKE, "--resume", missing)
     assert code == 2 and one_error_line(err) == f"bench: error: {missing}: no such directory"
     assert not missing.exists()
+    long = tmp_path / ("a" * 300)  # a name the file system refuses: one line, not a traceback
+    for argv in ([*SMOKE, "--resume", long], ["report", long]):
+        code, _, err = bench_output(*argv)
+        assert code == 2 and one_error_line(err) == f"bench: error: {long}: File name too long"
 
 
 def test_the_largest_seed_runs_and_exports(tmp_path, bench_output) -> None:
