@@ -111,9 +111,10 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
         base = guard.read_results(baseline)  # fail early, before a long run
     if current:
         rows = guard.read_results(current)
-        return perf_gate.gate(base, rows, tolerance, baseline, current,
-                              confirm=confirm and perf_gate.Confirm(settings, out_dir, name or Path(current).stem,
-                                                                    note, True))
+        with outliving_a_closed_stdout("the gate"):  # `| head`: its exit code, not click's silent 1 (a "regression")
+            return perf_gate.gate(base, rows, tolerance, baseline, current,
+                                  confirm=confirm and perf_gate.Confirm(settings, out_dir, name or Path(current).stem,
+                                                                        note, True))
     cfg = perf_run.config(**settings, revision=revision)
     at_rev = perf_run.load_revision(cfg)  # an unknown revision, or a module that no longer loads: before --out is made
     if name is None:

@@ -305,3 +305,18 @@ def test_the_perf_modules_import_on_their_own(module):
 
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd="/")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_gate_s_exit_code_outlives_a_closed_output_pipe(tmp_path):
+    # `bench perf --compare B --current C | true`: click's silent exit 1 on the closed pipe read as
+    # "a regression"; the gate's own verdict comes through, and one line says the output was dropped
+    import subprocess
+    import sys
+
+    base, same = results(tmp_path / "BASELINE.csv"), results(tmp_path / "same.csv")
+    proc = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", "perf", "--compare",
+                             str(base), "--current", str(same)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd="/")
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == "bench: the output's reader closed; the gate goes on without printing\n"
