@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import os
 import signal
 import sys
 import threading
@@ -22,28 +21,13 @@ from rich.text import Text
 import attnbench
 from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import import_plugin
+from attnbench.runner.streams import Outliving, devnull_if_closed
 from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
 from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks, summary
 
-def _devnull_if_closed(fd: int, name: str) -> None:
-    """Started with descriptor `fd` closed (`bench … >&-`), Python gives sys.stdout (or stderr)
-    None, on which rich and click fail (a traceback at import): run instead, printing nowhere. The
-    /dev/null goes onto `fd` itself, inheritable, so that native code writing to it, and a worker
-    process, print nowhere too, not into whatever file took the lowest free descriptor."""
-    if getattr(sys, name) is not None:
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    if devnull == fd:
-        os.set_inheritable(fd, True)
-    else:
-        os.dup2(devnull, fd)  # inheritable by default
-        os.close(devnull)
-    setattr(sys, name, open(fd, "w", buffering=1, closefd=False))  # noqa: SIM115 (for the life of the process)
-
-
-_devnull_if_closed(1, "stdout")
-_devnull_if_closed(2, "stderr")
+devnull_if_closed(1, "stdout")
+devnull_if_closed(2, "stderr")
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
@@ -302,8 +286,6 @@ def outliving_a_closed_stdout(what: str):
     """Within: a closed stdout (its pipe's reader gone) drops the output, not the command, and says
     so once on stderr (runner/streams.py `Outliving`), where click would end the command with exit 1
     and no word."""
-    from attnbench.runner.streams import Outliving
-
     def said(stderr_open: bool) -> None:
         if stderr_open:  # `2>&1 | head`: stderr went with it, and nobody is left to tell
             click.echo(f"bench: the output's reader closed; {what} goes on without printing", err=True)

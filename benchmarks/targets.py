@@ -176,15 +176,15 @@ def check_targets(rows: list[dict]) -> list[Target]:
     # (local's, with its window's mask, 16 B: twice as lenient), and says so
     full_naive = _series(df, "multi-head", "naive", "peak_bytes")
     for case in PEERED:
-        core = _series(df, case, "core", "peak_bytes")
         statuses = _statuses(df, case)
-        own = max(statuses, default=None) not in full_naive  # multi-head's reference not at this case's length
-        naive_rows = _rows_of(df, case, "naive") if own else "multi-head"
-        naive = _series(df, naive_rows, "naive", "peak_bytes") if own else full_naive
         if not statuses:
             out.append(Target(f"{case}: peak memory ≤ 1/8 of naive at the longest n", NA, "not in this run"))
             continue
         top = max(statuses)  # the case's longest length, whether or not its core ran there
+        own = top not in full_naive  # multi-head's reference not at this case's length
+        naive_rows = _rows_of(df, case, "naive") if own else "multi-head"
+        naive = _series(df, naive_rows, "naive", "peak_bytes") if own else full_naive
+        core = _series(df, case, "core", "peak_bytes")
         name = f"{case}: peak memory at n = {top} ≤ 1/8 of naive full attention"
         if statuses[top].startswith(BROKEN):
             out.append(Target(name, FAIL, f"core {_short(statuses[top])}"))
@@ -229,7 +229,7 @@ def _peered(df: pd.DataFrame, case: str, sdpa: dict[int, float]) -> list[Target]
     peer_rows = _rows_of(df, case, f"peer:{peer}")
     peer_times = _series(df, peer_rows, f"peer:{peer}")
     if not peer_times:
-        statuses = set(df[(df["case"] == peer_rows) & (df["impl"] == f"peer:{peer}")]["status"])
+        statuses = set(_statuses(df, peer_rows, f"peer:{peer}").values())
         why = "not installed" if "not installed" in statuses else "no peer timing"
         return out + [Target(name, NA, why) for name in names[2:]]
     vs_peer, spread = _ratio(core, peer_times), _spread(df, case, "ratio_vs_peer")

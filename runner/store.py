@@ -119,8 +119,7 @@ class RunStore:
         store = cls(path, grid=_json_roundtrip(grid), env=_json_roundtrip(env))
         store.lock()
         try:
-            if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
-                raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
+            _refuse_a_run_in(path)
             try:
                 _write_json_atomic(path / ENV_FILE, store._env)
                 _write_json_atomic(path / GRID_FILE, store._grid)
@@ -516,12 +515,17 @@ def check_writable(path: Path) -> None:
         raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
 
 
+def _refuse_a_run_in(path: Path) -> None:
+    """StoreError if `path` already holds a run: a new one there would mix its cells with the old."""
+    if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
+        raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
+
+
 def check_new_run(path: Path) -> None:
     """StoreError where `RunStore.create` would refuse `path` (a run already there, a place no
     directory can be made), found without leaving anything behind: for `--dry-run`."""
     try:
-        if (path / CELLS_FILE).exists() or (path / GRID_FILE).exists():
-            raise StoreError(f"{path} already holds a run; use --resume {path} or another --out")
+        _refuse_a_run_in(path)
         # a dangling symlink exists for mkdir (File exists), not for Path.exists
         existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists() or p.is_symlink())
         if not existing.is_dir():  # mkdir's own words: of `path` itself "File exists", of a parent "Not a directory"

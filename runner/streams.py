@@ -1,14 +1,33 @@
 """Output streams that outlive their reader: once the reader of a pipe is gone (`bench run | head`),
 writes are dropped instead of raising BrokenPipeError, so a long run goes on without printing.
 Used for `bench run`'s and `bench perf`'s stdout (attnbench/cli.py) and for a subprocess worker's
-stderr, which is its parent's (runner/worker.py).
+stderr, which is its parent's (runner/worker.py); both also start on /dev/null where a standard
+descriptor was closed (`devnull_if_closed`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Callable
+
+
+def devnull_if_closed(fd: int, name: str) -> None:
+    """Started with descriptor `fd` closed (`bench … >&-`), Python gives sys.stdout (or stderr)
+    None, on which rich and click fail (a traceback at import) and a worker's prints fail its
+    cells: run instead, printing nowhere. The /dev/null goes onto `fd` itself, inheritable, so that
+    native code writing to it, and a worker process, print nowhere too, not into whatever file took
+    the lowest free descriptor (a worker's copy of its records pipe, a run's lock file)."""
+    if getattr(sys, name) is not None:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull == fd:
+        os.set_inheritable(fd, True)
+    else:
+        os.dup2(devnull, fd)  # inheritable by default
+        os.close(devnull)
+    setattr(sys, name, open(fd, "w", buffering=1, closefd=False))  # noqa: SIM115 (for the life of the process)
 
 
 class Outliving:

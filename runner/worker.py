@@ -35,17 +35,12 @@ def main() -> None:
     parent = int(os.environ.get(PARENT_ENV, os.getppid()))
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as WORKER_COMMAND does first (for `python -m` too)
-    if sys.stderr is None:  # started with fd 2 closed: prints go nowhere, not into the records' copy of fd 1
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        if devnull != 2:
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    from attnbench.runner.streams import Outliving, devnull_if_closed
+
+    devnull_if_closed(2, "stderr")  # before the dup: else the records' copy of fd 1 would take fd 2
     records = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     # stderr is the parent's: a `bench run 2>&1 | head` whose reader has gone must not fail the cells
-    from attnbench.runner.streams import Outliving
-
     sys.stdout = sys.stderr = Outliving(sys.stderr)
     import attnbench  # noqa: F401  (registers built-ins; entry-point plugins load lazily)
     import attnbench.tasks  # noqa: F401
