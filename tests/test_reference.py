@@ -922,3 +922,23 @@ def test_additive_never_forms_the_whole_tanh_block():
     largest = largest_tensor("additive", n, causal=False)
     assert largest <= max(CHUNK_ELEMENTS, n * n), largest
     assert largest < n * n * 64 // 2  # the (b, h, n, m, d) tensor the naive form needs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("n", "window"), [(300, 16), (1000, 128), (4096, 128)])
+def test_on_cuda_the_blocks_go_in_one_group_with_a_cached_bias_and_match_the_reference(n, window, causal):
+    q, k, v = (torch.randn(1, 2, n, 32, device="cuda") for _ in range(3))
+    want, _ = full_attention(q, k, v, causal=causal, window=window)
+    with torch.inference_mode():  # builds the bias; a later call with gradients may save it
+        torch.testing.assert_close(sliding_window_attention(q, k, v, window=window, causal=causal), want,
+                                   rtol=1e-4, atol=1e-4)
+    q.requires_grad_()
+    out = sliding_window_attention(q, k, v, window=window, causal=causal)
+    out.sum().backward()
+    ref_q = q.detach().clone().requires_grad_()
+    full_attention(ref_q, k, v, causal=causal, window=window)[0].sum().backward()
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(q.grad, ref_q.grad, rtol=1e-4, atol=1e-4)
+    assert local_module._cached_bias.cache_info().currsize >= 1

@@ -62,7 +62,7 @@ def test_the_checks_catch_a_broken_variant(sandbox):
     verdicts = {check: run_check("leaky", check).status for check in CHECKS}
     assert verdicts["causal"] == FAIL
     assert verdicts["padding"] == FAIL
-    assert verdicts["reference"] == FAIL
+    assert verdicts["reference"] == FAIL and verdicts["inference"] == FAIL
     assert verdicts["unsupported"] == FAIL  # context= was accepted silently
     assert verdicts["shape"] == PASS and verdicts["cross"] == SKIP
     assert torch.is_tensor(LeakyAttention(8, 2)(torch.zeros(1, 3, 8))[0])
@@ -99,7 +99,38 @@ def test_only_a_missing_backward_makes_a_check_forward_only(sandbox):
     plugin("wrongly-refusing", UnsupportedError)  # a refusal that is not about gradients: a failure
     forward_only = {check: run_check("no-backward", check) for check in CHECKS}
     assert forward_only["shape"].status == PASS and forward_only["shape"].detail.endswith("(forward only)")
-    assert forward_only["reference"].status == PASS
+    assert forward_only["reference"].status == PASS and forward_only["inference"].status == PASS
     assert forward_only["finite-grad"].status == SKIP and "no gradients here" in forward_only["finite-grad"].detail
     assert forward_only["unsupported"].status == PASS  # its refusals were tried without gradients
     assert run_check("wrongly-refusing", "shape").status == FAIL
+
+
+def test_the_inference_check_catches_what_only_calls_without_gradients_get_wrong(sandbox):
+    import torch
+
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("wrong-without-grad")
+    class WrongWithoutGrad(MultiHeadAttention):  # a fast path for inference that drops a term
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
+            return (out if torch.is_grad_enabled() else out * 0.999), weights
+
+    @register_variant("one-buffer")
+    class OneBuffer(MultiHeadAttention):  # a replayed graph's output handed out without a copy
+        def forward(self, x, context=None, **kwargs):
+            out, weights = super().forward(x, context, **kwargs)
+            if torch.is_grad_enabled():
+                return out, weights
+            if getattr(self, "buffer", None) is None or self.buffer.shape != out.shape:
+                self.buffer = torch.empty_like(out)
+            return self.buffer.copy_(out), weights
+
+    assert run_check("wrong-without-grad", "reference").status == PASS  # checked with gradients only
+    wrong = run_check("wrong-without-grad", "inference")
+    assert wrong.status == FAIL and wrong.detail.startswith("out of call 1 of 2: rel err 7.3"), wrong.detail
+    assert wrong.detail.endswith("> 1e-05 (b=2, n=300)")
+    shared = run_check("one-buffer", "inference")
+    assert shared.status == FAIL and shared.detail.startswith("out of call 1 of 2"), shared.detail
+    assert run_check("multi-head", "inference").detail == run_check("multi-head", "inference").detail

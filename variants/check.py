@@ -340,6 +340,33 @@ def _compare_with_reference(
     return [(what, _rel_err(got, want)) for what, (got, want) in compared.items()]
 
 
+INFERENCE_SHAPE = (2, 300)  # (b, n): long enough for the blocked and segmented paths
+
+
+def check_inference(s: Subject) -> str:
+    """Without autograd (inference mode) outputs equal the naive fp32 reference, rel ≤ 1e-5, in
+    two calls with different inputs whose outputs are held together: a path taken only where no
+    gradient is wanted (segments sized for the cache on CPU, a CUDA graph's replay) is checked too,
+    and a later call must not change an earlier call's output."""
+    layer = s.build()
+    if not callable(getattr(layer, "reference_forward", None)):
+        raise Skip(f"{s.name} has no naive reference to compare against")
+    b, n = INFERENCE_SHAPE
+    worst = 0.0
+    for kwargs in ({}, {"causal": True}) if s.spec.supports_causal else ({},):
+        xs = [s.randn(b, n, D_MODEL, seed=seed) for seed in (11, 12)]
+        with torch.inference_mode():
+            outs = [_call(layer, x, **kwargs)[0] for x in xs]
+        with torch.no_grad():
+            refs = [_call_reference(layer, x, **kwargs)[0] for x in xs]
+        for i, (out, ref) in enumerate(zip(outs, refs), start=1):
+            err = _rel_err(out, ref)
+            if _exceeds(err, REL_TOL):
+                raise Failure(f"out of call {i} of 2: rel err {err:.2e} > {REL_TOL:.0e}{_describe(kwargs, f'b={b}', f'n={n}')}")
+            worst = max(worst, err)
+    return f"max rel err {worst:.1e}, 2 calls each"
+
+
 def check_low_precision(s: Subject) -> str:
     """In fp16/bf16 (where the device supports it) the layer keeps the dtype and stays finite."""
     dtypes = [torch.bfloat16] if s.device.type == "cpu" else [torch.float16, torch.bfloat16]
@@ -366,6 +393,7 @@ CHECKS: dict[str, Callable[[Subject], str]] = {
     "weights": check_weights,
     "unsupported": check_unsupported,
     "reference": check_reference,
+    "inference": check_inference,
     "low-precision": check_low_precision,
 }
 

@@ -11,11 +11,14 @@ cache-sized segments on CPU in inference, and takes it in one step where gradien
 on CUDA (temporaries O(n·d), like q). Computed in fp32 even for fp16/bf16 inputs, whose range the
 sums would overflow.
 
-`kernel=compiled` runs the same step functions fused by torch.compile (variants/compiled.py).
+`kernel=compiled` runs the same step functions fused by torch.compile (variants/compiled.py);
+on CUDA, a call that needs no gradients replays a CUDA graph of the compiled step
+(variants/graphs.py).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -26,6 +29,7 @@ from torch import Tensor
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant, wants_grad
 from attnbench.variants.compiled import COMPILED, check_kernel, compile_kernel, kernel_option
+from attnbench.variants.graphs import replayed
 from attnbench.variants.reference import linear_attention
 
 EPS = 1e-6
@@ -199,7 +203,9 @@ def global_linear_attention(
     if segment is None:
         segment = default_global_segment(q, k, v, fused=fused)
     if segment >= max(q.shape[-2], k.shape[-2]):
-        return (compile_kernel(_whole, dynamic=None) if fused else _whole)(q, k, v, key_padding_mask)
+        if fused:  # on CUDA without gradients, a graph's replay (variants/graphs.py)
+            return replayed(compile_kernel(_whole, dynamic=None), q, k, v, key_padding_mask)
+        return _whole(q, k, v, key_padding_mask)
     # compiled: full segments one static graph each, other lengths (the last segment) one with
     # dynamic sizes, so many sequence lengths do not run into the recompile limit
     key_state = compile_kernel(_key_state, dynamic=None) if fused else _key_state
@@ -281,7 +287,7 @@ def causal_linear_attention(
     if pairs < 1:
         raise ValueError(f"pairs must be at least 1, got {pairs}")
     tril = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    step = compile_kernel(_causal_step, dynamic=False) if fused else _causal_step
+    step = functools.partial(replayed, compile_kernel(_causal_step, dynamic=False)) if fused else _causal_step
     groups = _pair_groups(b, h, pairs)
     if len(groups) == 1:
         return _scan(step, q, k, v, key_padding_mask, tril, segment)

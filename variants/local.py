@@ -11,7 +11,10 @@ per-block attention is one fused SDPA call over a group of blocks (each block on
 the fused kernel) with the band as an additive −inf mask; on CPU this beat an explicit matmul +
 softmax on the same blocks, most with small heads and in training (benchmarks/). The mask is built
 a group at a time, and a group is bounded by its mask's entries and by its scores' (tighter where
-gradients are needed: its backward holds them in span-shaped key and value gradients).
+gradients are needed: its backward holds them in span-shaped key and value gradients). On CUDA,
+where a group costs its launches more than its arithmetic, the bounds are far larger (one group
+at every length `bench perf` times) and the band's bias, without key padding, is built once per
+shape and kept.
 
 Short sequences take one fused call over the whole sequence: full attention when the window
 covers it (window ≥ n), else the band as one (n × n) mask when n ≤ DENSE_MAX_N, or n ≤ 2·DENSE_MAX_N
@@ -24,6 +27,7 @@ fused path for CUDA; on CPU forward only.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -51,6 +55,10 @@ GROUP_SCORES = 8 << 20  # and its score entries (b·h·blocks·size·span): 0.88
 # b=1, h=8, d=64 (n = 4096, 16384; scratch timings). Where gradients are needed, TRAINING_GROUP_SCORES:
 TRAINING_GROUP_SCORES = 1 << 20  # a group's backward holds its span-shaped key and value gradients,
 # about 3× the keys it covers: at 8 << 20 training at b=1, h=8, d=64, n = 4096 peaked at 81 MiB, not 57
+CUDA_GROUP_ELEMENTS, CUDA_GROUP_SCORES = 1 << 24, 1 << 28  # the bounds on CUDA, where each group costs
+# its launches (about 25 ops: on an H200 the blocked path took 0.83 ms at n = 4096, window 128, in two
+# groups, 1.6x local-attention's time): one group up to n = 32768 at window 128, b = 1, h = 8; the mask
+# at most 32 MiB in bf16, and fused kernels hold no scores. Its band bias is cached there (`_cached_bias`)
 DENSE_MAX_N = 128  # up to this length, or up to twice it while the window spans half the sequence,
 # the band is one (n × n) mask over the whole sequence (`_banded_dense`): there the blocks' per-block
 # work costs more than the keys they skip (2 threads, batch 32, 4 heads of 16, forward + backward:
@@ -136,14 +144,20 @@ def sliding_window_attention(
     # (views, padded only at the two ends): no full-size copies of q, k, v. Each block is one
     # batch entry of SDPA's fused kernel, with its band as the additive mask: ((b h) g s d)
     block_entries = size * span
-    training = wants_grad(q, k, v)
-    scores = TRAINING_GROUP_SCORES if training else GROUP_SCORES
-    group = max(1, min(GROUP_ELEMENTS // (mask_batch * block_entries), scores // (b * h * block_entries)))
+    on_cuda = q.device.type == "cuda"
+    if on_cuda:
+        elements, scores = CUDA_GROUP_ELEMENTS, CUDA_GROUP_SCORES
+    else:
+        elements, scores = GROUP_ELEMENTS, (TRAINING_GROUP_SCORES if wants_grad(q, k, v) else GROUP_SCORES)
+    group = max(1, min(elements // (mask_batch * block_entries), scores // (b * h * block_entries)))
     outs = []
     for first in range(0, n_blocks, group):
         last = min(first + group, n_blocks)
         start, stop = first * size, last * size  # the query positions of these blocks
-        bias, empty = _band_bias(n, first, last, size, behind, ahead, key_hidden, q.dtype, q.device)
+        if on_cuda and key_hidden is None:
+            bias, empty = _cached_bias(n, first, last, size, behind, ahead, q.dtype, q.device), None
+        else:
+            bias, empty = _band_bias(n, first, last, size, behind, ahead, key_hidden, q.dtype, q.device)
         queries = rearrange(_positions(q, start, stop), "b h (g s) d -> (b h) g s d", s=size)
         keys, values = (_spans(t, start, stop, size, behind, ahead) for t in (k, v))
         out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=_per_batch(bias, h))
@@ -257,6 +271,16 @@ def _band_bias(
     if key_hidden is not None:
         hidden = hidden | rearrange(key_hidden[:, first:last], "b g c -> b 1 g 1 c")
     return _additive(hidden, key_hidden is not None, dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_bias(
+    n: int, first: int, last: int, size: int, behind: int, ahead: int, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """`_band_bias` without key padding, built once per shape (on CUDA: its dozen small ops cost
+    more than the attention at short n), outside inference mode so that a backward may save it."""
+    with torch.inference_mode(False):
+        return _band_bias(n, first, last, size, behind, ahead, None, dtype, device)[0]
 
 
 def _additive(hidden: Tensor, padded: bool, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:

@@ -1,0 +1,125 @@
+"""CUDA graph replay of compiled kernels (variants/graphs.py): the plain call wherever a graph is not
+safe, and on CUDA the same outputs as the kernel, call after call, each output its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnbench.variants import graphs
+from attnbench.variants.compiled import forget_compiled
+from attnbench.variants.graphs import captured, forget_graphs, replayed
+from attnbench.variants.linear import causal_linear_attention, global_linear_attention
+from attnbench.variants.local_flex import flex_window_attention
+from attnbench.variants.reference import full_attention, linear_attention
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _affine(x, y, pair):
+    """A kernel with a tensor pair, a constant and two outputs."""
+    scale, shift = pair
+    return x * scale + y, (x - shift, None)
+
+
+def test_on_cpu_it_is_the_plain_call_and_captures_nothing():
+    before = captured()
+    x, y = torch.randn(3), torch.randn(3)
+    pair = (torch.tensor(2.0), torch.tensor(1.0))
+    out, (diff, none) = replayed(_affine, x, y, pair)
+    assert torch.equal(out, x * 2 + y) and torch.equal(diff, x - 1) and none is None
+    with torch.inference_mode():
+        replayed(_affine, x, y, pair)
+    assert captured() == before and not graphs._graphs
+
+
+def test_a_graph_is_keyed_by_shapes_dtypes_and_constants_and_holds_only_its_constants():
+    mask = object()
+    args = (torch.zeros(2, 3), (torch.zeros(4), None), mask, 5)
+    same = (torch.ones(2, 3), (torch.ones(4), None), mask, 5)
+    assert graphs._signature(args) == graphs._signature(same)
+    assert graphs._signature(args) != graphs._signature((torch.zeros(2, 4), *args[1:]))
+    assert graphs._signature(args) != graphs._signature((*args[:2], object(), 5))
+    assert graphs._signature(args) != graphs._signature((*args[:3], 6))
+    assert graphs._signature(args) != graphs._signature((torch.zeros(2, 3, dtype=torch.float64), *args[1:]))
+    inputs = iter([torch.full((2, 3), 7.0), torch.full((4,), 8.0)])
+    rebuilt = graphs._replace(args, inputs)
+    assert rebuilt[0][0, 0] == 7 and rebuilt[1][0][0] == 8 and rebuilt[1][1] is None and rebuilt[2:] == (mask, 5)
+    assert graphs._constants(args) == [None, mask, 5]  # not the tensors: a graph keeps no caller's input alive
+
+
+def test_forget_compiled_drops_the_graphs():
+    graphs._graphs[("key",)] = None
+    forget_compiled()
+    assert not graphs._graphs
+
+
+# ------------------------------------------------------------------------------------- on CUDA
+@pytest.fixture
+def fresh():
+    forget_graphs()
+    yield
+    forget_graphs()
+
+
+@pytest.mark.gpu
+@cuda
+def test_replays_give_each_call_its_own_right_output(fresh):
+    xs = [torch.randn(64, device="cuda") for _ in range(3)]
+    y = torch.randn(64, device="cuda")
+    pair = (torch.tensor(2.0, device="cuda"), torch.tensor(1.0, device="cuda"))
+    before = captured()
+    with torch.inference_mode():
+        results = [replayed(_affine, x, y, pair) for x in xs]  # held together: none overwritten
+    assert captured() == before + 1  # one shape: one graph, replayed
+    for x, (out, (diff, none)) in zip(xs, results):
+        torch.testing.assert_close(out, x * 2 + y)
+        torch.testing.assert_close(diff, x - 1)
+        assert none is None
+    with torch.inference_mode():
+        replayed(_affine, torch.randn(32, device="cuda"), y[:32], pair)  # another shape
+        replayed(_affine, xs[0], y, (pair[0] * 3, pair[1]))  # new values of a tensor argument: no new graph
+    assert captured() == before + 2
+    with torch.no_grad():  # outside inference mode: its own graph (inference tensors cannot be written there)
+        torch.testing.assert_close(replayed(_affine, xs[1], y, pair)[0], xs[1] * 2 + y)
+    assert captured() == before + 3
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_call_that_wants_gradients_is_never_captured(fresh):
+    x = torch.randn(8, device="cuda", requires_grad=True)
+    before = captured()
+    out, _ = replayed(_affine, x, torch.zeros(8, device="cuda"), (torch.tensor(2.0, device="cuda"), torch.tensor(0.0, device="cuda")))
+    out.sum().backward()
+    assert captured() == before and torch.equal(x.grad, torch.full_like(x, 2.0))
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_local_replays_match_the_reference(fresh, causal):
+    qkvs = [[torch.randn(1, 4, 512, 64, device="cuda") for _ in range(3)] for _ in range(2)]
+    before = captured()
+    with torch.inference_mode():
+        outs = [flex_window_attention(*qkv, window=64, causal=causal) for qkv in qkvs]
+        outs.append(flex_window_attention(*qkvs[0], window=64, causal=causal))
+    assert captured() == before + 1
+    for qkv, out in zip(qkvs + qkvs[:1], outs):
+        ref, _ = full_attention(*qkv, causal=causal, window=64)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("causal", [False, True])
+def test_compiled_linear_replays_match_the_reference(fresh, causal):
+    qkvs = [[torch.randn(2, 4, 300, 32, device="cuda") for _ in range(3)] for _ in range(2)]
+    attend = causal_linear_attention if causal else global_linear_attention
+    before = captured()
+    with torch.inference_mode():
+        outs = [attend(*qkv, fused=True) for qkv in qkvs]
+    assert captured() == before + 1
+    for qkv, out in zip(qkvs, outs):
+        ref, _ = linear_attention(*qkv, causal=causal)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
