@@ -109,6 +109,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from attnbench.variants.base import build_variant
 from attnbench.variants.compiled import eager_fallbacks
+from attnbench.variants.caches import forget_caches
 
 __all__ = [
     "TensorBytes",
@@ -637,6 +638,7 @@ def measure_attention(
     for key, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
         timing = time_call(fn, device=device, min_run_time=min_run_time, warmup=0)
         zero_grad()  # the gradients fn makes are counted; none from before are live
+        forget_caches()  # built again in the counted call (a CUDA graph, a block mask: variants/caches.py), and counted
         peak_bytes, method = peak_memory(fn, device=device)
         zero_grad()
         flops = count_flops(fn)

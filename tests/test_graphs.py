@@ -3,6 +3,7 @@ safe, and on CUDA the same outputs as the kernel, call after call, each output i
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -48,6 +49,28 @@ def test_a_graph_is_keyed_by_shapes_dtypes_and_constants_and_holds_only_its_cons
     assert graphs._constants(args) == [None, mask, 5]  # not the tensors: a graph keeps no caller's input alive
 
 
+def test_values_are_keyed_by_type_and_value_and_unsupported_containers_are_called_plainly():
+    key = graphs._signature
+    assert key((True,)) != key((1,)) != key((1.0,))
+    assert key((float("nan"),)) == key((float("nan"),))  # a fresh NaN each call still finds its graph
+    assert key((torch.float32, torch.device("cuda", 0))) == key((torch.float32, torch.device("cuda", 0)))
+    assert graphs._containers_supported((torch.zeros(1), (None, [torch.zeros(1)])))
+    assert not graphs._containers_supported(({"q": torch.zeros(1)},))
+    point = __import__("collections").namedtuple("Point", "x y")
+    assert not graphs._containers_supported((point(torch.zeros(1), None),))
+    assert graphs._supported_outputs((torch.zeros(1), (torch.zeros(1), None)))
+    assert not graphs._supported_outputs({"out": torch.zeros(1)}) and not graphs._supported_outputs(3)
+
+
+def test_only_a_plain_tensor_is_copied_into_a_graph():
+    import torch.autograd.forward_ad as fwAD
+
+    assert graphs._plain(torch.zeros(2))
+    assert not graphs._plain(torch.nn.Parameter(torch.zeros(2)))  # a subclass
+    with fwAD.dual_level():
+        assert not graphs._plain(fwAD.make_dual(torch.zeros(2), torch.ones(2)))  # its tangent would be lost
+
+
 def test_forget_compiled_drops_the_graphs():
     graphs._graphs[("key",)] = None
     forget_compiled()
@@ -79,6 +102,9 @@ def test_replays_give_each_call_its_own_right_output(fresh):
     with torch.inference_mode():
         replayed(_affine, torch.randn(32, device="cuda"), y[:32], pair)  # another shape
         replayed(_affine, xs[0], y, (pair[0] * 3, pair[1]))  # new values of a tensor argument: no new graph
+    assert captured() == before + 2
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # no graph: it would keep the mode it was captured in
+        replayed(_affine, xs[0], y, pair)
     assert captured() == before + 2
     with torch.no_grad():  # outside inference mode: its own graph (inference tensors cannot be written there)
         torch.testing.assert_close(replayed(_affine, xs[1], y, pair)[0], xs[1] * 2 + y)
@@ -123,3 +149,30 @@ def test_compiled_linear_replays_match_the_reference(fresh, causal):
     for qkv, out in zip(qkvs, outs):
         ref, _ = linear_attention(*qkv, causal=causal)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.compiler
+def test_the_graph_replay_benchmark_rehearses_on_cpu_and_writes_its_csv_and_page(tmp_path, monkeypatch, capsys):
+    from attnbench.benchmarks import graph_replay
+
+    monkeypatch.setattr(graph_replay, "CASES", {"linear(kernel=compiled)": ("linear", {"kernel": "compiled"}, False)})
+    code = graph_replay.main(["--device", "cpu", "--out", str(tmp_path), "--lengths", "64,128", "--rounds", "2",
+                              "--min-run-time", "0.01"])
+    assert code == 0
+    frame = pd.read_csv(tmp_path / "graph-replay-cpu.csv")
+    assert sorted(set(zip(frame.case, frame.call))) == [
+        ("linear(kernel=compiled)", "plain"), ("linear(kernel=compiled)", "replayed"), ("sdpa", "plain")]
+    assert (frame.rounds == 2).all() and (frame.min_ms <= frame.median_ms).all() and (frame.median_ms <= frame.max_ms).all()
+    assert (frame[frame.case == "sdpa"].vs_sdpa == 1.0).all()
+    page = (tmp_path / "graph-replay-cpu.md").read_text()
+    assert "| linear(kernel=compiled) | replayed | " in page and "÷SDPA n=128" in page
+    assert graph_replay.main(["--out", str(tmp_path)]) == 2  # CUDA asked for, none here
+    assert "none here (--device cpu rehearses the script)" in capsys.readouterr().err
+
+
+def test_without_graphs_is_the_plain_call_and_restores_replay():
+    assert graphs._enabled
+    with pytest.raises(RuntimeError), graphs.without_graphs():
+        assert not graphs._enabled
+        raise RuntimeError
+    assert graphs._enabled

@@ -340,31 +340,40 @@ def _compare_with_reference(
     return [(what, _rel_err(got, want)) for what, (got, want) in compared.items()]
 
 
-INFERENCE_SHAPE = (2, 300)  # (b, n): long enough for the blocked and segmented paths
+INFERENCE_SHAPE = (2, 300, 129)  # (b, n, m): past the short sequences' one-call paths
 
 
 def check_inference(s: Subject) -> str:
-    """Without autograd (inference mode) outputs equal the naive fp32 reference, rel ≤ 1e-5, in
+    """Without autograd (inference mode) outputs equal the naive fp32 reference, rel ≤ 1e-5, for
+    each call the reference check makes (causal, key padding, cross-attention where supported), in
     two calls with different inputs whose outputs are held together: a path taken only where no
-    gradient is wanted (segments sized for the cache on CPU, a CUDA graph's replay) is checked too,
-    and a later call must not change an earlier call's output."""
+    gradient is wanted (a CUDA graph's replay, variants/graphs.py) is checked too, and a layer
+    whose output a later call overwrites fails."""
     layer = s.build()
     if not callable(getattr(layer, "reference_forward", None)):
         raise Skip(f"{s.name} has no naive reference to compare against")
-    b, n = INFERENCE_SHAPE
-    worst = 0.0
-    for kwargs in ({}, {"causal": True}) if s.spec.supports_causal else ({},):
-        xs = [s.randn(b, n, D_MODEL, seed=seed) for seed in (11, 12)]
+    b, n, m = INFERENCE_SHAPE
+    worst, calls = 0.0, 0
+    for kwargs in _reference_calls(s, b, n, m):
+        inputs = []
+        for seed in (11, 12):
+            x = s.randn(b, n, D_MODEL, seed=seed)
+            call = dict(kwargs)
+            if "context" in call:
+                call["context"] = s.randn(b, m, D_MODEL, seed=seed + 100)
+            inputs.append((x, call))
         with torch.inference_mode():
-            outs = [_call(layer, x, **kwargs)[0] for x in xs]
+            outs = [_call(layer, x, **call)[0] for x, call in inputs]
         with torch.no_grad():
-            refs = [_call_reference(layer, x, **kwargs)[0] for x in xs]
+            refs = [_call_reference(layer, x, **call)[0] for x, call in inputs]
         for i, (out, ref) in enumerate(zip(outs, refs), start=1):
             err = _rel_err(out, ref)
             if _exceeds(err, REL_TOL):
-                raise Failure(f"out of call {i} of 2: rel err {err:.2e} > {REL_TOL:.0e}{_describe(kwargs, f'b={b}', f'n={n}')}")
+                sizes = [f"b={b}", f"n={n}"] + ([f"m={m}"] if "context" in kwargs else [])
+                raise Failure(f"out of call {i} of 2: rel err {err:.2e} > {REL_TOL:.0e}{_describe(kwargs, *sizes)}")
             worst = max(worst, err)
-    return f"max rel err {worst:.1e}, 2 calls each"
+        calls += 1
+    return f"max rel err {worst:.1e} over {calls} calls, 2 each"
 
 
 def check_low_precision(s: Subject) -> str:

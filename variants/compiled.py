@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from attnbench.errors import UnsupportedError
 from attnbench.options import Option
-from attnbench.variants.graphs import forget_graphs
+from attnbench.variants.caches import forget_caches
 
 EAGER, COMPILED = "eager", "compiled"
 KERNELS = (EAGER, COMPILED)
@@ -108,9 +108,9 @@ def runs_eager(*args) -> bool:
 def forget_compiled() -> None:
     """Drop every graph compiled so far (`torch._dynamo.reset`; a no-op until a kernel has been
     made), so what runs next compiles its own shapes only: `bench run` calls it before each cell,
-    so a cell never depends on the cells before it, nor meets RECOMPILE_LIMIT through them. The
-CUDA graphs captured of them go too (variants/graphs.py)."""
-    forget_graphs()
+    so a cell never depends on the cells before it, nor meets RECOMPILE_LIMIT through them. What
+    kernels keep between calls goes too (variants/caches.py: CUDA graphs, block masks)."""
+    forget_caches()
     if _COMPILED:
         torch._dynamo.reset()
 

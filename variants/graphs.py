@@ -1,74 +1,116 @@
 """CUDA graph replay of a compiled kernel's calls that need no gradients.
 
 On CUDA a compiled kernel's call at short lengths costs its host work, not its arithmetic:
-TorchDynamo's guards, the compiled graph's wrappers and each Triton launch take about 0.09 ms
+TorchDynamo's guards, the compiled graph's wrappers and each Triton launch took about 0.09 ms
 on an H200's host, while FlexAttention's band at n = 4096 (window 128) is about a tenth of that
 on the GPU, and dense SDPA at the same n takes 0.079 ms. `replayed(kernel, *args)` captures the
 kernel's call once per shape in a CUDA graph (torch.cuda.CUDAGraph) and afterwards replays it:
 the arguments are copied into the graph's own input tensors, the graph is launched as one unit,
-and its outputs are cloned, so a caller's result is never overwritten by a later call.
+and its outputs are cloned, so a caller's result is never overwritten by a later call (0.093 →
+0.041 ms at n = 4096 on the H200: results/benchmarks/2026-11-28-h200-graph-replay-f8fe909.md).
 
-Only where that is safe and pays: CUDA tensors, no gradient wanted (the graph records no autograd
-history), not while torch.compile traces or a graph is being captured, and not where a compiled
-kernel runs its eager form (see variants/compiled.py). Elsewhere it is the plain call.
+Only where that is safe and pays: plain CUDA tensors (no subclass, no forward-mode tangent, no
+torch.func wrapper: a copy into the graph's inputs would drop them), no gradient wanted (the graph
+records no autograd history), no autocast (the graph would keep the mode it was captured in), not
+while torch.compile traces or a graph is being captured, and not where a compiled kernel runs its
+eager form (a dispatch mode: see variants/compiled.py). Elsewhere it is the plain call. A graph
+replays on the stream current at the call; calls from two streams at once would share its inputs.
 
-What a graph holds, it holds until it is dropped (`forget_graphs`, which `forget_compiled` calls,
-and at most MAX_GRAPHS graphs, the least recently used dropped first): a copy of each input, the
-memory pool its call allocated from, and its outputs. `bench perf` counts that in a kernel's peak
-memory by measuring the call that captures (variants/compiled.py `forget_compiled` before it).
+What a graph holds, it holds until it is dropped (`forget_graphs`, which `variants/caches.py
+forget_caches` and so `forget_compiled` call, and at most MAX_GRAPHS graphs, the least recently
+used dropped first): a copy of each input, the memory pool its call allocated from, and its
+outputs. `bench perf` and `bench run` count that in a kernel's peak memory: they drop the caches
+before the call they count, which then captures.
 
-Arguments: tensors (the graph's inputs, keyed by shape, dtype and device), tuples and lists of
-arguments, and anything else as a constant of the graph, keyed by its identity and held by it (a
-cached FlexAttention block mask; None). A constant built afresh for each call would capture a new
-graph each time: callers graph only calls whose constants are cached.
+Arguments: tensors (the graph's inputs, keyed by shape, dtype and device), plain tuples and lists
+of arguments, values (None, bool, int, float, str, dtype, device: keyed by type and value), and
+any other object as a constant of the graph, keyed by its identity and held by it (a cached
+FlexAttention block mask). A constant built afresh for each call would capture a new graph each
+time: callers graph only calls whose constants are cached. A dict or another container among the
+arguments, or outputs other than tensors, None and plain tuples and lists of them: the plain call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from attnbench.variants.base import wants_grad
+from attnbench.variants.caches import register_cache
 
+_enabled = True  # `without_graphs()` turns replay off for a while
 MAX_GRAPHS = 16  # captured graphs kept at once (each holds its inputs' copies and its memory pool)
 _graphs: OrderedDict[tuple, "_Graph | None"] = OrderedDict()  # None: capture failed, call plainly
 _captures = 0  # graphs captured so far in this process
+VALUES = (type(None), bool, int, float, str, torch.dtype, torch.device)  # keyed by value, not identity
+
+
+class Uncapturable(Exception):
+    """The kernel's call could not be captured (it still runs, plainly)."""
 
 
 class _Graph:
     """One captured call: its input tensors (filled before each replay), outputs and constants."""
 
     def __init__(self, kernel: Callable, args: tuple) -> None:
-        self.inputs = [torch.empty_like(t) for t in _tensors(args)]
-        for static, t in zip(self.inputs, _tensors(args)):
-            static.copy_(t)
-        static_args = _replace(args, iter(self.inputs))
-        side = torch.cuda.Stream(device=self.inputs[0].device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # a warm-up call off the capture (compiles on first use; lazy inits)
-            kernel(*static_args)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = kernel(*static_args)
+        device = next(_tensors(args)).device
+        with torch.cuda.device(device):  # the capture stream, the side stream: that device's
+            self.inputs = [torch.empty_like(t) for t in _tensors(args)]
+            for static, t in zip(self.inputs, _tensors(args)):
+                static.copy_(t)
+            static_args = _replace(args, iter(self.inputs))
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # a warm-up call off the capture (compiles on first use; lazy inits):
+                kernel(*static_args)  # a kernel that fails raises here, as its plain call would
+            torch.cuda.current_stream(device).wait_stream(side)
+            torch.cuda.synchronize(device)
+            self.graph = torch.cuda.CUDAGraph()
+            self.outputs = _capture(self.graph, kernel, static_args, device)
+        self.device = device
         self.constants = _constants(args)  # what the graph read by address (a block mask): kept alive with it
 
     def __call__(self, args: tuple) -> Any:
-        for static, t in zip(self.inputs, _tensors(args)):
-            static.copy_(t)
-        self.graph.replay()
-        return _map(lambda t: t.clone(), self.outputs)
+        with torch.cuda.device(self.device):
+            for static, t in zip(self.inputs, _tensors(args)):
+                static.copy_(t)
+            self.graph.replay()
+            return _map(lambda t: t.clone(), self.outputs)
+
+
+def _capture(graph: torch.cuda.CUDAGraph, kernel: Callable, args: tuple, device: torch.device) -> Any:
+    """`kernel(*args)` captured into `graph` on a stream of its own; Uncapturable (the capture
+    ended, the caller's stream restored) where it fails. Not `torch.cuda.graph`, whose exit leaves
+    the capture stream current when ending the capture raises."""
+    failure: BaseException | None = None
+    outputs = None
+    with torch.cuda.stream(torch.cuda.Stream(device)):
+        graph.capture_begin()
+        try:
+            outputs = kernel(*args)
+        except Exception as exc:  # noqa: BLE001  (reported below, once the capture has ended)
+            failure = exc
+        try:
+            graph.capture_end()
+        except Exception as exc:  # noqa: BLE001  (an invalidated capture: the kernel's error says more)
+            failure = failure or exc
+    if failure is not None:
+        raise Uncapturable(f"{type(failure).__name__}: {str(failure).splitlines()[0][:160] if str(failure) else ''}") \
+            from failure
+    if not _supported_outputs(outputs):
+        raise Uncapturable(f"returns {type(outputs).__name__}, not tensors in plain tuples or lists")
+    return outputs
 
 
 def replayed(kernel: Callable, *args) -> Any:
     """`kernel(*args)`, by replaying a CUDA graph of it where that is safe (module docstring)."""
-    tensors = list(_tensors(args))
-    if not _replayable(tensors):
+    if not _replayable(args):
         return kernel(*args)
     key = (kernel, torch.is_inference_mode_enabled(), _signature(args))
     if key not in _graphs:
@@ -76,9 +118,11 @@ def replayed(kernel: Callable, *args) -> Any:
         try:
             _graphs[key] = _Graph(kernel, args)
             _captures += 1
-        except Exception as exc:  # noqa: BLE001  (a kernel a graph cannot capture still runs, plainly)
-            warnings.warn(f"{getattr(kernel, '__name__', kernel)}: no CUDA graph ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:160]}); it runs without one", RuntimeWarning, stacklevel=2)
+        except Uncapturable as why:
+            warnings.warn(f"{getattr(kernel, '__name__', kernel)}: no CUDA graph ({why}); it runs without one",
+                          RuntimeWarning, stacklevel=2)
+            if isinstance(why.__cause__, torch.cuda.OutOfMemoryError):
+                return kernel(*args)  # memory may be free next time: not remembered
             _graphs[key] = None
         while len(_graphs) > MAX_GRAPHS:
             _graphs.popitem(last=False)
@@ -87,6 +131,19 @@ def replayed(kernel: Callable, *args) -> Any:
     return kernel(*args) if graph is None else graph(args)
 
 
+@contextlib.contextmanager
+def without_graphs() -> Iterator[None]:
+    """Within it, `replayed` is the plain call (the graphs captured so far are kept): to time or
+    profile a kernel's calls as they are without a graph (benchmarks/graph_replay.py)."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+@register_cache
 def forget_graphs() -> None:
     """Drop every captured graph (and the memory it holds)."""
     _graphs.clear()
@@ -97,10 +154,13 @@ def captured() -> int:
     return _captures
 
 
-def _replayable(tensors: list[Tensor]) -> bool:
-    if not tensors or any(t.device.type != "cuda" for t in tensors):
+def _replayable(args: tuple) -> bool:
+    if not _enabled or not _containers_supported(args):
         return False
-    if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
+    tensors = list(_tensors(args))
+    if not tensors or any(t.device.type != "cuda" or not _plain(t) for t in tensors):
+        return False
+    if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing() or _autocast():
         return False
     if wants_grad(*tensors):
         return False
@@ -109,7 +169,35 @@ def _replayable(tensors: list[Tensor]) -> bool:
     return _get_current_dispatch_mode() is None
 
 
-def _tensors(args) -> Any:
+def _plain(t: Tensor) -> bool:
+    """A tensor a copy carries whole: not a subclass, a torch.func wrapper or a forward-mode dual."""
+    if type(t) is not Tensor:
+        return False
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.is_functorch_wrapped_tensor(t):
+        return False
+    return torch.autograd.forward_ad.unpack_dual(t).tangent is None
+
+
+def _autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cuda")
+    except TypeError:  # torch before 2.4: CUDA's autocast only
+        return torch.is_autocast_enabled()
+
+
+def _containers_supported(args) -> bool:
+    return all(type(a) in (tuple, list) and _containers_supported(a) if isinstance(a, (tuple, list, dict)) else True
+               for a in args)
+
+
+def _supported_outputs(value: Any) -> bool:
+    if value is None or isinstance(value, Tensor):
+        return True
+    return type(value) in (tuple, list) and all(_supported_outputs(v) for v in value)
+
+
+def _tensors(args) -> Iterator[Tensor]:
     for a in args:
         if isinstance(a, Tensor):
             yield a
@@ -142,15 +230,16 @@ def _replace(args, inputs) -> tuple:
 
 
 def _signature(args) -> tuple:
-    """What a graph is keyed by: each tensor's shape, dtype and device; each constant's identity."""
+    """What a graph is keyed by: each tensor's shape, dtype and device; each value's type and
+    value (a float's repr: NaN equals itself there); each other constant's identity."""
     parts = []
     for a in args:
         if isinstance(a, Tensor):
             parts.append((tuple(a.shape), a.dtype, a.device))
         elif isinstance(a, (tuple, list)):
             parts.append((type(a).__name__, _signature(a)))
-        elif a is None or isinstance(a, (bool, int, float, str)):
-            parts.append(("value", a))
+        elif isinstance(a, VALUES):
+            parts.append(("value", type(a), repr(a) if isinstance(a, float) else a))
         else:
             parts.append(("object", id(a)))
     return tuple(parts)

@@ -10,11 +10,12 @@ whole neighbouring blocks: time and memory are O(n·w) and no (n × n) tensor is
 per-block attention is one fused SDPA call over a group of blocks (each block one batch entry of
 the fused kernel) with the band as an additive −inf mask; on CPU this beat an explicit matmul +
 softmax on the same blocks, most with small heads and in training (benchmarks/). The mask is built
-a group at a time, and a group is bounded by its mask's entries and by its scores' (tighter where
-gradients are needed: its backward holds them in span-shaped key and value gradients). On CUDA,
-where a group costs its launches more than its arithmetic, the bounds are far larger (one group
-at every length `bench perf` times) and the band's bias, without key padding, is built once per
-shape and kept.
+a group at a time, and a group is bounded by its mask's entries and by its scores' (on CPU
+tighter where gradients are needed: its backward holds them in span-shaped key and value
+gradients). On CUDA, where a group costs its launches more than its arithmetic, the bounds are far
+larger (one group at every length `bench perf` times, and in training too: its span-shaped
+gradients, about 3× the keys and values, are not bounded further there) and the band's bias,
+without key padding, is built once per shape and kept (variants/caches.py drops it).
 
 Short sequences take one fused call over the whole sequence: full attention when the window
 covers it (window ≥ n), else the band as one (n × n) mask when n ≤ DENSE_MAX_N, or n ≤ 2·DENSE_MAX_N
@@ -37,6 +38,7 @@ from torch import Tensor
 
 from attnbench.options import Option
 from attnbench.variants.base import ProjectedAttention, VariantSpec, register_variant, wants_grad
+from attnbench.variants.caches import register_cache
 from attnbench.variants.compiled import COMPILED, check_kernel, kernel_option
 from attnbench.variants.local_flex import flex_window_attention, require_flex
 from attnbench.variants.masking import dense_hidden
@@ -58,7 +60,8 @@ TRAINING_GROUP_SCORES = 1 << 20  # a group's backward holds its span-shaped key 
 CUDA_GROUP_ELEMENTS, CUDA_GROUP_SCORES = 1 << 24, 1 << 28  # the bounds on CUDA, where each group costs
 # its launches (about 25 ops: on an H200 the blocked path took 0.83 ms at n = 4096, window 128, in two
 # groups, 1.6x local-attention's time): one group up to n = 32768 at window 128, b = 1, h = 8; the mask
-# at most 32 MiB in bf16, and fused kernels hold no scores. Its band bias is cached there (`_cached_bias`)
+# at most 32 MiB in bf16, and fused kernels hold no scores (SDPA's math path, for a dtype or head size
+# no fused kernel takes, would: up to 1 GiB of them). Its band bias is cached there (`_cached_bias`)
 DENSE_MAX_N = 128  # up to this length, or up to twice it while the window spans half the sequence,
 # the band is one (n × n) mask over the whole sequence (`_banded_dense`): there the blocks' per-block
 # work costs more than the keys they skip (2 threads, batch 32, 4 heads of 16, forward + backward:
@@ -79,9 +82,9 @@ class LocalAttention(ProjectedAttention):
             Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),
             kernel_option(
                 "block-wise, each group of blocks one fused SDPA call with the band as its mask",
-                "FlexAttention over the band's tiles, by torch.compile: the fast path on CUDA (0.10-0.19x "
-                "local-attention's time on an H200, where eager was 0.77-3.5x); needs Triton or a C++ compiler; "
-                "no backward on CPU",
+                "FlexAttention over the band's tiles, by torch.compile: the fast path on CUDA (0.05-0.12x "
+                "local-attention's time on an H200, eager 0.17-0.47x), a call without gradients replayed from a "
+                "CUDA graph; needs Triton or a C++ compiler; no backward on CPU",
             ),
         ),
     )
@@ -273,7 +276,7 @@ def _band_bias(
     return _additive(hidden, key_hidden is not None, dtype)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16)  # dropped by variants/caches.py forget_caches
 def _cached_bias(
     n: int, first: int, last: int, size: int, behind: int, ahead: int, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
@@ -281,6 +284,9 @@ def _cached_bias(
     more than the attention at short n), outside inference mode so that a backward may save it."""
     with torch.inference_mode(False):
         return _band_bias(n, first, last, size, behind, ahead, None, dtype, device)[0]
+
+
+register_cache(_cached_bias.cache_clear)
 
 
 def _additive(hidden: Tensor, padded: bool, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:

@@ -33,6 +33,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from attnbench.errors import NoBackwardError, UnsupportedError
 from attnbench.variants.base import wants_grad
+from attnbench.variants.caches import register_cache
 from attnbench.variants.compiled import compile_kernel, runs_eager
 from attnbench.variants.graphs import replayed
 
@@ -90,6 +91,9 @@ def _cached_block_mask(n: int, window: int, causal: bool, device: torch.device) 
     forward and backward at the same shape)."""
     with torch.inference_mode(False):
         return window_block_mask(n, window, causal, device)
+
+
+register_cache(_cached_block_mask.cache_clear)  # variants/caches.py forget_caches drops it
 
 
 def window_block_mask(
