@@ -176,3 +176,25 @@ def test_without_graphs_is_the_plain_call_and_restores_replay():
         assert not graphs._enabled
         raise RuntimeError
     assert graphs._enabled
+
+
+def test_the_benchmark_s_replay_check_catches_a_replay_that_ignores_new_inputs():
+    from attnbench.benchmarks.graph_replay import replay_error
+
+    q = torch.randn(16)
+    stale: dict = {}
+    plain = lambda: q * 2  # noqa: E731
+    assert replay_error(plain, lambda: q * 2, (q,)) == 0.0
+    assert replay_error(plain, lambda: stale.setdefault("out", q * 2), (q,)) > 0.1  # the first output, replayed
+
+
+@pytest.mark.gpu
+@cuda
+def test_under_an_outer_torch_compile_the_kernel_is_traced_not_replayed(fresh):
+    q, k, v = (torch.randn(1, 2, 256, 32, device="cuda") for _ in range(3))
+    before = captured()
+    whole = torch.compile(lambda q, k, v: flex_window_attention(q, k, v, window=32), fullgraph=True)
+    with torch.inference_mode():
+        out = whole(q, k, v)
+    assert captured() == before
+    torch.testing.assert_close(out, full_attention(q, k, v, window=32)[0], rtol=1e-4, atol=1e-4)

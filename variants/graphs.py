@@ -2,8 +2,8 @@
 
 On CUDA a compiled kernel's call at short lengths costs its host work, not its arithmetic:
 TorchDynamo's guards, the compiled graph's wrappers and each Triton launch took about 0.09 ms
-on an H200's host, while FlexAttention's band at n = 4096 (window 128) is about a tenth of that
-on the GPU, and dense SDPA at the same n takes 0.079 ms. `replayed(kernel, *args)` captures the
+on an H200's host, flat from n = 2048 to 16384, while dense SDPA's whole call at n = 4096 takes
+0.079 ms. `replayed(kernel, *args)` captures the
 kernel's call once per shape in a CUDA graph (torch.cuda.CUDAGraph) and afterwards replays it:
 the arguments are copied into the graph's own input tensors, the graph is launched as one unit,
 and its outputs are cloned, so a caller's result is never overwritten by a later call (0.093 →
@@ -15,6 +15,8 @@ records no autograd history), no autocast (the graph would keep the mode it was 
 while torch.compile traces or a graph is being captured, and not where a compiled kernel runs its
 eager form (a dispatch mode: see variants/compiled.py). Elsewhere it is the plain call. A graph
 replays on the stream current at the call; calls from two streams at once would share its inputs.
+What a capture fixes beyond the key (TF32 and matmul precision, deterministic algorithms) must
+not change between calls: nothing in attnbench changes them.
 
 What a graph holds, it holds until it is dropped (`forget_graphs`, which `variants/caches.py
 forget_caches` and so `forget_compiled` call, and at most MAX_GRAPHS graphs, the least recently
@@ -94,12 +96,14 @@ def _capture(graph: torch.cuda.CUDAGraph, kernel: Callable, args: tuple, device:
         graph.capture_begin()
         try:
             outputs = kernel(*args)
-        except Exception as exc:  # noqa: BLE001  (reported below, once the capture has ended)
+        except BaseException as exc:  # noqa: BLE001  (a cell's timeout, Ctrl-C too: raised once the capture has ended)
             failure = exc
         try:
             graph.capture_end()
         except Exception as exc:  # noqa: BLE001  (an invalidated capture: the kernel's error says more)
             failure = failure or exc
+    if failure is not None and not isinstance(failure, Exception):
+        raise failure
     if failure is not None:
         raise Uncapturable(f"{type(failure).__name__}: {str(failure).splitlines()[0][:160] if str(failure) else ''}") \
             from failure
@@ -116,7 +120,10 @@ def replayed(kernel: Callable, *args) -> Any:
     if key not in _graphs:
         global _captures
         try:
-            _graphs[key] = _Graph(kernel, args)
+            try:
+                _graphs[key] = _Graph(kernel, args)
+            except torch.cuda.OutOfMemoryError as exc:  # the inputs' copies, the warm-up call
+                raise Uncapturable(f"OutOfMemoryError: {str(exc).splitlines()[0][:160]}") from exc
             _captures += 1
         except Uncapturable as why:
             warnings.warn(f"{getattr(kernel, '__name__', kernel)}: no CUDA graph ({why}); it runs without one",
@@ -155,12 +162,13 @@ def captured() -> int:
 
 
 def _replayable(args: tuple) -> bool:
-    if not _enabled or not _containers_supported(args):
+    # first what an outer torch.compile can trace: under it the kernel is inlined into that graph
+    if not _enabled or torch.compiler.is_compiling() or not _containers_supported(args):
         return False
     tensors = list(_tensors(args))
-    if not tensors or any(t.device.type != "cuda" or not _plain(t) for t in tensors):
+    if not tensors or any(t.device.type != "cuda" for t in tensors):
         return False
-    if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing() or _autocast():
+    if torch.cuda.is_current_stream_capturing() or _autocast() or not all(_plain(t) for t in tensors):
         return False
     if wants_grad(*tensors):
         return False
