@@ -198,3 +198,77 @@ def test_under_an_outer_torch_compile_the_kernel_is_traced_not_replayed(fresh):
         out = whole(q, k, v)
     assert captured() == before
     torch.testing.assert_close(out, full_attention(q, k, v, window=32)[0], rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------- replayed()'s bookkeeping, with a stand-in for the graph
+class _FakeGraph:
+    """Stands for a captured graph on CPU: records its captures, replays by calling the kernel."""
+
+    made: list = []
+
+    def __init__(self, kernel, args):
+        self.kernel = kernel
+        _FakeGraph.made.append(graphs._signature(args))
+
+    def __call__(self, args):
+        return self.kernel(*args)
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setattr(graphs, "_replayable", lambda args: True)
+    _FakeGraph.made = []
+    forget_graphs()
+    yield monkeypatch
+    forget_graphs()
+
+
+def test_a_graph_is_captured_once_per_signature_and_the_least_recent_dropped_past_the_limit(stand_in):
+    stand_in.setattr(graphs, "_Graph", _FakeGraph)
+    stand_in.setattr(graphs, "MAX_GRAPHS", 2)
+    before = captured()
+
+    def call(n):
+        replayed(_affine, torch.randn(n), torch.randn(n), (torch.tensor(2.0), torch.tensor(1.0)))
+
+    for n in (3, 3, 4, 3, 5):  # 5 drops 4, the least recently used (3 was used after it)
+        call(n)
+    assert len(_FakeGraph.made) == 3 and captured() == before + 3 and len(graphs._graphs) == 2
+    call(5)
+    call(3)  # both kept: replayed
+    assert len(_FakeGraph.made) == 3
+    call(4)  # dropped: captured afresh
+    assert len(_FakeGraph.made) == 4
+
+
+def test_an_uncapturable_call_warns_once_and_runs_plainly_after(stand_in):
+    def refuse(kernel, args):
+        raise graphs.Uncapturable("RuntimeError: operation not permitted when stream is capturing")
+
+    stand_in.setattr(graphs, "_Graph", refuse)
+    x, y = torch.randn(3), torch.randn(3)
+    pair = (torch.tensor(2.0), torch.tensor(1.0))
+    with pytest.warns(RuntimeWarning, match="_affine: no CUDA graph .*not permitted.*; it runs without one"):
+        out, _ = replayed(_affine, x, y, pair)
+    torch.testing.assert_close(out, x * 2 + y)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # remembered: no second warning, no second try
+        torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
+
+
+def test_out_of_memory_while_capturing_is_a_plain_call_and_is_tried_again_next_time(stand_in):
+    tries = []
+
+    def short_of_memory(kernel, args):
+        tries.append(1)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    stand_in.setattr(graphs, "_Graph", short_of_memory)
+    x, y = torch.randn(3), torch.randn(3)
+    pair = (torch.tensor(2.0), torch.tensor(1.0))
+    for _ in range(2):
+        with pytest.warns(RuntimeWarning, match="OutOfMemoryError: CUDA out of memory"):
+            torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
+    assert len(tries) == 2 and not graphs._graphs
