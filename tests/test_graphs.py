@@ -258,7 +258,7 @@ def test_an_uncapturable_call_warns_once_and_runs_plainly_after(stand_in):
         torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
 
 
-def test_out_of_memory_while_capturing_is_a_plain_call_and_is_tried_again_next_time(stand_in):
+def test_out_of_memory_while_capturing_is_a_plain_call_warned_once_and_remembered(stand_in):
     tries = []
 
     def short_of_memory(kernel, args):
@@ -268,7 +268,63 @@ def test_out_of_memory_while_capturing_is_a_plain_call_and_is_tried_again_next_t
     stand_in.setattr(graphs, "_Graph", short_of_memory)
     x, y = torch.randn(3), torch.randn(3)
     pair = (torch.tensor(2.0), torch.tensor(1.0))
-    for _ in range(2):
-        with pytest.warns(RuntimeWarning, match="OutOfMemoryError: CUDA out of memory"):
-            torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
-    assert len(tries) == 2 and not graphs._graphs
+    with pytest.warns(RuntimeWarning, match="OutOfMemoryError: CUDA out of memory"):
+        torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
+    torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
+    assert len(tries) == 1 and list(graphs._graphs.values()) == [None]  # until the caches are dropped
+
+
+class _FakeCapture:
+    """A CUDAGraph's capture_begin / capture_end, and the stream calls around them, on CPU."""
+
+    capturing = False
+
+    def __init__(self, begin_raises=None):
+        self.begin_raises, self.ended = begin_raises, 0
+
+    def capture_begin(self):
+        _FakeCapture.capturing = True
+        if self.begin_raises:
+            raise self.begin_raises  # a signal handled just as the begin returns
+
+    def capture_end(self):
+        _FakeCapture.capturing = False
+        self.ended += 1
+
+
+@pytest.fixture
+def fake_streams(monkeypatch):
+    import contextlib
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: _FakeCapture.capturing)
+    _FakeCapture.capturing = False
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), __import__("attnbench.runner.execute",
+                                                                       fromlist=["CellTimeout"]).CellTimeout()])
+def test_a_capture_interrupted_by_a_timeout_or_ctrl_c_is_ended_before_it_re_raises(fake_streams, interrupt):
+    def kernel(x):
+        raise interrupt
+
+    graph = _FakeCapture()
+    with pytest.raises(type(interrupt)):
+        graphs._capture(graph, kernel, (torch.zeros(1),), torch.device("cpu"))
+    assert graph.ended == 1 and not _FakeCapture.capturing
+    graph = _FakeCapture(begin_raises=interrupt)  # the interrupt lands between the begin and the try's body
+    with pytest.raises(type(interrupt)):
+        graphs._capture(graph, lambda x: x, (torch.zeros(1),), torch.device("cpu"))
+    assert graph.ended == 1 and not _FakeCapture.capturing
+
+
+def test_a_kernel_failing_inside_the_capture_is_uncapturable_with_its_own_message(fake_streams):
+    def kernel(x):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore lines")
+
+    graph = _FakeCapture()
+    with pytest.raises(graphs.Uncapturable, match="^RuntimeError: operation not permitted when stream is capturing$"):
+        graphs._capture(graph, kernel, (torch.zeros(1),), torch.device("cpu"))
+    assert graph.ended == 1
+    with pytest.raises(graphs.Uncapturable, match="returns dict"):
+        graphs._capture(_FakeCapture(), lambda x: {"out": x}, (torch.zeros(1),), torch.device("cpu"))

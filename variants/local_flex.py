@@ -10,9 +10,9 @@ query whose every key is hidden gets zeros, as in the blocked path and SDPA.
 
 torch.compile turns `flex_attention` into Triton on CUDA and C++ on CPU. On CUDA a call without
 gradients or a key padding mask replays a CUDA graph of the compiled call (variants/graphs.py):
-a call's host work (dynamo's guards, the wrappers, the launch) was about 0.09 ms on an H200,
-flat from n = 2048 to 16384, against 0.079 ms for dense SDPA's whole call at n = 4096; replayed,
-the call took 0.041 ms there. On CPU torch has no
+a call's host work (dynamo's guards, the wrappers, the launch) kept it at 0.09–0.13 ms on an
+H200 at every n from 2048 to 16384, against 0.079 ms for dense SDPA's whole call at n = 4096;
+replayed, the call took 0.041 ms there. On CPU torch has no
 backward for it: a call that needs gradients there raises NoBackwardError (kernel=eager trains
 on CPU). Where a compiled kernel cannot run (under the CPU memory counter, on meta tensors; see
 variants/compiled.py) the blocked path runs the same maths, and the fallback is counted: so
