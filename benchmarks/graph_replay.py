@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.runner.environment import cpu_model, git_sha
+from attnbench.runner.measure import relative_error, time_call
 from attnbench.variants.base import build_variant
 from attnbench.variants.graphs import forget_graphs, without_graphs
 
@@ -63,17 +64,7 @@ def replay_error(plain, graphed, inputs: tuple) -> float:
     for t in inputs:
         t.normal_()
     second_want, second = plain(), graphed()
-    rel = lambda got, want: ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()  # noqa: E731
-    return max(rel(first, first_want), rel(second, second_want))
-
-
-def timed(fn, device: str, min_run_time: float) -> float:
-    from torch.utils import benchmark
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    return max(relative_error(first, first_want), relative_error(second, second_want))
 
 
 def page(frame: pd.DataFrame, *, machine: str, rounds: int, dtype: str) -> str:
@@ -130,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 for label, (plain, graphed) in calls.items():
                     for how, fn in (("plain", plain), ("replayed", graphed)):
                         if fn is not None:
-                            series.setdefault((label, how), []).append(timed(fn, args.device, args.min_run_time))
+                            series.setdefault((label, how), []).append(
+                                time_call(fn, device=args.device, min_run_time=args.min_run_time, warmup=0).median_s)
             sdpa = statistics.median(series[("sdpa", "plain")])
             for (label, how), times in series.items():
                 median = statistics.median(times)

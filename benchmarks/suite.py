@@ -40,6 +40,7 @@ from attnbench.runner.measure import (
 )
 from attnbench.variants.base import build_variant
 from attnbench.variants.caches import forget_caches
+from attnbench.variants.graphs import without_graphs
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
 QUICK_LENGTHS = (256, 512, 1024, 2048)
@@ -357,7 +358,8 @@ def verify(cand: Candidate, cfg: PerfConfig) -> float:
         box["out"] = cand.fn()
 
     if cand.compiled:
-        call()  # compiles on first use: outside the memory counter and the clock
+        with without_graphs():  # a CUDA graph captured here would be dropped just below
+            call()  # compiles on first use: outside the memory counter and the clock
     # what kernels keep between calls (a CUDA graph, a block mask, a band bias: variants/caches.py)
     # is built again in the counted call, whose peak then counts it, whichever candidate came first
     forget_caches()

@@ -108,8 +108,8 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from attnbench.variants.base import build_variant
-from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.caches import forget_caches
+from attnbench.variants.compiled import eager_fallbacks
 
 __all__ = [
     "TensorBytes",

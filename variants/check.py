@@ -97,6 +97,11 @@ def _returned(result: Any, x: Tensor, kwargs: dict, who: str) -> tuple[Tensor, T
     return out, weights
 
 
+def _sizes(kwargs: dict, b: int, n: int, m: int) -> list[str]:
+    """A call's sizes for its failure line: b and n, and m for cross-attention."""
+    return [f"b={b}", f"n={n}"] + ([f"m={m}"] if "context" in kwargs else [])
+
+
 def _describe(kwargs: dict, *first: str) -> str:
     """' (bfloat16, causal=True, key_padding_mask)': `first`, then the keyword arguments of a call
     that are set (flags with their value, tensors by name); empty for a plain call."""
@@ -284,7 +289,7 @@ def check_reference(s: Subject) -> str:
         for kwargs in _reference_calls(s, b, n, m):
             for what, err in _compare_with_reference(s, layer, b, n, m, kwargs):
                 if _exceeds(err, REL_TOL):
-                    sizes = [f"b={b}", f"n={n}"] + ([f"m={m}"] if "context" in kwargs else [])
+                    sizes = _sizes(kwargs, b, n, m)
                     raise Failure(f"{what}: rel err {err:.2e} > {REL_TOL:.0e}{_describe(kwargs, *sizes)}")
                 worst = max(worst, err)
     return f"max rel err {worst:.1e} over {len(REFERENCE_SHAPES)} shapes"
@@ -369,7 +374,7 @@ def check_inference(s: Subject) -> str:
         for i, (out, ref) in enumerate(zip(outs, refs), start=1):
             err = _rel_err(out, ref)
             if _exceeds(err, REL_TOL):
-                sizes = [f"b={b}", f"n={n}"] + ([f"m={m}"] if "context" in kwargs else [])
+                sizes = _sizes(kwargs, b, n, m)
                 raise Failure(f"out of call {i} of 2: rel err {err:.2e} > {REL_TOL:.0e}{_describe(kwargs, *sizes)}")
             worst = max(worst, err)
         calls += 1

@@ -63,9 +63,7 @@ class _Graph:
     def __init__(self, kernel: Callable, args: tuple) -> None:
         device = next(_tensors(args)).device
         with torch.cuda.device(device):  # the capture stream, the side stream: that device's
-            self.inputs = [torch.empty_like(t) for t in _tensors(args)]
-            for static, t in zip(self.inputs, _tensors(args)):
-                static.copy_(t)
+            self.inputs = [t.clone() for t in _tensors(args)]  # each in its caller's layout
             static_args = _replace(args, iter(self.inputs))
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
