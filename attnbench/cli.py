@@ -118,11 +118,12 @@ def cli() -> None:
 
 
 @cli.command("ls")
-@click.argument("what", type=Choice(["variants", "tasks", "profiles"]), default="variants", metavar="WHAT")
+@click.argument("what", type=Choice(["variants", "tasks", "profiles"]), default="variants", metavar="[WHAT]")
 @click.argument("pattern", required=False)
 @plugin_option
 def ls_command(what: str, pattern: str | None) -> None:
-    """List registered variants, tasks or profiles as a table (WHAT: variants | tasks | profiles).
+    """List registered variants, tasks or profiles as a table (WHAT: variants | tasks | profiles;
+    default variants).
 
     \b
     Examples:

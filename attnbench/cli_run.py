@@ -81,10 +81,14 @@ def describe(record: dict) -> str:
         return f"[{STATUS_STYLE[status]}]{status}[/] {record['kind']} {where}: {escape(record['message'])}"
     result = record["result"]
     if record["kind"] == "efficiency":
-        what = (
-            f"fwd {result['fwd']['median_s'] * 1e3:.2f} ms, fwd+bwd {result['fwd_bwd']['median_s'] * 1e3:.2f} ms, "
-            f"peak {result['peak_bytes_fwd_bwd'] / 2**20:.1f} MiB"
-        )
+        if result.get("fwd_bwd") is None:  # no backward on this device: forward only
+            what = (f"fwd {result['fwd']['median_s'] * 1e3:.2f} ms, peak {result['peak_bytes_fwd'] / 2**20:.1f} MiB;"
+                    f" {escape(record['message'])}")
+        else:
+            what = (
+                f"fwd {result['fwd']['median_s'] * 1e3:.2f} ms, fwd+bwd {result['fwd_bwd']['median_s'] * 1e3:.2f} ms, "
+                f"peak {result['peak_bytes_fwd_bwd'] / 2**20:.1f} MiB"
+            )
     else:
         if "baseline_bits_per_byte" in result:
             scale = f"unigram baseline {result['baseline_bits_per_byte']:.3f}"
@@ -137,8 +141,13 @@ def _efficiency_summary(records: list[dict]) -> Table | None:
 
 
 def _time_text(cell) -> str:
-    """'12.3 (4.5)': median fwd+bwd ms (peak MiB) of an ok cell; else its status."""
-    return f"{cell.fwd_bwd_ms:.1f} ({cell.peak_mib_fwd_bwd:.1f})" if cell.status == "ok" else cell.status
+    """'12.3 (4.5)': median fwd+bwd ms (peak MiB) of an ok cell; 'fwd 1.2 (0.5)' where it has
+    no backward on this device (forward only); else its status."""
+    if cell.status != "ok":
+        return cell.status
+    if math.isnan(cell.fwd_bwd_ms):
+        return f"fwd {cell.fwd_ms:.1f} ({cell.peak_mib_fwd:.1f})"
+    return f"{cell.fwd_bwd_ms:.1f} ({cell.peak_mib_fwd_bwd:.1f})"
 
 
 def _table(title: str, columns: list[str]) -> Table:

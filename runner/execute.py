@@ -73,6 +73,8 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
     try:
         with _time_limit(budget if alarm else None):
             result = _run(cell, plan)
+        if result.get("no_backward"):
+            message = f"forward only: {result['no_backward']}"
     except UnsupportedError as exc:
         status, message = "unsupported", str(exc)
     except CellTimeout:
@@ -123,8 +125,8 @@ def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
             seed=cell.seed,
             peak_flops=plan.peak_flops,
         )
-        if eff.get("model_step", True):
-            result["model_step"] = measure_model_step(cell, plan, dtype)
+        if eff.get("model_step", True):  # a training step: none for a layer without backward here
+            result["model_step"] = None if result.get("no_backward") else measure_model_step(cell, plan, dtype)
         return result
     task = build_task(cell.task, **dict(cell.task_options))
     check_digests(task.data_files(), plan.data)  # the bytes the run started with, on whichever machine

@@ -85,6 +85,12 @@ Verification (`measure_attention`, before anything is timed)
     the naive reference: max rel err 3.1e-01 > 1e-04 at n=300 (float32)", and nothing is timed.
     Compiled kernels run eagerly for the comparison (`_compiling_nothing`): at the timed shape
     their compiled code is checked for finiteness only.
+
+Forward only
+    A layer that has no backward on this device (it raises `NoBackwardError` where a gradient is
+    wanted: FlexAttention on a CPU) is verified on its output alone and timed forward only: its
+    result's `fwd_bwd`, `peak_bytes_fwd_bwd` and the other fwd+bwd numbers are None, and
+    `no_backward` holds the layer's reason.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from attnbench.errors import NoBackwardError
 from attnbench.variants.base import build_variant
 from attnbench.variants.caches import forget_caches
 from attnbench.variants.compiled import eager_fallbacks
@@ -515,10 +522,13 @@ def verify_attention(
     probe = torch.randn(VERIFY_BATCH, n, d_model, generator=gen).to(device)
     fp32 = layer if dtype == torch.float32 else copy.deepcopy(layer).float()
     with _compiling_nothing():
-        got = _output_and_grads(layer, layer, x.to(device, dtype), probe, causal, n)
+        try:
+            got = _output_and_grads(layer, layer, x.to(device, dtype), probe, causal, n)
+        except NoBackwardError:  # forward only (module docstring): its output is what can be compared
+            got = (_output(layer, x.to(device, dtype), causal, n),)
         want = _output_and_grads(fp32, fp32.reference_forward, x.to(device), probe, causal, n, "the naive reference's ")
     tol, worst = TOLERANCE[dtype], 0.0
-    for what, fast, ref in zip(("output", "input gradient", "parameter gradients"), got, want):
+    for what, fast, ref in zip(("output", "input gradient", "parameter gradients"), got, want):  # as many as `got`
         err = relative_error(fast, ref)
         if not err <= tol:
             raise VerificationError(
@@ -566,6 +576,14 @@ def _output_and_grads(
     _check_finite(f"{whose}input gradient", grads[0], n)
     flat = [(g if g is not None else torch.zeros_like(p)).float().flatten() for g, p in zip(grads[1:], params)]
     return out.detach(), grads[0], torch.cat(flat) if flat else torch.zeros(1, device=x.device)
+
+
+def _output(layer: nn.Module, x: Tensor, causal: bool, n: int) -> Tensor:
+    """`layer(x)`'s output without gradients, checked for shape and finiteness."""
+    with torch.no_grad():
+        out, _ = layer(x, causal=causal)
+    _check_output(out, x, n)
+    return out
 
 
 def _check_output(out: object, x: Tensor, n: int, whose: str = "") -> None:
@@ -631,11 +649,17 @@ def measure_attention(
 
     # the timed shape, once each: finite outputs and input gradient; these are the warm-up calls
     _check_output(forward(), x, seq_len)
-    _check_output(forward_backward().detach(), x, seq_len)
-    _check_finite("input gradient", x.grad, seq_len)
-    zero_grad()
+    timed = {"fwd": forward, "fwd_bwd": forward_backward}
     result: dict = {}
-    for key, fn in (("fwd", forward), ("fwd_bwd", forward_backward)):
+    try:
+        _check_output(forward_backward().detach(), x, seq_len)
+        _check_finite("input gradient", x.grad, seq_len)
+    except NoBackwardError as why:  # forward only (module docstring)
+        del timed["fwd_bwd"]
+        result.update({"fwd_bwd": None, "peak_bytes_fwd_bwd": None, "flops_fwd_bwd": None,
+                       "flops_per_s_fwd_bwd": None, "peak_fraction_fwd_bwd": None, "no_backward": str(why)})
+    zero_grad()
+    for key, fn in timed.items():
         timing = time_call(fn, device=device, min_run_time=min_run_time, warmup=0)
         zero_grad()  # the gradients fn makes are counted; none from before are live
         forget_caches()  # built again in the counted call (a CUDA graph, a block mask: variants/caches.py), and counted

@@ -346,25 +346,30 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
         (ax_m, "peak_mib_fwd_bwd", "peak memory, forward+backward (MiB" + (f", {mem_note})" if mem_note else ")"),
          "memory"),
     ]
-    failed = frame[frame.status != "ok"]
+    # no point at that n: a cell not ok, or one timed forward only (no backward on its device)
+    failed = frame[(frame.status != "ok") | frame.fwd_bwd_ms.isna()].copy()
+    failed.loc[failed.status == "ok", "status"] = "forward only"
     for ax, column, ylabel, what in panels:
         labels = scaling_labels(frame, column)
         for variant in sorted(frame.variant.unique()):
-            ok = frame[(frame.variant == variant) & (frame.status == "ok")].sort_values("seq_len")
+            ok = frame[(frame.variant == variant) & (frame.status == "ok") & frame[column].notna()].sort_values("seq_len")
             colour = palette[variant]
             yerr = ok.fwd_bwd_iqr_ms / 2 if column == "fwd_bwd_ms" else None
             ax.errorbar(ok.seq_len, ok[column], yerr=yerr, marker="o", ms=5, lw=1.8, capsize=3, color=colour,
                         label=labels[variant])
-        # a length that ran out of time or memory: an × at the top of the panel with its status
-        for i, (_, row) in enumerate(failed.sort_values(["seq_len", "variant"]).iterrows()):
-            same = failed[(failed.seq_len == row.seq_len)].sort_values("variant")
-            rank = list(same.variant).index(row.variant)
-            y = 0.95 - 0.07 * rank
-            ax.plot([row.seq_len], [y], marker="x", ms=9, mew=2.2, color=palette[row.variant],
+        # a length without a point (out of time or memory, forward only): an × at the top of the
+        # panel, one row per variant, its status written once beside the last × of that status
+        rows = {v: 0.95 - 0.07 * i for i, v in enumerate(sorted(failed.variant.unique()))}
+        for (variant, status), group in failed.groupby(["variant", "status"]):
+            y, colour = rows[variant], palette[variant]
+            ax.plot(group.seq_len, [y] * len(group), marker="x", ms=9, mew=2.2, color=colour,
                     transform=ax.get_xaxis_transform(), clip_on=False, ls="none")
-            ax.annotate(f"{row.variant}: {row.status}", (row.seq_len, y), xycoords=("data", "axes fraction"),
-                        xytext=(-8, 0), textcoords="offset points", ha="right", va="center", fontsize=8,
-                        color=palette[row.variant])
+            last = group.seq_len.max()
+            right_half = lengths.index(last) >= len(lengths) / 2  # the text runs into the panel, not out of it
+            ax.annotate(f"{variant}: {status}", (last, y), xycoords=("data", "axes fraction"),
+                        xytext=(-8 if right_half else 8, 0), textcoords="offset points",
+                        ha="right" if right_half else "left", va="center", fontsize=8, color=colour,
+                        ).set_in_layout(False)
         handles, names = ax.get_legend_handles_labels()
         if len(failed):
             handles.append(Line2D([], [], marker="x", ls="none", color="0.3", mew=2))
@@ -392,7 +397,7 @@ def bubble_data(run: Run) -> tuple[pd.DataFrame, str, str, int] | None:
     if acc.empty or eff.empty:
         return None
     acc = acc[acc.metric.isin(ACCURACY_METRICS)]
-    ok_eff = eff[eff.status == "ok"]
+    ok_eff = eff[(eff.status == "ok") & eff.fwd_bwd_ms.notna()]  # not a forward-only cell
     if acc.empty or ok_eff.empty:
         return None
     # the length where the most variants are ok, the longest among ties

@@ -390,7 +390,9 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
             row["message"] = next((r.get("message") for r in recs if r.get("message")), "")
             rows.append(row)
             continue
-        row.update({"status": "ok", "message": "", "mem_method": ok[0].get("mem_method")})
+        row.update({"status": "ok", "message": next((r.get("message") for r in recs if r.get("status") == "ok"
+                                                     and r.get("message")), ""),  # "forward only: …"
+                    "mem_method": ok[0].get("mem_method")})
 
         def mean(getter) -> float:
             values = [v for v in (getter(res) for res in ok) if _finite(v)]
@@ -651,6 +653,12 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
         notes.append("An IQR of 0 from a single timed run (slow cells: "
                      + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in single.iterrows())
                      + ") says nothing about spread.")
+    forward_only = eff[(eff.status == "ok") & eff.fwd_bwd_ms.isna() & eff.fwd_ms.notna()]
+    if not forward_only.empty:
+        reasons = sorted({r.message.removeprefix("forward only: ") for _, r in forward_only.iterrows() if r.message})
+        notes.append("Forward only, no backward on this device ("
+                     + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in forward_only.iterrows())
+                     + "): their fwd+bwd columns are empty" + (f" ({'; '.join(reasons)})" if reasons else "") + ".")
     if eff.step_ms.notna().any():
         notes.append("train step ms: one training step (forward, loss, backward) of the whole model around the "
                      "variant, at the efficiency width.")
@@ -711,6 +719,11 @@ def _metrics(record: dict) -> dict[str, tuple[float, bool]]:
     """Compared metrics of an ok record: name → (value, higher is better)."""
     res = record.get("result") or {}
     if record.get("kind") == "efficiency":
+        if res.get("fwd_bwd") is None and res.get("no_backward"):  # timed forward only: that is compared
+            return {
+                "fwd ms": (_number((res.get("fwd") or {}).get("median_s")) * 1e3, False),
+                "peak MiB fwd": (_number(res.get("peak_bytes_fwd")) / 2**20, False),
+            }
         return {
             "fwd+bwd ms": (_number((res.get("fwd_bwd") or {}).get("median_s")) * 1e3, False),
             "peak MiB fwd+bwd": (_number(res.get("peak_bytes_fwd_bwd")) / 2**20, False),
@@ -754,7 +767,8 @@ def _json(value: Any) -> str:
 def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     """Match cells by key; a row regresses when B is worse than A by more than `rtol` (relative).
 
-    Worse: a score lower (bits per byte: higher), fwd+bwd median time or peak memory higher, or a
+    Worse: a score lower (bits per byte: higher), fwd+bwd median time or peak memory higher (a
+    cell timed forward only, `measure.py`: its fwd time and memory), or a
     status that went from ok to anything else. A cell not ok in A is never a regression. Runs of
     different settings (`incomparable_settings`) are refused: their cells only share keys.
     """

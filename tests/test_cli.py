@@ -103,7 +103,7 @@ def test_check_exits_1_and_names_the_failure(tmp_path, sandbox, bench_output):
         (["check", "--checks", "refrence"], "unknown check 'refrence'; did you mean 'reference'?"),
         (["check", "--device", "tpu"], "Invalid value for '--device'"),
         (["ls", "variants", "zzz*"], "no variant matches 'zzz*'"),
-        (["ls", "gizmos"], "Invalid value for 'WHAT'"),
+        (["ls", "gizmos"], "Invalid value for '[WHAT]'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, bench_output):

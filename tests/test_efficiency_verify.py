@@ -28,7 +28,7 @@ FAULTY = '''
 import torch
 from torch import nn
 
-from attnbench import VariantSpec, register_variant
+from attnbench import NoBackwardError, VariantSpec, register_variant
 from attnbench.variants.base import ProjectedAttention
 from attnbench.variants.multi_head import MultiHeadAttention
 from attnbench.variants.reference import full_attention
@@ -117,6 +117,25 @@ class DropKeyColumn(MultiHeadAttention):
         return out, None if weights is None else weights[..., :-1]
 
 
+@register_variant("forward-only")
+class ForwardOnly(MultiHeadAttention):
+    """Right, but it has no backward: refuses a call where gradients are on (FlexAttention on a CPU)."""
+
+    def forward(self, x, context=None, **kwargs):
+        if torch.is_grad_enabled():
+            raise NoBackwardError("forward-only: no backward on this device")
+        return super().forward(x, context, **kwargs)
+
+
+@register_variant("forward-only-wrong")
+class ForwardOnlyWrong(ForwardOnly):
+    """No backward, and its output twice the right one."""
+
+    def forward(self, x, context=None, **kwargs):
+        out, weights = super().forward(x, context, **kwargs)
+        return 2 * out, weights
+
+
 @register_variant("nan-weights")
 class NaNWeights(MultiHeadAttention):
     """Weights of the right shape, with NaN in them."""
@@ -135,6 +154,7 @@ EXPECTED = {
     "plain-nan-grad": "input gradient has NaN at n=512",
     "fault-nan": "output has NaN at n=300",
     "fault-shape": "output shape (1, 299, 64) is not the input's (1, 300, 64) at n=300",
+    "forward-only-wrong": "output differs from the naive reference: max rel err ",  # its output alone compared
 }
 FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
 
@@ -183,6 +203,37 @@ def test_a_sound_kernel_is_timed_as_before(faulty, variant) -> None:
     record = efficiency_cell(variant)
     assert record["status"] == "ok", record["message"]
     assert record["result"]["fwd"]["median_s"] > 0 and record["result"]["fwd_bwd"]["median_s"] > 0
+
+
+@pytest.mark.parametrize("model_step", [False, True])
+def test_a_kernel_without_backward_here_is_verified_and_timed_forward_only(faulty, model_step) -> None:
+    plan = Plan(**{**vars(efficiency_plan()), "efficiency": {**efficiency_plan().efficiency, "model_step": model_step}})
+    record = execute_cell(Cell.make("efficiency", "forward-only", {}, None, {}, 512, 0), plan)
+    result = record["result"]
+    assert record["status"] == "ok" and record["message"] == "forward only: forward-only: no backward on this device"
+    assert result["fwd"]["median_s"] > 0 and result["peak_bytes_fwd"] > 0 and result["flops_fwd"] > 0
+    assert result["fwd_bwd"] is result["peak_bytes_fwd_bwd"] is result["flops_fwd_bwd"] is None
+    assert result["no_backward"] == "forward-only: no backward on this device"
+    assert "model_step" not in result if not model_step else result["model_step"] is None  # a step trains
+
+
+def test_bench_run_report_and_plot_show_a_forward_only_cell(sandbox, tmp_path, bench, bench_output) -> None:
+    plugin = tmp_path / "faulty_variants.py"
+    plugin.write_text(FAULTY)
+    out = tmp_path / "run"
+    code, shown, err = bench_output("run", "--plugin", plugin, "--profile", "smoke", "--variants",
+                                    "forward-only,multi-head", "--kinds", "efficiency", "--efficiency-lengths", "64,128",
+                                    "--device", "cpu", "--out", out)
+    assert code == 0, err
+    assert "ok efficiency forward-only n=64 seed=0: fwd " in shown and "forward only: forward-only: no" in shown
+    assert "│ fwd " in shown  # the summary table's forward-only cells: 'fwd 0.3 (0.1)'
+    code, report, err = bench_output("report", out)
+    assert code == 0, err
+    assert "Forward only, no backward on this device (forward-only n=64, forward-only n=128)" in report
+    code, _, err = bench_output("plot", out)
+    assert code == 0, err
+    code, compared, err = bench_output("compare", out, out)  # its forward time and memory are compared
+    assert code == 0 and "`efficiency/forward-only/-/n=64/seed=0` | fwd ms |" in compared, compared
 
 
 def calls(name: str) -> list[dict]:

@@ -71,10 +71,11 @@ def test_only_a_plain_tensor_is_copied_into_a_graph():
         assert not graphs._plain(fwAD.make_dual(torch.zeros(2), torch.ones(2)))  # its tangent would be lost
 
 
-def test_forget_compiled_drops_the_graphs():
-    graphs._graphs[("key",)] = None
+def test_forget_compiled_drops_the_graphs_and_the_refusals():
+    graphs._graphs[("key",)] = _FakeGraph(_affine, ())
+    graphs._refused.add(("refused",))
     forget_compiled()
-    assert not graphs._graphs
+    assert not graphs._graphs and not graphs._refused
 
 
 # ------------------------------------------------------------------------------------- on CUDA
@@ -271,7 +272,28 @@ def test_out_of_memory_while_capturing_is_a_plain_call_warned_once_and_remembere
     with pytest.warns(RuntimeWarning, match="OutOfMemoryError: CUDA out of memory"):
         torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
     torch.testing.assert_close(replayed(_affine, x, y, pair)[0], x * 2 + y)
-    assert len(tries) == 1 and list(graphs._graphs.values()) == [None]  # until the caches are dropped
+    assert len(tries) == 1 and len(graphs._refused) == 1 and not graphs._graphs  # until the caches are dropped
+    forget_graphs()
+    with pytest.warns(RuntimeWarning, match="OutOfMemoryError"):  # dropped: tried again
+        replayed(_affine, x, y, pair)
+    assert len(tries) == 2
+
+
+def test_a_refused_capture_takes_no_place_among_the_kept_graphs(stand_in):
+    stand_in.setattr(graphs, "MAX_GRAPHS", 1)
+
+    def refuse_length_4(kernel, args):
+        if args[0].shape == (4,):
+            raise graphs.Uncapturable("RuntimeError: not capturable")
+        return _FakeGraph(kernel, args)
+
+    stand_in.setattr(graphs, "_Graph", refuse_length_4)
+    pair = (torch.tensor(2.0), torch.tensor(1.0))
+    replayed(_affine, torch.randn(3), torch.randn(3), pair)
+    with pytest.warns(RuntimeWarning, match="not capturable"):
+        replayed(_affine, torch.randn(4), torch.randn(4), pair)
+    replayed(_affine, torch.randn(3), torch.randn(3), pair)  # still kept: replayed, not captured again
+    assert len(_FakeGraph.made) == 1 and len(graphs._graphs) == 1 and len(graphs._refused) == 1
 
 
 class _FakeCapture:

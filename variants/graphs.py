@@ -48,7 +48,8 @@ from attnbench.variants.caches import register_cache
 
 _enabled = True  # `without_graphs()` turns replay off for a while
 MAX_GRAPHS = 16  # captured graphs kept at once (each holds its inputs' copies and its memory pool)
-_graphs: OrderedDict[tuple, "_Graph | None"] = OrderedDict()  # None: capture failed, call plainly
+_graphs: OrderedDict[tuple, "_Graph"] = OrderedDict()  # the least recently used first
+_refused: set[tuple] = set()  # keys whose capture failed: called plainly until the caches are dropped
 _captures = 0  # graphs captured so far in this process
 VALUES = (type(None), bool, int, float, str, torch.dtype, torch.device)  # keyed by value, not identity
 
@@ -118,7 +119,7 @@ def replayed(kernel: Callable, *args) -> Any:
     if not _replayable(args):
         return kernel(*args)
     key = (kernel, torch.is_inference_mode_enabled(), _signature(args))
-    if key not in _graphs:
+    if key not in _graphs and key not in _refused:
         global _captures
         try:
             try:
@@ -130,12 +131,13 @@ def replayed(kernel: Callable, *args) -> Any:
             # outside this block, whose traceback would keep the failed capture's copies alive
             warnings.warn(f"{getattr(kernel, '__name__', kernel)}: no CUDA graph ({why}); it runs without one",
                           RuntimeWarning, stacklevel=2)
-            _graphs[key] = None
-        while len(_graphs) > MAX_GRAPHS:
+            _refused.add(key)
+        while len(_graphs) > MAX_GRAPHS:  # refusals hold no memory and take no place here
             _graphs.popitem(last=False)
+    if key in _refused:
+        return kernel(*args)
     _graphs.move_to_end(key)
-    graph = _graphs[key]
-    return kernel(*args) if graph is None else graph(args)
+    return _graphs[key](args)
 
 
 @contextlib.contextmanager
@@ -152,8 +154,9 @@ def without_graphs() -> Iterator[None]:
 
 @register_cache
 def forget_graphs() -> None:
-    """Drop every captured graph (and the memory it holds)."""
+    """Drop every captured graph (and the memory it holds), and forget which captures failed."""
     _graphs.clear()
+    _refused.clear()
 
 
 def captured() -> int:
