@@ -44,17 +44,26 @@ class BenchGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
-class RunPath(click.Path):
+class NonEmptyPath(click.Path):
+    """A path whose empty value is refused by name, not read as the current directory (`hint`:
+    what to give instead)."""
+
+    def __init__(self, hint: str, **options) -> None:
+        super().__init__(**options)
+        self.hint = hint
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"empty path; {self.hint}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class RunPath(NonEmptyPath):
     """A run directory argument: an empty one is refused by name (as `--out ''` is), not read as
     the current directory, which then "is not an attnbench run"."""
 
     def __init__(self) -> None:
-        super().__init__(path_type=Path)
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value.strip():
-            self.fail("empty path; name a run directory, e.g. results/runs/20261127-101500-quick", param, ctx)
-        return super().convert(value, param, ctx)
+        super().__init__("name a run directory, e.g. results/runs/20261127-101500-quick", path_type=Path)
 
 
 class Choice(click.Choice):
@@ -202,6 +211,8 @@ def check_command(variants: str, device: str, checks: str) -> int:
     """
     device = resolve_device(device)
     names = list(CHECKS) if checks.strip() == "all" else list(dict.fromkeys(c.strip() for c in checks.split(",")))
+    if not any(names):
+        raise AttnbenchError(f"--checks: empty list (give names, or 'all'; known: {', '.join(CHECKS)})")
     for name in names:
         if name not in CHECKS:
             close = difflib.get_close_matches(name, list(CHECKS), n=1)
@@ -252,6 +263,10 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
+# click >= 8.2 raises this for a bare `bench`; 8.1 printed the help itself and exited 0
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `bench` script: bad input → one line on stderr and exit code 2."""
     try:
@@ -265,6 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     except Terminated:
         click.echo("bench: terminated", err=True)
         code = 128 + signal.SIGTERM
+    except _NO_ARGS_IS_HELP as exc:  # a bare `bench`: its help, as `bench --help` gives it
+        click.echo(exc.format_message())
+        code = 0
     except click.UsageError as exc:
         click.echo(f"bench: error: {exc.format_message()}", err=True)
         code = 2
@@ -306,9 +324,10 @@ def _one_line_warnings():
     source left out) once, as one line."""
     from attnbench.registry import PluginWarning
     from attnbench.runner.store import StoreWarning
+    from attnbench.runner.sweep import SweepWarning
     from attnbench.tasks.files import DataWarning
 
-    ours = (StoreWarning, PluginWarning, DataWarning)
+    ours = (StoreWarning, PluginWarning, DataWarning, SweepWarning)
     shown: set[str] = set()
     default = warnings.showwarning
 

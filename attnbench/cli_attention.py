@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from attnbench.cli import Choice, cli, console, plugin_option, resolve_device
+from attnbench.cli import Choice, NonEmptyPath, cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError, user_code
 from attnbench.limits import MAX_SEED
 from attnbench.selection import parse_one
@@ -35,7 +35,7 @@ def _head(text: str) -> int | None:
 @click.option("--text", default=None,
               help="Draw this text instead of a test example: bytes for text-cls, sentiment, char-lm; "
                    "vocabulary words for agreement, translation.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=NonEmptyPath("name a figure file, e.g. --out attention.png", path_type=Path), default=None,
               help="Figure file, .png (default), .svg or .pdf (default ./attention-VARIANT-TASK.png).")
 @click.option("--profile", default="quick", show_default=True, help="Model size and training budget (bench ls profiles).")
 @click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Sequence length (default: the profile's for the task).")
@@ -110,7 +110,9 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
     )
     with user_code(f"{v.label} on {t.label}"):  # the variant's or task's own fault: one line, where it was raised
         outcome = attention_figure(request)
-    for warning in outcome.warnings:
+    unused = [f"--steps {steps}: --weights loads a trained model, so no step is run; ignored"] if (
+        weights is not None and steps is not None) else []  # loaded, not trained: nothing took the steps
+    for warning in [*unused, *outcome.warnings]:
         click.echo(f"bench: warning: {warning}", err=True)
     record = outcome.record
     trained = f"weights from {weights}" if weights else f"{record['steps']} steps"

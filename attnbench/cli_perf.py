@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from attnbench import perf_gate, perf_run
-from attnbench.cli import Choice, cli, console, outliving_a_closed_stdout
+from attnbench.cli import Choice, NonEmptyPath, cli, console, outliving_a_closed_stdout
 from attnbench.errors import AttnbenchError, StoppedWriting
 from attnbench.limits import MAX_THREADS
 from attnbench.runner.heap import CACHED, HEAPS
@@ -53,12 +53,13 @@ class NumberRange(click.FloatRange):
                    "from the heap as a caching allocator would; glibc keeps its defaults, so each tensor "
                    "of 32 MiB or more is mmap'd and page-faulted in on every call. Ignored on CUDA.")
 @click.option("--quick", is_flag=True, help="Short lengths, one repeat: seconds to minutes.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
+@click.option("--out", "out_dir", type=NonEmptyPath("name a folder, e.g. --out results/benchmarks", file_okay=False),
+              default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu].")
-@click.option("--compare", "baseline", type=click.Path(dir_okay=False), default=None,
+@click.option("--compare", "baseline", type=NonEmptyPath("name a baseline CSV", dir_okay=False), default=None,
               help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind, --threads and "
                    "--heap, or when no row could be compared.")
-@click.option("--current", type=click.Path(dir_okay=False), default=None,
+@click.option("--current", type=NonEmptyPath("name a CSV of bench perf", dir_okay=False), default=None,
               help="With --compare: check this CSV instead of running the benchmark.")
 @click.option("--against", "revision", default=None,
               help="A git revision: time each variant's core and layer as its own module was at that revision (shared "
@@ -97,6 +98,8 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
         raise AttnbenchError("--current needs --compare BASELINE.csv")
     if confirm and not baseline:
         raise AttnbenchError("--confirm needs --compare BASELINE.csv")
+    if revision is not None and not revision.strip():
+        raise AttnbenchError("--against: empty revision; name a git revision, e.g. --against HEAD~1")
     if confirm and revision:
         raise AttnbenchError("--confirm times flagged rows beside the baseline's revision: it cannot go with --against")
     if current and revision:
@@ -148,7 +151,8 @@ def _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baselin
               help="Interleaved rounds per length.")
 @click.option("--min-run-time", type=NumberRange(0, 60, min_open=True), default=0.2, show_default=True,
               help="Seconds per blocked_autorange.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/benchmarks", show_default=True)
+@click.option("--out", "out_dir", type=NonEmptyPath("name a folder, e.g. --out results/benchmarks", file_okay=False),
+              default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu-ceiling].")
 def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> None:
     """Time attention's GEMM shapes, attention built from its block GEMMs and SDPA against a square

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -60,9 +61,13 @@ def run_directory(flag: str, text: str | None) -> Path | None:
     return Path(text)
 
 
-def retry_statuses(text: str, resume: Path | None) -> tuple[str, ...]:
-    """--retry's statuses; they rerun cells already recorded, so they need --resume."""
+def retry_statuses(text: str | None, resume: Path | None) -> tuple[str, ...]:
+    """--retry's statuses (None: not given); they rerun cells already recorded, so they need --resume."""
+    if text is None:
+        return ()
     statuses = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not statuses:
+        raise AttnbenchError(f"--retry: empty list (give statuses, e.g. error,timeout; statuses: {', '.join(STATUSES)})")
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown:
         raise AttnbenchError(f"--retry: unknown status {unknown[0]!r} (statuses: {', '.join(STATUSES)})")
@@ -190,7 +195,7 @@ def _labels(records: list[dict], kind: str) -> list[str]:
                    "A resume may change it: --resume DIR --retry timeout --max-cell-seconds 600.")
 @click.option("--out", default=None, help="Run directory (default results/runs/<time>-<profile>).")
 @click.option("--resume", default=None, help="Continue the run in this directory.")
-@click.option("--retry", default="", help="On --resume, also rerun cells with these statuses, e.g. error,timeout.")
+@click.option("--retry", default=None, help="On --resume, also rerun cells with these statuses, e.g. error,timeout.")
 @click.option("--quiet", is_flag=True, help="No progress or per-cell lines; print only the run directory.")
 @click.option("--dry-run", is_flag=True,
               help="Print the cells this command would run and a bound on its time; run and write nothing.")
@@ -288,8 +293,10 @@ def _warn_if_crowded(executor: str, jobs: int | None, threads: int) -> None:
     records are the same, but each cell runs slower than alone (and may reach its budget)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if executor == "subprocess" and jobs and jobs * threads > cores:
+        fits = f"--threads {cores // jobs} fits" if cores // jobs >= 1 and threads > cores // jobs else (
+            f"--jobs {max(1, cores // threads)} fits")  # fewer threads a cell, where one is left to each
         click.echo(f"bench: warning: --jobs {jobs} × {threads} threads a cell exceeds this machine's {cores} "
-                   f"cores; cells will contend for them (--threads {max(1, cores // jobs)} fits)", err=True)
+                   f"cores; cells will contend for them ({fits})", err=True)
 
 
 def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:
@@ -359,8 +366,11 @@ def _with_recorded_options(ctx, resume: Path, params: dict, plugins: tuple) -> t
             import_plugin(target)
     if "executor" not in taken and params["executor"] != recorded.get("executor"):
         taken.pop("jobs", None)  # an executor other than the run's does not take the run's --jobs
-    shown = [f"--{name.replace('_', '-')} {value}" for name, value in taken.items() if value != params[name]]
-    shown += [f"--plugin {target}" for target in plugins if target not in ctx.meta.get("attnbench.plugins", ())]
+    # quoted as a shell needs them, so the line pastes back: 'cosine-demo(temperature=5)'
+    shown = [f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in taken.items()
+             if value != params[name]]
+    shown += [f"--plugin {shlex.quote(str(target))}" for target in plugins
+              if target not in ctx.meta.get("attnbench.plugins", ())]
     return {**params, **taken}, plugins, shown
 
 
@@ -401,6 +411,9 @@ def export_command(run: Path, fmt: str, out: str | None) -> None:
       bench export results/runs/20261127-101500-quick --format csv
       bench export RUN --format parquet --out cells.parquet
     """
+    other = {"csv": "parquet", "parquet": "csv"}[fmt]
+    if out is not None and Path(out).suffix.lower() == f".{other}":  # a parquet file named .csv reads as neither
+        raise AttnbenchError(f"--out {out}: a .{other} name for --format {fmt}; name it .{fmt}, or give --format {other}")
     try:
         path = export(run, fmt, out)
     except AttnbenchError:

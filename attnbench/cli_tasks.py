@@ -54,7 +54,8 @@ def profiles_table(pattern: str | None) -> tuple[Table, int]:
             f"d={p.size.d_model} L={p.size.n_layers} h={p.size.n_heads}",
             f"{p.train.steps} steps x {p.train.batch_size}",
             ",".join(map(str, p.efficiency.lengths)),
-            f"{p.max_cell_seconds:g} s" if p.max_cell_seconds else "-",
+            (f"{p.max_cell_seconds:g} s" if p.max_cell_seconds else "-")
+            + (f" (efficiency {p.efficiency.max_seconds:g} s)" if p.efficiency.max_seconds else ""),
             p.description,
         )
     return table, len(entries)
@@ -75,6 +76,8 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
       bench show-task distance --seq-len 48
       bench show-task 'mqar(num_kv_pairs=4)' --seq-len 32 -n 2
     """
+    if not name.strip():
+        raise AttnbenchError("show-task: empty; give one task name, e.g. bench show-task copy")
     selected = parse_selection(name, TASKS, lambda n: TASKS[n].spec.options, what="show-task")
     if len(selected) != 1:
         raise AttnbenchError(f"show-task: give one task name, got {len(selected)} ({name!r})")

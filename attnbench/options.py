@@ -53,6 +53,9 @@ class Option:
             words = "a positive int"
         elif self.minimum == 0:
             words = f"a non-negative {kind}"
+        elif self.maximum is not None:  # 'an int from 2 to 65533', not 'an int >= 2 <= 65533'
+            return f"{'an' if kind == 'int' else 'a'} {kind} from {self.minimum} to {self.maximum}" + (
+                " or None" if self.nullable else "")
         else:
             words = f"{'an' if kind == 'int' else 'a'} {kind} >= {self.minimum}"
         if self.maximum is not None:

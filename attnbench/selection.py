@@ -130,6 +130,8 @@ def parse_one(
 ) -> Selected:
     """Exactly one name with its inline options ('additive(heads=2)'), where an option takes one
     component (`--cross`, `bench attention --variant`): a glob, a list or 'all' is one line."""
+    if not text.strip():
+        raise AttnbenchError(f"{what}: empty; give one {registry.kind}")
     selected = parse_selection(text, registry, options_of, what=what)
     if len(selected) != 1 or any(c in text.partition("(")[0] for c in "*?[,") or text.strip() == "all":
         raise AttnbenchError(f"{what}: give one {registry.kind}, got {text!r}")

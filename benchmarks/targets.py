@@ -207,8 +207,19 @@ def check_targets(rows: list[dict]) -> list[Target]:
         counted = " (the compiled kernel's, from the CPU allocator's events)" if core_method == CPU_ALLOCATOR_METHOD else ""
         out.append(Target(name, PASS if core[top] <= naive[top] / 8 else FAIL,
                           f"{core[top] / 2**20:.1f} MiB{counted} vs naive {naive[top] / 2**20:.0f} MiB{estimated}"
-                          f" = 1/{naive[top] / max(core[top], 1):.0f}"))
+                          f" = {_fraction(core[top], naive[top])}"))
     return out
+
+
+def _fraction(part: float, whole: float) -> str:
+    """'1/26' for part/whole, with one decimal where rounding would hide which side of 1/8 it is
+    (2.1 of 17 MiB: '1/7.9', not '1/8')."""
+    inverse = whole / max(part, 1)
+    for digits in range(4):
+        text = f"{inverse:.{digits}f}"
+        if (float(text) >= 8) == (inverse >= 8):
+            break
+    return f"1/{text}"
 
 
 def _peered(df: pd.DataFrame, case: str, sdpa: dict[int, float]) -> list[Target]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,6 +428,18 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _planned_cells(grid: dict) -> int | None:
+    """How many cells the grid holds (grid.json: variants × (each task's lengths) × seeds, plus
+    variants × efficiency lengths); None where the grid does not say."""
+    try:
+        variants, kinds = len(grid["variants"]), grid.get("kinds") or ["accuracy", "efficiency"]
+        accuracy = sum(len(grid["lengths"].get(t) or []) for t in grid.get("tasks") or []) * variants * len(grid["seeds"])
+        efficiency = len(grid.get("efficiency_lengths") or []) * variants
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return accuracy * ("accuracy" in kinds) + efficiency * ("efficiency" in kinds)
+
+
 def _reference_label(frame: pd.DataFrame) -> str | None:
     """The label of the multi-head rows that ratios divide by: without options if there is one."""
     labels = list(dict.fromkeys(frame.variant[frame.variant_name == REFERENCE_VARIANT]))
@@ -590,9 +603,13 @@ def _header(run: Run) -> str:
     if isinstance(data, dict) and data:  # the user's data files the tasks read, and the bytes they held
         lines.append("- **data**: " + "; ".join(f"`{file}` (sha256 {str(digest)[:12]}…)" for file, digest in data.items()))
     statuses = ", ".join(f"{k} {v}" for k, v in counts.items())
-    lines.append(f"- **cells**: {len(run.records)} recorded ({statuses})" if len(counts) else "- **cells**: none recorded")
+    planned, recorded = _planned_cells(grid), len({r.get("key") for r in run.records})
+    missing = f"; {planned - recorded} of the grid's {planned} not run yet (`bench run --resume {shlex.quote(str(run.path))}` " \
+        "runs them)" if planned and planned > recorded else ""
+    lines.append(f"- **cells**: {len(run.records)} recorded ({statuses}){missing}" if len(counts)
+                 else f"- **cells**: none recorded{missing}")
     if env.get("argv"):
-        lines.append(f"- **command**: `{' '.join(map(str, env['argv']))}`")
+        lines.append(f"- **command**: `{shlex.join(map(str, env['argv']))}`")  # pastes back into a shell
     lines.append(f"- **run directory**: `{run.path}`")
     return "\n".join(lines) + "\n"
 

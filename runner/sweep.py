@@ -14,6 +14,7 @@ one at a time, alone, after them.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 
 import torch
 
-from attnbench.errors import AttnbenchError
+from attnbench.errors import AttnbenchError, OptionError
 from attnbench.limits import MAX_SEED, MAX_TOKENS
 from attnbench.options import names_a_path
+from attnbench.registry import BUILT_IN
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.environment import collect
 from attnbench.runner.execute import DTYPES, Plan
@@ -43,10 +45,14 @@ from attnbench.runner.store import (
 from attnbench.selection import Selected, parse_one, parse_selection
 from attnbench.tasks.base import SPLITS, TASKS, build_task
 from attnbench.tasks.files import file_digest
-from attnbench.variants.base import VARIANTS, get_variant_spec
+from attnbench.variants.base import VARIANTS, build_variant, get_variant_spec
 
 DEFAULT_ROOT = Path("results") / "runs"
 MAX_CELL_SECONDS = 1e9  # SIGALRM's timer overflows on larger values (and on inf)
+
+
+class SweepWarning(UserWarning):
+    """Something the request gives that the sweep leaves out (a selection given twice, an unused option)."""
 
 
 @dataclass(frozen=True)
@@ -97,18 +103,23 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     if unknown or not request.kinds:
         raise AttnbenchError(f"--kinds: give one or more of {', '.join(KINDS)}, got {','.join(request.kinds)!r}")
     variants = [
-        Selected(v.name, v.options or profile.variant_options.get(v.name, {}))
-        for v in parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options)
+        Selected(v.name, _variant_options(v, profile))
+        for v in _distinct_selections(
+            "--variants", parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options),
+            lambda v: get_variant_spec(v.name).resolve(v.name, _variant_options(v, profile)))
     ]
-    given = (
+    given = _distinct_selections("--tasks", (
         parse_selection(request.tasks, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
         if "accuracy" in request.kinds
         else []
-    )
+    ), lambda t: TASKS[t.name].spec.resolve(t.name, _task_options(t, profile)))
     tasks = [_absolute_paths(t) for t in given]
     if request.recorded_tasks is not None and [t.label for t in given] == list(request.recorded_tasks):
         tasks = given  # a run recorded before data paths were made absolute keeps its cells' keys
-    cross = _cross_label(request.cross) if request.cross else None
+    cross = _cross_label(request.cross) if request.cross is not None else None  # '' is refused there
+    if cross and "accuracy" in request.kinds:
+        _check_builds([parse_one(cross, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")],
+                      profile, ("accuracy",), flag="--cross")
     seeds = _distinct(request.seeds if request.seeds is not None else profile.seeds)
     _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
     eff_lengths = _distinct(request.efficiency_lengths or profile.efficiency.lengths)
@@ -122,6 +133,7 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
             f"--max-cell-seconds must be positive and at most {MAX_CELL_SECONDS:g}, got {max_seconds:g}"
         )
 
+    _check_builds(variants, profile, request.kinds)
     built = {t.label: build_task(t.name, **_task_options(t, profile)) for t in tasks}
     lengths_of = {t.label: _task_lengths(t, built[t.label], profile, lengths) for t in tasks}
     data = {str(path): file_digest(path) for task in built.values() for path in task.data_files()}
@@ -168,8 +180,60 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     }
     if data:  # only where a task reads a user's file: the grids of other runs stay as they were
         grid["data"] = data
+    _warn_unused(request, built, seeds)
     tasks_text = ",".join(t.label for t in tasks) if tasks != given else request.tasks
     return SweepPlan(profile, cells, plan, grid, tasks_text)
+
+
+def _warn_unused(request: SweepRequest, built: dict, seeds: tuple[int, ...]) -> None:
+    """One warning for each option given that no cell of this grid uses."""
+    accuracy, efficiency = "accuracy" in request.kinds, "efficiency" in request.kinds
+    unused = []
+    if request.lengths is not None and not accuracy:
+        unused.append("--lengths: sets accuracy cells' lengths, and --kinds has none (--efficiency-lengths sets theirs)")
+    if request.efficiency_lengths is not None and not efficiency:
+        unused.append("--efficiency-lengths: --kinds has no efficiency cells")
+    if request.seeds is not None and not accuracy and len(seeds) > 1:
+        unused.append(f"--seeds: efficiency cells are timed once, at the first seed ({seeds[0]}); the others are unused")
+    if request.cross and not any(task.spec.kind == "seq2seq" for task in built.values()):
+        unused.append("--cross: no seq2seq task (translation) in this run to use cross-attention")
+    for text in unused:
+        warnings.warn(f"{text}; ignored", SweepWarning, stacklevel=3)
+
+
+def _distinct_selections(flag: str, selected: list[Selected], resolve: Callable[[Selected], dict]) -> list[Selected]:
+    """`selected` without repeats: two selections whose options, defaults filled in, are the same
+    ('local' where the profile gives window=4, and 'local(window=4)') would run the same cells
+    twice; the first is kept and the others named in a warning."""
+    kept: dict[tuple, Selected] = {}
+    for one in selected:
+        same = (one.name, tuple(sorted((k, repr(v)) for k, v in resolve(one).items())))
+        if same in kept:
+            warnings.warn(f"{flag}: {one.label} repeats {kept[same].label} (the same options, defaults and the "
+                          "profile's filled in); its cells run once", SweepWarning, stacklevel=2)
+        else:
+            kept[same] = one
+    return list(kept.values())
+
+
+def _check_builds(variants: list[Selected], profile: Profile, kinds: tuple[str, ...], flag: str = "--variants") -> None:
+    """Build each built-in variant at the width of the model its cells use: an option that does not
+    fit it (additive heads that do not divide d_model) is bad input, not a run of cells that all
+    fail. A plugin's layer is built in its cells only: there a fault or a hang costs one cell."""
+    sizes = ([(profile.size.d_model, profile.size.n_heads)] if "accuracy" in kinds else []) + (
+        [(profile.efficiency.d_model, profile.efficiency.n_heads)] if "efficiency" in kinds else [])
+    for v in variants:
+        if VARIANTS.get(v.name).origin != BUILT_IN:
+            continue
+        for d_model, n_heads in dict.fromkeys(sizes):
+            try:
+                build_variant(v.name, d_model=d_model, n_heads=n_heads, **v.options)
+            except OptionError as exc:
+                raise AttnbenchError(
+                    f"{flag}: {v.label} does not fit the {profile.name} profile's model "
+                    f"(d_model={d_model}, n_heads={n_heads}): {exc}") from None
+            except AttnbenchError:  # unsupported here (no C++ compiler for kernel=compiled): its cells say so
+                pass
 
 
 def _distinct(values) -> tuple:
@@ -203,6 +267,11 @@ def _absolute_paths(selected: Selected) -> Selected:
     paths = {o.name for o in TASKS[selected.name].spec.options if o.path}
     options = {k: str(Path(v).resolve()) if k in paths and names_a_path(v) else v for k, v in selected.options.items()}
     return Selected(selected.name, options)
+
+
+def _variant_options(selected: Selected, profile: Profile) -> dict[str, Any]:
+    """The options given, or where none are, the profile's (smoke: local's window 4)."""
+    return selected.options or profile.variant_options.get(selected.name, {})
 
 
 def _task_options(selected: Selected, profile: Profile) -> dict[str, Any]:

@@ -16,6 +16,16 @@ def test_help_shows_an_example(command, bench_output):
     assert code == 0 and "Example" in out and "bench " in out
 
 
+def test_a_bare_bench_shows_its_help_as_help_does(bench_output):
+    code, out, err = bench_output()
+    assert (code, err) == (0, "") and out == bench_output("--help")[1]
+
+
+def test_ls_help_shows_what_as_optional_since_it_defaults_to_variants(bench_output):
+    assert "Usage: bench ls [OPTIONS] [WHAT] [PATTERN]" in bench_output("ls", "--help")[1]
+    assert bench_output("ls")[1] == bench_output("ls", "variants")[1]
+
+
 def test_ls_variants_lists_every_builtin_with_its_capabilities(bench_output):
     code, out, _ = bench_output("ls", "variants")
     assert code == 0
@@ -101,6 +111,11 @@ def test_check_exits_1_and_names_the_failure(tmp_path, sandbox, bench_output):
         (["check", "--variants", "multi-head(window=3)"], "multi-head: takes no options"),
         (["check", "--variants", ""], "--variants: empty list"),
         (["check", "--checks", "refrence"], "unknown check 'refrence'; did you mean 'reference'?"),
+        (["check", "--checks", " , "], "--checks: empty list (give names, or 'all'; known: shape,"),
+        (["show-task", ""], "show-task: empty; give one task name, e.g. bench show-task copy"),
+        (["attention", "--variant", " ", "--task", "copy"], "--variant: empty; give one variant"),
+        (["attention", "--variant", "linear", "--task", "copy", "--out", ""],
+         "Invalid value for '--out': empty path; name a figure file"),
         (["check", "--device", "tpu"], "Invalid value for '--device'"),
         (["ls", "variants", "zzz*"], "no variant matches 'zzz*'"),
         (["ls", "gizmos"], "Invalid value for '[WHAT]'"),

@@ -134,7 +134,8 @@ def test_weights_for_another_variant_task_or_options_are_refused(tmp_path, monke
                                     "--out", str(tmp_path / "c.png"), "--weights", str(saved))
         assert code == 2 and "does not fit local(window=4) on copy(reverse=True)" in one_error_line(err)
     code, out, err = bench_output(*load, "--variant", "local(window=4)")
-    assert code == 0 and err == "" and f"weights from {saved}" in out
+    assert code == 0 and f"weights from {saved}" in out  # and SMOKE's --steps said to be unused:
+    assert err == "bench: warning: --steps 1: --weights loads a trained model, so no step is run; ignored\n"
 
 
 def test_a_bare_state_dict_still_loads_with_a_warning(tmp_path, bench_output):
@@ -144,8 +145,8 @@ def test_a_bare_state_dict_still_loads_with_a_warning(tmp_path, bench_output):
     assert code == 0, err
     old = tmp_path / "old.pt"  # what --save-weights wrote before it recorded the model
     torch.save(torch.load(saved, weights_only=True)["state_dict"], old)
-    code, out, err = bench_output(*SMOKE, "--variant", "linear", "--task", "copy",
-                                  "--out", str(tmp_path / "b.png"), "--weights", str(old))
+    code, out, err = bench_output("attention", "--profile", "smoke", "--variant", "linear", "--task", "copy",
+                                  "--out", str(tmp_path / "b.png"), "--weights", str(old))  # no --steps: loaded
     assert code == 0 and f"weights from {old}" in out
     assert err.strip().splitlines() == [
         f"bench: warning: --weights: {old} records no variant, task or model size (a bare state dict, "

@@ -61,6 +61,10 @@ def assert_one_line_error(bench_output, argv, out_dir, says):
      "--batch 1024 × --lengths 32768: 33554432 tokens in one call, more than 16777216"),
     (["--name", "a/b"], "--name 'a/b': a file name stem, without '/'"),
     (["--name", ""], "--name '': a file name stem"),
+    (["--against", ""], "--against: empty revision; name a git revision"),
+    (["--against", " "], "--against: empty revision"),
+    (["--compare", ""], "Invalid value for '--compare': empty path; name a baseline CSV"),
+    (["--compare", "b.csv", "--current", ""], "Invalid value for '--current': empty path"),
     (["--variants", "all,lcoal"], "--variants: no benchmark for 'lcoal'; did you mean 'local'?"),
     (["--variants", "mha,cosine-demo"], "--variants: no benchmark for 'cosine-demo'"),
     (["--variants", "local(window=3)"],  # built in, with options: not the hint to time one's own variant
@@ -97,6 +101,17 @@ def test_variants_take_aliases_and_all_beside_names_means_all(given, runs, bench
     monkeypatch.setattr("attnbench.benchmarks.guard.read_results", lambda path: None)
     code, _, err = bench_output("perf", "--quick", "--variants", given, "--out", tmp_path)
     assert (code, err) == (0, "") and ran[0].variants == runs
+
+
+@pytest.mark.parametrize("command", ["perf", "ceiling"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(command, value, bench_output, never_timed, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = bench_output(command, "--quick" if command == "perf" else "--repeat=1", "--out", value)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("bench: error: Invalid value for '--out': empty path; name a folder")
+    assert not list(tmp_path.iterdir())  # nothing written where it stands
 
 
 # -------------------------------------------------------------------------- bench ceiling options

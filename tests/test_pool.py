@@ -142,6 +142,15 @@ def test_an_executor_given_again_on_resume_drops_the_runs_jobs(tmp_path: Path, b
     assert code == 0 and "--jobs" not in err  # not "--jobs 2: the local executor …"
 
 
+@pytest.mark.parametrize(("jobs", "threads", "advice"), [("8", "1", "--jobs 2 fits"), ("2", "2", "--threads 1 fits")])
+def test_jobs_that_crowd_the_cores_get_advice_that_fits(bench_output, monkeypatch, jobs, threads, advice) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    code, _, err = bench_output("run", "--profile", "smoke", "--executor", "subprocess", "--jobs", jobs, "--threads",
+                                threads, "--dry-run")
+    assert code == 0 and err == (f"bench: warning: --jobs {jobs} × {threads} threads a cell exceeds this machine's 2 "
+                                 f"cores; cells will contend for them ({advice})\n")
+
+
 def test_dry_run_bounds_a_pool_by_grahams_bound(tmp_path: Path, bench_output) -> None:
     code, out, _ = bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy",
                                 "--seeds", "0,1,2,3", "--lengths", "16", "--kinds", "accuracy",

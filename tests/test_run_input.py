@@ -51,11 +51,18 @@ def _isolated(sandbox):
         (["--retry", "eror"], "--retry: unknown status 'eror' (statuses: ok, oom, timeout, unsupported, error)"),
         (["--cross", "l*"], "--cross: give one variant, got 'l*'"),
         (["--cross", "additive(heads=0)"], "additive: heads must be"),
+        (["--variants", "additive(heads=3)"], "--variants: additive(heads=3) does not fit the smoke profile's model "
+                                              "(d_model=32, n_heads=2): additive: d_model=32 must be divisible by heads=3"),
+        (["--variants", "linear", "--kinds", "efficiency", "--cross", "additive(heads=3)"], None),  # no cross: runs
+        (["--tasks", "translation", "--cross", "additive(heads=3)"], "--cross: additive(heads=3) does not fit"),
     ],
 )
 def test_bad_run_input_is_one_line_and_nothing_is_written(tmp_path, bench_output, args, message) -> None:
     out = tmp_path / "run"
-    code, _, err = bench_output(*SMOKE, "--out", out, *args)
+    code, _, err = bench_output(*SMOKE, "--out", out, *args, *(["--dry-run"] if message is None else []))
+    if message is None:  # the same option where nothing uses it: not refused
+        assert code == 0, err
+        return
     assert code == 2 and message in one_error_line(err)
     assert not out.exists()
 
@@ -134,6 +141,14 @@ def test_an_export_to_an_empty_out_is_refused(tmp_path, bench_output, monkeypatc
     code, _, err = bench_output("export", run, "--out", "")
     assert code == 2 and one_error_line(err) == "bench: error: --out: empty path; name a file, e.g. --out RUN/cells.csv"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("parquet", "cells.csv"), ("csv", "cells.PARQUET")])
+def test_an_export_named_for_the_other_format_is_refused(tmp_path, bench_output, fmt, name) -> None:
+    run = write_run(tmp_path / "run", {"profile": "smoke"}, [record("accuracy/multi-head/copy/n=16/seed=0", 0.5)])
+    code, _, err = bench_output("export", run, "--format", fmt, "--out", tmp_path / name)
+    assert code == 2 and f"a .{name.split('.')[1].lower()} name for --format {fmt}; name it .{fmt}" in one_error_line(err)
+    assert not (tmp_path / name).exists()
 
 
 # ---------------------------------------------------------------------------- --dry-run
@@ -309,6 +324,50 @@ def test_repeated_seeds_and_lengths_plan_each_cell_once() -> None:
     assert len(keys) == len(set(keys)) == 2 * 2 + 1
     assert sweep.grid["seeds"] == [1, 0] and sweep.grid["lengths"] == {"copy": [32, 48]}
     assert sweep.grid["efficiency_lengths"] == [64]
+
+
+def test_a_selection_repeated_under_another_spelling_plans_its_cells_once_and_says_so(bench_output) -> None:
+    # smoke gives local window 4: 'local' is local(window=4); options in another order, a default spelled out
+    with pytest.warns(UserWarning) as said:
+        sweep = plan_sweep(SweepRequest(profile="smoke", variants="local(window=4),local,local(kernel=eager,window=4)",
+                                        tasks="copy,copy(reverse=false)", kinds=("accuracy", "efficiency")))
+    keys = [c.key for c in sweep.cells]
+    assert len(keys) == len(set(keys)) == 1 + 2 and sweep.grid["variants"] == ["local(window=4)"]
+    assert sweep.grid["tasks"] == ["copy"]
+    assert [str(w.message) for w in said] == [
+        "--variants: local repeats local(window=4) (the same options, defaults and the profile's filled in); "
+        "its cells run once",
+        "--variants: local(kernel=eager, window=4) repeats local(window=4) (the same options, defaults and the "
+        "profile's filled in); its cells run once",
+        "--tasks: copy(reverse=False) repeats copy (the same options, defaults and the profile's filled in); "
+        "its cells run once"]
+    code, _, err = bench_output(*SMOKE, "--variants", "linear,linear(chunk_size=64)", "--dry-run")
+    assert code == 0 and err == ("bench: warning: --variants: linear(chunk_size=64) repeats linear (the same options, "
+                                 "defaults and the profile's filled in); its cells run once\n")
+
+
+@pytest.mark.parametrize(("args", "warning"), [
+    (["--kinds", "efficiency", "--seeds", "3,1"],
+     "--seeds: efficiency cells are timed once, at the first seed (3); the others are unused; ignored"),
+    (["--kinds", "accuracy", "--efficiency-lengths", "128"], "--efficiency-lengths: --kinds has no efficiency cells"),
+    (["--kinds", "efficiency", "--lengths", "64"], "--lengths: sets accuracy cells' lengths, and --kinds has none"),
+    (["--tasks", "copy", "--cross", "additive"], "--cross: no seq2seq task (translation) in this run"),
+    (["--kinds", "efficiency", "--cross", "additive"], "--cross: no seq2seq task (translation) in this run"),
+])
+def test_an_option_no_cell_uses_is_named_in_one_warning(bench_output, args, warning) -> None:
+    code, _, err = bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--device", "cpu", *args,
+                                "--dry-run")
+    assert code == 0 and err.startswith(f"bench: warning: {warning}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cross", ""], "--cross: empty; give one variant"),
+    (["--resume", "somewhere", "--retry", " "], "--retry: empty list (give statuses, e.g. error,timeout;"),
+    (["--retry", ""], "--retry: empty list"),
+])
+def test_an_empty_cross_or_retry_is_refused_not_ignored(tmp_path, bench_output, args, message) -> None:
+    code, _, err = bench_output(*SMOKE, *args, "--dry-run")
+    assert code == 2 and message in one_error_line(err)
 
 
 # ---------------------------------------------------------------------------- --cross with inline options

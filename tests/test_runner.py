@@ -265,7 +265,7 @@ def test_resume_alone_continues_with_the_options_and_plugin_the_run_started_with
         "class Probe(MultiHeadAttention):\n"
         "    pass\n"
     )
-    args = ["run", "--plugin", str(plugin), "--profile", "smoke", "--variants", "resume-probe,linear", "--tasks",
+    args = ["run", "--plugin", str(plugin), "--profile", "smoke", "--variants", "resume-probe,linear(chunk_size=8)", "--tasks",
             "copy", "--lengths", "16", "--seeds", "0,1", "--kinds", "accuracy", "--threads", "1", "--device", "cpu",
             "--quiet"]
     out = tmp_path / "run"
@@ -274,11 +274,15 @@ def test_resume_alone_continues_with_the_options_and_plugin_the_run_started_with
     lines = cells.read_text().splitlines()
     assert len(lines) == 4
     cells.write_text(lines[0] + "\n")  # as if killed after the first cell
-    # a new process, where only the run's record can name the plugin
+    report = bench_process("report", str(out))
+    assert f"- **cells**: 1 recorded (ok 1); 3 of the grid's 4 not run yet (`bench run --resume {out}` runs them)" \
+        in report.stdout, report.stdout
+    # a new process, where only the run's record can name the plugin; the line quoted as a shell needs it
     done = bench_process("run", "--resume", str(out))
     assert done.returncode == 0, done.stderr
-    assert ("resuming with the run's own options: --profile smoke --variants resume-probe,linear --tasks copy "
-            f"--lengths 16 --seeds 0,1 --kinds accuracy --device cpu --threads 1 --plugin {plugin}") in done.stderr
+    assert ("resuming with the run's own options: --profile smoke --variants 'resume-probe,linear(chunk_size=8)' "
+            f"--tasks copy --lengths 16 --seeds 0,1 --kinds accuracy --device cpu --threads 1 --plugin {plugin}"
+            ) in done.stderr
     assert [json.loads(line)["key"] for line in cells.read_text().splitlines()] == [
         json.loads(line)["key"] for line in lines
     ]
