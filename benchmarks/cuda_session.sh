@@ -25,11 +25,12 @@
 # issue 8's batch > 1 shape, up to n = 4096, with more graphs to compile), PERF_S (240 s; 184 s on
 # an H200: it compiles a FlexAttention graph per window, length and layout, 12 in all, and the
 # compiled `linear`'s), NAIVE_GIB (24 on CUDA: the naive reference runs at n = 16384, 9 GiB;
-# 2 on CPU), GRAPHS_S (120 s for the graph replay's timings, which compile 4 graphs per length), CHECK_S (35 s for the eager check step; 9 s there), COMPILED_CHECK_S (110 s
+# 2 on CPU), GRAPHS_S (120 s for the graph replay's timings, which compile 4 graphs per length),
+# LINEAR_STATE_S (90 s: benchmarks/linear_state.py, never run on a GPU yet, its lines in log.txt), CHECK_S (35 s for the eager check step; 9 s there), COMPILED_CHECK_S (110 s
 # for the compiled `linear`'s checks, half again for the compiled `local`'s; 82 and 123 s there,
 # each check compiling graphs of 3–17 s; on DEVICE=cpu 90), SMOKE_S (60 s for the smoke run; 29 s
 # there), STEPS (a,b: those steps only, to rerun what a call cut). On the H200 the steps took
-# 7½ minutes over two calls. The limits add up to 12 minutes, past the device tool's 10 a call, whose
+# 7½ minutes over two calls. The limits add up to 16 minutes, past the device tool's 10 a call, whose
 # limit would cut the last steps first; split a slow machine's session in two calls with STEPS.
 set -uo pipefail
 [ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's
@@ -55,7 +56,7 @@ BATCHES=${BATCHES:-1}
 CHECK_S=${CHECK_S:-35}
 # a CPU rehearsal compiles C++ on this 2-core VM: the compiled `linear` check took 51 s from a cold cache
 if [ "$DEVICE" = cpu ]; then COMPILED_CHECK_S=${COMPILED_CHECK_S:-90}; else COMPILED_CHECK_S=${COMPILED_CHECK_S:-110}; fi
-ALL_STEPS=",install,env,gpu-test,perf,graphs,check-eager,check-linear,check-local,smoke-run,smoke-report,"
+ALL_STEPS=",install,env,gpu-test,perf,graphs,linear-state,check-eager,check-linear,check-local,smoke-run,smoke-report,"
 if [ -n "${STEPS:-}" ]; then  # STEPS=a,b: those steps only (and the install, which they need)
     STEPS=${STEPS// /}
     for name in ${STEPS//,/ }; do
@@ -161,6 +162,9 @@ step perf "${PERF_S:-240}" "${BENCH[@]}" perf --device "$DEVICE" --variants mult
 rm -f "$OUT/$DEVICE-session.png"  # the eighth file is the graph replay's page; the plot redraws from the CSV
 [ "$DEVICE" = cpu ] || step graphs "${GRAPHS_S:-120}" python -m attnbench.benchmarks.graph_replay --out "$OUT" \
     --name "$DEVICE" --lengths "${GRAPH_LENGTHS:-2048,4096}"
+# where compiled `linear`'s GPU time goes, and split-K sums of its key state beside it (log.txt only)
+[ "$DEVICE" = cpu ] || step linear-state "${LINEAR_STATE_S:-90}" python -m attnbench.benchmarks.linear_state \
+    --lengths "${STATE_LENGTHS:-4096,16384}"
 # the compiled kernels last: they compile a graph per shape; each check's line is written as it ends
 step check-eager "$CHECK_S" "${BENCH[@]}" check --device "$DEVICE" \
     --variants 'multi-head,local(window=16),linear'

@@ -651,7 +651,7 @@ def _long_range_notes(run: Run) -> str:
 
 
 def _efficiency_conditions(run: Run, eff: pd.DataFrame) -> str:
-    methods = ", ".join(sorted({m for m in eff.mem_method.dropna()})) or "?"
+    methods = ", ".join(sorted({m for m in eff.mem_method.dropna()})) or "none: no cell ended ok"
     ref = _reference_label(eff)
     return (
         f"Median time over `torch.utils.benchmark` runs ± its interquartile range, in ms; peak memory in MiB "

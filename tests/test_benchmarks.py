@@ -814,3 +814,25 @@ def test_a_same_as_case_takes_its_twins_naive_estimate_so_alone_at_a_length_it_k
     assert [c.case.label for c in naive] == ["linear(kernel=compiled)"]
     assert naive[0].fn is None and naive[0].status.startswith("skipped: would need"), naive[0].status
 
+
+
+def test_split_k_linear_is_the_library_s_non_causal_form():
+    from attnbench.benchmarks.linear_state import split_k_linear
+    from attnbench.variants.linear import global_linear_attention
+
+    q, k, v = (torch.randn(2, 3, 48, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    for splits in (1, 4, 48):
+        torch.testing.assert_close(split_k_linear(q, k, v, splits), global_linear_attention(q, k, v))
+
+
+@pytest.mark.compiler
+def test_the_linear_state_benchmark_rehearses_on_cpu(capsys):
+    from attnbench.benchmarks import linear_state
+
+    assert linear_state.main(["--device", "cpu", "--lengths", "64", "--splits", "4", "--min-run-time", "0.01"]) == 0
+    out = capsys.readouterr().out
+    for label in ("eager (library)", "compiled (library)", "eager split-K 4", "compiled split-K 4"):
+        assert f"n=64: {label} " in out and "x sdpa, err " in out
+    assert "where compiled linear's time goes" in out and "aten::bmm" in out
+    if not torch.cuda.is_available():
+        assert linear_state.main(["--lengths", "64"]) == 2  # CUDA asked for, none here

@@ -77,9 +77,10 @@ def test_a_step_past_its_limit_is_cut_and_recorded_and_the_later_steps_still_run
     done = subprocess.run(["bash", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     out = tmp_path / "out"  # OUT relative to the caller
     steps = (out / "steps.txt").read_text().splitlines()
-    assert [line.split()[0] for line in steps] == ["install", "env", "gpu-test", "perf", "graphs", "check-eager",
-                                                   "check-linear", "check-local", "smoke-run", "smoke-report"]
-    assert [line.split()[1] for line in steps] == ["rc=0"] * 3 + ["rc=124"] + ["rc=0"] * 6
+    assert [line.split()[0] for line in steps] == ["install", "env", "gpu-test", "perf", "graphs", "linear-state",
+                                                   "check-eager", "check-linear", "check-local", "smoke-run",
+                                                   "smoke-report"]
+    assert [line.split()[1] for line in steps] == ["rc=0"] * 3 + ["rc=124"] + ["rc=0"] * 7
     assert done.returncode == 1
     # two files (the device tool brings back at most 8); every step's output is in log.txt, in order
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "steps.txt"]
