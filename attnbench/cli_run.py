@@ -242,6 +242,7 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         cross=params["cross"],
         plugins=plugins,
         recorded_tasks=recorded_tasks(resume) if resume is not None else None,
+        resuming=resume is not None,
     )
     sweep = plan_sweep(request)
     _warn_if_crowded(executor, params["jobs"], sweep.plan.threads)
@@ -293,10 +294,14 @@ def _warn_if_crowded(executor: str, jobs: int | None, threads: int) -> None:
     records are the same, but each cell runs slower than alone (and may reach its budget)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if executor == "subprocess" and jobs and jobs * threads > cores:
-        fits = f"--threads {cores // jobs} fits" if cores // jobs >= 1 and threads > cores // jobs else (
-            f"--jobs {max(1, cores // threads)} fits")  # fewer threads a cell, where one is left to each
+        if jobs <= cores:  # fewer threads a cell, where each job keeps a core
+            fits = f"--threads {cores // jobs}"
+        elif threads <= cores:
+            fits = f"--jobs {cores // threads}"
+        else:
+            fits = f"--jobs {cores} --threads 1"
         click.echo(f"bench: warning: --jobs {jobs} × {threads} threads a cell exceeds this machine's {cores} "
-                   f"cores; cells will contend for them ({fits})", err=True)
+                   f"cores; cells will contend for them ({fits} fits)", err=True)
 
 
 def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:

@@ -218,8 +218,8 @@ def _fraction(part: float, whole: float) -> str:
     for digits in range(4):
         text = f"{inverse:.{digits}f}"
         if (float(text) >= 8) == (inverse >= 8):
-            break
-    return f"1/{text}"
+            return f"1/{text}"
+    return f"just under 1/8 (1/{inverse:.6f})"  # within 5e-4 of it: the digits say which side
 
 
 def _peered(df: pd.DataFrame, case: str, sdpa: dict[int, float]) -> list[Target]:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from attnbench.errors import AttnbenchError
 from attnbench.runner.store import STATUSES, Run, load_run, write_atomically
+from attnbench.selection import label_parts
 
 __all__ = [
     "Comparison",
@@ -431,13 +432,24 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
 def _planned_cells(grid: dict) -> int | None:
     """How many cells the grid holds (grid.json: variants × (each task's lengths) × seeds, plus
     variants × efficiency lengths); None where the grid does not say."""
-    try:
-        variants, kinds = len(grid["variants"]), grid.get("kinds") or ["accuracy", "efficiency"]
-        accuracy = sum(len(grid["lengths"].get(t) or []) for t in grid.get("tasks") or []) * variants * len(grid["seeds"])
+    try:  # a label given twice, or spelled twice (options in another order), is one set of cells
+        variants, kinds = len(_distinct_labels(grid["variants"])), grid.get("kinds") or ["accuracy", "efficiency"]
+        accuracy = sum(len(grid["lengths"].get(t) or []) for t in _distinct_labels(grid.get("tasks") or []).values())
+        accuracy *= variants * len(set(grid["seeds"]))
         efficiency = len(grid.get("efficiency_lengths") or []) * variants
     except (KeyError, TypeError, AttributeError):
         return None
     return accuracy * ("accuracy" in kinds) + efficiency * ("efficiency" in kinds)
+
+
+def _distinct_labels(labels: list[str]) -> dict[tuple, str]:
+    """Labels by what a cell's key makes of them (the options sorted): the first label of each."""
+    distinct: dict[tuple, str] = {}
+    for text in labels:
+        parts = label_parts(str(text))
+        key = (parts[0], tuple(sorted(parts[1].items()))) if parts else (str(text), ())
+        distinct.setdefault(key, text)
+    return distinct
 
 
 def _reference_label(frame: pd.DataFrame) -> str | None:
@@ -732,11 +744,18 @@ class Comparison:
         return self.frame[self.frame.regressed]
 
 
-def _metrics(record: dict) -> dict[str, tuple[float, bool]]:
-    """Compared metrics of an ok record: name → (value, higher is better)."""
+def _forward_only(record: dict) -> bool:
+    """An ok efficiency record timed forward only (no backward on its device: runner/measure.py)."""
+    res = record.get("result") or {}
+    return record.get("kind") == "efficiency" and res.get("fwd_bwd") is None and bool(res.get("no_backward"))
+
+
+def _metrics(record: dict, forward: bool = False) -> dict[str, tuple[float, bool]]:
+    """Compared metrics of an ok record: name → (value, higher is better). `forward`: an efficiency
+    record's forward time and memory instead (what a cell timed forward only has)."""
     res = record.get("result") or {}
     if record.get("kind") == "efficiency":
-        if res.get("fwd_bwd") is None and res.get("no_backward"):  # timed forward only: that is compared
+        if forward:
             return {
                 "fwd ms": (_number((res.get("fwd") or {}).get("median_s")) * 1e3, False),
                 "peak MiB fwd": (_number(res.get("peak_bytes_fwd")) / 2**20, False),
@@ -784,8 +803,9 @@ def _json(value: Any) -> str:
 def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     """Match cells by key; a row regresses when B is worse than A by more than `rtol` (relative).
 
-    Worse: a score lower (bits per byte: higher), fwd+bwd median time or peak memory higher (a
-    cell timed forward only, `measure.py`: its fwd time and memory), or a
+    Worse: a score lower (bits per byte: higher), fwd+bwd median time or peak memory higher (where
+    either cell was timed forward only, `measure.py`: the fwd time and memory; a cell that B timed
+    forward only and A did not is a regression itself), or a
     status that went from ok to anything else. A cell not ok in A is never a regression. Runs of
     different settings (`incomparable_settings`) are refused: their cells only share keys.
     """
@@ -806,7 +826,11 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
             rows.append({**base, "metric": "status", "a": math.nan, "b": math.nan, "ratio": math.nan,
                          "change": math.nan, "regressed": regressed, "note": note})
             continue
-        ma, mb = _metrics(ra), _metrics(rb)
+        forward = _forward_only(ra) or _forward_only(rb)  # then what both timed: the forward
+        if _forward_only(rb) and not _forward_only(ra):  # B lost the backward that A timed
+            rows.append({**base, "metric": "fwd+bwd", "a": math.nan, "b": math.nan, "ratio": math.nan,
+                         "change": math.nan, "regressed": True, "note": f"timed forward only in B: {rb.get('message')}"})
+        ma, mb = _metrics(ra, forward), _metrics(rb, forward)
         for name, (va, higher) in ma.items():
             vb = mb.get(name, (math.nan, higher))[0]
             ratio = vb / va if _finite(va) and _finite(vb) and va != 0 else math.nan

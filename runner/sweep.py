@@ -75,6 +75,9 @@ class SweepRequest:
     cross: str | None = None
     plugins: tuple[str, ...] = ()
     recorded_tasks: tuple[str, ...] | None = None  # on --resume: the task labels the run's grid holds
+    # on --resume the grid is the run's, as it was planned then: none of what plan_sweep has refused
+    # or merged since (a selection spelled twice, an option that does not fit, an empty --cross)
+    resuming: bool = False
     retry: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -102,24 +105,24 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     unknown = [k for k in request.kinds if k not in KINDS]
     if unknown or not request.kinds:
         raise AttnbenchError(f"--kinds: give one or more of {', '.join(KINDS)}, got {','.join(request.kinds)!r}")
+    distinct = (lambda flag, selected, resolve: selected) if request.resuming else _distinct_selections
     variants = [
         Selected(v.name, _variant_options(v, profile))
-        for v in _distinct_selections(
+        for v in distinct(
             "--variants", parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options),
             lambda v: get_variant_spec(v.name).resolve(v.name, _variant_options(v, profile)))
     ]
-    given = _distinct_selections("--tasks", (
+    given = distinct("--tasks", (
         parse_selection(request.tasks, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
         if "accuracy" in request.kinds
         else []
-    ), lambda t: TASKS[t.name].spec.resolve(t.name, _task_options(t, profile)))
+    ), lambda t: TASKS[t.name].spec.resolve(t.name, _task_options(_absolute_paths(t), profile)))
     tasks = [_absolute_paths(t) for t in given]
     if request.recorded_tasks is not None and [t.label for t in given] == list(request.recorded_tasks):
         tasks = given  # a run recorded before data paths were made absolute keeps its cells' keys
-    cross = _cross_label(request.cross) if request.cross is not None else None  # '' is refused there
-    if cross and "accuracy" in request.kinds:
-        _check_builds([parse_one(cross, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")],
-                      profile, ("accuracy",), flag="--cross")
+    empty_cross = request.cross is not None and not request.cross.strip()
+    given_cross = None if request.cross is None or (empty_cross and request.resuming) else request.cross
+    cross = _cross_label(given_cross) if given_cross is not None else None  # '' is refused there
     seeds = _distinct(request.seeds if request.seeds is not None else profile.seeds)
     _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
     eff_lengths = _distinct(request.efficiency_lengths or profile.efficiency.lengths)
@@ -133,8 +136,12 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
             f"--max-cell-seconds must be positive and at most {MAX_CELL_SECONDS:g}, got {max_seconds:g}"
         )
 
-    _check_builds(variants, profile, request.kinds)
     built = {t.label: build_task(t.name, **_task_options(t, profile)) for t in tasks}
+    if not request.resuming:  # a resumed run's cells record what does not build, as they did
+        _check_builds(variants, profile, request.kinds)
+        if cross and any(task.spec.kind == "seq2seq" for task in built.values()):  # else unused: a warning
+            _check_builds([parse_one(cross, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")],
+                          profile, ("accuracy",), flag="--cross")
     lengths_of = {t.label: _task_lengths(t, built[t.label], profile, lengths) for t in tasks}
     data = {str(path): file_digest(path) for task in built.values() for path in task.data_files()}
     cells = [
@@ -180,7 +187,8 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     }
     if data:  # only where a task reads a user's file: the grids of other runs stay as they were
         grid["data"] = data
-    _warn_unused(request, built, seeds)
+    if not request.resuming:  # the options a resume takes are the run's own, warned about when it started
+        _warn_unused(request, built, seeds)
     tasks_text = ",".join(t.label for t in tasks) if tasks != given else request.tasks
     return SweepPlan(profile, cells, plan, grid, tasks_text)
 
@@ -227,7 +235,8 @@ def _check_builds(variants: list[Selected], profile: Profile, kinds: tuple[str, 
             continue
         for d_model, n_heads in dict.fromkeys(sizes):
             try:
-                build_variant(v.name, d_model=d_model, n_heads=n_heads, **v.options)
+                with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+                    build_variant(v.name, d_model=d_model, n_heads=n_heads, **v.options)
             except OptionError as exc:
                 raise AttnbenchError(
                     f"{flag}: {v.label} does not fit the {profile.name} profile's model "

@@ -409,6 +409,7 @@ def test_a_memory_fraction_is_written_so_that_its_side_of_one_eighth_shows():
 
     assert _fraction(2246656, 17825792) == "1/7.9"  # 0.126 of naive: a FAIL once read '= 1/8'
     assert (_fraction(100, 799), _fraction(100, 800), _fraction(100, 2600)) == ("1/7.99", "1/8", "1/26")
+    assert _fraction(1_000_000, 7_999_990) == "just under 1/8 (1/7.999990)"
 
 
 def test_the_naive_estimate_is_the_peak_measured_at_a_longer_length():

@@ -142,7 +142,8 @@ def test_an_executor_given_again_on_resume_drops_the_runs_jobs(tmp_path: Path, b
     assert code == 0 and "--jobs" not in err  # not "--jobs 2: the local executor …"
 
 
-@pytest.mark.parametrize(("jobs", "threads", "advice"), [("8", "1", "--jobs 2 fits"), ("2", "2", "--threads 1 fits")])
+@pytest.mark.parametrize(("jobs", "threads", "advice"), [("8", "1", "--jobs 2 fits"), ("2", "2", "--threads 1 fits"),
+                                                          ("3", "4", "--jobs 2 --threads 1 fits")])
 def test_jobs_that_crowd_the_cores_get_advice_that_fits(bench_output, monkeypatch, jobs, threads, advice) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     code, _, err = bench_output("run", "--profile", "smoke", "--executor", "subprocess", "--jobs", jobs, "--threads",

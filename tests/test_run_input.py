@@ -346,6 +346,39 @@ def test_a_selection_repeated_under_another_spelling_plans_its_cells_once_and_sa
                                  "defaults and the profile's filled in); its cells run once\n")
 
 
+def test_one_data_file_named_two_ways_is_one_task(tmp_path, monkeypatch) -> None:
+    _reviews(tmp_path / "data" / "r.csv", "truly")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"--tasks: text-cls\(source=./data/r.csv\) repeats text-cls\(source=data"):
+        sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", kinds=("accuracy",),
+                                        tasks="text-cls(source=data/r.csv),text-cls(source=./data/r.csv)"))
+    assert sweep.grid["tasks"] == [f"text-cls(source={tmp_path / 'data' / 'r.csv'})"] and len(sweep.cells) == 1
+
+
+def test_a_run_planned_before_the_merging_resumes_with_its_own_grid(tmp_path, bench_output, monkeypatch) -> None:
+    """A run started before repeated selections were merged (or with an option that does not fit,
+    or --cross '') holds them in its grid: its resume plans that grid, not a merged one."""
+    import attnbench.runner.sweep as sweep
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as old:  # the planner as it was: no merging, no build check
+        old.setattr(sweep, "_distinct_selections", lambda flag, selected, resolve: selected)
+        old.setattr(sweep, "_check_builds", lambda *a, **k: None)
+        code, _, err = bench_output("run", "--profile", "smoke", "--variants",
+                                    "local(window=4),local(window=4,kernel=eager),additive(heads=3)", "--tasks",
+                                    "copy", "--kinds", "accuracy", "--threads", "1", "--device", "cpu", "--out", run,
+                                    "--quiet")
+    assert code == 0, err
+    records = (run / "cells.jsonl").read_text().splitlines()
+    assert len(records) == 3 and json.loads(records[2])["status"] == "error"
+    (run / "cells.jsonl").write_text(records[0] + "\n")
+    code, out, err = bench_output("report", run)
+    assert "1 recorded (ok 1); 2 of the grid's 3 not run yet" in out
+    code, out, err = bench_output("run", "--resume", run, "--dry-run")
+    assert code == 0 and "2 of the grid's 3 cells to run" in out, err
+    assert err.startswith("resuming with the run's own options: ") and "warning" not in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(("args", "warning"), [
     (["--kinds", "efficiency", "--seeds", "3,1"],
      "--seeds: efficiency cells are timed once, at the first seed (3); the others are unused; ignored"),
@@ -353,6 +386,7 @@ def test_a_selection_repeated_under_another_spelling_plans_its_cells_once_and_sa
     (["--kinds", "efficiency", "--lengths", "64"], "--lengths: sets accuracy cells' lengths, and --kinds has none"),
     (["--tasks", "copy", "--cross", "additive"], "--cross: no seq2seq task (translation) in this run"),
     (["--kinds", "efficiency", "--cross", "additive"], "--cross: no seq2seq task (translation) in this run"),
+    (["--tasks", "copy", "--cross", "additive(heads=3)"], "--cross: no seq2seq task"),  # unused: not built either
 ])
 def test_an_option_no_cell_uses_is_named_in_one_warning(bench_output, args, warning) -> None:
     code, _, err = bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--device", "cpu", *args,
@@ -549,3 +583,30 @@ def test_plots_into_a_file_say_it_is_a_file(bench_output, tmp_path) -> None:
     assert code == 2 and one_error_line(err) == (f"bench: error: cannot write plots to {tmp_path / 'taken'}: a file, "
                                                  "not a directory (--out names the folder of the figures)")
 
+
+
+def _efficiency(key: str, fwd_s: float, fwd_bwd_s: float | None) -> dict:
+    forward_only = fwd_bwd_s is None
+    return {"key": key, "kind": "efficiency", "status": "ok", "seed": 0,
+            "message": "forward only: no backward here" if forward_only else "",
+            "result": {"fwd": {"median_s": fwd_s}, "peak_bytes_fwd": 2**20,
+                       "fwd_bwd": None if forward_only else {"median_s": fwd_bwd_s},
+                       "peak_bytes_fwd_bwd": None if forward_only else 2**21,
+                       **({"no_backward": "no backward here"} if forward_only else {})}}
+
+
+@pytest.mark.parametrize(("a", "b", "code", "rows"), [
+    ((0.010, 0.030), (0.010, None), 1, {("fwd+bwd", True), ("fwd ms", False), ("peak MiB fwd", False)}),
+    ((0.010, None), (0.020, 0.030), 1, {("fwd ms", True), ("peak MiB fwd", False)}),  # what both timed
+    ((0.010, None), (0.010, None), 0, {("fwd ms", False), ("peak MiB fwd", False)}),
+])
+def test_compare_catches_a_lost_backward_and_compares_the_forward_a_forward_only_cell_has(tmp_path, a, b, code, rows):
+    from attnbench.runner.report import compare_runs
+    from attnbench.runner.store import load_run
+
+    key = "efficiency/local/-/n=64/seed=0"
+    runs = [load_run(write_run(tmp_path / name, {"profile": "smoke"}, [_efficiency(key, *times)]))
+            for name, times in (("a", a), ("b", b))]
+    frame = compare_runs(*runs).frame
+    assert {(r.metric, bool(r.regressed)) for r in frame.itertuples()} == rows
+    assert bool(frame.regressed.any()) == bool(code)
