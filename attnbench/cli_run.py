@@ -254,6 +254,7 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         _print_plan(sweep, todo, params["jobs"])
         return 0
     options = {**params, "tasks": sweep.tasks_text,  # data paths absolute: a resume elsewhere reads the same files
+               "variants": sweep.variants_text or params["variants"],  # repeats merged: a resume plans the same
                "plugins": [recorded_plugin(t) for t in plugins]}  # importable from any directory
     jobs = params["jobs"]
     if executor == "ray":

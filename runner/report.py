@@ -829,7 +829,8 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
         forward = _forward_only(ra) or _forward_only(rb)  # then what both timed: the forward
         if _forward_only(rb) and not _forward_only(ra):  # B lost the backward that A timed
             rows.append({**base, "metric": "fwd+bwd", "a": math.nan, "b": math.nan, "ratio": math.nan,
-                         "change": math.nan, "regressed": True, "note": f"timed forward only in B: {rb.get('message')}"})
+                         "change": math.nan, "regressed": True,
+                         "note": f"fwd+bwd in A, {rb.get('message') or 'forward only'} in B"})
         ma, mb = _metrics(ra, forward), _metrics(rb, forward)
         for name, (va, higher) in ma.items():
             vb = mb.get(name, (math.nan, higher))[0]
@@ -871,7 +872,8 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
         lines.append(f"- **note**: the runs differ in {', '.join(differs)}: time and memory ratios compare machines, "
                      "not code.")
     lines += ["", f"B / A per matched cell; a regression is B worse than A by more than rtol = {comparison.rtol:g} "
-              "(score down — bits per byte up —, fwd+bwd time or peak memory up, or ok → not ok).", ""]
+              "(score down — bits per byte up —, fwd+bwd time or peak memory up, a backward lost (timed forward "
+              "only in B), or ok → not ok).", ""]
     frame = comparison.frame
     table = pd.DataFrame([
         {"cell": f"`{r.key}`", "metric": r.metric,
@@ -893,7 +895,7 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
     else:
         lines += [f"**{len(bad)} regression(s)** beyond rtol {comparison.rtol:g}:", ""]
         for _, r in bad.iterrows():
-            if r.metric == "status":
+            if r.metric in ("status", "fwd+bwd"):  # no numbers: what changed is in the note
                 lines.append(f"- `{r.key}`: {r.note}")
             else:
                 lines.append(f"- `{r.key}`: {r.metric} {_value(r.a)} → {_value(r.b)} ({r.change:+.1%})")

@@ -90,6 +90,7 @@ class SweepPlan:
     plan: Plan
     grid: dict[str, Any]
     tasks_text: str = ""  # --tasks as a run records it: with data paths made absolute, if any were given
+    variants_text: str = ""  # --variants as a run records it: as given, or as merged (`_distinct_selections`)
 
 
 def plan_sweep(request: SweepRequest) -> SweepPlan:
@@ -105,18 +106,17 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     unknown = [k for k in request.kinds if k not in KINDS]
     if unknown or not request.kinds:
         raise AttnbenchError(f"--kinds: give one or more of {', '.join(KINDS)}, got {','.join(request.kinds)!r}")
+    # a resume plans the grid its run recorded: the selections as merged when it started (options.variants)
     distinct = (lambda flag, selected, resolve: selected) if request.resuming else _distinct_selections
-    variants = [
-        Selected(v.name, _variant_options(v, profile))
-        for v in distinct(
-            "--variants", parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options),
-            lambda v: get_variant_spec(v.name).resolve(v.name, _variant_options(v, profile)))
-    ]
-    given = distinct("--tasks", (
-        parse_selection(request.tasks, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
-        if "accuracy" in request.kinds
-        else []
-    ), lambda t: TASKS[t.name].spec.resolve(t.name, _task_options(_absolute_paths(t), profile)))
+    parsed = parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options)
+    kept = distinct("--variants", parsed, lambda v: get_variant_spec(v.name).resolve(v.name, _variant_options(v, profile)))
+    variants = [Selected(v.name, _variant_options(v, profile)) for v in kept]
+    variants_text = request.variants if len(kept) == len(parsed) else ",".join(v.label for v in kept)
+    parsed = (parse_selection(request.tasks, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
+              if "accuracy" in request.kinds else [])
+    given = distinct("--tasks", parsed,
+                     lambda t: TASKS[t.name].spec.resolve(t.name, _task_options(_absolute_paths(t), profile)))
+    merged_tasks = len(given) != len(parsed)
     tasks = [_absolute_paths(t) for t in given]
     if request.recorded_tasks is not None and [t.label for t in given] == list(request.recorded_tasks):
         tasks = given  # a run recorded before data paths were made absolute keeps its cells' keys
@@ -153,6 +153,8 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     ]
     if "efficiency" in request.kinds:
         cells += [Cell.make("efficiency", v.name, v.options, None, {}, n, seeds[0]) for n in eff_lengths for v in variants]
+    by_key: dict[str, Cell] = {}  # each cell once: an older run's grid may name one twice ('local,local(window=4)')
+    cells = [by_key.setdefault(c.key, c) for c in cells if c.key not in by_key]
     threads = request.threads or torch.get_num_threads()
     plan = Plan(
         size=profile.size.to_dict(),
@@ -189,8 +191,8 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         grid["data"] = data
     if not request.resuming:  # the options a resume takes are the run's own, warned about when it started
         _warn_unused(request, built, seeds)
-    tasks_text = ",".join(t.label for t in tasks) if tasks != given else request.tasks
-    return SweepPlan(profile, cells, plan, grid, tasks_text)
+    tasks_text = ",".join(t.label for t in tasks) if tasks != given or merged_tasks else request.tasks
+    return SweepPlan(profile, cells, plan, grid, tasks_text, variants_text)
 
 
 def _warn_unused(request: SweepRequest, built: dict, seeds: tuple[int, ...]) -> None:

@@ -353,6 +353,27 @@ def test_one_data_file_named_two_ways_is_one_task(tmp_path, monkeypatch) -> None
         sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", kinds=("accuracy",),
                                         tasks="text-cls(source=data/r.csv),text-cls(source=./data/r.csv)"))
     assert sweep.grid["tasks"] == [f"text-cls(source={tmp_path / 'data' / 'r.csv'})"] and len(sweep.cells) == 1
+    assert sweep.tasks_text == f"text-cls(source={tmp_path / 'data' / 'r.csv'})"  # what a resume reads
+    with pytest.warns(UserWarning):  # the absolute spelling first: the relative one is not recorded either
+        sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", kinds=("accuracy",),
+                                        tasks=f"text-cls(source={tmp_path / 'data' / 'r.csv'}),text-cls(source=data/r.csv)"))
+    assert sweep.tasks_text == f"text-cls(source={tmp_path / 'data' / 'r.csv'})"
+
+
+def test_a_run_that_merged_a_repeated_selection_resumes_with_the_merged_grid(tmp_path, bench_output) -> None:
+    run = tmp_path / "run"
+    args = ["run", "--profile", "smoke", "--tasks", "copy", "--kinds", "accuracy", "--threads", "1", "--device", "cpu"]
+    code, _, err = bench_output(*args, "--variants", "local(window=4),local(kernel=eager,window=4),local,linear",
+                                "--out", run, "--quiet")
+    assert code == 0 and err.count("repeats local(window=4)") == 2
+    assert json.loads((run / "env.json").read_text())["options"]["variants"] == "local(window=4),linear"
+    records = (run / "cells.jsonl").read_text().splitlines()
+    assert len(records) == 2
+    (run / "cells.jsonl").write_text(records[0] + "\n")  # as if interrupted
+    code, out, err = bench_output("run", "--resume", run, "--quiet")
+    assert code == 0, err
+    keys = [json.loads(line)["key"] for line in (run / "cells.jsonl").read_text().splitlines()]
+    assert keys == [json.loads(line)["key"] for line in records]  # each cell once
 
 
 def test_a_run_planned_before_the_merging_resumes_with_its_own_grid(tmp_path, bench_output, monkeypatch) -> None:
@@ -601,7 +622,7 @@ def _efficiency(key: str, fwd_s: float, fwd_bwd_s: float | None) -> dict:
     ((0.010, None), (0.010, None), 0, {("fwd ms", False), ("peak MiB fwd", False)}),
 ])
 def test_compare_catches_a_lost_backward_and_compares_the_forward_a_forward_only_cell_has(tmp_path, a, b, code, rows):
-    from attnbench.runner.report import compare_runs
+    from attnbench.runner.report import compare_runs, render_comparison
     from attnbench.runner.store import load_run
 
     key = "efficiency/local/-/n=64/seed=0"
@@ -610,3 +631,6 @@ def test_compare_catches_a_lost_backward_and_compares_the_forward_a_forward_only
     frame = compare_runs(*runs).frame
     assert {(r.metric, bool(r.regressed)) for r in frame.itertuples()} == rows
     assert bool(frame.regressed.any()) == bool(code)
+    if b[1] is None and a[1] is not None:  # the page's list of regressions says what was lost
+        assert f"- `{key}`: fwd+bwd in A, forward only: no backward here in B" in render_comparison(
+            *runs, compare_runs(*runs))
