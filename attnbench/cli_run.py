@@ -242,6 +242,7 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         cross=params["cross"],
         plugins=plugins,
         recorded_tasks=recorded_tasks(resume) if resume is not None else None,
+        recorded_variants=recorded_tasks(resume, "variants") if resume is not None else None,
         resuming=resume is not None,
     )
     sweep = plan_sweep(request)

@@ -36,10 +36,12 @@ _SPECIAL = set(",()")
 
 
 def _quoted(value: Any) -> str:
-    """`value` as a label writes it: quoted when it is empty, holds a comma or a parenthesis or
-    starts with a quote (a quote inside is doubled), so that the label parses back to the same value."""
+    """`value` as a label writes it: quoted when it is empty, holds a comma or a parenthesis,
+    starts with a quote, or holds `='` or `="` (which the parser reads as a quoted value's start);
+    a quote inside is doubled, so that the label parses back to the same value."""
     text = str(value)
-    if text and not set(text) & _SPECIAL and not text.startswith(tuple(QUOTES)):
+    opens = any(f"={q}" in text for q in QUOTES)
+    if text and not set(text) & _SPECIAL and not text.startswith(tuple(QUOTES)) and not opens:
         return text
     quote = "'" if text.count("'") <= text.count('"') else '"'
     return quote + text.replace(quote, quote * 2) + quote

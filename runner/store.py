@@ -587,10 +587,11 @@ def recorded_options(run_dir: str | Path) -> dict:
     return options if isinstance(options, dict) else {}
 
 
-def recorded_tasks(run_dir: str | Path) -> tuple[str, ...] | None:
-    """The task labels of a run's grid (grid.json `tasks`), or None where it has none."""
-    tasks = _read_json(Path(run_dir), GRID_FILE, required=False).get("tasks")
-    return tuple(tasks) if isinstance(tasks, list) else None
+def recorded_tasks(run_dir: str | Path, key: str = "tasks") -> tuple[str, ...] | None:
+    """The task labels of a run's grid (grid.json `tasks`; `key`: another list, e.g. `variants`),
+    or None where it has none."""
+    labels = _read_json(Path(run_dir), GRID_FILE, required=False).get(key)
+    return tuple(labels) if isinstance(labels, list) else None
 
 
 def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:

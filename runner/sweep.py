@@ -75,6 +75,7 @@ class SweepRequest:
     cross: str | None = None
     plugins: tuple[str, ...] = ()
     recorded_tasks: tuple[str, ...] | None = None  # on --resume: the task labels the run's grid holds
+    recorded_variants: tuple[str, ...] | None = None  # on --resume: the variant labels the run's grid holds
     # on --resume the grid is the run's, as it was planned then: none of what plan_sweep has refused
     # or merged since (a selection spelled twice, an option that does not fit, an empty --cross)
     resuming: bool = False
@@ -106,16 +107,19 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     unknown = [k for k in request.kinds if k not in KINDS]
     if unknown or not request.kinds:
         raise AttnbenchError(f"--kinds: give one or more of {', '.join(KINDS)}, got {','.join(request.kinds)!r}")
-    # a resume plans the grid its run recorded: the selections as merged when it started (options.variants)
-    distinct = (lambda flag, selected, resolve: selected) if request.resuming else _distinct_selections
     parsed = parse_selection(request.variants, VARIANTS, lambda n: get_variant_spec(n).options)
-    kept = distinct("--variants", parsed, lambda v: get_variant_spec(v.name).resolve(v.name, _variant_options(v, profile)))
+    kept = _distinct_selections(
+        "--variants", parsed, lambda v: get_variant_spec(v.name).resolve(v.name, _variant_options(v, profile)),
+        resuming=request.resuming, recorded=request.recorded_variants,
+        labels=lambda v: [Selected(v.name, _variant_options(v, profile)).label])
     variants = [Selected(v.name, _variant_options(v, profile)) for v in kept]
     variants_text = request.variants if len(kept) == len(parsed) else ",".join(v.label for v in kept)
     parsed = (parse_selection(request.tasks, TASKS, lambda n: TASKS[n].spec.options, what="--tasks")
               if "accuracy" in request.kinds else [])
-    given = distinct("--tasks", parsed,
-                     lambda t: TASKS[t.name].spec.resolve(t.name, _task_options(_absolute_paths(t), profile)))
+    given = _distinct_selections(
+        "--tasks", parsed, lambda t: TASKS[t.name].spec.resolve(t.name, _task_options(_absolute_paths(t), profile)),
+        resuming=request.resuming, recorded=request.recorded_tasks,
+        labels=lambda t: [t.label, _absolute_paths(t).label])  # an old run's relative path, or absolute
     merged_tasks = len(given) != len(parsed)
     tasks = [_absolute_paths(t) for t in given]
     if request.recorded_tasks is not None and [t.label for t in given] == list(request.recorded_tasks):
@@ -211,19 +215,31 @@ def _warn_unused(request: SweepRequest, built: dict, seeds: tuple[int, ...]) -> 
         warnings.warn(f"{text}; ignored", SweepWarning, stacklevel=3)
 
 
-def _distinct_selections(flag: str, selected: list[Selected], resolve: Callable[[Selected], dict]) -> list[Selected]:
+def _distinct_selections(
+    flag: str, selected: list[Selected], resolve: Callable[[Selected], dict], *, resuming: bool = False,
+    recorded: tuple[str, ...] | None = None, labels: Callable[[Selected], list[str]] | None = None,
+) -> list[Selected]:
     """`selected` without repeats: two selections whose options, defaults filled in, are the same
     ('local' where the profile gives window=4, and 'local(window=4)') would run the same cells
-    twice; the first is kept and the others named in a warning."""
+    twice; the first is kept and the others named in a warning.
+
+    On a resume (`resuming`), quietly, and not where the run's grid (`recorded`: its labels) holds
+    the repeats: a run planned before they were merged (`labels(s)`: the grid labels `s` may have
+    been recorded as)."""
     kept: dict[tuple, Selected] = {}
     for one in selected:
         same = (one.name, tuple(sorted((k, repr(v)) for k, v in resolve(one).items())))
         if same in kept:
-            warnings.warn(f"{flag}: {one.label} repeats {kept[same].label} (the same options, defaults and the "
-                          "profile's filled in); its cells run once", SweepWarning, stacklevel=2)
+            if not resuming:
+                warnings.warn(f"{flag}: {one.label} repeats {kept[same].label} (the same options, defaults and the "
+                              "profile's filled in); its cells run once", SweepWarning, stacklevel=2)
         else:
             kept[same] = one
-    return list(kept.values())
+    merged = list(kept.values())
+    if resuming and recorded is not None and labels is not None and len(merged) < len(selected):
+        if len(recorded) == len(selected) and all(r in labels(s) for r, s in zip(recorded, selected)):
+            return list(selected)  # the run's grid names every repeat: it was planned unmerged
+    return merged
 
 
 def _check_builds(variants: list[Selected], profile: Profile, kinds: tuple[str, ...], flag: str = "--variants") -> None:

@@ -105,6 +105,7 @@ def test_bad_selections_fail_with_one_clear_line(text, message):
         ("""text-cls(source='a"b''c,d.csv')""", {"source": """a"b'c,d.csv"""}),  # both kinds: still parses back
         ("text-cls(source=\"'q'\")", {"source": "'q'"}),  # the value's own quotes stay
         ("listops(path='')", {"path": ""}),
+        ("""text-cls(source="k='v.csv")""", {"source": "k='v.csv"}),  # '=' then a quote, inside: quoted in the label
     ],
 )
 def test_an_option_value_may_hold_commas_or_be_quoted_and_its_label_parses_back(text, options):

@@ -360,6 +360,14 @@ def test_one_data_file_named_two_ways_is_one_task(tmp_path, monkeypatch) -> None
     assert sweep.tasks_text == f"text-cls(source={tmp_path / 'data' / 'r.csv'})"
 
 
+@pytest.mark.parametrize(("recorded", "planned"), [(("copy",), ["copy"]),
+                                                  (("copy", "copy(reverse=False)"), ["copy", "copy(reverse=False)"])])
+def test_a_resume_merges_repeats_unless_its_grid_holds_them(recorded, planned) -> None:
+    sweep = plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks="copy,copy(reverse=false)",
+                                    kinds=("accuracy",), resuming=True, recorded_tasks=recorded))
+    assert sweep.grid["tasks"] == planned and len(sweep.cells) == len(planned)  # the cells that grid names
+
+
 def test_a_run_that_merged_a_repeated_selection_resumes_with_the_merged_grid(tmp_path, bench_output) -> None:
     run = tmp_path / "run"
     args = ["run", "--profile", "smoke", "--tasks", "copy", "--kinds", "accuracy", "--threads", "1", "--device", "cpu"]
@@ -374,6 +382,10 @@ def test_a_run_that_merged_a_repeated_selection_resumes_with_the_merged_grid(tmp
     assert code == 0, err
     keys = [json.loads(line)["key"] for line in (run / "cells.jsonl").read_text().splitlines()]
     assert keys == [json.loads(line)["key"] for line in records]  # each cell once
+    # the selections given again as first typed: the same (merged) grid, quietly
+    code, out, err = bench_output("run", "--resume", run, "--variants",
+                                  "local(window=4),local(kernel=eager,window=4),local,linear", "--dry-run")
+    assert code == 0 and "all 2 cells of the grid are recorded" in out and "warning" not in err, err
 
 
 def test_a_run_planned_before_the_merging_resumes_with_its_own_grid(tmp_path, bench_output, monkeypatch) -> None:
@@ -383,7 +395,7 @@ def test_a_run_planned_before_the_merging_resumes_with_its_own_grid(tmp_path, be
 
     run = tmp_path / "run"
     with monkeypatch.context() as old:  # the planner as it was: no merging, no build check
-        old.setattr(sweep, "_distinct_selections", lambda flag, selected, resolve: selected)
+        old.setattr(sweep, "_distinct_selections", lambda flag, selected, resolve, **given: selected)
         old.setattr(sweep, "_check_builds", lambda *a, **k: None)
         code, _, err = bench_output("run", "--profile", "smoke", "--variants",
                                     "local(window=4),local(window=4,kernel=eager),additive(heads=3)", "--tasks",
