@@ -26,7 +26,7 @@ from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
 from attnbench.runner import ray_executor
 from attnbench.runner.pool import MAX_JOBS, resolve_jobs
-from attnbench.runner.store import STATUSES, check_new_run, export, load_results, recorded_options, recorded_tasks
+from attnbench.runner.store import STATUSES, check_new_run, export, load_results, recorded_labels, recorded_options
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
 # the options a run records in env.json; `--resume DIR` takes each one not given again from there
@@ -241,8 +241,8 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         max_cell_seconds=params["max_cell_seconds"],
         cross=params["cross"],
         plugins=plugins,
-        recorded_tasks=recorded_tasks(resume) if resume is not None else None,
-        recorded_variants=recorded_tasks(resume, "variants") if resume is not None else None,
+        recorded_tasks=recorded_labels(resume, "tasks") if resume is not None else None,
+        recorded_variants=recorded_labels(resume, "variants") if resume is not None else None,
         resuming=resume is not None,
     )
     sweep = plan_sweep(request)

@@ -587,9 +587,8 @@ def recorded_options(run_dir: str | Path) -> dict:
     return options if isinstance(options, dict) else {}
 
 
-def recorded_tasks(run_dir: str | Path, key: str = "tasks") -> tuple[str, ...] | None:
-    """The task labels of a run's grid (grid.json `tasks`; `key`: another list, e.g. `variants`),
-    or None where it has none."""
+def recorded_labels(run_dir: str | Path, key: str) -> tuple[str, ...] | None:
+    """The labels of a run's grid under `key` (grid.json `tasks` or `variants`), or None where it has none."""
     labels = _read_json(Path(run_dir), GRID_FILE, required=False).get(key)
     return tuple(labels) if isinstance(labels, list) else None
 

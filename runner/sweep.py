@@ -124,9 +124,11 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     tasks = [_absolute_paths(t) for t in given]
     if request.recorded_tasks is not None and [t.label for t in given] == list(request.recorded_tasks):
         tasks = given  # a run recorded before data paths were made absolute keeps its cells' keys
-    empty_cross = request.cross is not None and not request.cross.strip()
-    given_cross = None if request.cross is None or (empty_cross and request.resuming) else request.cross
-    cross = _cross_label(given_cross) if given_cross is not None else None  # '' is refused there
+    given_cross = request.cross
+    if request.resuming and given_cross is not None and not given_cross.strip():
+        given_cross = None  # a run started with --cross '' before '' was refused: it was planned without one
+    cross_choice = _cross_choice(given_cross) if given_cross is not None else None  # '' is refused there
+    cross = cross_choice.label if cross_choice else None
     seeds = _distinct(request.seeds if request.seeds is not None else profile.seeds)
     _check_ints("--seeds", seeds, minimum=0, maximum=MAX_SEED)
     eff_lengths = _distinct(request.efficiency_lengths or profile.efficiency.lengths)
@@ -141,11 +143,11 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
         )
 
     built = {t.label: build_task(t.name, **_task_options(t, profile)) for t in tasks}
+    seq2seq = any(task.spec.kind == "seq2seq" for task in built.values())  # what a --cross variant is used by
     if not request.resuming:  # a resumed run's cells record what does not build, as they did
         _check_builds(variants, profile, request.kinds)
-        if cross and any(task.spec.kind == "seq2seq" for task in built.values()):  # else unused: a warning
-            _check_builds([parse_one(cross, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")],
-                          profile, ("accuracy",), flag="--cross")
+        if cross_choice and seq2seq:  # else unused: a warning (`_warn_unused`)
+            _check_builds([cross_choice], profile, ("accuracy",), flag="--cross")
     lengths_of = {t.label: _task_lengths(t, built[t.label], profile, lengths) for t in tasks}
     data = {str(path): file_digest(path) for task in built.values() for path in task.data_files()}
     cells = [
@@ -158,7 +160,9 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     if "efficiency" in request.kinds:
         cells += [Cell.make("efficiency", v.name, v.options, None, {}, n, seeds[0]) for n in eff_lengths for v in variants]
     by_key: dict[str, Cell] = {}  # each cell once: an older run's grid may name one twice ('local,local(window=4)')
-    cells = [by_key.setdefault(c.key, c) for c in cells if c.key not in by_key]
+    for cell in cells:
+        by_key.setdefault(cell.key, cell)
+    cells = list(by_key.values())
     threads = request.threads or torch.get_num_threads()
     plan = Plan(
         size=profile.size.to_dict(),
@@ -194,12 +198,12 @@ def plan_sweep(request: SweepRequest) -> SweepPlan:
     if data:  # only where a task reads a user's file: the grids of other runs stay as they were
         grid["data"] = data
     if not request.resuming:  # the options a resume takes are the run's own, warned about when it started
-        _warn_unused(request, built, seeds)
+        _warn_unused(request, seq2seq, seeds)
     tasks_text = ",".join(t.label for t in tasks) if tasks != given or merged_tasks else request.tasks
     return SweepPlan(profile, cells, plan, grid, tasks_text, variants_text)
 
 
-def _warn_unused(request: SweepRequest, built: dict, seeds: tuple[int, ...]) -> None:
+def _warn_unused(request: SweepRequest, seq2seq: bool, seeds: tuple[int, ...]) -> None:
     """One warning for each option given that no cell of this grid uses."""
     accuracy, efficiency = "accuracy" in request.kinds, "efficiency" in request.kinds
     unused = []
@@ -209,7 +213,7 @@ def _warn_unused(request: SweepRequest, built: dict, seeds: tuple[int, ...]) -> 
         unused.append("--efficiency-lengths: --kinds has no efficiency cells")
     if request.seeds is not None and not accuracy and len(seeds) > 1:
         unused.append(f"--seeds: efficiency cells are timed once, at the first seed ({seeds[0]}); the others are unused")
-    if request.cross and not any(task.spec.kind == "seq2seq" for task in built.values()):
+    if request.cross and not seq2seq:
         unused.append("--cross: no seq2seq task (translation) in this run to use cross-attention")
     for text in unused:
         warnings.warn(f"{text}; ignored", SweepWarning, stacklevel=3)
@@ -281,10 +285,10 @@ def _check_ints(flag: str, values, *, minimum: int, maximum: int) -> None:
             raise AttnbenchError(f"{flag}: {v} exceeds the maximum of {maximum}")
 
 
-def _cross_label(text: str) -> str:
-    """The cross-attention variant as one label, inline options included ('additive(heads=2)'),
-    parsed as --variants parses a name; a bare name stays the canonical name that grid.json holds."""
-    return parse_one(text, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross").label
+def _cross_choice(text: str) -> Selected:
+    """The cross-attention variant, inline options included ('additive(heads=2)'), parsed as
+    --variants parses a name; its label (a bare name stays the canonical name) is what grid.json holds."""
+    return parse_one(text, VARIANTS, lambda n: get_variant_spec(n).options, what="--cross")
 
 
 def _absolute_paths(selected: Selected) -> Selected:
