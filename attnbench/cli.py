@@ -80,6 +80,14 @@ class Choice(click.Choice):
             raise
 
 
+class OptionalArgument(click.Argument):
+    """A positional argument that may be left out: shown as [NAME] in the usage line, named NAME
+    (no brackets) where a bad value is refused."""
+
+    def get_error_hint(self, ctx) -> str:
+        return f"'{self.name.upper()}'"
+
+
 def plugin_option(func):
     """`--plugin MOD` (repeatable): import a module that registers components before anything runs."""
 
@@ -127,7 +135,9 @@ def cli() -> None:
 
 
 @cli.command("ls")
-@click.argument("what", type=Choice(["variants", "tasks", "profiles"]), default="variants", metavar="[WHAT]")
+@click.argument(
+    "what", cls=OptionalArgument, type=Choice(["variants", "tasks", "profiles"]), default="variants", metavar="[WHAT]"
+)
 @click.argument("pattern", required=False)
 @plugin_option
 def ls_command(what: str, pattern: str | None) -> None:

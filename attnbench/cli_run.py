@@ -23,7 +23,7 @@ from attnbench.plugins import import_plugin, recorded_plugin
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
 from attnbench.runner.executors import EXECUTORS
-from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame
+from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame, timed_forward_only
 from attnbench.runner import ray_executor
 from attnbench.runner.pool import MAX_JOBS, resolve_jobs
 from attnbench.runner.store import STATUSES, check_new_run, export, load_results, recorded_labels, recorded_options
@@ -86,7 +86,7 @@ def describe(record: dict) -> str:
         return f"[{STATUS_STYLE[status]}]{status}[/] {record['kind']} {where}: {escape(record['message'])}"
     result = record["result"]
     if record["kind"] == "efficiency":
-        if result.get("fwd_bwd") is None:  # no backward on this device: forward only
+        if timed_forward_only(record):
             what = (f"fwd {result['fwd']['median_s'] * 1e3:.2f} ms, peak {result['peak_bytes_fwd'] / 2**20:.1f} MiB;"
                     f" {escape(record['message'])}")
         else:

@@ -9,7 +9,7 @@ from attnbench.cli import Choice, cli, console, plugin_option
 from attnbench.errors import AttnbenchError, user_code
 from attnbench.limits import MAX_SEED, MAX_SHOWN
 from attnbench.runner.profiles import PROFILES
-from attnbench.selection import parse_selection
+from attnbench.selection import parse_one
 from attnbench.tasks.base import SPLITS, TASKS, Task, build_task
 
 # show-task is for reading a few examples by eye. A task with no maximum length of its own would
@@ -76,12 +76,7 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
       bench show-task distance --seq-len 48
       bench show-task 'mqar(num_kv_pairs=4)' --seq-len 32 -n 2
     """
-    if not name.strip():
-        raise AttnbenchError("show-task: empty; give one task name, e.g. bench show-task copy")
-    selected = parse_selection(name, TASKS, lambda n: TASKS[n].spec.options, what="show-task")
-    if len(selected) != 1:
-        raise AttnbenchError(f"show-task: give one task name, got {len(selected)} ({name!r})")
-    choice = selected[0]
+    choice = parse_one(name, TASKS, lambda n: TASKS[n].spec.options, what="show-task")
     task = build_task(choice.name, **choice.options)
     check_show_length(task, choice.label, seq_len)
     with user_code(f"{choice.label}: generating examples"):  # a plugin task's own fault: one line

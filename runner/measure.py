@@ -603,6 +603,13 @@ def _check_finite(what: str, t: Tensor | None, n: int) -> None:
         raise VerificationError(f"{what} has {bad} at n={n}")
 
 
+def _timed_fields(key: str, timing=None, peak_bytes=None, flops=None, rate=None, fraction=None) -> dict:
+    """The numbers `measure_attention` records of one timed call, `key` "fwd" or "fwd_bwd"; all
+    None for a call not timed."""
+    return {key: timing, f"peak_bytes_{key}": peak_bytes, f"flops_{key}": flops,
+            f"flops_per_s_{key}": rate, f"peak_fraction_{key}": fraction}
+
+
 def measure_attention(
     variant: str,
     options: dict,
@@ -656,8 +663,7 @@ def measure_attention(
         _check_finite("input gradient", x.grad, seq_len)
     except NoBackwardError as why:  # forward only (module docstring)
         del timed["fwd_bwd"]
-        result.update({"fwd_bwd": None, "peak_bytes_fwd_bwd": None, "flops_fwd_bwd": None,
-                       "flops_per_s_fwd_bwd": None, "peak_fraction_fwd_bwd": None, "no_backward": str(why)})
+        result.update(_timed_fields("fwd_bwd"), no_backward=str(why))  # each of its numbers None
     zero_grad()
     for key, fn in timed.items():
         timing = time_call(fn, device=device, min_run_time=min_run_time, warmup=0)
@@ -667,14 +673,7 @@ def measure_attention(
         zero_grad()
         flops = count_flops(fn)
         rate, fraction = _rates(flops, timing, peak_flops)
-        result.update({
-            key: timing.to_dict(),
-            f"peak_bytes_{key}": peak_bytes,
-            "mem_method": method,
-            f"flops_{key}": flops,
-            f"flops_per_s_{key}": rate,
-            f"peak_fraction_{key}": fraction,
-        })
+        result.update(_timed_fields(key, timing.to_dict(), peak_bytes, flops, rate, fraction), mem_method=method)
     zero_grad()
     result.update({"threads": torch.get_num_threads(), "device": str(device), "dtype": str(dtype)})
     return result

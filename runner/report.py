@@ -744,7 +744,7 @@ class Comparison:
         return self.frame[self.frame.regressed]
 
 
-def _forward_only(record: dict) -> bool:
+def timed_forward_only(record: dict) -> bool:
     """An ok efficiency record timed forward only (no backward on its device: runner/measure.py)."""
     res = record.get("result") or {}
     return record.get("kind") == "efficiency" and res.get("fwd_bwd") is None and bool(res.get("no_backward"))
@@ -826,8 +826,8 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
             rows.append({**base, "metric": "status", "a": math.nan, "b": math.nan, "ratio": math.nan,
                          "change": math.nan, "regressed": regressed, "note": note})
             continue
-        forward = _forward_only(ra) or _forward_only(rb)  # then what both timed: the forward
-        if _forward_only(rb) and not _forward_only(ra):  # B lost the backward that A timed
+        forward = timed_forward_only(ra) or timed_forward_only(rb)  # then what both timed: the forward
+        if timed_forward_only(rb) and not timed_forward_only(ra):  # B lost the backward that A timed
             rows.append({**base, "metric": "fwd+bwd", "a": math.nan, "b": math.nan, "ratio": math.nan,
                          "change": math.nan, "regressed": True,
                          "note": f"fwd+bwd in A, {rb.get('message') or 'forward only'} in B"})

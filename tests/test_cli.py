@@ -112,13 +112,13 @@ def test_check_exits_1_and_names_the_failure(tmp_path, sandbox, bench_output):
         (["check", "--variants", ""], "--variants: empty list"),
         (["check", "--checks", "refrence"], "unknown check 'refrence'; did you mean 'reference'?"),
         (["check", "--checks", " , "], "--checks: empty list (give names, or 'all'; known: shape,"),
-        (["show-task", ""], "show-task: empty; give one task name, e.g. bench show-task copy"),
+        (["show-task", ""], "show-task: empty; give one task"),
         (["attention", "--variant", " ", "--task", "copy"], "--variant: empty; give one variant"),
         (["attention", "--variant", "linear", "--task", "copy", "--out", ""],
          "Invalid value for '--out': empty path; name a figure file"),
         (["check", "--device", "tpu"], "Invalid value for '--device'"),
         (["ls", "variants", "zzz*"], "no variant matches 'zzz*'"),
-        (["ls", "gizmos"], "Invalid value for '[WHAT]'"),
+        (["ls", "gizmos"], "Invalid value for 'WHAT'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, bench_output):
