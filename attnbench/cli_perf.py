@@ -122,6 +122,10 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     at_rev = perf_run.load_revision(cfg)  # an unknown revision, or a module that no longer loads: before --out is made
     if name is None:
         name = perf_run.utc_stamp() + f"-{cfg.device}" + ("-quick" if quick else "")
+    written = Path(out_dir) / f"{name}.csv"
+    if baseline and written.resolve() == Path(baseline).resolve():  # the gate would read its own results
+        raise AttnbenchError(f"--compare {baseline}: the run would write its results over it ({written}); "
+                             "give another --name or --out")
     with outliving_a_closed_stdout("the benchmark"):  # `bench perf | head`: every length still runs and is written
         return _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baseline, base, confirm, settings)
 

@@ -42,6 +42,7 @@ from attnbench.runner.report import (  # noqa: E402
     accuracy_frame,
     distance_frame,
     efficiency_frame,
+    grid_seeds,
     scaling_exponent,
 )
 from attnbench.runner.store import Run, StoreError, write_atomically  # noqa: E402
@@ -96,7 +97,7 @@ def _check_record(path: Path, record: dict) -> None:
 # -- tables the figures draw ---------------------------------------------------------------
 
 
-def _accuracy_view(records: Sequence[dict]) -> pd.DataFrame:
+def _accuracy_view(run: Run) -> pd.DataFrame:
     """`report.accuracy_frame` as the figures read it: one row per (variant, task, length), no Average.
 
     `column` is the report's column name ("task (n=N)" when the run has several lengths for it);
@@ -104,7 +105,8 @@ def _accuracy_view(records: Sequence[dict]) -> pd.DataFrame:
     the accuracy per bucket, seeds pooled as the report pools them (see `_distance_curves`), and
     `variant_options` the variant's options.
     """
-    frame = accuracy_frame(records)
+    records = run.records
+    frame = accuracy_frame(records, grid_seeds(run))
     frame = frame[frame.column != AVERAGE].rename(columns={"mean": "score", "baseline_bits_per_byte": "baseline"})
     curves = _distance_curves(records)
     options = {r["variant_label"]: r.get("variant_options") or {} for r in records}
@@ -206,7 +208,7 @@ def _log2_axis(ax, lengths: Sequence[int]) -> None:
 
 def figure_heatmap(run: Run, palette: dict) -> Figure | None:
     """Variant × task test score; bits-per-byte tasks in their own panel, reversed scale."""
-    frame = _accuracy_view(run.records)
+    frame = _accuracy_view(run)
     if frame.empty:
         return None
     variants = sorted(frame.variant.unique())
@@ -231,12 +233,16 @@ def figure_heatmap(run: Run, palette: dict) -> Figure | None:
         score = sub.pivot(index="variant", columns="column", values="score").reindex(index=variants, columns=cols)
         status = sub.pivot(index="variant", columns="column", values="status").reindex(index=variants, columns=cols)
         std = sub.pivot(index="variant", columns="column", values="std").reindex(index=variants, columns=cols)
+        seeds, planned = (sub.pivot(index="variant", columns="column", values=key).reindex(index=variants, columns=cols)
+                          for key in ("ok_seeds", "seeds"))
         text = pd.DataFrame("", index=variants, columns=cols)
         for v in variants:
             for c in cols:
                 s = score.loc[v, c]
                 if pd.notna(s):
                     text.loc[v, c] = f"{s:.2f}" + (f"\n±{std.loc[v, c]:.2f}" if pd.notna(std.loc[v, c]) else "")
+                    if seeds.loc[v, c] < planned.loc[v, c]:  # a mean over fewer seeds: not comparable
+                        text.loc[v, c] += f"\n({int(seeds.loc[v, c])}/{int(planned.loc[v, c])} seeds)"
                 elif pd.notna(status.loc[v, c]):
                     text.loc[v, c] = str(status.loc[v, c])
                 else:
@@ -279,7 +285,7 @@ def _column_label(frame: pd.DataFrame, column: str) -> str:
 
 def figure_distance(run: Run, palette: dict) -> Figure | None:
     """Accuracy per dependency-distance bucket; one panel per task that reports distances."""
-    frame = _accuracy_view(run.records)
+    frame = _accuracy_view(run)
     frame = frame[frame.by_distance.notna()] if not frame.empty else frame
     if frame.empty:
         return None
@@ -392,7 +398,7 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
 
 def bubble_data(run: Run) -> tuple[pd.DataFrame, str, str, int] | None:
     """Per variant x (speed), y (mean accuracy), peak MiB; the axis labels and the length; None if not drawable."""
-    acc = _accuracy_view(run.records)
+    acc = _accuracy_view(run)
     eff = efficiency_frame(run.records)
     if acc.empty or eff.empty:
         return None

@@ -93,13 +93,19 @@ def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
                                        "chance", "baseline_bits_per_byte"])
 
 
-def accuracy_frame(records: Sequence[dict]) -> pd.DataFrame:
+def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.DataFrame:
     """Tidy accuracy: one row per (variant, task, n) — mean and sample std of the score over ok seeds.
+
+    `seeds`: the grid's seeds (grid.json), so a seed not recorded yet (a run killed or still
+    running) counts as missing; a cell's ``seeds`` is how many it should have (those and any other
+    it recorded), ``ok_seeds`` how many scored, and ``status`` "ok", or its other statuses joined
+    by "/", "not run" among them for seeds not recorded. A cell is complete when every seed scored.
 
     A task run at several lengths gets one column per length, named ``task (n=N)``; a task run at
     one length is named by its label. Rows with ``column == "Average"`` hold each variant's mean
-    over its ok higher-is-better columns (``tasks_ok`` of ``tasks_total``). ``best`` marks the
-    best mean of each column (max; min for bits per byte; Average: among full averages only).
+    over its complete higher-is-better columns (``tasks_ok`` of ``tasks_total``). ``best`` marks
+    the best mean of each column among complete cells (max; min for bits per byte; Average: among
+    full averages only): a mean over fewer seeds, or fewer tasks, is not comparable.
     """
     rows = _accuracy_rows(records)
     columns = ["variant", "task", "seq_len", "column", "metric", "higher_is_better", "mean", "std", "seeds",
@@ -124,17 +130,20 @@ def accuracy_frame(records: Sequence[dict]) -> pd.DataFrame:
                 if mine.empty:
                     continue
                 scores = mine.score[(mine.status == "ok")].dropna()
-                bad = sorted(set(mine.status[mine.status != "ok"]))
+                expected = len(set(seeds) | set(mine.seed))
+                bad = sorted(set(mine.status[mine.status != "ok"])) + (["not run"] if len(mine) < expected else [])
                 out.append({
                     "variant": variant, "task": task, "seq_len": n, "column": name, "metric": metric,
                     "higher_is_better": metric not in LOWER_IS_BETTER,
                     "mean": float(scores.mean()) if len(scores) else math.nan,
                     "std": float(scores.std(ddof=1)) if len(scores) > 1 else math.nan,
-                    "seeds": len(mine), "ok_seeds": len(scores),
+                    "seeds": expected, "ok_seeds": len(scores),
                     "status": "ok" if not bad else "/".join(bad),
                     "chance": chance, "baseline_bits_per_byte": baseline,
                     "tasks_ok": math.nan, "tasks_total": math.nan, "best": False,
                 })
+    if not out:  # records without a variant or task label (hand-made): no cell to show
+        return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(out, columns=columns)
     frame = pd.concat([frame, _averages(frame, variants)], ignore_index=True)
     frame["best"] = _best_marks(frame)
@@ -142,13 +151,13 @@ def accuracy_frame(records: Sequence[dict]) -> pd.DataFrame:
 
 
 def _averages(frame: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
-    """Per variant: the mean over its higher-is-better columns that have a score."""
+    """Per variant: the mean over its complete higher-is-better columns (a score on every seed)."""
     scored = frame[frame.higher_is_better]
     total = scored.column.nunique()
     chances = scored.drop_duplicates("column").chance.dropna()
     rows = []
     for variant in variants:
-        mine = scored[(scored.variant == variant)].dropna(subset=["mean"])
+        mine = scored[(scored.variant == variant) & (scored.ok_seeds == scored.seeds)].dropna(subset=["mean"])
         rows.append({
             "variant": variant, "task": AVERAGE, "seq_len": 0, "column": AVERAGE, "metric": "average",
             "higher_is_better": True, "mean": float(mine["mean"].mean()) if len(mine) else math.nan,
@@ -163,8 +172,7 @@ def _best_marks(frame: pd.DataFrame) -> pd.Series:
     """True where a row holds its column's best mean (ties all marked)."""
     best = pd.Series(False, index=frame.index)
     for column, group in frame.groupby("column", sort=False):
-        if column == AVERAGE:
-            group = group[group.tasks_ok == group.tasks_total]
+        group = group[group.tasks_ok == group.tasks_total] if column == AVERAGE else group[group.ok_seeds == group.seeds]
         values = group["mean"].dropna()
         if values.empty:
             continue
@@ -177,7 +185,8 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The LRA-shaped display table of `accuracy_frame`: variant rows, task columns, Average, chance row.
 
     Cells are strings: ``mean`` or ``mean ± std`` (std over seeds when more than one ended ok),
-    in bold where best, ``(k/m seeds)`` when some seeds did not end ok, the status when none did.
+    in bold where best, ``(k/m seeds; status)`` when some seeds did not end ok or have not run
+    (never bold), the status when none scored.
     Higher-is-better columns come first, then Average, then bits-per-byte columns.
     """
     if frame.empty:
@@ -536,7 +545,7 @@ def _scaling_table(scaling: pd.DataFrame) -> pd.DataFrame:
 def render_markdown(run: Run) -> str:
     """The report of a run as plain GitHub markdown: header, accuracy, long-range, efficiency, notes."""
     parts = [_header(run)]
-    acc = accuracy_frame(run.records)
+    acc = accuracy_frame(run.records, grid_seeds(run))
     parts.append("## Accuracy\n")
     if acc.empty:
         parts.append("No accuracy cells in this run.\n")
@@ -573,6 +582,12 @@ def render_markdown(run: Run) -> str:
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
 
+def grid_seeds(run: Run) -> list[int]:
+    """The seeds of a run's grid (grid.json), the ints among them: [] where it names none."""
+    seeds = run.grid.get("seeds")
+    return [s for s in seeds if isinstance(s, int)] if isinstance(seeds, list) else []
+
+
 def _header(run: Run) -> str:
     env, grid = run.env, run.grid
     counts = pd.Series([r.get("status") for r in run.records], dtype=object).value_counts()
@@ -598,14 +613,15 @@ def _header(run: Run) -> str:
         f"- **profile**: {grid.get('profile', '?')}; {len(variants)} variants ({', '.join(map(str, variants)) or '-'}); "
         f"{len(tasks)} tasks; seeds {', '.join(str(s) for s in grid.get('seeds') or []) or '?'}",
     ]
-    if size or train:
+    kinds = grid.get("kinds") if isinstance(grid.get("kinds"), list) else ["accuracy", "efficiency"]
+    if (size or train) and "accuracy" in kinds:
         lines.append(
             f"- **model** (accuracy cells): d_model {size.get('d_model', '?')}, {size.get('n_heads', '?')} heads, "
             f"{size.get('n_layers', '?')} layers; training: {train.get('steps', '?')} steps, batch "
             f"{train.get('batch_size', '?')}, lr {train.get('lr', '?')}, {train.get('n_train', '?')} train / "
             f"{train.get('n_test', '?')} test examples"
         )
-    if eff:
+    if eff and "efficiency" in kinds:
         lines.append(
             f"- **efficiency cells** (one attention layer): batch {eff.get('batch', '?')}, d_model "
             f"{eff.get('d_model', '?')}, {eff.get('n_heads', '?')} heads, lengths "
@@ -642,9 +658,10 @@ def _accuracy_notes(acc: pd.DataFrame, run: Run) -> str:
             f"{c}: {m.replace('_', ' ')}" + (" (lower is better; its chance row is the unigram baseline)"
                                              if m in LOWER_IS_BETTER else "")
             for c, m in metrics.items()) + ".")
-    notes.append("Average: mean over the higher-is-better columns (bits per byte excluded); "
-                 "\"(k/m tasks)\" when some cells did not end ok — such an average is not comparable and is "
-                 "never bold. A task run at several lengths gets one column per length.")
+    notes.append("Average: mean over the higher-is-better columns (bits per byte excluded) whose every seed "
+                 "scored; \"(k/m tasks)\" when some cells did not — such an average, like a cell's mean over "
+                 "\"(k/m seeds)\", is not comparable and is never bold. A task run at several lengths gets one "
+                 "column per length.")
     return "\n".join(notes) + "\n"
 
 
@@ -712,7 +729,7 @@ def write_csv(run: Run, prefix: str | Path) -> list[Path]:
         prefix = prefix.with_suffix("")
     eff = efficiency_frame(run.records)
     frames = {
-        "accuracy": accuracy_frame(run.records),
+        "accuracy": accuracy_frame(run.records, grid_seeds(run)),
         "long_range": distance_frame(run.records),
         "effective_range": long_range_frame(run.records, run.grid),
         "efficiency": eff,
@@ -853,6 +870,13 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
                       only_b=[k for k in by_b if k not in by_a], rtol=rtol)
 
 
+def _machine(run: Run, key: str):
+    """A machine fact of a run from env.json, or for the device and threads from grid.json where it
+    has none (None: unknown)."""
+    value = run.env.get(key)
+    return run.grid.get(key) if value is None and key in ("device", "threads") else value
+
+
 def nothing_compared(comparison: Comparison) -> str:
     """Why a comparison compared nothing (it then fails: a gate that compares nothing passes anything)."""
     return f"no cell is in both runs (A has {len(comparison.only_a)}, B has {len(comparison.only_b)})"
@@ -864,13 +888,20 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
     for name, run in (("A", a), ("B", b)):
         env = run.env
         where = env.get("cuda_device") or env.get("cpu", "?")
-        lines.append(f"- **{name}**: `{run.path}` — {env.get('device', '?')} ({where}), "
-                     f"{env.get('threads', '?')} threads, torch {env.get('torch', '?')}, git {env.get('git_sha', '?')}, "
-                     f"profile {run.grid.get('profile', '?')}, {env.get('created', '?')}")
-    differs = [k for k in ("device", "cpu", "cuda_device", "threads", "torch") if a.env.get(k) != b.env.get(k)]
+        lines.append(f"- **{name}**: `{run.path}` — {_machine(run, 'device') or '?'} ({where}), "
+                     f"{_machine(run, 'threads') or '?'} threads, torch {env.get('torch', '?')}, "
+                     f"git {env.get('git_sha', '?')}, profile {run.grid.get('profile', '?')}, {env.get('created', '?')}")
+    keys = ("device", "cpu", "cuda_device", "threads", "torch")
+    # a run without env.json lacks most of these: unknown there, not different
+    unknown = [k for k in keys if (not a.env or not b.env) and (_machine(a, k) is None) != (_machine(b, k) is None)]
+    differs = [k for k in keys if k not in unknown and _machine(a, k) != _machine(b, k)]
     if differs:
         lines.append(f"- **note**: the runs differ in {', '.join(differs)}: time and memory ratios compare machines, "
                      "not code.")
+    if unknown:
+        lines.append(f"- **note**: {' and '.join(n for n, r in (('A', a), ('B', b)) if not r.env)} records no "
+                     f"environment (env.json), so whether the runs differ in {', '.join(unknown)} is unknown: time "
+                     "and memory ratios may compare machines.")
     lines += ["", f"B / A per matched cell; a regression is B worse than A by more than rtol = {comparison.rtol:g} "
               "(score down — bits per byte up —, fwd+bwd time or peak memory up, a backward lost (timed forward "
               "only in B), or ok → not ok).", ""]

@@ -336,11 +336,28 @@ def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Pat
     target = Path(target)
     if target.is_dir():
         raise StoreError(f"cannot write {target}: it is a directory")
+    _refuse_run_file(target)
     _make_parents(target)
     try:
         return replace_file(target, write)
     except OSError as err:
         raise StoreError(f"cannot write {target}: {err.strerror or err}") from None
+
+
+RUN_FILES = (ENV_FILE, GRID_FILE, CELLS_FILE, LOCK_FILE, PID_FILE)
+
+
+def _refuse_run_file(target: Path) -> None:
+    """StoreError where `target` (links followed) is one of the files that make up a run directory
+    (`bench report RUN --out RUN/cells.jsonl`): writing there would lose the run."""
+    try:
+        real = target.resolve()
+        is_run = (real.parent / GRID_FILE).is_file()
+    except OSError:  # unreadable: the write itself says why
+        return
+    if real.name in RUN_FILES and is_run:
+        raise StoreError(f"cannot write {target}: it is the {real.name} of the run {real.parent}, which writing "
+                         "over it would lose; name another file")
 
 
 def replace_file(target: Path, write: Callable[[Path], object]) -> Path:

@@ -238,6 +238,15 @@ def test_a_run_that_compared_nothing_with_its_baseline_fails(bench_output, monke
     assert code == 1 and "nothing compared: rows compare only on the same machine, threads and heap" in err
 
 
+def test_a_run_that_would_write_over_its_baseline_is_refused_and_the_baseline_kept(bench_output, never_timed, tmp_path):
+    base = results(tmp_path / "p3.csv")
+    before = base.read_bytes()
+    code, out, err = bench_output("perf", "--quick", "--out", tmp_path, "--name", "p3", "--compare", base)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"--compare {base}: the run would write its results over it" in err
+    assert base.read_bytes() == before
+
+
 def test_a_compare_of_matching_rows_still_passes(bench_output, tmp_path):
     base = results(tmp_path / "BASELINE.csv")
     code, out, err = bench_output("perf", "--compare", base, "--current", results(tmp_path / "same.csv"))

@@ -200,6 +200,19 @@ def test_heatmap_shows_failed_cells_and_a_separate_bits_per_byte_panel(full_run)
     assert "unit profile" in figure.get_suptitle() and "torch 2.13.0+cpu" in figure.get_suptitle()
 
 
+def test_heatmap_marks_a_mean_over_fewer_seeds_than_the_grid_has(tmp_path):
+    root = write_run(tmp_path / "run", accuracy_cells())
+    grid = json.loads((root / "grid.json").read_text())
+    (root / "grid.json").write_text(json.dumps({**grid, "seeds": [0, 1]}))  # seed 1 not run yet
+    with open(root / "cells.jsonl", "a") as cells:  # but linear's copy has both
+        cells.write(json.dumps(accuracy_cell("linear", "copy", 0.7, seed=1)) + "\n")
+    run = load_run(root)
+    figure = figure_heatmap(run, variant_palette(r["variant_label"] for r in run.records))
+    texts = [t.get_text() for ax in figure.axes for t in ax.texts]
+    assert "0.90\n(1/2 seeds)" in texts  # multi-head's copy, seed 0 alone
+    assert f"0.80\n±{math.sqrt(0.02):.2f}" in texts  # linear's copy: both seeds, no mark
+
+
 def test_distance_figure_marks_local_reach_and_chance(full_run):
     run = load_run(full_run)
     palette = variant_palette(r["variant_label"] for r in run.records)

@@ -176,13 +176,31 @@ def test_average_excludes_bits_per_byte_which_has_its_own_column_with_the_unigra
     assert average.loc["multi-head", "mean"] == pytest.approx(0.575)
 
 
-def test_single_seed_has_no_std_and_partial_seeds_are_flagged():
+def test_single_seed_has_no_std_and_partial_seeds_are_flagged_and_never_bold():
     records = [
         acc("multi-head", "task-a", 0.8, seed=0),
         acc("multi-head", "task-a", seed=1, status="timeout"),
+        acc("local", "task-a", 0.5, seed=0, options=LOCAL),
+        acc("local", "task-a", 0.6, seed=1, options=LOCAL),
     ]
     table = accuracy_table(accuracy_frame(records))
-    assert table.loc["multi-head", "task-a"] == "**0.800** (1/2 seeds; timeout)"
+    # the higher mean is over one seed of two: flagged, not bold; the complete cell is the best
+    assert table.loc["multi-head", "task-a"] == "0.800 (1/2 seeds; timeout)"
+    assert table.loc["local(window=4)", "task-a"] == f"**0.550 ± {math.sqrt(0.005):.3f}**"
+    # its average leaves the incomplete column out, and says so
+    assert table.loc["multi-head", "Average"] == "-"
+    assert table.loc["local(window=4)", "Average"] == "**0.550**"
+
+
+def test_a_seed_of_the_grid_not_recorded_yet_counts_as_missing():
+    """A run killed (or still running) before seed 1: the cell is a mean over one seed of two."""
+    records = [acc("multi-head", "task-a", 0.8, seed=0), acc("multi-head", "task-b", 0.4, seed=0),
+               acc("multi-head", "task-b", 0.6, seed=1)]
+    frame = accuracy_frame(records, seeds=[0, 1])
+    table = accuracy_table(frame)
+    assert table.loc["multi-head", "task-a"] == "0.800 (1/2 seeds; not run)"
+    assert table.loc["multi-head", "Average"] == "0.500 (1/2 tasks)"
+    assert accuracy_table(accuracy_frame(records)).loc["multi-head", "task-a"] == "**0.800**"  # no grid: as recorded
 
 
 def test_a_task_at_several_lengths_gets_a_column_per_length():

@@ -151,6 +151,18 @@ def test_an_export_named_for_the_other_format_is_refused(tmp_path, bench_output,
     assert not (tmp_path / name).exists()
 
 
+@pytest.mark.parametrize("name", ["cells.jsonl", "grid.json", "env.json"])
+@pytest.mark.parametrize("command", [["export"], ["export", "--format", "parquet"], ["report"]])
+def test_an_output_over_a_file_of_the_run_is_refused_and_the_run_kept(tmp_path, bench_output, command, name) -> None:
+    run = write_run(tmp_path / "run", {"profile": "smoke"}, [record("accuracy/multi-head/copy/n=16/seed=0", 0.5)])
+    (run / "env.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for target in (run / name, tmp_path / "run" / "." / name):
+        code, _, err = bench_output(command[0], run, *command[1:], "--out", target)
+        assert code == 2 and f"it is the {name} of the run {run}, which writing over it would lose" in one_error_line(err)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
 # ---------------------------------------------------------------------------- --dry-run
 DRY = ["run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy,distance", "--kinds", "accuracy",
        "--lengths", "32", "--seeds", "0,1", "--threads", "1", "--device", "cpu"]
@@ -555,6 +567,15 @@ def test_compare_allows_other_variants_tasks_lengths_and_machines(tmp_path, benc
                   [record(CELL, 0.8), record(other, 0.5)])
     code, out, _ = bench_output("compare", a, b)
     assert code == 0 and "No regressions beyond rtol 0.05 in 1 matched cells." in out and f"`{other}`" in out
+
+
+def test_compare_calls_the_machine_of_a_run_without_env_json_unknown_not_different(tmp_path, bench_output) -> None:
+    a = write_run(tmp_path / "a", {}, [record(CELL, 0.8)])
+    b = write_run(tmp_path / "b", {}, [record(CELL, 0.8)])
+    (a / "env.json").write_text(json.dumps({"device": "cpu", "cpu": "AMD EPYC", "threads": 2, "torch": "2.13.0"}))
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 0 and "**note**: the runs differ in" not in out  # device: B's grid.json has it, equal
+    assert "B records no environment (env.json), so whether the runs differ in cpu, threads, torch is unknown" in out
 
 
 def test_compare_with_no_cell_in_both_runs_fails(tmp_path, bench_output) -> None:
