@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import signal
 import sys
 import threading
@@ -302,6 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     except AttnbenchError as exc:
         click.echo(f"bench: error: {exc}", err=True)
         code = getattr(exc, "exit_code", 2)  # 2: bad input; 1: a run that stopped midway (disk full)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # a path given too long for the file system is bad input
+            raise
+        click.echo(f"bench: error: {exc.filename}: {exc.strerror}", err=True)
+        code = 2
     if code in (130, 128 + signal.SIGTERM) and attnbench._run_as_command():  # never a host program's process
         from attnbench.runner import ray_executor
 

@@ -27,15 +27,20 @@ def tasks_table(pattern: str | None) -> tuple[Table, int]:
     for entry in entries:
         spec = entry.obj.spec
         try:
-            task = build_task(entry.name)
-            chance = f"{task.chance:.3f}"
-            if spec.metric == "bits_per_byte" and hasattr(task, "unigram_bits_per_byte"):
-                chance = f"{task.unigram_bits_per_byte():.2f} bpb (unigram)"
+            chance = chance_text(build_task(entry.name))
         except AttnbenchError as exc:  # e.g. its data package is missing: say so in the row
             chance = f"unavailable: {exc}"
         options = ", ".join(f"{o.name}: {o.type.__name__} = {o.default!r}" for o in spec.options)
         table.add_row(entry.name, spec.kind, spec.metric, chance, spec.source, spec.licence, options or "-")
     return table, len(entries)
+
+
+def chance_text(task: Task) -> str:
+    """What a guesser scores on `task`: its chance accuracy, or for a bits-per-byte task the unigram
+    baseline (the report's chance row for it)."""
+    if task.spec.metric == "bits_per_byte" and hasattr(task, "unigram_bits_per_byte"):
+        return f"{task.unigram_bits_per_byte():.2f} bpb (unigram)"
+    return f"{task.chance:.3f}"
 
 
 def profiles_table(pattern: str | None) -> tuple[Table, int]:
@@ -85,7 +90,7 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
         spec = task.spec_as_built()  # the data these options read (a user's file, not the built-in corpus)
     console.print(
         f"[bold]{choice.label}[/bold] — {spec.description}\n"
-        f"kind {spec.kind}, metric {spec.metric}, chance {task.chance:.3f}, vocab {task.vocab_size}"
+        f"kind {spec.kind}, metric {spec.metric}, chance {chance_text(task)}, vocab {task.vocab_size}"
         + (f", classes {task.n_classes}" if task.n_classes else "")
         + f"; {split} split, seq_len {seq_len}, seed {seed}\nsource: {spec.source}; licence: {spec.licence}",
         highlight=False,

@@ -26,9 +26,13 @@ def import_plugin(target: str) -> ModuleType:
     target = target.strip()
     if not target:
         raise PluginError("--plugin: empty module name")
-    directory, name = _module_in_directory(target)
-    is_file = directory is None and _written_as_file(target)
-    if is_file and not Path(target).is_file():
+    try:  # `Path.is_file()` raises where the name is too long for the file system
+        directory, name = _module_in_directory(target)
+        is_file = directory is None and _written_as_file(target)
+        found = is_file and Path(target).is_file()
+    except OSError as exc:
+        raise PluginError(f"--plugin {target}: {exc.strerror}") from None
+    if is_file and not found:
         module = "" if target.endswith(".py") else f", nor a folder {Path(target).parent} holding module {Path(target).name}"
         raise PluginError(f"--plugin {target}: no such file{module}")
     # a file runs again each time (its registrations replace themselves); a module runs once
@@ -94,6 +98,11 @@ def _module_in_directory(target: str) -> tuple[Path | None, str]:
 
 
 def _import_file(path: Path) -> ModuleType:
+    """Run a plugin file as a module, its folder first on sys.path as `python FILE` puts it, so it
+    imports the modules beside it."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     name = plugin_module_name(path)
     spec = importlib.util.spec_from_file_location(name, path.resolve())
     module = importlib.util.module_from_spec(spec)

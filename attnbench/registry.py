@@ -58,6 +58,7 @@ class Entry(Generic[T]):
 
 
 SELECTION_SYNTAX = set(",()=*?[]")  # lists, inline options and globs of a selection ('local(window=4),lin*')
+ALL = "all"  # in a selection, every registered name
 
 
 def normalize(name: str) -> str:
@@ -102,6 +103,11 @@ class Registry(Generic[T]):
                 raise AttnbenchError(
                     f"{self.kind} name {key!r}: no spaces nor any of {' '.join(sorted(SELECTION_SYNTAX))} "
                     "(they are the syntax of --variants and --tasks, so no selection could name it)"
+                )
+            if isinstance(key, str) and normalize(key) == ALL:
+                raise AttnbenchError(
+                    f"{self.kind} name {key!r}: 'all' selects every registered {self.kind}, so no selection "
+                    "could name this one alone; choose another name"
                 )
         origin = origin or self._origin_override or _origin_of(obj)
         entry = Entry(name=name, obj=obj, aliases=tuple(aliases), origin=origin)
@@ -286,12 +292,13 @@ def _same_definition(a: object, b: object) -> bool:
 
 def check_spec_class(
     kind: str, name: str, obj: object, *, base: type, base_text: str, spec_type: type,
-    choices: dict[str, tuple[str, ...]],
+    choices: dict[str, tuple[str, ...]], reserved: dict[str, str] | None = None,
 ) -> type:
     """`obj` if it is a valid plugin class: a subclass of `base` whose class attribute `spec` is a
-    `spec_type` with each field in `choices` set to one of its allowed values and every other field
-    of the type its annotation says (`int | None`, `bool`, ...); else a PluginError that names the
-    `kind` ("variant", "task") and the registered name."""
+    `spec_type` with each field in `choices` set to one of its allowed values, every other field
+    of the type its annotation says (`int | None`, `bool`, ...), and no option named in `reserved`
+    (name → why); else a PluginError that names the `kind` ("variant", "task") and the registered
+    name."""
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise PluginError(f"{kind} {name!r}: {obj!r} is not {base_text}")
     spec = getattr(obj, "spec", None)
@@ -308,6 +315,10 @@ def check_spec_class(
             )
     if hasattr(spec, "options"):
         _check_options(f"{kind} {name!r}", spec.options)
+        for option in spec.options:
+            if option.name in (reserved or {}):
+                raise PluginError(f"{kind} {name!r}: option {option.name!r} is reserved ({reserved[option.name]}); "
+                                  "name it otherwise")
     _check_field_types(f"{kind} {name!r}: class {obj.__qualname__}", spec, spec_type, skip={*choices, "options"})
     return obj
 

@@ -256,13 +256,22 @@ class Task:
         names = self.token_names()
         return " ".join(names[i] for i in ids if i != self.pad_id)
 
+    def class_names(self) -> list[str]:
+        """Printable name of every class (for show-task): its number, unless a task names them as
+        its input does (a copied symbol, a recalled value)."""
+        return [str(c) for c in range(self.n_classes or 0)]
+
     def describe_target(self, batch: Batch, i: int) -> str:
-        """The target of example `i` in words."""
-        target = batch.target[i]
+        """The target of example `i` in words: the names of its classes."""
+        target, names = batch.target[i], self.class_names()
+
+        def name(t: int) -> str:
+            return names[t] if 0 <= t < len(names) else str(t)
+
         if target.dim() == 0:
-            return str(int(target))
+            return name(int(target))
         labelled = target != IGNORE_INDEX
-        return " ".join(str(int(t)) for t in target[labelled])
+        return " ".join(name(int(t)) for t in target[labelled])
 
 
 class GeneratedTask(Task):

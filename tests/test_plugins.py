@@ -120,7 +120,9 @@ def test_plugin_option_imports_a_module_or_a_file(tmp_path):
     ("target", "message"),
     [("no_such_module_xyz", "--plugin no_such_module_xyz: import failed: ModuleNotFoundError"),
      ("missing/file.py", "--plugin missing/file.py: no such file"),
-     ("exits.py", "--plugin exits.py: import failed: SystemExit: 3")],
+     ("exits.py", "--plugin exits.py: import failed: SystemExit: 3"),
+     ("./" + "a" * 300 + ".py", f"--plugin ./{'a' * 300}.py: File name too long"),
+     ("./" + "a" * 300, f"--plugin ./{'a' * 300}: File name too long")],
 )
 def test_a_plugin_that_does_not_import_is_one_clear_line(target, message, tmp_path):
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
@@ -186,6 +188,17 @@ def test_a_plugin_module_is_recorded_by_name_where_it_imports_without_the_curren
     finally:
         for name in ("rec_installed", "rec_beside"):
             sys.modules.pop(name, None)
+
+
+def test_a_plugin_file_imports_the_modules_beside_it_as_python_file_would(tmp_path):
+    folder = tmp_path / "plugin"
+    folder.mkdir()
+    (folder / "sibling_base.py").write_text("from attnbench.variants.multi_head import MultiHeadAttention as Base\n")
+    (folder / "uses_sibling.py").write_text("from attnbench import register_variant\nfrom sibling_base import Base\n\n"
+                                            "@register_variant('sibling-mha')\nclass Layer(Base):\n    pass\n")
+    result = bench("ls", "variants", "sibling-*", "--plugin", "plugin/uses_sibling.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sibling-mha" in result.stdout
 
 
 def test_a_module_in_a_folder_that_another_of_its_name_shadows_is_refused(tmp_path, sandbox):

@@ -67,6 +67,25 @@ def test_a_name_no_selection_could_name_is_refused(name):
         make().register("fine-name", "x", aliases=(name,))
 
 
+@pytest.mark.parametrize("name", ["all", "ALL", "All"])
+def test_the_name_all_is_refused_since_it_selects_every_entry(name):
+    for names in ((name, ()), ("fine-name", (name,))):
+        with pytest.raises(AttnbenchError, match="'all' selects every registered widget, so no selection could name"):
+            make().register(names[0], "x", aliases=names[1])
+
+
+def test_a_variant_option_named_like_build_variant_s_own_arguments_is_refused():
+    from attnbench.options import Option
+    from attnbench.variants.base import VariantSpec, check_layer_class
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    for reserved in ("d_model", "n_heads"):
+        spec = VariantSpec(complexity="n^2", options=(Option(reserved, int, 2),))
+        layer = type("Layer", (MultiHeadAttention,), {"spec": spec})
+        with pytest.raises(PluginError, match=f"^variant 'mine': option '{reserved}' is reserved"):
+            check_layer_class("mine", layer)
+
+
 def test_temporary_undoes_registrations():
     reg = make()
     with reg.temporary():

@@ -113,6 +113,13 @@ def test_resume_of_a_missing_directory_says_there_is_no_such_directory(tmp_path,
         assert code == 2 and one_error_line(err) == f"bench: error: {long}: File name too long"
 
 
+def test_a_data_path_too_long_for_the_file_system_is_one_line(tmp_path, bench_output) -> None:
+    long = tmp_path / ("a" * 300 + ".csv")
+    code, _, err = bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--tasks",
+                                f"text-cls(source={long})", "--dry-run")
+    assert code == 2 and "File name too long" in one_error_line(err)
+
+
 def test_the_largest_seed_runs_and_exports(tmp_path, bench_output) -> None:
     """The bound is what the generators take: a cell at the largest seed trains, and exports as int64."""
     out = tmp_path / "run"

@@ -858,3 +858,22 @@ def test_distance_is_unsolvable_beyond_the_reach_of_a_local_window(w, layers):
     chi2 = float(((table - expected) ** 2 / expected).sum())
     dof = (table.shape[0] - 1) * (table.shape[1] - 1)
     assert chi2 < dof + 5 * math.sqrt(2 * dof), f"chi2={chi2:.1f} with {dof} dof: the window tells the answer"
+
+
+@pytest.mark.parametrize("name", ["copy", "selective-copy", "induction", "mqar", "distance"])
+def test_a_target_is_described_by_the_names_its_input_gives_the_classes(name):
+    """show-task's target line: `b g …` where the input copies `b g …`, `v13` where it binds `v13`."""
+    task = build_task(name)
+    batch = task.build("train", 2, 64, 0)
+    for i in range(2):
+        words = task.describe_target(batch, i).split()
+        shown = task.decode(batch.tokens[i].tolist())
+        assert words and all(word in task.class_names() and word in shown for word in words), (words, shown)
+    if name == "copy":  # the copied segment itself, in order
+        assert words == shown.split()[:len(words)]
+
+
+def test_show_task_gives_a_bits_per_byte_task_its_unigram_baseline_for_chance(bench_output):
+    code, out, err = bench_output("show-task", "char-lm", "-n", "1", "--seq-len", "32")
+    assert code == 0, err
+    assert "metric bits_per_byte, chance 4.38 bpb (unigram)" in out

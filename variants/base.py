@@ -216,6 +216,8 @@ def check_layer_class(name: str, obj: object) -> type[nn.Module]:
     return check_spec_class(
         "variant", name, obj, base=nn.Module, base_text="an nn.Module subclass",
         spec_type=VariantSpec, choices={"complexity": COMPLEXITIES},
+        reserved=dict.fromkeys(("d_model", "n_heads"), "every layer is built with d_model and n_heads, "
+                                                       "build_variant's own arguments"),
     )
 
 

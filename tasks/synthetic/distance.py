@@ -121,6 +121,10 @@ class DistanceTask(GeneratedTask):
             free[s] = False
         return Example(tokens, int(values[0]), {"distance": d, "query_pos": q, "value_pos": v_pos})
 
+    def class_names(self) -> list[str]:
+        """A class is a value, v0 … as the bindings K·=v· in the input name it."""
+        return [f"v{v}" for v in range(self.options["num_values"])]
+
     def token_names(self) -> list[str]:
         o = self.options
         return (

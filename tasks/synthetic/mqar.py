@@ -89,6 +89,8 @@ class MQARTask(GeneratedTask):
         return Example(tokens, target, {"distance": distance})
 
     def token_names(self) -> list[str]:
-        return ["<pad>"] + [f"k{i}" for i in range(1, self.value_base)] + [
-            f"v{i}" for i in range(self.n_classes)
-        ]
+        return ["<pad>"] + [f"k{i}" for i in range(1, self.value_base)] + self.class_names()
+
+    def class_names(self) -> list[str]:
+        """A class is a value: named as the input names it."""
+        return [f"v{i}" for i in range(self.n_classes)]

@@ -15,3 +15,7 @@ class SymbolTask(GeneratedTask):
         self.n_classes = self.options["num_symbols"]
         self.vocab_size = self.first_symbol + self.n_classes
         self.chance = 1.0 / self.n_classes
+
+    def class_names(self) -> list[str]:
+        """A class is a data symbol: named as the input names it."""
+        return self.token_names()[self.first_symbol:self.first_symbol + self.n_classes]
