@@ -135,5 +135,11 @@ def resolve_options(
 def names_a_path(value: Any) -> bool:
     """Whether an `Option.path` value is written as a path (a folder in it, or a suffix) and
     exists: not a keyword such as text-cls's `sotu`, even where a file or folder of that name
-    happens to be in the current directory."""
-    return isinstance(value, str) and bool(os.sep in value or Path(value).suffix) and Path(value).exists()
+    happens to be in the current directory. A path the system refuses (a name too long) names
+    nothing that exists: its reader says why."""
+    if not (isinstance(value, str) and (os.sep in value or Path(value).suffix)):
+        return False
+    try:
+        return Path(value).exists()
+    except OSError:  # Path.exists() raises ENAMETOOLONG on Python 3.11
+        return False

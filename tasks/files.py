@@ -6,7 +6,9 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import json
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -14,14 +16,14 @@ import pandas as pd
 
 from attnbench.errors import AttnbenchError
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
+FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
 _SUFFIX_FORMAT = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".tab": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
-    ".json": "jsonl",
+    ".json": "json",  # a JSON array of row objects, or JSON Lines
     ".parquet": "parquet",
     ".pq": "parquet",
 }
@@ -80,27 +82,23 @@ def changed_data(path: Path | str, then: str, now: str) -> str:
     return f"data file {path} changed since the run started (sha256 {then[:12]}… then, {now[:12]}… now)"
 
 
-def detect_format(path: Path) -> str:
-    """csv | tsv | jsonl | parquet, from the file's suffix."""
+def detect_format(path: Path, owner: str = "") -> str:
+    """csv | tsv | json | jsonl | parquet, from the file's suffix."""
     fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
     if fmt is None:
         raise DataFileError(
-            f"{path}: cannot tell the format from the suffix {path.suffix!r}; use .csv, .tsv, "
-            ".jsonl or .parquet"
+            f"{owner + ': ' if owner else ''}{path}: cannot tell the format from the suffix "
+            f"{path.suffix!r}; use .csv, .tsv, .json, .jsonl or .parquet"
         )
     return fmt
 
 
 def read_table(path: str | Path, columns: tuple[str, ...], owner: str, fmt: str | None = None) -> pd.DataFrame:
-    """The rows of a CSV/TSV/JSONL/parquet file as strings-or-values, checked for `columns`."""
+    """The rows of a CSV/TSV/JSON/JSONL/parquet file as strings-or-values, checked for `columns`."""
     p = Path(path).expanduser()
-    if not p.exists():
-        raise DataFileError(f"{owner}: {p}: no such file")
-    if p.is_dir():
-        raise DataFileError(f"{owner}: {p} is a folder, expected a data file")
-    if p.stat().st_size == 0:
+    if _file_size(p, owner) == 0:
         raise DataFileError(f"{owner}: {p} is empty")
-    fmt = fmt or detect_format(p)
+    fmt = fmt or detect_format(p, owner)
     text = None
     try:
         if fmt == "parquet":
@@ -116,8 +114,8 @@ def read_table(path: str | Path, columns: tuple[str, ...], owner: str, fmt: str 
                 ) from None
             if not text.strip():
                 raise DataFileError(f"{owner}: {p} is empty")
-            if fmt == "jsonl":
-                frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+            if fmt in ("json", "jsonl"):
+                frame = _read_json(text, fmt, p, owner)
             else:
                 frame = _read_delimited(text, fmt, p, owner)
     except DataFileError:
@@ -135,6 +133,86 @@ def read_table(path: str | Path, columns: tuple[str, ...], owner: str, fmt: str 
     if len(frame) == 0:
         raise DataFileError(f"{owner}: {p} has a header but no rows")
     return frame
+
+
+def _file_size(path: Path, owner: str) -> int:
+    """The size of the data file at `path`; a DataFileError where there is none to read (missing,
+    a folder, or a path the system refuses, e.g. a name over 255 bytes: "File name too long")."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataFileError(f"{owner}: {path}: no such file") from None
+    except OSError as err:  # ENAMETOOLONG, EACCES, ELOOP, ...: Path.exists() would raise it on 3.11
+        raise DataFileError(f"{owner}: {path}: {err.strerror or err}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataFileError(f"{owner}: {path} is a folder, expected a data file")
+    return info.st_size
+
+
+def is_folder(path: Path, owner: str) -> bool:
+    """Whether `path` names a folder (False where nothing is there); a DataFileError where the
+    system refuses the path, e.g. a name over 255 bytes, which Path.is_dir() raises on Python 3.11."""
+    try:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        raise DataFileError(f"{owner}: {path}: {err.strerror or err}") from None
+
+
+def _read_json(text: str, fmt: str, path: Path, owner: str) -> pd.DataFrame:
+    """JSON Lines (one object per line), or for a .json file also one JSON array of row objects."""
+    if fmt == "json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(f"{owner}: {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        if not rows:
+            raise DataFileError(f"{owner}: {path} holds an empty JSON array: no rows")
+        odd = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+        if odd is not None:
+            raise DataFileError(
+                f"{owner}: {path}: item {odd + 1} of its JSON array is a {type(rows[odd]).__name__}, not an "
+                'object; write one object per row: [{"text": ..., "label": ...}, ...]'
+            )
+        return pd.read_json(io.StringIO(text), orient="records", dtype=False)  # as JSON Lines reads it
+    try:
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+    except Exception:
+        _check_json_lines(text, fmt, path, owner)  # say which line is bad
+        raise
+
+
+def _check_json_lines(text: str, fmt: str, path: Path, owner: str) -> None:
+    """Raise `DataFileError` naming the first line of `text` that is not one JSON object (if any)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if fmt == "json" and isinstance(_json_or_none(text), dict):
+                raise DataFileError(
+                    f"{owner}: {path} holds one JSON object; expected an array of row objects "
+                    "([{...}, {...}]) or JSON Lines (one object per line)"
+                ) from None
+            raise DataFileError(
+                f"{owner}: {path} line {number} is not valid JSON: {exc.msg} (column {exc.colno}); "
+                "JSON Lines holds one object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise DataFileError(
+                f"{owner}: {path} line {number} is a JSON {type(row).__name__}, not an object; "
+                "JSON Lines holds one object per line"
+            )
+
+
+def _json_or_none(text: str):
+    """`text` parsed as one JSON document, or None where it is not one."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def _dialect(fmt: str) -> dict:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import re
 import sys
 import types
 
@@ -405,7 +407,7 @@ def test_float_spelled_labels_are_the_same_classes_as_integers(tmp_path):
 @pytest.mark.parametrize(
     "value, key",
     [(0, 0), (-1, -1), (np.int64(3), 3), (2.0, 2), ("2", 2), (" -1 ", -1), ("1.0", 1), ("0.5", 0.5),
-     ("007", "007"), ("pos", "pos"), (True, "True"), (None, None), (pd.NA, None), (float("nan"), None), ("  ", None)],
+     ("007", "007"), ("pos", "pos"), (" pos ", "pos"), ("pos\t", "pos"), (True, "True"), (None, None), (pd.NA, None), (float("nan"), None), ("  ", None)],
 )
 def test_label_keys_agree_across_formats(value, key):
     got = sources._label_key(value)
@@ -428,6 +430,71 @@ def test_rows_without_text_or_label_are_counted_not_dropped(tmp_path, suffix, fr
     with pytest.raises(DataFileError, match=words) as info:
         build_task("text-cls", source=str(path), balance=False)
     assert "data row" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_text_labels_lose_surrounding_whitespace(tmp_path):
+    # before: 'pos' and 'pos ' were two classes (while '1' and '1 ' were one)
+    path = tmp_path / "spaced.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},{['pos', 'pos ', ' neg'][i % 3]}\n" for i in range(30)))
+    t = build_task("text-cls", source=str(path), balance=False)
+    assert t.classes == ("neg", "pos") and sum(t.size(s) for s in SPLITS) == 30
+
+
+@pytest.mark.parametrize("label, shown", [([1, 2], r"\[1, 2\] \(list\)"), ({"a": 1}, r"\{'a': 1\} \(dict\)")],
+                         ids=["list", "object"])
+def test_a_label_that_is_a_list_or_object_is_refused(tmp_path, label, shown):
+    # before: it became a class named "[1, 2]"
+    rows = [{"text": f"row {i}", "stars": label if i == 5 else i % 2} for i in range(20)]
+    path = _write(pd.DataFrame(rows), tmp_path / "nested.jsonl")
+    with pytest.raises(DataFileError, match=rf"nested.jsonl: data row 6 holds {shown} in column 'stars'; "
+                                            "a label is one number or string") as info:
+        build_task("text-cls", source=str(path), label_column="stars", balance=False)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "suffix, missing, words",
+    [(".jsonl", None, "3 of 30 rows have no value"), (".csv", "", "3 of 30 rows have no value"),
+     (".parquet", None, "3 of 30 rows have no value")],
+    ids=["jsonl-null", "csv-blank", "parquet-null"],
+)
+def test_rows_without_a_group_value_are_refused(tmp_path, suffix, missing, words):
+    # before: they all became one group "None" (or ""), so they all went to one split
+    frame = _table(30, group="user")
+    frame["user"] = [missing if i in (4, 11, 20) else f"user{i // 3}" for i in range(30)]
+    path = _write(frame, tmp_path / f"users{suffix}")
+    with pytest.raises(DataFileError, match=f"{words} in group column 'user' \\(the first is data row 5\\)") as info:
+        build_task("text-cls", source=str(path), group_column="user", balance=False)
+    assert "leave group_column unset" in str(info.value) and "\n" not in str(info.value)
+
+
+def _one_rare_label(tmp_path):
+    """60 rows of pos/neg and one row labelled zzz: one split holds zzz, the other two lack it."""
+    rows = _table(60)
+    rows.loc[60] = ["the odd one out", "zzz"]
+    return _write(rows, tmp_path / "rare.csv")
+
+
+def test_balance_that_would_empty_a_split_names_the_class(tmp_path, bench_output):
+    # before: train/valid/test 3/0/0 examples, then `bench run`: "has no valid examples"
+    path = _one_rare_label(tmp_path)
+    with pytest.raises(TaskError) as info:
+        build_task("text-cls", source=str(path))
+    said = str(info.value)
+    assert said.startswith("text-cls: balance=true (equal examples per class) empties the ")
+    assert re.search(r"no row of class zzz \(rows in train/valid/test: zzz (1/0/0|0/1/0|0/0/1), neg \d+/\d+/\d+, "
+                     r"pos \d+/\d+/\d+\); pass balance=false", said), said
+    code, out, err = bench_output("show-task", f"text-cls(source={path})")
+    assert code == 2 and "pass balance=false" in one_error_line(err)
+    kept = build_task("text-cls", source=str(path), balance=False)
+    assert kept.classes == ("neg", "pos", "zzz") and sum(kept.size(s) for s in SPLITS) == 61
+
+
+def test_balance_of_healthy_data_gives_equal_classes_per_split(tmp_path):
+    t = build_task("text-cls", source=str(_write(_table(200), tmp_path / "even.csv")))
+    for split in SPLITS:
+        counts = np.bincount(t.table[split].label, minlength=2)
+        assert counts[0] == counts[1] > 0
 
 
 @pytest.mark.parametrize("source", ("", "hf:"))
@@ -548,7 +615,7 @@ def test_show_task_describes_the_hugging_face_dataset_that_text_cls_reads(monkey
     """Before: the State of the Union's description, source and licence, for a Hugging Face dataset."""
     splits = {"train": _FakeDataset(_rows(100, "train")), "test": _FakeDataset(_rows(20, "test"))}
     _fake_datasets(monkeypatch, lambda name, config=None: splits)
-    header = _show_header(bench_output, "text-cls(source=hf:fake-imdb)")
+    header = _show_header(bench_output, "text-cls(source=hf:fake-imdb,balance=false)")  # valid: 5 rows, all neg
     assert "State of the Union" not in header and "SOTU" not in header
     assert "(hf:fake-imdb: 120 labelled rows, 2 classes: neg, pos;" in header
     assert "source: Hugging Face dataset hf:fake-imdb (text column 'text', label column 'label'" in header
@@ -612,6 +679,52 @@ def test_hf_loader_offline_is_one_line(monkeypatch, fresh_hf_cache):
     with pytest.raises(MissingDataError, match="cache") as info:
         build_task("text-cls", source="hf:imdb")
     assert "\n" not in str(info.value) and "imdb" in str(info.value)
+
+
+def _offline_switches():
+    hub, config = sys.modules["huggingface_hub.constants"], sys.modules["datasets.config"]
+    return (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE"), hub.HF_HUB_OFFLINE,
+            config.HF_HUB_OFFLINE, config.HF_DATASETS_OFFLINE)
+
+
+@pytest.fixture
+def fake_hf_modules(monkeypatch):
+    """`huggingface_hub.constants` and `datasets.config` as the real packages leave them: online."""
+    for name, attrs in (("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+                        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))):
+        module = types.ModuleType(name)
+        for attr in attrs:
+            setattr(module, attr, False)
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+
+
+@pytest.mark.parametrize("cached", (True, False))
+def test_hf_loads_in_offline_mode_and_restores_it(monkeypatch, fresh_hf_cache, fake_hf_modules, cached):
+    # before: load_dataset ran online: a dataset not cached was looked for on the Hub (~26 s of retries)
+    during = []
+
+    def load_dataset(name, config=None):
+        during.append(_offline_switches())
+        if not cached:
+            raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
+        return {"train": _FakeDataset(_rows(100, "train"))}
+
+    _fake_datasets(monkeypatch, load_dataset)
+    before = _offline_switches()
+    assert before == (None, "0", False, False, False)
+    if cached:
+        build_task("text-cls", source="hf:fake-imdb", balance=False)
+    else:
+        with pytest.raises(MissingDataError) as info:
+            build_task("text-cls", source="hf:fake-imdb:plain")
+        assert str(info.value) == (
+            "text-cls: the Hugging Face dataset 'hf:fake-imdb:plain' is not in the local cache (Couldn't reach "
+            "'fake-imdb' on the Hub (OfflineModeIsEnabled)); attnbench reads it offline only: cache it once online "
+            "with: python -c \"import datasets; datasets.load_dataset('fake-imdb', 'plain')\"")
+    assert during == [("1", "1", True, True, True)]
+    assert _offline_switches() == before
 
 
 def test_hf_loader_names_missing_columns(monkeypatch, fresh_hf_cache):

