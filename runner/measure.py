@@ -76,15 +76,21 @@ callable down. Out-of-memory errors propagate; `is_oom` tells the runner they we
 
 Verification (`measure_attention`, before anything is timed)
     Where the layer has a naive reference (`reference_forward`), its output and gradients (of x
-    and of the parameters, against a random probe) are compared with that reference, computed in
-    fp32 on a copy of the layer, once at a small shape (b = 1, n = min(seq_len, 300); the same
-    layer, device, dtype and causal flag), within `TOLERANCE` for the dtype
-    (max|Δ| / max|ref|). Then one forward and one forward+backward at the timed shape (they are
-    the timings' warm-up calls) must give an output of the input's shape and a finite output and
-    input gradient. A failure raises `VerificationError` with one line, e.g. "output differs from
+    and of the parameters, against a random probe), and its output in inference mode (the path the
+    forward timing runs), are compared with that reference, computed in fp32 on a copy of the
+    layer, once at a small shape (b = 1, n = min(seq_len, 300); the same layer, device, dtype and
+    causal flag), within `TOLERANCE` for the dtype (max|Δ| / max|ref|). Then one forward
+    (inference mode) and one forward+backward at the timed shape (they are the timings' warm-up
+    calls) must give an output of the input's shape, a finite output and input gradient, and the
+    same output as each other within that tolerance: a layer that goes another way without
+    gradients at long n (linear's segments, a replayed CUDA graph) is held to the path the
+    reference checked. A failure raises `VerificationError` with one line, e.g. "output differs from
     the naive reference: max rel err 3.1e-01 > 1e-04 at n=300 (float32)", and nothing is timed.
-    Compiled kernels run eagerly for the comparison (`_compiling_nothing`): at the timed shape
-    their compiled code is checked for finiteness only.
+    Compiled kernels run eagerly for the comparison with the reference (`_compiling_nothing`); at
+    the timed shape their compiled code is checked for finiteness and the two paths' agreement.
+    What this cannot see: a layer wrong in both paths alike only past n = 300 (the reference's
+    memory grows as n², additive's as n²·d); `bench perf` checks its built-in kernels at every
+    timed length on sampled query rows (benchmarks/references.py).
 
 Forward only
     A layer that has no backward on this device (it raises `NoBackwardError` where a gradient is
@@ -508,9 +514,10 @@ def verify_attention(
     causal: bool = False,
     seed: int = 0,
 ) -> float | None:
-    """Compare `layer`'s output and gradients (x and parameters) with its naive fp32 reference at
-    b = 1, n = min(seq_len, 300); raise VerificationError if they differ beyond the dtype's
-    tolerance. Returns the worst relative error, or None where nothing is compared: the layer has
+    """Compare `layer`'s output and gradients (x and parameters), and its output without gradients
+    (the inference path that the forward timing runs, which may be another: segments, a replayed
+    graph), with its naive fp32 reference at b = 1, n = min(seq_len, 300); raise VerificationError
+    if they differ beyond the dtype's tolerance. Returns the worst relative error, or None where nothing is compared: the layer has
     no reference (no `reference_forward`, or a ProjectedAttention without its own `reference_core`),
     or it is a compiled kernel on a torch without the force_eager stance (< 2.6), where comparing
     would compile a graph for a shape that is not timed and change the graph that is."""
@@ -522,13 +529,17 @@ def verify_attention(
     probe = torch.randn(VERIFY_BATCH, n, d_model, generator=gen).to(device)
     fp32 = layer if dtype == torch.float32 else copy.deepcopy(layer).float()
     with _compiling_nothing():
+        inference = _output(layer, x.to(device, dtype), causal, n)
         try:
             got = _output_and_grads(layer, layer, x.to(device, dtype), probe, causal, n)
         except NoBackwardError:  # forward only (module docstring): its output is what can be compared
-            got = (_output(layer, x.to(device, dtype), causal, n),)
+            got = ()
         want = _output_and_grads(fp32, fp32.reference_forward, x.to(device), probe, causal, n, "the naive reference's ")
     tol, worst = TOLERANCE[dtype], 0.0
-    for what, fast, ref in zip(("output", "input gradient", "parameter gradients"), got, want):  # as many as `got`
+    names = ("output", "input gradient", "parameter gradients")[:len(got)]  # as many as the layer has
+    plain = "output without gradients" if got else "output"  # a forward-only layer has that one alone
+    compared = zip((*names, plain), (*got, inference), (*want[:len(got)], want[0]))
+    for what, fast, ref in compared:
         err = relative_error(fast, ref)
         if not err <= tol:
             raise VerificationError(
@@ -579,11 +590,24 @@ def _output_and_grads(
 
 
 def _output(layer: nn.Module, x: Tensor, causal: bool, n: int) -> Tensor:
-    """`layer(x)`'s output without gradients, checked for shape and finiteness."""
-    with torch.no_grad():
+    """`layer(x)`'s output in inference mode, as the forward is timed, checked for shape and finiteness."""
+    with torch.inference_mode():
         out, _ = layer(x, causal=causal)
     _check_output(out, x, n)
     return out
+
+
+def _check_same_paths(inference: Tensor, out: Tensor, dtype: torch.dtype, n: int) -> None:
+    """VerificationError unless the output timed as the forward (inference mode) equals, within the
+    dtype's tolerance, the output of the call timed as fwd+bwd at the same shape: a layer may take
+    another path without gradients (segments, a replayed graph), and only at the timed length (past
+    the reference's n) would the two part."""
+    err = relative_error(inference, out)
+    if not err <= TOLERANCE[dtype]:
+        raise VerificationError(
+            f"output without gradients differs from the output with gradients: max rel err {err:.1e} > "
+            f"{TOLERANCE[dtype]:.0e} at n={n} ({str(dtype).removeprefix('torch.')})"
+        )
 
 
 def _check_output(out: object, x: Tensor, n: int, whose: str = "") -> None:
@@ -655,12 +679,15 @@ def measure_attention(
         return out
 
     # the timed shape, once each: finite outputs and input gradient; these are the warm-up calls
-    _check_output(forward(), x, seq_len)
+    inference = forward()
+    _check_output(inference, x, seq_len)
     timed = {"fwd": forward, "fwd_bwd": forward_backward}
     result: dict = {}
     try:
-        _check_output(forward_backward().detach(), x, seq_len)
+        out = forward_backward().detach()
+        _check_output(out, x, seq_len)
         _check_finite("input gradient", x.grad, seq_len)
+        _check_same_paths(inference, out, dtype, seq_len)
     except NoBackwardError as why:  # forward only (module docstring)
         del timed["fwd_bwd"]
         result.update(_timed_fields("fwd_bwd"), no_backward=str(why))  # each of its numbers None

@@ -710,11 +710,12 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
                      "variant, at the efficiency width.")
     fractions = pd.concat([pd.to_numeric(eff.peak_fraction_fwd, errors="coerce"),
                            pd.to_numeric(eff.peak_fraction_fwd_bwd, errors="coerce")])
-    if (fractions > 1).any():  # no kernel beats the machine's own matmul: the peak was taken on a busier machine
-        notes.append(f"Above 100 % of the matmul peak (up to {fractions.max():.0%}): the peak, measured once when "
-                     "the run started, was taken while the machine was busier than during those cells (other "
-                     "processes on its cores), so every % of it here reads high; time and memory are unaffected. "
-                     "Run again on a quiet machine for these fractions.")
+    if (fractions > 1).any():
+        notes.append(f"Above 100 % of the matmul peak (up to {fractions.max():.0%}): the peak is one square matmul's, "
+                     "timed once when the run started; a larger GEMM may run a little faster than it, and a peak "
+                     "taken while the machine was busier (other processes on its cores) reads low, so every % of "
+                     "it reads high. Time and memory are unaffected; on a quiet machine, well past 100 % means the "
+                     "latter.")
     return "\n".join(notes) + ("\n" if notes else "")
 
 
@@ -768,18 +769,17 @@ def timed_forward_only(record: dict) -> bool:
 
 
 def _metrics(record: dict, forward: bool = False) -> dict[str, tuple[float, bool]]:
-    """Compared metrics of an ok record: name → (value, higher is better). `forward`: an efficiency
-    record's forward time and memory instead (what a cell timed forward only has)."""
+    """Compared metrics of an ok record: name → (value, higher is better). An efficiency record's
+    forward and forward+backward time and peak memory; `forward`: its forward's alone (what a cell
+    timed forward only has)."""
     res = record.get("result") or {}
     if record.get("kind") == "efficiency":
-        if forward:
-            return {
-                "fwd ms": (_number((res.get("fwd") or {}).get("median_s")) * 1e3, False),
-                "peak MiB fwd": (_number(res.get("peak_bytes_fwd")) / 2**20, False),
-            }
+        keys = ("fwd",) if forward else ("fwd", "fwd_bwd")
         return {
-            "fwd+bwd ms": (_number((res.get("fwd_bwd") or {}).get("median_s")) * 1e3, False),
-            "peak MiB fwd+bwd": (_number(res.get("peak_bytes_fwd_bwd")) / 2**20, False),
+            **{f"{key.replace('_', '+')} ms": (_number((res.get(key) or {}).get("median_s")) * 1e3, False)
+               for key in keys},
+            **{f"peak MiB {key.replace('_', '+')}": (_number(res.get(f"peak_bytes_{key}")) / 2**20, False)
+               for key in keys},
         }
     metric = res.get("metric") or "score"
     return {metric: (_number(res.get("score")), metric not in LOWER_IS_BETTER)}
@@ -903,7 +903,7 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
                      f"environment (env.json), so whether the runs differ in {', '.join(unknown)} is unknown: time "
                      "and memory ratios may compare machines.")
     lines += ["", f"B / A per matched cell; a regression is B worse than A by more than rtol = {comparison.rtol:g} "
-              "(score down — bits per byte up —, fwd+bwd time or peak memory up, a backward lost (timed forward "
+              "(score down — bits per byte up —, fwd or fwd+bwd time or peak memory up, a backward lost (timed forward "
               "only in B), or ok → not ok).", ""]
     frame = comparison.frame
     table = pd.DataFrame([

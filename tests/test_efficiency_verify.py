@@ -136,6 +136,24 @@ class ForwardOnlyWrong(ForwardOnly):
         return 2 * out, weights
 
 
+@register_variant("wrong-inference")
+class WrongInference(MultiHeadAttention):
+    """Right where gradients are on; without them (the path the forward is timed on) 1.5× off."""
+
+    def forward(self, x, context=None, **kwargs):
+        out, weights = super().forward(x, context, **kwargs)
+        return (out if torch.is_grad_enabled() else 1.5 * out), weights
+
+
+@register_variant("wrong-inference-when-long")
+class WrongInferenceWhenLong(MultiHeadAttention):
+    """Without gradients and past the reference's n = 300 only, 1.5× off (a path of long inputs)."""
+
+    def forward(self, x, context=None, **kwargs):
+        out, weights = super().forward(x, context, **kwargs)
+        return (out if torch.is_grad_enabled() or x.shape[1] <= 300 else 1.5 * out), weights
+
+
 @register_variant("nan-weights")
 class NaNWeights(MultiHeadAttention):
     """Weights of the right shape, with NaN in them."""
@@ -155,6 +173,9 @@ EXPECTED = {
     "fault-nan": "output has NaN at n=300",
     "fault-shape": "output shape (1, 299, 64) is not the input's (1, 300, 64) at n=300",
     "forward-only-wrong": "output differs from the naive reference: max rel err ",  # its output alone compared
+    "wrong-inference": "output without gradients differs from the naive reference: max rel err ",
+    "wrong-inference-when-long": "output without gradients differs from the output with gradients: max rel err "
+                                 "5.0e-01 > 1e-04 at n=512 (float32)",
 }
 FAULTS = str(Path(__file__).parent / "fixtures" / "fault_variants.py")
 

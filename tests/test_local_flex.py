@@ -21,7 +21,13 @@ from attnbench.variants.check import PASS, SKIP, run_check
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.local import sliding_window_attention
 from attnbench.variants import local_flex
-from attnbench.variants.local_flex import TILE, _cached_block_mask, flex_window_attention, window_block_mask
+from attnbench.variants.local_flex import (
+    TILE,
+    _cached_block_mask,
+    flex_window_attention,
+    tiled_window_attention,
+    window_block_mask,
+)
 from attnbench.variants.reference import full_attention
 
 
@@ -114,7 +120,7 @@ def test_bench_check_runs_forward_only_and_says_so():
 
 
 @pytest.mark.compiler
-def test_under_the_memory_counter_the_blocked_path_runs_and_is_counted_then_flex_from_allocator_events(monkeypatch):
+def test_under_the_memory_counter_the_tiled_path_runs_and_is_counted_then_flex_from_allocator_events(monkeypatch):
     q, k, v = (torch.randn(1, 2, 300, 16) for _ in range(3))
     box = {}
     call = lambda: box.update(out=flex_window_attention(q, k, v, window=64))  # noqa: E731
@@ -126,7 +132,7 @@ def test_under_the_memory_counter_the_blocked_path_runs_and_is_counted_then_flex
     monkeypatch.setattr(measure, "allocator_peak", lambda fn: None)  # no allocator events
     _, method = peak_memory(call, device="cpu")
     assert method == CPU_EAGER_PATH_METHOD
-    assert torch.equal(box["out"], sliding_window_attention(q, k, v, window=64))  # the blocked path ran
+    assert torch.equal(box["out"], tiled_window_attention(q, k, v, window=64))  # the tiled eager path ran
 
 
 def test_on_a_torch_whose_flex_attention_lacks_seq_lengths_building_it_is_refused_in_one_line(monkeypatch):
@@ -136,10 +142,31 @@ def test_on_a_torch_whose_flex_attention_lacks_seq_lengths_building_it_is_refuse
     assert build_variant("local", d_model=32, n_heads=4, window=8) is not None  # eager needs none
 
 
-def test_on_meta_tensors_it_gives_the_shape_and_its_flops_can_be_counted():
-    q, k, v = (torch.empty(1, 2, 300, 16, device="meta") for _ in range(3))
-    assert flex_window_attention(q, k, v, window=64).shape == (1, 2, 300, 16)
-    assert count_flops(lambda: flex_window_attention(q, k, v, window=64)) > 0
+def test_on_meta_tensors_it_gives_the_shape_and_its_flops_are_the_tiles_the_kernel_multiplies():
+    q, k, v = (torch.empty(1, 8, 512, 64, device="meta") for _ in range(3))
+    assert flex_window_attention(q, k, v, window=256).shape == (1, 8, 512, 64)
+    # 14 of the 4 × 4 tiles (the corners' are outside the band), 4·128·128·64 FLOPs each per head
+    assert window_block_mask(512, 256, False, "cpu").kv_num_blocks.sum() + \
+        window_block_mask(512, 256, False, "cpu").full_kv_num_blocks.sum() == 14
+    assert count_flops(lambda: flex_window_attention(q, k, v, window=256)) == 14 * 4 * 128 * 128 * 64 * 8
+
+
+@pytest.mark.parametrize("n", [1, 100, 128, 300, 700])
+@pytest.mark.parametrize("window", [1, 64, 128, 1000])
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_tiled_eager_path_equals_the_blocked_one_and_crosses_the_block_mask_s_tiles(n, window, causal):
+    gen = torch.Generator().manual_seed(n + window)
+    q, k, v = (torch.randn(2, 2, n, 16, generator=gen) for _ in range(3))
+    mask = torch.rand(2, n, generator=gen) < 0.3
+    mask[1] = True  # every key hidden: zeros, as the kernel gives
+    for padding in (None, mask):
+        got = tiled_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=padding)
+        want = sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=padding)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    blocks = window_block_mask(n, window, causal, "cpu")
+    tiles = int(blocks.kv_num_blocks.sum()) + int(blocks.full_kv_num_blocks.sum())
+    lo, hi = (0 if causal else 1 - window), window - 1
+    assert sum(-(-(stop - first) // TILE) for first, stop in local_flex._key_tiles(n, lo, hi)) == tiles
 
 
 @pytest.mark.compiler

@@ -580,7 +580,7 @@ def test_a_bench_started_with_its_stdout_closed_runs_and_prints_nowhere(tmp_path
     done = subprocess.run([*command, "ls", "variants"], preexec_fn=closed_stdout, stderr=subprocess.PIPE, text=True)
     assert (done.returncode, done.stderr) == (0, "")
     done = subprocess.run([*command, "ls", "gizmos"], preexec_fn=closed_stdout, stderr=subprocess.PIPE, text=True)
-    assert done.returncode == 2 and done.stderr.startswith("bench: error: Invalid value for '[WHAT]'")
+    assert done.returncode == 2 and done.stderr.startswith("bench: error: Invalid value for 'WHAT'")
 
 
 NATIVE = CHATTY.replace('print("chatty forward", file=sys.stderr, flush=True)',

@@ -14,11 +14,12 @@ a call's host work (dynamo's guards, the wrappers, the launch) kept it at 0.09�
 H200 at every n from 2048 to 16384, against 0.079 ms for dense SDPA's whole call at n = 4096;
 replayed, the call took 0.041 ms there. On CPU torch has no
 backward for it: a call that needs gradients there raises NoBackwardError (kernel=eager trains
-on CPU). Where a compiled kernel cannot run (under the CPU memory counter, on meta tensors; see
-variants/compiled.py) the blocked path runs the same maths, and the fallback is counted: so
-`bench perf` counts this kernel's FLOPs as the blocked path's spans, more than the tiles the flex
-kernel multiplies (1.19× and 1.42× at window 128 and 256 at n = 512, 1.04× and 1.08× at 2048;
-b = 1, h = 8, d = 64), and its FLOP/s reads that much high.
+on CPU). Where a compiled kernel cannot run (under a dispatch mode such as the FLOP counter, on meta tensors; see
+variants/compiled.py) `tiled_window_attention` runs the same maths over the same tiles, one
+query tile at a time by SDPA against the run of key tiles it crosses: so what is counted is what
+the flex kernel multiplies. (The blocked path, counted before, spans more keys: 1.19× and 1.42×
+the tiles' FLOPs at window 128 and 256 at n = 512, 1.04× and 1.08× at 2048; b = 1, h = 8, d = 64,
+which read as more than the matmul peak.)
 """
 
 from __future__ import annotations
@@ -58,10 +59,8 @@ def flex_window_attention(
 ) -> Tensor:
     """(b h n d) → (b h n d): softmax attention over keys with |i − j| < window (causal:
     0 ≤ i − j < window), by compiled FlexAttention with the band's block mask."""
-    from attnbench.variants.local import sliding_window_attention  # local imports this module
-
-    if not torch.compiler.is_compiling() and runs_eager(q, k, v):  # the same maths, blocked
-        return sliding_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
+    if not torch.compiler.is_compiling() and runs_eager(q, k, v):  # the same maths over the same tiles
+        return tiled_window_attention(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
     if q.device.type == "cpu" and wants_grad(q, k, v):
         raise NoBackwardError(
             f"local: kernel=compiled (FlexAttention) has no backward on CPU in torch {torch.__version__}; "
@@ -126,6 +125,40 @@ def window_block_mask(
     return BlockMask.from_kv_blocks(
         counts, indices, full_counts, full_indices, BLOCK_SIZE=TILE, mask_mod=mask_mod, seq_lengths=(n, n)
     )
+
+
+def tiled_window_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool = False, key_padding_mask: Tensor | None = None
+) -> Tensor:
+    """`flex_window_attention`'s maths in plain ops, over its tiles: for each query tile, SDPA against
+    the keys of the tiles the band crosses there (a contiguous run, `_key_tiles`; a view), with the
+    band (and padding) as its mask. The eager form where the compiled kernel cannot run (a dispatch
+    mode, meta tensors): a FLOP counter sees the products the flex kernel computes. A query whose
+    every key is hidden gets zeros, as in the kernel."""
+    n = q.shape[-2]
+    lo, hi = (0 if causal else 1 - window), window - 1  # the offsets i − j a query sees
+    out = []
+    for start, (first, stop) in zip(range(0, n, TILE), _key_tiles(n, lo, hi)):
+        end = min(start + TILE, n)
+        offset = torch.arange(start, end, device=q.device)[:, None] - torch.arange(first, stop, device=q.device)[None, :]
+        seen = (offset >= lo) & (offset <= hi)  # r c
+        if key_padding_mask is not None:
+            seen = seen & ~rearrange(key_padding_mask[:, first:stop], "b c -> b 1 1 c")  # b 1 r c
+        part = F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, first:stop], v[:, :, first:stop], attn_mask=seen)
+        out.append(part.masked_fill(~seen.any(dim=-1, keepdim=True), 0.0))  # all hidden: NaN → 0
+    return torch.cat(out, dim=-2)
+
+
+def _key_tiles(n: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """For each query tile, the [first, stop) key positions of the run of tiles whose offsets i − j
+    meet [lo, hi] (as `window_block_mask` marks them)."""
+    runs = []
+    for start in range(0, n, TILE):
+        last = min(start + TILE, n) - 1
+        first_key = max(0, start - hi) // TILE * TILE  # the tile of the first key the tile's queries see
+        stop = min(n, (min(n - 1, last - lo) // TILE + 1) * TILE)
+        runs.append((first_key, stop))
+    return runs
 
 
 def _ordered(tiles: Tensor) -> tuple[Tensor, Tensor]:
