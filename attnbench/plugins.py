@@ -99,16 +99,47 @@ def _module_in_directory(target: str) -> tuple[Path | None, str]:
 
 def _import_file(path: Path) -> ModuleType:
     """Run a plugin file as a module, its folder first on sys.path as `python FILE` puts it, so it
-    imports the modules beside it."""
+    imports the modules beside it (`_warn_shadowed`: unless one of their names is taken already)."""
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    _warn_shadowed(path)
     name = plugin_module_name(path)
     spec = importlib.util.spec_from_file_location(name, path.resolve())
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _warn_shadowed(path: Path) -> None:
+    """A PluginWarning naming each module beside the plugin file `path` whose name Python holds
+    already from another place (a second plugin folder's helpers.py): an import of it in the plugin
+    gets that one, not the one beside it."""
+    folder = path.resolve().parent
+    for name in sorted(_module_names(folder) - {path.stem}):
+        module = sys.modules.get(name)
+        found = _location(module.__spec__) if getattr(module, "__spec__", None) else ()
+        if module is not None and not any(Path(p).is_relative_to(folder) for p in found):
+            where = found[0] if found else "built in"
+            beside = folder / f"{name}.py" if (folder / f"{name}.py").is_file() else folder / name
+            warnings.warn(
+                f"--plugin {path}: a module {name} is already imported from {where}, so an import of {name} "
+                f"in it gets that one, not {beside}; rename one",
+                PluginWarning,
+                stacklevel=3,
+            )
+
+
+def _module_names(folder: Path) -> set[str]:
+    """The top-level modules a folder holds: its .py files and its packages (folders with __init__.py)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return set()
+    return {p.stem for p in entries if p.suffix == ".py" and p.stem.isidentifier()} | {
+        p.name for p in entries if p.is_dir() and (p / "__init__.py").is_file() and p.name.isidentifier()
+    }
 
 
 def _import_module(target: str, directory: Path | None = None) -> ModuleType:

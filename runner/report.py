@@ -820,10 +820,10 @@ def _json(value: Any) -> str:
 def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     """Match cells by key; a row regresses when B is worse than A by more than `rtol` (relative).
 
-    Worse: a score lower (bits per byte: higher), fwd+bwd median time or peak memory higher (where
-    either cell was timed forward only, `measure.py`: the fwd time and memory; a cell that B timed
-    forward only and A did not is a regression itself), or a
-    status that went from ok to anything else. A cell not ok in A is never a regression. Runs of
+    Worse: a score lower (bits per byte: higher), the forward's or the fwd+bwd's median time or peak
+    memory higher (where either cell was timed forward only, `measure.py`: the forward's alone; a
+    cell that B timed forward only and A did not is a regression itself), or a status that went
+    from ok to anything else. A cell not ok in A is never a regression. Runs of
     different settings (`incomparable_settings`) are refused: their cells only share keys.
     """
     differs = incomparable_settings(a.grid, b.grid)
@@ -892,14 +892,17 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
                      f"{_machine(run, 'threads') or '?'} threads, torch {env.get('torch', '?')}, "
                      f"git {env.get('git_sha', '?')}, profile {run.grid.get('profile', '?')}, {env.get('created', '?')}")
     keys = ("device", "cpu", "cuda_device", "threads", "torch")
+    if {_machine(a, "device"), _machine(b, "device")} == {"cpu"}:  # no GPU on either side to name
+        keys = tuple(k for k in keys if k != "cuda_device")
     # a run without env.json lacks most of these: unknown there, not different
-    unknown = [k for k in keys if (not a.env or not b.env) and (_machine(a, k) is None) != (_machine(b, k) is None)]
+    unknown = [k for k in keys if any(not r.env and _machine(r, k) is None for r in (a, b))]
     differs = [k for k in keys if k not in unknown and _machine(a, k) != _machine(b, k)]
     if differs:
         lines.append(f"- **note**: the runs differ in {', '.join(differs)}: time and memory ratios compare machines, "
                      "not code.")
     if unknown:
-        lines.append(f"- **note**: {' and '.join(n for n, r in (('A', a), ('B', b)) if not r.env)} records no "
+        lacking = [name for name, run in (("A", a), ("B", b)) if not run.env]
+        lines.append(f"- **note**: {' and '.join(lacking)} record{'s' if len(lacking) == 1 else ''} no "
                      f"environment (env.json), so whether the runs differ in {', '.join(unknown)} is unknown: time "
                      "and memory ratios may compare machines.")
     lines += ["", f"B / A per matched cell; a regression is B worse than A by more than rtol = {comparison.rtol:g} "

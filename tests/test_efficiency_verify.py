@@ -154,6 +154,32 @@ class WrongInferenceWhenLong(MultiHeadAttention):
         return (out if torch.is_grad_enabled() or x.shape[1] <= 300 else 1.5 * out), weights
 
 
+@register_variant("attention-dropout")
+class AttentionDropout(ProjectedAttention):
+    """Sound, but random in training mode: attention dropout, drawn from torch's generator."""
+
+    spec = VariantSpec(complexity="n^2")
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        p = 0.1 if self.training else 0.0
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal), None
+
+
+@register_variant("own-generator-noise")
+class OwnGeneratorNoise(ProjectedAttention):
+    """Sound, but its forward draws from a generator of its own: never the same twice."""
+
+    spec = VariantSpec(complexity="n^2")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = torch.Generator().manual_seed(0)
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        noise = 1 + 0.1 * torch.rand(q.shape[-2], 1, generator=self.generator)
+        return full_attention(q * noise, k, v, causal=causal)[0], None
+
+
 @register_variant("nan-weights")
 class NaNWeights(MultiHeadAttention):
     """Weights of the right shape, with NaN in them."""
@@ -211,6 +237,14 @@ def test_a_kernel_that_fails_its_check_is_an_error_and_nothing_is_timed(faulty, 
     assert record["status"] == "error", record
     assert record["message"].startswith(EXPECTED[variant]), record["message"]
     assert record["result"] is None  # one line, no traceback, no numbers
+
+
+@pytest.mark.parametrize("variant", ["attention-dropout", "own-generator-noise"])
+def test_a_sound_layer_that_draws_at_random_is_timed_not_refused(faulty, variant) -> None:
+    """The forward and the fwd+bwd warm-up calls draw alike from torch's generator; a layer whose
+    forward is not reproducible at all is not held to the two paths' agreement."""
+    record = efficiency_cell(variant)
+    assert record["status"] == "ok", record["message"]
 
 
 def test_the_reference_message_names_the_error_tolerance_length_and_dtype(faulty) -> None:

@@ -149,6 +149,8 @@ def test_on_meta_tensors_it_gives_the_shape_and_its_flops_are_the_tiles_the_kern
     assert window_block_mask(512, 256, False, "cpu").kv_num_blocks.sum() + \
         window_block_mask(512, 256, False, "cpu").full_kv_num_blocks.sum() == 14
     assert count_flops(lambda: flex_window_attention(q, k, v, window=256)) == 14 * 4 * 128 * 128 * 64 * 8
+    empty = torch.empty(1, 2, 0, 16)
+    assert tiled_window_attention(empty, empty, empty, window=4).shape == (1, 2, 0, 16)  # no tile, no row
 
 
 @pytest.mark.parametrize("n", [1, 100, 128, 300, 700])

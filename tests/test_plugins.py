@@ -201,6 +201,22 @@ def test_a_plugin_file_imports_the_modules_beside_it_as_python_file_would(tmp_pa
     assert "sibling-mha" in result.stdout
 
 
+def test_two_plugin_files_whose_folders_hold_a_module_of_one_name_are_warned_of(tmp_path):
+    for folder, scale in (("a", 1.0), ("b", 0.5)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "shared_helpers.py").write_text(f"SCALE = {scale}\n")
+        (tmp_path / folder / f"attn_{folder}.py").write_text(
+            "from attnbench import register_variant\nfrom attnbench.variants.multi_head import MultiHeadAttention\n"
+            f"from shared_helpers import SCALE\n\n@register_variant('helper-{folder}')\n"
+            "class Layer(MultiHeadAttention):\n    pass\n")
+    result = bench("ls", "variants", "helper-*", "--plugin", "a/attn_a.py", "--plugin", "b/attn_b.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (f"bench: warning: --plugin b/attn_b.py: a module shared_helpers is already imported from "
+            f"{(tmp_path / 'a' / 'shared_helpers.py').resolve()}, so an import of shared_helpers in it gets that one, "
+            f"not {(tmp_path / 'b' / 'shared_helpers.py').resolve()}; rename one") in result.stderr
+    assert result.stderr.count("warning") == 1  # plugin a's own folder: no word
+
+
 def test_a_module_in_a_folder_that_another_of_its_name_shadows_is_refused(tmp_path, sandbox):
     """`DIR/NAME` must import NAME from DIR: two plugins of one name, or one named like a standard
     module, would otherwise import the one Python already holds, silently."""

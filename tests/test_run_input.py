@@ -583,6 +583,9 @@ def test_compare_calls_the_machine_of_a_run_without_env_json_unknown_not_differe
     code, out, _ = bench_output("compare", a, b)
     assert code == 0 and "**note**: the runs differ in" not in out  # device: B's grid.json has it, equal
     assert "B records no environment (env.json), so whether the runs differ in cpu, threads, torch is unknown" in out
+    (a / "env.json").unlink()  # neither records one: still unknown, not the same
+    code, out, _ = bench_output("compare", a, b)
+    assert "A and B record no environment (env.json), so whether the runs differ in cpu, threads, torch is unknown" in out
 
 
 def test_compare_with_no_cell_in_both_runs_fails(tmp_path, bench_output) -> None:

@@ -146,7 +146,7 @@ def tiled_window_attention(
             seen = seen & ~rearrange(key_padding_mask[:, first:stop], "b c -> b 1 1 c")  # b 1 r c
         part = F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, first:stop], v[:, :, first:stop], attn_mask=seen)
         out.append(part.masked_fill(~seen.any(dim=-1, keepdim=True), 0.0))  # all hidden: NaN → 0
-    return torch.cat(out, dim=-2)
+    return torch.cat(out, dim=-2) if out else v[:, :, :0].clone()  # n = 0: no tile
 
 
 def _key_tiles(n: int, lo: int, hi: int) -> list[tuple[int, int]]:
