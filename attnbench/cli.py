@@ -218,18 +218,28 @@ def check_command(variants: str, device: str, checks: str) -> int:
     Examples:
       bench check
       bench check --variants 'local(window=16)' --checks reference,causal
-      bench check --variants my-attention --plugin my_attention
+      bench check --variants cosine-demo --plugin my_attention.py   # README's plugin example
     """
     device = resolve_device(device)
-    names = list(CHECKS) if checks.strip() == "all" else list(dict.fromkeys(c.strip() for c in checks.split(",")))
-    if not any(names):
+    given = [c.strip() for c in checks.split(",")]
+    if not any(given):
         raise AttnbenchError(f"--checks: empty list (give names, or 'all'; known: {', '.join(CHECKS)})")
+    if "" in given:
+        raise AttnbenchError(f"--checks: empty name in {checks!r}")
+    names = list(CHECKS) if "all" in given else list(dict.fromkeys(given))  # 'all' beside names: all
     for name in names:
         if name not in CHECKS:
             close = difflib.get_close_matches(name, list(CHECKS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AttnbenchError(f"--checks: unknown check {name!r}{hint} (known: {', '.join(CHECKS)})")
     selected = parse_selection(variants, VARIANTS, lambda n: VARIANTS[n].spec.options)
+    with outliving_a_closed_stdout("the check"):  # `| head`: exit 1 says a check failed, nothing else
+        return _run_checks(selected, device, names)
+
+
+def _run_checks(selected, device: str, names: list[str]) -> int:
+    """`bench check`'s table of `names` on each selected variant, a progress line per check on
+    stderr; 1 if any failed."""
     table = Table(title=f"bench check on {device}")
     for column in ("variant", "check", "result", "detail"):
         table.add_column(column)

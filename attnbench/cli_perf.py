@@ -173,14 +173,15 @@ def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> No
     perf_run.check_tokens(f"--lengths {max(lengths)}", max(lengths), inputs=3)  # q, k, v: (1, 8, n, 64) each
     name = perf_run.stem(name) if name is not None else perf_run.utc_stamp() + "-cpu-ceiling"
     out = perf_run.writable(out_dir)
-    rows = run_ceiling(lengths, threads=threads, repeat=repeat, min_run_time=min_run_time,
-                       log=lambda line: console.print(line, highlight=False))
-    try:
-        paths = write_ceiling(rows, out, name)
-    except OSError as exc:
-        raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
-    for path in paths.values():
-        console.print(f"wrote {path}")
+    with outliving_a_closed_stdout("the benchmark"):  # `| head`: every length still timed and written
+        rows = run_ceiling(lengths, threads=threads, repeat=repeat, min_run_time=min_run_time,
+                           log=lambda line: console.print(line, highlight=False))
+        try:
+            paths = write_ceiling(rows, out, name)
+        except OSError as exc:
+            raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
+        for path in paths.values():
+            console.print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -246,7 +246,7 @@ def run_command(ctx, out, resume, retry, quiet, dry_run, **params) -> int:
         resuming=resume is not None,
     )
     sweep = plan_sweep(request)
-    _warn_if_crowded(executor, params["jobs"], sweep.plan.threads)
+    _warn_if_crowded(executor, params["jobs"], sweep.plan.threads, sweep.cells)
     if dry_run:
         if out is not None:  # what the run itself would refuse: a run already there, a place it cannot write
             check_new_run(out)
@@ -291,11 +291,13 @@ def _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs
                   + ("" if not bad else f"   (cells not ok: {len(bad)}; listed by bench report)"))
 
 
-def _warn_if_crowded(executor: str, jobs: int | None, threads: int) -> None:
-    """One line when `--jobs` workers on this machine want more threads than it has cores: their
-    records are the same, but each cell runs slower than alone (and may reach its budget)."""
+def _warn_if_crowded(executor: str, jobs: int | None, threads: int, cells: list[Cell]) -> None:
+    """One line when the cells to run want more threads than this machine has cores: `--jobs`
+    workers on accuracy cells (efficiency cells run one at a time), or `--threads` alone, past the
+    cores, where every timing reads the threads' contention, not the kernel."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if executor == "subprocess" and jobs and jobs * threads > cores:
+    pooled = any(c.kind != "efficiency" for c in cells)  # the cells a pool of --jobs workers runs
+    if executor == "subprocess" and jobs and pooled and jobs * threads > cores:
         if jobs <= cores:  # fewer threads a cell, where each job keeps a core
             fits = f"--threads {cores // jobs}"
         elif threads <= cores:
@@ -304,6 +306,10 @@ def _warn_if_crowded(executor: str, jobs: int | None, threads: int) -> None:
             fits = f"--jobs {cores} --threads 1"
         click.echo(f"bench: warning: --jobs {jobs} × {threads} threads a cell exceeds this machine's {cores} "
                    f"cores; cells will contend for them ({fits} fits)", err=True)
+    elif threads > cores:
+        timed = " (and every efficiency cell's timing with them)" if any(c.kind == "efficiency" for c in cells) else ""
+        click.echo(f"bench: warning: --threads {threads} exceeds this machine's {cores} cores; each cell's threads "
+                   f"will contend for them{timed} (--threads {cores} fits)", err=True)
 
 
 def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:

@@ -44,10 +44,12 @@ def chance_text(task: Task) -> str:
 
 
 def profiles_table(pattern: str | None) -> tuple[Table, int]:
-    """Each profile's lengths, seeds, model, training budget and efficiency lengths."""
+    """Each profile's lengths, seeds, model, training budget, efficiency layer and lengths, and the
+    options it gives variants named without their own (local's window)."""
     entries = PROFILES.entries(pattern)
     table = Table(title="profiles (bench run --profile NAME)")
-    for column in ("name", "lengths", "seeds", "model", "training", "efficiency n", "cell budget", "about"):
+    for column in ("name", "lengths", "seeds", "model", "training", "efficiency layer and n", "variant defaults",
+                   "cell budget", "about"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         p = entry.obj
@@ -58,7 +60,10 @@ def profiles_table(pattern: str | None) -> tuple[Table, int]:
             ",".join(map(str, p.seeds)),
             f"d={p.size.d_model} L={p.size.n_layers} h={p.size.n_heads}",
             f"{p.train.steps} steps x {p.train.batch_size}",
-            ",".join(map(str, p.efficiency.lengths)),
+            f"d={p.efficiency.d_model} h={p.efficiency.n_heads} b={p.efficiency.batch}; "
+            + ",".join(map(str, p.efficiency.lengths)),
+            "; ".join(f"{v}: " + ",".join(f"{k}={o!r}" for k, o in opts.items()) for v, opts in p.variant_options.items())
+            or "-",
             (f"{p.max_cell_seconds:g} s" if p.max_cell_seconds else "-")
             + (f" (efficiency {p.efficiency.max_seconds:g} s)" if p.efficiency.max_seconds else ""),
             p.description,

@@ -16,7 +16,8 @@ DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    """`--lengths` and `--batch`: comma-separated positive integers, at least one."""
+    """`--lengths` and `--batch`: comma-separated positive integers, at least one; each once, in the
+    order first given (a repeat would be timed twice and tabulated once)."""
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
@@ -25,7 +26,7 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
         raise AttnbenchError(f"{what}: empty list")
     if any(v < 1 for v in values):
         raise AttnbenchError(f"{what}: expected positive integers, got {text!r}")
-    return values
+    return tuple(dict.fromkeys(values))
 
 
 def config(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,

@@ -543,7 +543,10 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
     try:
         model = BenchModel.for_task(task, r.variant, r.variant_options, r.size, cross=r.cross).to(r.device)
     except UnsupportedError as err:
-        hint = "; --cross picks another variant for it (e.g. --cross additive)" if "cross-attention" in str(err) else ""
+        hint = ""
+        if "cross-attention" in str(err):  # --cross names the variant that lacks it, or none was given
+            hint = ("; give --cross a variant that has it (e.g. --cross additive)" if r.cross
+                    else "; --cross picks another variant for it (e.g. --cross additive)")
         raise UnsupportedError(f"{err}{hint}") from None
     heads = _head_count(model, task, batch, r.layer)  # a bad combination fails here, not after training
     if r.head is not None and not 0 <= r.head < heads:

@@ -171,3 +171,12 @@ def test_run_summary_pools_seeds_and_lengths_and_names_statuses():
     # every ok seed at every length counts once: not the mean of the two lengths' means (0.8125)
     assert accuracy == {"multi-head": ["0.750", ""], "linear": ["oom,timeout", "0.250"]}
     assert efficiency == {"multi-head": ["2.0 (3.0)", ""], "linear": ["oom", "5.0 (1.0)"]}
+
+
+def test_ls_profiles_names_the_efficiency_layer_and_the_options_a_profile_gives_variants():
+    from attnbench.cli_tasks import profiles_table
+
+    table, found = profiles_table("standard")
+    row = {column.header: column._cells[0] for column in table.columns}
+    assert found == 1 and row["efficiency layer and n"] == "d=256 h=4 b=1; 256,1024,4096,8192"
+    assert row["variant defaults"] == "local: window=16"  # quick's is 4: a local cell differs between them

@@ -256,3 +256,12 @@ def test_a_plugins_own_exception_is_one_line_naming_where_it_was_raised(tmp_path
     line = one_error_line(err)
     assert code == 1 and says in line, line
     assert re.search(r"\(at \S+\.py:\d+\)$", line), line
+
+
+def test_attention_warns_of_a_cross_no_task_uses_and_names_cross_where_it_lacks_cross_attention(tmp_path, bench_output):
+    code, _, err = bench_output(*SMOKE, "--variant", "multi-head", "--task", "copy", "--cross", "additive",
+                                "--out", tmp_path / "a.png")
+    assert code == 0 and err == "bench: warning: --cross additive: copy is no seq2seq task, so nothing attends across; ignored\n"
+    code, _, err = bench_output(*SMOKE, "--variant", "multi-head", "--task", "translation", "--cross", "local",
+                                "--out", tmp_path / "b.png")
+    assert code == 2 and one_error_line(err).endswith("give --cross a variant that has it (e.g. --cross additive)")

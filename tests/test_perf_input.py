@@ -344,3 +344,22 @@ def test_the_gate_s_exit_code_outlives_a_closed_output_pipe(tmp_path):
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
     assert proc.stderr.read() == "bench: the output's reader closed; the gate goes on without printing\n"
+
+
+def test_check_and_ceiling_outlive_a_closed_output_pipe(tmp_path):
+    # `bench check … | true` read as a failed check (click's silent exit 1), and `bench ceiling … | head`
+    # lost its timings unwritten: each finishes, writes, and says once that its output was dropped
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from attnbench.cli import main; main()"]
+    for argv, what in ((["check", "--variants", "linear", "--checks", "shape"], "the check"),
+                       (["ceiling", "--lengths", "64,64", "--repeat", "1", "--min-run-time", "0.001", "--threads", "1",
+                         "--out", str(tmp_path), "--name", "c"], "the benchmark")):
+        proc = subprocess.Popen([*command, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        proc.stdout.close()
+        assert proc.wait(timeout=120) == 0
+        assert f"bench: the output's reader closed; {what} goes on without printing" in proc.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv", "c.md"]
+    assert (pd.read_csv(tmp_path / "c.csv").n == 64).all()  # --lengths 64,64: timed once
+    assert len(pd.read_csv(tmp_path / "c.csv")) == len(pd.read_csv(tmp_path / "c.csv").drop_duplicates(["shape", "n"]))

@@ -152,6 +152,18 @@ def test_jobs_that_crowd_the_cores_get_advice_that_fits(bench_output, monkeypatc
                                  f"cores; cells will contend for them ({advice})\n")
 
 
+def test_threads_past_the_cores_are_warned_of_and_jobs_only_where_accuracy_cells_run_in_a_pool(
+    bench_output, monkeypatch
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    efficiency = ("run", "--profile", "smoke", "--variants", "linear", "--kinds", "efficiency", "--dry-run")
+    code, _, err = bench_output(*efficiency, "--threads", "64")
+    assert code == 0 and err == ("bench: warning: --threads 64 exceeds this machine's 2 cores; each cell's threads will "
+                                 "contend for them (and every efficiency cell's timing with them) (--threads 2 fits)\n")
+    code, _, err = bench_output(*efficiency, "--executor", "subprocess", "--jobs", "2", "--threads", "2")
+    assert code == 0 and "warning" not in err  # efficiency cells run one at a time, whatever --jobs
+
+
 def test_dry_run_bounds_a_pool_by_grahams_bound(tmp_path: Path, bench_output) -> None:
     code, out, _ = bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy",
                                 "--seeds", "0,1,2,3", "--lengths", "16", "--kinds", "accuracy",

@@ -68,6 +68,21 @@ def test_the_checks_catch_a_broken_variant(sandbox):
     assert torch.is_tensor(LeakyAttention(8, 2)(torch.zeros(1, 3, 8))[0])
 
 
+def test_the_reference_check_catches_weights_that_are_not_the_ones_the_output_used(sandbox):
+    """Uniform rows are non-negative and sum to 1, as the weights check asks; the reference's differ."""
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("made-up-weights")
+    class MadeUpWeights(MultiHeadAttention):
+        def forward(self, x, context=None, *, need_weights=False, **kwargs):
+            out, weights = super().forward(x, context, need_weights=need_weights, **kwargs)
+            return out, None if weights is None else weights.new_ones(weights.shape) / weights.shape[-1]
+
+    result = run_check("made-up-weights", "reference")
+    assert result.status == FAIL and result.detail.startswith("weights: rel err "), result.detail
+
+
 def test_only_a_missing_backward_makes_a_check_forward_only(sandbox):
     import torch
     from torch import nn

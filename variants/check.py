@@ -277,7 +277,8 @@ def check_unsupported(s: Subject) -> str:
 
 
 def check_reference(s: Subject) -> str:
-    """Outputs and gradients (x, context, parameters) equal the naive fp32 reference, rel ≤ 1e-5."""
+    """Outputs, gradients (x, context, parameters) and attention weights equal the naive fp32
+    reference, rel ≤ 1e-5."""
     layer = s.build()
     if not callable(getattr(layer, "reference_forward", None)):
         raise Skip(
@@ -342,6 +343,15 @@ def _compare_with_reference(
         k = len(inputs)
         compared |= dict(zip(("x.grad", "context.grad")[:k], zip(fast_grads[:k], ref_grads[:k])))
         compared["parameter grads"] = (flat(fast_grads[k:]), flat(ref_grads[k:]))
+    if s.spec.returns_weights:  # what `bench attention` draws: the reference's weights, not rows that merely sum to 1
+        plain = {key: value.detach() if torch.is_tensor(value) else value for key, value in kwargs.items()}
+        with torch.no_grad():
+            (_, weights), (_, ref_weights) = (call(layer, x.detach(), need_weights=True, **plain)
+                                              for call in (_call, _call_reference))
+        if ref_weights is not None:
+            if weights is None:
+                raise Failure("need_weights=True returned no weights")
+            compared["weights"] = (weights, ref_weights)
     return [(what, _rel_err(got, want)) for what, (got, want) in compared.items()]
 
 
