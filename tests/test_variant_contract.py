@@ -83,6 +83,22 @@ def test_the_reference_check_catches_weights_that_are_not_the_ones_the_output_us
     assert result.status == FAIL and result.detail.startswith("weights: rel err "), result.detail
 
 
+def test_parameters_no_gradient_reaches_are_named(sandbox):
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("detached-queries")
+    class DetachedQueries(MultiHeadAttention):
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            return super().core(q.detach(), k, v, key_padding_mask, causal, need_weights)
+
+    finite = run_check("detached-queries", "finite-grad")
+    assert finite.status == PASS and finite.detail.endswith("; no gradient reaches q_proj.weight, q_proj.bias")
+    reference = run_check("detached-queries", "reference")
+    assert reference.status == FAIL
+    assert reference.detail == "a gradient exists on one path only: q_proj.weight, q_proj.bias"
+
+
 def test_only_a_missing_backward_makes_a_check_forward_only(sandbox):
     import torch
     from torch import nn

@@ -150,7 +150,11 @@ def check_finite_grad(s: Subject) -> str:
     bad = [n for n, p in layer.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
     if bad:
         raise Failure(f"non-finite gradients in {', '.join(bad)}")
-    return f"{sum(p.grad is not None for p in layer.parameters())} parameter grads finite"
+    # a parameter the output does not reach is no fault of finiteness, but worth a word (the
+    # reference check fails it where the reference does reach it)
+    unused = [n for n, p in layer.named_parameters() if p.requires_grad and p.grad is None]
+    return f"{sum(p.grad is not None for p in layer.parameters())} parameter grads finite" + (
+        f"; no gradient reaches {', '.join(unused)}" if unused else "")
 
 
 def check_determinism(s: Subject) -> str:
@@ -334,7 +338,9 @@ def _compare_with_reference(
         results.append((out.detach(), grads))
     (fast, fast_grads), (ref, ref_grads) = results
     if any((got is None) != (want is None) for got, want in zip(fast_grads, ref_grads)):
-        raise Failure("a gradient exists on one path only")
+        names = ["x", *(("context",) if "context" in kwargs else ()), *(n for n, p in layer.named_parameters() if p.requires_grad)]
+        one_sided = [name for name, got, want in zip(names, fast_grads, ref_grads) if (got is None) != (want is None)]
+        raise Failure(f"a gradient exists on one path only: {', '.join(one_sided)}")
     # inputs one by one; parameters as one vector, so that a gradient that is zero in exact
     # arithmetic (the key bias under softmax) is judged against the scale of all the others
     flat = lambda grads: torch.cat([g.flatten() for g in grads if g is not None] or [torch.zeros(1)])  # noqa: E731
