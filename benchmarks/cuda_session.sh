@@ -30,7 +30,7 @@
 # for the compiled `linear`'s checks, half again for the compiled `local`'s; 82 and 123 s there,
 # each check compiling graphs of 3–17 s; on DEVICE=cpu 90), SMOKE_S (60 s for the smoke run; 29 s
 # there), STEPS (a,b: those steps only, to rerun what a call cut). On the H200 the steps took
-# 7½ minutes over two calls. The limits add up to 16 minutes, past the device tool's 10 a call, whose
+# about 10 minutes over two calls (383 s, then 98 + 129 s for the compiled checks). The limits add up to 16 minutes, past the device tool's 10 a call, whose
 # limit would cut the last steps first; split a slow machine's session in two calls with STEPS.
 set -uo pipefail
 [ -n "${OUT:-}" ] && OUT=$(realpath -m "$OUT")  # before the cd: a relative OUT is the caller's

@@ -54,7 +54,7 @@ def test_ls_shows_a_plugin_s_option_help_as_written_not_as_rich_markup(bench_out
 
 
 @pytest.mark.parametrize(("what", "pattern", "option", "accepts", "words"), [
-    ("variants", "local", "window", "a positive int", "keys seen on each side of a query"),
+    ("variants", "local", "window", "a positive int", "query i sees key j where |i - j| < window"),
     ("variants", "linear", "kernel", "one of eager, compiled", "eager: ATen ops; compiled: fused by torch.compile"),
     ("tasks", "listops", "max_depth", "a positive int <= 100", "deepest nesting (LRA: 10)"),
 ])

@@ -79,7 +79,7 @@ class LocalAttention(ProjectedAttention):
         supports_cross=False,
         description="sliding-window softmax attention, block-wise O(n·w)",
         options=(
-            Option("window", int, 128, minimum=1, help="keys seen on each side of a query"),
+            Option("window", int, 128, minimum=1, help="query i sees key j where |i - j| < window"),
             kernel_option(
                 "block-wise, each group of blocks one fused SDPA call with the band as its mask",
                 "FlexAttention over the band's tiles, by torch.compile: the fast path on CUDA (0.05-0.12x "
