@@ -77,8 +77,8 @@ def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
 
     A regression: score down by more than rtol relative (bits per byte: up), the forward's or the
     forward+backward's median time or peak memory up by more than rtol (where a cell was timed
-    forward only, having no backward on its device: its forward's alone), an efficiency cell timed fwd+bwd in A and forward only in B, or a cell
-    ok in A and not ok in B. Cells in one run only are
+    forward only, having no backward on its device: its forward's alone), an efficiency cell timed
+    fwd+bwd in A and forward only in B, or a cell ok in A and not ok in B. Cells in one run only are
     listed, not counted; but no cell in both runs fails (a gate that compared nothing). Runs whose
     grids differ in profile, dtype, cross variant, model size, training or efficiency settings are
     refused: their cells share keys, not conditions (runs on different machines are compared, with

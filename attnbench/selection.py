@@ -9,7 +9,7 @@ from typing import Any
 
 from attnbench.errors import AttnbenchError
 from attnbench.options import Option, resolve_options
-from attnbench.registry import Registry
+from attnbench.registry import ALL, Registry
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-*?\[\]]+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -110,8 +110,8 @@ def parse_selection(
         if rest and not rest.rstrip().endswith(")"):
             raise AttnbenchError(f"{what}: text after ')' in {item!r}")
         given = _parse_options(rest.rstrip()[:-1] if rest else "", item, what)
-        if name == "all" or any(c in name for c in "*?["):
-            matches = registry.names() if name == "all" else registry.names(name)
+        if name == ALL or any(c in name for c in "*?["):
+            matches = registry.names() if name == ALL else registry.names(name)
             if not matches:
                 raise AttnbenchError(f"{what}: no {registry.kind} matches {name!r}")
             if given:
@@ -135,7 +135,7 @@ def parse_one(
     if not text.strip():
         raise AttnbenchError(f"{what}: empty; give one {registry.kind}")
     selected = parse_selection(text, registry, options_of, what=what)
-    if len(selected) != 1 or any(c in text.partition("(")[0] for c in "*?[,") or text.strip() == "all":
+    if len(selected) != 1 or any(c in text.partition("(")[0] for c in "*?[,") or text.strip() == ALL:
         raise AttnbenchError(f"{what}: give one {registry.kind}, got {text!r}")
     return selected[0]
 

@@ -42,6 +42,7 @@ from attnbench.runner.report import (  # noqa: E402
     accuracy_frame,
     distance_frame,
     efficiency_frame,
+    forward_only_cells,
     grid_seeds,
     scaling_exponent,
 )
@@ -353,7 +354,7 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
          "memory"),
     ]
     # no point at that n: a cell not ok, or one timed forward only (no backward on its device)
-    failed = frame[(frame.status != "ok") | frame.fwd_bwd_ms.isna()].copy()
+    failed = frame[(frame.status != "ok") | forward_only_cells(frame)].copy()
     failed.loc[failed.status == "ok", "status"] = "forward only"
     for ax, column, ylabel, what in panels:
         labels = scaling_labels(frame, column)
@@ -403,7 +404,7 @@ def bubble_data(run: Run) -> tuple[pd.DataFrame, str, str, int] | None:
     if acc.empty or eff.empty:
         return None
     acc = acc[acc.metric.isin(ACCURACY_METRICS)]
-    ok_eff = eff[(eff.status == "ok") & eff.fwd_bwd_ms.notna()]  # not a forward-only cell
+    ok_eff = eff[(eff.status == "ok") & ~forward_only_cells(eff)]
     if acc.empty or ok_eff.empty:
         return None
     # the length where the most variants are ok, the longest among ties

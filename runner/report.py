@@ -438,11 +438,17 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def forward_only_cells(eff: pd.DataFrame) -> pd.Series:
+    """Rows of `efficiency_frame` timed forward only (no backward on their device): ok, their
+    fwd+bwd columns empty (the frame's twin of `timed_forward_only`)."""
+    return (eff.status == "ok") & eff.fwd_bwd_ms.isna()
+
+
 def _planned_cells(grid: dict) -> int | None:
     """How many cells the grid holds (grid.json: variants × (each task's lengths) × seeds, plus
     variants × efficiency lengths); None where the grid does not say."""
     try:  # a label given twice, or spelled twice (options in another order), is one set of cells
-        variants, kinds = len(_distinct_labels(grid["variants"])), grid.get("kinds") or ["accuracy", "efficiency"]
+        variants, kinds = len(_distinct_labels(grid["variants"])), _grid_kinds(grid)
         accuracy = sum(len(grid["lengths"].get(t) or []) for t in _distinct_labels(grid.get("tasks") or []).values())
         accuracy *= variants * len(set(grid["seeds"]))
         efficiency = len(grid.get("efficiency_lengths") or []) * variants
@@ -582,6 +588,12 @@ def render_markdown(run: Run) -> str:
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
 
+def _grid_kinds(grid: dict) -> list[str]:
+    """The kinds of cell a grid plans (grid.json `kinds`); both where it does not say."""
+    kinds = grid.get("kinds")
+    return kinds if isinstance(kinds, list) and kinds else ["accuracy", "efficiency"]
+
+
 def grid_seeds(run: Run) -> list[int]:
     """The seeds of a run's grid (grid.json), the ints among them: [] where it names none."""
     seeds = run.grid.get("seeds")
@@ -613,7 +625,7 @@ def _header(run: Run) -> str:
         f"- **profile**: {grid.get('profile', '?')}; {len(variants)} variants ({', '.join(map(str, variants)) or '-'}); "
         f"{len(tasks)} tasks; seeds {', '.join(str(s) for s in grid.get('seeds') or []) or '?'}",
     ]
-    kinds = grid.get("kinds") if isinstance(grid.get("kinds"), list) else ["accuracy", "efficiency"]
+    kinds = _grid_kinds(grid)
     if (size or train) and "accuracy" in kinds:
         lines.append(
             f"- **model** (accuracy cells): d_model {size.get('d_model', '?')}, {size.get('n_heads', '?')} heads, "
@@ -699,7 +711,7 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
         notes.append("An IQR of 0 from a single timed run (slow cells: "
                      + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in single.iterrows())
                      + ") says nothing about spread.")
-    forward_only = eff[(eff.status == "ok") & eff.fwd_bwd_ms.isna() & eff.fwd_ms.notna()]
+    forward_only = eff[forward_only_cells(eff) & eff.fwd_ms.notna()]
     if not forward_only.empty:
         reasons = sorted({r.message.removeprefix("forward only: ") for _, r in forward_only.iterrows() if r.message})
         notes.append("Forward only, no backward on this device ("

@@ -135,15 +135,24 @@ def read_table(path: str | Path, columns: tuple[str, ...], owner: str, fmt: str 
     return frame
 
 
+def _stat(path: Path, owner: str) -> os.stat_result | None:
+    """`path.stat()`, None where nothing is there; a DataFileError where the system refuses the path
+    (ENAMETOOLONG for a name over 255 bytes, EACCES, ELOOP, ...), which Path.exists() and
+    Path.is_dir() raise on Python 3.11."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise DataFileError(f"{owner}: {path}: {err.strerror or err}") from None
+
+
 def _file_size(path: Path, owner: str) -> int:
     """The size of the data file at `path`; a DataFileError where there is none to read (missing,
-    a folder, or a path the system refuses, e.g. a name over 255 bytes: "File name too long")."""
-    try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        raise DataFileError(f"{owner}: {path}: no such file") from None
-    except OSError as err:  # ENAMETOOLONG, EACCES, ELOOP, ...: Path.exists() would raise it on 3.11
-        raise DataFileError(f"{owner}: {path}: {err.strerror or err}") from None
+    a folder, or a path the system refuses)."""
+    info = _stat(path, owner)
+    if info is None:
+        raise DataFileError(f"{owner}: {path}: no such file")
     if stat.S_ISDIR(info.st_mode):
         raise DataFileError(f"{owner}: {path} is a folder, expected a data file")
     return info.st_size
@@ -151,13 +160,9 @@ def _file_size(path: Path, owner: str) -> int:
 
 def is_folder(path: Path, owner: str) -> bool:
     """Whether `path` names a folder (False where nothing is there); a DataFileError where the
-    system refuses the path, e.g. a name over 255 bytes, which Path.is_dir() raises on Python 3.11."""
-    try:
-        return stat.S_ISDIR(path.stat().st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as err:
-        raise DataFileError(f"{owner}: {path}: {err.strerror or err}") from None
+    system refuses the path (`_stat`)."""
+    info = _stat(path, owner)
+    return info is not None and stat.S_ISDIR(info.st_mode)
 
 
 def _read_json(text: str, fmt: str, path: Path, owner: str) -> pd.DataFrame:

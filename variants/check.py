@@ -326,7 +326,8 @@ def _compare_with_reference(
     if "context" in kwargs:
         kwargs["context"] = s.randn(b, m, D_MODEL, seed=m + 1).requires_grad_()
         inputs.append(kwargs["context"])
-    params = [p for p in layer.parameters() if p.requires_grad]
+    named = [(name, p) for name, p in layer.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     probe = s.randn(b, n, D_MODEL, seed=5)
     results = []
     for call in (_call, _call_reference):
@@ -338,7 +339,7 @@ def _compare_with_reference(
         results.append((out.detach(), grads))
     (fast, fast_grads), (ref, ref_grads) = results
     if any((got is None) != (want is None) for got, want in zip(fast_grads, ref_grads)):
-        names = ["x", *(("context",) if "context" in kwargs else ()), *(n for n, p in layer.named_parameters() if p.requires_grad)]
+        names = ["x", *(("context",) if "context" in kwargs else ()), *(name for name, _ in named)]
         one_sided = [name for name, got, want in zip(names, fast_grads, ref_grads) if (got is None) != (want is None)]
         raise Failure(f"a gradient exists on one path only: {', '.join(one_sided)}")
     # inputs one by one; parameters as one vector, so that a gradient that is zero in exact

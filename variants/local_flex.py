@@ -102,13 +102,8 @@ def window_block_mask(
     """The band |i − j| < window (causal: 0 ≤ i − j < window) of an (n × n) score matrix as a
     FlexAttention BlockMask of TILE-sized tiles, listed from the window; `key_padding_mask`
     (b m, True = hidden) hides keys too."""
-    lo, hi = (0 if causal else 1 - window), window - 1  # the offsets i − j a query sees
-    tiles = -(-n // TILE)
-    first = torch.arange(tiles, device=device) * TILE
-    last = torch.clamp(first + TILE, max=n) - 1  # the last position of each tile
-    # offsets i − j over query tile a and key tile b span [first_a − last_b, last_a − first_b]
-    smallest, largest = first[:, None] - last[None, :], last[:, None] - first[None, :]
-    touched = (smallest <= hi) & (largest >= lo)
+    lo, hi = _offsets(window, causal)
+    first, smallest, largest, touched = _band_tiles(n, lo, hi, device)
     whole = first + TILE <= n  # a tile cut by the sequence's end is never full (as create_block_mask)
     full = (smallest >= lo) & (largest <= hi) & whole[:, None] & whole[None, :]
     if key_padding_mask is not None:  # the padding is a per-entry mask: no tile is full
@@ -136,7 +131,7 @@ def tiled_window_attention(
     mode, meta tensors): a FLOP counter sees the products the flex kernel computes. A query whose
     every key is hidden gets zeros, as in the kernel."""
     n = q.shape[-2]
-    lo, hi = (0 if causal else 1 - window), window - 1  # the offsets i − j a query sees
+    lo, hi = _offsets(window, causal)
     out = []
     for start, (first, stop) in zip(range(0, n, TILE), _key_tiles(n, lo, hi)):
         end = min(start + TILE, n)
@@ -149,15 +144,30 @@ def tiled_window_attention(
     return torch.cat(out, dim=-2) if out else v[:, :, :0].clone()  # n = 0: no tile
 
 
+def _offsets(window: int, causal: bool) -> tuple[int, int]:
+    """The offsets i − j a query sees, [lo, hi]: |i − j| < window (causal: 0 ≤ i − j < window)."""
+    return (0 if causal else 1 - window), window - 1
+
+
+def _band_tiles(n: int, lo: int, hi: int, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The band's TILE-sized tiles of an (n × n) score matrix: each tile's first position, the
+    smallest and largest offset i − j over query tile a and key tile b (q_tiles × kv_tiles), and
+    which tiles those offsets meet [lo, hi] in (the tiles the band crosses)."""
+    first = torch.arange(-(-n // TILE), device=device) * TILE
+    last = torch.clamp(first + TILE, max=n) - 1  # the last position of each tile
+    # offsets i − j over query tile a and key tile b span [first_a − last_b, last_a − first_b]
+    smallest, largest = first[:, None] - last[None, :], last[:, None] - first[None, :]
+    return first, smallest, largest, (smallest <= hi) & (largest >= lo)
+
+
 def _key_tiles(n: int, lo: int, hi: int) -> list[tuple[int, int]]:
-    """For each query tile, the [first, stop) key positions of the run of tiles whose offsets i − j
-    meet [lo, hi] (as `window_block_mask` marks them)."""
+    """For each query tile, the [first, stop) key positions of the tiles the band crosses there
+    (`_band_tiles`; a contiguous run: the band is)."""
+    *_, touched = _band_tiles(n, lo, hi, "cpu")
     runs = []
-    for start in range(0, n, TILE):
-        last = min(start + TILE, n) - 1
-        first_key = max(0, start - hi) // TILE * TILE  # the tile of the first key the tile's queries see
-        stop = min(n, (min(n - 1, last - lo) // TILE + 1) * TILE)
-        runs.append((first_key, stop))
+    for row in touched:  # every row holds its diagonal tile: offset 0 is in [lo, hi]
+        crossed = row.nonzero().flatten()
+        runs.append((int(crossed[0]) * TILE, min(n, (int(crossed[-1]) + 1) * TILE)))
     return runs
 
 

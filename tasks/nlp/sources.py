@@ -393,7 +393,7 @@ def _check_scalar_labels(labels: pd.Series, owner: str, where: str, label_column
 def _group_ids(groups: pd.Series, keep: list[int], owner: str, where: str, group_column: str) -> list[str]:
     """The group value of each kept row as a string; rows without one are refused, as rows without
     a text or a label are: they would all share one group 'None', and so one split."""
-    missing = [i for i in keep if _no_value(groups.iloc[i])]
+    missing = [i for i in keep if _label_key(groups.iloc[i]) is None]  # None, NaN or blank, as a label is missing
     if missing:
         n = len(missing)
         raise DataFileError(
@@ -402,15 +402,6 @@ def _group_ids(groups: pd.Series, keep: list[int], owner: str, where: str, group
             "those rows, or leave group_column unset to split by text"
         )
     return [str(groups.iloc[i]) for i in keep]
-
-
-def _no_value(value: Any) -> bool:
-    """Whether a cell is missing: None, NA, NaN or blank text."""
-    if value is None or value is pd.NA:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return math.isnan(value)
-    return isinstance(value, str) and not value.strip()
 
 
 def _text_group(text: str) -> str:
