@@ -20,10 +20,11 @@ from attnbench.variants import additive as additive_module
 from attnbench.variants.additive import CHUNK_ELEMENTS
 from attnbench.variants.compiled import eager_fallbacks
 from attnbench.variants.linear import (
-    CAUSAL_SEGMENT, CAUSAL_STEP_ELEMENTS, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS, FUSED_CAUSAL_SEGMENT,
-    FUSED_CAUSAL_STEP_ELEMENTS, FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS, MIN_GLOBAL_SEGMENT,
-    _feature_values, _features, _pair_groups, causal_linear_attention, default_causal_pairs, default_causal_segment,
-    default_global_segment, global_linear_attention,
+    CAUSAL_SEGMENT, CAUSAL_STEP_ELEMENTS, CHUNK, CPU_CHUNK, CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP, EPS,
+    FUSED_CAUSAL_SEGMENT, FUSED_CAUSAL_STEP_ELEMENTS, FUSED_GLOBAL_SEGMENT_ELEMENTS, GLOBAL_SEGMENT_ELEMENTS,
+    GRAD_CAUSAL_SEGMENT, MIN_GLOBAL_SEGMENT, _feature_values, _features, _pair_groups, causal_linear_attention,
+    default_causal_chunk, default_causal_pairs, default_causal_segment, default_global_segment,
+    global_linear_attention,
 )
 from attnbench.variants import linear as linear_module
 from attnbench.variants import local as local_module
@@ -322,7 +323,9 @@ def test_the_causal_scan_takes_whole_chunk_counts_a_step_on_cuda_and_cpu_s_tuned
     # and the chunk states over the batch and heads: b = 32, h = 8 takes 8 chunks; b·h past the budget, 1
     assert default_causal_segment(cuda, False, 64, 256) == 8 * 64 and CUDA_STATES_PER_STEP // 256 == 8
     assert default_causal_segment(cuda, False, 64, 4 * CUDA_STATES_PER_STEP) == 64
-    assert [default_causal_segment(cpu, fused, 64, 8) for fused in (False, True)] == [CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT]
+    assert [default_causal_segment(cpu, fused, 32, 8) for fused in (False, True)] == [CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT]
+    assert [default_causal_segment(cpu, fused, 64, 8, grad=True) for fused in (False, True)] == [GRAD_CAUSAL_SEGMENT] * 2
+    assert default_causal_segment(cuda, False, 64, 8, grad=True) == 16384  # CUDA's whatever the gradient
     # CUDA's step at chunk 1 (256 positions): 300 = 256 + 44, the second step carrying the first's state
     q, k, v = qkv(1, 2, 300, 8, seed=3)
     mask = padding(1, 300, seed=4)
@@ -368,12 +371,14 @@ def test_the_pair_groups_share_one_shape_and_cover_every_pair_once():
     assert [len(_pair_groups(b, h, p)) for b, h, p in [(3, 8, 23), (1, 12, 8), (1, 7, 4)]] == [3, 2, 7]
     with pytest.raises(ValueError, match="pairs must be at least 1"):
         causal_linear_attention(*qkv(1, 2, 5, 4), pairs=0)
+    with pytest.raises(ValueError, match=r"chunk_size must be at least 1 \(None: automatic\), got 0"):
+        causal_linear_attention(*qkv(1, 2, 5, 4), chunk_size=0)
 
 
 def test_the_causal_scan_groups_pairs_to_its_step_budget_on_cpu_in_inference_and_takes_all_otherwise():
     q = torch.empty(4, 8, 2048, 64)
     assert default_causal_pairs(q, q, q, positions=512) == CAUSAL_STEP_ELEMENTS // (512 * 64) == 8
-    assert default_causal_pairs(q, q, q, positions=2048, fused=True) == FUSED_CAUSAL_STEP_ELEMENTS // (2048 * 64) == 8
+    assert default_causal_pairs(q, q, q, positions=256, fused=True) == FUSED_CAUSAL_STEP_ELEMENTS // (256 * 64) == 8
     assert default_causal_pairs(q, q, q, positions=1 << 20) == 1  # at least one pair
     k = q.clone().requires_grad_()
     assert default_causal_pairs(q, k, q, positions=512) == 32  # a gradient wanted: all at once
@@ -396,6 +401,29 @@ def test_the_default_causal_scan_runs_its_steps_on_groups_of_pairs_in_inference(
     # 2 groups of 8 pairs (one batch element each) × segments of 512 + 88 positions
     assert steps == [(1, 8, 512, 64), (1, 8, 88, 64)] * 2
     assert rel_err(out, linear_attention_recurrent(q, k, v, key_padding_mask=mask)) <= TOL
+
+
+def test_the_causal_chunk_is_cpus_inference_one_there_and_the_timed_one_otherwise():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert (CPU_CHUNK, CHUNK) == (32, 64)
+    assert [default_causal_chunk(cpu, grad) for grad in (False, True)] == [CPU_CHUNK, CHUNK]
+    assert [default_causal_chunk(cuda, grad) for grad in (False, True)] == [CHUNK, CHUNK]
+
+
+@pytest.mark.parametrize("option", [0, 5], ids=["automatic", "given"])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "grad"])
+def test_the_layers_causal_chunk_is_automatic_at_zero_and_the_given_one_otherwise(monkeypatch, option, grad):
+    chunks = []
+    segment = linear_module._causal_segment
+    monkeypatch.setattr(
+        linear_module, "_causal_segment", lambda *args: chunks.append(args[3].shape[0]) or segment(*args)
+    )
+    layer = build_variant("linear", d_model=32, n_heads=2, chunk_size=option)
+    assert layer.options["chunk_size"] == option
+    x = torch.randn(1, 80, 32)
+    with torch.set_grad_enabled(grad):
+        layer(x, causal=True)
+    assert chunks and set(chunks) == {option or (CHUNK if grad else CPU_CHUNK)}
 
 
 def test_a_broadcast_key_padding_mask_reaches_every_group_of_pairs():

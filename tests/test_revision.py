@@ -134,7 +134,7 @@ def test_a_case_whose_options_the_revision_lacks_is_marked_unavailable_and_the_r
 
         def core(self, q, k, v, key_padding_mask, causal, need_weights):
             if causal:
-                return linear.causal_linear_attention(q, k, v, chunk_size=self.options["chunk_size"]), None
+                return linear.causal_linear_attention(q, k, v, chunk_size=self.options["chunk_size"] or None), None
             return linear.global_linear_attention(q, k, v), None
 
     rows = run_suite(PerfConfig(variants=("linear",), **TINY), log=lambda line: None,

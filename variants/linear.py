@@ -34,16 +34,23 @@ from attnbench.variants.reference import linear_attention
 
 EPS = 1e-6
 LOG2_E = 1 / math.log(2)  # eˣ = 2^(x·log₂e)
-# positions per step of the causal scan, so its per-chunk states stay small (the fastest of
-# 512–4096 on CPU, benchmarks/); fused, its step leaves fewer temporaries and is fastest at 2048
-# (of 1024–8192 at n = 2048 and 16384, in a scratch timing). The non-causal form: below.
-CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT = 512, 2048
+# The causal form's chunk and step on CPU (`default_causal_chunk`, `default_causal_segment`),
+# timed at 2 threads, b = 1 and 4, n = 512–16384 (scratch timings; `bench perf` in
+# results/benchmarks/README.md). Without gradients a 32-position chunk, whose two in-chunk
+# products cost half of a 64-position one's for twice the chunk-state prefix: eager in 512-position
+# steps 0.92–0.97× the time of 64, compiled in 256-position ones 0.80–0.90× of 64 in 2048. With
+# gradients, where each step adds autograd nodes, fewer steps: 64 in 2048 took 0.75–0.91× the time
+# of 64 in 512 eager from n = 2048 (1.02× at 512), and stays fastest compiled (32: 1.08–1.12×).
+# On CUDA the 64 it was timed at (below).
+CPU_CHUNK, CHUNK = 32, 64
+CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT, GRAD_CAUSAL_SEGMENT = 512, 256, 2048
 # In inference the scan takes as many (batch, head) pairs at a time as keep a step's (pairs,
 # segment, d) inputs within these (8 heads of 512 positions at d = 64, 1 MiB in fp32, eager; 8 of
-# 2048 compiled), the rest in later scans: at b = 4, h = 8 the eager form took 0.77–0.93× the time
-# of all 32 pairs in each step at n = 512–4096, compiled 0.85–0.92× from 1024 (`bench perf`,
-# results/benchmarks/README.md); with gradients, groups were slower (`default_causal_pairs`).
-CAUSAL_STEP_ELEMENTS, FUSED_CAUSAL_STEP_ELEMENTS = 1 << 18, 1 << 20
+# 256 compiled), the rest in later scans: at b = 4, h = 8 the eager form took 0.77–0.93× the time
+# of all 32 pairs in each step at n = 512–4096 (`bench perf`, results/benchmarks/README.md), the
+# compiled 0.89–0.90× (scratch timings; 16 pairs 0.91–0.93×); with gradients, groups were slower
+# (`default_causal_pairs`).
+CAUSAL_STEP_ELEMENTS, FUSED_CAUSAL_STEP_ELEMENTS = 1 << 18, 1 << 17
 # On CUDA a step costs its ~30 kernel launches, not its arithmetic: about 0.4 ms a step eager and
 # compiled alike on an H200 at b=1, h=8, d=64 (13.4 ms for the 32 steps of n = 16384 eager, 0.36 ms
 # for the one fused step of n = 2048; results/benchmarks/2026-11-28-h200-bf16-b8013b1.md), so it
@@ -70,7 +77,10 @@ class LinearAttention(ProjectedAttention):
         complexity="n",
         description="kernelized attention φ(x)=elu(x)+1; chunked causal form",
         options=(
-            Option("chunk_size", int, 64, minimum=1, help="chunk length of the causal form"),
+            Option(
+                "chunk_size", int, 0, minimum=0,
+                help="chunk length of the causal form; 0 = automatic: 32 on CPU without gradients, else 64",
+            ),
             kernel_option(
                 "ATen ops",
                 "fused by torch.compile (needs a C++ compiler; compiles on first use, seconds per shape on CPU)",
@@ -88,7 +98,7 @@ class LinearAttention(ProjectedAttention):
         fused = self.options["kernel"] == COMPILED
         if causal:
             out = causal_linear_attention(
-                q, k, v, chunk_size=self.options["chunk_size"], key_padding_mask=key_padding_mask,
+                q, k, v, chunk_size=self.options["chunk_size"] or None, key_padding_mask=key_padding_mask,
                 fused=fused,
             )
         else:
@@ -261,7 +271,7 @@ def causal_linear_attention(
     k: Tensor,
     v: Tensor,
     *,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     key_padding_mask: Tensor | None = None,
     segment: int | None = None,
     pairs: int | None = None,
@@ -274,14 +284,19 @@ def causal_linear_attention(
     `_causal_step`. `pairs`: the scan takes at most that many of the b·h (batch, head) pairs at a
     time, in groups of one shape (`_pair_groups`), so a step's temporaries stay the same size at
     any batch. `fused`: that step compiled, static shapes: the segments share one length, the
-    groups one shape. None: `default_causal_segment`, `default_causal_pairs`.
+    groups one shape. None: `default_causal_chunk`, `default_causal_segment`, `default_causal_pairs`.
     """
     (b, h, n, _) = q.shape
     if n == 0:  # no position: no chunk to cut; v's empty rows keep the output in the graph
         return v[:, :, :0] * 0.0
+    grad = wants_grad(q, k, v)
+    if chunk_size is None:
+        chunk_size = default_causal_chunk(q.device, grad)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1 (None: automatic), got {chunk_size}")
     size = min(chunk_size, n)
     if segment is None:
-        segment = default_causal_segment(q.device, fused, size, b * h)
+        segment = default_causal_segment(q.device, fused, size, b * h, grad=grad)
     segment = max(size, segment // size * size)
     if pairs is None:
         pairs = default_causal_pairs(q, k, v, positions=min(segment, n), fused=fused)
@@ -319,13 +334,22 @@ def _scan(
     return _by_segment(one_segment, q, v.shape[-1], segment, out=out)
 
 
-def default_causal_segment(device: torch.device, fused: bool, chunk_size: int, batch_heads: int) -> int:
+def default_causal_chunk(device: torch.device, grad: bool) -> int:
+    """Chunk length of the causal form: CPU_CHUNK on CPU without gradients (`grad`), else CHUNK."""
+    return CPU_CHUNK if device.type == "cpu" and not grad else CHUNK
+
+
+def default_causal_segment(
+    device: torch.device, fused: bool, chunk_size: int, batch_heads: int, *, grad: bool = False
+) -> int:
     """Positions per step of the causal scan: on CUDA, where a step's cost is its launches, up to
     CUDA_CHUNKS_PER_STEP chunks and CUDA_STATES_PER_STEP chunk states over the `batch_heads` (b·h)
     entries; on CPU, where it is its memory traffic, CAUSAL_SEGMENT eager and FUSED_CAUSAL_SEGMENT
-    fused."""
+    fused, or GRAD_CAUSAL_SEGMENT where a gradient is wanted (`grad`): each step adds autograd nodes."""
     if device.type == "cuda":
         return max(1, min(CUDA_CHUNKS_PER_STEP, CUDA_STATES_PER_STEP // batch_heads)) * chunk_size
+    if grad:
+        return GRAD_CAUSAL_SEGMENT
     return FUSED_CAUSAL_SEGMENT if fused else CAUSAL_SEGMENT
 
 
