@@ -22,6 +22,7 @@ from attnbench.limits import MAX_THREADS
 from attnbench.plugins import import_plugin, recorded_plugin
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
+from attnbench.runner.environment import collect
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame, timed_forward_only
 from attnbench.runner import ray_executor
@@ -271,6 +272,8 @@ def _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs
     store = open_store(sweep, out=out, resume=resume, argv=["bench", *sys.argv[1:]], options=options)
     _say_taken(taken, quiet)
     with store:
+        if resume is not None:
+            _record_resume(store, sweep, resume, statuses)
         if quiet:
             outcome = run_sweep(sweep, store, executor=executor, jobs=jobs, retry=statuses)
         else:
@@ -289,6 +292,21 @@ def _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs
     console.print(f"run directory: {outcome.path}")
     console.print(f"next: bench report {outcome.path}   |   bench plot {outcome.path}"
                   + ("" if not bad else f"   (cells not ok: {len(bad)}; listed by bench report)"))
+
+
+def _record_resume(store, sweep: SweepPlan, resume: Path, statuses: tuple[str, ...]) -> None:
+    """A resume that runs cells records its code and machine in env.json (`RunStore.record_resume`)
+    and warns where they differ from the run's start: its cells and the recorded ones would
+    otherwise sit in one table as if one build on one machine had made them all."""
+    todo = pending_cells(sweep, resume, statuses)
+    if not todo:
+        return
+    plan = sweep.plan
+    changes = store.record_resume(collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, measure_peak=False))
+    if changes:
+        left = f"its {len(todo)} cells left run" if len(todo) > 1 else "its one cell left runs"
+        click.echo(f"bench: warning: --resume {resume}: {left} on other code or another machine than the run's "
+                   f"first ({'; '.join(changes)}); env.json and bench report name each resume", err=True)
 
 
 def _warn_if_crowded(executor: str, jobs: int | None, threads: int, cells: list[Cell]) -> None:

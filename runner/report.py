@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from attnbench.errors import AttnbenchError
-from attnbench.runner.store import STATUSES, Run, load_run, write_atomically
+from attnbench.runner.store import STATUSES, Run, load_run, provenance_changes, write_atomically
 from attnbench.selection import label_parts
 
 __all__ = [
@@ -622,6 +622,7 @@ def _header(run: Run) -> str:
         f"attnbench {env.get('attnbench', '?')}, git {env.get('git_sha') or '?'}",
         f"- **platform**: {env.get('platform', '?')}",
         f"- **date**: {env.get('created', '?')}",
+        *_resume_lines(env),
         f"- **profile**: {grid.get('profile', '?')}; {len(variants)} variants ({', '.join(map(str, variants)) or '-'}); "
         f"{len(tasks)} tasks; seeds {', '.join(str(s) for s in grid.get('seeds') or []) or '?'}",
     ]
@@ -652,6 +653,21 @@ def _header(run: Run) -> str:
         lines.append(f"- **command**: `{shlex.join(map(str, env['argv']))}`")  # pastes back into a shell
     lines.append(f"- **run directory**: `{run.path}`")
     return "\n".join(lines) + "\n"
+
+
+def _resume_lines(env: Mapping) -> list[str]:
+    """The header's line on the run's resumes (env.json `resumes`): how many, and each one whose
+    code or machine differed from the run's start, from which recorded cell on."""
+    resumes = [r for r in env.get("resumes") or [] if isinstance(r, Mapping)]
+    if not resumes:
+        return []
+    times = f"{len(resumes)} time{'s' if len(resumes) > 1 else ''}"
+    other = [f"after {r.get('recorded_before', '?')} recorded cells ({r.get('created', '?')}): {'; '.join(changes)}"
+             for r in resumes if (changes := provenance_changes(env, r))]
+    if not other:
+        return [f"- **resumed**: {times}, on the code and machine the run started with"]
+    return [f"- **resumed**: {times}; cells ran on other code or another machine than the first ones "
+            + " · ".join(other)]
 
 
 def _accuracy_notes(acc: pd.DataFrame, run: Run) -> str:

@@ -39,6 +39,7 @@ from attnbench.runner.grid_order import in_grid_order
 from attnbench.tasks.files import changed_data
 
 __all__ = [
+    "PROVENANCE",
     "RECORD_FIELDS",
     "STATUSES",
     "RunStore",
@@ -51,6 +52,7 @@ __all__ = [
     "done_keys",
     "export",
     "load_results",
+    "provenance_changes",
     "read_records",
     "replace_file",
     "resumable_grid",
@@ -59,6 +61,25 @@ __all__ = [
 
 STATUSES = ("ok", "oom", "timeout", "unsupported", "error")
 EXPORT_FORMATS = ("csv", "parquet")
+# the env.json fields that name the code and the machine a run's cells ran on: each resume that
+# runs cells records its own (env.json `resumes`), so a run whose cells came from two revisions
+# or two machines says so (`provenance_changes`, the report's header)
+PROVENANCE = ("attnbench", "git_sha", "torch", "python", "cpu", "cuda_device")
+
+
+def provenance_changes(then: dict, now: dict) -> list[str]:
+    """'field then → now' for each PROVENANCE field in which `now` differs from `then`."""
+    return [f"{key} {_provenance_value(key, then.get(key))} → {_provenance_value(key, now.get(key))}"
+            for key in PROVENANCE if then.get(key) != now.get(key)]
+
+
+def _provenance_value(key: str, value: Any) -> str:
+    if value is None:
+        return "?"
+    if key == "git_sha":  # a short hash, keeping the mark of a modified tree
+        text = str(value)
+        return text[:7] + ("-dirty" if text.endswith("-dirty") else "")
+    return str(value)
 
 # the fields of a cell record that readers (report, plot, compare, resume) use, and the JSON types
 # each may have where present; every record needs a str "key" and a "status" in STATUSES, and an
@@ -140,6 +161,25 @@ class RunStore:
         store = cls(path, grid=stored, env=env)
         store.lock()
         return store
+
+    def record_resume(self, now: dict) -> list[str]:
+        """Add this resume's PROVENANCE (from `now`, an env.json of this process) to env.json's
+        `resumes`, with when it began and how many cells were recorded before it; the fields in
+        which it differs from the run's start (`provenance_changes`). A run without env.json (or
+        without a start time, so not written by `create`) is left as it is: nothing to compare."""
+        if "created" not in self._env:
+            return []
+        with warnings.catch_warnings():  # a torn line is warned of where the run reads its records
+            warnings.simplefilter("ignore", StoreWarning)
+            recorded = len(read_records(self.path))
+        entry = {key: now.get(key) for key in PROVENANCE}
+        entry.update(created=now.get("created"), recorded_before=recorded)
+        self._env = {**self._env, "resumes": [*self._env.get("resumes", []), entry]}
+        try:
+            _write_json_atomic(self.path / ENV_FILE, self._env)
+        except OSError as err:
+            raise StoreError(f"cannot write to {self.path}: {err.strerror or err}") from None
+        return provenance_changes(self._env, entry)
 
     # -- the lock --------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -291,6 +292,45 @@ def test_resume_alone_continues_with_the_options_and_plugin_the_run_started_with
     assert refused.returncode == 2 and refused.stderr.strip().endswith("seeds [0, 1] vs [0]")
     refused = bench_process("run", "--resume", str(out), "--profile", "quick", "--quiet")
     assert refused.returncode == 2 and 'profile "smoke" vs "quick"' in refused.stderr
+
+
+def test_a_resume_records_its_code_and_warns_and_reports_where_it_differs_from_the_start(
+    tmp_path: Path, monkeypatch, bench_output
+) -> None:
+    out = tmp_path / "run"
+    cells = out / "cells.jsonl"
+    monkeypatch.setenv("ATTNBENCH_REVISION", "a" * 40)  # the git hash env.json records
+    code, _, err = bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy",
+                                "--lengths", "16", "--seeds", "0,1", "--kinds", "accuracy", "--threads", "1",
+                                "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0 and err == ""
+    first = cells.read_text().splitlines()[0] + "\n"
+
+    def resume(revision: str) -> str:
+        monkeypatch.setenv("ATTNBENCH_REVISION", revision)
+        code, _, err = bench_output("run", "--resume", out, "--quiet")
+        assert code == 0 and len(cells.read_text().splitlines()) == 2
+        return err.replace(f"bench: resuming with the run's own options: {shlex.join(RESUMED)}\n", "")
+
+    RESUMED = ["--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--lengths", "16", "--seeds",
+               "0,1", "--kinds", "accuracy", "--device", "cpu", "--threads", "1"]
+    cells.write_text(first)  # as if killed after the first cell
+    assert resume("a" * 40) == ""  # the same code: recorded, not warned of
+    cells.write_text(first)
+    assert resume("b" * 40 + "-dirty") == (
+        f"bench: warning: --resume {out}: its one cell left runs on other code or another machine than the run's "
+        "first (git_sha aaaaaaa → bbbbbbb-dirty); env.json and bench report name each resume\n"
+    )
+    assert resume("c" * 40) == ""  # nothing left to run: not a resume of the cells, not recorded
+    resumes = json.loads((out / "env.json").read_text())["resumes"]
+    assert [(r["git_sha"], r["recorded_before"]) for r in resumes] == [("a" * 40, 1), ("b" * 40 + "-dirty", 1)]
+    assert {"attnbench", "torch", "python", "cpu", "cuda_device", "created"} < set(resumes[0])
+    report = bench_output("report", out)[1]
+    assert ("- **resumed**: 2 times; cells ran on other code or another machine than the first ones after 1 "
+            f"recorded cells ({resumes[1]['created']}): git_sha aaaaaaa → bbbbbbb-dirty\n") in report
+    env = json.loads((out / "env.json").read_text())
+    (out / "env.json").write_text(json.dumps({**env, "resumes": env["resumes"][:1]}))
+    assert "- **resumed**: 1 time, on the code and machine the run started with\n" in bench_output("report", out)[1]
 
 
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
