@@ -7,7 +7,7 @@ the sorted variant labels (`variant_palette`), so a variant has the same colour 
   exact match) share a 0–1 scale; bits-per-byte tasks (lower is better) get their own panel with
   a reversed colour scale. A cell that did not end ``ok`` is grey and shows its status.
 - ``accuracy-by-distance``: accuracy per power-of-two dependency-distance bucket, one panel per
-  task that reports distances; chance dotted; a windowed variant's reach (window × layers)
+  task that reports distances; chance dotted; a windowed variant's reach ((window − 1) × layers)
   dashed in its colour.
 - ``scaling``: attention-layer forward+backward time (median, IQR bars) and peak memory vs
   sequence length, log–log, the least-squares slope in each legend label; a length where a
@@ -45,6 +45,7 @@ from attnbench.runner.report import (  # noqa: E402
     forward_only_cells,
     grid_seeds,
     scaling_exponent,
+    window_reach,
 )
 from attnbench.runner.store import Run, StoreError, write_atomically  # noqa: E402
 from attnbench.runner.store import load_run as read_run  # noqa: E402
@@ -309,10 +310,10 @@ def figure_distance(run: Run, palette: dict) -> Figure | None:
                               lw=1.8, color=colour, label=row.variant)
             handles.setdefault(row.variant, line)
             window = row.variant_options.get("window") if isinstance(row.variant_options, dict) else None
-            if isinstance(window, int) and n_layers:
-                reach = window * n_layers
+            reach = window_reach(window, n_layers) if isinstance(window, int) else None
+            if reach:  # window 1 sees only its own position: no distance to mark on the log axis
                 ax.axvline(reach, color=colour, ls="--", lw=1.3)
-                label = f"{row.variant} reach: {window} × {n_layers} layers = {reach}"
+                label = f"{row.variant} reach: ({window} − 1) × {n_layers} layers = {reach}"
                 handles.setdefault(f"reach {row.variant}", Line2D([], [], color=colour, ls="--", label=label))
                 edges = sorted(set(edges) | {reach})
         chance = sub.chance.dropna()

@@ -308,15 +308,21 @@ def above_chance_reach(buckets: Mapping[int, tuple[float, int]], chance: float) 
     return max(hits) if hits else None
 
 
+def window_reach(window: int | None, n_layers: int | None) -> int | None:
+    """How far back a stack of `n_layers` windowed layers can see: each sees keys j with
+    |i − j| < window, so (window − 1) positions a layer; None without a window or a layer count."""
+    return (window - 1) * n_layers if window is not None and n_layers else None
+
+
 def long_range_frame(records: Sequence[dict], grid: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Per (task, n, variant) with distances: effective range, above-chance reach, window × layers.
+    """Per (task, n, variant) with distances: effective range, above-chance reach, window reach.
 
     ``effective_range`` is None (shown "-") when the shortest bucket itself is not above chance:
-    keeping 90 % of a guess means nothing. ``window_x_layers`` is window · n_layers (n_layers from
-    grid.json's model size) for variants with a ``window`` option.
+    keeping 90 % of a guess means nothing. ``window_reach`` is `window_reach(window, n_layers)`
+    (n_layers from grid.json's model size) for variants with a ``window`` option.
     """
     columns = ["task", "seq_len", "variant", "shortest_accuracy", "effective_range", "never_dropped",
-               "longest_bucket", "above_chance_reach", "window", "n_layers", "window_x_layers"]
+               "longest_bucket", "above_chance_reach", "window", "n_layers", "window_reach"]
     dist = distance_frame(records)
     if dist.empty:
         return pd.DataFrame(columns=columns)
@@ -343,7 +349,7 @@ def long_range_frame(records: Sequence[dict], grid: Mapping[str, Any] | None = N
             "above_chance_reach": above_chance_reach(
                 {int(e): (a, int(c)) for e, a, c in zip(group.bucket, group.accuracy, group["count"])}, chance),
             "window": window, "n_layers": n_layers,
-            "window_x_layers": window * n_layers if window is not None and n_layers else None,
+            "window_reach": window_reach(window, n_layers),
         })
     return pd.DataFrame(rows, columns=columns, dtype=object)
 
@@ -368,8 +374,8 @@ def long_range_table(records: Sequence[dict], grid: Mapping[str, Any] | None = N
         else:
             row["effective range"] = f"≥ {r.effective_range}" if r.never_dropped else str(r.effective_range)
         row["above-chance reach"] = "-" if r.above_chance_reach is None else str(r.above_chance_reach)
-        row["window × layers"] = (f"{r.window} × {r.n_layers} = {r.window_x_layers}"
-                                  if r.window_x_layers is not None else "")
+        row["window reach"] = (f"({r.window} − 1) × {r.n_layers} = {r.window_reach}"
+                               if r.window_reach is not None else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -701,9 +707,9 @@ def _long_range_notes(run: Run) -> str:
         f"stays ≥ {RANGE_FRACTION:.0%} of the accuracy in the shortest bucket; \"≥ d\" when it never dropped within "
         "the measured buckets (the true range may be longer); \"- (at chance)\" when even the shortest bucket is not "
         "above chance. **Above-chance reach**: the largest bucket edge whose accuracy beats chance by more than "
-        f"{CHANCE_SIGMAS:g} standard errors of a chance-level guesser (√(c(1−c)/count)). **window × layers** "
-        f"(n_layers = {n_layers if n_layers else '?'}): a local-attention stack sees at most (window − 1) per layer, "
-        "so its reach should stay below window × layers.\n"
+        f"{CHANCE_SIGMAS:g} standard errors of a chance-level guesser (√(c(1−c)/count)). **window reach** "
+        f"(n_layers = {n_layers if n_layers else '?'}): a local-attention layer sees keys up to (window − 1) positions "
+        "away, so a stack of them at most (window − 1) × layers: its reach cannot pass that.\n"
     )
 
 

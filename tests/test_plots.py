@@ -218,7 +218,7 @@ def test_distance_figure_marks_local_reach_and_chance(full_run):
     palette = variant_palette(r["variant_label"] for r in run.records)
     (ax,) = [a for a in figure_distance(run, palette).axes if a.get_visible()]
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
-    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [8, 8]  # window 4 × 2 layers
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [6, 6]  # (window 4 − 1) × 2 layers
     assert to_rgb(dashed[0].get_color()) == to_rgb(palette["local(window=4)"])
     dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert list(dotted[0].get_ydata()) == [0.125, 0.125]

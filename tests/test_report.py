@@ -25,6 +25,7 @@ from attnbench.runner.report import (
     render_markdown,
     scaling_exponent,
     scaling_frame,
+    window_reach,
 )
 from support import one_error_line
 
@@ -227,7 +228,7 @@ def test_effective_range(accuracies, expected):
     assert effective_range(accuracies) == expected
 
 
-def test_long_range_pools_seeds_by_count_and_shows_ranges_and_window_x_layers():
+def test_long_range_pools_seeds_by_count_and_shows_ranges_and_window_reach():
     records = [
         acc("multi-head", "distance", 0.8, chance=0.125, by_distance={1: (1.0, 10), 2: (0.95, 100), 4: (0.9, 100)}),
         acc("multi-head", "distance", 0.8, seed=1, chance=0.125,
@@ -245,12 +246,12 @@ def test_long_range_pools_seeds_by_count_and_shows_ranges_and_window_x_layers():
     assert ranges.loc["local(window=4)", "effective_range"] == 2
     assert not ranges.loc["local(window=4)", "never_dropped"]
     assert ranges.loc["local(window=4)", "above_chance_reach"] == 4  # 0.12 at d=8 is chance
-    assert ranges.loc["local(window=4)", "window_x_layers"] == 8
-    assert ranges.loc["multi-head", "window_x_layers"] is None
+    assert ranges.loc["local(window=4)", "window_reach"] == 6  # (4 − 1) back a layer, 2 layers
+    assert ranges.loc["multi-head", "window_reach"] is None
     table = long_range_table(records, grid()).set_index("variant")
     assert table.loc["multi-head", "effective range"] == "≥ 4"
     assert table.loc["local(window=4)", "effective range"] == "2"
-    assert table.loc["local(window=4)", "window × layers"] == "4 × 2 = 8"
+    assert table.loc["local(window=4)", "window reach"] == "(4 − 1) × 2 = 6"
     assert table.loc["local(window=4)", "[4,8)"] == "0.50"
 
 
@@ -550,7 +551,7 @@ def check_realistic_report(text: str) -> None:
     assert "bits per byte ↓" in text and "(unigram)" in text
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| local(window=4) |")}
     assert lines, "the local variant has an accuracy row"
-    assert "4 × 2 = 8" in text  # window × layers beside local's ranges
+    assert "(4 − 1) × 2 = 6" in text  # the window's reach beside local's ranges
 
 
 def test_report_on_a_realistic_hand_made_run(tmp_path, bench_output):
@@ -568,7 +569,7 @@ def test_report_on_a_realistic_hand_made_run(tmp_path, bench_output):
     assert scaling.loc["local(window=4)", "mem_exp_fwd_bwd"] == pytest.approx(1.0)
     ranges = long_range_frame(load_run(run).records, load_run(run).grid)
     local = ranges[(ranges.variant == "local(window=4)") & (ranges.task == "distance")].iloc[0]
-    assert local.above_chance_reach == 4 and local.window_x_layers == 8
+    assert local.above_chance_reach == 4 and local.window_reach == 6
 
 
 def test_report_on_the_sample_quick_run(tmp_path, bench_output):
@@ -579,3 +580,8 @@ def test_report_on_the_sample_quick_run(tmp_path, bench_output):
     assert code == 0, err
     check_realistic_report(out)
     assert bench_output("compare", run, run)[0] == 0
+
+
+def test_window_reach_is_window_minus_one_per_layer_and_none_without_a_window_or_layers():
+    assert [window_reach(w, 2) for w in (1, 4, 16)] == [0, 6, 30]
+    assert window_reach(None, 2) is None and window_reach(4, None) is None and window_reach(4, 0) is None
