@@ -75,9 +75,10 @@ class NumberRange(click.FloatRange):
 @click.option("--tolerance", type=NumberRange(min=0), default=0.10, show_default=True,
               help="The slowdown --compare and --against allow (0.10: 10 %).")
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
+@click.option("--plugin", "plugins", multiple=True, hidden=True, expose_value=True)  # refused below, with the way
 def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
                  device, dtype, threads, heap, quick, out_dir, name, baseline, current, revision, confirm, tolerance,
-                 note) -> int:
+                 note, plugins) -> int:
     """Time every variant's core and layer against SDPA, the naive reference and peers.
 
     Every output is verified against the reference before it is timed. Writes OUT/NAME.csv,
@@ -94,6 +95,9 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     """
     from attnbench.benchmarks import guard
 
+    if plugins:  # the cases, references and peers are the built-ins'; a user's layer is timed by bench run
+        raise AttnbenchError("bench perf times the built-in variants only; time a plugin's layer with "
+                             f"bench run --kinds efficiency --plugin {plugins[0]} --variants NAME")
     if current and not baseline:
         raise AttnbenchError("--current needs --compare BASELINE.csv")
     if confirm and not baseline:

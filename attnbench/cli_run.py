@@ -19,7 +19,7 @@ from rich.table import Table
 from attnbench.cli import Choice, RunPath, cli, console, outliving_a_closed_stdout, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_THREADS
-from attnbench.plugins import import_plugin, recorded_plugin
+from attnbench.plugins import import_plugin, plugin_digests, recorded_plugin
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
 from attnbench.runner.environment import collect
@@ -273,7 +273,7 @@ def _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs
     _say_taken(taken, quiet)
     with store:
         if resume is not None:
-            _record_resume(store, sweep, resume, statuses)
+            _record_resume(store, sweep, resume, statuses, options["plugins"])
         if quiet:
             outcome = run_sweep(sweep, store, executor=executor, jobs=jobs, retry=statuses)
         else:
@@ -294,15 +294,16 @@ def _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs
                   + ("" if not bad else f"   (cells not ok: {len(bad)}; listed by bench report)"))
 
 
-def _record_resume(store, sweep: SweepPlan, resume: Path, statuses: tuple[str, ...]) -> None:
-    """A resume that runs cells records its code and machine in env.json (`RunStore.record_resume`)
-    and warns where they differ from the run's start: its cells and the recorded ones would
-    otherwise sit in one table as if one build on one machine had made them all."""
+def _record_resume(store, sweep: SweepPlan, resume: Path, statuses: tuple[str, ...], plugins: list[str]) -> None:
+    """A resume that runs cells records its code and machine in env.json (`RunStore.record_resume`),
+    its plugins' sources too, and warns where they differ from the run's start: its cells and the
+    recorded ones would otherwise sit in one table as if one build on one machine had made them all."""
     todo = pending_cells(sweep, resume, statuses)
     if not todo:
         return
     plan = sweep.plan
-    changes = store.record_resume(collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, measure_peak=False))
+    now = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, measure_peak=False)
+    changes = store.record_resume({**now, "plugins": plugin_digests(plugins)})
     if changes:
         left = f"its {len(todo)} cells left run" if len(todo) > 1 else "its one cell left runs"
         click.echo(f"bench: warning: --resume {resume}: {left} on other code or another machine than the run's "

@@ -74,6 +74,35 @@ def recorded_plugin(target: str) -> str:
     return str(root / target)
 
 
+def plugin_digest(target: str) -> str | None:
+    """sha256 over the source of `--plugin target` (imported already): a file's bytes, a module's
+    file, or every .py file of a package, with their names; None where its source is not found."""
+    target = target.strip()
+    directory, name = _module_in_directory(target)
+    try:
+        if directory is None and _written_as_file(target):
+            root, files = Path(target).resolve().parent, [Path(target).resolve()]
+        else:
+            origin = getattr(sys.modules.get(name), "__file__", None)
+            if origin is None:
+                return None
+            origin = Path(origin)
+            root = origin.parent
+            files = sorted(root.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(f"{file.relative_to(root)}\0".encode())
+            digest.update(file.read_bytes())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def plugin_digests(targets: list[str]) -> dict[str, str | None]:
+    """{target: `plugin_digest(target)`} for a run's --plugin targets (env.json `plugins`)."""
+    return {target: plugin_digest(target) for target in targets}
+
+
 def plugin_module_name(path: Path) -> str:
     """The module name of a plugin file: its stem and a short hash of its resolved path, so that two
     files named alike are two modules (their clashing names are refused), and one file is one module."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import shlex
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ from attnbench.selection import parse_selection
 from attnbench.tasks.base import build_task
 from attnbench.tasks.files import DataChangedError, check_digests
 from attnbench.variants.base import VARIANTS, get_variant_spec
+from attnbench.variants.check import CAUSAL, CROSS, verify_for_training
 from attnbench.variants.compiled import forget_compiled
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -131,6 +133,7 @@ def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
     task = build_task(cell.task, **dict(cell.task_options))
     check_digests(task.data_files(), plan.data)  # the bytes the run started with, on whichever machine
     cross = _cross_variant(plan.cross) if plan.cross else None
+    _verify_layers(cell, task.spec.kind, cross, plan)
     result = train_and_evaluate(
         task,
         cell.variant,
@@ -217,6 +220,25 @@ def _time_limit(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _verify_layers(cell: Cell, kind: str, cross: tuple[str, dict[str, Any]] | None, plan: Plan) -> None:
+    """VerificationError, before any training, where a layer the model would use fails a check at
+    the cell's length in the way the model calls it (`verify_for_training`): causal self-attention
+    for a language model and a seq2seq decoder, and the decoder's cross-attention (the cell's
+    variant, or --cross's)."""
+    used = frozenset({CAUSAL}) if kind in ("lm", "seq2seq") else frozenset()
+    layers = [(cell.variant_label, cell.variant, dict(cell.variant_options), used)]
+    if kind == "seq2seq":
+        name, options = cross or (cell.variant, dict(cell.variant_options))
+        layers.append((plan.cross or cell.variant_label, name, options, frozenset({CROSS})))
+    for label, name, options, features in layers:
+        failed = verify_for_training(name, options, plan.device, n=cell.seq_len, used=features)
+        if failed is not None:
+            raise VerificationError(
+                f"{label}: its {failed.check} check fails at n={cell.seq_len}: {failed.detail}; not trained "
+                f"(bench check --variants {shlex.quote(label)} runs every check)"
+            )
 
 
 def _cross_variant(label: str) -> tuple[str, dict[str, Any]]:

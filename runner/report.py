@@ -646,6 +646,11 @@ def _header(run: Run) -> str:
             f"{eff.get('d_model', '?')}, {eff.get('n_heads', '?')} heads, lengths "
             f"{', '.join(str(n) for n in eff.get('lengths') or grid.get('efficiency_lengths') or [])}"
         )
+    plugins = env.get("plugins")
+    if isinstance(plugins, dict) and plugins:  # the --plugin sources the run started with
+        lines.append("- **plugins**: " + "; ".join(
+            f"`{target}` (sha256 {str(digest)[:12]}…)" if digest else f"`{target}` (source not found)"
+            for target, digest in plugins.items()))
     data = grid.get("data")
     if isinstance(data, dict) and data:  # the user's data files the tasks read, and the bytes they held
         lines.append("- **data**: " + "; ".join(f"`{file}` (sha256 {str(digest)[:12]}…)" for file, digest in data.items()))

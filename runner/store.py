@@ -61,16 +61,28 @@ __all__ = [
 
 STATUSES = ("ok", "oom", "timeout", "unsupported", "error")
 EXPORT_FORMATS = ("csv", "parquet")
-# the env.json fields that name the code and the machine a run's cells ran on: each resume that
-# runs cells records its own (env.json `resumes`), so a run whose cells came from two revisions
-# or two machines says so (`provenance_changes`, the report's header)
-PROVENANCE = ("attnbench", "git_sha", "torch", "python", "cpu", "cuda_device")
+# the env.json fields that name the code and the machine a run's cells ran on (`plugins`: each
+# --plugin's sha256, `attnbench.plugins.plugin_digest`): each resume that runs cells records its
+# own (env.json `resumes`), so a run whose cells came from two revisions or two machines says so
+# (`provenance_changes`, the report's header)
+PROVENANCE = ("attnbench", "git_sha", "torch", "python", "cpu", "cuda_device", "plugins")
 
 
 def provenance_changes(then: dict, now: dict) -> list[str]:
-    """'field then → now' for each PROVENANCE field in which `now` differs from `then`."""
-    return [f"{key} {_provenance_value(key, then.get(key))} → {_provenance_value(key, now.get(key))}"
-            for key in PROVENANCE if then.get(key) != now.get(key)]
+    """'field then → now' for each PROVENANCE field in which `now` differs from `then` ('plugin
+    FILE sha then → now' for each plugin whose source changed; a run recorded before plugins' digests
+    compares none)."""
+    changes = []
+    for key in PROVENANCE:
+        if key == "plugins":
+            old, new = then.get(key), now.get(key)
+            if isinstance(old, dict) and isinstance(new, dict):
+                changes += [f"plugin {name} {_provenance_value(key, old.get(name))} → "
+                            f"{_provenance_value(key, new.get(name))}"
+                            for name in dict.fromkeys([*old, *new]) if old.get(name) != new.get(name)]
+        elif then.get(key) != now.get(key):
+            changes.append(f"{key} {_provenance_value(key, then.get(key))} → {_provenance_value(key, now.get(key))}")
+    return changes
 
 
 def _provenance_value(key: str, value: Any) -> str:
@@ -79,6 +91,8 @@ def _provenance_value(key: str, value: Any) -> str:
     if key == "git_sha":  # a short hash, keeping the mark of a modified tree
         text = str(value)
         return text[:7] + ("-dirty" if text.endswith("-dirty") else "")
+    if key == "plugins":  # one plugin's sha256
+        return f"sha256 {str(value)[:12]}…"
     return str(value)
 
 # the fields of a cell record that readers (report, plot, compare, resume) use, and the JSON types

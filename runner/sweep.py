@@ -25,6 +25,7 @@ import torch
 from attnbench.errors import AttnbenchError, OptionError
 from attnbench.limits import MAX_SEED, MAX_TOKENS
 from attnbench.options import names_a_path
+from attnbench.plugins import plugin_digests
 from attnbench.registry import BUILT_IN
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.environment import collect
@@ -362,6 +363,7 @@ def open_store(
         env = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, argv=argv)
         if options is not None:
             env["options"] = options
+            env["plugins"] = plugin_digests(options.get("plugins", []))  # the source each --plugin ran
         return RunStore.create(path, grid=sweep.grid, env=env)
 
 

@@ -56,6 +56,22 @@ def _register_faults() -> None:
     class Unreferenced(MultiHeadAttention):
         reference_forward = None
 
+    @register_variant("bare-core")
+    class BareCore(MultiHeadAttention):  # returns the output alone, not (out, weights)
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            return super().core(q, k, v, key_padding_mask, causal, need_weights)[0]
+
+    @register_variant("nan-without-keys")
+    class NaNWithoutKeys(MultiHeadAttention):  # a softmax over no keys: NaN rows, as a naive -inf fill gives
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
+            if key_padding_mask is not None:
+                nothing = key_padding_mask.all(-1)  # (b,): every key of the row masked
+                out = torch.where(nothing[:, None, None, None], float("nan"), out)
+                if causal:  # the first query sees only the first key
+                    out[:, :, 0] = torch.where(key_padding_mask[:, None, :1], float("nan"), out[:, :, 0])
+            return out, weights
+
 
 @pytest.fixture
 def faults(sandbox):
@@ -106,6 +122,21 @@ SHORT_OUT = {
 @pytest.mark.parametrize("check", list(SHORT_OUT))
 def test_a_wrong_output_shape_fails_every_check_in_one_line(faults, check):
     assert run_check("fault-shape", check) == CheckResult("fault-shape", check, FAIL, SHORT_OUT[check])
+
+
+def test_a_core_that_returns_a_bare_tensor_is_named_not_blamed_on_einops(faults):
+    result = run_check("bare-core", "shape")
+    assert result.status == FAIL
+    assert result.detail.startswith(
+        "PluginError: bare-core: core must return (out, weights|None), got a Tensor of shape (2, 4, 11, 8) (at "
+    ), result.detail
+
+
+def test_a_nan_output_for_a_query_without_keys_fails_the_padding_check(faults):
+    assert run_check("nan-without-keys", "padding") == CheckResult(
+        "nan-without-keys", "padding", FAIL, "non-finite output (key_padding_mask)"
+    )
+    assert run_check("multi-head", "padding").status == PASS
 
 
 def test_a_wrong_reference_shape_is_named(faults):

@@ -1,9 +1,12 @@
-"""Kernels are verified before they are timed, and attention weights before they are drawn.
+"""Kernels are verified before they are timed or trained, and attention weights before they are drawn.
 
 An efficiency cell compares its layer with the naive reference (outputs and gradients) at a small
 shape and checks its output and input gradient for NaN at the timed shape; a layer that fails is an
-`error` with one line, and nothing of it is timed. `bench attention` refuses weights that are not
-(b, h, n, m) or not finite, in one line, before training.
+`error` with one line, and nothing of it is timed. An accuracy cell checks, at its own length and
+as its model calls the layer, that no future token reaches an earlier output, masked keys are
+ignored and the outputs equal the reference; a layer that fails is an `error`, not trained.
+`bench attention` refuses weights that are not (b, h, n, m) or not finite, in one line, before
+training.
 """
 
 from __future__ import annotations
@@ -178,6 +181,45 @@ class OwnGeneratorNoise(ProjectedAttention):
     def core(self, q, k, v, key_padding_mask, causal, need_weights):
         noise = 1 + 0.1 * torch.rand(q.shape[-2], 1, generator=self.generator)
         return full_attention(q * noise, k, v, causal=causal)[0], None
+
+
+@register_variant("leaky-causal")
+class LeakyCausal(MultiHeadAttention):
+    """Ignores causal=True in its fast path: every token sees the ones it predicts. Its reference
+    is right."""
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        return super().core(q, k, v, key_padding_mask, False, need_weights)
+
+
+@register_variant("leaky-both")
+class LeakyBoth(LeakyCausal):
+    """Ignores causal=True in its fast path and its reference alike: the two agree."""
+
+    def reference_core(self, q, k, v, key_padding_mask, causal):
+        return super().reference_core(q, k, v, key_padding_mask, False)
+
+
+@register_variant("leaky-within-chunks")
+class LeakyWithinChunks(MultiHeadAttention):
+    """Past 64 tokens, causal=True lets a query see its whole 64-token chunk, later keys included,
+    fast path and reference alike (a chunked kernel's slip); exact up to n = 64."""
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        out, weights = self.reference_core(q, k, v, key_padding_mask, causal)
+        return out, weights if need_weights else None
+
+    def reference_core(self, q, k, v, key_padding_mask, causal):
+        n = q.shape[-2]
+        if not causal or n <= 64:
+            return super().reference_core(q, k, v, key_padding_mask, causal)
+        i = torch.arange(n)
+        seen = (i[None, :] <= i[:, None]) | (i[None, :] // 64 == i[:, None] // 64)
+        if key_padding_mask is not None:
+            seen = seen & ~key_padding_mask[:, None, None, :]
+        scores = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).masked_fill(~seen, float("-inf"))
+        weights = scores.softmax(-1)
+        return weights @ v, weights
 
 
 @register_variant("nan-weights")
@@ -374,3 +416,48 @@ def test_attention_weights_of_the_wrong_shape_or_not_finite_are_refused_before_t
     assert code == 2
     assert one_error_line(err) == f"bench: error: {message}"
     assert not (tmp_path / "map.png").exists()
+
+
+# ---------------------------------------------------------------------------- accuracy cells
+def accuracy_cell(variant: str, task: str, n: int) -> dict:
+    p = PROFILES["smoke"]
+    plan = Plan(size=p.size.to_dict(), train=p.train.to_dict(), efficiency=p.efficiency.to_dict(), threads=1)
+    return execute_cell(Cell.make("accuracy", variant, {}, task, {}, n, 0), plan)
+
+
+@pytest.mark.parametrize(("variant", "n", "expected"), [
+    ("leaky-causal", 32, "leaky-causal: its causal check fails at n=32: future tokens changed earlier outputs by "),
+    ("leaky-both", 32, "leaky-both: its causal check fails at n=32: future tokens changed earlier outputs by "),
+    # exact up to 64 tokens: `bench check`'s causal check (n = 23) passes it; the cell's own length does not
+    ("leaky-within-chunks", 128, "leaky-within-chunks: its causal check fails at n=128: future tokens changed "),
+])
+def test_a_layer_that_sees_the_tokens_a_language_model_predicts_is_not_trained(faulty, monkeypatch, variant, n,
+                                                                               expected):
+    import attnbench.runner.execute as execute
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained a layer that had not passed its checks")
+
+    monkeypatch.setattr(execute, "train_and_evaluate", no_training)
+    record = accuracy_cell(variant, "char-lm", n)
+    assert record["status"] == "error" and record["result"] is None, record
+    assert record["message"].startswith(expected), record["message"]
+    assert record["message"].endswith(f"; not trained (bench check --variants {variant} runs every check)")
+
+
+def test_a_leak_of_causal_attention_spoils_no_cell_that_attends_both_ways(faulty) -> None:
+    assert accuracy_cell("leaky-within-chunks", "char-lm", 32)["status"] == "ok"  # exact at n <= 64
+    assert accuracy_cell("leaky-causal", "agreement", 32)["status"] == "ok"  # a classifier: no causal call
+
+
+def test_the_cross_attention_a_seq2seq_decoder_uses_is_checked_too(faulty, monkeypatch) -> None:
+    import attnbench.runner.execute as execute
+    from attnbench.variants.check import CROSS
+
+    asked = []
+    real = execute.verify_for_training
+    monkeypatch.setattr(execute, "verify_for_training",
+                        lambda name, options, device, *, n, used: asked.append((name, n, used))
+                        or real(name, options, device, n=n, used=used))
+    assert accuracy_cell("multi-head", "translation", 32)["status"] == "ok"
+    assert asked == [("multi-head", 32, frozenset({"causal"})), ("multi-head", 32, frozenset({CROSS}))]

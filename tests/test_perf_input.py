@@ -45,6 +45,8 @@ def assert_one_line_error(bench_output, argv, out_dir, says):
     (["--variants", ""], "--variants: empty list (name variants, or all; known: additive,"),
     (["--variants", " , "], "--variants: empty list"),
     (["--variants", "lcoal"], "--variants: no benchmark for 'lcoal'; did you mean 'local'? (known: additive,"),
+    (["--plugin", "mine.py"], "bench perf times the built-in variants only; time a plugin's layer with bench run "
+                              "--kinds efficiency --plugin mine.py --variants NAME"),
     (["--variants", "cosine-demo"], "--variants: no benchmark for 'cosine-demo'; time your own variant with "
                                     "bench run --kinds efficiency --plugin MODULE (known: additive,"),
     (["--lengths", ""], "--lengths: empty list"),

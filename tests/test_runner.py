@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -88,9 +89,10 @@ def test_same_cell_twice_gives_the_same_numbers() -> None:
 # ---------------------------------------------------------------------------- statuses
 EXPECTED = {
     "multi-head": ("ok", ""),
-    "fault-nan": ("error", "diverged at step 1"),
+    # NaN and a wrong shape are caught before training, by the checks at the cell's length
+    "fault-nan": ("error", "fault-nan: its causal check fails at n=32: non-finite output (causal=True); not trained"),
     "fault-raise": ("error", "this variant always raises"),
-    "fault-shape": ("error", "RuntimeError"),
+    "fault-shape": ("error", "fault-shape: its causal check fails at n=32: out shape (2, 31, 32) != x shape (2, 32, 32)"),
     "fault-oom": ("oom", "can't allocate memory"),
     "fault-nocausal": ("unsupported", "causal"),
     "fault-exit": ("error", "SystemExit: 5"),
@@ -331,6 +333,36 @@ def test_a_resume_records_its_code_and_warns_and_reports_where_it_differs_from_t
     env = json.loads((out / "env.json").read_text())
     (out / "env.json").write_text(json.dumps({**env, "resumes": env["resumes"][:1]}))
     assert "- **resumed**: 1 time, on the code and machine the run started with\n" in bench_output("report", out)[1]
+
+
+def test_a_resume_whose_plugin_file_changed_names_it_and_the_report_gives_each_plugins_digest(
+    tmp_path: Path, sandbox, bench_output
+) -> None:
+    plugin = tmp_path / "probe_plugin.py"
+    source = ("from attnbench import register_variant\n"
+              "from attnbench.variants.multi_head import MultiHeadAttention\n"
+              "@register_variant('plugin-probe')\n"
+              "class Probe(MultiHeadAttention):\n"
+              "    pass\n")
+    plugin.write_text(source)
+    out = tmp_path / "run"
+    code, _, err = bench_output("run", "--plugin", plugin, "--profile", "smoke", "--variants", "plugin-probe",
+                                "--tasks", "copy", "--lengths", "16", "--seeds", "0,1", "--kinds", "accuracy",
+                                "--threads", "1", "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0 and err == ""
+    then = hashlib.sha256(b"probe_plugin.py\0" + source.encode()).hexdigest()
+    assert json.loads((out / "env.json").read_text())["plugins"] == {str(plugin): then}
+    cells = out / "cells.jsonl"
+    cells.write_text(cells.read_text().splitlines()[0] + "\n")  # as if killed after the first cell
+    plugin.write_text(source + "# edited since\n")
+    now = hashlib.sha256(b"probe_plugin.py\0" + plugin.read_bytes()).hexdigest()
+    code, _, err = bench_output("run", "--resume", out, "--quiet")
+    assert code == 0 and len(cells.read_text().splitlines()) == 2
+    assert (f"its one cell left runs on other code or another machine than the run's first (plugin {plugin} "
+            f"sha256 {then[:12]}… → sha256 {now[:12]}…)") in err, err
+    report = bench_output("report", out)[1]
+    assert f"- **plugins**: `{plugin}` (sha256 {then[:12]}…)\n" in report
+    assert "after 1 recorded cells (" in report and f"plugin {plugin} sha256 {then[:12]}… → sha256 {now[:12]}…" in report
 
 
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:

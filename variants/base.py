@@ -166,8 +166,17 @@ class ProjectedAttention(AttentionLayer):
 
     def attend(self, x, context, *, key_padding_mask, causal, need_weights):
         q, k, v = self.project(x, context)
-        out, weights = self.core(q, k, v, key_padding_mask, causal, need_weights)
+        out, weights = self._pair(self.core(q, k, v, key_padding_mask, causal, need_weights), "core")
         return self.out_proj(rearrange(out, "b h n d -> b n (h d)")), weights
+
+    def _pair(self, result: Any, method: str) -> tuple[Tensor, Tensor | None]:
+        """`result` if it is (out, weights): a bare tensor would unpack along its batch axis into
+        two tensors of the wrong shape, and fail later in words about einops."""
+        if isinstance(result, (tuple, list)) and len(result) == 2 and torch.is_tensor(result[0]):
+            return result[0], result[1]
+        name = self.variant_name or type(self).__name__
+        got = f"a Tensor of shape {tuple(result.shape)}" if torch.is_tensor(result) else type(result).__name__
+        raise PluginError(f"{name}: {method} must return (out, weights|None), got {got}")
 
     def reference_forward(
         self,
@@ -181,7 +190,7 @@ class ProjectedAttention(AttentionLayer):
         """The same layer (same parameters) computed with the naive reference core."""
         self.check_call(x, context, key_padding_mask, causal, need_weights)
         q, k, v = self.project(x, context)
-        out, weights = self.reference_core(q, k, v, key_padding_mask, causal)
+        out, weights = self._pair(self.reference_core(q, k, v, key_padding_mask, causal), "reference_core")
         return self.out_proj(rearrange(out, "b h n d -> b n (h d)")), weights
 
     def project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -8,6 +8,8 @@ author runs the very checks the built-ins pass.
 
 from __future__ import annotations
 
+import functools
+import json
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 D_MODEL, N_HEADS = 32, 4
 REL_TOL = 1e-5  # fp32, relative to the largest reference magnitude
 REFERENCE_SHAPES = ((2, 7, 5), (1, 33, 17), (2, 150, 64), (1, 300, 129))  # (b, n, m) with odd n
+CAUSAL, CROSS = "causal", "cross"  # the features a model's use of a layer may add to a plain call
+TRAINING_REFERENCE_N = 300  # `verify_for_training` compares with the (O(n²) or worse) reference up to this n
 
 
 @dataclass(frozen=True)
@@ -170,11 +174,11 @@ def check_determinism(s: Subject) -> str:
     return "bit-identical for one seed"
 
 
-def check_causal(s: Subject) -> str:
+def check_causal(s: Subject, n: int = 23, t: int = 9) -> str:
     """With causal=True, changing tokens at t and later leaves every output before t unchanged."""
     if not s.spec.supports_causal:
         raise Skip("spec: supports_causal=False")
-    layer, n, t = s.build(), 23, 9
+    layer = s.build()
     x = s.randn(2, n, D_MODEL)
     changed = x.clone()
     changed[:, t:] = s.randn(2, n - t, D_MODEL, seed=7)
@@ -188,12 +192,12 @@ def check_causal(s: Subject) -> str:
     return f"outputs before t={t} unchanged (max diff {leak:.1e})"
 
 
-def check_padding(s: Subject) -> str:
+def check_padding(s: Subject, n: int = 21, short: int = 13) -> str:
     """Changing masked keys leaves outputs at unmasked positions unchanged; the mask has effect."""
     if not s.spec.supports_padding_mask:
         raise Skip("spec: supports_padding_mask=False")
-    layer, n = s.build(), 21
-    lengths = [21, 13]
+    layer = s.build()
+    lengths = [n, short]
     mask = torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]  # True = padding
     mask = mask.to(s.device)
     x = s.randn(2, n, D_MODEL)
@@ -210,30 +214,40 @@ def check_padding(s: Subject) -> str:
     masked, _ = _call(layer, changed, key_padding_mask=mask)
     if torch.allclose(unmasked[1], masked[1]):
         raise Failure("key_padding_mask had no effect")
-    return f"masked keys ignored (max diff {worst:.1e})"
+    # a query with every key masked (the second row all padding; causal, the first query of a row
+    # whose first key is padding) gets a finite output: `_call` fails a NaN or an inf
+    nothing = mask.clone()
+    nothing[1] = True
+    _call(layer, x, key_padding_mask=nothing)
+    if s.spec.supports_causal:
+        first = torch.zeros_like(mask)
+        first[:, 0] = True
+        _call(layer, x, key_padding_mask=first, causal=True)
+    return f"masked keys ignored (max diff {worst:.1e}); a query without keys finite"
 
 
-def check_cross(s: Subject) -> str:
+def check_cross(s: Subject, n: int = 9, m: int = 14) -> str:
     """Cross-attention with m ≠ n: shape (b, n, d), the context matters, its padding is honoured."""
     if not s.spec.supports_cross:
         raise Skip("spec: supports_cross=False")
     layer = s.build()
-    x, context = s.randn(2, 9, D_MODEL), s.randn(2, 14, D_MODEL, seed=2)
+    x, context = s.randn(2, n, D_MODEL), s.randn(2, m, D_MODEL, seed=2)
     out, _ = _call(layer, x, context=context)  # out of x's shape (b, n, d), checked there
-    other, _ = _call(layer, x, context=s.randn(2, 14, D_MODEL, seed=3))
+    other, _ = _call(layer, x, context=s.randn(2, m, D_MODEL, seed=3))
     if torch.allclose(out, other):
         raise Failure("output does not depend on the context")
     if s.spec.supports_padding_mask:
-        mask = torch.zeros(2, 14, dtype=torch.bool, device=s.device)
-        mask[:, 10:] = True
+        kept = m - max(1, m // 3)  # the last third of the context masked (positions 10-13 of 14)
+        mask = torch.zeros(2, m, dtype=torch.bool, device=s.device)
+        mask[:, kept:] = True
         changed = context.clone()
-        changed[:, 10:] = 0.0
+        changed[:, kept:] = 0.0
         a, _ = _call(layer, x, context=context, key_padding_mask=mask)
         b, _ = _call(layer, x, context=changed, key_padding_mask=mask)
         diff = (a - b).abs().max().item()
         if _exceeds(diff, 1e-6):
             raise Failure(f"masked context positions changed the output by {diff:.2e}")
-    return "m=14 ≠ n=9"
+    return f"m={m} ≠ n={n}"
 
 
 def check_weights(s: Subject) -> str:
@@ -280,9 +294,11 @@ def check_unsupported(s: Subject) -> str:
     return "raises for " + ", ".join(tried)
 
 
-def check_reference(s: Subject) -> str:
+def check_reference(
+    s: Subject, shapes: Sequence[tuple[int, int, int]] = REFERENCE_SHAPES, used: frozenset[str] | None = None
+) -> str:
     """Outputs, gradients (x, context, parameters) and attention weights equal the naive fp32
-    reference, rel ≤ 1e-5."""
+    reference, rel ≤ 1e-5, at each (b, n, m) of `shapes`, in each call of `_reference_calls`."""
     layer = s.build()
     if not callable(getattr(layer, "reference_forward", None)):
         raise Skip(
@@ -290,27 +306,31 @@ def check_reference(s: Subject) -> str:
             " (same call and parameters, naive fp32 math) to have its outputs and gradients checked"
         )
     worst = 0.0
-    for b, n, m in REFERENCE_SHAPES:
-        for kwargs in _reference_calls(s, b, n, m):
+    for b, n, m in shapes:
+        for kwargs in _reference_calls(s, b, n, m, used):
             for what, err in _compare_with_reference(s, layer, b, n, m, kwargs):
                 if _exceeds(err, REL_TOL):
                     sizes = _sizes(kwargs, b, n, m)
                     raise Failure(f"{what}: rel err {err:.2e} > {REL_TOL:.0e}{_describe(kwargs, *sizes)}")
                 worst = max(worst, err)
-    return f"max rel err {worst:.1e} over {len(REFERENCE_SHAPES)} shapes"
+    return f"max rel err {worst:.1e} over {len(shapes)} shape{'s' if len(shapes) > 1 else ''}"
 
 
-def _reference_calls(s: Subject, b: int, n: int, m: int) -> Iterator[dict]:
+def _reference_calls(s: Subject, b: int, n: int, m: int, used: frozenset[str] | None = None) -> Iterator[dict]:
+    """The calls compared with the reference: plain, causal, key-padded and cross-attention, each
+    where the spec supports it (and, given `used`, the features named there: causal, cross)."""
     spec = s.spec
+    causal = spec.supports_causal and (used is None or CAUSAL in used)
+    cross = spec.supports_cross and (used is None or CROSS in used)
     mask = torch.arange(n, device=s.device)[None, :] >= torch.tensor([n, max(1, n // 2)], device=s.device)[:b, None]
     yield {}
-    if spec.supports_causal:
+    if causal:
         yield {"causal": True}
     if spec.supports_padding_mask:
         yield {"key_padding_mask": mask}
-        if spec.supports_causal:
+        if causal:
             yield {"key_padding_mask": mask, "causal": True}
-    if spec.supports_cross:
+    if cross:
         yield {"context": m}
         if spec.supports_padding_mask:
             yield {"context": m, "key_padding_mask": torch.arange(m, device=s.device)[None, :].expand(b, m) >= m - 2}
@@ -437,14 +457,19 @@ def run_check(name: str, check: str, options: dict | None = None, device: str = 
     its detail says so, and the checks of gradients are skipped (saying why). Any other error,
     UnsupportedError included, is a FAIL.
     """
-    subject = Subject(name, dict(options or {}), torch.device(device))
+    return _run_one(Subject(name, dict(options or {}), torch.device(device)), check, CHECKS[check])
+
+
+def _run_one(subject: Subject, check: str, run: Callable[[Subject], str]) -> CheckResult:
+    """`run(subject)` as the result of check `check` (see `run_check`)."""
+    name = subject.name
     try:
         try:
-            detail = CHECKS[check](subject)
+            detail = run(subject)
         except NoBackwardError as why:
             subject.forward_only = str(why)
             with torch.no_grad():
-                detail = CHECKS[check](subject) + " (forward only)"
+                detail = run(subject) + " (forward only)"
         return CheckResult(name, check, PASS, detail)
     except Skip as why:
         return CheckResult(name, check, SKIP, str(why))
@@ -455,6 +480,55 @@ def run_check(name: str, check: str, options: dict | None = None, device: str = 
         return CheckResult(
             name, check, FAIL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
         )
+
+
+def verify_for_training(
+    name: str, options: dict | None, device: str, *, n: int, used: frozenset[str] = frozenset()
+) -> CheckResult | None:
+    """The first check whose failure would make a model's score on length-n inputs wrong, or None
+    where every one passes or skips: at n itself, no future token reaches an earlier output where
+    the model attends causally (`used` holds CAUSAL; t odd, so it falls inside any power-of-two
+    chunk), masked keys are ignored, the context counts and its padding too where it cross-attends
+    (CROSS), and outputs, gradients and weights equal the naive reference at min(n,
+    TRAINING_REFERENCE_N) in the calls the model makes. A score from a layer that sees the tokens it
+    predicts, or computes other maths than it claims, would read as the mechanism's. An error other
+    than a check's failure (out of memory, a time limit, a layer that raises) propagates. Cached per
+    process: each (variant class, options, device, n, used) is checked once."""
+    key = (VARIANTS[name], json.dumps(options or {}, sort_keys=True, default=str), device, n, tuple(sorted(used)))
+    if key not in _VERIFIED:
+        _VERIFIED[key] = _first_failure(name, dict(options or {}), device, n, used)
+    return _VERIFIED[key]
+
+
+_VERIFIED: dict[tuple, CheckResult | None] = {}
+
+
+def _first_failure(name: str, options: dict, device: str, n: int, used: frozenset[str]) -> CheckResult | None:
+    r = min(n, TRAINING_REFERENCE_N)
+    checks: list[tuple[str, Callable[[Subject], str]]] = []
+    if CAUSAL in used and n > 1:
+        checks.append(("causal", functools.partial(check_causal, n=n, t=max(1, n // 2) | 1 if n > 2 else 1)))
+    if n > 2:
+        checks.append(("padding", functools.partial(check_padding, n=n, short=n // 2 + 1)))
+    if CROSS in used:
+        checks.append(("cross", functools.partial(check_cross, n=n, m=n + 5)))
+    checks.append(("reference", functools.partial(check_reference, shapes=((2, r, r),), used=used)))
+    for check, run in checks:
+        subject = Subject(name, options, torch.device(device))
+        try:
+            try:
+                run(subject)
+            except NoBackwardError as why:  # checked forward only, as `run_check` does
+                subject.forward_only = str(why)
+                with torch.no_grad():
+                    run(subject)
+        except Skip:
+            continue
+        except Failure as why:
+            return CheckResult(name, check, FAIL, str(why))
+        # any other error (out of memory, the cell's time limit, a layer that raises) is the cell's
+        # to classify, as it would be in training
+    return None
 
 
 def run_checks(
