@@ -14,16 +14,16 @@ import sys as _sys
 
 
 def _bench_terminated_early(signum, frame) -> None:
-    """SIGTERM before `bench`'s own handler (`attnbench.cli.main`) is in place: its line and its exit
-    code, at once (nothing has started that needs undoing)."""
+    """SIGTERM (or Ctrl-C's SIGINT) before `bench`'s own handling (`attnbench.cli.main`) is in place:
+    its line and its exit code, at once (nothing has started that needs undoing)."""
     try:
-        _os.write(2, b"bench: terminated\n")
+        _os.write(2, b"bench: aborted\n" if signum == _signal.SIGINT else b"bench: terminated\n")
     finally:
         _os._exit(128 + signum)
 
 
 # the modules that are the command line when run with `python -m`
-_COMMAND_MODULES = ("attnbench.cli", "attnbench.benchmarks")
+_COMMAND_MODULES = ("attnbench", "attnbench.cli", "attnbench.benchmarks")
 
 
 def _run_as_command() -> bool:
@@ -41,15 +41,28 @@ def _run_as_command() -> bool:
 
 
 def _catch_sigterm_early() -> None:
-    """Run as the command line (`_run_as_command`), catch SIGTERM from here on: the imports below
-    take torch's second or more, and a `kill` or `timeout` in them ended the command without its line.
-    Imported as a library, nothing changes."""
+    """Run as the command line (`_run_as_command`), catch SIGTERM and SIGINT from here on: the
+    imports below take torch's second or more, and a `kill`, a `timeout` or a Ctrl-C in them ended
+    the command without its line (Ctrl-C with a traceback). `attnbench.cli.main` gives SIGINT back
+    to Python's KeyboardInterrupt (`restore_sigint`). Imported as a library, nothing changes."""
     if not _run_as_command():
         return
     try:
         if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
             _signal.signal(_signal.SIGTERM, _bench_terminated_early)
+        if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+            _signal.signal(_signal.SIGINT, _bench_terminated_early)
     except ValueError:  # not the main thread: signals stay as they are
+        pass
+
+
+def restore_sigint() -> None:
+    """SIGINT raises KeyboardInterrupt again where `_catch_sigterm_early` took it over: the command
+    (which unwinds a Ctrl-C through its clean-up) has started."""
+    try:
+        if _signal.getsignal(_signal.SIGINT) is _bench_terminated_early:
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    except ValueError:
         pass
 
 

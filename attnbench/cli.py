@@ -290,6 +290,7 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `bench` script: bad input → one line on stderr and exit code 2."""
+    attnbench.restore_sigint()  # Ctrl-C from here on unwinds the command (click: Abort, exit 130)
     try:
         with _one_line_warnings(), _sigterm_unwinds():
             code = cli.main(args=argv, prog_name="bench", standalone_mode=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import shlex
 import signal
 import threading
@@ -72,6 +73,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
     status, message, result = "ok", "", None
     budget = cell_budget(cell, plan)
     forget_compiled()  # compiled kernels start afresh: a cell's record never depends on the cells before it
+    _import_what_cells_import_lazily()
     try:
         with _time_limit(budget if alarm else None):
             result = _run(cell, plan)
@@ -98,6 +100,22 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
         "result": result,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+# what a first cell would import on first use: torch's optimizers import torch._dynamo (and sympy,
+# ~800 modules) when the first one is built, an efficiency cell torch.utils.benchmark (its timer,
+# torch.utils.cpp_extension and setuptools), a corpus read pyarrow's pandas layer
+LAZY_IMPORTS = ("torch._dynamo", "torch.utils.benchmark", "torch.utils.cpp_extension", "pyarrow.pandas_compat")
+
+
+@functools.cache
+def _import_what_cells_import_lazily() -> None:
+    """Import LAZY_IMPORTS outside any cell's time limit. An alarm that lands inside such an import
+    leaves a package half made in sys.modules, and every later cell of the process then fails on
+    it (`module 'sympy' has no attribute 'printing'`)."""
+    for name in LAZY_IMPORTS:
+        with contextlib.suppress(ImportError):  # pyarrow is pandas' optional engine
+            importlib.import_module(name)
 
 
 def cell_budget(cell: Cell, plan: Plan) -> float | None:

@@ -101,7 +101,9 @@ class SubprocessExecutor:
                 self.started += 1
                 return self.proc
         try:
-            why = f"{_exit_reason(self.proc.wait(timeout=5))}; its error is above"
+            code = self.proc.wait(timeout=5)
+            # an exit code is the worker's own failure, printed on stderr; a signal came from outside
+            why = _exit_reason(code) + ("; its error is above" if code > 0 else "")
         except subprocess.TimeoutExpired:
             why = f"no answer in {WORKER_START_SECONDS} s"
         self._kill()
@@ -120,6 +122,7 @@ class SubprocessExecutor:
                 # a replacement (after a crash, a hang or an OOM kill) failed: this cell only
                 return failed_record(cell, started, "error", str(exc))
         budget = cell_budget(cell, self.plan)
+        kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from another's
         message = json.dumps({"cell": cell.to_dict(), "plan": self.plan.to_dict()})
         try:
             self.proc.stdin.write(message + "\n")
@@ -145,7 +148,7 @@ class SubprocessExecutor:
         code = self.proc.returncode
         self.proc = None
         if code == -signal.SIGKILL:
-            return failed_record(cell, started, "oom", "worker killed by SIGKILL (the kernel's OOM killer?)")
+            return _killed_record(cell, started, kills, oom_kill_count())
         return failed_record(cell, started, "error", f"worker process died ({_exit_reason(code)})")
 
     def _lines(self, deadline: float) -> Iterator[str]:
@@ -180,6 +183,54 @@ class SubprocessExecutor:
             except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 self._kill()
         self.proc = None
+
+
+def _killed_record(cell: Cell, started: float, before: int | None, after: int | None) -> dict[str, Any]:
+    """The record of a cell whose worker died of SIGKILL: `oom` where this cgroup's count of OOM
+    kills rose meanwhile (`before` → `after`), `error` where it did not (another process's kill:
+    a `--retry error` resume reruns it, and an efficiency cell's longer lengths are not skipped as
+    out of memory), `oom` with a question mark where the count cannot be read."""
+    if before is None or after is None:
+        return failed_record(cell, started, "oom", "worker killed by SIGKILL (the kernel's OOM killer?)")
+    if after > before:
+        return failed_record(cell, started, "oom", f"worker killed by the kernel's OOM killer (SIGKILL; this "
+                                                   f"cgroup's oom_kill count {before} → {after})")
+    return failed_record(cell, started, "error", f"worker killed by SIGKILL, not by the OOM killer (this cgroup's "
+                                                 f"oom_kill count stayed {after})")
+
+
+def oom_kill_count() -> int | None:
+    """How many of this cgroup's processes the kernel's OOM killer has killed (cgroup v2
+    memory.events, v1 memory.oom_control: `oom_kill N`); None where neither can be read."""
+    for path in _oom_count_files():
+        try:
+            text = open(path).read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
+def _oom_count_files() -> list[str]:
+    """This process's cgroup's OOM counters, its own first, then the root the container sees."""
+    files = []
+    try:
+        lines = open("/proc/self/cgroup").read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # cgroup v2
+            files.append(f"/sys/fs/cgroup{path.rstrip('/')}/memory.events")
+        elif "memory" in controllers.split(","):
+            files.append(f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control")
+    return list(dict.fromkeys([*files, "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]))
 
 
 def failed_record(cell: Cell, started: float, status: str, message: str) -> dict[str, Any]:

@@ -49,21 +49,26 @@ def main() -> None:
     from attnbench.runner.execute import Plan, execute_cell
     from attnbench.runner.executors import MARK
 
-    records.write(READY + "\n")
-    records.flush()
-    imported: set[str] = set()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        message = json.loads(line)
-        plan = Plan.from_dict(message["plan"])
-        for target in plan.plugins:
-            if target not in imported:
-                import_plugin(target)
-                imported.add(target)
-        record = execute_cell(Cell.from_dict(message["cell"]), plan)
-        records.write(MARK + json.dumps(record) + "\n")
+    try:
+        records.write(READY + "\n")
         records.flush()
+        imported: set[str] = set()
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            plan = Plan.from_dict(message["plan"])
+            for target in plan.plugins:
+                if target not in imported:
+                    import_plugin(target)
+                    imported.add(target)
+            record = execute_cell(Cell.from_dict(message["cell"]), plan)
+            records.write(MARK + json.dumps(record) + "\n")
+            records.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        # the parent has gone (killed outright) before the orphan poll noticed: nobody reads the
+        # record, and a traceback on its terminal after `bench` ended would only alarm
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -262,9 +262,12 @@ sys.meta_path.insert(0, HoldTorch())
 CONSOLE_SCRIPT = "import sys\nfrom attnbench.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
 
 
+@pytest.mark.parametrize(("sent", "code", "line"), [(signal.SIGTERM, 143, "bench: terminated"),
+                                                   (signal.SIGINT, 130, "bench: aborted")], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("how", ["console script", "python -m attnbench.cli", "python -mattnbench.cli",
-                                 "python -m attnbench.benchmarks"])
-def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_path: Path, how: str) -> None:
+                                 "python -m attnbench.benchmarks", "python -m attnbench"])
+def test_a_signal_while_bench_still_imports_torch_is_its_one_line_and_exit_code(tmp_path: Path, how: str, sent,
+                                                                                 code: int, line: str) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HOLD_TORCH)
@@ -275,21 +278,23 @@ def test_sigterm_while_bench_still_imports_torch_is_its_one_line_and_143(tmp_pat
     command = {"console script": [str(tmp_path / "bench"), "ls", "variants"],
                "python -m attnbench.cli": ["-m", "attnbench.cli", "ls", "variants"],
                "python -mattnbench.cli": ["-X", "utf8", "-mattnbench.cli", "ls", "variants"],
-               "python -m attnbench.benchmarks": ["-m", "attnbench.benchmarks", "--help"]}[how]
+               "python -m attnbench.benchmarks": ["-m", "attnbench.benchmarks", "--help"],
+               "python -m attnbench": ["-m", "attnbench", "ls", "variants"]}[how]
     proc = subprocess.Popen([sys.executable, *command], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not held.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert held.exists() and proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sent)
     out, err = proc.communicate(timeout=60)
-    assert (proc.returncode, err.strip(), out) == (128 + signal.SIGTERM, "bench: terminated", "")  # before: -15, ""
+    assert (proc.returncode, err.strip(), out) == (code, line, "")  # before: -15 and "", or a traceback and -2
 
 
 @pytest.mark.parametrize("after", [[], ["-m", "attnbench.cli"]], ids=["alone", "with -m attnbench.cli as its arguments"])
 def test_importing_attnbench_as_a_library_leaves_sigterm_alone(after: list[str]) -> None:
-    code = "import signal, attnbench; print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)"
+    code = ("import signal, attnbench; print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL "
+            "and signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
     done = subprocess.run([sys.executable, "-c", code, *after], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
 
@@ -313,6 +318,64 @@ def test_a_worker_whose_parent_died_before_it_started_exits_too() -> None:
                               env={**os.environ, PARENT_ENV: str(gone.pid)})
     try:  # its stdin stays open: only the check for its parent can end it
         assert worker.wait(timeout=60) == 1
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+LAZY_IMPORTS_PROBE = """
+import contextlib, sys
+import attnbench.runner.execute as execute
+from attnbench.runner.cells import Cell
+from attnbench.runner.profiles import PROFILES
+
+seen = []
+limit = execute._time_limit
+
+@contextlib.contextmanager
+def probe(seconds):
+    seen.append([name in sys.modules for name in execute.LAZY_IMPORTS])
+    with limit(seconds):
+        yield
+
+execute._time_limit = probe
+p = PROFILES["smoke"]
+plan = execute.Plan(size=p.size.to_dict(), train=p.train.to_dict(), efficiency=p.efficiency.to_dict(), threads=1)
+record = execute.execute_cell(Cell.make("accuracy", "multi-head", {}, "copy", {}, 16, 0), plan)
+print(record["status"], seen)
+"""
+
+
+def test_what_a_first_cell_imports_lazily_is_imported_before_its_time_limit_is_armed() -> None:
+    """An alarm inside torch._dynamo's first import (an optimizer's first construction) left sympy
+    half made in sys.modules, and every later cell of a `--executor local` run failed on it
+    (`module 'sympy' has no attribute 'printing'`): those imports come before any alarm."""
+    done = subprocess.run([sys.executable, "-c", LAZY_IMPORTS_PROBE], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "ok [[True, True, True, True]]", done.stdout + done.stderr
+
+
+def test_a_worker_whose_records_reader_has_gone_exits_without_a_traceback() -> None:
+    """A parent killed outright closes the pipe the worker answers on; the worker's next record
+    finds it broken before its orphan poll does: it ends quietly (before: a BrokenPipeError
+    traceback on the terminal after `bench` had gone)."""
+    from attnbench.runner.cells import Cell
+    from attnbench.runner.execute import Plan
+    from attnbench.runner.profiles import PROFILES
+    from attnbench.runner.worker import PARENT_ENV
+
+    p = PROFILES["smoke"]
+    plan = Plan(size=p.size.to_dict(), train=p.train.to_dict(), efficiency=p.efficiency.to_dict(), threads=1)
+    cell = Cell.make("accuracy", "multi-head", {}, "copy", {}, 16, 0)
+    worker = subprocess.Popen([sys.executable, "-m", "attnbench.runner.worker"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, PARENT_ENV: str(os.getpid())})
+    try:
+        worker.stdout.close()  # the reader gone: its READY line, or the record, meets a broken pipe
+        worker.stdin.write(json.dumps({"plan": plan.to_dict(), "cell": cell.to_dict()}) + "\n")
+        worker.stdin.flush()
+        err = worker.stderr.read()
+        assert worker.wait(timeout=120) == 1
+        assert "Traceback" not in err and "BrokenPipeError" not in err, err
     finally:
         worker.kill()
         worker.wait()

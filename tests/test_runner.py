@@ -174,6 +174,50 @@ def test_a_worker_that_cannot_start_stops_the_sweep_instead_of_failing_every_cel
     assert not cells.exists() or cells.read_text() == ""  # no cell recorded as an error
 
 
+KILLED_BY_SIGKILL = """
+import os, signal
+from attnbench import register_variant
+from attnbench.variants.multi_head import MultiHeadAttention
+
+@register_variant("fault-sigkill")
+class Killed(MultiHeadAttention):
+    def forward(self, x, context=None, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would, or a user's `kill -9`
+"""
+
+
+@pytest.mark.parametrize(("counts", "status", "message"), [
+    ((3, 4), "oom", "worker killed by the kernel's OOM killer (SIGKILL; this cgroup's oom_kill count 3 → 4)"),
+    ((3, 3), "error", "worker killed by SIGKILL, not by the OOM killer (this cgroup's oom_kill count stayed 3)"),
+    ((None, None), "oom", "worker killed by SIGKILL (the kernel's OOM killer?)"),
+], ids=["oom-killer", "another-kill", "count-unreadable"])
+def test_a_worker_killed_by_sigkill_is_oom_only_where_the_oom_killer_struck(tmp_path, sandbox, monkeypatch, counts,
+                                                                           status, message) -> None:
+    from attnbench.runner import executors
+
+    import attnbench.plugins
+
+    plugin = tmp_path / "sigkill_variant.py"
+    plugin.write_text(KILLED_BY_SIGKILL)
+    attnbench.plugins.import_plugin(str(plugin))
+    reads = iter(counts)
+    monkeypatch.setattr(executors, "oom_kill_count", lambda: next(reads))
+    runner = executors.SubprocessExecutor(Plan(**{**vars(smoke_plan()), "plugins": (str(plugin),)}))
+    try:
+        record = runner.run(Cell.make("accuracy", "fault-sigkill", {}, "copy", {}, 32, 0))
+    finally:
+        runner.close()
+    assert (record["status"], record["message"]) == (status, message)
+
+
+def test_this_machine_s_oom_kill_count_is_read_where_a_cgroup_shows_one() -> None:
+    from attnbench.runner import executors
+
+    count = executors.oom_kill_count()
+    readable = any(Path(f).exists() for f in executors._oom_count_files())
+    assert count is None or (readable and count >= 0)
+
+
 def test_a_replacement_worker_that_cannot_start_costs_one_cell(monkeypatch) -> None:
     """After a worker has run cells, a failed restart (after a segfault) is that cell's error; the
     sweep goes on and the next cell gets a fresh start."""
