@@ -212,10 +212,19 @@ class RunStore:
             ) from None
         except OSError as err:
             raise StoreError(f"cannot write to {self.path}: {err.strerror or err}") from None
+        holder = _holder_pid(self.path)
+        if holder is not None and holder != os.getpid() and _runs_bench(holder):
+            # a live run wrote its pid beside a lock file it holds: that file was deleted (it looks
+            # stale, since it stays after every run), and this lock is on a new one
+            self._lock.release()
+            raise StoreError(
+                f"{self.path} is in use by another bench run (pid {holder}; its lock file {self.path / LOCK_FILE} "
+                "was removed while it ran); wait for it or use another --out"
+            )
         try:
             (self.path / PID_FILE).write_text(f"{os.getpid()}\n")
         except OSError:
-            pass  # the pid only decorates the "in use" message
+            pass  # the pid decorates the "in use" message, and guards a removed lock file
 
     def release(self) -> None:
         """Close the cells file and give the lock back (safe to call twice)."""
@@ -731,6 +740,24 @@ def _holder_pid(run_dir: Path) -> int | None:
         return int((run_dir / PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def _runs_bench(pid: int) -> bool:
+    """Whether process `pid` is alive and, where /proc shows its command line, a bench or attnbench
+    one (a pid left by a killed run may since name another program)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    except OSError:
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # alive; no /proc to say what it runs
+    return b"bench" in command
 
 
 def _ends_with_newline(file: Path) -> bool:

@@ -427,6 +427,33 @@ def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
         first.wait()
 
 
+def test_a_run_whose_lock_file_was_deleted_still_refuses_a_second_writer(tmp_path: Path) -> None:
+    """run.lock stays after every run, so it looks stale; deleting it under a live run let a second
+    one lock a new file and both appended the same cells. The live run's pid beside it still refuses."""
+    out = tmp_path / "run"
+    args = ["run", "--profile", "smoke", "--variants", "additive", "--tasks", "copy,mqar,distance",
+            "--kinds", "accuracy", "--device", "cpu", "--quiet"]
+    first = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", *args,
+                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "run.lock.pid").exists():
+            time.sleep(0.05)
+        (out / "run.lock").unlink()
+        second = bench_process(*args, "--resume", str(out))
+        assert second.returncode == 2, second.stderr
+        assert second.stderr == (f"bench: error: {out} is in use by another bench run (pid {first.pid}; its lock "
+                                 f"file {out / 'run.lock'} was removed while it ran); wait for it or use another --out\n")
+    finally:
+        first.kill()
+        first.wait()
+    # the holder gone (killed: its pid file stays), the next run takes the directory over
+    done = bench_process(*args, "--resume", str(out))
+    assert done.returncode == 0, done.stderr
+    keys = [json.loads(line)["key"] for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 3
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     ("args", "message"),
