@@ -163,8 +163,11 @@ SDPA_KERNELS = {
 MATH_KERNEL = "math"
 # the shape at which a layer is compared with its reference: past the blocks of local's default
 # window (128 positions a block, full attention when the window covers n) and several of linear's
-# causal chunks (64), so the paths timed at long n are the ones compared; small enough for the naive
-# references (additive's (b, n, n, d) block at n = 300, d = 512: 184 MB)
+# causal chunks (32 in inference on CPU, else 64), so the paths timed at long n are the ones
+# compared (though not linear's causal steps carrying a state from one segment to the next: 512
+# positions in eager inference on CPU, 2048 with gradients; tests/test_reference.py and `bench
+# perf`, which checks every timed length, compare those); small enough for the naive references
+# (additive's (b, n, n, d) block at n = 300, d = 512: 184 MB)
 VERIFY_BATCH, VERIFY_MAX_N = 1, 300
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # max|Δ| / max|ref|
 R = TypeVar("R")

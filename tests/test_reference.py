@@ -403,6 +403,29 @@ def test_the_default_causal_scan_runs_its_steps_on_groups_of_pairs_in_inference(
     assert rel_err(out, linear_attention_recurrent(q, k, v, key_padding_mask=mask)) <= TOL
 
 
+def test_the_cpu_causal_defaults_are_the_timed_ones():
+    """The values the comments above them in variants/linear.py report timings of."""
+    assert (CPU_CHUNK, CHUNK) == (32, 64)
+    assert (CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT, GRAD_CAUSAL_SEGMENT) == (512, 256, 2048)
+    assert (CAUSAL_STEP_ELEMENTS, FUSED_CAUSAL_STEP_ELEMENTS) == (1 << 18, 1 << 17)
+
+
+@pytest.mark.parametrize(("grad", "steps"), [(False, [(512, 32), (512, 32), (76, 32)]), (True, [(1100, 64)])],
+                         ids=["inference", "grad"])
+def test_the_eager_causal_form_takes_its_path_s_steps_and_chunks(monkeypatch, grad, steps):
+    seen = []
+    segment = linear_module._causal_segment
+    monkeypatch.setattr(
+        linear_module, "_causal_segment",
+        lambda fq, fk, v, tril, carried: seen.append((fq.shape[2], tril.shape[0])) or segment(fq, fk, v, tril, carried),
+    )
+    q, k, v = (t.requires_grad_(grad) for t in qkv(1, 8, 1100, 64, seed=2))
+    with torch.set_grad_enabled(grad):
+        out = causal_linear_attention(q, k, v)
+    assert seen == steps
+    assert rel_err(out.detach(), linear_attention_recurrent(q.detach(), k.detach(), v.detach())) <= TOL
+
+
 def test_the_causal_chunk_is_cpus_inference_one_there_and_the_timed_one_otherwise():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert (CPU_CHUNK, CHUNK) == (32, 64)

@@ -41,7 +41,9 @@ LOG2_E = 1 / math.log(2)  # eˣ = 2^(x·log₂e)
 # steps 0.92–0.97× the time of 64, compiled in 256-position ones 0.80–0.90× of 64 in 2048. With
 # gradients, where each step adds autograd nodes, fewer steps: 64 in 2048 took 0.75–0.91× the time
 # of 64 in 512 eager from n = 2048 (1.02× at 512), and stays fastest compiled (32: 1.08–1.12×).
-# On CUDA the 64 it was timed at (below).
+# On CUDA the 64 it was timed at (below). Compiled, each new n compiles up to three static graphs
+# (the first, middle and last steps: a step's slices keep the sequence's strides, which the
+# graphs guard on; contiguous copies would share two across lengths for 1.04-1.08x the time).
 CPU_CHUNK, CHUNK = 32, 64
 CAUSAL_SEGMENT, FUSED_CAUSAL_SEGMENT, GRAD_CAUSAL_SEGMENT = 512, 256, 2048
 # In inference the scan takes as many (batch, head) pairs at a time as keep a step's (pairs,
