@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -409,49 +410,66 @@ def test_a_resume_whose_plugin_file_changed_names_it_and_the_report_gives_each_p
     assert "after 1 recorded cells (" in report and f"plugin {plugin} sha256 {then[:12]}… → sha256 {now[:12]}…" in report
 
 
-def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    args = ["run", "--profile", "smoke", "--variants", "additive", "--tasks", "copy,mqar,distance",
-            "--kinds", "accuracy", "--device", "cpu", "--quiet"]
-    first = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", *args,
-                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def _hanging_run(out: Path):
+    """A `bench run` in a process of its own whose one cell never ends, once it holds `out`'s lock
+    (its pid written beside it); killed on leaving."""
+    args = ["run", "--plugin", FAULTS, "--profile", "smoke", "--variants", "fault-hang", "--tasks", "copy",
+            "--kinds", "accuracy", "--device", "cpu", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not (out / "grid.json").exists():
+        while time.time() < deadline and not (out / "run.lock.pid").exists() and proc.poll() is None:
             time.sleep(0.05)
-        second = bench_process(*args, "--resume", str(out))
+        assert (out / "run.lock.pid").exists(), proc.communicate()
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with _hanging_run(out):
+        second = bench_process("run", "--resume", str(out), "--quiet")
         assert second.returncode == 2
         assert "in use by another bench run" in second.stderr and second.stderr.count("\n") == 1
-    finally:
-        first.kill()
-        first.wait()
 
 
 def test_a_run_whose_lock_file_was_deleted_still_refuses_a_second_writer(tmp_path: Path) -> None:
     """run.lock stays after every run, so it looks stale; deleting it under a live run let a second
     one lock a new file and both appended the same cells. The live run's pid beside it still refuses."""
     out = tmp_path / "run"
-    args = ["run", "--profile", "smoke", "--variants", "additive", "--tasks", "copy,mqar,distance",
-            "--kinds", "accuracy", "--device", "cpu", "--quiet"]
-    first = subprocess.Popen([sys.executable, "-c", "from attnbench.cli import main; main()", *args,
-                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (out / "run.lock.pid").exists():
-            time.sleep(0.05)
+    with _hanging_run(out) as first:
         (out / "run.lock").unlink()
-        second = bench_process(*args, "--resume", str(out))
+        second = bench_process("run", "--resume", str(out), "--quiet")
         assert second.returncode == 2, second.stderr
         assert second.stderr == (f"bench: error: {out} is in use by another bench run (pid {first.pid}; its lock "
                                  f"file {out / 'run.lock'} was removed while it ran); wait for it or use another --out\n")
+
+
+def test_a_pid_left_beside_the_lock_by_a_process_gone_or_not_bench_does_not_hold_the_run(tmp_path: Path,
+                                                                                       bench) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--lengths", "16",
+            "--seeds", "0,1", "--kinds", "accuracy", "--threads", "1", "--device", "cpu", "--quiet"]
+    assert bench(*args, "--out", str(out)) == 0
+    cells = out / "cells.jsonl"
+    first = cells.read_text().splitlines()[0] + "\n"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    # alive, and not bench: not a Python whose path could hold "bench" (a checkout's own venv)
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        for pid in (gone.pid, other.pid):
+            cells.write_text(first)  # as if killed after the first cell, its pid left behind
+            (out / "run.lock.pid").write_text(f"{pid}\n")
+            assert bench("run", "--resume", str(out), "--quiet") == 0
+            assert len(cells.read_text().splitlines()) == 2
     finally:
-        first.kill()
-        first.wait()
-    # the holder gone (killed: its pid file stays), the next run takes the directory over
-    done = bench_process(*args, "--resume", str(out))
-    assert done.returncode == 0, done.stderr
-    keys = [json.loads(line)["key"] for line in (out / "cells.jsonl").read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == 3
+        other.kill()
+        other.wait()
 
 
 # ---------------------------------------------------------------------------- bad input
