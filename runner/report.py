@@ -453,6 +453,12 @@ def forward_only_cells(eff: pd.DataFrame) -> pd.Series:
 def _planned_cells(grid: dict) -> int | None:
     """How many cells the grid holds (grid.json: variants × (each task's lengths) × seeds, plus
     variants × efficiency lengths); None where the grid does not say."""
+    planned = _planned_by_kind(grid)
+    return None if planned is None else sum(planned.values())
+
+
+def _planned_by_kind(grid: dict) -> dict[str, int] | None:
+    """`_planned_cells` by kind, each kind the grid runs; None where the grid does not say."""
     try:  # a label given twice, or spelled twice (options in another order), is one set of cells
         variants, kinds = len(_distinct_labels(grid["variants"])), _grid_kinds(grid)
         accuracy = sum(len(grid["lengths"].get(t) or []) for t in _distinct_labels(grid.get("tasks") or []).values())
@@ -460,7 +466,16 @@ def _planned_cells(grid: dict) -> int | None:
         efficiency = len(grid.get("efficiency_lengths") or []) * variants
     except (KeyError, TypeError, AttributeError):
         return None
-    return accuracy * ("accuracy" in kinds) + efficiency * ("efficiency" in kinds)
+    return {kind: count for kind, count in (("accuracy", accuracy), ("efficiency", efficiency)) if kind in kinds}
+
+
+def _no_cells(run: Run, kind: str) -> str:
+    """The line of a report section without a cell of `kind`: none planned, or none recorded yet."""
+    planned = (_planned_by_kind(run.grid) or {}).get(kind)
+    if planned:
+        return (f"No {kind} cells recorded yet; the grid plans {planned} "
+                f"(`bench run --resume {shlex.quote(str(run.path))}` runs them).\n")
+    return f"No {kind} cells in this run.\n"
 
 
 def _distinct_labels(labels: list[str]) -> dict[tuple, str]:
@@ -560,7 +575,7 @@ def render_markdown(run: Run) -> str:
     acc = accuracy_frame(run.records, grid_seeds(run))
     parts.append("## Accuracy\n")
     if acc.empty:
-        parts.append("No accuracy cells in this run.\n")
+        parts.append(_no_cells(run, "accuracy"))
     else:
         parts.append(markdown_table(accuracy_table(acc), index=True))
         parts.append(_accuracy_notes(acc, run))
@@ -574,7 +589,7 @@ def render_markdown(run: Run) -> str:
     eff = efficiency_frame(run.records)
     parts.append("## Efficiency\n")
     if eff.empty:
-        parts.append("No efficiency cells in this run.\n")
+        parts.append(_no_cells(run, "efficiency"))
     else:
         parts.append(_efficiency_conditions(run, eff))
         parts.append(markdown_table(efficiency_table(eff)))

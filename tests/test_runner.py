@@ -410,6 +410,25 @@ def test_a_resume_whose_plugin_file_changed_names_it_and_the_report_gives_each_p
     assert "after 1 recorded cells (" in report and f"plugin {plugin} sha256 {then[:12]}… → sha256 {now[:12]}…" in report
 
 
+def test_a_report_says_a_kind_of_cells_is_not_recorded_yet_where_the_grid_plans_it(tmp_path: Path,
+                                                                                   bench_output) -> None:
+    out = tmp_path / "run"
+    code, _, _ = bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--lengths",
+                              "16", "--threads", "1", "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0
+    cells = out / "cells.jsonl"
+    lines = cells.read_text().splitlines()
+    cells.write_text("".join(line + "\n" for line in lines if json.loads(line)["kind"] == "accuracy"))
+    report = bench_output("report", out)[1]
+    assert f"No efficiency cells recorded yet; the grid plans 2 (`bench run --resume {out}` runs them).\n" in report
+    cells.write_text("")
+    assert "No accuracy cells recorded yet; the grid plans 1 (" in bench_output("report", out)[1]
+    only = tmp_path / "accuracy-only"
+    assert bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--lengths", "16",
+                        "--kinds", "accuracy", "--threads", "1", "--device", "cpu", "--quiet", "--out", only)[0] == 0
+    assert "No efficiency cells in this run.\n" in bench_output("report", only)[1]
+
+
 @contextlib.contextmanager
 def _hanging_run(out: Path):
     """A `bench run` in a process of its own whose one cell never ends, once it holds `out`'s lock
