@@ -592,7 +592,15 @@ def check_writable(path: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
+        raise StoreError(f"cannot write to {path}: {_why_not(path, err)}") from None
+
+
+def _why_not(path: Path, err: OSError) -> str:
+    """`err` in words for a run directory: a plain file where the directory should be said as such
+    (mkdir's own "File exists" reads as if the directory were there)."""
+    if err.errno == errno.EEXIST and path.is_file():
+        return "a file, not a directory (a run directory is made there)"
+    return err.strerror or str(err)
 
 
 def _refuse_a_run_in(path: Path) -> None:
@@ -614,7 +622,7 @@ def check_new_run(path: Path) -> None:
                             (errno.ENOTDIR, os.strerror(errno.ENOTDIR))))
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-probe-"))  # made and removed: nothing is left
     except OSError as err:
-        raise StoreError(f"cannot write to {path}: {err.strerror or err}") from None
+        raise StoreError(f"cannot write to {path}: {_why_not(path, err)}") from None
 
 
 @contextlib.contextmanager

@@ -605,6 +605,10 @@ def test_a_dry_run_refuses_the_out_the_run_would_refuse_and_leaves_nothing(tmp_p
     (tmp_path / "file").write_text("")
     code, _, err = bench_output(*DRY, "--out", tmp_path / "file" / "run", "--dry-run")
     assert code == 2 and one_error_line(err) == f"bench: error: cannot write to {tmp_path / 'file' / 'run'}: Not a directory"
+    for dry in (["--dry-run"], []):  # the file itself: said as such, not mkdir's "File exists"
+        code, _, err = bench_output(*DRY, "--out", tmp_path / "file", *dry)
+        assert code == 2 and one_error_line(err) == (f"bench: error: cannot write to {tmp_path / 'file'}: a file, not a "
+                                                     "directory (a run directory is made there)"), dry
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     long = tmp_path / ("a" * 300)
     for refused, why in ((tmp_path / "dangling", "File exists"), (long, "File name too long")):
