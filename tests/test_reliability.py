@@ -75,6 +75,12 @@ def parsed(lines: list[str]) -> list[dict]:
     return records
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """In a child about to exec Python: SIGINT at its default, so Python raises KeyboardInterrupt for
+    it, as under a terminal (a test run started as a shell's background job inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # ---------------------------------------------------------------------------- repeated SIGKILL
 def _bench_child(argv: list[str], err: str = os.devnull) -> None:
     """A forked `bench`: the test process's imports, none of a fresh interpreter's start-up; stderr to `err`.
@@ -280,7 +286,7 @@ def test_a_signal_while_bench_still_imports_torch_is_its_one_line_and_exit_code(
                "python -mattnbench.cli": ["-X", "utf8", "-mattnbench.cli", "ls", "variants"],
                "python -m attnbench.benchmarks": ["-m", "attnbench.benchmarks", "--help"],
                "python -m attnbench": ["-m", "attnbench", "ls", "variants"]}[how]
-    proc = subprocess.Popen([sys.executable, *command], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, *command], env=env, cwd=tmp_path, preexec_fn=_sigint_as_from_a_terminal,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not held.exists() and proc.poll() is None and time.time() < deadline:
@@ -295,7 +301,8 @@ def test_a_signal_while_bench_still_imports_torch_is_its_one_line_and_exit_code(
 def test_importing_attnbench_as_a_library_leaves_sigterm_alone(after: list[str]) -> None:
     code = ("import signal, attnbench; print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL "
             "and signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
-    done = subprocess.run([sys.executable, "-c", code, *after], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code, *after], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_sigint_as_from_a_terminal)
     assert done.stdout.strip() == "True", done.stderr
 
 
