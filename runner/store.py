@@ -705,7 +705,10 @@ def _require_run(run_dir: Path) -> None:
         if not run_dir.exists():
             raise StoreError(f"{run_dir}: no such directory")
         if not (run_dir / GRID_FILE).is_file():
-            raise StoreError(f"{run_dir} is not an attnbench run (no {GRID_FILE})")
+            empty = run_dir.is_dir() and not any(run_dir.iterdir())
+            raise StoreError(f"{run_dir} is not an attnbench run (no {GRID_FILE}" + (
+                "; it is empty, as a bench run killed before it recorded its grid leaves its directory: "
+                f"start anew with --out {run_dir})" if empty else ")"))
     except OSError as err:  # a name too long for the file system
         raise StoreError(f"{run_dir}: {err.strerror or err}") from None
 

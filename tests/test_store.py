@@ -159,9 +159,16 @@ def test_any_json_record_reads_back_with_non_finite_floats_as_null(fields):
 # -- resume --------------------------------------------------------------------------------
 
 
+def _holding_a_file(path):
+    (path / "notes.txt").write_text("mine")
+    return path
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda p: p / "missing", "{path}: no such directory"),
-    (lambda p: p, "{path} is not an attnbench run (no grid.json)"),
+    (_holding_a_file, "{path} is not an attnbench run (no grid.json)"),
+    (lambda p: p, "{path} is not an attnbench run (no grid.json; it is empty, as a bench run killed before it "
+                  "recorded its grid leaves its directory: start anew with --out {path})"),
 ])
 def test_resume_of_a_non_run(tmp_path, make, message):
     path = make(tmp_path)
