@@ -27,7 +27,9 @@ from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame, timed_forward_only
 from attnbench.runner import ray_executor
 from attnbench.runner.pool import MAX_JOBS, resolve_jobs
-from attnbench.runner.store import STATUSES, check_new_run, export, load_results, recorded_labels, recorded_options
+from attnbench.runner.store import (
+    STATUSES, check_new_run, done_keys, export, load_results, recorded_labels, recorded_options,
+)
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
 # the options a run records in env.json; `--resume DIR` takes each one not given again from there
@@ -298,14 +300,16 @@ def _record_resume(store, sweep: SweepPlan, resume: Path, statuses: tuple[str, .
     """A resume that runs cells records its code and machine in env.json (`RunStore.record_resume`),
     its plugins' sources too, and warns where they differ from the run's start: its cells and the
     recorded ones would otherwise sit in one table as if one build on one machine had made them all."""
-    todo = pending_cells(sweep, resume, statuses)
+    records = store.records()  # the store's grid is the checked one; run_sweep reads them again as it starts
+    done = done_keys(records, retry=statuses)
+    todo = sum(cell.key not in done for cell in sweep.cells)
     if not todo:
         return
     plan = sweep.plan
     now = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, measure_peak=False)
-    changes = store.record_resume({**now, "plugins": plugin_digests(plugins)})
+    changes = store.record_resume({**now, "plugins": plugin_digests(plugins)}, recorded=len(records))
     if changes:
-        left = f"its {len(todo)} cells left run" if len(todo) > 1 else "its one cell left runs"
+        left = f"its {todo} cells left run" if todo > 1 else "its one cell left runs"
         click.echo(f"bench: warning: --resume {resume}: {left} on other code or another machine than the run's "
                    f"first ({'; '.join(changes)}); env.json and bench report name each resume", err=True)
 

@@ -18,6 +18,7 @@ prints, and native code writing to fd 1, go to stderr).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import selectors
@@ -214,8 +215,10 @@ def oom_kill_count() -> int | None:
     return None
 
 
-def _oom_count_files() -> list[str]:
-    """This process's cgroup's OOM counters, its own first, then the root the container sees."""
+@functools.cache
+def _oom_count_files() -> tuple[str, ...]:
+    """This process's cgroup's OOM counters, its own first, then the root the container sees (read
+    once: a process keeps its cgroup, and the count is read before and after every cell)."""
     files = []
     try:
         lines = open("/proc/self/cgroup").read().splitlines()
@@ -230,7 +233,7 @@ def _oom_count_files() -> list[str]:
             files.append(f"/sys/fs/cgroup{path.rstrip('/')}/memory.events")
         elif "memory" in controllers.split(","):
             files.append(f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control")
-    return list(dict.fromkeys([*files, "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]))
+    return tuple(dict.fromkeys([*files, "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]))
 
 
 def failed_record(cell: Cell, started: float, status: str, message: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from attnbench.errors import AttnbenchError
 from attnbench.runner.store import STATUSES, Run, load_run, provenance_changes, write_atomically
+from attnbench.tasks.files import short_digest
 from attnbench.selection import label_parts
 
 __all__ = [
@@ -664,11 +665,11 @@ def _header(run: Run) -> str:
     plugins = env.get("plugins")
     if isinstance(plugins, dict) and plugins:  # the --plugin sources the run started with
         lines.append("- **plugins**: " + "; ".join(
-            f"`{target}` (sha256 {str(digest)[:12]}…)" if digest else f"`{target}` (source not found)"
+            f"`{target}` (sha256 {short_digest(str(digest))})" if digest else f"`{target}` (source not found)"
             for target, digest in plugins.items()))
     data = grid.get("data")
     if isinstance(data, dict) and data:  # the user's data files the tasks read, and the bytes they held
-        lines.append("- **data**: " + "; ".join(f"`{file}` (sha256 {str(digest)[:12]}…)" for file, digest in data.items()))
+        lines.append("- **data**: " + "; ".join(f"`{file}` (sha256 {short_digest(str(digest))})" for file, digest in data.items()))
     statuses = ", ".join(f"{k} {v}" for k, v in counts.items())
     planned, recorded = _planned_cells(grid), len({r.get("key") for r in run.records})
     missing = f"; {planned - recorded} of the grid's {planned} not run yet (`bench run --resume {shlex.quote(str(run.path))}` " \

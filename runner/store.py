@@ -36,7 +36,7 @@ from filelock import FileLock, Timeout
 
 from attnbench.errors import AttnbenchError
 from attnbench.runner.grid_order import in_grid_order
-from attnbench.tasks.files import changed_data
+from attnbench.tasks.files import changed_data, short_digest
 
 __all__ = [
     "PROVENANCE",
@@ -92,7 +92,7 @@ def _provenance_value(key: str, value: Any) -> str:
         text = str(value)
         return text[:7] + ("-dirty" if text.endswith("-dirty") else "")
     if key == "plugins":  # one plugin's sha256
-        return f"sha256 {str(value)[:12]}…"
+        return f"sha256 {short_digest(str(value))}"
     return str(value)
 
 # the fields of a cell record that readers (report, plot, compare, resume) use, and the JSON types
@@ -176,16 +176,13 @@ class RunStore:
         store.lock()
         return store
 
-    def record_resume(self, now: dict) -> list[str]:
+    def record_resume(self, now: dict, *, recorded: int) -> list[str]:
         """Add this resume's PROVENANCE (from `now`, an env.json of this process) to env.json's
-        `resumes`, with when it began and how many cells were recorded before it; the fields in
+        `resumes`, with when it began and how many cells were `recorded` before it; the fields in
         which it differs from the run's start (`provenance_changes`). A run without env.json (or
         without a start time, so not written by `create`) is left as it is: nothing to compare."""
         if "created" not in self._env:
             return []
-        with warnings.catch_warnings():  # a torn line is warned of where the run reads its records
-            warnings.simplefilter("ignore", StoreWarning)
-            recorded = len(read_records(self.path))
         entry = {key: now.get(key) for key in PROVENANCE}
         entry.update(created=now.get("created"), recorded_before=recorded)
         self._env = {**self._env, "resumes": [*self._env.get("resumes", []), entry]}

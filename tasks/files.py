@@ -79,7 +79,12 @@ def check_digests(files: list[Path], recorded: dict[str, str]) -> None:
 
 def changed_data(path: Path | str, then: str, now: str) -> str:
     """'data file P changed since the run started (sha256 c41f35318e38… then, 37d0ea9477bd… now)'."""
-    return f"data file {path} changed since the run started (sha256 {then[:12]}… then, {now[:12]}… now)"
+    return f"data file {path} changed since the run started (sha256 {short_digest(then)} then, {short_digest(now)} now)"
+
+
+def short_digest(digest: str) -> str:
+    """A sha256 hex digest as messages and reports show it: its first 12 digits and an ellipsis."""
+    return f"{digest[:12]}…"
 
 
 def detect_format(path: Path, owner: str = "") -> str:

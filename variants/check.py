@@ -464,13 +464,7 @@ def _run_one(subject: Subject, check: str, run: Callable[[Subject], str]) -> Che
     """`run(subject)` as the result of check `check` (see `run_check`)."""
     name = subject.name
     try:
-        try:
-            detail = run(subject)
-        except NoBackwardError as why:
-            subject.forward_only = str(why)
-            with torch.no_grad():
-                detail = run(subject) + " (forward only)"
-        return CheckResult(name, check, PASS, detail)
+        return CheckResult(name, check, PASS, _attempt(subject, run))
     except Skip as why:
         return CheckResult(name, check, SKIP, str(why))
     except Failure as why:
@@ -480,6 +474,17 @@ def _run_one(subject: Subject, check: str, run: Callable[[Subject], str]) -> Che
         return CheckResult(
             name, check, FAIL, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
         )
+
+
+def _attempt(subject: Subject, run: Callable[[Subject], str]) -> str:
+    """`run(subject)`; where the variant cannot take gradients on the device (NoBackwardError),
+    again forward only, under no_grad, its detail saying so."""
+    try:
+        return run(subject)
+    except NoBackwardError as why:
+        subject.forward_only = str(why)
+        with torch.no_grad():
+            return run(subject) + " (forward only)"
 
 
 def verify_for_training(
@@ -514,14 +519,8 @@ def _first_failure(name: str, options: dict, device: str, n: int, used: frozense
         checks.append(("cross", functools.partial(check_cross, n=n, m=n + 5)))
     checks.append(("reference", functools.partial(check_reference, shapes=((2, r, r),), used=used)))
     for check, run in checks:
-        subject = Subject(name, options, torch.device(device))
         try:
-            try:
-                run(subject)
-            except NoBackwardError as why:  # checked forward only, as `run_check` does
-                subject.forward_only = str(why)
-                with torch.no_grad():
-                    run(subject)
+            _attempt(Subject(name, options, torch.device(device)), run)
         except Skip:
             continue
         except Failure as why:
