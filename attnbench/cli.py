@@ -29,8 +29,12 @@ from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks, summary
 
 devnull_if_closed(1, "stdout")
 devnull_if_closed(2, "stderr")
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+# Neither console reads rich markup or emoji codes in what it prints: the text it shows comes from
+# users, plugins and data (file names, option values, a speech's "[see APP Note]", ":smile:"), and
+# would be cut, restyled or raise a MarkupError. A line that wants a style says so with
+# `markup=True` and escapes what it quotes, or is built as `rich.text.Text`.
+console = Console(width=None if sys.stdout.isatty() else 160, markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 
 class BenchGroup(click.Group):
@@ -180,7 +184,7 @@ def options_table(entries) -> Table:
     for entry in entries:
         for option in entry.obj.spec.options:
             cells = (entry.name, option.name, option.describe(), repr(option.default), option.help or "-")
-            table.add_row(*(Text(cell) for cell in cells))  # text, not rich markup: a plugin's help may hold [...]
+            table.add_row(*cells)
     return table
 
 
@@ -198,7 +202,7 @@ def variants_table(pattern: str | None) -> tuple[Table, int]:
             ", ".join(entry.aliases) or "-",
             spec.complexity,
             " ".join(spec.capabilities()) or "-",
-            Text(options or "-"),  # a plugin's default may hold [...]
+            options or "-",
             entry.origin,
         )
     return table, len(entries)
@@ -249,7 +253,7 @@ def _run_checks(selected, device: str, names: list[str]) -> int:
         start = time.perf_counter()
         for result in iter_checks(choice.name, choice.options, device, names):
             style = {PASS: "green", FAIL: "bold red"}.get(result.status, "yellow")
-            table.add_row(choice.label, result.check, f"[{style}]{result.status}[/{style}]", Text(result.detail))
+            table.add_row(choice.label, result.check, Text(result.status, style=style), result.detail)
             results.append(result)
             if result.check == "build":  # not built: its one row stands for all its checks
                 planned -= len(names) - 1
@@ -257,7 +261,7 @@ def _run_checks(selected, device: str, names: list[str]) -> int:
             now = time.perf_counter()
             err_console.print(
                 f"[{len(results)}/{planned}] {escape(choice.label)} {result.check}: [{style}]{result.status}[/{style}] "
-                f"({now - start:.1f} s)", highlight=False,
+                f"({now - start:.1f} s)", highlight=False, markup=True,
             )
             start = now
     console.print(table)

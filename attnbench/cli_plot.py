@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from attnbench.cli import RunPath, cli, console
 
@@ -31,7 +32,7 @@ def plot_command(run: Path, out: str | None) -> None:
 
     outcome = draw_run(run, out)
     for note in outcome.skipped:
-        console.print(f"[yellow]{note}[/yellow]", highlight=False)
+        console.print(Text(note, style="yellow"), highlight=False)
     for path in outcome.files:
         console.print(str(path), highlight=False, soft_wrap=True)
     console.print(f"wrote {len(outcome.files)} files", highlight=False)

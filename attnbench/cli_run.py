@@ -349,7 +349,7 @@ def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:
     for (kind, variant, task), cells in groups.items():
         lengths = ",".join(map(str, sorted({c.seq_len for c in cells})))
         seeds = ",".join(map(str, sorted({c.seed for c in cells})))
-        table.add_row(kind, escape(variant), escape(task), lengths, seeds, str(len(cells)))
+        table.add_row(kind, variant, task, lengths, seeds, str(len(cells)))
     console.print(table)
     budgets = [cell_budget(cell, sweep.plan) for cell in todo]
     if all(budgets):
@@ -428,7 +428,7 @@ def _run_with_progress(sweep, store, executor, jobs, retry):
                 progress.console.print(f"resuming: {skipped} cells already recorded, {todo} to run")
 
         def on_record(record: dict) -> None:
-            progress.console.print(describe(record), highlight=False)
+            progress.console.print(describe(record), highlight=False, markup=True)
             progress.advance(bar)
 
         return run_sweep(sweep, store, executor=executor, jobs=jobs, retry=retry, on_start=on_start,

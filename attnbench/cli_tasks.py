@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from attnbench.cli import Choice, cli, console, plugin_option
 from attnbench.errors import AttnbenchError, user_code
@@ -93,17 +94,19 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
         batch = task.build(split, count, seq_len, seed)
     with user_code(f"{choice.label}: describing its data"):
         spec = task.spec_as_built()  # the data these options read (a user's file, not the built-in corpus)
+    # Text, not markup: the examples are data, and a corpus holds "[see APP Note]" (console in cli.py)
     console.print(
-        f"[bold]{choice.label}[/bold] — {spec.description}\n"
-        f"kind {spec.kind}, metric {spec.metric}, chance {chance_text(task)}, vocab {task.vocab_size}"
-        + (f", classes {task.n_classes}" if task.n_classes else "")
-        + f"; {split} split, seq_len {seq_len}, seed {seed}\nsource: {spec.source}; licence: {spec.licence}",
+        Text(choice.label, style="bold"),
+        Text(f"— {spec.description}\n"
+             f"kind {spec.kind}, metric {spec.metric}, chance {chance_text(task)}, vocab {task.vocab_size}"
+             + (f", classes {task.n_classes}" if task.n_classes else "")
+             + f"; {split} split, seq_len {seq_len}, seed {seed}\nsource: {spec.source}; licence: {spec.licence}"),
         highlight=False,
     )
     for i in range(len(batch)):
         console.rule(f"example {i}")
-        console.print(f"[dim]input:[/dim]  {task.decode(batch.tokens[i].tolist())}", highlight=False, soft_wrap=True)
-        console.print(f"[dim]target:[/dim] {task.describe_target(batch, i)}", highlight=False, soft_wrap=True)
+        _field("input: ", task.decode(batch.tokens[i].tolist()))
+        _field("target:", task.describe_target(batch, i))
         for key, values in batch.meta.items():
             value = values[i]
             if hasattr(value, "tolist"):
@@ -112,8 +115,12 @@ def show_task_command(name: str, seq_len: int, seed: int, split: str, count: int
                 value = [v for v in value if v != -1] if all(isinstance(v, int) for v in value) else value
                 if len(value) > 40:
                     value = f"{value[:40]} … ({len(value)} values)"
-            console.print(f"[dim]{key}:[/dim] {value}", highlight=False, soft_wrap=True)
+            _field(f"{key}:", str(value))
 
+
+def _field(name: str, value: str) -> None:
+    """One line of an example: its name dimmed, then the value as it is."""
+    console.print(Text.assemble((name, "dim"), " ", value), highlight=False, soft_wrap=True)
 
 def check_show_length(task: Task, label: str, seq_len: int) -> None:
     """--seq-len within what the task can be built at (as `bench run` checks its --lengths), and

@@ -53,6 +53,20 @@ def test_ls_shows_a_plugin_s_option_help_as_written_not_as_rich_markup(bench_out
     assert code == 0 and "a regex like [a-z]+ [/oops]" in out and "rule: str = [red]" in out, err
 
 
+def test_show_task_prints_data_and_file_names_as_they_are_not_as_rich_markup(bench_output, tmp_path, monkeypatch):
+    # a user's file whose text and name hold what rich would read as markup or an emoji code
+    folder = tmp_path / "a[bold]b"
+    folder.mkdir()
+    data = folder / "x[red].csv"
+    data.write_text("text,label\n" + "".join(f'"[laughter] a [/] b :smile: {i}",{i % 2}\n' for i in range(60)))
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, err = bench_output("show-task", f"text-cls(source={data},balance=false)", "-n", "5")
+    assert code == 0, err  # before: rich.errors.MarkupError, a traceback and exit 1
+    assert str(data) in out and out.count("[laughter] a [/] b :smile:") == 5
+    code, out, err = bench_output("show-task", "char-lm", "--seq-len", "4096", "-n", "50", "--seed", "4")
+    assert code == 0 and "the charter [see APP Note] will expire" in out, err  # before: 'the charter  will expire'
+
+
 @pytest.mark.parametrize(("what", "pattern", "option", "accepts", "words"), [
     ("variants", "local", "window", "a positive int", "query i sees key j where |i - j| < window"),
     ("variants", "linear", "kernel", "one of eager, compiled", "eager: ATen ops; compiled: fused by torch.compile"),
