@@ -1,21 +1,30 @@
 """`agreement`: subject–verb number agreement across attractors (Linzen, Dupoux & Goldberg 2016).
 
 Capability: tracking a syntactic dependency, not the nearest cue. The input is an English sentence
-prefix that stops right before its main verb: a subject noun phrase followed by prepositional
-phrases and relative clauses ("the key to the cabinets that the men like"). The class is the
-number the verb must take: that of the subject's head noun (0 = singular, 1 = plural). Nouns
-inside the modifiers whose number differs from the head's are *attractors*; a model that agrees
-with the most recent noun fails exactly on them, as Linzen et al. found for LSTMs on corpus
-sentences. Generated from a small grammar (word-level tokens; irregular plurals included), so the
-ground truth is exact and the attractor count is controlled: it is drawn uniformly from
-0..min(max_attractors, intervening nouns), and the subject's number uniformly (chance 0.5).
+prefix that stops right before the verb of its last clause: leading clauses ("the men say that"),
+then that clause's subject noun phrase followed by prepositional phrases and relative clauses
+("the key to the cabinets that the men like"). The class is the number the verb must take: that
+of the subject's head noun (0 = singular, 1 = plural). Nouns inside the modifiers whose number
+differs from the head's are *attractors*; a model that agrees with the most recent noun fails
+exactly on them, as Linzen et al. found for LSTMs on corpus sentences. Generated from a small
+grammar (word-level tokens; irregular plurals included), so the ground truth is exact and the
+attractor count is controlled: it is drawn uniformly from 0..min(max_attractors, intervening
+nouns), and the subject's number uniformly (chance 0.5).
 
-Grammar: S → NP_subj; NP → the (ADJ) N MOD*; MOD → P NP | that V NP (subject relative) |
-that NP V (object relative). The subject takes up to `max_modifiers` modifiers, and no more than
-the (seq_len - 2) // 3 that fit (each takes >= 3 tokens after `the N`); a noun phrase inside a
-modifier takes one more with probability 1/2 while nesting is below `max_depth`. Verbs
-inside relative clauses agree with their own subjects (the modified noun, or the relative
-clause's NP), so they are correct intervening cues of the *wrong* dependency.
+No shortcut decides it: the leading clauses (0..`max_clauses`, uniformly) move the head off a
+fixed position, and their own nouns take random numbers (with only the subject at the start,
+"the first noun's number" scored 1.000); by default the attractors are any share of the
+intervening nouns, so the majority's number is no cue either (capped at 3, it scored 0.87); and
+by default the subject takes as many modifiers as `seq_len` has room for, so the dependency spans
+the length a cell asks for (capped at 3, sentences stayed within 28 tokens at any seq_len).
+
+Grammar: S → (NP CV that)* NP_subj; NP → the (ADJ) N MOD*; MOD → P NP | that V NP (subject
+relative) | that NP V (object relative); CV a verb taking a clause (says, thinks, ...), agreeing
+with its NP. The subject takes up to `max_modifiers` modifiers, drawn uniformly, and no more than
+the (room - 2) // 3 that fit in what the leading clauses leave (each takes >= 3 tokens after
+`the N`); a noun phrase inside a modifier or a leading clause takes one more with probability 1/2
+while nesting is below `max_depth`. Verbs inside relative and leading clauses agree with their own
+subjects, so they are correct intervening cues of the *wrong* dependency.
 
 `.meta`: `distance` = verb position − subject head position (1 = the verb would follow the head),
 `attractors` (intervening nouns of the other number), `head` (position of the subject's head).
@@ -41,6 +50,9 @@ VERBS = (  # relative-clause verbs (singular, plural)
     ("likes", "like"), ("sees", "see"), ("knows", "know"), ("chases", "chase"),
     ("admires", "admire"), ("helps", "help"), ("follows", "follow"), ("visits", "visit"),
 )
+CLAUSE_VERBS = (  # verbs taking a clause, in the leading clauses (singular, plural)
+    ("says", "say"), ("thinks", "think"), ("believes", "believe"), ("hopes", "hope"),
+)
 ADJECTIVES = ("old", "small", "red", "happy", "famous", "quiet", "tall", "new")
 PREPOSITIONS = ("near", "behind", "with", "beside", "from", "under", "of", "to")
 DETERMINER, COMPLEMENTIZER = "the", "that"
@@ -55,6 +67,7 @@ WORDS = (
     + PREPOSITIONS
     + tuple(w for pair in NOUNS for w in pair)
     + tuple(w for pair in VERBS for w in pair)
+    + tuple(w for pair in CLAUSE_VERBS for w in pair)
 )
 WORD_ID = {w: i for i, w in enumerate(WORDS)}
 NOUN_NUMBER = {w: k for pair in NOUNS for k, w in enumerate(pair)}  # word → 0 singular / 1 plural
@@ -70,10 +83,11 @@ class _Noun:
 
 @dataclass
 class _Verb:
-    """A relative-clause verb that agrees with `subject`."""
+    """A relative-clause verb (or, `clause`, a leading clause's) that agrees with `subject`."""
 
     lemma: int
     subject: _Noun
+    clause: bool = False
 
 
 @register_task("agreement")
@@ -87,10 +101,12 @@ class AgreementTask(GeneratedTask):
         source="Linzen, Dupoux & Goldberg 2016 (TACL), agreement prediction; generated from a small grammar",
         licence="generated (no data)",
         options=(
-            Option("max_attractors", int, 3, "most intervening nouns of the other number (at most all of "
-                   "them)", minimum=0, maximum=MAX_ITEMS),
-            Option("max_modifiers", int, 3, "most modifiers (PP / relative clause) on the subject; at most "
-                   "(seq_len - 2) // 3 fit", minimum=0, maximum=MAX_ITEMS),
+            Option("max_attractors", int, MAX_ITEMS, "most intervening nouns of the other number (default: "
+                   "any share of them)", minimum=0, maximum=MAX_ITEMS),
+            Option("max_modifiers", int, MAX_ITEMS, "most modifiers (PP / relative clause) on the subject "
+                   "(default: as many as fit, at most (room - 2) // 3)", minimum=0, maximum=MAX_ITEMS),
+            Option("max_clauses", int, 3, "most leading clauses ('the men say that') before the subject",
+                   minimum=0, maximum=MAX_ITEMS),
             Option("max_depth", int, 2, "most nesting of modifiers inside modifiers (each level with "
                    "probability 1/2)", minimum=1, maximum=MAX_DEPTH),
         ),
@@ -129,9 +145,24 @@ class AgreementTask(GeneratedTask):
         nouns += inner
         return [COMPLEMENTIZER] + phrase + [_Verb(verb, inner[0])]
 
-    def skeleton(self, rng: np.random.Generator, seq_len: int) -> tuple[list, list[_Noun]]:
+    def leading_clauses(self, rng: np.random.Generator, seq_len: int) -> tuple[list, list[_Noun]]:
+        """0..max_clauses clauses `NP CV that` (uniformly), as many as leave room for `the N`; their
+        noun slots, whose numbers are drawn independently of the subject's."""
+        items: list = []
+        nouns: list[_Noun] = []
+        for _ in range(int(rng.integers(self.options["max_clauses"] + 1))):
+            inner: list[_Noun] = []
+            clause = self.noun_phrase(rng, 1, inner)
+            clause += [_Verb(int(rng.integers(len(CLAUSE_VERBS))), inner[0], clause=True), COMPLEMENTIZER]
+            if len(items) + len(clause) + 2 > seq_len:
+                break
+            items += clause
+            nouns += inner
+        return items, nouns
+
+    def skeleton(self, rng: np.random.Generator, room: int) -> tuple[list, list[_Noun]]:
         """Items of a subject NP with its modifiers, and its noun slots (the head first); no more
-        modifiers than `seq_len` has room for (so a large max_modifiers costs no more than it)."""
+        modifiers than `room` tokens hold (so a large max_modifiers costs no more than it)."""
         nouns: list[_Noun] = []
         head = _Noun(int(rng.integers(len(NOUNS))))
         nouns.append(head)
@@ -139,18 +170,23 @@ class AgreementTask(GeneratedTask):
         if rng.random() < P_ADJECTIVE:
             items.append(ADJECTIVES[rng.integers(len(ADJECTIVES))])
         items.append(head)
-        most = min(self.options["max_modifiers"], max(0, (seq_len - 2) // 3))  # a modifier: >= 3 tokens
+        most = min(self.options["max_modifiers"], max(0, (room - 2) // 3))  # a modifier: >= 3 tokens
         for _ in range(int(rng.integers(most + 1))):
             items += self.modifier(rng, head, 1, nouns)
         return items, nouns
 
     def sample(self, rng: np.random.Generator, seq_len: int) -> Example:
+        prefix, leading = self.leading_clauses(rng, seq_len)
+        room = seq_len - len(prefix)
         for _ in range(100):
-            items, nouns = self.skeleton(rng, seq_len)
-            if len(items) <= seq_len:
+            items, nouns = self.skeleton(rng, room)
+            if len(items) <= room:
                 break
         else:  # nothing longer fits: the bare subject
             items, nouns = [DETERMINER, nouns[0]], nouns[:1]
+        for noun in leading:
+            noun.number = int(rng.integers(2))
+        items = prefix + items
         head, others = nouns[0], nouns[1:]
         head.number = int(rng.integers(2))
         k = int(rng.integers(min(self.options["max_attractors"], len(others)) + 1))
@@ -167,7 +203,7 @@ class AgreementTask(GeneratedTask):
         if isinstance(item, _Noun):
             return NOUNS[item.lemma][item.number]
         if isinstance(item, _Verb):
-            return VERBS[item.lemma][item.subject.number]
+            return (CLAUSE_VERBS if item.clause else VERBS)[item.lemma][item.subject.number]
         return item
 
     def min_seq_len(self) -> int:
