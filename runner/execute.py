@@ -30,7 +30,7 @@ from attnbench.runner.measure import VerificationError, is_oom, measure_attentio
 from attnbench.runner.model import BenchModel, ModelSize
 from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
 from attnbench.selection import parse_selection
-from attnbench.tasks.base import build_task
+from attnbench.tasks.base import TASKS, build_task
 from attnbench.tasks.files import DataChangedError, check_digests
 from attnbench.variants.base import VARIANTS, get_variant_spec
 from attnbench.variants.check import CAUSAL, CROSS, verify_for_training
@@ -74,7 +74,12 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
     budget = cell_budget(cell, plan)
     forget_compiled()  # compiled kernels start afresh: a cell's record never depends on the cells before it
     _import_what_cells_import_lazily()
+    checking = cell.kind == "accuracy"
     try:
+        if checking:  # under their own limit: see checks_budget
+            with _time_limit(checks_budget(cell, plan) if alarm else None):
+                _verify_layers(cell, plan)
+        checking = False
         with _time_limit(budget if alarm else None):
             result = _run(cell, plan)
         if result.get("no_backward"):
@@ -82,7 +87,10 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
     except UnsupportedError as exc:
         status, message = "unsupported", str(exc)
     except CellTimeout:
-        status, message = "timeout", f"over the {budget:g} s cell budget"
+        if checking:
+            status, message = "timeout", f"its layer checks took over {checks_budget(cell, plan):g} s; not trained"
+        else:
+            status, message = "timeout", f"over the {budget:g} s cell budget"
     except (Diverged, VerificationError, DataChangedError) as exc:
         status, message = "error", str(exc)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 — one bad cell never ends the sweep (nor a sys.exit in it)
@@ -125,6 +133,25 @@ def cell_budget(cell: Cell, plan: Plan) -> float | None:
     return plan.max_cell_seconds
 
 
+# the least time the layer checks before an accuracy cell's training get, whatever its budget: a
+# few times their cold cost at the largest length they check (n = 300), where a hanging layer costs
+# this long before its cell is a timeout
+CHECKS_SECONDS = 10.0
+
+
+def checks_budget(cell: Cell, plan: Plan) -> float | None:
+    """Seconds the layer checks before an accuracy cell's training may take (`_verify_layers`): the
+    cell's budget, at least CHECKS_SECONDS; 0 for an efficiency cell, which has none. Outside the
+    cell's budget, because they run once per process: the first cell of a layer, option set and
+    length pays for them (1.2 s cold in one run, the first checks of a process) and the cells after
+    it do not. Inside it, a budget shorter than that timed the first cell out before its checks
+    were done and stored, and so every later one: the statuses depended on the cells' order."""
+    if cell.kind != "accuracy":
+        return 0.0
+    budget = cell_budget(cell, plan)
+    return None if budget is None else max(budget, CHECKS_SECONDS)
+
+
 def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
     torch.set_num_threads(plan.threads)
     dtype = DTYPES[plan.dtype]
@@ -151,7 +178,6 @@ def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
     task = build_task(cell.task, **dict(cell.task_options))
     check_digests(task.data_files(), plan.data)  # the bytes the run started with, on whichever machine
     cross = _cross_variant(plan.cross) if plan.cross else None
-    _verify_layers(cell, task.spec.kind, cross, plan)
     result = train_and_evaluate(
         task,
         cell.variant,
@@ -240,11 +266,13 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _verify_layers(cell: Cell, kind: str, cross: tuple[str, dict[str, Any]] | None, plan: Plan) -> None:
+def _verify_layers(cell: Cell, plan: Plan) -> None:
     """VerificationError, before any training, where a layer the model would use fails a check at
     the cell's length in the way the model calls it (`verify_for_training`): causal self-attention
     for a language model and a seq2seq decoder, and the decoder's cross-attention (the cell's
     variant, or --cross's)."""
+    kind = TASKS[cell.task].spec.kind
+    cross = _cross_variant(plan.cross) if plan.cross else None
     used = frozenset({CAUSAL}) if kind in ("lm", "seq2seq") else frozenset()
     layers = [(cell.variant_label, cell.variant, dict(cell.variant_options), used)]
     if kind == "seq2seq":

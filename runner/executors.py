@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from attnbench.runner.cells import Cell
-from attnbench.runner.execute import Plan, cell_budget, execute_cell
+from attnbench.runner.execute import Plan, cell_budget, checks_budget, execute_cell
 from attnbench.errors import AttnbenchError
 from attnbench.runner.worker import PARENT_ENV, READY
 
@@ -130,8 +130,9 @@ class SubprocessExecutor:
             self.proc.stdin.flush()
         except BrokenPipeError:
             return failed_record(cell, started, "error", "the worker process died before the cell started")
-        # the worker's own SIGALRM fires at `budget`; the parent kills at budget + grace
-        deadline = started + (budget + 30 if budget else DEFAULT_WORKER_SECONDS)
+        # the worker's own SIGALRMs fire at the checks' budget and the cell's; the parent kills at
+        # both + grace
+        deadline = started + (checks_budget(cell, self.plan) + budget + 30 if budget else DEFAULT_WORKER_SECONDS)
         for line in self._lines(deadline):
             if line.startswith(MARK):
                 record = json.loads(line[len(MARK) :])

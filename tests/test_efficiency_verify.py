@@ -461,3 +461,35 @@ def test_the_cross_attention_a_seq2seq_decoder_uses_is_checked_too(faulty, monke
                         or real(name, options, device, n=n, used=used))
     assert accuracy_cell("multi-head", "translation", 32)["status"] == "ok"
     assert asked == [("multi-head", 32, frozenset({"causal"})), ("multi-head", 32, frozenset({CROSS}))]
+
+
+def test_slow_first_layer_checks_time_out_no_cell_and_leave_no_cell_order_dependence(monkeypatch) -> None:
+    """The layer checks run once per process, so the first cell of a layer pays for them (1.2 s
+    cold in a reviewer's run). Inside a 0.2 s cell budget they timed that cell out before their
+    result was stored, so every later cell ran them again and timed out too: `--tasks distance,copy`
+    gave timeout, timeout and `--tasks copy,distance` ok, ok. They now have their own limit."""
+    import time
+
+    import attnbench.runner.execute as execute
+    import attnbench.variants.check as check
+
+    monkeypatch.setattr(check, "_VERIFIED", {})
+    real = check._first_failure
+
+    def cold_first_checks(*args, **kwargs):
+        time.sleep(2.5)  # past the cell's budget below
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check, "_first_failure", cold_first_checks)
+    p = PROFILES["smoke"]
+    plan = Plan(size=p.size.to_dict(), train=p.train.to_dict(), efficiency=p.efficiency.to_dict(), threads=1,
+                max_cell_seconds=2.0)
+    assert execute.checks_budget(Cell.make("accuracy", "dot-product", {}, "copy", {}, 16, 0), plan) == 10.0
+    records = [execute_cell(Cell.make("accuracy", "dot-product", {}, task, {}, 16, 0), plan)
+               for task in ("distance", "copy")]
+    assert [r["status"] for r in records] == ["ok", "ok"], [r["message"] for r in records]
+
+    monkeypatch.setattr(check, "_VERIFIED", {})
+    monkeypatch.setattr(execute, "CHECKS_SECONDS", 1.0)  # checks past their own limit: a timeout that says so
+    record = execute_cell(Cell.make("accuracy", "dot-product", {}, "copy", {}, 16, 0), plan)
+    assert (record["status"], record["message"]) == ("timeout", "its layer checks took over 2 s; not trained")
