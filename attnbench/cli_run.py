@@ -86,7 +86,8 @@ def describe(record: dict) -> str:
     where = f"{record['variant_label']} {record['task_label'] if record['task'] else ''} n={record['seq_len']}"
     where = escape(" ".join(where.split()))
     if status != "ok":
-        return f"[{STATUS_STYLE[status]}]{status}[/] {record['kind']} {where}: {escape(record['message'])}"
+        return (f"[{STATUS_STYLE[status]}]{status}[/] {record['kind']} {where} seed={record['seed']}: "
+                f"{escape(record['message'])}")
     result = record["result"]
     if record["kind"] == "efficiency":
         if timed_forward_only(record):

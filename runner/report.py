@@ -910,12 +910,10 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
             change = (vb - va) / abs(va) if _finite(va) and _finite(vb) and va != 0 else math.nan
             if not (_finite(va) and _finite(vb)):
                 regressed, note = False, "not comparable"
-            elif higher:
-                regressed = vb < va - rtol * abs(va)
-                note = "worse" if regressed else ("better" if vb > va else "")
-            else:
-                regressed = vb > va + rtol * abs(va)
-                note = "worse" if regressed else ("better" if vb < va else "")
+            else:  # both ways beyond rtol: a change within it is noise either way
+                gain = (vb - va) if higher else (va - vb)
+                regressed = gain < -rtol * abs(va)
+                note = "worse" if regressed else ("better" if gain > rtol * abs(va) else "")
             rows.append({**base, "metric": name, "a": va, "b": vb, "ratio": ratio, "change": change,
                          "regressed": regressed, "note": note})
     frame = pd.DataFrame(rows, columns=["key", "kind", "status_a", "status_b", "metric", "a", "b", "ratio",
@@ -923,6 +921,11 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     frame["regressed"] = frame.regressed.astype(bool)
     return Comparison(frame=frame, only_a=[k for k in by_a if k not in by_b],
                       only_b=[k for k in by_b if k not in by_a], rtol=rtol)
+
+
+# the matmul peaks of two runs' starts further apart than this ratio: one machine was busier (this
+# 2-core VM's idle runs read 187-224 GFLOP/s, 1.2x apart; a run beside another process read 0.31x)
+PEAK_DRIFT = 1.25
 
 
 def _machine(run: Run, key: str):
@@ -955,6 +958,12 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
     if differs:
         lines.append(f"- **note**: the runs differ in {', '.join(differs)}: time and memory ratios compare machines, "
                      "not code.")
+    peaks = [_number(run.env.get("matmul_peak_flops")) for run in (a, b)]
+    if "device" not in differs and all(_finite(p) and p > 0 for p in peaks) and not (
+            1 / PEAK_DRIFT <= peaks[1] / peaks[0] <= PEAK_DRIFT):
+        lines.append(f"- **note**: the matmul peak each run measured at its start differs: A {peaks[0] / 1e9:.1f}, "
+                     f"B {peaks[1] / 1e9:.1f} GFLOP/s ({peaks[1] / peaks[0]:.2f}×), so one ran on a busier or another "
+                     "machine: its time ratios say as much about that as about the code.")
     if unknown:
         lacking = [name for name, run in (("A", a), ("B", b)) if not run.env]
         lines.append(f"- **note**: {' and '.join(lacking)} record{'s' if len(lacking) == 1 else ''} no "
@@ -976,6 +985,12 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
     for name, keys in (("A", comparison.only_a), ("B", comparison.only_b)):
         if keys:
             lines += [f"Only in {name} ({len(keys)}):", ""] + [f"- `{k}`" for k in keys] + [""]
+    for name, run in (("A", a), ("B", b)):
+        planned, recorded = _planned_cells(run.grid), len({r.get("key") for r in run.records})
+        if planned and planned > recorded:  # a gate passes what it never saw: say so
+            lines += [f"{name} is incomplete: {planned - recorded} of its grid's {planned} cells are not recorded "
+                      f"(`bench run --resume {shlex.quote(str(run.path))}` runs them); they are compared with nothing.",
+                      ""]
     bad = comparison.regressions
     if frame.empty:
         lines.append(f"Nothing compared: {nothing_compared(comparison)}; that fails the gate.")

@@ -194,3 +194,17 @@ def test_ls_profiles_names_the_efficiency_layer_and_the_options_a_profile_gives_
     row = {column.header: column._cells[0] for column in table.columns}
     assert found == 1 and row["efficiency layer and n"] == "d=256 h=4 b=1; 256,1024,4096,8192"
     assert row["variant defaults"] == "local: window=16"  # quick's is 4: a local cell differs between them
+
+
+def test_a_failed_cell_s_progress_line_names_its_seed_and_keeps_its_message_s_brackets():
+    """Two seeds of one failing cell printed the same line twice, with nothing to tell them apart."""
+    from rich.console import Console
+
+    from attnbench.cli_run import describe
+
+    record = {"status": "error", "kind": "accuracy", "variant_label": "flaky", "task_label": "listops", "task": "listops",
+              "seq_len": 64, "seed": 1, "message": "RuntimeError: boom at [64]"}
+    console = Console(width=200, markup=False, color_system=None)
+    with console.capture() as captured:
+        console.print(describe(record), markup=True, highlight=False)
+    assert captured.get().strip() == "error accuracy flaky listops n=64 seed=1: RuntimeError: boom at [64]"

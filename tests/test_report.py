@@ -498,6 +498,42 @@ def test_compare_ok_to_error_is_a_regression_and_one_run_cells_are_listed(tmp_pa
     assert bench_output("compare", b, a)[0] == 0
 
 
+def test_compare_marks_a_change_better_only_beyond_rtol_as_it_marks_one_worse():
+    """A 1 % faster cell was 'better' while a 4 % slower one had no mark: noise both ways."""
+    a = load_run_from([eff("multi-head", 256, fwd_bwd_s=1e-2), eff("linear", 256, fwd_bwd_s=1e-2)])
+    b = load_run_from([eff("multi-head", 256, fwd_bwd_s=0.99e-2), eff("linear", 256, fwd_bwd_s=0.9e-2)])
+    notes = {(r.key.split("/")[1], r.metric): r.note for r in compare_runs(a, b, 0.05).frame.itertuples()}
+    assert notes[("multi-head", "fwd+bwd ms")] == "" and notes[("linear", "fwd+bwd ms")] == "better"
+    notes = {(r.key.split("/")[1], r.metric): r.note for r in compare_runs(b, a, 0.05).frame.itertuples()}
+    assert notes[("multi-head", "fwd+bwd ms")] == "" and notes[("linear", "fwd+bwd ms")] == "worse"
+
+
+def test_compare_says_when_the_runs_matmul_peaks_differ(tmp_path, bench_output):
+    """Two runs of the same code, B beside another process (its matmul peak 0.31x A's): its times
+    read as +3899 % regressions with nothing to say why."""
+    records = [eff("multi-head", 256)]
+    a = write_run(tmp_path / "a", records, env={**ENV, "matmul_peak_flops": 217.8e9})
+    b = write_run(tmp_path / "b", records, env={**ENV, "matmul_peak_flops": 67.2e9})
+    near = write_run(tmp_path / "near", records, env={**ENV, "matmul_peak_flops": 200e9})
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 0 and ("the matmul peak each run measured at its start differs: A 217.8, B 67.2 GFLOP/s "
+                          "(0.31×)") in out
+    code, out, _ = bench_output("compare", a, near)
+    assert code == 0 and "matmul peak" not in out
+
+
+def test_compare_says_a_run_is_incomplete(tmp_path, bench_output):
+    """A run killed after some cells passed the gate with nothing to say that its rest was never compared."""
+    planned = grid(variants=["multi-head", "linear"], tasks=["task-a"], lengths={"task-a": [32]}, kinds=["accuracy"])
+    done = [acc("multi-head", "task-a", 0.8), acc("linear", "task-a", 0.8)]
+    a = write_run(tmp_path / "a", done, grid_=planned)
+    b = write_run(tmp_path / "b", done[:1], grid_=planned)
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 0 and "No regressions" in out
+    assert f"B is incomplete: 1 of its grid's 2 cells are not recorded (`bench run --resume {b}` runs them)" in out
+    assert "A is incomplete" not in out
+
+
 def test_compare_rejects_a_negative_rtol(tmp_path, bench_output):
     a = write_run(tmp_path / "a", [])
     code, _, err = bench_output("compare", a, a, "--rtol", "-1")
