@@ -46,6 +46,7 @@ from attnbench.runner.report import (  # noqa: E402
     grid_seeds,
     scaling_exponent,
     window_reach,
+    with_defaults,
 )
 from attnbench.runner.store import Run, StoreError, write_atomically  # noqa: E402
 from attnbench.runner.store import load_run as read_run  # noqa: E402
@@ -105,13 +106,14 @@ def _accuracy_view(run: Run) -> pd.DataFrame:
     `column` is the report's column name ("task (n=N)" when the run has several lengths for it);
     `score` is the mean over ok seeds and `status` is "ok" when any seed scored; `by_distance` is
     the accuracy per bucket, seeds pooled as the report pools them (see `_distance_curves`), and
-    `variant_options` the variant's options.
+    `variant_options` the variant's options with their defaults filled in (`report.with_defaults`).
     """
     records = run.records
     frame = accuracy_frame(records, grid_seeds(run))
     frame = frame[frame.column != AVERAGE].rename(columns={"mean": "score", "baseline_bits_per_byte": "baseline"})
     curves = _distance_curves(records)
-    options = {r["variant_label"]: r.get("variant_options") or {} for r in records}
+    options = {r["variant_label"]: with_defaults("variant", r.get("variant"), r.get("variant_options"))
+               for r in records}
     cells = list(zip(frame.variant, frame.task, frame.seq_len))
     return frame.assign(
         status=frame.status.where(frame.ok_seeds == 0, "ok"),
@@ -309,7 +311,7 @@ def figure_distance(run: Run, palette: dict) -> Figure | None:
             (line,) = ax.plot([d * math.sqrt(2) for d in x], [row.by_distance[e] for e in x], marker="o", ms=4,
                               lw=1.8, color=colour, label=row.variant)
             handles.setdefault(row.variant, line)
-            window = row.variant_options.get("window") if isinstance(row.variant_options, dict) else None
+            window = row.variant_options.get("window")
             reach = window_reach(window, n_layers) if isinstance(window, int) else None
             if reach:  # window 1 sees only its own position: no distance to mark on the log axis
                 ax.axvline(reach, color=colour, ls="--", lw=1.3)
@@ -345,8 +347,15 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
     if frame.empty:
         return None
     lengths = sorted(frame.seq_len.unique())
-    method = next((m for m in frame.mem_method if isinstance(m, str)), None)
+    # the method of the points drawn (a forward-only cell draws none); several: the report names each
+    drawn = frame[(frame.status == "ok") & ~forward_only_cells(frame) & frame.peak_mib_fwd_bwd.notna()]
+    methods = sorted({m for m in drawn.mem_method if isinstance(m, str)})
+    method = methods[0] if len(methods) == 1 else None
     mem_note = {"tensor-bytes": "live tensor bytes", "cuda": "CUDA max allocated"}.get(method, method)
+    if len(methods) > 1:  # then each variant's own, in its legend entry
+        mem_note = "methods differ: each in the legend"
+    method_of = {v: ", ".join(sorted({m for m in g.mem_method if isinstance(m, str)}))
+                 for v, g in drawn.groupby("variant")}
     fig = Figure(figsize=(12.5, 6.6), layout="constrained")
     ax_t, ax_m = fig.subplots(1, 2)
     panels = [
@@ -359,6 +368,8 @@ def figure_scaling(run: Run, palette: dict) -> Figure | None:
     failed.loc[failed.status == "ok", "status"] = "forward only"
     for ax, column, ylabel, what in panels:
         labels = scaling_labels(frame, column)
+        if what == "memory" and len(methods) > 1:
+            labels = {v: f"{label}; {method_of[v]}" if method_of.get(v) else label for v, label in labels.items()}
         for variant in sorted(frame.variant.unique()):
             ok = frame[(frame.variant == variant) & (frame.status == "ok") & frame[column].notna()].sort_values("seq_len")
             colour = palette[variant]

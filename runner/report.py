@@ -329,7 +329,7 @@ def long_range_frame(records: Sequence[dict], grid: Mapping[str, Any] | None = N
         return pd.DataFrame(columns=columns)
     n_layers = ((grid or {}).get("size") or {}).get("n_layers")
     windows = {
-        r.get("variant_label"): (r.get("variant_options") or {}).get("window")
+        r.get("variant_label"): with_defaults("variant", r.get("variant"), r.get("variant_options")).get("window")
         for r in records if r.get("kind") == "accuracy"
     }
     rows = []
@@ -884,11 +884,13 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     differs = incomparable_settings(a.grid, b.grid)
     if differs:
         raise AttnbenchError(f"the runs are not comparable: their grids differ in {'; '.join(differs)}")
-    by_a = {r["key"]: r for r in a.records}
-    by_b = {r["key"]: r for r in b.records}
+    # matched by what ran, not by how it was written: 'linear' and 'linear(kernel=eager)' are one cell
+    by_a = {_same_cell(r): r for r in a.records}
+    by_b = {_same_cell(r): r for r in b.records}
     rows = []
-    for key in [k for k in by_a if k in by_b]:
-        ra, rb = by_a[key], by_b[key]
+    for same in [k for k in by_a if k in by_b]:
+        ra, rb = by_a[same], by_b[same]
+        key = ra["key"] if ra["key"] == rb["key"] else f"{ra['key']} (B: {rb['key']})"
         sa, sb = ra.get("status"), rb.get("status")
         base = {"key": key, "kind": ra.get("kind"), "status_a": sa, "status_b": sb}
         if sa != "ok" or sb != "ok":
@@ -919,8 +921,40 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     frame = pd.DataFrame(rows, columns=["key", "kind", "status_a", "status_b", "metric", "a", "b", "ratio",
                                         "change", "regressed", "note"])
     frame["regressed"] = frame.regressed.astype(bool)
-    return Comparison(frame=frame, only_a=[k for k in by_a if k not in by_b],
-                      only_b=[k for k in by_b if k not in by_a], rtol=rtol)
+    return Comparison(frame=frame, only_a=[r["key"] for k, r in by_a.items() if k not in by_b],
+                      only_b=[r["key"] for k, r in by_b.items() if k not in by_a], rtol=rtol)
+
+
+def _same_cell(record: Mapping) -> str:
+    """What a record ran, as one string: its kind, variant and task with their options' defaults filled
+    in (`with_defaults`), length and seed; its key where it lacks them."""
+    if "variant" not in record:
+        return str(record.get("key"))
+    options = lambda kind, name, given: sorted(  # noqa: E731 — 5 and 5.0 are one value, as JSON has them
+        (k, float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+        for k, v in with_defaults(kind, name, given).items())
+    task = record.get("task")
+    return json.dumps([record.get("kind"), record.get("variant"), options("variant", record.get("variant"),
+                       record.get("variant_options")), task, options("task", task, record.get("task_options")) if task
+                       else None, record.get("seq_len"), record.get("seed")], sort_keys=True, default=str)
+
+
+def with_defaults(kind: str, name: Any, options: Any) -> dict[str, Any]:
+    """`options` of a recorded variant or task (`kind`) with the defaults of the options it did not
+    give filled in, as registered here; as given where `name` is not registered here (a plugin not
+    loaded) or the record's options are not a mapping."""
+    given = dict(options) if isinstance(options, Mapping) else {}
+    if not isinstance(name, str) or not name:
+        return given
+    from attnbench.tasks.base import TASKS  # registries: only here, the rest of the report reads files
+    from attnbench.variants.base import VARIANTS
+
+    registry = VARIANTS if kind == "variant" else TASKS
+    try:
+        spec = registry[name].spec
+    except Exception:  # noqa: BLE001 — not registered here, or a plugin that fails to load: as given
+        return given
+    return {**{o.name: o.default for o in spec.options}, **given}
 
 
 # the matmul peaks of two runs' starts further apart than this ratio: one machine was busier (this

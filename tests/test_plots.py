@@ -190,6 +190,24 @@ def test_scaling_legend_shows_the_fitted_slope(full_run):
         assert any(line.get_marker() == "x" for line in ax.get_lines())
 
 
+def test_scaling_memory_axis_names_the_method_of_the_points_it_draws(tmp_path):
+    """Its label took the first method in the cells: 'cpu-allocator events (compiled kernel)' for
+    every line, where multi-head's were tensor bytes."""
+    records = efficiency_cells()
+    for r in records:
+        if r["variant"] == "linear" and r["result"]:
+            r["result"]["mem_method"] = "cpu-allocator events (compiled kernel)"
+    run = load_run(write_run(tmp_path / "mixed", records))
+    memory_ax = figure_scaling(run, variant_palette(r["variant_label"] for r in run.records)).axes[1]
+    labels = [t.get_text() for t in memory_ax.get_legend().get_texts()]
+    assert memory_ax.get_ylabel() == "peak memory, forward+backward (MiB, methods differ: each in the legend)"
+    assert "linear (slope 1.00); cpu-allocator events (compiled kernel)" in labels
+    assert "multi-head (slope 1.00); tensor-bytes" in labels
+    run = load_run(write_run(tmp_path / "one", efficiency_cells()))
+    memory_ax = figure_scaling(run, variant_palette(r["variant_label"] for r in run.records)).axes[1]
+    assert memory_ax.get_ylabel() == "peak memory, forward+backward (MiB, live tensor bytes)"
+
+
 def test_heatmap_shows_failed_cells_and_a_separate_bits_per_byte_panel(full_run):
     run = load_run(full_run)
     figure = figure_heatmap(run, variant_palette(r["variant_label"] for r in run.records))

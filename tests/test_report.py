@@ -255,6 +255,31 @@ def test_long_range_pools_seeds_by_count_and_shows_ranges_and_window_reach():
     assert table.loc["local(window=4)", "[4,8)"] == "0.50"
 
 
+def test_window_reach_reads_a_window_left_at_its_default():
+    """`local(kernel=eager)` ran with window 128 and showed no reach: only given options were read."""
+    records = [acc("local", "distance", 0.5, chance=0.125, options={"kernel": "eager"}, n=512,
+                   by_distance={1: (1.0, 100), 256: (0.5, 100)})]
+    table = long_range_table(records, grid()).set_index("variant")
+    assert table.loc["local(kernel=eager)", "window reach"] == "(128 − 1) × 2 = 254"
+    unknown = [{**records[0], "variant": "not-registered-here", "variant_label": "not-registered-here"}]
+    assert long_range_table(unknown, grid()).iloc[0]["window reach"] == ""  # nothing to fill in: as given
+
+
+def test_compare_matches_a_cell_whether_its_defaults_were_written_out_or_not(tmp_path, bench_output):
+    """`linear` / `copy` in A and `linear(kernel=eager)` / `copy(reverse=false)` in B ran the same cells,
+    which compare listed as one run's each: 'no cell is in both runs', exit 1."""
+    a = write_run(tmp_path / "a", [acc("linear", "copy", 0.8), acc("local", "copy", 0.5, options={"window": 4})])
+    written = {**acc("linear", "copy", 0.6, options={"kernel": "eager"}), "task_options": {"reverse": False},
+               "task_label": "copy(reverse=False)"}
+    written["key"] = "accuracy/linear(kernel=eager)/copy(reverse=False)/n=32/seed=0"
+    b = write_run(tmp_path / "b", [written, acc("local", "copy", 0.5, options={"window": 8})])
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 1, out
+    assert ("`accuracy/linear/copy/n=32/seed=0 (B: accuracy/linear(kernel=eager)/copy(reverse=False)/n=32/seed=0)`: "
+            "accuracy 0.8000 → 0.6000") in out
+    assert "Only in A (1)" in out and "Only in B (1)" in out  # window 4 and window 8 are other cells
+
+
 def test_effective_range_is_undefined_when_the_shortest_bucket_is_at_chance():
     records = [acc("multi-head", "mqar", 0.1, chance=0.25, by_distance={4: (0.25, 200), 8: (0.26, 200)})]
     row = long_range_frame(records, grid()).iloc[0]
