@@ -877,3 +877,44 @@ def test_show_task_gives_a_bits_per_byte_task_its_unigram_baseline_for_chance(be
     code, out, err = bench_output("show-task", "char-lm", "-n", "1", "--seq-len", "32")
     assert code == 0, err
     assert "metric bits_per_byte, chance 4.38 bpb (unigram)" in out
+
+
+# ----------------------------------------------------------------------------- trivial baselines
+def test_the_trivial_baselines_the_readme_quotes_beside_chance():
+    """Chance (1 / classes) is not the floor a score should be read against: at the quick lengths,
+    listops' root operator alone answers 0.32 (its majority class 0.13), a random value among the
+    context's answers mqar 0.125, and each sequence's most frequent symbol answers copy 0.29,
+    selective-copy 0.33 and induction 0.15 (README, reference results)."""
+    from attnbench.tasks.base import IGNORE_INDEX
+
+    def frequent(tokens, first, classes):
+        return int(torch.bincount(tokens[tokens >= first] - first, minlength=classes).argmax())
+
+    listops = build_task("listops")
+    train, test = listops.build("train", 4000, 64, 0), listops.build("test", 1000, 64, 0)
+    by_root = defaultdict(Counter)
+    for row, y in zip(train.tokens[:, 0].tolist(), train.target.tolist()):
+        by_root[row][y] += 1
+    root = np.mean([by_root[r].most_common(1)[0][0] == y for r, y in zip(test.tokens[:, 0].tolist(), test.target.tolist())])
+    majority = float((test.target == torch.bincount(train.target).argmax()).float().mean())
+    assert 0.29 < root < 0.35 and 0.11 < majority < 0.15 and listops.chance == 0.1
+
+    mqar = build_task("mqar")
+    batch, rng = mqar.build("test", 1000, 32, 0), np.random.default_rng(0)
+    pairs = mqar.options["num_kv_pairs"]
+    hits = [rng.choice([x - mqar.value_base for x in row[1:2 * pairs:2]]) == y
+            for row, target in zip(batch.tokens.tolist(), batch.target.tolist()) for y in target if y != IGNORE_INDEX]
+    assert 0.10 < np.mean(hits) < 0.15 and mqar.chance < 0.035
+
+    for name, first, low, high in (("copy", 3, 0.26, 0.32), ("selective-copy", 4, 0.29, 0.36)):
+        task = build_task(name)
+        batch = task.build("test", 1000, 32, 0)
+        labelled = batch.target != IGNORE_INDEX
+        modes = torch.tensor([frequent(row, first, task.n_classes) for row in batch.tokens])
+        score = float((batch.target == modes[:, None])[labelled].float().mean())
+        assert low < score < high and task.chance == 0.125, (name, score)
+
+    induction = build_task("induction")
+    batch = induction.build("test", 2000, 32, 0)
+    score = np.mean([frequent(row, 2, induction.n_classes) == int(y) for row, y in zip(batch.tokens, batch.target)])
+    assert 0.12 < score < 0.18 and induction.chance == 0.0625
