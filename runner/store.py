@@ -701,6 +701,8 @@ def _require_run(run_dir: Path) -> None:
     try:
         if not run_dir.exists():
             raise StoreError(f"{run_dir}: no such directory")
+        if run_dir.is_file() and (run_dir.parent / GRID_FILE).is_file():  # `bench report RUN/grid.json`
+            raise StoreError(f"{run_dir} is a file of the run {run_dir.parent}: give the run's directory")
         if not (run_dir / GRID_FILE).is_file():
             empty = run_dir.is_dir() and not any(run_dir.iterdir())
             raise StoreError(f"{run_dir} is not an attnbench run (no {GRID_FILE}" + (

@@ -646,3 +646,12 @@ def test_report_on_the_sample_quick_run(tmp_path, bench_output):
 def test_window_reach_is_window_minus_one_per_layer_and_none_without_a_window_or_layers():
     assert [window_reach(w, 2) for w in (1, 4, 16)] == [0, 6, 30]
     assert window_reach(None, 2) is None and window_reach(4, None) is None and window_reach(4, 0) is None
+
+
+@pytest.mark.parametrize("name", ["grid.json", "cells.jsonl"])
+def test_a_run_s_own_file_given_for_its_directory_says_so(tmp_path, bench_output, name):
+    """`bench report RUN/grid.json` said '… is not an attnbench run (no grid.json)'."""
+    run = write_run(tmp_path / "run", [acc("multi-head", "task-a", 0.8)])
+    code, _, err = bench_output("report", run / name)
+    assert code == 2
+    assert one_error_line(err) == f"bench: error: {run / name} is a file of the run {run}: give the run's directory"
