@@ -122,6 +122,7 @@ def _field(name: str, value: str) -> None:
     """One line of an example: its name dimmed, then the value as it is."""
     console.print(Text.assemble((name, "dim"), " ", value), highlight=False, soft_wrap=True)
 
+
 def check_show_length(task: Task, label: str, seq_len: int) -> None:
     """--seq-len within what the task can be built at (as `bench run` checks its --lengths), and
     within MAX_SHOWN for a task with no maximum of its own: one line before any example

@@ -457,14 +457,9 @@ def run_check(name: str, check: str, options: dict | None = None, device: str = 
     its detail says so, and the checks of gradients are skipped (saying why). Any other error,
     UnsupportedError included, is a FAIL.
     """
-    return _run_one(Subject(name, dict(options or {}), torch.device(device)), check, CHECKS[check])
-
-
-def _run_one(subject: Subject, check: str, run: Callable[[Subject], str]) -> CheckResult:
-    """`run(subject)` as the result of check `check` (see `run_check`)."""
-    name = subject.name
+    subject = Subject(name, dict(options or {}), torch.device(device))
     try:
-        return CheckResult(name, check, PASS, _attempt(subject, run))
+        return CheckResult(name, check, PASS, _attempt(subject, CHECKS[check]))
     except Skip as why:
         return CheckResult(name, check, SKIP, str(why))
     except Failure as why:
