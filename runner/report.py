@@ -470,12 +470,21 @@ def _planned_by_kind(grid: dict) -> dict[str, int] | None:
     return {kind: count for kind, count in (("accuracy", accuracy), ("efficiency", efficiency)) if kind in kinds}
 
 
+def _unrecorded(run: Run) -> tuple[int, int]:
+    """(cells the grid plans that no record holds, cells it plans); (0, 0) where the grid does not say."""
+    planned = _planned_cells(run.grid) or 0
+    return max(0, planned - len({r.get("key") for r in run.records})), planned
+
+
+def _resume_hint(run: Run) -> str:
+    return f"`bench run --resume {shlex.quote(str(run.path))}` runs them"
+
+
 def _no_cells(run: Run, kind: str) -> str:
     """The line of a report section without a cell of `kind`: none planned, or none recorded yet."""
     planned = (_planned_by_kind(run.grid) or {}).get(kind)
     if planned:
-        return (f"No {kind} cells recorded yet; the grid plans {planned} "
-                f"(`bench run --resume {shlex.quote(str(run.path))}` runs them).\n")
+        return f"No {kind} cells recorded yet; the grid plans {planned} ({_resume_hint(run)}).\n"
     return f"No {kind} cells in this run.\n"
 
 
@@ -671,9 +680,8 @@ def _header(run: Run) -> str:
     if isinstance(data, dict) and data:  # the user's data files the tasks read, and the bytes they held
         lines.append("- **data**: " + "; ".join(f"`{file}` (sha256 {short_digest(str(digest))})" for file, digest in data.items()))
     statuses = ", ".join(f"{k} {v}" for k, v in counts.items())
-    planned, recorded = _planned_cells(grid), len({r.get("key") for r in run.records})
-    missing = f"; {planned - recorded} of the grid's {planned} not run yet (`bench run --resume {shlex.quote(str(run.path))}` " \
-        "runs them)" if planned and planned > recorded else ""
+    unrecorded, planned = _unrecorded(run)
+    missing = f"; {unrecorded} of the grid's {planned} not run yet ({_resume_hint(run)})" if unrecorded else ""
     lines.append(f"- **cells**: {len(run.records)} recorded ({statuses}){missing}" if len(counts)
                  else f"- **cells**: none recorded{missing}")
     if env.get("argv"):
@@ -1020,11 +1028,10 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
         if keys:
             lines += [f"Only in {name} ({len(keys)}):", ""] + [f"- `{k}`" for k in keys] + [""]
     for name, run in (("A", a), ("B", b)):
-        planned, recorded = _planned_cells(run.grid), len({r.get("key") for r in run.records})
-        if planned and planned > recorded:  # a gate passes what it never saw: say so
-            lines += [f"{name} is incomplete: {planned - recorded} of its grid's {planned} cells are not recorded "
-                      f"(`bench run --resume {shlex.quote(str(run.path))}` runs them); they are compared with nothing.",
-                      ""]
+        unrecorded, planned = _unrecorded(run)
+        if unrecorded:  # a gate passes what it never saw: say so
+            lines += [f"{name} is incomplete: {unrecorded} of its grid's {planned} cells are not recorded "
+                      f"({_resume_hint(run)}); they are compared with nothing.", ""]
     bad = comparison.regressions
     if frame.empty:
         lines.append(f"Nothing compared: {nothing_compared(comparison)}; that fails the gate.")
