@@ -74,10 +74,10 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
     budget = cell_budget(cell, plan)
     forget_compiled()  # compiled kernels start afresh: a cell's record never depends on the cells before it
     _import_what_cells_import_lazily()
-    checking = cell.kind == "accuracy"
+    checking, checks = cell.kind == "accuracy", checks_budget(cell, plan)
     try:
         if checking:  # under their own limit: see checks_budget
-            with _time_limit(checks_budget(cell, plan) if alarm else None):
+            with _time_limit(checks if alarm else None):
                 _verify_layers(cell, plan)
         checking = False
         with _time_limit(budget if alarm else None):
@@ -88,7 +88,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
         status, message = "unsupported", str(exc)
     except CellTimeout:
         if checking:
-            status, message = "timeout", f"its layer checks took over {checks_budget(cell, plan):g} s; not trained"
+            status, message = "timeout", f"its layer checks took over {checks:g} s; not trained"
         else:
             status, message = "timeout", f"over the {budget:g} s cell budget"
     except (Diverged, VerificationError, DataChangedError) as exc:
