@@ -221,8 +221,7 @@ def figure_heatmap(run: Run, palette: dict) -> Figure | None:
     acc_cols = [c for c in task_order if _higher_is_better(frame, c)]
     low_cols = [c for c in task_order if not _higher_is_better(frame, c)]
     if acc_cols:
-        panels.append(("accuracy units (higher is better)", acc_cols, "viridis", (0.0, 1.0),
-                       "test score (accuracy / exact match)"))
+        panels.append(("accuracy or exact match (higher is better)", acc_cols, "viridis", (0.0, 1.0), "test score"))
     if low_cols:
         scores = frame[frame.column.isin(low_cols)].score.dropna()
         low, high = (scores.min(), scores.max()) if len(scores) else (0.0, 1.0)
@@ -269,7 +268,9 @@ def figure_heatmap(run: Run, palette: dict) -> Figure | None:
         ax.set_xlabel("")
         ax.set_ylabel("variant" if ax is axes[0] else "")
         ax.set_title(name)
-    fig.supxlabel("task (below each name: chance level, or the unigram baseline for bits per byte)", fontsize=10)
+    trivial = " and the best trivial baseline (report)" if frame.trivial.notna().any() else ""
+    fig.supxlabel(f"task (below each name: chance level{trivial}, or the unigram baseline for bits per byte)",
+                  fontsize=10)
     spread = ", mean ± std over seeds" if frame["std"].notna().any() else ""
     _title(fig, f"Test score per variant and task (grey: cell did not finish ok{spread})", run, "accuracy")
     return fig
@@ -284,7 +285,9 @@ def _column_label(frame: pd.DataFrame, column: str) -> str:
     if not row.higher_is_better:
         return f"{column}\n(unigram {row.baseline:.2f})" if pd.notna(row.baseline) else column
     tag = " EM" if row.metric == "exact_match" else ""
-    return f"{column}{tag}\n(chance {row.chance:.2f})" if pd.notna(row.chance) else column
+    floors = ([f"chance {row.chance:.2f}"] if pd.notna(row.chance) else []) + (
+        [f"trivial {row.trivial:.2f}"] if pd.notna(row.trivial) else [])
+    return f"{column}{tag}\n({', '.join(floors)})" if floors else column
 
 
 def figure_distance(run: Run, palette: dict) -> Figure | None:

@@ -10,6 +10,8 @@ Definitions the tables use (also printed as footnotes of the report):
 - *score*: a task's test metric; ``accuracy`` and ``exact_match`` are higher-is-better and enter
   the Average column, ``bits_per_byte`` is lower-is-better and is shown on its own, next to the
   task's unigram baseline.
+- *trivial baseline*: the best of a task's `trivial_baselines`, scores of answering without what
+  the task isolates, measured on each cell's test data (``TRIVIAL_ROW``).
 - *effective range*: see `effective_range`; *above-chance reach*: see `above_chance_reach`.
 - *speed-up* = t(multi-head) / t(variant) and *memory ratio* = mem(variant) / mem(multi-head), at
   the same n, as the Long Range Arena reports them.
@@ -65,6 +67,7 @@ CHANCE_SIGMAS = 2.0  # above chance: more than this many standard errors of a ch
 REFERENCE_VARIANT = "multi-head"
 AVERAGE = "Average"
 CHANCE_ROW = "chance"
+TRIVIAL_ROW = "trivial baseline"  # the best of a task's `trivial_baselines` on the cells' test data
 CSV_TABLES = ("accuracy", "long_range", "effective_range", "efficiency", "scaling")
 
 
@@ -89,9 +92,20 @@ def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
             "score": _number(res.get("score")),
             "chance": _number(res.get("chance")),
             "baseline_bits_per_byte": _number(res.get("baseline_bits_per_byte")),
+            **_best_trivial(res.get("baselines")),
         })
     return pd.DataFrame(rows, columns=["variant", "task", "seq_len", "seed", "status", "metric", "score",
-                                       "chance", "baseline_bits_per_byte"])
+                                       "chance", "baseline_bits_per_byte", "trivial", "trivial_name"])
+
+
+def _best_trivial(baselines: object) -> dict[str, object]:
+    """The highest of a record's trivial baselines (name → test score), as columns trivial and
+    trivial_name; NaN and "" where it has none (a run recorded before they were)."""
+    scored = {str(k): v for k, v in baselines.items() if _finite(_number(v))} if isinstance(baselines, dict) else {}
+    if not scored:
+        return {"trivial": math.nan, "trivial_name": ""}
+    name = max(scored, key=lambda k: float(scored[k]))  # the first of equal ones
+    return {"trivial": float(scored[name]), "trivial_name": name}
 
 
 def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.DataFrame:
@@ -110,7 +124,8 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
     """
     rows = _accuracy_rows(records)
     columns = ["variant", "task", "seq_len", "column", "metric", "higher_is_better", "mean", "std", "seeds",
-               "ok_seeds", "status", "chance", "baseline_bits_per_byte", "tasks_ok", "tasks_total", "best"]
+               "ok_seeds", "status", "chance", "baseline_bits_per_byte", "trivial", "trivial_name", "tasks_ok",
+               "tasks_total", "best"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     variants = list(dict.fromkeys(rows.variant))
@@ -125,6 +140,9 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
             chance = ok.chance.dropna().iloc[0] if not ok.chance.dropna().empty else math.nan
             base = ok.baseline_bits_per_byte.dropna()
             baseline = base.iloc[0] if not base.empty else math.nan
+            trivial = ok.dropna(subset=["trivial"])  # each seed's data: their mean, the commonest name
+            trivial_score = float(trivial.trivial.mean()) if len(trivial) else math.nan
+            trivial_name = trivial.trivial_name.mode().iloc[0] if len(trivial) else ""
             name = task if len(lengths[task]) == 1 else f"{task} (n={n})"
             for variant in variants:
                 mine = cell_rows[cell_rows.variant == variant]
@@ -141,6 +159,7 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
                     "seeds": expected, "ok_seeds": len(scores),
                     "status": "ok" if not bad else "/".join(bad),
                     "chance": chance, "baseline_bits_per_byte": baseline,
+                    "trivial": trivial_score, "trivial_name": trivial_name,
                     "tasks_ok": math.nan, "tasks_total": math.nan, "best": False,
                 })
     if not out:  # records without a variant or task label (hand-made): no cell to show
@@ -164,7 +183,7 @@ def _averages(frame: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
             "higher_is_better": True, "mean": float(mine["mean"].mean()) if len(mine) else math.nan,
             "std": math.nan, "seeds": math.nan, "ok_seeds": math.nan, "status": "ok" if len(mine) else "-",
             "chance": float(chances.mean()) if len(chances) else math.nan, "baseline_bits_per_byte": math.nan,
-            "tasks_ok": len(mine), "tasks_total": total, "best": False,
+            "trivial": math.nan, "trivial_name": "", "tasks_ok": len(mine), "tasks_total": total, "best": False,
         })
     return pd.DataFrame(rows, columns=frame.columns) if total else frame.iloc[0:0]
 
@@ -183,7 +202,8 @@ def _best_marks(frame: pd.DataFrame) -> pd.Series:
 
 
 def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The LRA-shaped display table of `accuracy_frame`: variant rows, task columns, Average, chance row.
+    """The LRA-shaped display table of `accuracy_frame`: variant rows, task columns, Average, a chance
+    row, and where the records hold them a trivial-baseline row (each column's best, named).
 
     Cells are strings: ``mean`` or ``mean ± std`` (std over seeds when more than one ended ok),
     in bold where best, ``(k/m seeds; status)`` when some seeds did not end ok or have not run
@@ -202,7 +222,9 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
         headers[c] = f"{c} ({metric.replace('_', ' ')} ↓)" if metric else c
     shown = higher + ([AVERAGE] if higher else []) + lower
     variants = list(dict.fromkeys(frame.variant))
-    table = pd.DataFrame("", index=[*variants, CHANCE_ROW], columns=[headers.get(c, c) for c in shown])
+    trivial = frame.trivial.notna().any()
+    rows = [*variants, CHANCE_ROW] + ([TRIVIAL_ROW] if trivial else [])
+    table = pd.DataFrame("", index=rows, columns=[headers.get(c, c) for c in shown])
     for _, row in frame.iterrows():
         table.loc[row.variant, headers.get(row.column, row.column)] = _score_cell(row)
     for c in shown:
@@ -213,6 +235,9 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             text = _chance(first.chance)
         table.loc[CHANCE_ROW, headers.get(c, c)] = text
+        if trivial:
+            score = first.trivial
+            table.loc[TRIVIAL_ROW, headers.get(c, c)] = f"{score:.3f} ({first.trivial_name})" if _finite(score) else "-"
     table.index.name = "variant"
     return table
 
@@ -721,6 +746,11 @@ def _accuracy_notes(acc: pd.DataFrame, run: Run) -> str:
             f"{c}: {m.replace('_', ' ')}" + (" (lower is better; its chance row is the unigram baseline)"
                                              if m in LOWER_IS_BETTER else "")
             for c, m in metrics.items()) + ".")
+    if cells.trivial.notna().any():
+        notes.append("Trivial baseline: the best test score of answering without what the task isolates (each task's "
+                     "own: the train split's majority answer, each sequence's most frequent symbol, a listops "
+                     "expression's root operator, …), on the cells' own test data, mean over seeds. Read a score "
+                     "against it, not only against chance.")
     notes.append("Average: mean over the higher-is-better columns (bits per byte excluded) whose every seed "
                  "scored; \"(k/m tasks)\" when some cells did not — such an average, like a cell's mean over "
                  "\"(k/m seeds)\", is not comparable and is never bold. A task run at several lengths gets one "

@@ -8,7 +8,8 @@ machine gives the same numbers.
 
 The record holds the task's metric (accuracy; exact match; bits per byte for `lm`), accuracy per
 dependency-distance bucket (buckets [1,2), [2,4), [4,8), … keyed by their lower edge) where the
-task records distances, the chance level, steps, wall time and training throughput.
+task records distances, the chance level, the task's trivial baselines on the same test data
+(`Task.trivial_baselines`), steps, wall time and training throughput.
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def train_and_evaluate(
         split: task_data(task, split, n, seq_len, seed)
         for split, n in (("train", settings.n_train), ("valid", settings.n_valid), ("test", settings.n_test))
     }
+    baselines = task.trivial_baselines(data["train"], data["test"])
     data = {k: _to(v, device) for k, v in data.items()}
     torch.manual_seed(seed)
     model = BenchModel.for_task(task, variant, options, size, cross=cross).to(device)
@@ -223,6 +225,7 @@ def train_and_evaluate(
         "score": test.get(metric, test["accuracy"]),
         "valid_accuracy": best,
         "chance": task.chance,
+        "baselines": baselines,
         "steps": step,
         "train_seconds": train_seconds,
         "tokens_per_s": step * settings.batch_size * seq_len / max(train_seconds, 1e-9),

@@ -221,6 +221,17 @@ class Task:
             raise TaskError(f"{self.name}: {bound} is {top}; set it in setup()")
         _check_ids(self.name, "target", target, bound, top, ignore=None if kind == "classify" else IGNORE_INDEX)
 
+    # ---------------------------------------------------------------- trivial baselines
+    def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
+        """Test scores of answering without what the task isolates, by name: the floor to read a
+        model's score against beside `chance` (a cell records them, the report shows the best). The
+        base gives an accuracy task "majority", always the train split's most frequent target; a
+        task adds what its structure allows (listops: the answer its root operator most often has).
+        A task scored otherwise (exact match, bits per byte) has none here."""
+        if self.spec.metric != "accuracy":
+            return {}
+        return {"majority": accuracy_of(torch.tensor(most_frequent(train.target)), test.target)}
+
     def check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise TaskError(f"{self.name}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -343,6 +354,20 @@ class GeneratedTask(Task):
     def meta_width(self, key: str, seq_len: int) -> int:
         """Width of a per-position meta row (seq_len unless it follows the target)."""
         return seq_len
+
+
+def most_frequent(target: Tensor) -> int:
+    """The most frequent labelled value of `target` (the smallest among ties); 0 when none is."""
+    labelled = target[target != IGNORE_INDEX]
+    return int(torch.bincount(labelled).argmax()) if labelled.numel() else 0
+
+
+def accuracy_of(prediction: Tensor, target: Tensor) -> float:
+    """The accuracy of `prediction` over the labelled places of `target`, as a cell scores a model:
+    `prediction` broadcasts against `target` ((), (n,) or (n, 1) for one answer per example)."""
+    labelled = target != IGNORE_INDEX
+    hits = (prediction == target) & labelled
+    return float(hits.sum()) / max(1, int(labelled.sum()))
 
 
 def _check_ids(task: str, what: str, ids: Tensor, bound: str, top: int, *, ignore: int | None) -> None:

@@ -212,10 +212,23 @@ def test_heatmap_shows_failed_cells_and_a_separate_bits_per_byte_panel(full_run)
     run = load_run(full_run)
     figure = figure_heatmap(run, variant_palette(r["variant_label"] for r in run.records))
     titles = [ax.get_title() for ax in figure.axes]
-    assert "accuracy units (higher is better)" in titles and "bits per byte (lower is better)" in titles
+    assert "accuracy or exact match (higher is better)" in titles and "bits per byte (lower is better)" in titles
     texts = [t.get_text() for ax in figure.axes for t in ax.texts]
     assert "unsupported" in texts and "0.90" in texts
     assert "unit profile" in figure.get_suptitle() and "torch 2.13.0+cpu" in figure.get_suptitle()
+    assert "trivial" not in figure.get_supxlabel()  # no cell recorded one
+
+
+def test_heatmap_names_the_best_trivial_baseline_under_a_task_that_records_one(tmp_path):
+    cells = accuracy_cells()
+    for cell in cells:
+        if cell["task"] == "copy":
+            cell["result"]["baselines"] = {"majority": 0.12, "most frequent symbol": 0.29}
+    run = load_run(write_run(tmp_path / "run", cells))
+    figure = figure_heatmap(run, variant_palette(r["variant_label"] for r in run.records))
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert "copy\n(chance 0.12, trivial 0.29)" in labels and "translation EM\n(chance 0.12)" in labels
+    assert "and the best trivial baseline" in figure.get_supxlabel()
 
 
 def test_heatmap_marks_a_mean_over_fewer_seeds_than_the_grid_has(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from attnbench import build_task, list_tasks, list_variants
+from attnbench.tasks.base import accuracy_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -54,3 +55,18 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[0] in ci_lines
     assert "torch==2.13.0" in commands[0] and commands[0].rstrip().endswith("pytest")
+
+
+def test_the_trivial_baseline_override_the_readme_shows_runs_on_its_task(sandbox):
+    exec(compile(python_blocks("register_task")[0], "README.md", "exec"), {"__name__": "__main__"})
+    line = re.search(r"e\.g\. `(return \{\*\*super\(\)\.trivial_baselines.*?)`", README, flags=re.S)
+    assert line, "the README's trivial-baseline example moved"
+    task = build_task("majority-demo", symbols=4)
+    namespace = {"accuracy_of": accuracy_of, "Base": type(task)}
+    exec("class FirstSymbol(Base):\n    def trivial_baselines(self, train, test):\n        "
+         + " ".join(line.group(1).split()), namespace)
+    train, test = task.build("train", 400, 9, 0), task.build("test", 400, 9, 0)
+    baselines = namespace["FirstSymbol"](symbols=4).trivial_baselines(train, test)
+    assert set(baselines) == {"majority", "first symbol"}
+    first = int(((test.tokens[:, 0] - 1) == test.target).sum()) / len(test)
+    assert baselines["first symbol"] == first and 0.25 < first < 0.6  # the first symbol is likelier the majority

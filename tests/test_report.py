@@ -80,7 +80,7 @@ def _label(name: str, options: dict) -> str:
 
 def acc(variant: str, task: str, score: float | None = None, *, seed: int = 0, n: int = 32, status: str = "ok",
         metric: str = "accuracy", chance: float = 0.5, by_distance: dict | None = None, options: dict | None = None,
-        baseline: float | None = None, message: str = "") -> dict:
+        baseline: float | None = None, baselines: dict | None = None, message: str = "") -> dict:
     """An accuracy record shaped as the runner writes it."""
     options = options or {}
     vlabel = _label(variant, options)
@@ -96,6 +96,8 @@ def acc(variant: str, task: str, score: float | None = None, *, seed: int = 0, n
             result["by_distance"] = {str(k): {"accuracy": a, "count": c} for k, (a, c) in by_distance.items()}
         if baseline is not None:
             result["baseline_bits_per_byte"] = baseline
+        if baselines is not None:
+            result["baselines"] = baselines
     return {
         "key": f"accuracy/{vlabel}/{task}/n={n}/seed={seed}", "kind": "accuracy", "variant": variant,
         "variant_label": vlabel, "variant_options": options, "task": task, "task_label": task, "task_options": {},
@@ -156,6 +158,24 @@ def test_accuracy_table_mean_std_bold_best_chance_row_and_status_cells():
     assert table.loc["local(window=4)", "task-b"] == "unsupported"  # shown, never dropped
     assert table.loc["multi-head", "task-b"] == "**0.300 ± 0.000**"
     assert table.loc["chance", "task-a"] == "0.500" and table.loc["chance", "task-b"] == "0.100"
+
+
+def test_the_trivial_baseline_row_shows_each_columns_best_named_and_averaged_over_seeds(tmp_path: Path):
+    records = accuracy_records()
+    records[0]["result"]["baselines"] = {"majority": 0.55, "root operator": 0.62}
+    records[1]["result"]["baselines"] = {"majority": 0.50, "root operator": 0.66}
+    records[4]["result"]["baselines"] = {"majority": float("nan")}  # not a score: as if none
+    table = accuracy_table(accuracy_frame(records))
+    assert list(table.index) == ["multi-head", "local(window=4)", "chance", "trivial baseline"]
+    assert table.loc["trivial baseline", "task-a"] == "0.640 (root operator)"  # the seeds' mean
+    assert table.loc["trivial baseline", "task-b"] == "-"
+    assert table.loc["trivial baseline", "Average"] == "-"
+    report = render_markdown(load_run(write_run(tmp_path / "new", records)))
+    assert "| trivial baseline | 0.640 (root operator) |" in report
+    assert "Trivial baseline: the best test score of answering without what the task isolates" in report
+    # a run recorded before cells held baselines: no such row, no such note
+    assert "trivial baseline" not in accuracy_table(accuracy_frame(accuracy_records())).index
+    assert "Trivial baseline" not in render_markdown(load_run(write_run(tmp_path / "old", accuracy_records())))
 
 
 def test_average_excludes_bits_per_byte_which_has_its_own_column_with_the_unigram_baseline():

@@ -884,7 +884,8 @@ def test_the_trivial_baselines_the_readme_quotes_beside_chance():
     """Chance (1 / classes) is not the floor a score should be read against: at the quick lengths,
     listops' root operator alone answers 0.32 (its majority class 0.13), a random value among the
     context's answers mqar 0.125, and each sequence's most frequent symbol answers copy 0.29,
-    selective-copy 0.33 and induction 0.15 (README, reference results)."""
+    selective-copy 0.33 and induction 0.15 (README, reference results). Each is computed here by
+    hand and must equal what the task's `trivial_baselines` records in a cell for the report."""
     from attnbench.tasks.base import IGNORE_INDEX
 
     def frequent(tokens, first, classes):
@@ -898,6 +899,7 @@ def test_the_trivial_baselines_the_readme_quotes_beside_chance():
     root = np.mean([by_root[r].most_common(1)[0][0] == y for r, y in zip(test.tokens[:, 0].tolist(), test.target.tolist())])
     majority = float((test.target == torch.bincount(train.target).argmax()).float().mean())
     assert 0.29 < root < 0.35 and 0.11 < majority < 0.15 and listops.chance == 0.1
+    assert listops.trivial_baselines(train, test) == pytest.approx({"majority": majority, "root operator": root})
 
     mqar = build_task("mqar")
     batch, rng = mqar.build("test", 1000, 32, 0), np.random.default_rng(0)
@@ -905,6 +907,8 @@ def test_the_trivial_baselines_the_readme_quotes_beside_chance():
     hits = [rng.choice([x - mqar.value_base for x in row[1:2 * pairs:2]]) == y
             for row, target in zip(batch.tokens.tolist(), batch.target.tolist()) for y in target if y != IGNORE_INDEX]
     assert 0.10 < np.mean(hits) < 0.15 and mqar.chance < 0.035
+    expected = mqar.trivial_baselines(mqar.build("train", 100, 32, 0), batch)["random context value"]
+    assert expected == pytest.approx(1 / pairs) and abs(np.mean(hits) - expected) < 3 * np.sqrt(0.125 * 0.875 / len(hits))
 
     for name, first, low, high in (("copy", 3, 0.26, 0.32), ("selective-copy", 4, 0.29, 0.36)):
         task = build_task(name)
@@ -913,8 +917,31 @@ def test_the_trivial_baselines_the_readme_quotes_beside_chance():
         modes = torch.tensor([frequent(row, first, task.n_classes) for row in batch.tokens])
         score = float((batch.target == modes[:, None])[labelled].float().mean())
         assert low < score < high and task.chance == 0.125, (name, score)
+        recorded = task.trivial_baselines(task.build("train", 100, 32, 0), batch)
+        assert recorded["most frequent symbol"] == pytest.approx(score), name
 
     induction = build_task("induction")
     batch = induction.build("test", 2000, 32, 0)
     score = np.mean([frequent(row, 2, induction.n_classes) == int(y) for row, y in zip(batch.tokens, batch.target)])
     assert 0.12 < score < 0.18 and induction.chance == 0.0625
+    assert induction.trivial_baselines(batch, batch)["most frequent symbol"] == pytest.approx(score)
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_every_accuracy_task_records_its_majority_baseline_and_the_others_none(name):
+    """The base's "majority" is the train split's most frequent target scored on test, counted over
+    labelled places only; a task scored by exact match or bits per byte records none."""
+    from attnbench.tasks.base import IGNORE_INDEX
+
+    task = build_task(name)
+    n = max(32, task.min_seq_len())
+    train, test = task.build("train", 64, n, 0), task.build("test", 64, n, 0)
+    baselines = task.trivial_baselines(train, test)
+    if task.spec.metric != "accuracy":
+        assert baselines == {}
+        return
+    labelled = test.target[test.target != IGNORE_INDEX]
+    common = Counter(train.target[train.target != IGNORE_INDEX].tolist()).most_common()
+    top = min(k for k, c in common if c == common[0][1])
+    assert baselines["majority"] == pytest.approx(float((labelled == top).float().mean()))
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in baselines.values()), baselines

@@ -35,9 +35,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from attnbench.options import Option
-from attnbench.tasks.base import MAX_ITEMS, Batch, Example, GeneratedTask, TaskSpec, register_task
+from attnbench.tasks.base import MAX_ITEMS, Batch, Example, GeneratedTask, TaskSpec, accuracy_of, register_task
 
 NOUNS = (  # (singular, plural)
     ("dog", "dogs"), ("cat", "cats"), ("key", "keys"), ("cabinet", "cabinets"),
@@ -208,6 +209,21 @@ class AgreementTask(GeneratedTask):
 
     def min_seq_len(self) -> int:
         return 2  # "the N"
+
+    def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
+        """Also the number of the sentence's first noun, of its last, and of most of its nouns
+        (singular on a tie): what a model scores that counts nouns but finds no subject."""
+        number = torch.full((len(WORDS),), -1, dtype=torch.long)
+        for word, k in NOUN_NUMBER.items():
+            number[WORD_ID[word]] = k
+        numbers = number[test.tokens]  # (n, seq_len): 0 / 1 at a noun, -1 elsewhere
+        is_noun = numbers >= 0
+        first = is_noun.long().argmax(1)  # the first of equal maxima: the first noun
+        last = test.tokens.shape[1] - 1 - is_noun.flip(1).long().argmax(1)
+        ends = numbers.gather(1, torch.stack([first, last], dim=1))  # (n, 2): the two nouns' numbers
+        most = (2 * (numbers == 1).sum(1) > is_noun.sum(1)).long()
+        return {**super().trivial_baselines(train, test), "first noun": accuracy_of(ends[:, 0], test.target),
+                "last noun": accuracy_of(ends[:, 1], test.target), "nouns' majority": accuracy_of(most, test.target)}
 
     # ---------------------------------------------------------------- for people
     def token_names(self) -> list[str]:

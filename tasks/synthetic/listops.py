@@ -19,15 +19,18 @@ naming the row, rather than trained and scored against.
 from __future__ import annotations
 
 import random
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from attnbench.limits import MAX_TOKENS
 from attnbench.options import Option
 from attnbench.tasks.base import (
-    MAX_ITEMS, SPLITS, Batch, Example, GeneratedTask, TaskError, TaskSpec, register_task, split_of,
+    MAX_ITEMS, SPLITS, Batch, Example, GeneratedTask, TaskError, TaskSpec, accuracy_of, most_frequent,
+    register_task, split_of,
 )
 from attnbench.tasks.files import DataFileError, is_folder, read_table
 
@@ -166,6 +169,18 @@ class ListOpsTask(GeneratedTask):
             f"{self.name}: no expression of {low}..{high} tokens in {MAX_TREE_TRIES} draws with "
             f"max_depth={o['max_depth']}, max_args={o['max_args']}; {advice}"
         )
+
+    def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
+        """Also "root operator": for each test expression, the answer that train expressions
+        opening with the same token (the root operator; a lone digit is its own answer) most often
+        have, or the majority where none does."""
+        by_first: dict[int, Counter] = defaultdict(Counter)
+        for first, answer in zip(train.tokens[:, 0].tolist(), train.target.tolist()):
+            by_first[first][answer] += 1
+        fallback = most_frequent(train.target)
+        answers = [min(by_first[t].items(), key=lambda kv: (-kv[1], kv[0]))[0] if t in by_first else fallback
+                   for t in test.tokens[:, 0].tolist()]
+        return {**super().trivial_baselines(train, test), "root operator": accuracy_of(torch.tensor(answers), test.target)}
 
     # ------------------------------------------------------------ LRA files
     def _rows(self, split: str) -> list[tuple[str, int]]:

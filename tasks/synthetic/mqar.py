@@ -20,7 +20,7 @@ import numpy as np
 from attnbench.errors import OptionError
 from attnbench.options import Option
 from attnbench.tasks.base import (
-    IGNORE_INDEX, MAX_ITEMS, MAX_VOCAB, NO_DISTANCE, Example, GeneratedTask, TaskSpec, register_task,
+    IGNORE_INDEX, MAX_ITEMS, MAX_VOCAB, NO_DISTANCE, Batch, Example, GeneratedTask, TaskSpec, register_task,
 )
 
 POWER_A = 0.01  # Zoology's default power_a
@@ -87,6 +87,17 @@ class MQARTask(GeneratedTask):
         distance = np.full(seq_len, NO_DISTANCE, dtype=np.int64)
         distance[query] = query - 2 * np.arange(pairs)  # from the key's binding
         return Example(tokens, target, {"distance": distance})
+
+    def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
+        """Also "random context value": the expected accuracy of answering each query with a value
+        of its sequence's bindings drawn at random (1 / num_kv_pairs when the bindings hold the
+        answer once, as here): what a model scores that knows the layout but recalls nothing."""
+        pairs = self.options["num_kv_pairs"]
+        values = test.tokens[:, 1:2 * pairs:2] - self.value_base  # (n, pairs)
+        labelled = test.target != IGNORE_INDEX
+        chance = (test.target[:, :, None] == values[:, None, :]).sum(-1).double() / pairs
+        expected = float(chance[labelled].mean()) if labelled.any() else 0.0
+        return {**super().trivial_baselines(train, test), "random context value": expected}
 
     def token_names(self) -> list[str]:
         return ["<pad>"] + [f"k{i}" for i in range(1, self.value_base)] + self.class_names()

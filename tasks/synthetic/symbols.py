@@ -3,7 +3,9 @@ selective-copy, induction): token ids below `first_symbol` are the task's specia
 
 from __future__ import annotations
 
-from attnbench.tasks.base import GeneratedTask
+import torch
+
+from attnbench.tasks.base import Batch, GeneratedTask, accuracy_of
 
 
 class SymbolTask(GeneratedTask):
@@ -15,6 +17,17 @@ class SymbolTask(GeneratedTask):
         self.n_classes = self.options["num_symbols"]
         self.vocab_size = self.first_symbol + self.n_classes
         self.chance = 1.0 / self.n_classes
+
+    def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
+        """Also "most frequent symbol": each sequence's most frequent data symbol in its input (the
+        smallest among ties), given as every answer of that sequence."""
+        symbols = test.tokens - self.first_symbol
+        is_symbol = (symbols >= 0) & (symbols < self.n_classes)
+        counts = torch.zeros(len(test), self.n_classes, dtype=torch.long)
+        counts.scatter_add_(1, symbols.clamp(0, self.n_classes - 1), is_symbol.long())
+        mode = counts.argmax(-1)  # the first of equal counts
+        answer = mode if test.target.dim() == 1 else mode[:, None]
+        return {**super().trivial_baselines(train, test), "most frequent symbol": accuracy_of(answer, test.target)}
 
     def class_names(self) -> list[str]:
         """A class is a data symbol: named as the input names it."""
