@@ -289,7 +289,9 @@ def _run_and_summarise(sweep, out, resume, options, taken, quiet, executor, jobs
         console.print(table)
     counts = pd.Series([r["status"] for r in outcome.records]).value_counts().to_dict()
     console.print(
-        f"{outcome.ran} cells run, {outcome.skipped} already recorded, in {outcome.seconds:.0f} s; "
+        f"{outcome.ran} cells run"
+        + (f" ({outcome.retried} of them again, for --retry)" if outcome.retried else "")
+        + f", {outcome.skipped} already recorded, in {outcome.seconds:.0f} s; "
         + ", ".join(f"{k}: {v}" for k, v in counts.items())
     )
     console.print(f"run directory: {outcome.path}")
@@ -439,7 +441,7 @@ def _run_with_progress(sweep, store, executor, jobs, retry):
 @cli.command("export")
 @click.argument("run", type=RunPath())
 @click.option("--format", "fmt", type=Choice(["csv", "parquet"]), default="csv", show_default=True)
-@click.option("--out", default=None, help="Output file (default RUN/cells.FORMAT).")  # text: '' is refused
+@click.option("--out", default=None, help="Output file, or a folder to write cells.FORMAT in (default RUN/cells.FORMAT).")  # text: '' is refused
 def export_command(run: Path, fmt: str, out: str | None) -> None:
     """Write a run's cells as one table (one row per cell, nested fields flattened).
 

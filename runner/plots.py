@@ -66,6 +66,7 @@ __all__ = [
 ACCURACY_METRICS = ("accuracy", "exact_match")  # higher is better, 0–1: one shared colour scale
 FORMATS = ("png", "svg")
 DPI = 150
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".eps")  # an --out named so is taken for a file
 GREY = "#d9d9d9"
 RC = {"svg.fonttype": "none", "axes.titlesize": 11, "axes.labelsize": 10}
 
@@ -536,6 +537,9 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> PlotOutc
     out = Path(out_dir) if out_dir is not None else run.path / "plots"
     if out.exists() and not out.is_dir():  # mkdir's own word for it is "File exists"
         raise AttnbenchError(f"cannot write plots to {out}: a file, not a directory (--out names the folder of the figures)")
+    if not out.exists() and out.suffix.lower() in IMAGE_SUFFIXES:  # it would become a folder named fig.png
+        raise AttnbenchError(f"--out {out_dir}: names the folder of the figures (each is written as PNG and SVG), "
+                             f"not a file; e.g. --out {out.parent / out.stem}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

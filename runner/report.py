@@ -616,7 +616,9 @@ def render_markdown(run: Run) -> str:
         parts.append(_accuracy_notes(acc, run))
     parts.append("## Long-range dependencies\n")
     lr = long_range_table(run.records, run.grid)
-    if lr.empty:
+    if lr.empty and acc.empty:  # nothing to say about distances before an accuracy cell is recorded
+        parts.append(_no_cells(run, "accuracy"))
+    elif lr.empty:
         parts.append("No task in this run records accuracy by dependency distance.\n")
     else:
         parts.append(markdown_table(lr))
@@ -789,9 +791,10 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
     single = eff[(eff.status == "ok") & ((eff.runs_fwd_bwd <= 1) | (eff.runs_fwd <= 1))]
     notes = []
     if not single.empty:
-        notes.append("An IQR of 0 from a single timed run (slow cells: "
+        notes.append("Timed in a single block, so an IQR of 0 that says nothing about spread: "
                      + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in single.iterrows())
-                     + ") says nothing about spread.")
+                     + " (`blocked_autorange` grows a block tenfold until the timer's overhead is negligible; "
+                     "a slow call, or a block that reached the minimum run time, leaves one).")
     forward_only = eff[forward_only_cells(eff) & eff.fwd_ms.notna()]
     if not forward_only.empty:
         reasons = sorted({r.message.removeprefix("forward only: ") for _, r in forward_only.iterrows() if r.message})

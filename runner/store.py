@@ -373,6 +373,10 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     if not records:
         return pd.DataFrame({"key": pd.Series(dtype=object)})
     frame = pd.json_normalize(records, sep=".")
+    # a cell that did not end ok records result None: a "result" column, empty where the ok cells'
+    # results are flattened into "result.*"; with nothing but those Nones in it, it says nothing
+    flattened = [c for c in frame.columns if frame[c].isna().all() and any(o.startswith(f"{c}.") for o in frame.columns)]
+    frame = frame.drop(columns=flattened)
     first = [c for c in ("key", "status") if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 
@@ -385,6 +389,8 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
         raise StoreError(f"--out: empty path; name a file, e.g. --out RUN/cells.{fmt}")
     frame = load_results(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / f"cells.{fmt}"
+    if out.is_dir():  # as `bench report --out DIR` writes DIR/report.md
+        out = out / f"cells.{fmt}"
     if fmt == "csv":
         return write_atomically(out, lambda tmp: _json_cells(frame).to_csv(tmp, index=False))
     return write_atomically(out, lambda tmp: _to_parquet(frame, tmp))

@@ -345,8 +345,9 @@ class SweepOutcome:
     path: Path
     records: list[dict]
     ran: int
-    skipped: int
+    skipped: int  # recorded before and kept
     seconds: float
+    retried: int = 0  # of `ran`: recorded before, run again for `retry`
 
 
 def open_store(
@@ -397,6 +398,7 @@ def run_sweep(
     started = time.perf_counter()
     done = store.done_keys(retry=retry)
     todo = [c for c in sweep.cells if c.key not in done]
+    retried = len({c.key for c in todo} & store.done_keys()) if retry else 0
     plan = replace(sweep.plan, peak_flops=store.env.get("matmul_peak_flops"))
     if on_start:
         on_start(len(todo), len(sweep.cells) - len(todo))
@@ -440,4 +442,5 @@ def run_sweep(
         ran=len(todo),
         skipped=len(sweep.cells) - len(todo),
         seconds=time.perf_counter() - started,
+        retried=retried,
     )

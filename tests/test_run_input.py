@@ -650,6 +650,11 @@ def test_plots_into_a_file_say_it_is_a_file(bench_output, tmp_path) -> None:
     code, _, err = bench_output("plot", run, "--out", tmp_path / "taken")
     assert code == 2 and one_error_line(err) == (f"bench: error: cannot write plots to {tmp_path / 'taken'}: a file, "
                                                  "not a directory (--out names the folder of the figures)")
+    code, _, err = bench_output("plot", run, "--out", tmp_path / "fig.png")
+    assert code == 2 and one_error_line(err) == (f"bench: error: --out {tmp_path / 'fig.png'}: names the folder of the "
+                                                 f"figures (each is written as PNG and SVG), not a file; e.g. --out "
+                                                 f"{tmp_path / 'fig'}")
+    assert not (tmp_path / "fig.png").exists()
 
 
 

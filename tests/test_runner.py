@@ -422,7 +422,10 @@ def test_a_report_says_a_kind_of_cells_is_not_recorded_yet_where_the_grid_plans_
     report = bench_output("report", out)[1]
     assert f"No efficiency cells recorded yet; the grid plans 2 (`bench run --resume {out}` runs them).\n" in report
     cells.write_text("")
-    assert "No accuracy cells recorded yet; the grid plans 1 (" in bench_output("report", out)[1]
+    report = bench_output("report", out)[1]
+    long_range = report.split("## Long-range dependencies\n", 1)[1].split("##", 1)[0]
+    assert "No accuracy cells recorded yet; the grid plans 1 (" in long_range  # not "no task records distances"
+    assert report.count("No accuracy cells recorded yet; the grid plans 1 (") == 2
     only = tmp_path / "accuracy-only"
     assert bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy", "--lengths", "16",
                         "--kinds", "accuracy", "--threads", "1", "--device", "cpu", "--quiet", "--out", only)[0] == 0
@@ -567,6 +570,17 @@ def test_max_cell_seconds_bounds_efficiency_cells_too_and_a_resume_may_raise_it_
     # the budget is not part of the grid; the cells that timed out rerun, the longer one with them
     assert bench("run", "--resume", str(out), "--retry", "timeout", "--max-cell-seconds", "600", "--quiet") == 0
     assert {n: r["status"] for n, r in by_n(out).items()} == {64: "ok", 256: "ok"}
+
+
+def test_a_retry_says_how_many_of_the_cells_it_ran_were_recorded_before(tmp_path: Path, bench_output) -> None:
+    out = tmp_path / "run"
+    grid = ["--profile", "smoke", "--variants", "multi-head,linear", "--tasks", "copy", "--kinds", "accuracy",
+            "--lengths", "16", "--threads", "1", "--device", "cpu"]
+    assert bench_output("run", *grid, "--out", out)[0] == 0
+    code, out_text, _ = bench_output("run", "--resume", out, "--retry", "ok")
+    assert code == 0 and "2 cells run (2 of them again, for --retry), 0 already recorded, in " in out_text
+    code, out_text, _ = bench_output("run", "--resume", out, "--retry", "error")
+    assert code == 0 and "0 cells run, 2 already recorded, in " in out_text
 
 
 def by_n(out: Path) -> dict[int, dict]:

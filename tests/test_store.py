@@ -506,8 +506,18 @@ def test_export_makes_missing_folders_and_names_a_file_in_the_way(run, bench_out
     code, _, err = bench_output("export", run, "--out", afile / "c.csv")
     assert code == 2
     assert one_error_line(err) == f"bench: error: cannot write {afile / 'c.csv'}: {afile} is not a directory"
-    with pytest.raises(StoreError, match="it is a directory"):
-        export(run, "csv", run.parent)
+    assert export(run, "csv", run.parent) == run.parent / "cells.csv"  # a folder: as bench report --out DIR
+
+
+def test_export_drops_the_result_column_that_only_the_cells_not_ok_fill_with_none(tmp_path):
+    with RunStore.create(tmp_path, grid=GRID, env=ENV) as store:
+        store.append(cell("a", result={"accuracy": 0.5, "curve": [1]}))
+        store.append(cell("b", "timeout", result=None))
+    back = pd.read_csv(export(tmp_path, "csv"))
+    assert "result" not in back.columns and list(back["result.accuracy"].isna()) == [False, True]
+    with RunStore.create(tmp_path / "none", grid=GRID, env=ENV) as store:
+        store.append(cell("b", "timeout", result=None))
+    assert "result" in load_results(tmp_path / "none").columns  # no ok result to flatten: kept, as recorded
 
 
 def _fill_the_disk(path, *args, **kwargs):
