@@ -32,6 +32,8 @@ subjects, so they are correct intervening cues of the *wrong* dependency.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +76,24 @@ WORD_ID = {w: i for i, w in enumerate(WORDS)}
 NOUN_NUMBER = {w: k for pair in NOUNS for k, w in enumerate(pair)}  # word → 0 singular / 1 plural
 
 
-@dataclass
+Draw = Callable[[], float]
+
+
+def _below(draw: Draw, n: int) -> int:
+    """A uniform int in [0, n)."""
+    return int(draw() * n)
+
+
+def _distinct(draw: Draw, n: int, k: int) -> set[int]:
+    """k distinct ints of [0, n), uniformly (the first k steps of a Fisher–Yates shuffle)."""
+    pool = list(range(n))
+    for i in range(k):
+        j = i + _below(draw, n - i)
+        pool[i], pool[j] = pool[j], pool[i]
+    return set(pool[:k])
+
+
+@dataclass(slots=True)
 class _Noun:
     """A noun slot of a sentence skeleton; its number is assigned after the skeleton is drawn."""
 
@@ -82,7 +101,7 @@ class _Noun:
     number: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Verb:
     """A relative-clause verb (or, `clause`, a leading clause's) that agrees with `subject`."""
 
@@ -121,77 +140,83 @@ class AgreementTask(GeneratedTask):
         self.chance = 0.5
 
     # ---------------------------------------------------------------- the grammar
-    def noun_phrase(self, rng: np.random.Generator, depth: int, nouns: list) -> list:
+    # `draw()` is a uniform float in [0, 1) from Python's Mersenne Twister, as listops draws: its
+    # output is fixed across Python versions and machines, and a call costs a tenth of a numpy
+    # scalar draw (a sentence at seq_len 2048 takes thousands of draws)
+    def noun_phrase(self, draw: Draw, depth: int, nouns: list) -> list:
         """the (ADJ) N, then one modifier with probability 1/2 while depth < max_depth."""
-        noun = _Noun(int(rng.integers(len(NOUNS))))
+        noun = _Noun(_below(draw, len(NOUNS)))
         nouns.append(noun)
         items: list = [DETERMINER]
-        if rng.random() < P_ADJECTIVE:
-            items.append(ADJECTIVES[rng.integers(len(ADJECTIVES))])
+        if draw() < P_ADJECTIVE:
+            items.append(ADJECTIVES[_below(draw, len(ADJECTIVES))])
         items.append(noun)
-        if depth < self.options["max_depth"] and rng.random() < 0.5:
-            items += self.modifier(rng, noun, depth + 1, nouns)
+        if depth < self.options["max_depth"] and draw() < 0.5:
+            items += self.modifier(draw, noun, depth + 1, nouns)
         return items
 
-    def modifier(self, rng: np.random.Generator, head: _Noun, depth: int, nouns: list) -> list:
+    def modifier(self, draw: Draw, head: _Noun, depth: int, nouns: list) -> list:
         """A PP, a subject relative (that V NP) or an object relative (that NP V) on `head`."""
-        kind = int(rng.integers(3))
+        kind = _below(draw, 3)
         if kind == 0:
-            return [PREPOSITIONS[rng.integers(len(PREPOSITIONS))]] + self.noun_phrase(rng, depth, nouns)
-        verb = int(rng.integers(len(VERBS)))
+            return [PREPOSITIONS[_below(draw, len(PREPOSITIONS))]] + self.noun_phrase(draw, depth, nouns)
+        verb = _below(draw, len(VERBS))
         if kind == 1:
-            return [COMPLEMENTIZER, _Verb(verb, head)] + self.noun_phrase(rng, depth, nouns)
+            return [COMPLEMENTIZER, _Verb(verb, head)] + self.noun_phrase(draw, depth, nouns)
         inner: list = []
-        phrase = self.noun_phrase(rng, depth, inner)
+        phrase = self.noun_phrase(draw, depth, inner)
         nouns += inner
         return [COMPLEMENTIZER] + phrase + [_Verb(verb, inner[0])]
 
-    def leading_clauses(self, rng: np.random.Generator, seq_len: int) -> tuple[list, list[_Noun]]:
+    def leading_clauses(self, draw: Draw, seq_len: int) -> tuple[list, list[_Noun]]:
         """0..max_clauses clauses `NP CV that` (uniformly), as many as leave room for `the N`; their
         noun slots, whose numbers are drawn independently of the subject's."""
         items: list = []
         nouns: list[_Noun] = []
-        for _ in range(int(rng.integers(self.options["max_clauses"] + 1))):
+        for _ in range(_below(draw, self.options["max_clauses"] + 1)):
             inner: list[_Noun] = []
-            clause = self.noun_phrase(rng, 1, inner)
-            clause += [_Verb(int(rng.integers(len(CLAUSE_VERBS))), inner[0], clause=True), COMPLEMENTIZER]
+            clause = self.noun_phrase(draw, 1, inner)
+            clause += [_Verb(_below(draw, len(CLAUSE_VERBS)), inner[0], clause=True), COMPLEMENTIZER]
             if len(items) + len(clause) + 2 > seq_len:
                 break
             items += clause
             nouns += inner
         return items, nouns
 
-    def skeleton(self, rng: np.random.Generator, room: int) -> tuple[list, list[_Noun]]:
+    def skeleton(self, draw: Draw, room: int) -> tuple[list, list[_Noun]]:
         """Items of a subject NP with its modifiers, and its noun slots (the head first); no more
         modifiers than `room` tokens hold (so a large max_modifiers costs no more than it)."""
         nouns: list[_Noun] = []
-        head = _Noun(int(rng.integers(len(NOUNS))))
+        head = _Noun(_below(draw, len(NOUNS)))
         nouns.append(head)
         items: list = [DETERMINER]
-        if rng.random() < P_ADJECTIVE:
-            items.append(ADJECTIVES[rng.integers(len(ADJECTIVES))])
+        if draw() < P_ADJECTIVE:
+            items.append(ADJECTIVES[_below(draw, len(ADJECTIVES))])
         items.append(head)
         most = min(self.options["max_modifiers"], max(0, (room - 2) // 3))  # a modifier: >= 3 tokens
-        for _ in range(int(rng.integers(most + 1))):
-            items += self.modifier(rng, head, 1, nouns)
+        for _ in range(_below(draw, most + 1)):
+            items += self.modifier(draw, head, 1, nouns)
+            if len(items) > room:  # sample() refuses it: drawing the rest would be wasted
+                break
         return items, nouns
 
     def sample(self, rng: np.random.Generator, seq_len: int) -> Example:
-        prefix, leading = self.leading_clauses(rng, seq_len)
+        draw = random.Random(int(rng.integers(2**63))).random
+        prefix, leading = self.leading_clauses(draw, seq_len)
         room = seq_len - len(prefix)
         for _ in range(100):
-            items, nouns = self.skeleton(rng, room)
+            items, nouns = self.skeleton(draw, room)
             if len(items) <= room:
                 break
         else:  # nothing longer fits: the bare subject
             items, nouns = [DETERMINER, nouns[0]], nouns[:1]
         for noun in leading:
-            noun.number = int(rng.integers(2))
+            noun.number = _below(draw, 2)
         items = prefix + items
         head, others = nouns[0], nouns[1:]
-        head.number = int(rng.integers(2))
-        k = int(rng.integers(min(self.options["max_attractors"], len(others)) + 1))
-        flip = set(rng.choice(len(others), size=k, replace=False).tolist()) if k else set()
+        head.number = _below(draw, 2)
+        k = _below(draw, min(self.options["max_attractors"], len(others)) + 1)
+        flip = _distinct(draw, len(others), k)
         for j, noun in enumerate(others):
             noun.number = 1 - head.number if j in flip else head.number
         tokens = [WORD_ID[self.word(item)] for item in items]
