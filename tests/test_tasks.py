@@ -755,6 +755,21 @@ def test_show_task_names_the_lra_file_that_listops_reads(tmp_path, bench_output)
     assert build_task("listops").spec_as_built() is get_task_spec("listops")  # generated: the spec as it is
 
 
+def test_listops_folder_says_once_how_many_held_out_expressions_its_train_file_repeats(tmp_path, recwarn):
+    from attnbench.tasks.files import DataWarning
+
+    rows = lra_rows(30, 0)
+    write_lra(tmp_path / "basic_train.tsv", rows[:20])
+    write_lra(tmp_path / "basic_val.tsv", rows[20:25])
+    write_lra(tmp_path / "basic_test.tsv", rows[25:] + [(rows[3][0].replace(" ", "  "), rows[3][1]), rows[4]])
+    task = build_task("listops", path=str(tmp_path))
+    for _ in range(2):
+        task.build("test", 7, 64, 0), task.build("valid", 5, 64, 0), task.size("test")
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert said == [f"listops: {tmp_path / 'basic_test.tsv'}: 2 of 7 test expressions also appear in the train file"]
+    assert task.size("test") == 7  # said, not dropped
+
+
 def test_listops_missing_file_or_split_file_fails_clearly(tmp_path):
     for path in (tmp_path / "nope.tsv", tmp_path):  # no file; a folder without *_val.tsv
         write_lra(tmp_path / "basic_train.tsv", lra_rows(5, 0))

@@ -678,6 +678,20 @@ def test_hf_loader_uses_the_dataset_splits(monkeypatch, fresh_hf_cache):
     assert all(t.decode(row.tolist()).startswith("test review") for row in b.tokens)
 
 
+def test_hf_loader_says_how_many_held_out_texts_its_splits_share_with_train(monkeypatch, fresh_hf_cache, recwarn):
+    train, test = _rows(100, "train"), _rows(40, "test")
+    test["text"][:3] = train["text"][5:8]  # as IMDb's train and test splits share a few reviews
+    _fake_datasets(monkeypatch, lambda name, config=None: {"train": train, "validation": _rows(20, "v"), "test": test})
+    t = build_task("text-cls", source="hf:fake-overlap", balance=False)
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert said == ["text-cls: hf:fake-overlap: 3 of 40 test texts also appear in train, word for word"]
+    assert t.size("test") == 40  # said, not dropped: the dataset's own split stays as published
+    recwarn.clear()
+    _fake_datasets(monkeypatch, lambda name, config=None: {"train": _rows(100, "train"), "test": _rows(40, "test")})
+    build_task("text-cls", source="hf:fake-apart", balance=False)
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+
+
 def test_hf_loader_takes_plain_dicts(monkeypatch, fresh_hf_cache):
     splits = {"train": _rows(100, "train"), "validation": _rows(20, "valid")}
     _fake_datasets(monkeypatch, lambda name, config=None: splits)

@@ -327,9 +327,23 @@ def _hf_corpus(
         frame["text"], frame["label"], groups_of, frame["split"], owner, shown, label_column,
         group_column=group_column, class_names=names, carve=carve,
     )
+    if repeated := repeated_in_train(corpus):  # a dataset's own splits may share texts (IMDb's do)
+        notes.append(repeated)
     if notes:
         warnings.warn(f"{owner}: {shown}: " + "; ".join(notes), DataWarning, stacklevel=2)
     return corpus
+
+
+def repeated_in_train(corpus: Corpus) -> str:
+    """'3 of 50 test texts also appear in train, …' where a held-out text is byte for byte a
+    training one (a model may have learnt its answer by heart); '' where none is."""
+    def texts(split: str) -> list[bytes]:
+        return [corpus.data[corpus.offsets[d]:corpus.offsets[d + 1]].tobytes() for d in corpus.docs_in(split)]
+
+    train = set(texts("train"))
+    counts = {split: (sum(t in train for t in held), len(held)) for split in ("valid", "test") if (held := texts(split))}
+    parts = [f"{k} of {n} {split} texts" for split, (k, n) in counts.items() if k]
+    return f"{' and '.join(parts)} also appear in train, word for word" if parts else ""
 
 
 # ---------------------------------------------------------------------------- rows → corpus

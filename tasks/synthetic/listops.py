@@ -19,6 +19,7 @@ naming the row, rather than trained and scored against.
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from attnbench.tasks.base import (
     MAX_ITEMS, SPLITS, Batch, Example, GeneratedTask, TaskError, TaskSpec, accuracy_of, most_frequent,
     register_task, split_of,
 )
-from attnbench.tasks.files import DataFileError, is_folder, read_table
+from attnbench.tasks.files import DataFileError, DataWarning, is_folder, read_table
 
 OPERATORS = ("MIN", "MAX", "MED", "SM")
 END = "X"
@@ -193,9 +194,24 @@ class ListOpsTask(GeneratedTask):
                     "basic_val.tsv, basic_test.tsv)"
                 )
             rows = self._read(found[0])
+            if split != "train":
+                self._say_repeats(split, found[0], rows)
         else:
             rows = [r for r in self._read(path) if split_of(_encode(lra_tokenize(r[0]))) == split]
         return rows
+
+    def _say_repeats(self, split: str, path: Path, rows: list[tuple[str, int]]) -> None:
+        """One DataWarning, once, where the folder's `split` file repeats expressions of its train file
+        (a model may have learnt their answers by heart); the rows stay, as the files give them."""
+        said = self.__dict__.setdefault("_said", set())
+        if split in said:
+            return
+        said.add(split)
+        train = {tuple(lra_tokenize(src)) for src, _ in self._rows("train")}
+        repeated = sum(tuple(lra_tokenize(src)) in train for src, _ in rows)
+        if repeated:
+            warnings.warn(f"{self.name}: {path}: {repeated} of {len(rows)} {split} expressions also appear in "
+                          "the train file", DataWarning, stacklevel=2)
 
     def data_files(self) -> list[Path]:
         """The TSV files read: the folder's three split files, or the one file."""
