@@ -237,12 +237,30 @@ class Registry(Generic[T]):
         self._plugins_loaded = True
         if reload:
             self._plugin_errors.clear()
+        # entry points into one module that fails to import share its error: imported once, said once
+        failed: dict[tuple[str, str], list[importlib.metadata.EntryPoint]] = {}
+        broken: dict[str, str] = {}  # module → its import error
         for ep in importlib.metadata.entry_points(group=self.entry_point_group):
-            self._load_entry_point(ep)
+            error = broken.get(ep.module) or self._load_entry_point(ep)
+            if error is None:
+                continue
+            if ep.module not in sys.modules:  # the import itself failed (importlib drops the module)
+                broken[ep.module] = error
+            failed.setdefault((_dist_name(ep), error), []).append(ep)
+        for (dist, error), eps in failed.items():
+            where = ", ".join(f"'{ep.name} = {ep.value}'" for ep in eps)
+            for ep in eps:
+                self._plugin_errors[ep.name] = f"{error} [entry point{'s' * (len(eps) > 1)} {where} of {dist}]"
+            names = ", ".join(repr(ep.name) for ep in eps)
+            warnings.warn(
+                f"{self.kind} plugin{'s' * (len(eps) > 1)} {names} failed to load: {self._plugin_errors[eps[0].name]}",
+                PluginWarning,
+                stacklevel=3,
+            )
 
-    def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
-        dist = getattr(ep.dist, "name", None) or "unknown distribution"
-        origin = f"plugin:{dist}"
+    def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> str | None:
+        """Load and register one entry point; the error, in one line, where that fails."""
+        origin = f"plugin:{_dist_name(ep)}"
         try:
             self._origin_override = origin
             loaded = ep.load()
@@ -255,14 +273,14 @@ class Registry(Generic[T]):
                 where = _plugin_frame(exc)
                 if where is not None:
                     message += f" (at {where.filename}:{where.lineno})"
-            self._plugin_errors[ep.name] = f"{message} [entry point '{ep.name} = {ep.value}' of {dist}]"
-            warnings.warn(
-                f"{self.kind} plugin {ep.name!r} failed to load: {self._plugin_errors[ep.name]}",
-                PluginWarning,
-                stacklevel=2,
-            )
+            return message
         finally:
             self._origin_override = None
+        return None
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
+    return getattr(ep.dist, "name", None) or "unknown distribution"
 
 
 def _plugin_frame(exc: BaseException) -> traceback.FrameSummary | None:

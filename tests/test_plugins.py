@@ -105,6 +105,28 @@ def test_a_broken_plugin_is_named_and_the_rest_keep_working(tmp_path, monkeypatc
     assert "bench: warning: variant plugin 'exploding' failed to load" in listing.stderr and "Traceback" not in listing.stderr
 
 
+def test_entry_points_into_one_module_that_fails_to_import_share_one_warning(tmp_path, monkeypatch, sandbox,
+                                                                          make_distribution):
+    """Before: the module was imported again for each entry point, and each warned of the same error."""
+    make_distribution(
+        tmp_path, "attn-trio",
+        {"first": "attn_trio:A", "second": "attn_trio:B", "alone": "attn_alone:C"},
+        {"attn_trio": "with open('imports.log', 'a') as log:\n    log.write('x')\nimport definitely_not_installed_module\n",
+         "attn_alone": "import also_not_installed\n"},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(PluginWarning) as caught:
+        sandbox.load_plugins(reload=True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, PluginWarning)]
+    assert len(messages) == 2 and (tmp_path / "imports.log").read_text() == "x"  # imported once
+    trio = next(m for m in messages if "'first'" in m)
+    assert trio.startswith("variant plugins 'first', 'second' failed to load: ModuleNotFoundError: ")
+    assert trio.endswith("[entry points 'first = attn_trio:A', 'second = attn_trio:B' of attn-trio]")
+    assert sandbox.plugin_errors["second"] == sandbox.plugin_errors["first"]
+    assert any(m.startswith("variant plugin 'alone' failed to load: ") for m in messages)
+
+
 def test_plugin_option_imports_a_module_or_a_file(tmp_path):
     (tmp_path / "my_attention.py").write_text(GOOD_MODULE.replace("    ", "", 1).replace("\n    ", "\n"))
     by_name = bench("ls", "variants", "mha-*", "--plugin", "my_attention", cwd=tmp_path)
