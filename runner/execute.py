@@ -153,7 +153,11 @@ def checks_budget(cell: Cell, plan: Plan) -> float | None:
 
 
 def _run(cell: Cell, plan: Plan) -> dict[str, Any]:
+    # torch's process-wide settings as every cell starts: a layer that changed them (a plugin
+    # calling set_default_dtype(float64) in its constructor) must not change the cells after it
     torch.set_num_threads(plan.threads)
+    torch.set_default_dtype(torch.float32)
+    torch.set_grad_enabled(True)
     dtype = DTYPES[plan.dtype]
     options = dict(cell.variant_options)
     if cell.kind == "efficiency":
@@ -279,7 +283,9 @@ def _verify_layers(cell: Cell, plan: Plan) -> None:
         name, options = cross or (cell.variant, dict(cell.variant_options))
         layers.append((plan.cross or cell.variant_label, name, options, frozenset({CROSS})))
     for label, name, options, features in layers:
-        failed = verify_for_training(name, options, plan.device, n=cell.seq_len, used=features)
+        size = ModelSize(**plan.size)  # the layer checked as the model builds it
+        failed = verify_for_training(name, options, plan.device, n=cell.seq_len, used=features,
+                                     d_model=size.d_model, n_heads=size.n_heads)
         if failed is not None:
             raise VerificationError(
                 f"{label}: its {failed.check} check fails at n={cell.seq_len}: {failed.detail}; not trained "

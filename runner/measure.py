@@ -531,13 +531,15 @@ def verify_attention(
     x = torch.randn(VERIFY_BATCH, n, d_model, generator=gen)
     probe = torch.randn(VERIFY_BATCH, n, d_model, generator=gen).to(device)
     fp32 = layer if dtype == torch.float32 else copy.deepcopy(layer).float()
+    drawn = functools.partial(_same_draws, device, seed)  # each call from one random state: dropout draws alike
     with _compiling_nothing():
-        inference = _output(layer, x.to(device, dtype), causal, n)
+        inference = drawn(lambda: _output(layer, x.to(device, dtype), causal, n))
         try:
-            got = _output_and_grads(layer, layer, x.to(device, dtype), probe, causal, n)
+            got = drawn(lambda: _output_and_grads(layer, layer, x.to(device, dtype), probe, causal, n))
         except NoBackwardError:  # forward only (module docstring): its output is what can be compared
             got = ()
-        want = _output_and_grads(fp32, fp32.reference_forward, x.to(device), probe, causal, n, "the naive reference's ")
+        want = drawn(lambda: _output_and_grads(fp32, fp32.reference_forward, x.to(device), probe, causal, n,
+                                               "the naive reference's "))
     worst = 0.0
     names = ("output", "input gradient", "parameter gradients")[:len(got)]  # as many as the layer has
     plain = "output without gradients" if got else "output"  # a forward-only layer has that one alone

@@ -200,6 +200,40 @@ class LeakyBoth(LeakyCausal):
         return super().reference_core(q, k, v, key_padding_mask, False)
 
 
+@register_variant("leaky-at-model-width")
+class LeakyAtModelWidth(LeakyCausal):
+    """Causal only at a head width of 8 (bench check's 32 / 4): at a model's 16 and more, every
+    token sees the ones it predicts, fast path and reference alike."""
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        return MultiHeadAttention.core(self, q, k, v, key_padding_mask, causal and q.shape[-1] < 16, need_weights)
+
+    def reference_core(self, q, k, v, key_padding_mask, causal):
+        return MultiHeadAttention.reference_core(self, q, k, v, key_padding_mask, causal and q.shape[-1] < 16)
+
+
+@register_variant("leaky-past-two-rows")
+class LeakyPastTwoRows(LeakyCausal):
+    """Causal only in batches of 1 or 2 rows (the checks' inputs had 2; a model's have 16 or 32)."""
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        return MultiHeadAttention.core(self, q, k, v, key_padding_mask, causal and q.shape[0] <= 2, need_weights)
+
+    def reference_core(self, q, k, v, key_padding_mask, causal):
+        return MultiHeadAttention.reference_core(self, q, k, v, key_padding_mask, causal and q.shape[0] <= 2)
+
+
+@register_variant("leaky-when-scoring")
+class LeakyWhenScoring(LeakyCausal):
+    """Causal while training; in eval mode (as the test split is scored) it drops the mask."""
+
+    def core(self, q, k, v, key_padding_mask, causal, need_weights):
+        return MultiHeadAttention.core(self, q, k, v, key_padding_mask, causal and self.training, need_weights)
+
+    def reference_core(self, q, k, v, key_padding_mask, causal):
+        return MultiHeadAttention.reference_core(self, q, k, v, key_padding_mask, causal and self.training)
+
+
 @register_variant("leaky-within-chunks")
 class LeakyWithinChunks(MultiHeadAttention):
     """Past 64 tokens, causal=True lets a query see its whole 64-token chunk, later keys included,
@@ -287,6 +321,31 @@ def test_a_sound_layer_that_draws_at_random_is_timed_not_refused(faulty, variant
     forward is not reproducible at all is not held to the two paths' agreement."""
     record = efficiency_cell(variant)
     assert record["status"] == "ok", record["message"]
+
+
+def test_bench_check_holds_a_layer_with_dropout_to_the_contract_not_to_its_random_draws(faulty) -> None:
+    """Before: a sound causal layer with attention dropout failed the causal check (future tokens
+    changed earlier outputs): each call drew other masks. Every checked call now starts from one
+    random state. (This fixture ignores the padding mask and has no reference: those fail.)"""
+    from attnbench.variants.check import PASS, run_checks
+
+    results = {r.check: r for r in run_checks("attention-dropout", checks=["causal", "determinism", "padding"])}
+    assert results["causal"].status == results["determinism"].status == PASS, results
+    assert results["padding"].detail.startswith("masked keys changed unmasked outputs by ")
+
+
+def test_a_cell_starts_from_torchs_defaults_whatever_a_layer_before_it_changed() -> None:
+    """Before: a plugin whose constructor called torch.set_default_dtype(float64) made the next
+    variant's cells fail ("mat1 and mat2 must have the same dtype") or train in float64."""
+    try:
+        torch.set_default_dtype(torch.float64)
+        torch.set_grad_enabled(False)
+        record = efficiency_cell("multi-head", 64)
+        assert record["status"] == "ok", record["message"]
+        assert torch.get_default_dtype() == torch.float32 and torch.is_grad_enabled()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        torch.set_grad_enabled(True)
 
 
 def test_the_reference_message_names_the_error_tolerance_length_and_dtype(faulty) -> None:
@@ -430,6 +489,11 @@ def accuracy_cell(variant: str, task: str, n: int) -> dict:
     ("leaky-both", 32, "leaky-both: its causal check fails at n=32: future tokens changed earlier outputs by "),
     # exact up to 64 tokens: `bench check`'s causal check (n = 23) passes it; the cell's own length does not
     ("leaky-within-chunks", 128, "leaky-within-chunks: its causal check fails at n=128: future tokens changed "),
+    # each passed every check before: they were built 32 wide with 4 heads, given 2 rows, in training mode
+    ("leaky-at-model-width", 32, "leaky-at-model-width: its causal check fails at n=32: future tokens changed "),
+    ("leaky-past-two-rows", 32, "leaky-past-two-rows: its causal check fails at n=32: future tokens changed "),
+    ("leaky-when-scoring", 32, "leaky-when-scoring: its causal check fails at n=32: future tokens changed earlier "
+                               "outputs by "),
 ])
 def test_a_layer_that_sees_the_tokens_a_language_model_predicts_is_not_trained(faulty, monkeypatch, variant, n,
                                                                                expected):
@@ -443,6 +507,7 @@ def test_a_layer_that_sees_the_tokens_a_language_model_predicts_is_not_trained(f
     assert record["status"] == "error" and record["result"] is None, record
     assert record["message"].startswith(expected), record["message"]
     assert record["message"].endswith(f"; not trained (bench check --variants {variant} runs every check)")
+    assert ("in eval mode under no_grad" in record["message"]) == (variant == "leaky-when-scoring")
 
 
 def test_a_leak_of_causal_attention_spoils_no_cell_that_attends_both_ways(faulty) -> None:
@@ -457,8 +522,8 @@ def test_the_cross_attention_a_seq2seq_decoder_uses_is_checked_too(faulty, monke
     asked = []
     real = execute.verify_for_training
     monkeypatch.setattr(execute, "verify_for_training",
-                        lambda name, options, device, *, n, used: asked.append((name, n, used))
-                        or real(name, options, device, n=n, used=used))
+                        lambda name, options, device, *, n, used, **size: asked.append((name, n, used))
+                        or real(name, options, device, n=n, used=used, **size))
     assert accuracy_cell("multi-head", "translation", 32)["status"] == "ok"
     assert asked == [("multi-head", 32, frozenset({"causal"})), ("multi-head", 32, frozenset({CROSS}))]
 

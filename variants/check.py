@@ -8,11 +8,12 @@ author runs the very checks the built-ins pass.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ REL_TOL = 1e-5  # fp32, relative to the largest reference magnitude
 REFERENCE_SHAPES = ((2, 7, 5), (1, 33, 17), (2, 150, 64), (1, 300, 129))  # (b, n, m) with odd n
 CAUSAL, CROSS = "causal", "cross"  # the features a model's use of a layer may add to a plain call
 TRAINING_REFERENCE_N = 300  # `verify_for_training` compares with the (O(n²) or worse) reference up to this n
+TRAINING_CHECK_BATCH = 3  # rows of `verify_for_training`'s causal, padding and cross inputs: past 2
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Subject:
     options: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     forward_only: str | None = None  # why gradients cannot be taken here (then checks run under no_grad)
+    d_model: int = D_MODEL  # the width and heads the layer is built with: a model's own, for its cells
+    n_heads: int = N_HEADS
+    batch: int = 3  # rows of the causal, padding and cross checks' inputs: past 2 (a layer may branch on b)
 
     @property
     def spec(self) -> VariantSpec:
@@ -64,22 +69,44 @@ class Subject:
         """A fresh fp32 layer, parameters drawn from `seed` without touching the global RNG."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            layer = build_variant(self.name, d_model=D_MODEL, n_heads=N_HEADS, **self.options)
+            layer = build_variant(self.name, d_model=self.d_model, n_heads=self.n_heads, **self.options)
         return layer.to(self.device)
+
+    def modes(self) -> Iterator[tuple[str, nn.Module, contextlib.AbstractContextManager]]:
+        """("", the layer in training mode, no context), then ("in eval mode under no_grad", the
+        layer in eval mode, no_grad): as a model trains it, and as it scores the test split. A layer
+        may take another path in either (dropout, a cache, a kernel without autograd)."""
+        yield "", self.build(), contextlib.nullcontext()
+        yield " in eval mode under no_grad", self.build().eval(), torch.no_grad()
 
     def randn(self, *shape: int, seed: int = 1) -> Tensor:
         gen = torch.Generator().manual_seed(seed)
         return torch.randn(*shape, generator=gen).to(self.device)
 
 
+CALL_SEED = 0  # every checked call draws from this random state: a pair of calls draws alike (dropout)
+
+
 def _call(layer: nn.Module, x: Tensor, **kwargs) -> tuple[Tensor, Tensor | None]:
-    """`layer(x, **kwargs)`, what it returns checked (see `_returned`)."""
-    return _returned(layer(x, **kwargs), x, kwargs, "forward")
+    """`layer(x, **kwargs)`, what it returns checked (see `_returned`); random draws inside the call
+    start from CALL_SEED, so that two calls compared with each other draw the same dropout masks."""
+    with _seeded(x):
+        return _returned(layer(x, **kwargs), x, kwargs, "forward")
+
+
+@contextlib.contextmanager
+def _seeded(x: Tensor) -> Iterator[None]:
+    """The global random state at CALL_SEED for the span of one call, then as it was."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(CALL_SEED)
+        yield
 
 
 def _call_reference(layer: nn.Module, x: Tensor, **kwargs) -> tuple[Tensor, Tensor | None]:
-    """`layer.reference_forward(x, **kwargs)`, what it returns checked (see `_returned`)."""
-    return _returned(layer.reference_forward(x, **kwargs), x, kwargs, "reference_forward")
+    """`layer.reference_forward(x, **kwargs)`, what it returns checked (see `_returned`); its random
+    draws start where `_call`'s do, so a reference that draws dropout as the layer does matches it."""
+    with _seeded(x):
+        return _returned(layer.reference_forward(x, **kwargs), x, kwargs, "reference_forward")
 
 
 def _returned(result: Any, x: Tensor, kwargs: dict, who: str) -> tuple[Tensor, Tensor | None]:
@@ -132,13 +159,13 @@ def _exceeds(err: float, tol: float) -> bool:
 # ------------------------------------------------------------------------------------------ checks
 def check_shape(s: Subject) -> str:
     """Output is (b, n, d_model), same dtype and device as x; weights None unless asked for."""
-    layer, x = s.build(), s.randn(2, 11, D_MODEL)
+    layer, x = s.build(), s.randn(2, 11, s.d_model)
     out, weights = _call(layer, x)  # shape and finiteness checked there
     if out.dtype != x.dtype or out.device != x.device:
         raise Failure(f"out is {out.dtype} on {out.device}, x is {x.dtype} on {x.device}")
     if weights is not None:
         raise Failure("weights returned although need_weights=False")
-    return "out (2, 11, 32) fp32"
+    return f"out (2, 11, {s.d_model}) fp32"
 
 
 def check_finite_grad(s: Subject) -> str:
@@ -146,7 +173,7 @@ def check_finite_grad(s: Subject) -> str:
     if s.forward_only:
         raise Skip(f"unsupported here: {s.forward_only}")
     layer = s.build()
-    x = s.randn(2, 19, D_MODEL).requires_grad_()
+    x = s.randn(2, 19, s.d_model).requires_grad_()
     out, _ = _call(layer, x)  # a non-finite output fails there
     out.square().sum().backward()
     if x.grad is None or not torch.isfinite(x.grad).all() or not x.grad.abs().sum() > 0:
@@ -163,7 +190,7 @@ def check_finite_grad(s: Subject) -> str:
 
 def check_determinism(s: Subject) -> str:
     """The same seed builds the same layer, and the same call gives bit-identical outputs."""
-    x = s.randn(2, 17, D_MODEL)
+    x = s.randn(2, 17, s.d_model)
     first, _ = _call(s.build(seed=3), x)
     second, _ = _call(s.build(seed=3), x)
     if not torch.equal(first, second):
@@ -178,18 +205,21 @@ def check_causal(s: Subject, n: int = 23, t: int = 9) -> str:
     """With causal=True, changing tokens at t and later leaves every output before t unchanged."""
     if not s.spec.supports_causal:
         raise Skip("spec: supports_causal=False")
-    layer = s.build()
-    x = s.randn(2, n, D_MODEL)
+    x = s.randn(s.batch, n, s.d_model)
     changed = x.clone()
-    changed[:, t:] = s.randn(2, n - t, D_MODEL, seed=7)
-    before, _ = _call(layer, x, causal=True)
-    after, _ = _call(layer, changed, causal=True)
-    leak = (before[:, :t] - after[:, :t]).abs().max().item()
-    if _exceeds(leak, 1e-6):
-        raise Failure(f"future tokens changed earlier outputs by {leak:.2e}")
-    if torch.allclose(before[:, t:], after[:, t:]):
-        raise Failure("changing tokens did not change their own outputs")
-    return f"outputs before t={t} unchanged (max diff {leak:.1e})"
+    changed[:, t:] = s.randn(s.batch, n - t, s.d_model, seed=7)
+    worst = 0.0
+    for mode, layer, context in s.modes():
+        with context:
+            before, _ = _call(layer, x, causal=True)
+            after, _ = _call(layer, changed, causal=True)
+        leak = (before[:, :t] - after[:, :t]).abs().max().item()
+        if _exceeds(leak, 1e-6):
+            raise Failure(f"future tokens changed earlier outputs by {leak:.2e}{mode}")
+        if torch.allclose(before[:, t:], after[:, t:]):
+            raise Failure(f"changing tokens did not change their own outputs{mode}")
+        worst = max(worst, leak)
+    return f"outputs before t={t} unchanged (max diff {worst:.1e}), trained and scored"
 
 
 def check_padding(s: Subject, n: int = 21, short: int = 13) -> str:
@@ -197,19 +227,21 @@ def check_padding(s: Subject, n: int = 21, short: int = 13) -> str:
     if not s.spec.supports_padding_mask:
         raise Skip("spec: supports_padding_mask=False")
     layer = s.build()
-    lengths = [n, short]
+    lengths = [n, short, *[max(1, n - 1 - i) for i in range(s.batch - 2)]]
     mask = torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]  # True = padding
     mask = mask.to(s.device)
-    x = s.randn(2, n, D_MODEL)
-    changed = torch.where(mask[..., None], s.randn(2, n, D_MODEL, seed=9), x)
+    x = s.randn(s.batch, n, s.d_model)
+    changed = torch.where(mask[..., None], s.randn(s.batch, n, s.d_model, seed=9), x)
     worst = 0.0
-    for causal in (False, True) if s.spec.supports_causal else (False,):
-        a, _ = _call(layer, x, key_padding_mask=mask, causal=causal)
-        b, _ = _call(layer, changed, key_padding_mask=mask, causal=causal)
-        diff = (a[~mask] - b[~mask]).abs().max().item()
-        if _exceeds(diff, 1e-6):
-            raise Failure(f"masked keys changed unmasked outputs by {diff:.2e} (causal={causal})")
-        worst = max(worst, diff)
+    for mode, checked, context in s.modes():
+        for causal in (False, True) if s.spec.supports_causal else (False,):
+            with context:
+                a, _ = _call(checked, x, key_padding_mask=mask, causal=causal)
+                b, _ = _call(checked, changed, key_padding_mask=mask, causal=causal)
+            diff = (a[~mask] - b[~mask]).abs().max().item()
+            if _exceeds(diff, 1e-6):
+                raise Failure(f"masked keys changed unmasked outputs by {diff:.2e} (causal={causal}){mode}")
+            worst = max(worst, diff)
     unmasked, _ = _call(layer, changed)
     masked, _ = _call(layer, changed, key_padding_mask=mask)
     if torch.allclose(unmasked[1], masked[1]):
@@ -230,23 +262,25 @@ def check_cross(s: Subject, n: int = 9, m: int = 14) -> str:
     """Cross-attention with m ≠ n: shape (b, n, d), the context matters, its padding is honoured."""
     if not s.spec.supports_cross:
         raise Skip("spec: supports_cross=False")
-    layer = s.build()
-    x, context = s.randn(2, n, D_MODEL), s.randn(2, m, D_MODEL, seed=2)
-    out, _ = _call(layer, x, context=context)  # out of x's shape (b, n, d), checked there
-    other, _ = _call(layer, x, context=s.randn(2, m, D_MODEL, seed=3))
-    if torch.allclose(out, other):
-        raise Failure("output does not depend on the context")
-    if s.spec.supports_padding_mask:
-        kept = m - max(1, m // 3)  # the last third of the context masked (positions 10-13 of 14)
-        mask = torch.zeros(2, m, dtype=torch.bool, device=s.device)
-        mask[:, kept:] = True
-        changed = context.clone()
-        changed[:, kept:] = 0.0
-        a, _ = _call(layer, x, context=context, key_padding_mask=mask)
-        b, _ = _call(layer, x, context=changed, key_padding_mask=mask)
-        diff = (a - b).abs().max().item()
-        if _exceeds(diff, 1e-6):
-            raise Failure(f"masked context positions changed the output by {diff:.2e}")
+    x, context = s.randn(s.batch, n, s.d_model), s.randn(s.batch, m, s.d_model, seed=2)
+    for mode, layer, grad_mode in s.modes():
+        with grad_mode:
+            out, _ = _call(layer, x, context=context)  # out of x's shape (b, n, d), checked there
+            other, _ = _call(layer, x, context=s.randn(s.batch, m, s.d_model, seed=3))
+        if torch.allclose(out, other):
+            raise Failure(f"output does not depend on the context{mode}")
+        if s.spec.supports_padding_mask:
+            kept = m - max(1, m // 3)  # the last third of the context masked (positions 10-13 of 14)
+            mask = torch.zeros(s.batch, m, dtype=torch.bool, device=s.device)
+            mask[:, kept:] = True
+            changed = context.clone()
+            changed[:, kept:] = 0.0
+            with grad_mode:
+                a, _ = _call(layer, x, context=context, key_padding_mask=mask)
+                b, _ = _call(layer, x, context=changed, key_padding_mask=mask)
+            diff = (a - b).abs().max().item()
+            if _exceeds(diff, 1e-6):
+                raise Failure(f"masked context positions changed the output by {diff:.2e}{mode}")
     return f"m={m} ≠ n={n}"
 
 
@@ -255,7 +289,7 @@ def check_weights(s: Subject) -> str:
     if not s.spec.returns_weights:
         raise Skip("spec: returns_weights=False")
     layer, n = s.build(), 12
-    x = s.randn(2, n, D_MODEL)
+    x = s.randn(2, n, s.d_model)
     plain, _ = _call(layer, x)
     out, weights = _call(layer, x, need_weights=True)
     if weights is None or weights.dim() != 4 or weights.shape[0] != 2 or weights.shape[2:] != (n, n):
@@ -273,10 +307,10 @@ def check_weights(s: Subject) -> str:
 
 def check_unsupported(s: Subject) -> str:
     """Every feature the spec declares unsupported raises an error instead of running silently."""
-    layer, x = s.build(), s.randn(2, 8, D_MODEL)
+    layer, x = s.build(), s.randn(2, 8, s.d_model)
     mask = torch.zeros(2, 8, dtype=torch.bool, device=s.device)
     calls = {
-        "cross": (s.spec.supports_cross, dict(context=s.randn(2, 5, D_MODEL))),
+        "cross": (s.spec.supports_cross, dict(context=s.randn(2, 5, s.d_model))),
         "causal": (s.spec.supports_causal, dict(causal=True)),
         "padding": (s.spec.supports_padding_mask, dict(key_padding_mask=mask)),
         "weights": (s.spec.returns_weights, dict(need_weights=True)),
@@ -341,14 +375,14 @@ def _compare_with_reference(
 ) -> list[tuple[str, float]]:
     """(what, relative error) of the output, the input gradients and the parameter gradients."""
     kwargs = dict(kwargs)
-    x = s.randn(b, n, D_MODEL, seed=n).requires_grad_()
+    x = s.randn(b, n, s.d_model, seed=n).requires_grad_()
     inputs = [x]
     if "context" in kwargs:
-        kwargs["context"] = s.randn(b, m, D_MODEL, seed=m + 1).requires_grad_()
+        kwargs["context"] = s.randn(b, m, s.d_model, seed=m + 1).requires_grad_()
         inputs.append(kwargs["context"])
     named = [(name, p) for name, p in layer.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    probe = s.randn(b, n, D_MODEL, seed=5)
+    probe = s.randn(b, n, s.d_model, seed=5)
     results = []
     for call in (_call, _call_reference):
         out, _ = call(layer, x, **kwargs)
@@ -391,7 +425,7 @@ def check_inference(s: Subject) -> str:
     two calls with different inputs whose outputs are held together: a path taken only where no
     gradient is wanted (a CUDA graph's replay, variants/graphs.py) is checked too, and a layer
     whose output a later call overwrites fails."""
-    layer = s.build()
+    layer = s.build().eval()  # as the test split is scored
     if not callable(getattr(layer, "reference_forward", None)):
         raise Skip(f"{s.name} has no naive reference to compare against")
     b, n, m = INFERENCE_SHAPE
@@ -399,10 +433,10 @@ def check_inference(s: Subject) -> str:
     for kwargs in _reference_calls(s, b, n, m):
         inputs = []
         for seed in (11, 12):
-            x = s.randn(b, n, D_MODEL, seed=seed)
+            x = s.randn(b, n, s.d_model, seed=seed)
             call = dict(kwargs)
             if "context" in call:
-                call["context"] = s.randn(b, m, D_MODEL, seed=seed + 100)
+                call["context"] = s.randn(b, m, s.d_model, seed=seed + 100)
             inputs.append((x, call))
         with torch.inference_mode():
             outs = [_call(layer, x, **call)[0] for x, call in inputs]
@@ -423,7 +457,7 @@ def check_low_precision(s: Subject) -> str:
     dtypes = [torch.bfloat16] if s.device.type == "cpu" else [torch.float16, torch.bfloat16]
     for dtype in dtypes:
         layer = s.build().to(dtype)
-        x = s.randn(2, 40, D_MODEL).to(dtype)
+        x = s.randn(2, 40, s.d_model).to(dtype)
         out, _ = _call(layer, x, causal=s.spec.supports_causal)  # a non-finite output fails there
         if out.dtype != dtype:
             raise Failure(f"{dtype}: out is {out.dtype}")
@@ -483,27 +517,35 @@ def _attempt(subject: Subject, run: Callable[[Subject], str]) -> str:
 
 
 def verify_for_training(
-    name: str, options: dict | None, device: str, *, n: int, used: frozenset[str] = frozenset()
+    name: str, options: dict | None, device: str, *, n: int, used: frozenset[str] = frozenset(),
+    d_model: int = D_MODEL, n_heads: int = N_HEADS,
 ) -> CheckResult | None:
     """The first check whose failure would make a model's score on length-n inputs wrong, or None
     where every one passes or skips: at n itself, no future token reaches an earlier output where
     the model attends causally (`used` holds CAUSAL; t odd, so it falls inside any power-of-two
     chunk), masked keys are ignored, the context counts and its padding too where it cross-attends
     (CROSS), and outputs, gradients and weights equal the naive reference at min(n,
-    TRAINING_REFERENCE_N) in the calls the model makes. A score from a layer that sees the tokens it
-    predicts, or computes other maths than it claims, would read as the mechanism's. An error other
-    than a check's failure (out of memory, a time limit, a layer that raises) propagates. Cached per
-    process: each (variant class, options, device, n, used) is checked once."""
-    key = (VARIANTS[name], json.dumps(options or {}, sort_keys=True, default=str), device, n, tuple(sorted(used)))
+    TRAINING_REFERENCE_N) in the calls the model makes. The layer is built as the model builds it
+    (`d_model`, `n_heads`), its inputs have TRAINING_CHECK_BATCH rows, and the causal, padding and
+    cross checks run in training mode and again as the test split is scored (eval mode, no_grad): a
+    layer that leaks only at the model's head width, past a batch of 2 or when scoring would
+    otherwise pass. A score from a layer that sees the tokens it predicts, or computes other maths
+    than it claims, would read as the mechanism's. An error other than a check's failure (out of
+    memory, a time limit, a layer that raises) propagates. Cached per process: each (variant class,
+    options, device, n, used, width, heads) is checked once."""
+    key = (VARIANTS[name], json.dumps(options or {}, sort_keys=True, default=str), device, n, tuple(sorted(used)),
+           d_model, n_heads)
     if key not in _VERIFIED:
-        _VERIFIED[key] = _first_failure(name, dict(options or {}), device, n, used)
+        subject = Subject(name, dict(options or {}), torch.device(device), d_model=d_model, n_heads=n_heads,
+                          batch=TRAINING_CHECK_BATCH)
+        _VERIFIED[key] = _first_failure(subject, n, used)
     return _VERIFIED[key]
 
 
 _VERIFIED: dict[tuple, CheckResult | None] = {}
 
 
-def _first_failure(name: str, options: dict, device: str, n: int, used: frozenset[str]) -> CheckResult | None:
+def _first_failure(subject: Subject, n: int, used: frozenset[str]) -> CheckResult | None:
     r = min(n, TRAINING_REFERENCE_N)
     checks: list[tuple[str, Callable[[Subject], str]]] = []
     if CAUSAL in used and n > 1:
@@ -515,11 +557,11 @@ def _first_failure(name: str, options: dict, device: str, n: int, used: frozense
     checks.append(("reference", functools.partial(check_reference, shapes=((2, r, r),), used=used)))
     for check, run in checks:
         try:
-            _attempt(Subject(name, options, torch.device(device)), run)
+            _attempt(replace(subject, forward_only=None), run)
         except Skip:
             continue
         except Failure as why:
-            return CheckResult(name, check, FAIL, str(why))
+            return CheckResult(subject.name, check, FAIL, str(why))
         # any other error (out of memory, the cell's time limit, a layer that raises) is the cell's
         # to classify, as it would be in training
     return None
