@@ -25,7 +25,7 @@ from attnbench.plugins import import_plugin
 from attnbench.runner.streams import Outliving, devnull_if_closed
 from attnbench.selection import parse_selection
 from attnbench.variants.base import VARIANTS
-from attnbench.variants.check import CHECKS, FAIL, PASS, iter_checks, summary
+from attnbench.variants.check import CHECKS, FAIL, PASS, CheckResult, iter_checks, summary
 
 devnull_if_closed(1, "stdout")
 devnull_if_closed(2, "stderr")
@@ -237,18 +237,23 @@ def check_command(variants: str, device: str, checks: str) -> int:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AttnbenchError(f"--checks: unknown check {name!r}{hint} (known: {', '.join(CHECKS)})")
     selected = parse_selection(variants, VARIANTS, lambda n: VARIANTS[n].spec.options)
+    # `all` means every installed variant: one whose plugin failed to load fails its check too (a
+    # plugin package's CI running `bench check` must not pass on a plugin that never loaded)
+    unloaded = VARIANTS.plugin_errors if variants.strip().lower() == "all" else {}
     with outliving_a_closed_stdout("the check"):  # `| head`: exit 1 says a check failed, nothing else
-        return _run_checks(selected, device, names)
+        return _run_checks(selected, device, names, unloaded)
 
 
-def _run_checks(selected, device: str, names: list[str]) -> int:
+def _run_checks(selected, device: str, names: list[str], unloaded: dict[str, str]) -> int:
     """`bench check`'s table of `names` on each selected variant, a progress line per check on
-    stderr; 1 if any failed."""
+    stderr; 1 if any failed. `unloaded`: entry point → why its plugin did not load, each a FAIL."""
     table = Table(title=f"bench check on {device}")
     for column in ("variant", "check", "result", "detail"):
         table.add_column(column)
-    results = []
-    planned = len(selected) * len(names)
+    results = [CheckResult(name, "load", FAIL, f"its plugin failed to load: {why}") for name, why in unloaded.items()]
+    for result in results:
+        table.add_row(result.variant, result.check, Text(FAIL, style="bold red"), result.detail)
+    planned = len(results) + len(selected) * len(names)
     for choice in selected:
         start = time.perf_counter()
         for result in iter_checks(choice.name, choice.options, device, names):

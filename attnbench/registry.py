@@ -263,10 +263,14 @@ class Registry(Generic[T]):
         origin = f"plugin:{_dist_name(ep)}"
         try:
             self._origin_override = origin
+            before, imported = len(self._entries), ep.module in sys.modules
             loaded = ep.load()
             obj = self._adapt(ep.name, loaded) if self._adapt else loaded
             if obj is not None:
                 self.register(ep.name, obj, origin=origin)
+            elif isinstance(loaded, types.ModuleType) and not imported and len(self._entries) == before:
+                # a module whose import registers nothing here: its variant would be "unknown", unexplained
+                return f"its module {ep.module} registered no {self.kind} (none named {ep.name!r}, nor any other)"
         except (Exception, SystemExit) as exc:  # a broken plugin (even one calling sys.exit) never breaks the built-ins
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if not isinstance(exc, (PluginError, AttnbenchError)):

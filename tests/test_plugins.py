@@ -103,6 +103,12 @@ def test_a_broken_plugin_is_named_and_the_rest_keep_working(tmp_path, monkeypatc
     assert listing.returncode == 0
     assert "mha-copy" in listing.stdout and "multi-head" in listing.stdout
     assert "bench: warning: variant plugin 'exploding' failed to load" in listing.stderr and "Traceback" not in listing.stderr
+    # `bench check` of every variant fails on a plugin that never loaded (before: "all 7 checks passed", exit 0)
+    checked = bench("check", "--checks", "shape", pythonpath=tmp_path)
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert "its plugin failed to load: ModuleNotFoundError" in " ".join(checked.stdout.split())
+    named = bench("check", "--variants", "multi-head", "--checks", "shape", pythonpath=tmp_path)
+    assert named.returncode == 0  # the variants named loaded: the others' failure is a warning only
 
 
 def test_entry_points_into_one_module_that_fails_to_import_share_one_warning(tmp_path, monkeypatch, sandbox,
@@ -125,6 +131,17 @@ def test_entry_points_into_one_module_that_fails_to_import_share_one_warning(tmp
     assert trio.endswith("[entry points 'first = attn_trio:A', 'second = attn_trio:B' of attn-trio]")
     assert sandbox.plugin_errors["second"] == sandbox.plugin_errors["first"]
     assert any(m.startswith("variant plugin 'alone' failed to load: ") for m in messages)
+
+
+def test_an_entry_point_module_that_registers_nothing_says_so(tmp_path, monkeypatch, sandbox, make_distribution):
+    """Before: silently ignored; `bench check --variants quiet` then called it an unknown variant."""
+    make_distribution(tmp_path, "attn-quiet", {"quiet": "attn_quiet"}, {"attn_quiet": "VALUE = 1\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginWarning, match=r"variant plugin 'quiet' failed to load: its module attn_quiet "
+                                           r"registered no variant \(none named 'quiet', nor any other\)"):
+        sandbox.load_plugins(reload=True)
+    with pytest.raises(PluginError, match="'quiet' is unavailable: its plugin failed to load"):
+        build_variant("quiet")
 
 
 def test_plugin_option_imports_a_module_or_a_file(tmp_path):
