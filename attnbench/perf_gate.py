@@ -16,10 +16,12 @@ from attnbench.runner.heap import CACHED, HEAPS
 
 
 def gate(base, current, tolerance, baseline, current_name, confirm: Confirm | bool = False) -> int:
-    """The regression gate against `baseline`: 1 on a regression, when nothing was compared (else a
-    gate on another machine, thread count or heap would pass every regression), and when a core or
-    layer row the baseline timed was not timed (`guard.lost`). With `confirm`, the flagged rows are
-    timed again beside the baseline's code first (`Confirm`)."""
+    """The regression gate against `baseline`: 1 on a regression of a variant's core or layer, when
+    nothing was compared (else a gate on another machine, thread count or heap would pass every
+    regression), and when a core or layer row the baseline timed was not timed (`guard.lost`).
+    SDPA, naive references and peers that slowed are listed, not failed: they are the yardsticks,
+    not a variant's code. A torch version that differs is said. With `confirm`, the flagged rows
+    are timed again beside the baseline's code first (`Confirm`)."""
     from attnbench.benchmarks import guard
 
     result = guard.compare(base, current, tolerance=tolerance)
@@ -27,6 +29,16 @@ def gate(base, current, tolerance, baseline, current_name, confirm: Confirm | bo
         why = guard.why_nothing_compared(base, current, baseline, current_name)
         click.echo(f"bench perf: nothing compared: {why}", err=True)
         return 1
+    if torches := guard.torch_versions(base, current):
+        click.echo(f"note: the baseline was timed with torch {torches[0]} and this with {torches[1]}: a change "
+                   "in speed may be torch's")
+    others = tuple(r for r in result.regressions if guard.not_ours(r))
+    if others:  # the yardsticks slowed: the machine or torch, not a variant's code
+        click.echo(f"not failed: {len(others)} timings of SDPA, naive references or peers slower by more than "
+                   f"{tolerance:.0%}, not a variant's kernel (the machine's or torch's speed?):")
+        for reg in others:
+            click.echo(f"  {reg}")
+        result = replace(result, regressions=tuple(r for r in result.regressions if r not in others))
     if confirm and result.regressions:
         report(result, tolerance, baseline, rerun=None)
         code = replace(confirm, peak=_peak(current)).run(result.regressions, tolerance)
@@ -61,7 +73,8 @@ class Confirm:
     changed since the baseline's revision, another torch, no revision recorded or a `-dirty` one,
     one this checkout lacks, a row not timed beside it; and, checking a CSV written before
     (`--current`), one timed on another machine or on code other than the working tree's. SDPA,
-    the peers and the naive references are not a variant's kernels: listed, not failed.
+    the peers and the naive references are not a variant's kernels: `gate` lists them, not failed,
+    with or without `--confirm`.
     """
 
     settings: dict  # perf_command's run options, for `_config`
@@ -78,13 +91,7 @@ class Confirm:
         variant_of = {case.label: case.variant for case in CASES}
         # what git says of a revision, asked once per run: every flagged row of a run asks the same
         git = _Git(functools.cache(revision.changed_since), functools.cache(revision.module_files))
-        others = [r for r in regressions if guard.not_ours(r)]
-        if others:
-            click.echo(f"not failed: {len(others)} flagged timings of SDPA, naive references or peers, not a variant's "
-                       "kernel (--against does not swap their code):")
-            for reg in others:
-                click.echo(f"  {reg}")
-        mine = [r for r in regressions if r not in others]
+        mine = [r for r in regressions if not guard.not_ours(r)]  # `gate` listed the others, not failed
         stand: list[tuple] = []  # (regression, why it cannot be timed beside the baseline's code)
         groups: dict[tuple, list] = {}  # one run each: its own revision, condition and batch
         for reg in mine:

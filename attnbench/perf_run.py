@@ -42,7 +42,10 @@ def config(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_
     # longer ones, never a shorter one given later
     lengths = tuple(sorted(set(parse_ints(lengths, "--lengths")))) if lengths is not None else (
         QUICK_LENGTHS if quick else FULL_LENGTHS)
-    batches = tuple(sorted(set(parse_ints(batches, "--batch")))) if batches is not None else ((1,) if quick else (1, 4))
+    if batches is not None:
+        batches = tuple(sorted(set(parse_ints(batches, "--batch"))))
+    else:  # the default batch > 1 where some length is short enough for it (--batched-max-n)
+        batches = (1,) if quick else (1, *[4] * any(n <= batched_max_n for n in lengths))
     _check_sizes(lengths, batches, batched_max_n)
     return PerfConfig(
         variants=tuple(chosen),
@@ -143,18 +146,37 @@ def _check_sizes(lengths: tuple[int, ...], batches: tuple[int, ...], batched_max
 
     calibration = min(CALIBRATION_N, *lengths)
     for batch in batches:
-        n = max([calibration] + [n for n in lengths if batch == 1 or n <= batched_max_n])
+        timed = [n for n in lengths if batch == 1 or n <= batched_max_n]
+        if not timed:  # it would time nothing at that batch, after minutes of the others
+            raise AttnbenchError(f"--batch {batch}: no --lengths is at most --batched-max-n {batched_max_n}, so nothing "
+                                 f"would be timed at batch {batch}; give a length up to {batched_max_n} or raise "
+                                 "--batched-max-n")
+        n = max([calibration] + timed)
         check_tokens(f"--batch {batch} × --lengths {n}", batch * n, inputs=4)  # q, k, v and x
 
 
 def check_tokens(what: str, tokens: int, inputs: int) -> None:
-    """Refuse one call of more than MAX_TOKENS tokens; `inputs`: its (tokens, d_model) fp32 inputs."""
+    """Refuse one call of more than MAX_TOKENS tokens, or whose `inputs` (tokens, d_model) fp32
+    tensors, twice over (outputs and gradients as large), would not fit in this machine's memory:
+    one line now, not an allocator's traceback or the kernel's out-of-memory kill (rc 137) later."""
     from attnbench.benchmarks.cases import D_MODEL
 
+    gib = inputs * tokens * D_MODEL * 4 / 2**30
     if tokens > MAX_TOKENS:
-        gib = inputs * tokens * D_MODEL * 4 / 2**30
         raise AttnbenchError(f"{what}: {tokens} tokens in one call, more than {MAX_TOKENS} "
                              f"(its inputs alone would take {gib:.3g} GiB in fp32)")
+    memory = physical_memory()
+    if memory is not None and 2 * gib * 2**30 > memory:
+        raise AttnbenchError(f"{what}: {tokens} tokens in one call: its inputs alone would take {gib:.3g} GiB in fp32, "
+                             f"and with their outputs and gradients more than this machine's {memory / 2**30:.3g} GiB")
+
+
+def physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def stem(name: str) -> str:

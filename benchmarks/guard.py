@@ -1,6 +1,7 @@
 """The regression gate: a run's times against a committed baseline CSV of the same machine kind.
 
-Rows are matched on (case, impl, batch, n, dtype, device) and compared only where the baseline was
+Rows are matched on (case, impl, batch, n, dtype, device, and heads and d_head where both CSVs
+record them) and compared only where the baseline was
 taken on the same machine (CPU model or GPU name) with the same thread count and heap condition
 (`bench perf --heap`; a CSV from before the `heap` column was timed under glibc's defaults on CPU);
 a row regresses when its median is more than `tolerance` (10 %) above the baseline's. A comparison
@@ -151,11 +152,29 @@ def with_heap(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(heap=heap.fillna(legacy))
 
 
+SHAPE = ["heads", "d_head"]  # where both CSVs record them, rows of another shape are another benchmark
+
+
+def _key(baseline: pd.DataFrame, current: pd.DataFrame) -> list[str]:
+    """The columns a row is matched on: KEY, and SHAPE where both CSVs have it."""
+    return KEY + [c for c in SHAPE if c in baseline.columns and c in current.columns]
+
+
+def torch_versions(baseline: pd.DataFrame, current: pd.DataFrame) -> tuple[str, str] | None:
+    """(baseline's, current's) torch versions of the timed rows where they differ; None if alike
+    or not recorded."""
+    versions = [sorted(set(_timed(df)["torch"].dropna().astype(str))) if "torch" in df.columns else []
+                for df in (baseline, current)]
+    if not all(versions) or versions[0] == versions[1]:
+        return None
+    return " or ".join(versions[0]), " or ".join(versions[1])
+
+
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float = 0.10) -> Comparison:
     """Rows of `current` more than `tolerance` slower than `baseline` on the same machine, threads and heap."""
     base = _timed(baseline).rename(columns={"git_sha": "baseline_revision", "torch": "baseline_torch"})
     cur = _timed(current)
-    merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
+    merged = cur.merge(base, on=_key(baseline, current), suffixes=("", "_base"))
     same = pd.Series(True, index=merged.index)
     for column in CONDITION:
         same &= merged[column] == merged[f"{column}_base"]
@@ -224,11 +243,12 @@ def why_nothing_compared(baseline: pd.DataFrame, current: pd.DataFrame, base_nam
     base, cur = _timed(baseline), _timed(current)
     if base.empty or cur.empty:
         return f"{base_name if base.empty else current_name} has no timed row"
-    merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
-    key = ", ".join(KEY[:-1]) + f" and {KEY[-1]}"
+    columns = _key(baseline, current)
+    merged = cur.merge(base, on=columns, suffixes=("", "_base"))
+    key = ", ".join(columns[:-1]) + f" and {columns[-1]}"
     if merged.empty:
         return f"no timed row of {current_name} has the {key} of a timed row of {base_name}"
-    rows = len(merged[KEY].drop_duplicates())  # a baseline of several machines pairs a row more than once
+    rows = len(merged[columns].drop_duplicates())  # a baseline of several machines pairs a row more than once
     same_machine = merged[merged["machine"] == merged["machine_base"]]
     if not same_machine.empty:  # its own machine's rows are the ones to explain
         merged = same_machine
@@ -236,6 +256,19 @@ def why_nothing_compared(baseline: pd.DataFrame, current: pd.DataFrame, base_nam
                    f"{current_name})" for column in CONDITION if (merged[column] != merged[f"{column}_base"]).any()]
     return (f"rows compare only on the same machine, threads and heap, and the {rows} timed rows of "
             f"{current_name} with the {key} of one of {base_name} differ in " + ", ".join(differences))
+
+
+def incomparable(baseline: pd.DataFrame, base_name: str, machine: str, threads: int) -> str | None:
+    """Why no timed row of `baseline` could be compared with a run on `machine` with `threads`
+    threads, said before the run (the heap is known only once set); None where some can."""
+    base = _timed(baseline)
+    if base.empty:
+        return f"{base_name} has no timed row"
+    differences = [f"{column} ({_values(base[column])} there, {value!r} here)"
+                   for column, value in (("machine", machine), ("threads", threads)) if not (base[column] == value).any()]
+    if differences:
+        return "rows compare only on the same machine, threads and heap, and it differs in " + ", ".join(differences)
+    return None
 
 
 def _values(column: pd.Series) -> str:

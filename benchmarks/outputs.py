@@ -64,7 +64,8 @@ def _ms(row) -> str:
     """`median ± IQR [min–max of the repeat medians]` in ms, or the status when not timed."""
     if row is None or pd.isna(row["median_s"]):
         return "—" if row is None else _short(row["status"])
-    text = f"{row['median_s'] * 1e3:.2f} ± {row['iqr_s'] * 1e3:.2f}"
+    spread = f"{row['iqr_s'] * 1e3:.2f}" if pd.notna(row["iqr_s"]) else "n/a"  # n/a: each repeat measured once
+    text = f"{row['median_s'] * 1e3:.2f} ± {spread}"
     if pd.notna(row["min_s"]) and row["repeats"] and row["repeats"] > 1:
         text += f" [{row['min_s'] * 1e3:.2f}–{row['max_s'] * 1e3:.2f}]"
     return text
@@ -127,7 +128,8 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             f"{_peak_range(df)} GFLOP/s (a square matmul timed in the same interleaved rounds as each "
             "length; each FLOP/s fraction is taken against the peak of its own length).",
             "Forward pass (inference mode). Time: median of the per-repeat medians of "
-            "`torch.utils.benchmark` `blocked_autorange` (± the median IQR), repeats interleaved "
+            "`torch.utils.benchmark` `blocked_autorange` (± the median IQR of the repeats measured at least "
+            "4 times; n/a where a call outlasts --min-run-time and is measured once), repeats interleaved "
             "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "
             "excludes kernel scratch; a compiled kernel's from the CPU allocator's events, column "
             "`mem_method`). Each output verified against the naive reference on sampled "

@@ -430,7 +430,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
                 cands = build_candidates(at_n, batch, n, cfg, naive_memory, at_rev)
                 if extra is not None:
                     cands = extra(cands, batch, n)
-                timed = _verify_all(cands, cfg, history, dropped, batch, n, log)
+                timed = _verify_all(cands, cfg, history, dropped, batch, n, log, peak_flops)
                 local_peak = _time_all(timed, cfg) or peak_flops
                 for cand in cands:
                     rows.append(_row(cand, batch, n, {**common, "matmul_peak_flops": local_peak}, local_peak, history))
@@ -483,7 +483,15 @@ def _exponent(cand: Candidate) -> int:
     return 2 if cand.impl in (NAIVE, SDPA) or cand.case.complexity == "n^2" else 1
 
 
-def _verify_all(cands, cfg, history, dropped, batch, n, log) -> list[Candidate]:
+def _first_estimate(cand: Candidate, batch: int, n: int, peak_flops: float) -> float | None:
+    """Seconds per call of a quadratic candidate with no shorter length timed: its two (n × n × d)
+    products at the matmul peak, a floor (nothing runs faster than the peak). None for the others."""
+    if _exponent(cand) != 2 or not peak_flops:
+        return None
+    return 4 * batch * n * n * D_MODEL / peak_flops
+
+
+def _verify_all(cands, cfg, history, dropped, batch, n, log, peak_flops=None) -> list[Candidate]:
     timed = []
     for cand in cands:
         key = (cand.case.label, cand.impl)
@@ -502,6 +510,12 @@ def _verify_all(cands, cfg, history, dropped, batch, n, log) -> list[Candidate]:
         if predicted is not None and predicted > cfg.max_cell_s:
             cand.fn = None
             cand.status = dropped[key] = f"skipped: predicted {predicted:.0f} s per call (> --max-cell-s {cfg.max_cell_s:g})"
+            continue
+        floor = _first_estimate(cand, batch, n, peak_flops) if predicted is None else None
+        if floor is not None and floor > cfg.max_cell_s:  # a call the kernel could not stop short of hours
+            cand.fn = None
+            cand.status = dropped[key] = (f"skipped: its FLOPs at the matmul peak take {floor:.0f} s per call at the "
+                                          f"least (> --max-cell-s {cfg.max_cell_s:g})")
             continue
         try:
             seconds = verify(cand, cfg)
@@ -548,6 +562,17 @@ def _time_all(timed: list[Candidate], cfg: PerfConfig) -> float | None:
     return 2 * size**3 / statistics.median(peak)
 
 
+IQR_MIN_RUNS = 4  # measurements (blocks) a repeat needs before its interquartile range says anything
+
+
+def _iqr(times: list) -> float | None:
+    """The median over repeats of `blocked_autorange`'s IQR, from the repeats of IQR_MIN_RUNS
+    measurements or more; None where none has them (a call longer than --min-run-time is measured
+    once: its IQR of 0 would read as perfect precision)."""
+    spread = [t.iqr_s for t in times if t.runs >= IQR_MIN_RUNS]
+    return statistics.median(spread) if spread else None
+
+
 def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, history: dict) -> dict:
     case = cand.case
     row = dict.fromkeys(ROW_COLUMNS)
@@ -562,7 +587,7 @@ def _row(cand: Candidate, batch: int, n: int, common: dict, peak_flops: float, h
     if cand.times:
         medians = [t.median_s for t in cand.times]
         row.update(
-            median_s=statistics.median(medians), iqr_s=statistics.median(t.iqr_s for t in cand.times),
+            median_s=statistics.median(medians), iqr_s=_iqr(cand.times),
             min_s=min(medians), max_s=max(medians), repeats=len(medians), runs=sum(t.runs for t in cand.times),
             round_medians_s=ROUND_SEPARATOR.join(repr(m) for m in medians),  # exact: ranges match median_s
         )
@@ -599,7 +624,8 @@ LABEL_WIDTH = max(len(c.label) for c in CASES)
 
 def _line(row: dict) -> str:
     t = row["median_s"]
-    timing = f"{t * 1e3:9.2f} ms ± {row['iqr_s'] * 1e3:.2f}" if t is not None else " " * 9 + "-"
+    spread = f"± {row['iqr_s'] * 1e3:.2f}" if row["iqr_s"] is not None else "± n/a"
+    timing = f"{t * 1e3:9.2f} ms {spread}" if t is not None else " " * 9 + "-"
     return f"b={row['batch']} n={row['n']:>5} {row['case']:<{LABEL_WIDTH}} {row['impl']:<34} {timing}  {row['status']}"
 
 

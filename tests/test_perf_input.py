@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from attnbench.benchmarks.suite import ROW_COLUMNS
 
@@ -80,13 +81,28 @@ def test_bad_bench_perf_input_is_one_line_and_exit_2_before_any_timing(argv, say
 
 
 def test_the_size_limit_counts_only_the_lengths_a_batch_runs(bench_output, monkeypatch, tmp_path):
-    # batch 1024 runs no length here (all past --batched-max-n), only the naive calibration at n = 256
+    # batch 1024 runs n = 256 alone (32768 is past --batched-max-n): 262,144 tokens, not 33,554,432
     ran = []
     monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", lambda cfg, **k: ran.append(cfg) or [])
     monkeypatch.setattr("attnbench.benchmarks.outputs.write_all", lambda *a, **k: {"csv": tmp_path / "t.csv"})
     monkeypatch.setattr("attnbench.benchmarks.guard.read_results", lambda path: None)
-    code, _, err = bench_output("perf", "--quick", "--lengths", "32768", "--batch", "1,1024", "--out", tmp_path)
+    code, _, err = bench_output("perf", "--quick", "--lengths", "256,32768", "--batch", "1,1024", "--out", tmp_path)
     assert (code, err) == (0, "") and ran[0].batches == (1, 1024)
+    # a batch that no length is short enough for would time nothing: refused, not run (before: a traceback at the end)
+    code, _, err = bench_output("perf", "--quick", "--lengths", "8192", "--batch", "4", "--out", tmp_path)
+    assert code == 2 and err == ("bench: error: --batch 4: no --lengths is at most --batched-max-n 4096, so nothing "
+                                 "would be timed at batch 4; give a length up to 4096 or raise --batched-max-n\n")
+    code, _, err = bench_output("perf", "--quick", "--lengths", "8192", "--out", tmp_path)  # the default batches
+    assert code == 0 and ran[-1].batches == (1,)
+
+
+def test_a_length_whose_inputs_cannot_fit_in_memory_is_refused_before_anything_runs(bench_output, tmp_path):
+    """Before: 16,777,216 tokens (MAX_TOKENS) failed allocating 32 GiB with a traceback; 4,000,000
+    was killed by the kernel (rc 137) with nothing said."""
+    code, _, err = bench_output("perf", "--variants", "linear", "--lengths", "4000000", "--out", tmp_path)
+    assert code == 2 and err.startswith("bench: error: --batch 1 × --lengths 4000000: 4000000 tokens in one call: its "
+                                        "inputs alone would take 30.5 GiB in fp32, and with their outputs and ")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("given, runs", [
@@ -209,7 +225,7 @@ def test_a_missing_file_is_one_line_naming_it(side, bench_output, tmp_path):
     (dict(machine="another-cpu", threads=16),
      "differ in machine ('cpu-model-x' in {base}, 'another-cpu' in {cur}), threads (2 in {base}, 16 in {cur})"),
     (dict(cases=(("local(window=128)", "core"),)),
-     "no timed row of {cur} has the case, impl, batch, n, dtype and device of a timed row of {base}"),
+     "no timed row of {cur} has the case, impl, batch, n, dtype, device, heads and d_head of a timed row of {base}"),
     (dict(median_s=float("nan")), "{cur} has no timed row"),
 ])
 def test_a_compare_that_compared_nothing_fails_and_says_why(current, why, bench_output, tmp_path):
@@ -233,11 +249,22 @@ def test_a_baseline_of_two_machines_compares_and_explains_by_the_current_machine
 
 
 def test_a_run_that_compared_nothing_with_its_baseline_fails(bench_output, monkeypatch, tmp_path):
-    base = results(tmp_path / "BASELINE.csv")
+    from attnbench.runner.environment import cpu_model
+
+    base = results(tmp_path / "BASELINE.csv", machine=cpu_model(), threads=torch.get_num_threads())
     run = results(tmp_path / "run.csv", machine="another-cpu")
     monkeypatch.setattr("attnbench.perf_run.execute", lambda *args, **kwargs: run)  # the run's CSV
     code, _, err = bench_output("perf", "--quick", "--compare", base)
     assert code == 1 and "nothing compared: rows compare only on the same machine, threads and heap" in err
+
+
+def test_a_baseline_of_another_machine_or_thread_count_is_refused_before_the_run(bench_output, never_timed, tmp_path):
+    """Before: the whole run (17 minutes by default) went by before "nothing compared"."""
+    base = results(tmp_path / "BASELINE.csv", threads=2)
+    code, out, err = bench_output("perf", "--quick", "--threads", "1", "--compare", base, "--out", tmp_path)
+    assert code == 2 and out == "" and err.startswith(f"bench: error: --compare {base}: rows compare only on the "
+                                                      "same machine, threads and heap, and it differs in machine (")
+    assert "threads (2 there, 1 here); this run's timings could be compared with none of its rows" in err
 
 
 def test_a_run_that_would_write_over_its_baseline_is_refused_and_the_baseline_kept(bench_output, never_timed, tmp_path):
