@@ -120,7 +120,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from attnbench.errors import NoBackwardError
-from attnbench.variants.base import build_variant
+from attnbench.variants.base import build_variant, has_reference
 from attnbench.variants.caches import forget_caches
 from attnbench.variants.compiled import eager_fallbacks
 
@@ -524,7 +524,7 @@ def verify_attention(
     nothing is compared: the layer has no reference (no `reference_forward`, or a ProjectedAttention without its own `reference_core`),
     or it is a compiled kernel on a torch without the force_eager stance (< 2.6), where comparing
     would compile a graph for a shape that is not timed and change the graph that is."""
-    if not _has_reference(layer) or (_compiled(layer) and not hasattr(torch.compiler, "set_stance")):
+    if not has_reference(layer) or (_compiled(layer) and not hasattr(torch.compiler, "set_stance")):
         return None
     n = min(seq_len, VERIFY_MAX_N)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -556,16 +556,6 @@ def _within(got: Tensor, want: Tensor, dtype: torch.dtype, what: str, n: int) ->
     if not err <= tol:
         raise VerificationError(f"{what}: max rel err {err:.1e} > {tol:.0e} at n={n} ({str(dtype).removeprefix('torch.')})")
     return err
-
-
-def _has_reference(layer: nn.Module) -> bool:
-    """Whether `layer` has a naive reference of its own to be compared with."""
-    from attnbench.variants.base import ProjectedAttention
-
-    if not callable(getattr(layer, "reference_forward", None)):
-        return False
-    inherited = isinstance(layer, ProjectedAttention) and type(layer).reference_core is ProjectedAttention.reference_core
-    return not inherited
 
 
 def _compiled(layer: nn.Module) -> bool:
@@ -671,7 +661,7 @@ def measure_attention(
         torch.manual_seed(seed)
         layer = build_variant(variant, d_model=d_model, n_heads=n_heads, **options)
     layer = layer.to(device=device, dtype=dtype)
-    verify_attention(
+    reference_err = verify_attention(
         layer, seq_len=seq_len, d_model=d_model, device=device, dtype=dtype, causal=causal, seed=seed
     )
     gen = torch.Generator().manual_seed(seed)
@@ -700,7 +690,7 @@ def measure_attention(
     inference = drawn(forward)
     _check_output(inference, x, seq_len)
     timed = {"fwd": forward, "fwd_bwd": forward_backward}
-    result: dict = {}
+    result: dict = {"reference_rel_err": reference_err}  # None: no naive reference to compare with
     try:
         out = drawn(forward_backward).detach()
         _check_output(out, x, seq_len)

@@ -419,7 +419,7 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
     columns = ["variant", "variant_name", "seq_len", "status", "message", "fwd_ms", "fwd_iqr_ms", "fwd_bwd_ms",
                "fwd_bwd_iqr_ms", "runs_fwd", "runs_fwd_bwd", "peak_mib_fwd", "peak_mib_fwd_bwd", "flops_fwd",
                "flops_fwd_bwd", "peak_fraction_fwd", "peak_fraction_fwd_bwd", "step_ms", "step_peak_mib",
-               "mem_method", "speedup_fwd", "speedup_fwd_bwd", "memory_ratio"]
+               "mem_method", "speedup_fwd", "speedup_fwd_bwd", "memory_ratio", "unverified"]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("kind") == "efficiency":
@@ -435,7 +435,9 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
             continue
         row.update({"status": "ok", "message": next((r.get("message") for r in recs if r.get("status") == "ok"
                                                      and r.get("message")), ""),  # "forward only: …"
-                    "mem_method": ok[0].get("mem_method")})
+                    "mem_method": ok[0].get("mem_method"),
+                    # recorded, and None: no reference to compare with (a record from before says nothing)
+                    "unverified": all("reference_rel_err" in res and res["reference_rel_err"] is None for res in ok)})
 
         def mean(getter) -> float:
             values = [v for v in (getter(res) for res in ok) if _finite(v)]
@@ -795,6 +797,12 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
                      + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in single.iterrows())
                      + " (`blocked_autorange` grows a block tenfold until the timer's overhead is negligible; "
                      "a slow call, or a block that reached the minimum run time, leaves one).")
+    if "unverified" in eff.columns:
+        unchecked = eff[(eff.status == "ok") & (eff.unverified == True)]  # noqa: E712 (NaN where not ok)
+        if not unchecked.empty:
+            notes.append("Not compared with a naive reference (the variant has none: no `reference_forward`, or no "
+                         "`reference_core` of its own), so timed unverified: "
+                         + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in unchecked.iterrows()) + ".")
     forward_only = eff[forward_only_cells(eff) & eff.fwd_ms.notna()]
     if not forward_only.empty:
         reasons = sorted({r.message.removeprefix("forward only: ") for _, r in forward_only.iterrows() if r.message})

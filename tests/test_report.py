@@ -106,8 +106,9 @@ def acc(variant: str, task: str, score: float | None = None, *, seed: int = 0, n
 
 
 def eff(variant: str, n: int, fwd_s: float = 1e-3, fwd_bwd_s: float = 3e-3, mem: float = 2**20, *,
-        status: str = "ok", options: dict | None = None, message: str = "", runs: int = 10) -> dict:
-    """An efficiency record shaped as the runner writes it."""
+        status: str = "ok", options: dict | None = None, message: str = "", runs: int = 10,
+        reference: dict | None = None) -> dict:
+    """An efficiency record shaped as the runner writes it (`reference`: {"reference_rel_err": …})."""
     options = options or {}
     vlabel = _label(variant, options)
     result = None
@@ -119,6 +120,7 @@ def eff(variant: str, n: int, fwd_s: float = 1e-3, fwd_bwd_s: float = 3e-3, mem:
             "peak_bytes_fwd": mem / 2, "peak_bytes_fwd_bwd": mem,
             "flops_fwd": 1e8, "flops_fwd_bwd": 3e8, "flops_per_s_fwd": 1e8 / fwd_s,
             "flops_per_s_fwd_bwd": 3e8 / fwd_bwd_s, "peak_fraction_fwd": 0.5, "peak_fraction_fwd_bwd": 0.25,
+            **(reference or {}),
         }
     return {
         "key": f"efficiency/{vlabel}/-/n={n}/seed=0", "kind": "efficiency", "variant": variant,
@@ -158,6 +160,15 @@ def test_accuracy_table_mean_std_bold_best_chance_row_and_status_cells():
     assert table.loc["local(window=4)", "task-b"] == "unsupported"  # shown, never dropped
     assert table.loc["multi-head", "task-b"] == "**0.300 ± 0.000**"
     assert table.loc["chance", "task-a"] == "0.500" and table.loc["chance", "task-b"] == "0.100"
+
+
+def test_the_efficiency_notes_name_cells_timed_without_a_reference_to_compare_with(tmp_path: Path):
+    records = [eff("multi-head", 256, reference={"reference_rel_err": 2e-7}),
+               eff("mine", 256, reference={"reference_rel_err": None}),
+               eff("older", 256)]  # recorded before the field: says nothing either way
+    text = render_markdown(load_run(write_run(tmp_path / "run", records)))
+    assert ("Not compared with a naive reference (the variant has none: no `reference_forward`, or no "
+            "`reference_core` of its own), so timed unverified: mine n=256.") in text
 
 
 def test_the_trivial_baseline_row_shows_each_columns_best_named_and_averaged_over_seeds(tmp_path: Path):

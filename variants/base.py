@@ -213,6 +213,14 @@ class ProjectedAttention(AttentionLayer):
 
 
 # ---------------------------------------------------------------------------- the registry
+def has_reference(layer: nn.Module) -> bool:
+    """Whether `layer` has a naive reference of its own to be compared with: a `reference_forward`,
+    and for a ProjectedAttention a `reference_core` of its own (the base's raises)."""
+    if not callable(getattr(layer, "reference_forward", None)):
+        return False
+    return not (isinstance(layer, ProjectedAttention) and type(layer).reference_core is ProjectedAttention.reference_core)
+
+
 def wants_grad(*tensors: Tensor) -> bool:
     """Whether autograd records ops on these tensors: grad mode is on and one of them needs a
     gradient. Fast paths skip what only a backward needs (an autograd Function's call, checkpoints)

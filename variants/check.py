@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnbench.errors import NoBackwardError, PluginError, UnsupportedError
-from attnbench.variants.base import VARIANTS, VariantSpec, build_variant
+from attnbench.variants.base import VARIANTS, VariantSpec, build_variant, has_reference
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 D_MODEL, N_HEADS = 32, 4
@@ -334,10 +334,10 @@ def check_reference(
     """Outputs, gradients (x, context, parameters) and attention weights equal the naive fp32
     reference, rel ≤ 1e-5, at each (b, n, m) of `shapes`, in each call of `_reference_calls`."""
     layer = s.build()
-    if not callable(getattr(layer, "reference_forward", None)):
+    if not has_reference(layer):
         raise Skip(
-            f"{s.name} has no naive reference to compare against: give it a reference_forward"
-            " (same call and parameters, naive fp32 math) to have its outputs and gradients checked"
+            f"{s.name} has no naive reference to compare against: give it a reference_forward (a ProjectedAttention: "
+            "a reference_core; same call and parameters, naive fp32 math) to have its outputs and gradients checked"
         )
     worst = 0.0
     for b, n, m in shapes:
@@ -426,7 +426,7 @@ def check_inference(s: Subject) -> str:
     gradient is wanted (a CUDA graph's replay, variants/graphs.py) is checked too, and a layer
     whose output a later call overwrites fails."""
     layer = s.build().eval()  # as the test split is scored
-    if not callable(getattr(layer, "reference_forward", None)):
+    if not has_reference(layer):
         raise Skip(f"{s.name} has no naive reference to compare against")
     b, n, m = INFERENCE_SHAPE
     worst, calls = 0.0, 0
