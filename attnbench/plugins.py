@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from attnbench.errors import AttnbenchError, PluginError
-from attnbench.registry import PLUGIN_FILE_MODULE, PluginWarning, registration_count
+from attnbench.registry import PLUGIN_FILE_MODULE, PluginWarning, plugin_frame, registration_count
 
 
 def import_plugin(target: str) -> ModuleType:
@@ -43,7 +43,9 @@ def import_plugin(target: str) -> ModuleType:
     except AttnbenchError as exc:  # a malformed spec, a name clash: the plugin's own error, named
         raise PluginError(f"--plugin {target}: {exc}") from exc
     except (Exception, SystemExit) as exc:  # a module that calls sys.exit() at import is a failed import too
-        raise PluginError(f"--plugin {target}: import failed: {type(exc).__name__}: {exc}") from exc
+        where = plugin_frame(exc)  # the plugin's own line, as an entry point's failure names it
+        at = f" (at {where.filename}:{where.lineno})" if where is not None else ""
+        raise PluginError(f"--plugin {target}: import failed: {type(exc).__name__}: {exc}{at}") from exc
     if first_import and registration_count() == before:
         warnings.warn(
             f"--plugin {target} registered no variant or task "

@@ -274,7 +274,7 @@ class Registry(Generic[T]):
         except (Exception, SystemExit) as exc:  # a broken plugin (even one calling sys.exit) never breaks the built-ins
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if not isinstance(exc, (PluginError, AttnbenchError)):
-                where = _plugin_frame(exc)
+                where = plugin_frame(exc)
                 if where is not None:
                     message += f" (at {where.filename}:{where.lineno})"
             return message
@@ -287,10 +287,12 @@ def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
     return getattr(ep.dist, "name", None) or "unknown distribution"
 
 
-def _plugin_frame(exc: BaseException) -> traceback.FrameSummary | None:
+def plugin_frame(exc: BaseException) -> traceback.FrameSummary | None:
     """The innermost frame of `exc` in the plugin's own code: not in importlib (which raises a
-    missing attribute, `module:Typo`, itself) nor here; None when the plugin's code never ran."""
-    skip = (__file__, os.path.dirname(importlib.__file__), "<frozen importlib")
+    missing attribute, `module:Typo`, itself) nor attnbench's loaders; None when the plugin's code
+    never ran."""
+    skip = (__file__, os.path.join(os.path.dirname(__file__), "plugins.py"), os.path.dirname(importlib.__file__),
+            "<frozen importlib")
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(skip)]
     return frames[-1] if frames else None
 

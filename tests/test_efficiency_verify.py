@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from attnbench import NoBackwardError, VariantSpec, register_variant
-from attnbench.variants.base import ProjectedAttention
+from attnbench.variants.base import AttentionLayer, ProjectedAttention
 from attnbench.variants.multi_head import MultiHeadAttention
 from attnbench.variants.reference import full_attention
 
@@ -200,6 +200,18 @@ class LeakyBoth(LeakyCausal):
         return super().reference_core(q, k, v, key_padding_mask, False)
 
 
+@register_variant("no-parameters")
+class NoParameters(AttentionLayer):
+    """Sound and parameter-free: q = k = v = x, one head (an ablation baseline)."""
+
+    spec = VariantSpec(complexity="n^2", supports_cross=False)
+
+    def attend(self, x, context, *, key_padding_mask, causal, need_weights):
+        out, weights = full_attention(x[:, None], x[:, None], x[:, None], key_padding_mask=key_padding_mask,
+                                      causal=causal)
+        return out[:, 0], weights if need_weights else None
+
+
 @register_variant("leaky-at-model-width")
 class LeakyAtModelWidth(LeakyCausal):
     """Causal only at a head width of 8 (bench check's 32 / 4): at a model's 16 and more, every
@@ -337,6 +349,14 @@ def test_bench_check_holds_a_layer_with_dropout_to_the_contract_not_to_its_rando
     # the base's NotImplementedError failed bench check and errored accuracy cells, while efficiency cells timed it)
     assert results["reference"].status == results["inference"].status == "SKIP"
     assert "has no naive reference to compare against" in results["reference"].detail
+
+
+def test_a_parameter_free_layer_passes_determinism(faulty) -> None:
+    """Before: "a different seed built an identical layer (parameters ignore the seed?)"."""
+    from attnbench.variants.check import run_check
+
+    result = run_check("no-parameters", "determinism")
+    assert result.status == "PASS" and result.detail == "bit-identical for one seed; no parameters"
 
 
 def test_a_cell_starts_from_torchs_defaults_whatever_a_layer_before_it_changed() -> None:
