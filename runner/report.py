@@ -92,20 +92,28 @@ def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
             "score": _number(res.get("score")),
             "chance": _number(res.get("chance")),
             "baseline_bits_per_byte": _number(res.get("baseline_bits_per_byte")),
-            **_best_trivial(res.get("baselines")),
+            "baselines": res.get("baselines") if isinstance(res.get("baselines"), dict) else None,
         })
     return pd.DataFrame(rows, columns=["variant", "task", "seq_len", "seed", "status", "metric", "score",
-                                       "chance", "baseline_bits_per_byte", "trivial", "trivial_name"])
+                                       "chance", "baseline_bits_per_byte", "baselines"])
 
 
-def _best_trivial(baselines: object) -> dict[str, object]:
-    """The highest of a record's trivial baselines (name → test score), as columns trivial and
-    trivial_name; NaN and "" where it has none (a run recorded before they were)."""
-    scored = {str(k): v for k, v in baselines.items() if _finite(_number(v))} if isinstance(baselines, dict) else {}
-    if not scored:
-        return {"trivial": math.nan, "trivial_name": ""}
-    name = max(scored, key=lambda k: float(scored[k]))  # the first of equal ones
-    return {"trivial": float(scored[name]), "trivial_name": name}
+def _best_trivial(ok: pd.DataFrame) -> tuple[float, str]:
+    """The best trivial baseline of a task at one length: each baseline's mean over the seeds (one
+    record per seed: every variant of a seed is scored on the same data), the highest of them by
+    name; (NaN, "") where no record holds one (a run recorded before they were)."""
+    per_seed: dict[Any, dict[str, float]] = {}
+    for seed, baselines in zip(ok.seed, ok.baselines):
+        if isinstance(baselines, dict) and seed not in per_seed:
+            per_seed[seed] = {str(k): float(v) for k, v in baselines.items() if _finite(_number(v))}
+    if not per_seed:
+        return math.nan, ""
+    names = [n for n in next(iter(per_seed.values())) if all(n in b for b in per_seed.values())]
+    means = {n: float(np.mean([b[n] for b in per_seed.values()])) for n in names}
+    if not means:
+        return math.nan, ""
+    best = max(means, key=means.get)  # the first of equal ones
+    return means[best], best
 
 
 def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.DataFrame:
@@ -140,9 +148,7 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
             chance = ok.chance.dropna().iloc[0] if not ok.chance.dropna().empty else math.nan
             base = ok.baseline_bits_per_byte.dropna()
             baseline = base.iloc[0] if not base.empty else math.nan
-            trivial = ok.dropna(subset=["trivial"])  # each seed's data: their mean, the commonest name
-            trivial_score = float(trivial.trivial.mean()) if len(trivial) else math.nan
-            trivial_name = trivial.trivial_name.mode().iloc[0] if len(trivial) else ""
+            trivial_score, trivial_name = _best_trivial(ok)
             name = task if len(lengths[task]) == 1 else f"{task} (n={n})"
             for variant in variants:
                 mine = cell_rows[cell_rows.variant == variant]

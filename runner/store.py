@@ -388,8 +388,9 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
     if out is not None and not str(out).strip():
         raise StoreError(f"--out: empty path; name a file, e.g. --out RUN/cells.{fmt}")
     frame = load_results(run_dir)
+    folder = out is not None and str(out).endswith(("/", os.sep))  # `--out exports/`: a folder, made if need be
     out = Path(out) if out is not None else Path(run_dir) / f"cells.{fmt}"
-    if out.is_dir():  # as `bench report --out DIR` writes DIR/report.md
+    if folder or out.is_dir():  # as `bench report --out DIR` writes DIR/report.md
         out = out / f"cells.{fmt}"
     if fmt == "csv":
         return write_atomically(out, lambda tmp: _json_cells(frame).to_csv(tmp, index=False))

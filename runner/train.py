@@ -180,7 +180,7 @@ def train_and_evaluate(
         split: task_data(task, split, n, seq_len, seed)
         for split, n in (("train", settings.n_train), ("valid", settings.n_valid), ("test", settings.n_test))
     }
-    baselines = task.trivial_baselines(data["train"], data["test"])
+    baselines = trivial_baselines(task, data["train"], data["test"])
     data = {k: _to(v, device) for k, v in data.items()}
     torch.manual_seed(seed)
     model = BenchModel.for_task(task, variant, options, size, cross=cross).to(device)
@@ -236,6 +236,29 @@ def train_and_evaluate(
     if metric == "bits_per_byte" and callable(baseline):
         record["baseline_bits_per_byte"] = baseline()
     return (record, model.eval()) if return_model else record
+
+
+def trivial_baselines(task: Task, train: Batch, test: Batch) -> dict[str, Any]:
+    """`task.trivial_baselines(train, test)` as a record holds them: each a float (a plugin's numpy
+    or tensor scalar converted); a value that is not a finite number, or the method raising, is
+    named under "error" instead, and the cell still trains and scores."""
+    try:
+        raw = task.trivial_baselines(train, test)
+        if not isinstance(raw, dict):
+            raise TypeError(f"returned {type(raw).__name__}, not a dict of name → score")
+    except Exception as exc:  # noqa: BLE001 — a plugin's baseline must not cost the cell its score
+        return {"error": f"trivial_baselines: {type(exc).__name__}: {exc}"}
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isfinite(number):
+            out[str(name)] = number
+        else:
+            out.setdefault("error", f"trivial_baselines: {name!r} is {value!r}, not a finite number")
+    return out
 
 
 def _to(batch: Batch, device: str) -> Batch:

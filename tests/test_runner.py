@@ -572,6 +572,35 @@ def test_max_cell_seconds_bounds_efficiency_cells_too_and_a_resume_may_raise_it_
     assert {n: r["status"] for n, r in by_n(out).items()} == {64: "ok", 256: "ok"}
 
 
+def test_a_plugin_tasks_trivial_baselines_never_cost_a_cell_its_record() -> None:
+    """Before: a numpy float32 made the record unwritable (the run, and every --resume, ended in a
+    traceback) and a raising method turned the cell into an error, its score lost."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from attnbench.runner.train import trivial_baselines
+
+    class Returns:
+        def __init__(self, value):
+            self.value = value
+
+        def trivial_baselines(self, train, test):
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    odd = {"np": np.float32(0.25), "tensor": torch.tensor(0.5), "text": "high", "nan": float("nan")}
+    got = trivial_baselines(Returns(odd), None, None)
+    assert got == {"np": 0.25, "tensor": 0.5, "error": "trivial_baselines: 'text' is 'high', not a finite number"}
+    json.dumps(got)  # what the store writes
+    assert trivial_baselines(Returns(RuntimeError("oops")), None, None) == {
+        "error": "trivial_baselines: RuntimeError: oops"}
+    assert trivial_baselines(Returns([0.5]), None, None) == {
+        "error": "trivial_baselines: TypeError: returned list, not a dict of name → score"}
+
+
 def test_a_retry_says_how_many_of_the_cells_it_ran_were_recorded_before(tmp_path: Path, bench_output) -> None:
     out = tmp_path / "run"
     grid = ["--profile", "smoke", "--variants", "multi-head,linear", "--tasks", "copy", "--kinds", "accuracy",

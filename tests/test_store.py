@@ -507,6 +507,7 @@ def test_export_makes_missing_folders_and_names_a_file_in_the_way(run, bench_out
     assert code == 2
     assert one_error_line(err) == f"bench: error: cannot write {afile / 'c.csv'}: {afile} is not a directory"
     assert export(run, "csv", run.parent) == run.parent / "cells.csv"  # a folder: as bench report --out DIR
+    assert export(run, "csv", f"{run.parent}/new/") == run.parent / "new" / "cells.csv"  # one to make, by its slash
 
 
 def test_export_drops_the_result_column_that_only_the_cells_not_ok_fill_with_none(tmp_path):

@@ -914,7 +914,20 @@ def test_the_trivial_baselines_the_readme_quotes_beside_chance():
     root = np.mean([by_root[r].most_common(1)[0][0] == y for r, y in zip(test.tokens[:, 0].tolist(), test.target.tolist())])
     majority = float((test.target == torch.bincount(train.target).argmax()).float().mean())
     assert 0.29 < root < 0.35 and 0.11 < majority < 0.15 and listops.chance == 0.1
-    assert listops.trivial_baselines(train, test) == pytest.approx({"majority": majority, "root operator": root})
+    recorded = listops.trivial_baselines(train, test)
+    assert recorded["majority"] == pytest.approx(majority) and recorded["root operator"] == pytest.approx(root)
+    assert 0.36 < recorded["root operator over every digit"] < 0.43  # nesting ignored: above the root alone
+
+    distance = build_task("distance")  # the answer is one of the bound values: their mode beats chance 3×
+    batch = distance.build("test", 1000, 32, 0)
+    names = distance.token_names()
+    modes = []
+    for row in batch.tokens.tolist():
+        bound = Counter(int(names[t].split("=v")[1]) for t in row if "=v" in names[t])
+        modes.append(min(v for v, c in bound.items() if c == max(bound.values())))
+    score = float(np.mean(np.array(modes) == batch.target.numpy()))
+    assert 0.36 < score < 0.46 and distance.chance == 0.125
+    assert distance.trivial_baselines(batch, batch)["most frequent bound value"] == pytest.approx(score)
 
     mqar = build_task("mqar")
     batch, rng = mqar.build("test", 1000, 32, 0), np.random.default_rng(0)

@@ -174,14 +174,16 @@ class ListOpsTask(GeneratedTask):
     def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
         """Also "root operator": for each test expression, the answer that train expressions
         opening with the same token (the root operator; a lone digit is its own answer) most often
-        have, or the majority where none does."""
+        have, or the majority where none does; and "root operator over every digit": the root
+        operator applied to all the expression's digits, its nesting ignored."""
         by_first: dict[int, Counter] = defaultdict(Counter)
         for first, answer in zip(train.tokens[:, 0].tolist(), train.target.tolist()):
             by_first[first][answer] += 1
         fallback = most_frequent(train.target)
         answers = [min(by_first[t].items(), key=lambda kv: (-kv[1], kv[0]))[0] if t in by_first else fallback
                    for t in test.tokens[:, 0].tolist()]
-        return {**super().trivial_baselines(train, test), "root operator": accuracy_of(torch.tensor(answers), test.target)}
+        return {**super().trivial_baselines(train, test), "root operator": accuracy_of(torch.tensor(answers), test.target),
+                "root operator over every digit": accuracy_of(torch.tensor(_flattened(test.tokens)), test.target)}
 
     # ------------------------------------------------------------ LRA files
     def _rows(self, split: str) -> list[tuple[str, int]]:
@@ -297,6 +299,18 @@ class ListOpsTask(GeneratedTask):
 
     def token_names(self) -> list[str]:
         return list(TOKENS)
+
+
+def _flattened(rows: torch.Tensor) -> list[int]:
+    """Each row's root operator applied to all its digits, as if nothing were nested (a lone digit,
+    or an expression without one, answers 0 where it has no digit)."""
+    answers = []
+    for row in rows.tolist():
+        names = [TOKENS[i] for i in row if i]
+        digits = [_DIGIT[t] for t in names if t in _DIGIT]
+        op = names[0] if names else ""
+        answers.append(_APPLY[op](digits) if op in _APPLY and digits else (digits[0] if digits else 0))
+    return answers
 
 
 def _encode(tokens: list[str]) -> list[int]:
