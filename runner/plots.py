@@ -326,6 +326,10 @@ def figure_distance(run: Run, palette: dict) -> Figure | None:
         if len(chance):
             ax.axhline(chance.iloc[0], color="0.35", ls=":", lw=1.4)
             handles.setdefault("chance", Line2D([], [], color="0.35", ls=":", label="chance"))
+        trivial = sub.trivial.dropna()
+        if len(trivial) and (not len(chance) or trivial.iloc[0] > chance.iloc[0]):  # what no reach is needed for
+            ax.axhline(trivial.iloc[0], color="0.55", ls="-.", lw=1.2)
+            handles.setdefault("trivial", Line2D([], [], color="0.55", ls="-.", label="best trivial baseline"))
         powers = [2**k for k in range(int(math.log2(min(edges))), int(math.ceil(math.log2(max(edges)))) + 1)]
         _log2_axis(ax, powers)
         ax.set_xlim(min(edges) / 1.25, max(edges) * 1.25)
@@ -337,8 +341,9 @@ def figure_distance(run: Run, palette: dict) -> Figure | None:
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(columns):]:
         ax.set_visible(False)
-    order = [h for k, h in handles.items() if k != "chance" and not k.startswith("reach ")]
-    order += [h for k, h in handles.items() if k == "chance" or k.startswith("reach ")]
+    floors = ("chance", "trivial")
+    order = [h for k, h in handles.items() if k not in floors and not k.startswith("reach ")]
+    order += [h for k, h in handles.items() if k in floors or k.startswith("reach ")]
     fig.legend(handles=order, loc="outside lower center", ncol=min(5, len(order)), frameon=False, fontsize=9)
     _title(fig, "Accuracy vs dependency distance (each point: the bucket [d, 2d), drawn between its edges)", run,
            "accuracy")

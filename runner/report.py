@@ -271,11 +271,22 @@ def _score_cell(row: pd.Series) -> str:
 # -- long range --------------------------------------------------------------------------------
 
 
+def _floor(result: dict) -> float:
+    """What a bucket's accuracy is judged against: the record's chance, or its best trivial
+    baseline where that is higher (distance's mode of the bound values, 0.41 against 0.125: a model
+    that scores it at every distance has learnt no reach)."""
+    chance = _number(result.get("chance"))
+    baselines = result.get("baselines") if result.get("metric", "accuracy") == "accuracy" else None
+    scores = [_number(v) for v in (baselines or {}).values()] if isinstance(baselines, dict) else []
+    return max([chance, *[v for v in scores if _finite(v)]], key=lambda v: v if _finite(v) else -math.inf)
+
+
 def distance_frame(records: Sequence[dict]) -> pd.DataFrame:
     """Accuracy per dependency-distance bucket: one row per (task, n, variant, bucket), ok cells only.
 
     Seeds are pooled: accuracy is the count-weighted mean, count the total. ``bucket`` is the
-    lower edge d of the bucket [d, 2d) that the runner records.
+    lower edge d of the bucket [d, 2d) that the runner records. ``chance`` is the floor a bucket is
+    judged against (`_floor`): chance, or the task's best trivial baseline where higher.
     """
     pooled: dict[tuple, list[float]] = {}
     chance: dict[tuple, float] = {}
@@ -284,7 +295,7 @@ def distance_frame(records: Sequence[dict]) -> pd.DataFrame:
         if r.get("kind") != "accuracy" or r.get("status") != "ok" or not res.get("by_distance"):
             continue
         task, n, variant = r.get("task_label") or r.get("task"), int(r.get("seq_len") or 0), r.get("variant_label")
-        chance.setdefault((task, n), _number(res.get("chance")))
+        chance.setdefault((task, n), _floor(res))
         for edge, bucket in res["by_distance"].items():
             count = int(bucket.get("count") or 0)
             acc = _number(bucket.get("accuracy"))
@@ -777,7 +788,9 @@ def _long_range_notes(run: Run) -> str:
         f"stays ≥ {RANGE_FRACTION:.0%} of the accuracy in the shortest bucket; \"≥ d\" when it never dropped within "
         "the measured buckets (the true range may be longer); \"- (at chance)\" when even the shortest bucket is not "
         "above chance. **Above-chance reach**: the largest bucket edge whose accuracy beats chance by more than "
-        f"{CHANCE_SIGMAS:g} standard errors of a chance-level guesser (√(c(1−c)/count)). **window reach** "
+        f"{CHANCE_SIGMAS:g} standard errors of a chance-level guesser (√(c(1−c)/count)). Chance here is the task's "
+        "chance level or, where higher, its best trivial baseline (distance: the mode of the bound values), since "
+        "a model that scores that at every distance has learnt no reach. **window reach** "
         f"(n_layers = {n_layers if n_layers else '?'}): a local-attention layer sees keys up to (window − 1) positions "
         "away, so a stack of them at most (window − 1) × layers: its reach cannot pass that.\n"
     )

@@ -162,6 +162,18 @@ def test_accuracy_table_mean_std_bold_best_chance_row_and_status_cells():
     assert table.loc["chance", "task-a"] == "0.500" and table.loc["chance", "task-b"] == "0.100"
 
 
+def test_a_bucket_is_judged_against_the_trivial_baseline_where_it_is_above_chance():
+    """distance's mode of the bound values scores 0.41 at every distance (chance 0.125): a model at
+    0.40 far out had been given that far an above-chance reach."""
+    buckets = {2: (0.95, 300), 4: (0.90, 300), 8: (0.40, 300), 16: (0.40, 300)}
+    plain = acc("multi-head", "distance", 0.6, by_distance=buckets, chance=0.125)
+    floored = acc("multi-head", "distance", 0.6, by_distance=buckets, chance=0.125,
+                  baselines={"majority": 0.14, "most frequent bound value": 0.41})
+    reach = {name: long_range_frame([r], grid()).iloc[0].above_chance_reach for name, r in (("plain", plain),
+                                                                                             ("floored", floored))}
+    assert reach == {"plain": 16, "floored": 4}
+
+
 def test_the_efficiency_notes_name_cells_timed_without_a_reference_to_compare_with(tmp_path: Path):
     records = [eff("multi-head", 256, reference={"reference_rel_err": 2e-7}),
                eff("mine", 256, reference={"reference_rel_err": None}),
