@@ -28,7 +28,7 @@ from attnbench.runner.cells import Cell
 from attnbench.runner.heap import STEADY_BYTES, pin_mmap_threshold
 from attnbench.runner.measure import VerificationError, is_oom, measure_attention, measure_step
 from attnbench.runner.model import BenchModel, ModelSize
-from attnbench.runner.train import Diverged, TrainSettings, train_and_evaluate
+from attnbench.runner.train import Diverged, SeesTheFuture, TrainSettings, train_and_evaluate
 from attnbench.selection import parse_selection
 from attnbench.tasks.base import TASKS, build_task
 from attnbench.tasks.files import DataChangedError, check_digests
@@ -91,7 +91,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
             status, message = "timeout", f"its layer checks took over {checks:g} s; not trained"
         else:
             status, message = "timeout", f"over the {budget:g} s cell budget"
-    except (Diverged, VerificationError, DataChangedError) as exc:
+    except (Diverged, SeesTheFuture, VerificationError, DataChangedError) as exc:
         status, message = "error", str(exc)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 — one bad cell never ends the sweep (nor a sys.exit in it)
         if is_oom(exc):

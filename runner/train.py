@@ -34,6 +34,14 @@ class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class SeesTheFuture(RuntimeError):
+    """The trained model's prediction at some position changed with the tokens after it."""
+
+
+FUTURE_ROWS = 64  # test rows the trained model's causality is checked on
+FUTURE_RTOL = 1e-5  # of the logits' scale: a change past it is the model reading later tokens
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation and data sizes of one accuracy cell."""
@@ -142,6 +150,51 @@ def evaluate(model: BenchModel, task: Task, batch: Batch, *, batch_size: int = 1
     return metrics
 
 
+@torch.no_grad()
+def check_sees_no_future(model: BenchModel, task: Task, batch: Batch, seed: int) -> None:
+    """SeesTheFuture where the trained model, as it scores the test split (eval mode, no_grad, the
+    test rows with their padding), predicts a position from tokens after it: for a language model,
+    logits before position t must not change when the input from t on is replaced by other tokens;
+    for seq2seq, the decoder's logits before t when its input from t on is. Checked at three cuts t
+    (the middle, the one after it, one drawn from `seed`) on FUTURE_ROWS rows. The layer checks
+    before training see a fresh layer at a few shapes; this sees the model that is scored, so a leak
+    that training grows (a mixing weight that starts at 0), or one at a batch size, position or mask
+    the layer checks do not try, cannot score. Other kinds may attend both ways."""
+    kind = task.spec.kind
+    if kind not in ("lm", "seq2seq"):
+        return
+    part = batch.select(slice(0, FUTURE_ROWS))
+    if kind == "lm":
+        inputs, pad, vocab = part.tokens, task.pad_id, task.vocab_size
+        run = lambda seq: model(seq, part.padding_mask)  # noqa: E731
+    else:
+        inputs, pad, vocab = decoder_input(task, part.target), task.pad_id, task.target_vocab_size
+        run = lambda seq: model(part.tokens, part.padding_mask, seq)  # noqa: E731
+    width = inputs.shape[1]
+    if width < 2 or vocab < 3:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        base = run(inputs).float()
+        gen = torch.Generator().manual_seed(seed)
+        cuts = sorted({width // 2, width // 2 + 1, int(torch.randint(1, width, (1,), generator=gen))} - {width})
+        for t in cuts:
+            other = torch.randint(0, vocab - 1, inputs[:, t:].shape, generator=gen).to(inputs.device)
+            other = other + (other >= pad).long()  # any token but padding
+            changed = inputs.clone()
+            changed[:, t:] = torch.where(inputs[:, t:] == pad, inputs[:, t:], other)  # padding stays padding
+            moved = (run(changed).float()[:, :t] - base[:, :t]).abs().max().item()
+            scale = max(1.0, base[:, :t].abs().max().item())
+            if not moved <= FUTURE_RTOL * scale:
+                where = "input" if kind == "lm" else "decoder input"
+                raise SeesTheFuture(
+                    f"the trained model sees the tokens it predicts: its logits before position {t} changed by "
+                    f"{moved:.2e} when its {where} from {t} on was replaced; not scored")
+    finally:
+        model.train(was_training)
+
+
 def distance_buckets(hit: Tensor, labelled: Tensor, distance: Tensor) -> dict[str, dict]:
     """Accuracy per power-of-two distance bucket, keyed by the bucket's lower edge."""
     if hit.dim() == 1:  # classify: one distance per example
@@ -217,6 +270,7 @@ def train_and_evaluate(
     train_seconds = time.perf_counter() - started
     if best_state is not None:
         model.load_state_dict(best_state)
+    check_sees_no_future(model, task, data["test"], seed)
     test = evaluate(model, task, data["test"], greedy=task.spec.kind == "seq2seq")
     metric = task.spec.metric
     record = {
