@@ -265,7 +265,7 @@ def test_matmul_peak_is_positive_and_cached():
 KEYS = {
     "fwd", "fwd_bwd", "peak_bytes_fwd", "peak_bytes_fwd_bwd", "mem_method", "flops_fwd", "flops_fwd_bwd",
     "flops_per_s_fwd", "flops_per_s_fwd_bwd", "peak_fraction_fwd", "peak_fraction_fwd_bwd",
-    "threads", "device", "dtype",
+    "threads", "device", "dtype", "reference_rel_err",
 }
 
 
@@ -273,6 +273,7 @@ KEYS = {
 def test_measure_attention_for_every_variant(name):
     result = measure_attention(name, {}, seq_len=128, d_model=64, min_run_time=0.01, peak_flops=1e9)
     assert set(result) == KEYS
+    assert 0 <= result["reference_rel_err"] <= 1e-4  # every built-in has a reference, compared before timing
     for key in ("fwd", "fwd_bwd"):
         assert result[key]["median_s"] > 0 and result[key]["iqr_s"] >= 0 and result[key]["runs"] >= 1
         assert result[f"peak_bytes_{key}"] > 0
