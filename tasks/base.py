@@ -363,6 +363,14 @@ def most_frequent(target: Tensor) -> int:
     return int(torch.bincount(labelled).argmax()) if labelled.numel() else 0
 
 
+def row_counts(ids: Tensor, counted: Tensor, classes: int) -> Tensor:
+    """(rows, classes): how often each id in [0, classes) occurs in each row of `ids`, where
+    `counted` is true (ids elsewhere may lie outside the range). `.argmax(-1)` is each row's most
+    frequent id, the smallest among ties."""
+    counts = torch.zeros(ids.shape[0], classes, dtype=torch.long, device=ids.device)
+    return counts.scatter_add_(1, ids.clamp(0, classes - 1), counted.long())
+
+
 def accuracy_of(prediction: Tensor, target: Tensor) -> float:
     """The accuracy of `prediction` over the labelled places of `target`, as a cell scores a model:
     `prediction` broadcasts against `target` ((), (n,) or (n, 1) for one answer per example)."""

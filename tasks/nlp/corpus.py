@@ -4,8 +4,9 @@ A `Corpus` holds every document back to back in one uint8 buffer with its label,
 speech, movie or row that owns it) and the split of that group. A group's split is a stable hash of
 its id (80/10/10, blake2b like `split_of`), or where the groups are few, large and drift in time
 (presidents) dealt out in order, one in five to valid and one to test (`stratified_splits`), so
-no document — and no window of one — appears in two splits. A `CorpusTask` turns the documents of each split into examples (spans of the buffer), and
-builds a batch by drawing span indices from the split's seeded stream.
+no document — and no window of one — appears in two splits. A `CorpusTask` turns the documents
+of each split into examples (spans of the buffer), and builds a batch by drawing span indices from
+the split's seeded stream.
 
 Byte vocabulary (as LRA's Text task): id 0 is padding and byte b is id b + 1, so `vocab_size` is
 257 and a NUL byte in the text never reads as padding.
@@ -32,7 +33,8 @@ STRATA = ("train", "train", "valid", "train", "test")  # stratified_splits: how 
 
 def group_split(group: str) -> str:
     """The split that owns a group id: a stable blake2b hash into buckets 0-7 | 8 | 9."""
-    bucket = _group_hash(group) % 10
+    digest = hashlib.blake2b(group.encode("utf-8"), digest_size=8).digest()
+    bucket = int.from_bytes(digest, "little") % 10
     return SPLITS[0 if bucket < 8 else 1 if bucket == 8 else 2]
 
 
@@ -54,10 +56,6 @@ def stratified_splits(groups: Sequence[str], labels: Sequence[int], order: Mappi
         for i, group in enumerate(ranked):
             split_of[group] = STRATA[i % len(STRATA)]
     return tuple(split_of[g] for g in groups)
-
-
-def _group_hash(group: str) -> int:
-    return int.from_bytes(hashlib.blake2b(group.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def byte_token_names() -> list[str]:

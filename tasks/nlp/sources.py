@@ -344,7 +344,8 @@ def repeated_in_train(corpus: Corpus) -> str:
         return [corpus.data[corpus.offsets[d]:corpus.offsets[d + 1]].tobytes() for d in corpus.docs_in(split)]
 
     train = set(texts("train"))
-    counts = {split: (sum(t in train for t in held), len(held)) for split in ("valid", "test") if (held := texts(split))}
+    counts = {split: (sum(t in train for t in held), len(held))
+              for split in ("valid", "test") if (held := texts(split))}
     parts = [f"{k} of {n} {split} texts" for split, (k, n) in counts.items() if k]
     return f"{' and '.join(parts)} also appear in train, word for word" if parts else ""
 

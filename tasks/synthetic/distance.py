@@ -31,12 +31,11 @@ Token ids: 0 pad, 1 `?`, then the num_keys query keys, then num_keys × num_valu
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from attnbench.errors import OptionError
 from attnbench.options import Option
 from attnbench.tasks.base import (
-    MAX_VOCAB, Batch, Example, GeneratedTask, TaskSpec, accuracy_of, parse_distances, register_task,
+    MAX_VOCAB, Batch, Example, GeneratedTask, TaskSpec, accuracy_of, parse_distances, register_task, row_counts,
 )
 
 PAD, QUERY, FIRST_KEY = 0, 1, 2
@@ -132,9 +131,7 @@ class DistanceTask(GeneratedTask):
         o = self.options
         is_binding = (test.tokens >= self.binding_base) & (test.tokens < self.filler_base)
         values = (test.tokens - self.binding_base).clamp(min=0) % o["num_values"]
-        counts = torch.zeros(len(test), o["num_values"], dtype=torch.long)
-        counts.scatter_add_(1, values, is_binding.long())
-        answer = counts.argmax(-1)  # the first of equal counts
+        answer = row_counts(values, is_binding, o["num_values"]).argmax(-1)
         return {**super().trivial_baselines(train, test), "most frequent bound value": accuracy_of(answer, test.target)}
 
     def class_names(self) -> list[str]:

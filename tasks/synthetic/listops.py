@@ -182,7 +182,8 @@ class ListOpsTask(GeneratedTask):
         fallback = most_frequent(train.target)
         answers = [min(by_first[t].items(), key=lambda kv: (-kv[1], kv[0]))[0] if t in by_first else fallback
                    for t in test.tokens[:, 0].tolist()]
-        return {**super().trivial_baselines(train, test), "root operator": accuracy_of(torch.tensor(answers), test.target),
+        return {**super().trivial_baselines(train, test),
+                "root operator": accuracy_of(torch.tensor(answers), test.target),
                 "root operator over every digit": accuracy_of(torch.tensor(_flattened(test.tokens)), test.target)}
 
     # ------------------------------------------------------------ LRA files

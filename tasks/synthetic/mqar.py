@@ -22,6 +22,7 @@ from attnbench.errors import OptionError
 from attnbench.options import Option
 from attnbench.tasks.base import (
     IGNORE_INDEX, MAX_ITEMS, MAX_VOCAB, NO_DISTANCE, Batch, Example, GeneratedTask, TaskSpec, register_task,
+    row_counts,
 )
 
 POWER_A = 0.01  # Zoology's default power_a
@@ -95,8 +96,7 @@ class MQARTask(GeneratedTask):
         answer once, as here): what a model scores that knows the layout but recalls nothing."""
         pairs = self.options["num_kv_pairs"]
         values = test.tokens[:, 1:2 * pairs:2] - self.value_base  # (n, pairs)
-        counts = torch.zeros(len(test), self.n_classes, dtype=torch.int32)  # how often each value is bound, per row
-        counts.scatter_add_(1, values.clamp(0, self.n_classes - 1), torch.ones_like(values, dtype=torch.int32))
+        counts = row_counts(values, torch.ones_like(values, dtype=torch.bool), self.n_classes)  # bound, per row
         row, _ = (test.target != IGNORE_INDEX).nonzero(as_tuple=True)
         answers = test.target[test.target != IGNORE_INDEX]
         expected = float(counts[row, answers].double().mean() / pairs) if len(answers) else 0.0

@@ -3,9 +3,7 @@ selective-copy, induction): token ids below `first_symbol` are the task's specia
 
 from __future__ import annotations
 
-import torch
-
-from attnbench.tasks.base import Batch, GeneratedTask, accuracy_of
+from attnbench.tasks.base import Batch, GeneratedTask, accuracy_of, row_counts
 
 
 class SymbolTask(GeneratedTask):
@@ -22,10 +20,7 @@ class SymbolTask(GeneratedTask):
         """Also "most frequent symbol": each sequence's most frequent data symbol in its input (the
         smallest among ties), given as every answer of that sequence."""
         symbols = test.tokens - self.first_symbol
-        is_symbol = (symbols >= 0) & (symbols < self.n_classes)
-        counts = torch.zeros(len(test), self.n_classes, dtype=torch.long)
-        counts.scatter_add_(1, symbols.clamp(0, self.n_classes - 1), is_symbol.long())
-        mode = counts.argmax(-1)  # the first of equal counts
+        mode = row_counts(symbols, (symbols >= 0) & (symbols < self.n_classes), self.n_classes).argmax(-1)
         answer = mode if test.target.dim() == 1 else mode[:, None]
         return {**super().trivial_baselines(train, test), "most frequent symbol": accuracy_of(answer, test.target)}
 
