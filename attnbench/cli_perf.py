@@ -133,20 +133,14 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     if base is not None:  # a baseline of another machine or thread count compares nothing: say so now
         import torch
 
-        why = guard.incomparable(base, baseline, _machine(cfg.device), cfg.threads or torch.get_num_threads())
+        from attnbench.runner.environment import machine_name
+
+        why = guard.incomparable(base, baseline, machine_name(cfg.device), cfg.threads or torch.get_num_threads())
         if why:
-            raise AttnbenchError(f"--compare {baseline}: {why}; this run's timings could be compared with none of its rows")
+            raise AttnbenchError(f"--compare {baseline}: {why}; this run's timings could be compared with none "
+                                 "of its rows")
     with outliving_a_closed_stdout("the benchmark"):  # `bench perf | head`: every length still runs and is written
         return _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baseline, base, confirm, settings)
-
-
-def _machine(device: str) -> str:
-    """The machine column this run's rows will hold: the GPU's name, or the CPU model."""
-    import torch
-
-    from attnbench.runner.environment import cpu_model
-
-    return torch.cuda.get_device_name() if torch.device(device).type == "cuda" else cpu_model()
 
 
 def _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baseline, base, confirm, settings) -> int:

@@ -441,7 +441,8 @@ def _run_with_progress(sweep, store, executor, jobs, retry):
 @cli.command("export")
 @click.argument("run", type=RunPath())
 @click.option("--format", "fmt", type=Choice(["csv", "parquet"]), default="csv", show_default=True)
-@click.option("--out", default=None, help="Output file, or a folder to write cells.FORMAT in (default RUN/cells.FORMAT).")  # text: '' is refused
+@click.option("--out", default=None,  # text: '' is refused
+              help="Output file, or a folder to write cells.FORMAT in (default RUN/cells.FORMAT).")
 def export_command(run: Path, fmt: str, out: str | None) -> None:
     """Write a run's cells as one table (one row per cell, nested fields flattened).
 

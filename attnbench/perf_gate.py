@@ -85,13 +85,13 @@ class Confirm:
     peak: float | None = None  # the checked run's matmul peak: a confirming run far below it ran on a busy machine
 
     def run(self, regressions, tolerance: float) -> int:
-        from attnbench.benchmarks import guard, revision
+        from attnbench.benchmarks import revision
         from attnbench.benchmarks.cases import CASES
 
         variant_of = {case.label: case.variant for case in CASES}
         # what git says of a revision, asked once per run: every flagged row of a run asks the same
         git = _Git(functools.cache(revision.changed_since), functools.cache(revision.module_files))
-        mine = [r for r in regressions if not guard.not_ours(r)]  # `gate` listed the others, not failed
+        mine = list(regressions)  # a variant's core and layer rows: `gate` listed the others, not failed
         stand: list[tuple] = []  # (regression, why it cannot be timed beside the baseline's code)
         groups: dict[tuple, list] = {}  # one run each: its own revision, condition and batch
         for reg in mine:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.benchmarks.suite import TOLERANCE, relative_error
-from attnbench.runner.environment import cpu_model, git_sha
+from attnbench.runner.environment import git_sha, machine_name
 from attnbench.runner.heap import CACHED, set_heap
 from attnbench.runner.measure import MATMUL_SIZE, time_call
 from attnbench.runner.store import replace_file
@@ -143,7 +143,7 @@ def run_ceiling(
         common = {
             "heads": heads, "d_head": d_head, "device": device, "dtype": "float32",
             "threads": torch.get_num_threads(), "heap": heap,
-            "machine": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else cpu_model(),
+            "machine": machine_name(device),
             "torch": torch.__version__, "git_sha": git_sha(),
         }
         log(f"{common['machine']}, {common['threads']} threads, heap {heap}, {repeat} rounds per length")

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from attnbench.runner.environment import cpu_model, git_sha
+from attnbench.runner.environment import git_sha, machine_name
 from attnbench.runner.measure import relative_error, time_call
 from attnbench.variants.base import build_variant
 from attnbench.variants.graphs import forget_graphs, without_graphs
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lengths = [int(n) for n in args.lengths.split(",")]
     name = args.name or args.device
-    machine = torch.cuda.get_device_name() if args.device == "cuda" else cpu_model()
+    machine = machine_name(args.device)
     results = []
     with torch.inference_mode():
         for n in lengths:

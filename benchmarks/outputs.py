@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnbench.benchmarks.guard import timed_medians
-from attnbench.benchmarks.suite import ROW_COLUMNS, range_text, round_range
+from attnbench.benchmarks.suite import IQR_MIN_RUNS, ROW_COLUMNS, range_text, round_range
 from attnbench.benchmarks.targets import check_targets
 from attnbench.runner.heap import CACHED
 from attnbench.runner.store import replace_file
@@ -129,7 +129,7 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
             "length; each FLOP/s fraction is taken against the peak of its own length).",
             "Forward pass (inference mode). Time: median of the per-repeat medians of "
             "`torch.utils.benchmark` `blocked_autorange` (± the median IQR of the repeats measured at least "
-            "4 times; n/a where a call outlasts --min-run-time and is measured once), repeats interleaved "
+            f"{IQR_MIN_RUNS} times; n/a where a call outlasts --min-run-time and is measured once), repeats interleaved "
             "across implementations. Memory: `runner.measure.peak_memory` (CPU: live tensor bytes, "
             "excludes kernel scratch; a compiled kernel's from the CPU allocator's events, column "
             "`mem_method`). Each output verified against the naive reference on sampled "

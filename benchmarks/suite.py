@@ -31,7 +31,7 @@ from attnbench.benchmarks.peers import PEERS, PeerMissing
 from attnbench.benchmarks.rated_peaks import rated_peak
 from attnbench.benchmarks.revision import build_at, revision_classes
 from attnbench.errors import AttnbenchError, UnsupportedError
-from attnbench.runner.environment import cpu_model, git_sha
+from attnbench.runner.environment import git_sha, machine_name
 from attnbench.runner import heap as glibc_heap
 from attnbench.runner.heap import CACHED, HEAPS, STEADY_BYTES, set_heap
 from attnbench.runner.measure import (
@@ -407,7 +407,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
         at_rev = revision_classes(cfg.against, sorted({c.variant for c in cases if c.variant}), log)
     heap = set_heap(cfg.device, cfg.heap, log)  # before the matmul peak and every timing: one condition for all
     peak_flops = matmul_peak(device=cfg.device, dtype=dtype)
-    machine = torch.cuda.get_device_name() if torch.device(cfg.device).type == "cuda" else cpu_model()
+    machine = machine_name(cfg.device)
     common = {
         "d_head": None, "dtype": str(dtype).replace("torch.", ""), "device": cfg.device,
         "matmul_peak_flops": peak_flops, "machine": machine, "threads": torch.get_num_threads(),

@@ -29,6 +29,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_name(device: str) -> str:
+    """What a benchmark row's `machine` names: the GPU where `device` is CUDA, else the CPU model."""
+    return torch.cuda.get_device_name() if torch.device(device).type == "cuda" else cpu_model()
+
+
 REVISION_VARIABLE = "ATTNBENCH_REVISION"
 
 

@@ -282,8 +282,8 @@ def _verify_layers(cell: Cell, plan: Plan) -> None:
     if kind == "seq2seq":
         name, options = cross or (cell.variant, dict(cell.variant_options))
         layers.append((plan.cross or cell.variant_label, name, options, frozenset({CROSS})))
+    size = ModelSize(**plan.size)  # each layer checked as the model builds it
     for label, name, options, features in layers:
-        size = ModelSize(**plan.size)  # the layer checked as the model builds it
         failed = verify_for_training(name, options, plan.device, n=cell.seq_len, used=features,
                                      d_model=size.d_model, n_heads=size.n_heads)
         if failed is not None:

@@ -275,10 +275,10 @@ def _floor(result: dict) -> float:
     """What a bucket's accuracy is judged against: the record's chance, or its best trivial
     baseline where that is higher (distance's mode of the bound values, 0.41 against 0.125: a model
     that scores it at every distance has learnt no reach)."""
-    chance = _number(result.get("chance"))
     baselines = result.get("baselines") if result.get("metric", "accuracy") == "accuracy" else None
-    scores = [_number(v) for v in (baselines or {}).values()] if isinstance(baselines, dict) else []
-    return max([chance, *[v for v in scores if _finite(v)]], key=lambda v: v if _finite(v) else -math.inf)
+    scores = [_number(v) for v in baselines.values()] if isinstance(baselines, dict) else []
+    floors = [v for v in (_number(result.get("chance")), *scores) if _finite(v)]
+    return max(floors) if floors else math.nan
 
 
 def distance_frame(records: Sequence[dict]) -> pd.DataFrame:

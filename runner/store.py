@@ -375,7 +375,8 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     frame = pd.json_normalize(records, sep=".")
     # a cell that did not end ok records result None: a "result" column, empty where the ok cells'
     # results are flattened into "result.*"; with nothing but those Nones in it, it says nothing
-    flattened = [c for c in frame.columns if frame[c].isna().all() and any(o.startswith(f"{c}.") for o in frame.columns)]
+    flattened = [c for c in frame.columns
+                 if frame[c].isna().all() and any(o.startswith(f"{c}.") for o in frame.columns)]
     frame = frame.drop(columns=flattened)
     first = [c for c in ("key", "status") if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]

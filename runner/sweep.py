@@ -396,9 +396,10 @@ def run_sweep(
     while they are timed, and in order, so that an out-of-memory or time-out skips the variant's
     longer lengths (`_skip_longer`)."""
     started = time.perf_counter()
-    done = store.done_keys(retry=retry)
+    recorded = store.records()  # read once: what is done, and what of the rest --retry runs again
+    done = done_keys(recorded, retry=retry)
     todo = [c for c in sweep.cells if c.key not in done]
-    retried = len({c.key for c in todo} & store.done_keys()) if retry else 0
+    retried = len({c.key for c in todo} & done_keys(recorded)) if retry else 0
     plan = replace(sweep.plan, peak_flops=store.env.get("matmul_peak_flops"))
     if on_start:
         on_start(len(todo), len(sweep.cells) - len(todo))

@@ -28,7 +28,7 @@ REL_TOL = 1e-5  # fp32, relative to the largest reference magnitude
 REFERENCE_SHAPES = ((2, 7, 5), (1, 33, 17), (2, 150, 64), (1, 300, 129))  # (b, n, m) with odd n
 CAUSAL, CROSS = "causal", "cross"  # the features a model's use of a layer may add to a plain call
 TRAINING_REFERENCE_N = 300  # `verify_for_training` compares with the (O(n²) or worse) reference up to this n
-TRAINING_CHECK_BATCH = 3  # rows of `verify_for_training`'s causal, padding and cross inputs: past 2
+CHECK_BATCH = 3  # rows of the causal, padding and cross checks' inputs: past 2 (a layer may branch on b)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Subject:
     forward_only: str | None = None  # why gradients cannot be taken here (then checks run under no_grad)
     d_model: int = D_MODEL  # the width and heads the layer is built with: a model's own, for its cells
     n_heads: int = N_HEADS
-    batch: int = 3  # rows of the causal, padding and cross checks' inputs: past 2 (a layer may branch on b)
+    batch: int = CHECK_BATCH
 
     @property
     def spec(self) -> VariantSpec:
@@ -529,7 +529,7 @@ def verify_for_training(
     chunk), masked keys are ignored, the context counts and its padding too where it cross-attends
     (CROSS), and outputs, gradients and weights equal the naive reference at min(n,
     TRAINING_REFERENCE_N) in the calls the model makes. The layer is built as the model builds it
-    (`d_model`, `n_heads`), its inputs have TRAINING_CHECK_BATCH rows, and the causal, padding and
+    (`d_model`, `n_heads`), its inputs have CHECK_BATCH rows, and the causal, padding and
     cross checks run in training mode and again as the test split is scored (eval mode, no_grad): a
     layer that leaks only at the model's head width, past a batch of 2 or when scoring would
     otherwise pass. A score from a layer that sees the tokens it predicts, or computes other maths
@@ -539,8 +539,7 @@ def verify_for_training(
     key = (VARIANTS[name], json.dumps(options or {}, sort_keys=True, default=str), device, n, tuple(sorted(used)),
            d_model, n_heads)
     if key not in _VERIFIED:
-        subject = Subject(name, dict(options or {}), torch.device(device), d_model=d_model, n_heads=n_heads,
-                          batch=TRAINING_CHECK_BATCH)
+        subject = Subject(name, dict(options or {}), torch.device(device), d_model=d_model, n_heads=n_heads)
         _VERIFIED[key] = _first_failure(subject, n, used)
     return _VERIFIED[key]
 
