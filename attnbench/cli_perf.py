@@ -56,6 +56,7 @@ class NumberRange(click.FloatRange):
 @click.option("--out", "out_dir", type=NonEmptyPath("name a folder, e.g. --out results/benchmarks", file_okay=False),
               default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu].")
+@click.option("--overwrite", is_flag=True, help="Replace OUT/NAME.csv, .png and .md where they exist (else refused).")
 @click.option("--compare", "baseline", type=NonEmptyPath("name a baseline CSV", dir_okay=False), default=None,
               help="Baseline CSV: exit 1 when a time is > --tolerance slower on the same machine kind, --threads and "
                    "--heap, or when no row could be compared.")
@@ -77,8 +78,8 @@ class NumberRange(click.FloatRange):
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
 @click.option("--plugin", "plugins", multiple=True, hidden=True, expose_value=True)  # refused below, with the way
 def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time, max_cell_s, naive_limit_gib,
-                 device, dtype, threads, heap, quick, out_dir, name, baseline, current, revision, confirm, tolerance,
-                 note, plugins) -> int:
+                 device, dtype, threads, heap, quick, out_dir, name, overwrite, baseline, current, revision, confirm,
+                 tolerance, note, plugins) -> int:
     """Time every variant's core and layer against SDPA, the naive reference and peers.
 
     Every output is verified against the reference before it is timed. Writes OUT/NAME.csv,
@@ -130,6 +131,9 @@ def perf_command(variants, lengths, batches, batched_max_n, repeat, min_run_time
     if baseline and written.resolve() == Path(baseline).resolve():  # the gate would read its own results
         raise AttnbenchError(f"--compare {baseline}: the run would write its results over it ({written}); "
                              "give another --name or --out")
+    perf_run.refuse_existing(out_dir, name, (".csv", ".png", ".md"), overwrite)
+    if warning := perf_run.slow_dtype_warning(cfg.device, cfg.dtype):
+        click.echo(warning, err=True)
     if base is not None:  # a baseline of another machine or thread count compares nothing: say so now
         import torch
 
@@ -171,7 +175,8 @@ def _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baselin
 @click.option("--out", "out_dir", type=NonEmptyPath("name a folder, e.g. --out results/benchmarks", file_okay=False),
               default="results/benchmarks", show_default=True)
 @click.option("--name", default=None, help="File name stem [default: UTC time, e.g. 20260101T120000Z-cpu-ceiling].")
-def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace OUT/NAME.csv and .md where they exist (else refused).")
+def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name, overwrite) -> None:
     """Time attention's GEMM shapes, attention built from its block GEMMs and SDPA against a square
     matmul in the same rounds (B=1, H=8, d_head=64, fp32, CPU): what stands between SDPA and issue
     8's 75 %-of-matmul target. Writes OUT/NAME.csv and OUT/NAME.md.
@@ -185,6 +190,7 @@ def ceiling_command(lengths, threads, repeat, min_run_time, out_dir, name) -> No
     lengths = perf_run.parse_ints(lengths, "--lengths")
     perf_run.check_tokens(f"--lengths {max(lengths)}", max(lengths), inputs=3)  # q, k, v: (1, 8, n, 64) each
     name = perf_run.stem(name) if name is not None else perf_run.utc_stamp() + "-cpu-ceiling"
+    perf_run.refuse_existing(out_dir, name, (".csv", ".md"), overwrite)
     out = perf_run.writable(out_dir)
     with outliving_a_closed_stdout("the benchmark"):  # `| head`: every length still timed and written
         rows = run_ceiling(lengths, threads=threads, repeat=repeat, min_run_time=min_run_time,

@@ -95,7 +95,7 @@ def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
     a, b = load_run(run_a), load_run(run_b)
     comparison = compare_runs(a, b, rtol)
     click.echo(render_comparison(a, b, comparison), nl=False)
-    if comparison.frame.empty:
+    if comparison.compared.empty:
         click.echo(f"bench compare: nothing compared: {nothing_compared(comparison)}", err=True)
         return 1
     return 1 if not comparison.regressions.empty else 0

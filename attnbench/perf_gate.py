@@ -5,7 +5,9 @@ comparisons themselves are benchmarks/guard.py's)."""
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import click
@@ -45,7 +47,20 @@ def gate(base, current, tolerance, baseline, current_name, confirm: Confirm | bo
     else:
         code = report(result, tolerance, baseline, rerun="On a shared machine, time them again beside the baseline's "
                       f"code before believing it: bench perf --compare {baseline} --current {current_name} --confirm")
+    report_uncompared(result.uncompared, baseline)
     return max(code, report_lost(result.lost, baseline))
+
+
+def report_uncompared(uncompared: tuple[int, int], against: str) -> None:
+    """Say how many of `against`'s timed rows were not compared (`guard.Comparison.uncompared`), so
+    a passing gate is read as what it checked, not as the whole baseline."""
+    here, elsewhere = uncompared
+    if not here + elsewhere:
+        return
+    parts = [f"{here} under this run's machine, threads and heap, outside its --variants, --lengths or --batch "
+             "(or left untimed in it)"] * bool(here)
+    parts += [f"{elsewhere} timed on another machine, thread count or heap"] * bool(elsewhere)
+    click.echo(f"not compared: {here + elsewhere} timed rows of {against}: {'; '.join(parts)}")
 
 
 def report_lost(lost, against: str) -> int:
@@ -190,7 +205,8 @@ class Confirm:
         cells = tuple(sorted({(r.case, r.n) for r in timed}))
         cfg = replace(cfg, cases=tuple(sorted({r.case for r in timed})), cells=cells)
         name = f"{self.stem}-confirm-{short}-b{batch}"
-        name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, len(names) + 3))) if n not in names)
+        name = next(n for n in itertools.chain([name], (f"{name}-{i}" for i in itertools.count(2)))  # no earlier run's files
+                    if n not in names and not any(Path(self.out_dir, n + s).exists() for s in (".csv", ".png", ".md")))
         names.add(name)
         where = "; ".join(f"{case} at n = {', '.join(str(n) for c, n in cells if c == case)}" for case in cfg.cases)
         click.echo(f"timing {len(timed)} flagged rows again beside {short}'s code, the baseline's revision "

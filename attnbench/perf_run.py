@@ -4,6 +4,7 @@ Shared by the commands (attnbench/cli_perf.py) and `--confirm`'s runs (attnbench
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -84,17 +85,24 @@ def execute(cfg, out_dir: str, name: str, note: str, at_rev=None) -> Path:
     from attnbench.benchmarks.outputs import write_all, write_csv
     from attnbench.benchmarks.suite import run_suite
     from attnbench.cli import console
+    from attnbench.errors import Terminated
 
     out = writable(out_dir)
     partial = out / f"{name}.csv"
+    saved: list[list[dict]] = []
 
     def save(rows: list[dict]) -> None:
         try:
             write_csv(rows, partial)
         except OSError as exc:  # e.g. the disk filled up: stop, keeping the last CSV written
             raise StoppedWriting(f"cannot write {partial}: {exc.strerror or exc}") from None
+        saved[:] = [rows]
 
-    rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=save, at_rev=at_rev)
+    try:
+        rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=save, at_rev=at_rev)
+    except (KeyboardInterrupt, Terminated):  # Ctrl-C or kill: the lengths measured get their page too
+        _write_interrupted(saved[0] if saved else [], out, name, note)
+        raise
     try:
         paths = write_all(rows, out, name, note=note)
     except OSError as exc:
@@ -102,6 +110,29 @@ def execute(cfg, out_dir: str, name: str, note: str, at_rev=None) -> Path:
     for path in paths.values():
         console.print(f"wrote {path}")
     return paths["csv"]
+
+
+def _write_interrupted(rows: list[dict], out: Path, name: str, note: str) -> None:
+    """After Ctrl-C or a kill: the page and plot of the rows the CSV kept (the lengths finished),
+    and where they are, on stderr; or that nothing was finished."""
+    import click
+
+    from attnbench.benchmarks.outputs import write_all
+
+    if not rows:
+        click.echo("interrupted before the first length was finished: nothing written", err=True)
+        return
+    lengths = sorted({int(r["n"]) for r in rows})
+    marked = (note + " " if note else "") + (f"Interrupted: only the lengths finished before it "
+                                             f"({', '.join(map(str, lengths))}) are here.")
+    try:
+        paths = write_all(rows, out, name, note=marked)
+    except Exception as exc:  # noqa: BLE001 -- the CSV stands; say why its page does not
+        click.echo(f"interrupted: {len(rows)} rows (n = {', '.join(map(str, lengths))}) kept in {out / name}.csv; "
+                   f"its page was not written ({type(exc).__name__}: {exc})", err=True)
+        return
+    click.echo(f"interrupted: {len(rows)} rows (n = {', '.join(map(str, lengths))}) kept in "
+               f"{', '.join(str(p) for p in paths.values())}", err=True)
 
 
 def _variants(text: str, known: list[str]) -> list[str]:
@@ -193,10 +224,51 @@ def utc_stamp() -> str:
 
 def writable(out_dir: str) -> Path:
     """`--out`, created and checked for writing now, not after minutes of timing."""
+    from attnbench.runner.store import why_not_writable
+
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:
-        raise AttnbenchError(f"--out {out}: {exc.strerror or exc}") from None
+        raise AttnbenchError(f"--out {out}: {why_not_writable(out, exc)}") from None
     return out
+
+
+def refuse_existing(out_dir: str, name: str, suffixes: tuple[str, ...], overwrite: bool) -> None:
+    """Refuse, before anything is timed, a run whose OUT/NAME.<suffix> files exist (an earlier
+    run's results, replaced without a word), unless `overwrite` (`--overwrite`)."""
+    if overwrite:
+        return
+    there = [Path(out_dir) / f"{name}{suffix}" for suffix in suffixes]
+    there = [path for path in there if path.exists()]
+    if there:
+        raise AttnbenchError(f"{there[0]} already exists; give another --name or --out, or --overwrite to replace "
+                             f"{'it' if len(there) == 1 else 'them'} ({', '.join(p.name for p in there)})")
+
+
+def slow_dtype_warning(device: str, dtype) -> str | None:
+    """A warning where `dtype` matmuls on this CPU run far slower than fp32 (fp16 without native
+    support is emulated: 37x slower here), so the timings measure torch's fallback; else None."""
+    import time
+
+    import torch
+
+    if device != "cpu" or dtype not in (torch.float16, torch.bfloat16):
+        return None
+
+    def seconds(of) -> float:
+        a, b = torch.randn(8, 256, 64, dtype=of), torch.randn(8, 64, 256, dtype=of)
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            torch.bmm(a, b)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    slower = seconds(dtype) / max(seconds(torch.float32), 1e-9)
+    if slower < 4:
+        return None
+    name = "fp16" if dtype == torch.float16 else "bf16"
+    return (f"warning: --dtype {name} on this CPU: one {name} matmul takes {slower:.0f}x the time of an fp32 one "
+            "(no native support: torch emulates it), so these timings measure torch's fallback, not the kernels")

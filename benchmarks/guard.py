@@ -87,6 +87,8 @@ class Comparison:
     compared: int
     other_condition: int
     lost: tuple[Lost, ...] = ()
+    uncompared: tuple[int, int] = (0, 0)  # the baseline's timed rows no row of the run was compared with:
+    # (under a machine, thread count and heap the run has, but not timed in it; under others only)
 
 
 NUMERIC = ["batch", "n", "threads", "median_s"]  # compared as numbers: text there is not a benchmark's
@@ -186,7 +188,22 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
         for _, r in merged[same].iterrows()
         if r["median_s"] > r["median_s_base"] * (1 + tolerance)
     )
-    return Comparison(regressions, int(same.sum()), int((~same).sum()), lost(base, current))
+    return Comparison(regressions, int(same.sum()), int((~same).sum()), lost(base, current),
+                      _uncompared(base, cur, merged[same], _key(baseline, current)))
+
+
+def _uncompared(base: pd.DataFrame, cur: pd.DataFrame, matched: pd.DataFrame, key: list[str]) -> tuple[int, int]:
+    """`Comparison.uncompared`: of the baseline's timed rows (`base`) that no row of `cur` was
+    compared with, how many were timed under a machine, threads and heap of `cur`'s (a `--variants`,
+    `--lengths` or `--batch` subset, or a row not timed) and how many under others only."""
+    def tuples(df: pd.DataFrame, columns: list[str]) -> list[tuple]:  # NaN (no heads recorded) as None: NaN != NaN
+        return list(df[columns].astype(object).where(df[columns].notna(), None).itertuples(index=False, name=None))
+
+    done = set(tuples(matched, key + CONDITION))
+    conditions = set(tuples(cur, CONDITION))
+    rows = [r for r in tuples(base, key + CONDITION) if r not in done]
+    here = sum(r[len(key):] in conditions for r in rows)
+    return here, len(rows) - here
 
 
 OURS = ("core", "layer")  # a variant's own rows; SDPA, the naive references and the peers are not its code

@@ -35,21 +35,29 @@ def write_plot(rows: list[dict], path: Path) -> Path:
     df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     df = df[(df["batch"] == 1) & df["impl"].isin(["sdpa", "core", "peer:local-attention",
                                                   "peer:linear-attention-transformer", "naive"])]
-    df = df.assign(series=df["case"] + " · " + df["impl"])
     fig, axes = plt.subplots(1, 2, figsize=(15, 6))
     for ax, column, label in ((axes[0], "median_s", "forward time (s)"), (axes[1], "peak_bytes", "peak memory (bytes)")):
         part = df[df[column].notna()].astype({column: float})
         if len(part):
-            sns.lineplot(data=part, x="n", y=column, hue="series", style="impl", markers=True, ax=ax, legend=ax is axes[0])
+            sns.lineplot(data=part, x="n", y=column, hue="case", style="impl", markers=True, ax=ax,
+                         palette="tab10", legend=ax is axes[0])
         ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
     if axes[0].get_legend():
         sns.move_legend(axes[0], "upper left", bbox_to_anchor=(0, -0.12), ncol=3, fontsize=7, title=None)
-    machine = df["machine"].dropna().iloc[0] if df["machine"].notna().any() else "?"
-    fig.suptitle(f"attention forward, B=1, H=8, d_head=64 — {machine}")
+    fig.suptitle(f"attention forward, B=1, H=8, d_head=64, {_conditions(df)}")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _conditions(df: pd.DataFrame) -> str:
+    """The plot title's conditions: dtype, threads and machine, each as the rows record it."""
+    def values(column: str) -> str:
+        seen = sorted({str(v) for v in df[column].dropna()}) if column in df.columns else []
+        return "/".join(seen) or "?"
+
+    return f"{values('dtype')}, {values('threads')} threads — {values('machine')}"
 
 
 def _peak_range(df: pd.DataFrame) -> str:

@@ -771,8 +771,10 @@ def _accuracy_notes(acc: pd.DataFrame, run: Run) -> str:
     if cells.trivial.notna().any():
         notes.append("Trivial baseline: the best test score of answering without what the task isolates (each task's "
                      "own: the train split's majority answer, each sequence's most frequent symbol, a listops "
-                     "expression's root operator, …), on the cells' own test data, mean over seeds. Read a score "
-                     "against it, not only against chance.")
+                     "expression's root operator, a text's words without their order (a word-level naive Bayes), "
+                     "…), on the cells' own test data, mean over seeds. Read a score against it, not only against "
+                     "chance, which is the task's own over its whole test split (so a cell's majority, on its "
+                     "sample, can differ from a chance that is the majority rate).")
     notes.append("Average: mean over the higher-is-better columns (bits per byte excluded) whose every seed "
                  "scored; \"(k/m tasks)\" when some cells did not — such an average, like a cell's mean over "
                  "\"(k/m seeds)\", is not comparable and is never bold. A task run at several lengths gets one "
@@ -885,6 +887,12 @@ class Comparison:
         """The rows that regressed beyond the tolerance."""
         return self.frame[self.frame.regressed]
 
+    @property
+    def compared(self) -> pd.DataFrame:
+        """The rows of cells matched on the same data (not the `data` rows of cells whose task
+        data differ): a gate that compared none of them compared nothing."""
+        return self.frame[self.frame.metric != "data"]
+
 
 def timed_forward_only(record: dict) -> bool:
     """An ok efficiency record timed forward only (no backward on its device: runner/measure.py)."""
@@ -969,6 +977,12 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
             rows.append({**base, "metric": "status", "a": math.nan, "b": math.nan, "ratio": math.nan,
                          "change": math.nan, "regressed": regressed, "note": note})
             continue
+        digests = [(r.get("result") or {}).get("data_digest") for r in (ra, rb)]
+        if all(digests) and digests[0] != digests[1]:  # a task's generator or split changed between the runs
+            rows.append({**base, "metric": "data", "a": math.nan, "b": math.nan, "ratio": math.nan,
+                         "change": math.nan, "regressed": False,
+                         "note": f"other task data (sha256 {digests[0]} vs {digests[1]}): not compared"})
+            continue
         forward = timed_forward_only(ra) or timed_forward_only(rb)  # then what both timed: the forward
         if timed_forward_only(rb) and not timed_forward_only(ra):  # B lost the backward that A timed
             rows.append({**base, "metric": "fwd+bwd", "a": math.nan, "b": math.nan, "ratio": math.nan,
@@ -1040,6 +1054,9 @@ def _machine(run: Run, key: str):
 
 def nothing_compared(comparison: Comparison) -> str:
     """Why a comparison compared nothing (it then fails: a gate that compares nothing passes anything)."""
+    if not comparison.frame.empty:
+        return (f"every cell in both runs ({comparison.frame.key.nunique()}) trained on other task data in each "
+                "(a task's generator or split changed between them)")
     return f"no cell is in both runs (A has {len(comparison.only_a)}, B has {len(comparison.only_b)})"
 
 
@@ -1093,11 +1110,17 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
         if unrecorded:  # a gate passes what it never saw: say so
             lines += [f"{name} is incomplete: {unrecorded} of its grid's {planned} cells are not recorded "
                       f"({_resume_hint(run)}); they are compared with nothing.", ""]
+    other_data = frame[frame.metric == "data"]
+    if len(other_data):
+        lines += [f"{len(other_data)} matched cell(s) trained and were scored on other task data (a task's generator "
+                  "or split changed between the runs, `data_digest`): their scores are another measurement, listed "
+                  "above, not compared.", ""]
     bad = comparison.regressions
-    if frame.empty:
+    if comparison.compared.empty:
         lines.append(f"Nothing compared: {nothing_compared(comparison)}; that fails the gate.")
     elif bad.empty:
-        lines.append(f"No regressions beyond rtol {comparison.rtol:g} in {frame.key.nunique()} matched cells.")
+        lines.append(f"No regressions beyond rtol {comparison.rtol:g} in {comparison.compared.key.nunique()} matched "
+                     "cells.")
     else:
         lines += [f"**{len(bad)} regression(s)** beyond rtol {comparison.rtol:g}:", ""]
         for _, r in bad.iterrows():

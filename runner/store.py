@@ -597,14 +597,17 @@ def check_writable(path: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise StoreError(f"cannot write to {path}: {_why_not(path, err)}") from None
+        raise StoreError(f"cannot write to {path}: {why_not_writable(path, err)}") from None
 
 
-def _why_not(path: Path, err: OSError) -> str:
-    """`err` in words for a run directory: a plain file where the directory should be said as such
-    (mkdir's own "File exists" reads as if the directory were there)."""
+def why_not_writable(path: Path, err: OSError) -> str:
+    """`err` in words for a folder results are written to: a plain file where the folder should be
+    said as such (mkdir's own "File exists" reads as if the folder were there), and a folder where
+    no file can be made (/proc/1) as such, not as "No such file or directory"."""
     if err.errno == errno.EEXIST and path.is_file():
         return "a file, not a directory (a run directory is made there)"
+    if err.errno == errno.ENOENT and path.is_dir():
+        return f"a folder where no file can be created ({err.strerror or err})"
     return err.strerror or str(err)
 
 
@@ -627,7 +630,7 @@ def check_new_run(path: Path) -> None:
                             (errno.ENOTDIR, os.strerror(errno.ENOTDIR))))
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-probe-"))  # made and removed: nothing is left
     except OSError as err:
-        raise StoreError(f"cannot write to {path}: {_why_not(path, err)}") from None
+        raise StoreError(f"cannot write to {path}: {why_not_writable(path, err)}") from None
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ task records distances, the chance level, the task's trivial baselines on the sa
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -234,6 +235,7 @@ def train_and_evaluate(
         for split, n in (("train", settings.n_train), ("valid", settings.n_valid), ("test", settings.n_test))
     }
     baselines = trivial_baselines(task, data["train"], data["test"])
+    digest = data_digest(data)
     data = {k: _to(v, device) for k, v in data.items()}
     torch.manual_seed(seed)
     model = BenchModel.for_task(task, variant, options, size, cross=cross).to(device)
@@ -280,6 +282,7 @@ def train_and_evaluate(
         "valid_accuracy": best,
         "chance": task.chance,
         "baselines": baselines,
+        "data_digest": digest,
         "steps": step,
         "train_seconds": train_seconds,
         "tokens_per_s": step * settings.batch_size * seq_len / max(train_seconds, 1e-9),
@@ -290,6 +293,22 @@ def train_and_evaluate(
     if metric == "bits_per_byte" and callable(baseline):
         record["baseline_bits_per_byte"] = baseline()
     return (record, model.eval()) if return_model else record
+
+
+def data_digest(data: dict[str, Batch]) -> str:
+    """sha256 (16 hex digits) of the cell's splits: each one's tokens, padding mask, target and
+    tensor meta, in order. Two runs' cells of one key with other digests trained and were scored
+    on other data (a task's generator or split changed between them): `bench compare` does not read
+    their scores' difference as a regression."""
+    hasher = hashlib.sha256()
+    for split in sorted(data):
+        batch = data[split]
+        parts = [("tokens", batch.tokens), ("padding_mask", batch.padding_mask), ("target", batch.target)]
+        parts += sorted((k, v) for k, v in batch.meta.items() if isinstance(v, Tensor))
+        for name, tensor in parts:
+            hasher.update(f"{split}/{name}/{tensor.dtype}/{tuple(tensor.shape)};".encode())
+            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]
 
 
 def trivial_baselines(task: Task, train: Batch, test: Batch) -> dict[str, Any]:

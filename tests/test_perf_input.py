@@ -392,3 +392,85 @@ def test_check_and_ceiling_outlive_a_closed_output_pipe(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv", "c.md"]
     assert (pd.read_csv(tmp_path / "c.csv").n == 64).all()  # --lengths 64,64: timed once
     assert len(pd.read_csv(tmp_path / "c.csv")) == len(pd.read_csv(tmp_path / "c.csv").drop_duplicates(["shape", "n"]))
+
+
+def test_a_passing_gate_says_which_rows_of_the_baseline_it_did_not_compare(bench_output, tmp_path):
+    """Before: "no regression: 2 timings" read as if the whole baseline had been checked."""
+    one = pd.read_csv(results(tmp_path / "a.csv", cases=(("sdpa", "sdpa"), ("linear", "core"), ("local", "core"))))
+    other = pd.read_csv(results(tmp_path / "b.csv", machine="other-cpu"))
+    base = tmp_path / "BASELINE.csv"
+    pd.concat([one, other]).to_csv(base, index=False)
+    cur = pd.read_csv(results(tmp_path / "now.csv"))
+    cur[cur["n"] == 512].to_csv(tmp_path / "now.csv", index=False)  # --variants sdpa,linear --lengths 512
+    code, out, err = bench_output("perf", "--compare", base, "--current", tmp_path / "now.csv")
+    assert (code, err) == (0, "") and "no regression: 2 timings within 10%" in out
+    assert (f"not compared: 8 timed rows of {base}: 4 under this run's machine, threads and heap, outside its "
+            "--variants, --lengths or --batch (or left untimed in it); 4 timed on another machine, thread count or heap"
+            ) in out
+    code, out, _ = bench_output("perf", "--compare", base, "--current", results(tmp_path / "all.csv", cases=(
+        ("sdpa", "sdpa"), ("linear", "core"), ("local", "core"))))
+    assert code == 0 and f"not compared: 4 timed rows of {base}: 4 timed on another machine" in out
+
+
+@pytest.mark.parametrize("command, written", [("perf", ("t.png",)), ("ceiling", ("t.md",))])
+def test_an_earlier_run_s_files_are_not_replaced_without_overwrite(command, written, bench_output, never_timed,
+                                                                   tmp_path):
+    (tmp_path / written[0]).write_text("an earlier run's")
+    code, out, err = bench_output(command, "--out", tmp_path, "--name", "t")
+    assert code == 2 and out == "" and err == (f"bench: error: {tmp_path / written[0]} already exists; give another "
+                                               "--name or --out, or --overwrite to replace it (t" + written[0][1:] + ")\n")
+    assert (tmp_path / written[0]).read_text() == "an earlier run's"
+    with pytest.raises(pytest.fail.Exception, match="timed anyway"):  # --overwrite: it goes on to time
+        bench_output(command, "--out", tmp_path, "--name", "t", "--overwrite")
+
+
+def test_an_out_folder_where_no_file_can_be_made_is_said_so(bench_output, never_timed):
+    import os
+
+    if not os.path.isdir("/proc/1"):
+        pytest.skip("needs Linux's /proc")
+    code, _, err = bench_output("perf", "--quick", "--out", "/proc/1", "--name", "t")
+    assert code == 2 and err == ("bench: error: --out /proc/1: a folder where no file can be created "
+                                 "(No such file or directory)\n")
+
+
+def test_an_emulated_dtype_on_cpu_is_warned_of(monkeypatch):
+    """fp16 matmuls were 37x slower than fp32 on this machine's CPU: its timings are torch's fallback."""
+    from attnbench.perf_run import slow_dtype_warning
+
+    real = torch.bmm
+
+    def bmm(a, b):
+        if a.dtype == torch.float16:  # an emulated dtype: far slower than fp32
+            import time
+
+            time.sleep(0.01)
+        return real(a, b)
+
+    monkeypatch.setattr(torch, "bmm", bmm)
+    assert slow_dtype_warning("cpu", torch.float32) is None and slow_dtype_warning("cuda", torch.float16) is None
+    assert slow_dtype_warning("cpu", torch.float16).startswith("warning: --dtype fp16 on this CPU: one fp16 matmul ")
+
+
+@pytest.mark.parametrize("lengths_done", [0, 2])
+def test_an_interrupted_run_writes_the_page_of_the_lengths_it_finished_and_names_them(lengths_done, bench_output,
+                                                                                     monkeypatch, tmp_path):
+    """Before: Ctrl-C kept the CSV alone, and did not say where."""
+    rows = pd.read_csv(results(tmp_path / "rows.csv")).to_dict("records")
+
+    def run_suite(cfg, log, save, at_rev):
+        for n in (512, 1024)[:lengths_done]:
+            save([r for r in rows if r["n"] <= n])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", run_suite)
+    code, _, err = bench_output("perf", "--quick", "--out", tmp_path / "out", "--name", "t")
+    assert code == 130 and err.endswith("bench: aborted\n")
+    if not lengths_done:
+        assert "interrupted before the first length was finished: nothing written" in err
+        assert not (tmp_path / "out" / "t.csv").exists()
+        return
+    out = tmp_path / "out"
+    assert f"interrupted: 4 rows (n = 512, 1024) kept in {out / 't.csv'}, {out / 't.png'}, {out / 't.md'}" in err
+    assert len(pd.read_csv(out / "t.csv")) == 4 and (out / "t.png").stat().st_size > 0
+    assert "Interrupted: only the lengths finished before it (512, 1024) are here." in (out / "t.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
@@ -705,3 +706,40 @@ def test_a_run_s_own_file_given_for_its_directory_says_so(tmp_path, bench_output
     code, _, err = bench_output("report", run / name)
     assert code == 2
     assert one_error_line(err) == f"bench: error: {run / name} is a file of the run {run}: give the run's directory"
+
+
+def with_digest(record: dict, digest: str) -> dict:
+    return {**record, "result": {**record["result"], "data_digest": digest}}
+
+
+def test_compare_does_not_read_a_change_of_task_data_as_a_regression(tmp_path, bench_output):
+    """Before: runs on either side of a task's new generator or split (agreement at 90faef9) were
+    compared score for score, so the new data read as a regression of every variant."""
+    a = write_run(tmp_path / "a", [with_digest(acc("multi-head", "task-a", 0.9), "aaaa"),
+                                   with_digest(acc("linear", "task-a", 0.8), "aaaa"), acc("dot-product", "task-a", 0.8)])
+    b = write_run(tmp_path / "b", [with_digest(acc("multi-head", "task-a", 0.6), "bbbb"),
+                                   with_digest(acc("linear", "task-a", 0.7), "aaaa"), acc("dot-product", "task-a", 0.7)])
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 1  # linear's drop on the same data, and dot-product's (no digest recorded: compared as before)
+    summary = out.split("regression(s)**")[1]
+    assert "linear" in summary and "dot-product" in summary and "multi-head" not in summary
+    assert "other task data (sha256 aaaa vs bbbb): not compared" in out
+    assert "1 matched cell(s) trained and were scored on other task data" in out
+    only = write_run(tmp_path / "only", [with_digest(acc("multi-head", "task-a", 0.9), "cccc")])
+    code, out, err = bench_output("compare", a, only)
+    assert code == 1 and "bench compare: nothing compared: every cell in both runs (1) trained on other task data" in err
+
+
+def test_a_cell_records_the_digest_of_its_data_and_it_follows_the_data(monkeypatch):
+    from attnbench.runner import train as train_module
+    from attnbench.tasks import build_task
+
+    task = build_task("copy")
+    data = {split: train_module.task_data(task, split, 8, 32, 0) for split in ("train", "valid", "test")}
+    digest = train_module.data_digest(data)
+    assert len(digest) == 16 and digest == train_module.data_digest(dict(data))
+    other = {**data, "test": train_module.task_data(task, "test", 8, 32, 1)}
+    assert train_module.data_digest(other) != digest
+    flipped = data["train"].target.clone()
+    flipped[0] += 1
+    assert train_module.data_digest({**data, "train": dataclasses.replace(data["train"], target=flipped)}) != digest

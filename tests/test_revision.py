@@ -538,3 +538,18 @@ def test_bad_confirm_is_one_line_and_exit_2(argv, says, tmp_path, capsys, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@needs_git
+def test_a_confirming_run_never_writes_over_an_earlier_one(tmp_path, capsys, same_code):
+    head = _head()
+    base = _gate_rows(tmp_path / "base.csv", scale=1, sha=head, batches=(1,))
+    drifted = _gate_rows(tmp_path / "now.csv", scale=3, sha=head, batches=(1,))
+    earlier = tmp_path / "out" / f"now-confirm-{head[:7]}-b1.csv"
+    earlier.parent.mkdir()
+    earlier.write_text("an earlier confirming run's")
+    code = bench(["perf", "--compare", str(base), "--current", str(drifted), "--confirm", *CONFIRM,
+                  "--out", str(tmp_path / "out")])
+    assert code == 0 and earlier.read_text() == "an earlier confirming run's"
+    written = pd.read_csv(tmp_path / "out" / f"now-confirm-{head[:7]}-b1-2.csv")
+    assert {"core", f"core@{head[:7]}"} <= set(written["impl"]), capsys.readouterr().out

@@ -536,11 +536,12 @@ def test_multi_head_learns_the_distance_probe_and_local_does_not_reach() -> None
     whose reach (window 4, 2 layers) is shorter than most distances stays far below."""
     quick = PROFILES["quick"]
     plan = smoke_plan(size=quick.size.to_dict(), train=quick.train.to_dict(), threads=2)
-    scores = {}
+    scores, digests = {}, set()
     for variant, options in (("multi-head", {}), ("local", {"window": 4})):
         record = execute_cell(Cell.make("accuracy", variant, options, "distance", {}, 32, 0), plan)
         assert record["status"] == "ok", record["message"]
         scores[variant] = record["result"]["accuracy"]
+        digests.add(record["result"]["data_digest"])
         far = record["result"]["by_distance"]["16"]["accuracy"]
         chance = record["result"]["chance"]
         baselines = record["result"]["baselines"]  # measured on the cell's own test data
@@ -551,6 +552,7 @@ def test_multi_head_learns_the_distance_probe_and_local_does_not_reach() -> None
     assert scores["multi-head"] > 4 * max(chance, baselines["majority"]), scores
     assert scores["multi-head"] > baselines["most frequent bound value"] + 0.2 > scores["local"], scores  # it reads the query
     assert scores["local"] < scores["multi-head"] / 2, scores
+    assert len(digests) == 1  # one task, length and seed: both trained and were scored on the same data
 
 
 def test_max_cell_seconds_bounds_efficiency_cells_too_and_a_resume_may_raise_it_to_retry_timeouts(

@@ -853,3 +853,40 @@ def test_byte_vocabulary_round_trips(task):
         ids = row[row != 0]
         assert t.decode(row.tolist()).encode("utf-8") == bytes((ids - 1).tolist())
     assert np.all(b.tokens.numpy() < 257)
+
+
+# ----------------------------------------------------------------------------- word Naive Bayes
+def byte_rows(texts: list[str], width: int = 24) -> torch.Tensor:
+    """Byte tokens as the corpus tasks build them: byte b as b + 1, 0 padding on the right."""
+    rows = [[b + 1 for b in text.encode()][:width] for text in texts]
+    return torch.tensor([row + [0] * (width - len(row)) for row in rows])
+
+
+def test_word_naive_bayes_reads_words_not_order_and_falls_back_to_the_prior():
+    from attnbench.tasks.nlp.words import naive_bayes_accuracy, words
+
+    assert words(byte_rows(["Not GOOD, it's bad!"])[0]) == [b"not", b"good", b"it's", b"bad"]
+    assert words(byte_rows(["café noir"])[0]) == ["café".encode(), b"noir"]  # a UTF-8 letter inside its word
+    train = byte_rows(["a good film", "good acting", "a bad film", "bad plot", "bad ending"])
+    labels = torch.tensor([1, 1, 0, 0, 0])
+    # words decide; order does not ("film good" is "good film"); a row of unseen words gets the prior (0: 3 of 5)
+    test = byte_rows(["film good", "plot bad", "unseen words"])
+    assert naive_bayes_accuracy(train, labels, test, torch.tensor([1, 0, 0]), 2) == 1.0
+    assert naive_bayes_accuracy(train, labels, test, torch.tensor([1, 0, 1]), 2) == pytest.approx(2 / 3)
+    # equal priors and no known word: the tie goes to the smallest class id
+    assert naive_bayes_accuracy(train[1:3], torch.tensor([1, 0]), byte_rows(["zzz"]), torch.tensor([0]), 2) == 1.0
+
+
+@pytest.mark.parametrize("name", ["sentiment", "text-cls"])
+def test_a_text_classification_task_records_its_word_naive_bayes_beside_majority(name):
+    """A word-count model scored sentiment 0.63–0.77 and text-cls 0.59–0.84 on the profiles' data,
+    where majority is 0.5–0.56: a model below it has learnt less than which words occur."""
+    from attnbench.tasks.nlp.words import naive_bayes_accuracy
+
+    task = build_task(name)
+    train, test = task.build("train", 1024, 256, 0), task.build("test", 256, 256, 0)
+    baselines = task.trivial_baselines(train, test)
+    assert set(baselines) == {"majority", "word naive Bayes"}
+    assert baselines["word naive Bayes"] == naive_bayes_accuracy(train.tokens, train.target, test.tokens,
+                                                                 test.target, task.n_classes)
+    assert baselines["word naive Bayes"] > baselines["majority"]

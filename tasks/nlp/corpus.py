@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from attnbench.tasks.base import IGNORE_INDEX, SPLITS, Batch, Task, TaskError, split_rng
+from attnbench.tasks.nlp.words import naive_bayes_accuracy
 
 PAD_ID = 0
 BYTE_OFFSET = 1  # byte b is token id b + BYTE_OFFSET
@@ -245,6 +246,15 @@ class CorpusTask(Task):
             f"class{plural} {lacking} (rows in {'/'.join(SPLITS)}: {', '.join(shown)}); pass balance=false, "
             f"or remove or relabel the rows of {lacking}"
         )
+
+    def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
+        """The base's majority, and for a classification task a word-level Naive Bayes fitted on
+        the cell's train rows (`tasks.nlp.words`): what word presence alone, without order, scores."""
+        out = super().trivial_baselines(train, test)
+        if self.spec.kind == "classify" and len(train.target) and len(test.target):
+            out["word naive Bayes"] = naive_bayes_accuracy(train.tokens, train.target, test.tokens, test.target,
+                                                           self.n_classes)
+        return out
 
     def majority_rate(self) -> float:
         """Test accuracy of always answering the training split's most frequent class."""

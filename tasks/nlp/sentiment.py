@@ -10,7 +10,9 @@ a few dozen exact duplicate snippets kept once. Splits are 80/10/10 BY MOVIE (a 
 movie name), so no movie's reviews span two splits. Class 0 = rotten, 1 = fresh; byte b is token
 b + 1, 0 is padding; each snippet is one example, cut to `window` bytes and then to `seq_len`.
 `chance` is the test accuracy of always answering the training split's majority class (about
-0.58) unless `balance` subsamples each split to equal classes.
+0.56) unless `balance` subsamples each split to equal classes. Beside the majority baseline a cell
+records a word-level Naive Bayes fitted on its own train rows (`tasks.nlp.words`: 0.63 at the quick
+profile's 64 bytes, 0.76 at 256 and more).
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ when the dataset is cached); the default source needs nothing beyond an installe
 Rows of a table or dataset are one example each, their first `window` bytes (the LRA convention);
 only the long speeches are tiled. The example is cut to `seq_len` (or padded). Byte b is token
 b + 1, 0 is padding. `chance` is the test accuracy of always answering the training split's
-majority class (0.5 when `balance`).
+majority class (0.5 when `balance`). Beside the majority baseline a cell records a word-level
+Naive Bayes fitted on its own train rows (`tasks.nlp.words`: 0.59 at the quick profile's 64 bytes,
+0.74–0.84 at the standard and lra lengths).
 """
 
 from __future__ import annotations
