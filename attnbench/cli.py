@@ -23,7 +23,7 @@ import attnbench
 from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import import_plugin
 from attnbench.runner.streams import Outliving, devnull_if_closed
-from attnbench.selection import parse_selection
+from attnbench.selection import parse_selection, unloaded_matching
 from attnbench.variants.base import VARIANTS
 from attnbench.variants.check import CHECKS, FAIL, PASS, CheckResult, iter_checks, summary
 
@@ -237,9 +237,9 @@ def check_command(variants: str, device: str, checks: str) -> int:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AttnbenchError(f"--checks: unknown check {name!r}{hint} (known: {', '.join(CHECKS)})")
     selected = parse_selection(variants, VARIANTS, lambda n: VARIANTS[n].spec.options)
-    # `all` means every installed variant: one whose plugin failed to load fails its check too (a
-    # plugin package's CI running `bench check` must not pass on a plugin that never loaded)
-    unloaded = VARIANTS.plugin_errors if variants.strip().lower() == "all" else {}
+    # `all` or a glob means every installed variant it matches: one whose plugin failed to load fails its
+    # check too (a plugin package's CI running `bench check` must not pass on a plugin that never loaded)
+    unloaded = unloaded_matching(variants, VARIANTS)
     with outliving_a_closed_stdout("the check"):  # `| head`: exit 1 says a check failed, nothing else
         return _run_checks(selected, device, names, unloaded)
 

@@ -105,6 +105,28 @@ def plugin_digests(targets: list[str]) -> dict[str, str | None]:
     return {target: plugin_digest(target) for target in targets}
 
 
+def installed_plugins() -> dict[str, dict[str, str | None]]:
+    """The installed plugins (entry points of the variant and task registries), as env.json
+    `installed_plugins` records them beside `plugins` (the --plugin sources): 'variant:NAME' →
+    {distribution, version, module, sha256 of its source (`plugin_digest`), error where it failed
+    to load}. They change what a run's names mean, so a report and `bench compare` say them."""
+    import importlib.metadata
+
+    from attnbench.tasks.base import TASKS
+    from attnbench.variants.base import VARIANTS
+
+    out: dict[str, dict[str, str | None]] = {}
+    for registry in (VARIANTS, TASKS):
+        errors = registry.plugin_errors  # loads the group once
+        for ep in importlib.metadata.entry_points(group=registry.entry_point_group):
+            dist = ep.dist
+            out[f"{registry.kind}:{ep.name}"] = {
+                "distribution": getattr(dist, "name", None), "version": getattr(dist, "version", None),
+                "module": ep.module, "sha256": None if ep.name in errors else plugin_digest(ep.module),
+                "error": errors.get(ep.name)}
+    return dict(sorted(out.items()))
+
+
 def plugin_module_name(path: Path) -> str:
     """The module name of a plugin file: its stem and a short hash of its resolved path, so that two
     files named alike are two modules (their clashing names are refused), and one file is one module."""

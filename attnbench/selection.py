@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Any
 
 from attnbench.errors import AttnbenchError
 from attnbench.options import Option, resolve_options
-from attnbench.registry import ALL, Registry
+from attnbench.registry import ALL, Registry, normalize
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-*?\[\]]+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -113,7 +114,9 @@ def parse_selection(
         if name == ALL or any(c in name for c in "*?["):
             matches = registry.names() if name == ALL else registry.names(name)
             if not matches:
-                raise AttnbenchError(f"{what}: no {registry.kind} matches {name!r}")
+                unloaded = unloaded_matching(name, registry)
+                why = "".join(f"; {n!r} matches it, but its plugin failed to load: {e}" for n, e in unloaded.items())
+                raise AttnbenchError(f"{what}: no {registry.kind} matches {name!r}{why}")
             if given:
                 raise AttnbenchError(f"{what}: options need a single name, not {name!r}")
             selected.extend(Selected(n) for n in matches)
@@ -125,6 +128,18 @@ def parse_selection(
     for s in selected:  # the same selection twice counts once
         unique.setdefault(s.label, s)
     return list(unique.values())
+
+
+def unloaded_matching(text: str, registry: Registry) -> dict[str, str]:
+    """The installed plugins that failed to load (`registry.plugin_errors`: name → why) that `text`
+    selects by `all` or a glob (`*`, `mha-*`): what a selection of every matching component
+    lacks. A name given in full is not among them: it is an error of its own (unavailable)."""
+    errors = registry.plugin_errors
+    patterns = [item.partition("(")[0].strip() for item in split_top_level(text, registry.kind)]
+    if any(normalize(p) == ALL for p in patterns):
+        return errors
+    globs = [normalize(p) for p in patterns if any(c in p for c in "*?[")]
+    return {name: why for name, why in errors.items() if any(fnmatch.fnmatchcase(normalize(name), g) for g in globs)}
 
 
 def parse_one(

@@ -551,6 +551,7 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
     heads = _head_count(model, task, batch, r.layer)  # a bad combination fails here, not after training
     if r.head is not None and not 0 <= r.head < heads:
         raise AttnbenchError(f"--head: {r.head + 1} does not exist; {r.variant} has heads 1 to {heads} here")
+    warnings_ = [w for w in (warning, _weights_check(task, r)) if w]
     if state is not None:
         fit_weights(model, state, r.weights, what)
         record = _scored(model, task, r)
@@ -568,7 +569,22 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
         test_aer = test_alignment_error_rate(model, task, test, layer=r.layer)
     title = _title(r, task, record, amap, test_aer)
     path = draw_attention(amap, head=r.head, title=title, out=r.out)
-    return AttentionOutcome(path, record, amap, test_aer, (warning,) if warning else ())
+    return AttentionOutcome(path, record, amap, test_aer, tuple(warnings_))
+
+
+def _weights_check(task: Task, r: AttentionRequest) -> str | None:
+    """A warning where the drawn variant fails `bench check`'s weights check (rows that do not sum
+    to 1, a mean over heads, weights other than its reference's): the figure would draw them as its
+    attention without a word. Seconds at most, before the training."""
+    from attnbench.variants.check import FAIL, run_check
+
+    seq2seq = task.spec.kind == "seq2seq" and r.cross is not None
+    name, options = r.cross if seq2seq else (r.variant, r.variant_options)
+    result = run_check(name, "weights", options, r.device)
+    if result.status != FAIL:
+        return None
+    return (f"{_label(name, options)} fails bench check's weights check ({result.detail}): the figure draws the "
+            "weights it returns, which are not its attention as the check defines it")
 
 
 @torch.no_grad()

@@ -723,6 +723,9 @@ def _header(run: Run) -> str:
         lines.append("- **plugins**: " + "; ".join(
             f"`{target}` (sha256 {short_digest(str(digest))})" if digest else f"`{target}` (source not found)"
             for target, digest in plugins.items()))
+    installed = plugin_sources(env, flag=False)
+    if installed:  # entry points of installed packages, loaded by name
+        lines.append("- **installed plugins**: " + "; ".join(f"`{name}` ({what})" for name, what in installed.items()))
     data = grid.get("data")
     if isinstance(data, dict) and data:  # the user's data files the tasks read, and the bytes they held
         lines.append("- **data**: " + "; ".join(f"`{file}` (sha256 {short_digest(str(digest))})" for file, digest in data.items()))
@@ -1052,6 +1055,25 @@ def _machine(run: Run, key: str):
     return run.grid.get(key) if value is None and key in ("device", "threads") else value
 
 
+def plugin_sources(env: Mapping, flag: bool | None = None) -> dict[str, str]:
+    """A run's plugins in words, by name: --plugin targets ('sha256 …', `flag`: True or None) and
+    installed entry points ('DIST VERSION, sha256 …' or 'failed to load', `flag`: False or None)."""
+    out = {}
+    plugins = env.get("plugins")
+    if flag in (True, None) and isinstance(plugins, Mapping):
+        out.update({f"--plugin {target}": f"sha256 {short_digest(str(digest))}" if digest else "source not found"
+                    for target, digest in plugins.items()})
+    installed = env.get("installed_plugins")
+    if flag in (False, None) and isinstance(installed, Mapping):
+        for name, ep in installed.items():
+            ep = ep if isinstance(ep, Mapping) else {}
+            where = " ".join(str(ep[k]) for k in ("distribution", "version") if ep.get(k)) or "unknown distribution"
+            what = ("failed to load" if ep.get("error") else
+                    f"sha256 {short_digest(str(ep['sha256']))}" if ep.get("sha256") else "source not found")
+            out[name] = f"{where}, {what}"
+    return out
+
+
 def nothing_compared(comparison: Comparison) -> str:
     """Why a comparison compared nothing (it then fails: a gate that compares nothing passes anything)."""
     if not comparison.frame.empty:
@@ -1078,6 +1100,14 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
     if differs:
         lines.append(f"- **note**: the runs differ in {', '.join(differs)}: time and memory ratios compare machines, "
                      "not code.")
+    # installed plugins where both runs record them (a run from before did not: unknown, not different)
+    both = all("installed_plugins" in run.env for run in (a, b))
+    sources = [plugin_sources(run.env, flag=None if both else True) for run in (a, b)]
+    plugins_differ = [f"{name}: {sources[0].get(name, 'absent')} in A, {sources[1].get(name, 'absent')} in B"
+                      for name in sorted(set(sources[0]) | set(sources[1])) if sources[0].get(name) != sources[1].get(name)]
+    if plugins_differ and all(run.env for run in (a, b)):
+        lines.append(f"- **note**: the runs' plugins differ ({'; '.join(plugins_differ)}): a cell of a plugin's "
+                     "variant or task may have run other code in each.")
     peaks = [_number(run.env.get("matmul_peak_flops")) for run in (a, b)]
     if "device" not in differs and all(_finite(p) and p > 0 for p in peaks) and not (
             1 / PEAK_DRIFT <= peaks[1] / peaks[0] <= PEAK_DRIFT):

@@ -25,7 +25,7 @@ import torch
 from attnbench.errors import AttnbenchError, OptionError
 from attnbench.limits import MAX_SEED, MAX_TOKENS
 from attnbench.options import names_a_path
-from attnbench.plugins import plugin_digests
+from attnbench.plugins import installed_plugins, plugin_digests
 from attnbench.registry import BUILT_IN
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.environment import collect
@@ -365,6 +365,7 @@ def open_store(
         if options is not None:
             env["options"] = options
             env["plugins"] = plugin_digests(options.get("plugins", []))  # the source each --plugin ran
+        env["installed_plugins"] = installed_plugins()  # and each installed one (entry points)
         return RunStore.create(path, grid=sweep.grid, env=env)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -280,3 +282,41 @@ def test_a_module_in_a_folder_that_another_of_its_name_shadows_is_refused(tmp_pa
         for folder in ("a", "b"):
             while str(tmp_path / folder) in sys.path:
                 sys.path.remove(str(tmp_path / folder))
+
+
+def test_a_run_records_its_installed_plugins_and_their_source(tmp_path, monkeypatch, sandbox, make_distribution):
+    """Before: env.json recorded --plugin sources only, so a run whose variant came from an installed
+    package could not tell which code, or which version of it, ran."""
+    from attnbench.plugins import installed_plugins
+
+    make_distribution(tmp_path, "attn-mixed", {"good": "attn_recorded", "exploding": "attn_exploding:Layer"},
+                      {"attn_recorded": GOOD_MODULE, "attn_exploding": "import definitely_not_installed_module\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginWarning):
+        sandbox.load_plugins(reload=True)
+    recorded = installed_plugins()
+    good, broken = recorded["variant:good"], recorded["variant:exploding"]
+    source = hashlib.sha256(b"attn_recorded.py\0" + (tmp_path / "attn_recorded.py").read_bytes()).hexdigest()
+    assert good == {"distribution": "attn-mixed", "version": "0.1", "module": "attn_recorded", "sha256": source,
+                    "error": None}
+    assert broken["sha256"] is None and broken["error"].startswith("ModuleNotFoundError: ")
+    (tmp_path / "attn_recorded.py").write_text(textwrap.dedent(GOOD_MODULE) + "# edited\n")  # an editable install, edited
+    assert installed_plugins()["variant:good"]["sha256"] != source
+
+
+def test_bench_check_of_a_glob_fails_on_a_matching_plugin_that_never_loaded(tmp_path, monkeypatch, sandbox,
+                                                                             make_distribution, bench_output):
+    """Before: `--variants all` failed on it, `--variants '*'` passed without a word."""
+    make_distribution(tmp_path, "attn-broken", {"mine-exploding": "attn_exploding:Layer", "good": "attn_globbed"},
+                      {"attn_exploding": "import definitely_not_installed_module\n", "attn_globbed": GOOD_MODULE})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginWarning):
+        sandbox.load_plugins(reload=True)
+    for variants in ("*", "m*", "all"):
+        code, out, _ = bench_output("check", "--variants", variants, "--checks", "shape")
+        assert code == 1 and "its plugin failed to load: ModuleNotFoundError" in " ".join(out.split()), variants
+    code, out, err = bench_output("check", "--variants", "mine-*", "--checks", "shape")  # it matches nothing loaded
+    assert code == 2 and err.startswith("bench: error: --variants: no variant matches 'mine-*'; 'mine-exploding' "
+                                        "matches it, but its plugin failed to load: ModuleNotFoundError")
+    code, out, _ = bench_output("check", "--variants", "mha-*", "--checks", "shape")
+    assert code == 0 and "failed to load" not in out  # the glob matches no unloaded plugin

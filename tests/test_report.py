@@ -743,3 +743,23 @@ def test_a_cell_records_the_digest_of_its_data_and_it_follows_the_data(monkeypat
     flipped = data["train"].target.clone()
     flipped[0] += 1
     assert train_module.data_digest({**data, "train": dataclasses.replace(data["train"], target=flipped)}) != digest
+
+
+def test_the_report_and_compare_name_installed_plugins_and_their_change(tmp_path, bench_output):
+    good = {"distribution": "attn-mixed", "version": "0.1", "module": "attn_good", "sha256": "a" * 64, "error": None}
+    broken = {**good, "module": "attn_x", "sha256": None, "error": "ModuleNotFoundError: x"}
+    records = [acc("multi-head", "task-a", 0.8)]
+    a = write_run(tmp_path / "a", records, env={**ENV, "installed_plugins": {"variant:good": good,
+                                                                             "variant:exploding": broken}})
+    b = write_run(tmp_path / "b", records, env={**ENV, "installed_plugins": {"variant:good": {**good, "sha256": "b" * 64,
+                                                                                              "version": "0.2"}}})
+    code, out, _ = bench_output("report", a)
+    assert code == 0 and ("- **installed plugins**: `variant:good` (attn-mixed 0.1, sha256 aaaaaaaaaaaa…); "
+                          "`variant:exploding` (attn-mixed 0.1, failed to load)") in out
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 0 and ("- **note**: the runs' plugins differ (variant:exploding: attn-mixed 0.1, failed to load in "
+                          "A, absent in B; variant:good: attn-mixed 0.1, sha256 aaaaaaaaaaaa… in A, attn-mixed 0.2, "
+                          "sha256 bbbbbbbbbbbb… in B)") in out
+    old = write_run(tmp_path / "old", records)  # a run from before they were recorded: unknown, not different
+    assert "plugins differ" not in bench_output("compare", old, b)[1]
+    assert "plugins differ" not in bench_output("compare", b, b)[1]

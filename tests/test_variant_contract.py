@@ -83,6 +83,36 @@ def test_the_reference_check_catches_weights_that_are_not_the_ones_the_output_us
     assert result.status == FAIL and result.detail.startswith("weights: rel err "), result.detail
 
 
+def test_the_weights_check_catches_made_up_or_head_averaged_weights(sandbox):
+    """Before: both passed `bench check --checks weights` (rows non-negative and summing to 1), and
+    `bench attention` drew them; a plugin without a reference runs no reference check to catch them."""
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("uniform-weights")
+    class UniformWeights(MultiHeadAttention):
+        def forward(self, x, context=None, *, need_weights=False, **kwargs):
+            out, weights = super().forward(x, context, need_weights=need_weights, **kwargs)
+            if weights is None:
+                return out, None
+            allowed = (weights > 0).to(weights.dtype)  # uniform over the keys it may see: causal, rows sum to 1
+            return out, allowed / allowed.sum(-1, keepdim=True)
+
+    @register_variant("mean-weights")
+    class MeanWeights(MultiHeadAttention):
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
+            return out, None if weights is None else weights.mean(1, keepdim=True)
+
+    uniform = run_check("uniform-weights", "weights")
+    assert uniform.status == FAIL and uniform.detail.startswith("weights differ from the reference's: rel err ")
+    mean = run_check("mean-weights", "weights")
+    assert mean.status == FAIL and mean.detail == ("weights of 1 head(s), where the layer splits into heads=4: "
+                                                   "want one (n, m) map per head, not their mean")
+    assert run_check("multi-head", "weights").status == PASS
+    assert run_check("dot-product", "weights").status == PASS  # one head, as its projections have
+
+
 def test_parameters_no_gradient_reaches_are_named(sandbox):
     from attnbench import register_variant
     from attnbench.variants.multi_head import MultiHeadAttention

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnbench.errors import NoBackwardError, PluginError, UnsupportedError
-from attnbench.variants.base import VARIANTS, VariantSpec, build_variant, has_reference
+from attnbench.variants.base import VARIANTS, ProjectedAttention, VariantSpec, build_variant, has_reference
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 D_MODEL, N_HEADS = 32, 4
@@ -287,8 +287,15 @@ def check_cross(s: Subject, n: int = 9, m: int = 14) -> str:
     return f"m={m} ≠ n={n}"
 
 
+WEIGHTS_TOL = 1e-4  # weights against the reference's: what `bench attention` draws, not a gradient
+
+
 def check_weights(s: Subject) -> str:
-    """need_weights=True returns (b, h, n, m) non-negative rows summing to 1, causal ones lower-triangular."""
+    """need_weights=True returns (b, h, n, m) non-negative rows summing to 1, causal ones
+    lower-triangular; one row per head the projections split into (a ProjectedAttention's
+    `heads`), not their mean; and, where the layer has a reference that returns weights, the
+    reference's (max rel err ≤ WEIGHTS_TOL), plain and causal: rows that merely sum to 1 are not
+    the attention `bench attention` would draw."""
     if not s.spec.returns_weights:
         raise Skip("spec: returns_weights=False")
     layer, n = s.build(), 12
@@ -301,11 +308,30 @@ def check_weights(s: Subject) -> str:
         raise Failure("need_weights=True changed the output")
     if (weights < 0).any() or not torch.allclose(weights.sum(-1), torch.ones_like(weights.sum(-1)), atol=1e-4):
         raise Failure("weights are negative or rows do not sum to 1")
+    heads = getattr(layer, "heads", None) if isinstance(layer, ProjectedAttention) else None
+    if heads is not None and weights.shape[1] != heads:
+        raise Failure(f"weights of {weights.shape[1]} head(s), where the layer splits into heads={heads}: "
+                      "want one (n, m) map per head, not their mean")
+    calls = {"": weights}
     if s.spec.supports_causal:
         _, causal = _call(layer, x, causal=True, need_weights=True)
         if _exceeds(causal.triu(diagonal=1).abs().max().item(), 0.0):
             raise Failure("causal weights put mass on future keys")
-    return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1"
+        calls[" (causal)"] = causal
+    if not has_reference(layer):
+        return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1; no reference to compare them with"
+    worst = 0.0
+    for what, got in calls.items():
+        _, want = _call_reference(layer, x, causal=bool(what), need_weights=True)
+        if want is None:
+            return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1; the reference returns no weights"
+        if got.shape != want.shape:
+            raise Failure(f"weights{what} of shape {tuple(got.shape)}, the reference's {tuple(want.shape)}")
+        err = _rel_err(got, want)
+        if _exceeds(err, WEIGHTS_TOL):
+            raise Failure(f"weights{what} differ from the reference's: rel err {err:.2e} > {WEIGHTS_TOL:.0e}")
+        worst = max(worst, err)
+    return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1, the reference's within rel err {worst:.1e}"
 
 
 def check_unsupported(s: Subject) -> str:
