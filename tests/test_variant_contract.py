@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from attnbench import get_variant_spec, list_variants
 from attnbench.variants.check import CHECKS, FAIL, PASS, SKIP, run_check
@@ -40,7 +41,6 @@ def test_non_default_options_pass_the_reference_and_causal_checks(variant, optio
 
 
 def test_the_checks_catch_a_broken_variant(sandbox):
-    import torch
     from torch import nn
 
     from attnbench import VariantSpec, register_variant
@@ -130,7 +130,6 @@ def test_parameters_no_gradient_reaches_are_named(sandbox):
 
 
 def test_only_a_missing_backward_makes_a_check_forward_only(sandbox):
-    import torch
     from torch import nn
 
     from attnbench import NoBackwardError, UnsupportedError, VariantSpec, register_variant
@@ -167,7 +166,6 @@ def test_only_a_missing_backward_makes_a_check_forward_only(sandbox):
 
 
 def test_the_inference_check_catches_what_only_calls_without_gradients_get_wrong(sandbox):
-    import torch
 
     from attnbench import register_variant
     from attnbench.variants.multi_head import MultiHeadAttention
@@ -195,3 +193,29 @@ def test_the_inference_check_catches_what_only_calls_without_gradients_get_wrong
     shared = run_check("one-buffer", "inference")
     assert shared.status == FAIL and shared.detail.startswith("out of call 1 of 2"), shared.detail
     assert run_check("multi-head", "inference").detail == run_check("multi-head", "inference").detail
+
+
+def test_a_layer_drawing_from_a_generator_of_its_own_is_named_as_such_not_as_a_leak(sandbox):
+    """Before: a correct dropout layer with its own torch.Generator failed the causal and padding
+    checks with "future tokens changed earlier outputs", a leak it does not have."""
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("own-generator-dropout")
+    class OwnGenerator(MultiHeadAttention):
+        def __init__(self, d_model, n_heads, **options):
+            super().__init__(d_model, n_heads, **options)
+            self.generator = torch.Generator().manual_seed(0)
+
+        def forward(self, x, context=None, **kwargs):
+            out, weights = super().forward(x, context, **kwargs)
+            if not self.training:
+                return out, weights
+            keep = torch.rand(out.shape, generator=self.generator) > 0.1
+            return out * keep / 0.9, weights
+
+    for check in ("causal", "padding"):
+        result = run_check("own-generator-dropout", check)
+        assert result.status == FAIL and result.detail.startswith("two calls on the same input differ by "), result
+        assert "outside torch's global generator" in result.detail
+    assert run_check("multi-head", "causal").status == PASS

@@ -218,11 +218,27 @@ def check_causal(s: Subject, n: int = 23, t: int = 9) -> str:
             after, _ = _call(layer, changed, causal=True)
         leak = (before[:, :t] - after[:, :t]).abs().max().item()
         if _exceeds(leak, 1e-6):
+            with context:
+                _check_repeatable(layer, x, before, mode, causal=True)
             raise Failure(f"future tokens changed earlier outputs by {leak:.2e}{mode}")
         if torch.allclose(before[:, t:], after[:, t:]):
             raise Failure(f"changing tokens did not change their own outputs{mode}")
         worst = max(worst, leak)
     return f"outputs before t={t} unchanged (max diff {worst:.1e}), trained and scored"
+
+
+def _check_repeatable(layer: nn.Module, x: Tensor, first: Tensor, mode: str, **kwargs) -> None:
+    """Where a check saw outputs change, a Failure that says so if the same call twice already
+    differs: random draws outside torch's global generator (which `_call` seeds alike for each
+    call), e.g. dropout with a `torch.Generator` of its own, are noise the check cannot tell from a
+    leak, and "future tokens changed earlier outputs" would blame the wrong thing."""
+    again, _ = _call(layer, x, **kwargs)
+    noise = (again - first).abs().max().item()
+    if _exceeds(noise, 1e-6):
+        raise Failure(f"two calls on the same input differ by {noise:.2e}{mode}: the layer draws random numbers "
+                      "outside torch's global generator (a torch.Generator of its own?), which this check seeds "
+                      "alike for each call, so it cannot tell a leak from that noise; draw from the global "
+                      "generator, as nn.Dropout does")
 
 
 def check_padding(s: Subject, n: int = 21, short: int = 13) -> str:
@@ -243,6 +259,8 @@ def check_padding(s: Subject, n: int = 21, short: int = 13) -> str:
                 b, _ = _call(checked, changed, key_padding_mask=mask, causal=causal)
             diff = (a[~mask] - b[~mask]).abs().max().item()
             if _exceeds(diff, 1e-6):
+                with context:
+                    _check_repeatable(checked, x, a, mode, key_padding_mask=mask, causal=causal)
                 raise Failure(f"masked keys changed unmasked outputs by {diff:.2e} (causal={causal}){mode}")
             worst = max(worst, diff)
     unmasked, _ = _call(layer, changed)
