@@ -57,8 +57,8 @@ def report_uncompared(uncompared: tuple[int, int], against: str) -> None:
     here, elsewhere = uncompared
     if not here + elsewhere:
         return
-    parts = [f"{here} under this run's machine, threads and heap, outside its --variants, --lengths or --batch "
-             "(or left untimed in it)"] * bool(here)
+    parts = [f"{here} under this run's machine, threads and heap but matching none of its timed rows (another case, "
+             "length, batch, dtype or device, or untimed there)"] * bool(here)
     parts += [f"{elsewhere} timed on another machine, thread count or heap"] * bool(elsewhere)
     click.echo(f"not compared: {here + elsewhere} timed rows of {against}: {'; '.join(parts)}")
 

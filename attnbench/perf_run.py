@@ -96,17 +96,17 @@ def execute(cfg, out_dir: str, name: str, note: str, at_rev=None) -> Path:
             write_csv(rows, partial)
         except OSError as exc:  # e.g. the disk filled up: stop, keeping the last CSV written
             raise StoppedWriting(f"cannot write {partial}: {exc.strerror or exc}") from None
-        saved[:] = [rows]
+        saved[:] = [[dict(r) for r in rows]]  # as written: run_suite goes on appending to `rows`
 
     try:
         rows = run_suite(cfg, log=lambda line: console.print(line, highlight=False), save=save, at_rev=at_rev)
-    except (KeyboardInterrupt, Terminated):  # Ctrl-C or kill: the lengths measured get their page too
+        try:
+            paths = write_all(rows, out, name, note=note)
+        except OSError as exc:
+            raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
+    except (KeyboardInterrupt, Terminated):  # Ctrl-C or kill, even while the page is written: it is written
         _write_interrupted(saved[0] if saved else [], out, name, note)
         raise
-    try:
-        paths = write_all(rows, out, name, note=note)
-    except OSError as exc:
-        raise StoppedWriting(f"cannot write the results to {out}: {exc.strerror or exc}") from None
     for path in paths.values():
         console.print(f"wrote {path}")
     return paths["csv"]
@@ -118,11 +118,13 @@ def _write_interrupted(rows: list[dict], out: Path, name: str, note: str) -> Non
     import click
 
     from attnbench.benchmarks.outputs import write_all
+    from attnbench.benchmarks.suite import add_ratios
 
     if not rows:
         click.echo("interrupted before the first length was finished: nothing written", err=True)
         return
     lengths = sorted({int(r["n"]) for r in rows})
+    add_ratios(rows)  # as the end of a run adds them: ÷SDPA, ÷peer and the scaling ratio where its lengths ran
     marked = (note + " " if note else "") + (f"Interrupted: only the lengths finished before it "
                                              f"({', '.join(map(str, lengths))}) are here.")
     try:
@@ -257,16 +259,15 @@ def slow_dtype_warning(device: str, dtype) -> str | None:
     if device != "cpu" or dtype not in (torch.float16, torch.bfloat16):
         return None
 
-    def seconds(of) -> float:
-        a, b = torch.randn(8, 256, 64, dtype=of), torch.randn(8, 64, 256, dtype=of)
-        best = math.inf
-        for _ in range(3):
+    inputs = {of: (torch.randn(8, 256, 64, dtype=of), torch.randn(8, 64, 256, dtype=of)) for of in (dtype, torch.float32)}
+    best = dict.fromkeys(inputs, math.inf)
+    for round_ in range(6):  # interleaved, so load on the machine slows both alike; the first round warms up
+        for of, (a, b) in inputs.items():
             start = time.perf_counter()
             torch.bmm(a, b)
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    slower = seconds(dtype) / max(seconds(torch.float32), 1e-9)
+            if round_:
+                best[of] = min(best[of], time.perf_counter() - start)
+    slower = best[dtype] / max(best[torch.float32], 1e-9)
     if slower < 4:
         return None
     name = "fp16" if dtype == torch.float16 else "bf16"

@@ -35,12 +35,14 @@ def write_plot(rows: list[dict], path: Path) -> Path:
     df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     df = df[(df["batch"] == 1) & df["impl"].isin(["sdpa", "core", "peer:local-attention",
                                                   "peer:linear-attention-transformer", "naive"])]
+    cases = list(dict.fromkeys(df["case"]))
+    palette = case_palette(cases)
     fig, axes = plt.subplots(1, 2, figsize=(15, 6))
     for ax, column, label in ((axes[0], "median_s", "forward time (s)"), (axes[1], "peak_bytes", "peak memory (bytes)")):
         part = df[df[column].notna()].astype({column: float})
         if len(part):
             sns.lineplot(data=part, x="n", y=column, hue="case", style="impl", markers=True, ax=ax,
-                         palette="tab10", legend=ax is axes[0])
+                         palette=palette, hue_order=cases, legend=ax is axes[0])
         ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
     if axes[0].get_legend():
@@ -49,6 +51,16 @@ def write_plot(rows: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def case_palette(cases: list[str]) -> dict[str, tuple[float, float, float]]:
+    """A colour of its own for each case (the default run has 14; tab10 has 10, tab20 20, and past
+    that husl's evenly spaced hues): two cases' core rows share a line style, so a colour shared
+    would make them one line."""
+    import seaborn as sns
+
+    name = "tab10" if len(cases) <= 10 else "tab20" if len(cases) <= 20 else "husl"
+    return dict(zip(cases, sns.color_palette(name, len(cases))))
 
 
 def _conditions(df: pd.DataFrame) -> str:

@@ -606,8 +606,11 @@ def why_not_writable(path: Path, err: OSError) -> str:
     no file can be made (/proc/1) as such, not as "No such file or directory"."""
     if err.errno == errno.EEXIST and path.is_file():
         return "a file, not a directory (a run directory is made there)"
-    if err.errno == errno.ENOENT and path.is_dir():
-        return f"a folder where no file can be created ({err.strerror or err})"
+    if err.errno == errno.ENOENT:  # /proc/1, or a folder under it: a folder exists where nothing can be made
+        there = next((p for p in (path, *path.parents) if p.exists()), None)
+        if there is not None and there.is_dir():
+            where = "a folder" if there == path else f"under {there}, a folder"
+            return f"{where} where no file can be created ({err.strerror or err})"
     return err.strerror or str(err)
 
 

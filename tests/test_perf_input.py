@@ -404,9 +404,9 @@ def test_a_passing_gate_says_which_rows_of_the_baseline_it_did_not_compare(bench
     cur[cur["n"] == 512].to_csv(tmp_path / "now.csv", index=False)  # --variants sdpa,linear --lengths 512
     code, out, err = bench_output("perf", "--compare", base, "--current", tmp_path / "now.csv")
     assert (code, err) == (0, "") and "no regression: 2 timings within 10%" in out
-    assert (f"not compared: 8 timed rows of {base}: 4 under this run's machine, threads and heap, outside its "
-            "--variants, --lengths or --batch (or left untimed in it); 4 timed on another machine, thread count or heap"
-            ) in out
+    assert (f"not compared: 8 timed rows of {base}: 4 under this run's machine, threads and heap but matching none "
+            "of its timed rows (another case, length, batch, dtype or device, or untimed there); 4 timed on another "
+            "machine, thread count or heap") in out
     code, out, _ = bench_output("perf", "--compare", base, "--current", results(tmp_path / "all.csv", cases=(
         ("sdpa", "sdpa"), ("linear", "core"), ("local", "core"))))
     assert code == 0 and f"not compared: 4 timed rows of {base}: 4 timed on another machine" in out
@@ -432,6 +432,9 @@ def test_an_out_folder_where_no_file_can_be_made_is_said_so(bench_output, never_
     code, _, err = bench_output("perf", "--quick", "--out", "/proc/1", "--name", "t")
     assert code == 2 and err == ("bench: error: --out /proc/1: a folder where no file can be created "
                                  "(No such file or directory)\n")
+    code, _, err = bench_output("ceiling", "--out", "/proc/1/results", "--name", "t")
+    assert code == 2 and err == ("bench: error: --out /proc/1/results: under /proc/1, a folder where no file can be "
+                                 "created (No such file or directory)\n")
 
 
 def test_an_emulated_dtype_on_cpu_is_warned_of(monkeypatch):
@@ -458,9 +461,12 @@ def test_an_interrupted_run_writes_the_page_of_the_lengths_it_finished_and_names
     """Before: Ctrl-C kept the CSV alone, and did not say where."""
     rows = pd.read_csv(results(tmp_path / "rows.csv")).to_dict("records")
 
-    def run_suite(cfg, log, save, at_rev):
+    def run_suite(cfg, log, save, at_rev):  # as the suite does: one list, appended to after each save
+        done = []
         for n in (512, 1024)[:lengths_done]:
-            save([r for r in rows if r["n"] <= n])
+            done += [r for r in rows if r["n"] == n]
+            save(done)
+        done.append({**rows[0], "n": 2048})  # a length begun, not finished: not in the files
         raise KeyboardInterrupt
 
     monkeypatch.setattr("attnbench.benchmarks.suite.run_suite", run_suite)
@@ -472,5 +478,20 @@ def test_an_interrupted_run_writes_the_page_of_the_lengths_it_finished_and_names
         return
     out = tmp_path / "out"
     assert f"interrupted: 4 rows (n = 512, 1024) kept in {out / 't.csv'}, {out / 't.png'}, {out / 't.md'}" in err
-    assert len(pd.read_csv(out / "t.csv")) == 4 and (out / "t.png").stat().st_size > 0
+    written = pd.read_csv(out / "t.csv")
+    assert sorted(set(written["n"])) == [512, 1024] and len(written) == 4 and (out / "t.png").stat().st_size > 0
+    assert written["ratio_vs_sdpa"].notna().sum() == 4  # the ratios a finished run adds: 0.01 s ÷ 0.01 s
     assert "Interrupted: only the lengths finished before it (512, 1024) are here." in (out / "t.md").read_text()
+
+
+def test_every_case_of_the_default_run_gets_a_colour_of_its_own_in_the_plot():
+    """Before: tab10's 10 colours for 14 cases, so multi-head's core and additive's (one line style,
+    impl core) were drawn alike."""
+    from attnbench.benchmarks.cases import CASES
+    from attnbench.benchmarks.outputs import case_palette
+
+    cases = list(dict.fromkeys(c.label for c in CASES))  # the sdpa baselines among them
+    for count in (3, len(cases), 25):
+        names = [f"case {i}" for i in range(count)] if count == 25 else cases[:count]
+        colours = case_palette(names)
+        assert list(colours) == names and len(set(colours.values())) == count

@@ -23,9 +23,8 @@ WORD = re.compile(rb"[a-z0-9'\x80-\xff]+")
 
 
 def words(row: Tensor) -> list[bytes]:
-    """The lowercased words of one row of byte tokens (padding dropped)."""
-    ids = row[row > 0] - 1
-    return WORD.findall(bytes(ids.tolist()).lower())
+    """The lowercased words of one row of byte tokens (padding, token 0, is byte 0: no word's)."""
+    return WORD.findall((row - 1).clamp_(min=0).to(torch.uint8).numpy().tobytes().lower())
 
 
 def naive_bayes_accuracy(train_tokens: Tensor, train_target: Tensor, test_tokens: Tensor, test_target: Tensor,
@@ -33,13 +32,13 @@ def naive_bayes_accuracy(train_tokens: Tensor, train_target: Tensor, test_tokens
     """Test accuracy of a multinomial Naive Bayes over words fitted on the train rows."""
     counts = [Counter() for _ in range(n_classes)]
     docs = torch.bincount(train_target.view(-1), minlength=n_classes).tolist()
-    for row, label in zip(train_tokens, train_target.view(-1).tolist()):
+    for row, label in zip(train_tokens.cpu(), train_target.view(-1).tolist()):
         counts[label].update(words(row))
     vocab = set().union(*counts)
     totals = [sum(c.values()) + len(vocab) for c in counts]  # add-one smoothing over the train vocabulary
     prior = [math.log(d / sum(docs)) if d else -math.inf for d in docs]
     guesses = []
-    for row in test_tokens:
+    for row in test_tokens.cpu():
         seen = [w for w in words(row) if w in vocab]
         scores = [prior[c] + sum(math.log((counts[c][w] + 1) / totals[c]) for w in seen) for c in range(n_classes)]
         guesses.append(max(range(n_classes), key=lambda c: (scores[c], -c)))
