@@ -270,7 +270,7 @@ def figure_heatmap(run: Run, palette: dict) -> Figure | None:
         ax.set_ylabel("variant" if ax is axes[0] else "")
         ax.set_title(name)
     trivial = " and the best trivial baseline (report)" if frame.trivial.notna().any() else ""
-    fig.supxlabel(f"task (below each name: chance level{trivial}, or the unigram baseline for bits per byte)",
+    fig.supxlabel(f"task (below each name: chance level{trivial}; for bits per byte the unigram's in its place)",
                   fontsize=10)
     spread = ", mean ± std over seeds" if frame["std"].notna().any() else ""
     _title(fig, f"Test score per variant and task (grey: cell did not finish ok{spread})", run, "accuracy")
@@ -283,8 +283,10 @@ def _higher_is_better(frame: pd.DataFrame, column: str) -> bool:
 
 def _column_label(frame: pd.DataFrame, column: str) -> str:
     row = frame[frame.column == column].iloc[0]
-    if not row.higher_is_better:
-        return f"{column}\n(unigram {row.baseline:.2f})" if pd.notna(row.baseline) else column
+    if not row.higher_is_better:  # bits per byte: the unigram (its chance) and the best byte model (the bigram)
+        floors = ([f"unigram {row.baseline:.2f}"] if pd.notna(row.baseline) else []) + (
+            [f"trivial {row.trivial:.2f}"] if pd.notna(row.trivial) else [])
+        return f"{column}\n({', '.join(floors)})" if floors else column
     tag = " EM" if row.metric == "exact_match" else ""
     floors = ([f"chance {row.chance:.2f}"] if pd.notna(row.chance) else []) + (
         [f"trivial {row.trivial:.2f}"] if pd.notna(row.trivial) else [])

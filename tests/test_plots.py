@@ -224,10 +224,14 @@ def test_heatmap_names_the_best_trivial_baseline_under_a_task_that_records_one(t
     for cell in cells:
         if cell["task"] == "copy":
             cell["result"]["baselines"] = {"majority": 0.12, "most frequent symbol": 0.29}
+        if cell["task"] == "char-lm":  # lower is better: the bigram's 3.44 is the floor, not the unigram's 4.4
+            cell["result"]["baselines"] = {"unigram": 4.4, "bigram": 3.44}
     run = load_run(write_run(tmp_path / "run", cells))
     figure = figure_heatmap(run, variant_palette(r["variant_label"] for r in run.records))
     labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
     assert "copy\n(chance 0.12, trivial 0.29)" in labels and "translation EM\n(chance 0.12)" in labels
+    every = [t.get_text() for ax in figure.axes for t in ax.get_xticklabels()]
+    assert "char-lm\n(unigram 4.40, trivial 3.44)" in every
     assert "and the best trivial baseline" in figure.get_supxlabel()
 
 
