@@ -101,7 +101,7 @@ def test_a_nan_output_fails_every_check(faults, check):
 
 def test_nan_gradients_fail_the_reference_check(faults):
     result = run_check("nan-grad", "reference")
-    assert result == CheckResult("nan-grad", "reference", FAIL, "x.grad: rel err nan > 1e-05 (b=2, n=7)")
+    assert result == CheckResult("nan-grad", "reference", FAIL, "x.grad: rel err nan > 1e-05 (b=3, n=7)")
 
 
 # a wrong output shape is one line in every check, not an error inside the checker
@@ -113,7 +113,7 @@ SHORT_OUT = {
     "padding": "out shape (3, 20, 32) != x shape (3, 21, 32)",
     "cross": "out shape (3, 8, 32) != x shape (3, 9, 32)",
     "weights": "out shape (2, 11, 32) != x shape (2, 12, 32)",
-    "reference": "out shape (2, 6, 32) != x shape (2, 7, 32)",
+    "reference": "out shape (3, 6, 32) != x shape (3, 7, 32)",
     "inference": "out shape (2, 299, 32) != x shape (2, 300, 32)",
     "low-precision": "out shape (2, 39, 32) != x shape (2, 40, 32)",
 }
@@ -141,7 +141,7 @@ def test_a_nan_output_for_a_query_without_keys_fails_the_padding_check(faults):
 
 def test_a_wrong_reference_shape_is_named(faults):
     result = run_check("short-reference", "reference")
-    assert result.detail == "reference_forward: out shape (2, 6, 32) != x shape (2, 7, 32)"
+    assert result.detail == "reference_forward: out shape (3, 6, 32) != x shape (3, 7, 32)"
 
 
 def test_a_missing_core_says_what_to_implement(faults):

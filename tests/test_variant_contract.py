@@ -219,3 +219,23 @@ def test_a_layer_drawing_from_a_generator_of_its_own_is_named_as_such_not_as_a_l
         assert result.status == FAIL and result.detail.startswith("two calls on the same input differ by "), result
         assert "outside torch's global generator" in result.detail
     assert run_check("multi-head", "causal").status == PASS
+
+
+def test_the_reference_checks_see_a_batch_past_two_rows(sandbox):
+    """Before: the reference check's batches had at most 2 rows, so a fast path taken only from 3
+    rows on (as some kernels branch on the batch) was never compared with the reference."""
+    from attnbench import register_variant
+    from attnbench.variants.check import verify_for_training
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("wrong-past-two-rows")
+    class WrongPastTwo(MultiHeadAttention):
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
+            return (out * 1.01 if q.shape[0] > 2 else out), weights
+
+    result = run_check("wrong-past-two-rows", "reference")
+    assert result.status == FAIL and result.detail.startswith("out: rel err "), result
+    assert "b=3" in result.detail or "(3," in result.detail, result.detail
+    failed = verify_for_training("wrong-past-two-rows", {}, "cpu", n=16)
+    assert failed is not None and failed.check == "reference", failed

@@ -25,7 +25,7 @@ from attnbench.variants.base import VARIANTS, ProjectedAttention, VariantSpec, b
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 D_MODEL, N_HEADS = 32, 4
 REL_TOL = 1e-5  # fp32, relative to the largest reference magnitude
-REFERENCE_SHAPES = ((2, 7, 5), (1, 33, 17), (2, 150, 64), (1, 300, 129))  # (b, n, m) with odd n
+REFERENCE_SHAPES = ((3, 7, 5), (1, 33, 17), (2, 150, 64), (1, 300, 129))  # (b, n, m) with odd n; b past 2 once
 CAUSAL, CROSS = "causal", "cross"  # the features a model's use of a layer may add to a plain call
 TRAINING_REFERENCE_N = 300  # `verify_for_training` compares with the (O(n²) or worse) reference up to this n
 CHECK_BATCH = 3  # rows of the causal, padding and cross checks' inputs: past 2 (a layer may branch on b)
@@ -403,7 +403,8 @@ def _reference_calls(s: Subject, b: int, n: int, m: int, used: frozenset[str] | 
     spec = s.spec
     causal = spec.supports_causal and (used is None or CAUSAL in used)
     cross = spec.supports_cross and (used is None or CROSS in used)
-    mask = torch.arange(n, device=s.device)[None, :] >= torch.tensor([n, max(1, n // 2)], device=s.device)[:b, None]
+    lengths = [n, max(1, n // 2), *(max(1, n - 1 - i) for i in range(b - 2))][:b]  # one row unpadded, one half
+    mask = torch.arange(n, device=s.device)[None, :] >= torch.tensor(lengths, device=s.device)[:, None]
     yield {}
     if causal:
         yield {"causal": True}
@@ -600,7 +601,7 @@ def _first_failure(subject: Subject, n: int, used: frozenset[str]) -> CheckResul
         checks.append(("padding", functools.partial(check_padding, n=n, short=n // 2 + 1)))
     if CROSS in used:
         checks.append(("cross", functools.partial(check_cross, n=n, m=n + 5)))
-    checks.append(("reference", functools.partial(check_reference, shapes=((2, r, r),), used=used)))
+    checks.append(("reference", functools.partial(check_reference, shapes=((CHECK_BATCH, r, r),), used=used)))
     for check, run in checks:
         try:
             _attempt(replace(subject, forward_only=None), run)
