@@ -19,7 +19,7 @@ from rich.table import Table
 from attnbench.cli import Choice, RunPath, cli, console, outliving_a_closed_stdout, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_THREADS
-from attnbench.plugins import import_plugin, plugin_digests, recorded_plugin
+from attnbench.plugins import import_plugin, installed_plugins, plugin_digests, recorded_plugin
 from attnbench.runner.cells import KINDS, Cell
 from attnbench.runner.execute import cell_budget
 from attnbench.runner.environment import collect
@@ -310,7 +310,8 @@ def _record_resume(store, sweep: SweepPlan, resume: Path, statuses: tuple[str, .
         return
     plan = sweep.plan
     now = collect(device=plan.device, dtype=plan.dtype, threads=plan.threads, measure_peak=False)
-    changes = store.record_resume({**now, "plugins": plugin_digests(plugins)}, recorded=len(records))
+    changes = store.record_resume({**now, "plugins": plugin_digests(plugins), "installed_plugins": installed_plugins()},
+                                  recorded=len(records))
     if changes:
         left = f"its {todo} cells left run" if todo > 1 else "its one cell left runs"
         click.echo(f"bench: warning: --resume {resume}: {left} on other code or another machine than the run's "

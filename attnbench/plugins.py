@@ -115,16 +115,22 @@ def installed_plugins() -> dict[str, dict[str, str | None]]:
     from attnbench.tasks.base import TASKS
     from attnbench.variants.base import VARIANTS
 
-    out: dict[str, dict[str, str | None]] = {}
+    found: list[tuple[str, dict[str, str | None]]] = []
     for registry in (VARIANTS, TASKS):
         errors = registry.plugin_errors  # loads the group once
         for ep in importlib.metadata.entry_points(group=registry.entry_point_group):
-            dist = ep.dist
-            out[f"{registry.kind}:{ep.name}"] = {
-                "distribution": getattr(dist, "name", None), "version": getattr(dist, "version", None),
-                "module": ep.module, "sha256": None if ep.name in errors else plugin_digest(ep.module),
-                "error": errors.get(ep.name)}
-    return dict(sorted(out.items()))
+            dist = getattr(ep.dist, "name", None)
+            error = errors.get(ep.name)  # the registry's errors end "[entry point 'NAME = VALUE' of DIST]"
+            if error is not None and not (f"'{ep.name} = {ep.value}'" in error and error.endswith(f" of {dist or 'unknown distribution'}]")):
+                error = None  # another distribution's entry point of this name failed, not this one
+            # the whole top-level package: a module's imports of its neighbours are its code too
+            top = ep.module.partition(".")[0]
+            found.append((f"{registry.kind}:{ep.name}", {
+                "distribution": dist, "version": getattr(ep.dist, "version", None), "module": ep.module,
+                "sha256": None if error else plugin_digest(top) or plugin_digest(ep.module), "error": error}))
+    names = [name for name, _ in found]
+    # two distributions with an entry point of one name: each under its own key, the one refused included
+    return dict(sorted((f"{name} ({ep['distribution']})" if names.count(name) > 1 else name, ep) for name, ep in found))
 
 
 def plugin_module_name(path: Path) -> str:

@@ -580,7 +580,7 @@ def _weights_check(task: Task, r: AttentionRequest) -> str | None:
 
     seq2seq = task.spec.kind == "seq2seq" and r.cross is not None
     name, options = r.cross if seq2seq else (r.variant, r.variant_options)
-    result = run_check(name, "weights", options, r.device)
+    result = run_check(name, "weights", options, r.device, d_model=r.size.d_model, n_heads=r.size.n_heads)
     if result.status != FAIL:
         return None
     return (f"{_label(name, options)} fails bench check's weights check ({result.detail}): the figure draws the "

@@ -1074,6 +1074,24 @@ def plugin_sources(env: Mapping, flag: bool | None = None) -> dict[str, str]:
     return out
 
 
+def _plugins_differ(a: Mapping, b: Mapping) -> list[str]:
+    """How two runs' plugins differ, in words: the --plugin sources by content (one file at two paths
+    is the same code), the installed ones by name; each only where both runs recorded it (a run from
+    before it was recorded is unknown, not different)."""
+    out = []
+    if all(isinstance(env.get("plugins"), Mapping) for env in (a, b)):
+        digests = [sorted(str(d) for d in env["plugins"].values()) for env in (a, b)]
+        if digests[0] != digests[1]:
+            said = [", ".join(f"{name.removeprefix('--plugin ')} ({what})" for name, what in
+                              plugin_sources(env, flag=True).items()) or "none" for env in (a, b)]
+            out.append(f"--plugin sources: {said[0]} in A, {said[1]} in B")
+    if all(isinstance(env.get("installed_plugins"), Mapping) for env in (a, b)):
+        sources = [plugin_sources(env, flag=False) for env in (a, b)]
+        out += [f"{name}: {sources[0].get(name, 'absent')} in A, {sources[1].get(name, 'absent')} in B"
+                for name in sorted(set(sources[0]) | set(sources[1])) if sources[0].get(name) != sources[1].get(name)]
+    return out
+
+
 def nothing_compared(comparison: Comparison) -> str:
     """Why a comparison compared nothing (it then fails: a gate that compares nothing passes anything)."""
     if not comparison.frame.empty:
@@ -1100,12 +1118,8 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
     if differs:
         lines.append(f"- **note**: the runs differ in {', '.join(differs)}: time and memory ratios compare machines, "
                      "not code.")
-    # installed plugins where both runs record them (a run from before did not: unknown, not different)
-    both = all("installed_plugins" in run.env for run in (a, b))
-    sources = [plugin_sources(run.env, flag=None if both else True) for run in (a, b)]
-    plugins_differ = [f"{name}: {sources[0].get(name, 'absent')} in A, {sources[1].get(name, 'absent')} in B"
-                      for name in sorted(set(sources[0]) | set(sources[1])) if sources[0].get(name) != sources[1].get(name)]
-    if plugins_differ and all(run.env for run in (a, b)):
+    plugins_differ = _plugins_differ(a.env, b.env)
+    if plugins_differ:
         lines.append(f"- **note**: the runs' plugins differ ({'; '.join(plugins_differ)}): a cell of a plugin's "
                      "variant or task may have run other code in each.")
     peaks = [_number(run.env.get("matmul_peak_flops")) for run in (a, b)]

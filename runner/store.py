@@ -65,7 +65,7 @@ EXPORT_FORMATS = ("csv", "parquet")
 # --plugin's sha256, `attnbench.plugins.plugin_digest`): each resume that runs cells records its
 # own (env.json `resumes`), so a run whose cells came from two revisions or two machines says so
 # (`provenance_changes`, the report's header)
-PROVENANCE = ("attnbench", "git_sha", "torch", "python", "cpu", "cuda_device", "plugins")
+PROVENANCE = ("attnbench", "git_sha", "torch", "python", "cpu", "cuda_device", "plugins", "installed_plugins")
 
 
 def provenance_changes(then: dict, now: dict) -> list[str]:
@@ -74,10 +74,11 @@ def provenance_changes(then: dict, now: dict) -> list[str]:
     compares none)."""
     changes = []
     for key in PROVENANCE:
-        if key == "plugins":
+        if key in ("plugins", "installed_plugins"):  # by name; a run from before they were recorded compares none
             old, new = then.get(key), now.get(key)
             if isinstance(old, dict) and isinstance(new, dict):
-                changes += [f"plugin {name} {_provenance_value(key, old.get(name))} → "
+                what = "plugin" if key == "plugins" else "installed plugin"
+                changes += [f"{what} {name} {_provenance_value(key, old.get(name))} → "
                             f"{_provenance_value(key, new.get(name))}"
                             for name in dict.fromkeys([*old, *new]) if old.get(name) != new.get(name)]
         elif then.get(key) != now.get(key):
@@ -93,6 +94,11 @@ def _provenance_value(key: str, value: Any) -> str:
         return text[:7] + ("-dirty" if text.endswith("-dirty") else "")
     if key == "plugins":  # one plugin's sha256
         return f"sha256 {short_digest(str(value))}"
+    if key == "installed_plugins" and isinstance(value, dict):  # one entry point: its distribution and source
+        where = " ".join(str(value[k]) for k in ("distribution", "version") if value.get(k)) or "?"
+        digest = value.get("sha256")
+        return f"{where}, " + (f"sha256 {short_digest(str(digest))}" if digest else "failed to load"
+                               if value.get("error") else "source not found")
     return str(value)
 
 # the fields of a cell record that readers (report, plot, compare, resume) use, and the JSON types

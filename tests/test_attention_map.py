@@ -207,6 +207,14 @@ def test_weights_that_fail_bench_check_are_drawn_with_a_warning(sandbox, tmp_pat
     assert code == 0 and "warning" not in err
 
 
+def test_the_weights_check_builds_the_layer_as_the_model_does(tmp_path, bench_output):
+    """Before: checked at bench check's width (32), where heads=64 cannot be built, so a layer the
+    quick profile's model (width 64) builds and draws got a warning that its weights check failed."""
+    code, _, err = bench_output("attention", "--variant", "additive(heads=64)", "--task", "copy", "--steps", "1",
+                                "--out", tmp_path / "a.png")
+    assert code == 0 and "warning" not in err, err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

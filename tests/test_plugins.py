@@ -320,3 +320,37 @@ def test_bench_check_of_a_glob_fails_on_a_matching_plugin_that_never_loaded(tmp_
                                         "matches it, but its plugin failed to load: ModuleNotFoundError")
     code, out, _ = bench_output("check", "--variants", "mha-*", "--checks", "shape")
     assert code == 0 and "failed to load" not in out  # the glob matches no unloaded plugin
+
+
+def test_installed_plugins_of_one_name_are_each_recorded_and_a_package_is_hashed_whole(tmp_path, monkeypatch,
+                                                                                        sandbox, make_distribution):
+    """Before: the refused one of two packages registering `foo` overwrote the one whose code ran,
+    and only the entry point's own module was hashed, so an edit to a module it imports went unseen."""
+    from attnbench.plugins import installed_plugins
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    make_distribution(first, "dist-a", {"foo": "attn_foo_a"}, {"attn_foo_a": GOOD_MODULE.replace("mha-copy", "foo")
+                                                               .replace(', aliases=("copycat",)', "")})
+    make_distribution(second, "dist-b", {"foo": "attn_foo_b"}, {"attn_foo_b": GOOD_MODULE.replace("mha-copy", "foo")
+                                                                .replace(', aliases=("copycat",)', "")})
+    package = tmp_path / "c" / "attn_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "kernels.py").write_text("SCALE = 1.0\n")
+    (package / "variants.py").write_text(textwrap.dedent(GOOD_MODULE).replace("mha-copy", "pkg-v").replace(
+        ', aliases=("copycat",)', "") + "from attn_pkg.kernels import SCALE\n")
+    make_distribution(tmp_path / "c", "attn-pkg", {"pkg-v": "attn_pkg.variants"}, {})
+    for root in (first, second, tmp_path / "c"):
+        monkeypatch.syspath_prepend(str(root))
+    with pytest.warns(PluginWarning, match="variant name 'foo' is already taken"):
+        sandbox.load_plugins(reload=True)
+    recorded = installed_plugins()
+    loaded, refused = sorted((recorded["variant:foo (dist-a)"], recorded["variant:foo (dist-b)"]),
+                             key=lambda ep: ep["error"] is not None)  # which loads first: the order on sys.path
+    assert loaded["error"] is None and loaded["sha256"] and refused["sha256"] is None
+    assert "already taken" in refused["error"] and refused["error"].endswith(f" of {refused['distribution']}]")
+    before = recorded["variant:pkg-v"]["sha256"]
+    (package / "kernels.py").write_text("SCALE = 2.0\n")  # a module the entry point's module imports
+    assert installed_plugins()["variant:pkg-v"]["sha256"] != before

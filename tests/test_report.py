@@ -763,3 +763,18 @@ def test_the_report_and_compare_name_installed_plugins_and_their_change(tmp_path
     old = write_run(tmp_path / "old", records)  # a run from before they were recorded: unknown, not different
     assert "plugins differ" not in bench_output("compare", old, b)[1]
     assert "plugins differ" not in bench_output("compare", b, b)[1]
+
+
+def test_compare_reads_plugin_sources_by_content_and_an_unrecorded_run_as_unknown(tmp_path, bench_output):
+    """Before: one file copied to two paths read as two plugins that differ, and a run that
+    recorded no digests as one whose plugin was absent."""
+    records = [acc("multi-head", "task-a", 0.8)]
+    here = write_run(tmp_path / "here", records, env={**ENV, "plugins": {"/a/my.py": "c" * 64}})
+    there = write_run(tmp_path / "there", records, env={**ENV, "plugins": {"/b/my.py": "c" * 64}})
+    edited = write_run(tmp_path / "edited", records, env={**ENV, "plugins": {"/a/my.py": "d" * 64}})
+    old = write_run(tmp_path / "old", records)  # no digests recorded
+    assert "plugins differ" not in bench_output("compare", here, there)[1]
+    assert "plugins differ" not in bench_output("compare", old, here)[1]
+    out = bench_output("compare", here, edited)[1]
+    assert ("the runs' plugins differ (--plugin sources: /a/my.py (sha256 cccccccccccc…) in A, /a/my.py "
+            "(sha256 dddddddddddd…) in B)") in out

@@ -618,3 +618,27 @@ def test_a_retry_says_how_many_of_the_cells_it_ran_were_recorded_before(tmp_path
 
 def by_n(out: Path) -> dict[int, dict]:
     return {r["seq_len"]: r for r in load_results(out).to_dict("records")}
+
+
+def test_a_resume_on_another_version_of_an_installed_plugin_warns_and_records_it(tmp_path: Path, bench_output,
+                                                                                 monkeypatch) -> None:
+    """Before: --plugin sources were compared on resume, installed plugins not, so cells of a
+    plugin upgraded in between sat in one table as one code's."""
+    def installed(version: str, digest: str):
+        entry = {"distribution": "attn-ver", "version": version, "module": "attn_ver", "sha256": digest, "error": None}
+        return lambda: {"variant:verv": entry}
+
+    monkeypatch.setattr("attnbench.runner.sweep.installed_plugins", installed("0.1", "a" * 64))
+    out = tmp_path / "run"
+    code, _, err = bench_output("run", "--profile", "smoke", "--variants", "multi-head", "--tasks", "copy",
+                                "--lengths", "16", "--seeds", "0,1", "--kinds", "accuracy", "--threads", "1",
+                                "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0 and err == ""
+    assert json.loads((out / "env.json").read_text())["installed_plugins"]["variant:verv"]["version"] == "0.1"
+    cells = out / "cells.jsonl"
+    cells.write_text(cells.read_text().splitlines()[0] + "\n")  # as if killed after the first cell
+    monkeypatch.setattr("attnbench.cli_run.installed_plugins", installed("0.2", "b" * 64))
+    code, _, err = bench_output("run", "--resume", out, "--quiet")
+    change = "installed plugin variant:verv attn-ver 0.1, sha256 aaaaaaaaaaaa… → attn-ver 0.2, sha256 bbbbbbbbbbbb…"
+    assert code == 0 and change in err, err
+    assert change in bench_output("report", out)[1]

@@ -214,7 +214,7 @@ def test_a_layer_drawing_from_a_generator_of_its_own_is_named_as_such_not_as_a_l
             keep = torch.rand(out.shape, generator=self.generator) > 0.1
             return out * keep / 0.9, weights
 
-    for check in ("causal", "padding"):
+    for check in ("causal", "padding", "cross", "weights"):
         result = run_check("own-generator-dropout", check)
         assert result.status == FAIL and result.detail.startswith("two calls on the same input differ by "), result
         assert "outside torch's global generator" in result.detail

@@ -235,10 +235,10 @@ def _check_repeatable(layer: nn.Module, x: Tensor, first: Tensor, mode: str, **k
     again, _ = _call(layer, x, **kwargs)
     noise = (again - first).abs().max().item()
     if _exceeds(noise, 1e-6):
-        raise Failure(f"two calls on the same input differ by {noise:.2e}{mode}: the layer draws random numbers "
-                      "outside torch's global generator (a torch.Generator of its own?), which this check seeds "
-                      "alike for each call, so it cannot tell a leak from that noise; draw from the global "
-                      "generator, as nn.Dropout does")
+        raise Failure(f"two calls on the same input differ by {noise:.2e}{mode}, so this check cannot tell a leak "
+                      "from that: the layer keeps state between calls, or draws random numbers outside torch's "
+                      "global generator (a torch.Generator of its own?), which the checks seed alike for each call "
+                      "(nn.Dropout draws from it)")
 
 
 def check_padding(s: Subject, n: int = 21, short: int = 13) -> str:
@@ -301,6 +301,8 @@ def check_cross(s: Subject, n: int = 9, m: int = 14) -> str:
                 b, _ = _call(layer, x, context=changed, key_padding_mask=mask)
             diff = (a - b).abs().max().item()
             if _exceeds(diff, 1e-6):
+                with grad_mode:
+                    _check_repeatable(layer, x, a, mode, context=context, key_padding_mask=mask)
                 raise Failure(f"masked context positions changed the output by {diff:.2e}{mode}")
     return f"m={m} ≠ n={n}"
 
@@ -323,6 +325,7 @@ def check_weights(s: Subject) -> str:
     if weights is None or weights.dim() != 4 or weights.shape[0] != 2 or weights.shape[2:] != (n, n):
         raise Failure(f"weights shape {None if weights is None else tuple(weights.shape)}, want (2, h, {n}, {n})")
     if not torch.allclose(plain, out, rtol=1e-5, atol=1e-6):
+        _check_repeatable(layer, x, plain, "")
         raise Failure("need_weights=True changed the output")
     if (weights < 0).any() or not torch.allclose(weights.sum(-1), torch.ones_like(weights.sum(-1)), atol=1e-4):
         raise Failure("weights are negative or rows do not sum to 1")
@@ -531,15 +534,17 @@ CHECKS: dict[str, Callable[[Subject], str]] = {
 }
 
 
-def run_check(name: str, check: str, options: dict | None = None, device: str = "cpu") -> CheckResult:
-    """Run one named check on variant `name`; never raises for a faulty variant.
+def run_check(name: str, check: str, options: dict | None = None, device: str = "cpu", *, d_model: int = D_MODEL,
+              n_heads: int = N_HEADS) -> CheckResult:
+    """Run one named check on variant `name` built at `d_model` and `n_heads` (a model's, where its
+    layer is checked as the model builds it); never raises for a faulty variant.
 
     Where the variant cannot take gradients on this device (it raises NoBackwardError, e.g. a
     compiled kernel without a CPU backward), the check runs again forward only, under no_grad:
     its detail says so, and the checks of gradients are skipped (saying why). Any other error,
     UnsupportedError included, is a FAIL.
     """
-    subject = Subject(name, dict(options or {}), torch.device(device))
+    subject = Subject(name, dict(options or {}), torch.device(device), d_model=d_model, n_heads=n_heads)
     try:
         return CheckResult(name, check, PASS, _attempt(subject, CHECKS[check]))
     except Skip as why:
