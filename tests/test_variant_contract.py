@@ -239,3 +239,29 @@ def test_the_reference_checks_see_a_batch_past_two_rows(sandbox):
     assert "b=3" in result.detail or "(3," in result.detail, result.detail
     failed = verify_for_training("wrong-past-two-rows", {}, "cpu", n=16)
     assert failed is not None and failed.check == "reference", failed
+
+
+@pytest.mark.parametrize("variant", ["multi-head", "dot-product", "linear", "additive"])
+def test_cross_attention_to_one_context_key_passes_the_reference_check(variant):
+    """With one key to attend to, softmax gives it weight 1 whatever the query, so x's gradient is
+    zero in exact arithmetic. Before: its fp32 noise (4e-8 of the context's gradient) was judged
+    against itself, a rel err of 4e4, and the cell failed its checks at n = 1 and n = 3."""
+    from attnbench.variants.check import CROSS, verify_for_training
+
+    for n in (1, 3):
+        assert verify_for_training(variant, {}, "cpu", n=n, used=frozenset({CROSS}), d_model=64, n_heads=4) is None
+
+
+def test_a_wrong_query_gradient_still_fails_where_one_key_is_attended(sandbox):
+    from attnbench import register_variant
+    from attnbench.variants.check import CROSS, verify_for_training
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("query-leaks-gradient")
+    class QueryLeak(MultiHeadAttention):
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
+            return out + 1e-3 * (q - q.detach()), weights  # the same output, a gradient into q that should not be
+
+    failed = verify_for_training("query-leaks-gradient", {}, "cpu", n=1, used=frozenset({CROSS}))
+    assert failed is not None and failed.detail.startswith("x.grad: rel err "), failed
