@@ -10,7 +10,7 @@ import click
 from attnbench.cli import Choice, NonEmptyPath, cli, console, plugin_option, resolve_device
 from attnbench.errors import AttnbenchError, user_code
 from attnbench.limits import MAX_SEED
-from attnbench.selection import parse_one
+from attnbench.selection import Selected, parse_one
 from attnbench.variants.base import VARIANTS, get_variant_spec
 
 
@@ -95,7 +95,7 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
         seq_len=seq_len or plan.lengths_for(t.name)[0],
         size=plan.size,
         settings=settings,
-        out=out or default_out(_label(v.name, v_options), t.label),
+        out=out or default_out(Selected(v.name, v_options).label, t.label),
         variant_options=v_options,
         task_options=t_options,
         cross=(cross_choice.name, cross_choice.options) if cross_choice else None,
@@ -127,7 +127,3 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
     if save_weights:
         console.print(f"wrote weights {save_weights}", highlight=False, soft_wrap=True)
     console.print(f"wrote {outcome.path}", highlight=False, soft_wrap=True)
-
-
-def _label(name: str, options: dict) -> str:
-    return f"{name}({', '.join(f'{k}={val}' for k, val in options.items())})" if options else name

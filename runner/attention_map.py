@@ -53,6 +53,7 @@ from attnbench.limits import MAX_SHOWN  # noqa: E402
 from attnbench.options import resolve_options  # noqa: E402
 from attnbench.runner.model import BenchModel, ModelSize  # noqa: E402
 from attnbench.runner.train import TrainSettings, evaluate, greedy_decode, task_data, train_and_evaluate  # noqa: E402
+from attnbench.selection import Selected  # noqa: E402
 from attnbench.tasks.base import IGNORE_INDEX, Batch, Task, build_task, shift_right  # noqa: E402
 from attnbench.tasks.nlp.corpus import BYTE_OFFSET, CorpusTask  # noqa: E402
 from attnbench.tasks.nlp.translation import alignment_error_rate  # noqa: E402
@@ -514,7 +515,9 @@ def save_weights(model: BenchModel, path: Path, identity: dict[str, Any], what: 
 
 
 def _label(name: str, options: dict) -> str:
-    return f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
+    """`name(opt=value, …)` as a selection writes it (a value with a comma, parenthesis or quote
+    quoted), so that it pastes back into --variant, --task or --cross."""
+    return Selected(name, dict(options)).label
 
 
 def attention_figure(request: AttentionRequest) -> AttentionOutcome:

@@ -260,3 +260,14 @@ def test_weights_of_another_architecture_are_one_line_errors(tmp_path, attention
     junk.write_text("not a checkpoint")
     code, _, err = attention("--variant", "multi-head", "--task", "copy", "--weights", str(junk))
     assert code == 2 and "cannot read" in one_line_error(err)
+
+
+def test_a_label_in_the_figure_and_its_messages_pastes_back():
+    """Before: `text-cls(source=a(1).csv)`, which --task refuses (nested parentheses)."""
+    from attnbench.selection import parse_one
+    from attnbench.tasks.base import TASKS
+
+    label = attention_map._label("text-cls", {"source": "a(1).csv", "window": 64})
+    assert label == "text-cls(source='a(1).csv', window=64)"
+    chosen = parse_one(label, TASKS, lambda n: TASKS[n].spec.options, what="--task")
+    assert (chosen.name, chosen.options) == ("text-cls", {"source": "a(1).csv", "window": 64})
