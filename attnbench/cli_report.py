@@ -79,10 +79,12 @@ def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
     forward+backward's median time or peak memory up by more than rtol (where a cell was timed
     forward only, having no backward on its device: its forward's alone), an efficiency cell timed
     fwd+bwd in A and forward only in B, or a cell ok in A and not ok in B. Cells in one run only are
-    listed, not counted; but no cell in both runs fails (a gate that compared nothing). Runs whose
-    grids differ in profile, dtype, cross variant, model size, training or efficiency settings are
-    refused: their cells share keys, not conditions (runs on different machines are compared, with
-    a note naming the difference). Exit codes: 0 no regression,
+    listed, not counted; but no cell in both runs fails (a gate that compared nothing). A cell whose
+    data differ between the runs (its recorded data_digest: a task's generator or split changed) is
+    listed as other task data, not compared. Runs whose grids differ in profile, dtype, cross
+    variant, model size, training or efficiency settings, or the bytes of a data file a task reads,
+    are refused: their cells share keys, not conditions (runs on different machines, or on other
+    plugins, are compared, with a note naming the difference). Exit codes: 0 no regression,
     1 regressions (listed) or nothing compared, 2 bad input.
 
     \b

@@ -107,7 +107,7 @@ def plugin_digests(targets: list[str]) -> dict[str, str | None]:
 
 def installed_plugins() -> dict[str, dict[str, str | None]]:
     """The installed plugins (entry points of the variant and task registries), as env.json
-    `installed_plugins` records them beside `plugins` (the --plugin sources): 'variant:NAME' →
+    `installed_plugins` records them beside `plugins` (the --plugin sources): 'variant:NAME (DIST)' →
     {distribution, version, module, sha256 of its source (`plugin_digest`), error where it failed
     to load}. They change what a run's names mean, so a report and `bench compare` say them."""
     import importlib.metadata
@@ -128,9 +128,8 @@ def installed_plugins() -> dict[str, dict[str, str | None]]:
             found.append((f"{registry.kind}:{ep.name}", {
                 "distribution": dist, "version": getattr(ep.dist, "version", None), "module": ep.module,
                 "sha256": None if error else plugin_digest(top) or plugin_digest(ep.module), "error": error}))
-    names = [name for name, _ in found]
-    # two distributions with an entry point of one name: each under its own key, the one refused included
-    return dict(sorted((f"{name} ({ep['distribution']})" if names.count(name) > 1 else name, ep) for name, ep in found))
+    # named with their distribution: two of one name (one refused) are two entries, in every run alike
+    return dict(sorted((f"{name} ({ep['distribution'] or 'unknown distribution'})", ep) for name, ep in found))
 
 
 def plugin_module_name(path: Path) -> str:

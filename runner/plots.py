@@ -22,6 +22,7 @@ A run without accuracy (or efficiency) cells skips the figures that need them, w
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,8 +271,10 @@ def figure_heatmap(run: Run, palette: dict) -> Figure | None:
         ax.set_ylabel("variant" if ax is axes[0] else "")
         ax.set_title(name)
     trivial = " and the best trivial baseline (report)" if frame.trivial.notna().any() else ""
-    fig.supxlabel(f"task (below each name: chance level{trivial}; for bits per byte the unigram's in its place)",
-                  fontsize=10)
+    said = ([f"chance level{trivial}"] if acc_cols else []) + (
+        [f"for bits per byte the unigram's entropy of the train split{trivial}"] if low_cols else [])
+    caption = f"task (below each name: {'; '.join(said)})"
+    fig.supxlabel(textwrap.fill(caption, width=int(fig.get_figwidth() * 11)), fontsize=10)
     spread = ", mean ± std over seeds" if frame["std"].notna().any() else ""
     _title(fig, f"Test score per variant and task (grey: cell did not finish ok{spread})", run, "accuracy")
     return fig

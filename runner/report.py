@@ -939,7 +939,10 @@ def incomparable_settings(a: dict, b: dict) -> list[str]:
     differs = []
     for key in COMPARABLE_SETTINGS:
         va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
+        if isinstance(va, dict) and isinstance(vb, dict) and key == "data":  # a data file's bytes: its sha256
+            differs += [f"data file {k}: sha256 {short_digest(str(va[k]))} vs {short_digest(str(vb[k]))}" for k in va
+                        if k in vb and va[k] != vb[k]]
+        elif isinstance(va, dict) and isinstance(vb, dict):
             differs += [f"{key}.{k} {_json(va[k])} vs {_json(vb[k])}" for k in va
                         if k in vb and k not in ("lengths", "max_seconds") and va[k] != vb[k]]
         elif key in a and key in b and va != vb:
@@ -1065,28 +1068,38 @@ def plugin_sources(env: Mapping, flag: bool | None = None) -> dict[str, str]:
                     for target, digest in plugins.items()})
     installed = env.get("installed_plugins")
     if flag in (False, None) and isinstance(installed, Mapping):
-        for name, ep in installed.items():
+        for name, ep in installed.items():  # 'variant:NAME (DISTRIBUTION)'
             ep = ep if isinstance(ep, Mapping) else {}
-            where = " ".join(str(ep[k]) for k in ("distribution", "version") if ep.get(k)) or "unknown distribution"
             what = ("failed to load" if ep.get("error") else
                     f"sha256 {short_digest(str(ep['sha256']))}" if ep.get("sha256") else "source not found")
-            out[name] = f"{where}, {what}"
+            out[name] = f"version {ep.get('version') or '?'}, {what}"
     return out
 
 
 def _plugins_differ(a: Mapping, b: Mapping) -> list[str]:
     """How two runs' plugins differ, in words: the --plugin sources by content (one file at two paths
-    is the same code), the installed ones by name; each only where both runs recorded it (a run from
-    before it was recorded is unknown, not different)."""
+    is the same code), the installed ones by name; over the run's start and each resume that ran
+    cells (env.json `resumes`: a run resumed on other plugins ran both); each only where both runs
+    recorded it (a run from before it was recorded is unknown, not different)."""
     out = []
+    ran = [[env, *[r for r in env.get("resumes") or [] if isinstance(r, Mapping)]] for env in (a, b)]
     if all(isinstance(env.get("plugins"), Mapping) for env in (a, b)):
-        digests = [sorted(str(d) for d in env["plugins"].values()) for env in (a, b)]
+        states = [[s for s in run if isinstance(s.get("plugins"), Mapping)] for run in ran]
+        digests = [{tuple(sorted(str(d) for d in s["plugins"].values())) for s in run} for run in states]
         if digests[0] != digests[1]:
-            said = [", ".join(f"{name.removeprefix('--plugin ')} ({what})" for name, what in
-                              plugin_sources(env, flag=True).items()) or "none" for env in (a, b)]
+            said = [" then ".join(dict.fromkeys(", ".join(f"{name.removeprefix('--plugin ')} ({what})" for name, what in
+                                                          plugin_sources(s, flag=True).items()) or "none" for s in run))
+                    for run in states]
             out.append(f"--plugin sources: {said[0]} in A, {said[1]} in B")
     if all(isinstance(env.get("installed_plugins"), Mapping) for env in (a, b)):
-        sources = [plugin_sources(env, flag=False) for env in (a, b)]
+        sources = []
+        for run in ran:
+            seen: dict[str, list[str]] = {}
+            for state in run:
+                if isinstance(state.get("installed_plugins"), Mapping):
+                    for name, what in plugin_sources(state, flag=False).items():
+                        seen.setdefault(name, []).append(what)
+            sources.append({name: " then ".join(dict.fromkeys(whats)) for name, whats in seen.items()})
         out += [f"{name}: {sources[0].get(name, 'absent')} in A, {sources[1].get(name, 'absent')} in B"
                 for name in sorted(set(sources[0]) | set(sources[1])) if sources[0].get(name) != sources[1].get(name)]
     return out

@@ -94,11 +94,11 @@ def _provenance_value(key: str, value: Any) -> str:
         return text[:7] + ("-dirty" if text.endswith("-dirty") else "")
     if key == "plugins":  # one plugin's sha256
         return f"sha256 {short_digest(str(value))}"
-    if key == "installed_plugins" and isinstance(value, dict):  # one entry point: its distribution and source
-        where = " ".join(str(value[k]) for k in ("distribution", "version") if value.get(k)) or "?"
+    if key == "installed_plugins" and isinstance(value, dict):  # one entry point: its version and source
         digest = value.get("sha256")
-        return f"{where}, " + (f"sha256 {short_digest(str(digest))}" if digest else "failed to load"
-                               if value.get("error") else "source not found")
+        return f"version {value.get('version') or '?'}, " + (
+            f"sha256 {short_digest(str(digest))}" if digest else "failed to load" if value.get("error") else
+            "source not found")
     return str(value)
 
 # the fields of a cell record that readers (report, plot, compare, resume) use, and the JSON types

@@ -337,3 +337,17 @@ def test_a_damaged_record_is_skipped_with_a_warning(tmp_path, capsys):
     assert done.value.code == 0, err
     assert err.strip() == ("bench: warning: cells.jsonl line 1 is not a valid cell record (seq_len is a string, "
                            "not an int); skipped (the cell reruns on resume)")
+
+
+def test_the_heatmap_caption_fits_its_figure_and_says_only_what_its_panels_hold(tmp_path):
+    """Before: one line, cut off at both edges of a heatmap of one or two tasks, and "chance level"
+    under a figure of bits per byte alone."""
+    cells = [c for c in accuracy_cells() if c["task"] == "char-lm"]
+    run = load_run(write_run(tmp_path / "run", cells))
+    figure = figure_heatmap(run, variant_palette(r["variant_label"] for r in run.records))
+    caption = figure.get_supxlabel()
+    assert "chance level" not in caption and "unigram's entropy of the train split" in " ".join(caption.split())
+    assert max(len(line) for line in caption.splitlines()) <= figure.get_figwidth() * 11
+    full = load_run(write_run(tmp_path / "full", accuracy_cells()))
+    caption = figure_heatmap(full, variant_palette(r["variant_label"] for r in full.records)).get_supxlabel()
+    assert "chance level" in caption and "bits per byte" in caption

@@ -295,13 +295,13 @@ def test_a_run_records_its_installed_plugins_and_their_source(tmp_path, monkeypa
     with pytest.warns(PluginWarning):
         sandbox.load_plugins(reload=True)
     recorded = installed_plugins()
-    good, broken = recorded["variant:good"], recorded["variant:exploding"]
+    good, broken = recorded["variant:good (attn-mixed)"], recorded["variant:exploding (attn-mixed)"]
     source = hashlib.sha256(b"attn_recorded.py\0" + (tmp_path / "attn_recorded.py").read_bytes()).hexdigest()
     assert good == {"distribution": "attn-mixed", "version": "0.1", "module": "attn_recorded", "sha256": source,
                     "error": None}
     assert broken["sha256"] is None and broken["error"].startswith("ModuleNotFoundError: ")
     (tmp_path / "attn_recorded.py").write_text(textwrap.dedent(GOOD_MODULE) + "# edited\n")  # an editable install, edited
-    assert installed_plugins()["variant:good"]["sha256"] != source
+    assert installed_plugins()["variant:good (attn-mixed)"]["sha256"] != source
 
 
 def test_bench_check_of_a_glob_fails_on_a_matching_plugin_that_never_loaded(tmp_path, monkeypatch, sandbox,
@@ -351,6 +351,6 @@ def test_installed_plugins_of_one_name_are_each_recorded_and_a_package_is_hashed
                              key=lambda ep: ep["error"] is not None)  # which loads first: the order on sys.path
     assert loaded["error"] is None and loaded["sha256"] and refused["sha256"] is None
     assert "already taken" in refused["error"] and refused["error"].endswith(f" of {refused['distribution']}]")
-    before = recorded["variant:pkg-v"]["sha256"]
+    before = recorded["variant:pkg-v (attn-pkg)"]["sha256"]
     (package / "kernels.py").write_text("SCALE = 2.0\n")  # a module the entry point's module imports
-    assert installed_plugins()["variant:pkg-v"]["sha256"] != before
+    assert installed_plugins()["variant:pkg-v (attn-pkg)"]["sha256"] != before

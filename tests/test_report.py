@@ -412,6 +412,12 @@ def test_runs_that_differ_only_in_their_time_budget_compare():
         "efficiency.d_model 64 vs 128"]
 
 
+def test_a_data_file_edited_between_runs_is_named_with_its_digests():
+    """Before: "data./tmp/data.csv 69ed… vs f987…", the path glued to the setting's name."""
+    a, b = {"data": {"/tmp/data.csv": "6" * 64}}, {"data": {"/tmp/data.csv": "f" * 64}}
+    assert incomparable_settings(a, b) == ["data file /tmp/data.csv: sha256 666666666666… vs ffffffffffff…"]
+
+
 # -- the CLI --------------------------------------------------------------------------------
 
 
@@ -748,21 +754,28 @@ def test_a_cell_records_the_digest_of_its_data_and_it_follows_the_data(monkeypat
 def test_the_report_and_compare_name_installed_plugins_and_their_change(tmp_path, bench_output):
     good = {"distribution": "attn-mixed", "version": "0.1", "module": "attn_good", "sha256": "a" * 64, "error": None}
     broken = {**good, "module": "attn_x", "sha256": None, "error": "ModuleNotFoundError: x"}
+    newer = {**good, "sha256": "b" * 64, "version": "0.2"}
     records = [acc("multi-head", "task-a", 0.8)]
-    a = write_run(tmp_path / "a", records, env={**ENV, "installed_plugins": {"variant:good": good,
-                                                                             "variant:exploding": broken}})
-    b = write_run(tmp_path / "b", records, env={**ENV, "installed_plugins": {"variant:good": {**good, "sha256": "b" * 64,
-                                                                                              "version": "0.2"}}})
+    a = write_run(tmp_path / "a", records, env={**ENV, "installed_plugins": {"variant:good (attn-mixed)": good,
+                                                                             "variant:exploding (attn-mixed)": broken}})
+    b = write_run(tmp_path / "b", records, env={**ENV, "installed_plugins": {"variant:good (attn-mixed)": newer}})
     code, out, _ = bench_output("report", a)
-    assert code == 0 and ("- **installed plugins**: `variant:good` (attn-mixed 0.1, sha256 aaaaaaaaaaaa…); "
-                          "`variant:exploding` (attn-mixed 0.1, failed to load)") in out
+    assert code == 0 and ("- **installed plugins**: `variant:good (attn-mixed)` (version 0.1, sha256 aaaaaaaaaaaa…); "
+                          "`variant:exploding (attn-mixed)` (version 0.1, failed to load)") in out
     code, out, _ = bench_output("compare", a, b)
-    assert code == 0 and ("- **note**: the runs' plugins differ (variant:exploding: attn-mixed 0.1, failed to load in "
-                          "A, absent in B; variant:good: attn-mixed 0.1, sha256 aaaaaaaaaaaa… in A, attn-mixed 0.2, "
-                          "sha256 bbbbbbbbbbbb… in B)") in out
+    assert code == 0 and ("- **note**: the runs' plugins differ (variant:exploding (attn-mixed): version 0.1, failed "
+                          "to load in A, absent in B; variant:good (attn-mixed): version 0.1, sha256 aaaaaaaaaaaa… in "
+                          "A, version 0.2, sha256 bbbbbbbbbbbb… in B)") in out
     old = write_run(tmp_path / "old", records)  # a run from before they were recorded: unknown, not different
     assert "plugins differ" not in bench_output("compare", old, b)[1]
     assert "plugins differ" not in bench_output("compare", b, b)[1]
+    # a run resumed on 0.2 ran both: the same as B's 0.2 alone it is not, nor as A's 0.1 alone
+    resumed = {**ENV, "installed_plugins": {"variant:good (attn-mixed)": good},
+               "resumes": [{"installed_plugins": {"variant:good (attn-mixed)": newer}, "recorded_before": 1}]}
+    both = write_run(tmp_path / "both", records, env=resumed)
+    out = bench_output("compare", both, b)[1]
+    assert ("variant:good (attn-mixed): version 0.1, sha256 aaaaaaaaaaaa… then version 0.2, sha256 bbbbbbbbbbbb… in "
+            "A, version 0.2, sha256 bbbbbbbbbbbb… in B") in out
 
 
 def test_compare_reads_plugin_sources_by_content_and_an_unrecorded_run_as_unknown(tmp_path, bench_output):

@@ -315,7 +315,7 @@ def test_runs_whose_data_files_held_other_bytes_are_not_compared() -> None:
     from attnbench.runner.report import incomparable_settings
 
     a, b = {"data": {"/d/r.csv": "c41f"}}, {"data": {"/d/r.csv": "37d0"}}
-    assert incomparable_settings(a, b) == ["data./d/r.csv c41f vs 37d0"]  # the same keys, other data
+    assert incomparable_settings(a, b) == ["data file /d/r.csv: sha256 c41f… vs 37d0…"]  # the same keys, other data
     assert incomparable_settings(a, {}) == [] and incomparable_settings(a, a) == []  # a run from before: not held
 
 

@@ -626,7 +626,7 @@ def test_a_resume_on_another_version_of_an_installed_plugin_warns_and_records_it
     plugin upgraded in between sat in one table as one code's."""
     def installed(version: str, digest: str):
         entry = {"distribution": "attn-ver", "version": version, "module": "attn_ver", "sha256": digest, "error": None}
-        return lambda: {"variant:verv": entry}
+        return lambda: {"variant:verv (attn-ver)": entry}
 
     monkeypatch.setattr("attnbench.runner.sweep.installed_plugins", installed("0.1", "a" * 64))
     out = tmp_path / "run"
@@ -634,11 +634,11 @@ def test_a_resume_on_another_version_of_an_installed_plugin_warns_and_records_it
                                 "--lengths", "16", "--seeds", "0,1", "--kinds", "accuracy", "--threads", "1",
                                 "--device", "cpu", "--quiet", "--out", out)
     assert code == 0 and err == ""
-    assert json.loads((out / "env.json").read_text())["installed_plugins"]["variant:verv"]["version"] == "0.1"
+    assert json.loads((out / "env.json").read_text())["installed_plugins"]["variant:verv (attn-ver)"]["version"] == "0.1"
     cells = out / "cells.jsonl"
     cells.write_text(cells.read_text().splitlines()[0] + "\n")  # as if killed after the first cell
     monkeypatch.setattr("attnbench.cli_run.installed_plugins", installed("0.2", "b" * 64))
     code, _, err = bench_output("run", "--resume", out, "--quiet")
-    change = "installed plugin variant:verv attn-ver 0.1, sha256 aaaaaaaaaaaa… → attn-ver 0.2, sha256 bbbbbbbbbbbb…"
+    change = "installed plugin variant:verv (attn-ver) version 0.1, sha256 aaaaaaaaaaaa… → version 0.2, sha256 bbbbbbbbbbbb…"
     assert code == 0 and change in err, err
     assert change in bench_output("report", out)[1]
