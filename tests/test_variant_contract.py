@@ -237,6 +237,15 @@ def test_the_reference_checks_see_a_batch_past_two_rows(sandbox):
     result = run_check("wrong-past-two-rows", "reference")
     assert result.status == FAIL and result.detail.startswith("out: rel err "), result
     assert "b=3" in result.detail or "(3," in result.detail, result.detail
+
+    @register_variant("wrong-past-two-rows-long")
+    class WrongPastTwoLong(MultiHeadAttention):  # a fast path for longer sequences, taken from 3 rows on
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            out, weights = super().core(q, k, v, key_padding_mask, causal, need_weights)
+            return (out * 1.01 if q.shape[0] > 2 and q.shape[2] > 8 else out), weights
+
+    result = run_check("wrong-past-two-rows-long", "reference")
+    assert result.status == FAIL and "(b=3, n=150" in result.detail, result
     failed = verify_for_training("wrong-past-two-rows", {}, "cpu", n=16)
     assert failed is not None and failed.check == "reference", failed
 
@@ -265,3 +274,20 @@ def test_a_wrong_query_gradient_still_fails_where_one_key_is_attended(sandbox):
 
     failed = verify_for_training("query-leaks-gradient", {}, "cpu", n=1, used=frozenset({CROSS}))
     assert failed is not None and failed.detail.startswith("x.grad: rel err "), failed
+
+
+def test_an_input_no_output_depends_on_is_not_compared_and_does_not_crash_the_check(sandbox):
+    """Before: AttributeError inside the checker, where the query gets no gradient on either path."""
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("ignores-query")
+    class IgnoresQuery(MultiHeadAttention):
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            return super().core(torch.zeros_like(q), k, v, key_padding_mask, causal, need_weights)
+
+        def reference_core(self, q, k, v, key_padding_mask, causal):
+            return super().reference_core(torch.zeros_like(q), k, v, key_padding_mask, causal)
+
+    result = run_check("ignores-query", "reference")
+    assert result.status == PASS, result

@@ -27,7 +27,7 @@ D_MODEL, N_HEADS = 32, 4
 REL_TOL = 1e-5  # fp32, relative to the largest reference magnitude
 INPUT_GRAD_FLOOR = 0.05  # an input gradient's scale: at least this share of the largest input gradient's (fp32 noise
 # on a gradient zero in exact arithmetic reached 4e-8 of it)
-REFERENCE_SHAPES = ((3, 7, 5), (1, 33, 17), (2, 150, 64), (1, 300, 129))  # (b, n, m) with odd n; b past 2 once
+REFERENCE_SHAPES = ((3, 7, 5), (1, 33, 17), (3, 150, 64), (1, 300, 129))  # (b, n, m), odd n; b past 2, short and long
 CAUSAL, CROSS = "causal", "cross"  # the features a model's use of a layer may add to a plain call
 TRAINING_REFERENCE_N = 300  # `verify_for_training` compares with the (O(n²) or worse) reference up to this n
 CHECK_BATCH = 3  # rows of the causal, padding and cross checks' inputs: past 2 (a layer may branch on b)
@@ -229,7 +229,7 @@ def check_causal(s: Subject, n: int = 23, t: int = 9) -> str:
     return f"outputs before t={t} unchanged (max diff {worst:.1e}), trained and scored"
 
 
-def _check_repeatable(layer: nn.Module, x: Tensor, first: Tensor, mode: str, **kwargs) -> None:
+def _check_repeatable(layer: nn.Module, x: Tensor, first: Tensor, mode: str, tested: str = "a leak", **kwargs) -> None:
     """Where a check saw outputs change, a Failure that says so if the same call twice already
     differs: random draws outside torch's global generator (which `_call` seeds alike for each
     call), e.g. dropout with a `torch.Generator` of its own, are noise the check cannot tell from a
@@ -237,7 +237,7 @@ def _check_repeatable(layer: nn.Module, x: Tensor, first: Tensor, mode: str, **k
     again, _ = _call(layer, x, **kwargs)
     noise = (again - first).abs().max().item()
     if _exceeds(noise, 1e-6):
-        raise Failure(f"two calls on the same input differ by {noise:.2e}{mode}, so this check cannot tell a leak "
+        raise Failure(f"two calls on the same input differ by {noise:.2e}{mode}, so this check cannot tell {tested} "
                       "from that: the layer keeps state between calls, or draws random numbers outside torch's "
                       "global generator (a torch.Generator of its own?), which the checks seed alike for each call "
                       "(nn.Dropout draws from it)")
@@ -327,7 +327,7 @@ def check_weights(s: Subject) -> str:
     if weights is None or weights.dim() != 4 or weights.shape[0] != 2 or weights.shape[2:] != (n, n):
         raise Failure(f"weights shape {None if weights is None else tuple(weights.shape)}, want (2, h, {n}, {n})")
     if not torch.allclose(plain, out, rtol=1e-5, atol=1e-6):
-        _check_repeatable(layer, x, plain, "")
+        _check_repeatable(layer, x, plain, "", tested="an effect of need_weights=True")
         raise Failure("need_weights=True changed the output")
     if (weights < 0).any() or not torch.allclose(weights.sum(-1), torch.ones_like(weights.sum(-1)), atol=1e-4):
         raise Failure("weights are negative or rows do not sum to 1")
@@ -455,7 +455,8 @@ def _compare_with_reference(
     compared = {"out": (fast, ref)}
     if not s.forward_only:
         k = len(inputs)
-        compared |= dict(zip(("x.grad", "context.grad")[:k], zip(fast_grads[:k], ref_grads[:k])))
+        compared |= {what: pair for what, pair in zip(("x.grad", "context.grad")[:k], zip(fast_grads[:k], ref_grads[:k]))
+                     if pair[1] is not None}  # an input no output depends on, on both paths: nothing to compare
         compared["parameter grads"] = (flat(fast_grads[k:]), flat(ref_grads[k:]))
     if s.spec.returns_weights:  # what `bench attention` draws: the reference's weights, not rows that merely sum to 1
         plain = {key: value.detach() if torch.is_tensor(value) else value for key, value in kwargs.items()}
@@ -470,8 +471,14 @@ def _compare_with_reference(
     # attend to: softmax gives it weight 1 whatever the query) is judged against the input gradients'
     # scale (the context's), not against its own rounding noise
     floor = INPUT_GRAD_FLOOR * float(flat(ref_grads[:len(inputs)]).abs().max()) if not s.forward_only else 0.0
-    return [(what, _rel_err(got, want, floor if what in ("x.grad", "context.grad") else 0.0))
-            for what, (got, want) in compared.items()]
+    out = []
+    for what, (got, want) in compared.items():
+        if what in ("x.grad", "context.grad") and float(want.abs().max()) < floor:  # said, so the error is read right
+            what += f" (against {INPUT_GRAD_FLOOR:.0%} of the largest input gradient, above its own max)"
+            out.append((what, _rel_err(got, want, floor)))
+        else:
+            out.append((what, _rel_err(got, want)))
+    return out
 
 
 INFERENCE_SHAPE = (2, 300, 129)  # (b, n, m): past the short sequences' one-call paths
