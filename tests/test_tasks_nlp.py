@@ -890,3 +890,25 @@ def test_a_text_classification_task_records_its_word_naive_bayes_beside_majority
     assert baselines["word naive Bayes"] == naive_bayes_accuracy(train.tokens, train.target, test.tokens,
                                                                  test.target, task.n_classes)
     assert baselines["word naive Bayes"] > baselines["majority"]
+
+
+def test_a_char_lm_example_is_a_slice_of_its_window_at_a_seeded_offset():
+    """Before: the window's first bytes, so each speech's formulaic opening was one test example in
+    12 at 64 bytes, and the 236 test windows, drawn 384 times, gave 148 examples twice."""
+    task = build_task("char-lm")
+    batch = task.build("test", 384, 64, 0)
+    spans, data = task.table["test"], task.corpus.data
+    index, offset = batch.meta["index"].numpy(), batch.meta["offset"].numpy()
+    for row in range(len(index)):  # each example is the window's bytes from its offset on, inside the window
+        start, length = int(spans.start[index[row]]), int(spans.length[index[row]])
+        assert 0 <= offset[row] <= max(0, length - 65)
+        want = data[start + offset[row]: start + min(length, offset[row] + 64)].astype(np.int64) + 1
+        assert batch.tokens[row, :len(want)].tolist() == want.tolist()
+    openings = (offset == 0).mean()
+    assert openings < 0.02, openings
+    assert len({tuple(row) for row in batch.tokens.tolist()}) == len(index)  # a window drawn twice: two examples
+    again = task.build("test", 384, 64, 0)
+    assert torch.equal(again.tokens, batch.tokens) and not torch.equal(task.build("test", 384, 64, 1).tokens,
+                                                                       batch.tokens)
+    sentiment = build_task("sentiment").build("test", 16, 64, 0)
+    assert not sentiment.meta["offset"].any()  # a classifier reads its span's first bytes

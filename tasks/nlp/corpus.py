@@ -290,10 +290,12 @@ class CorpusTask(Task):
         spans = self.table[split]
         lm = self.spec.kind == "lm"
         width = seq_len + 1 if lm else seq_len  # lm reads one byte more: the last target
+        offset = self.offsets(split, spans.length[idx], width, seed)
         ids = np.zeros((n, width), dtype=np.int64)
         data = self.corpus.data
         for row, i in enumerate(idx):
-            start, take = int(spans.start[i]), min(int(spans.length[i]), width)
+            start = int(spans.start[i] + offset[row])
+            take = min(int(spans.length[i] - offset[row]), width)
             ids[row, :take] = data[start : start + take] + np.int64(BYTE_OFFSET)
         full = torch.from_numpy(ids)
         tokens = full[:, :seq_len].clone()
@@ -304,9 +306,23 @@ class CorpusTask(Task):
             target = torch.from_numpy(spans.label[idx].copy())
         meta: dict[str, Any] = {
             "index": torch.from_numpy(idx.astype(np.int64)),
+            "offset": torch.from_numpy(offset),
             "group": [self.corpus.groups[d] for d in spans.doc[idx]],
         }
         return Batch(tokens, tokens == PAD_ID, target, meta)
+
+    def offsets(self, split: str, lengths: np.ndarray, width: int, seed: int) -> np.ndarray:
+        """Where in its span each example starts. A language model's example is a `width`-byte
+        slice of its window at an offset drawn uniformly from those that fit (its own stream of
+        (seed, split)): were it the window's first bytes, every speech's formulaic opening ("To the
+        Senate and House of Representatives:") would be one example in 12 at 64 bytes, not one in
+        600, and a window drawn twice (a split of fewer windows than examples) the same example
+        twice. A classifier's example is its span's first bytes (the LRA convention)."""
+        if self.spec.kind != "lm":
+            return np.zeros(len(lengths), dtype=np.int64)
+        room = np.maximum(np.asarray(lengths, dtype=np.int64) - width, 0)
+        rng = split_rng(seed, split, f"{self.name}/offset")
+        return np.floor(rng.random(len(room)) * (room + 1)).astype(np.int64)
 
     # ---------------------------------------------------------------- for people
     def token_names(self) -> list[str]:
