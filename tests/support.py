@@ -29,3 +29,20 @@ class Capped(GeneratedTask):
         bits = rng.integers(0, 2, size=seq_len)
         return Example(bits + 1, int(bits[0]))
 '''
+
+
+def register_uniform_weights() -> None:
+    """Register `uniform-weights`: multi-head attention whose weights are uniform over the keys each
+    query may see (non-negative, rows summing to 1, causal), not the ones its output used. Call it
+    inside the `sandbox` fixture."""
+    from attnbench import register_variant
+    from attnbench.variants.multi_head import MultiHeadAttention
+
+    @register_variant("uniform-weights")
+    class UniformWeights(MultiHeadAttention):
+        def forward(self, x, context=None, *, need_weights=False, **kwargs):
+            out, weights = super().forward(x, context, need_weights=need_weights, **kwargs)
+            if weights is None:
+                return out, None
+            allowed = (weights > 0).to(weights.dtype)  # uniform over the keys it may see: causal, rows sum to 1
+            return out, allowed / allowed.sum(-1, keepdim=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+from support import register_uniform_weights
 
 import attnbench
 import attnbench.runner.attention_map as attention_map
@@ -188,17 +189,7 @@ def test_a_variant_without_weights_is_refused_before_training(sandbox, monkeypat
 
 def test_weights_that_fail_bench_check_are_drawn_with_a_warning(sandbox, tmp_path, attention):
     """Before: drawn without a word, as if they were the variant's attention."""
-    from attnbench.variants.multi_head import MultiHeadAttention
-
-    @attnbench.register_variant("uniform-weights")
-    class UniformWeights(MultiHeadAttention):
-        def forward(self, x, context=None, *, need_weights=False, **kwargs):
-            out, weights = super().forward(x, context, need_weights=need_weights, **kwargs)
-            if weights is None:
-                return out, None
-            allowed = (weights > 0).to(weights.dtype)  # uniform over the keys it may see: causal, rows sum to 1
-            return out, allowed / allowed.sum(-1, keepdim=True)
-
+    register_uniform_weights()
     code, out, err = attention("--variant", "uniform-weights", "--task", "copy", "--out", tmp_path / "a.png")
     assert code == 0 and (tmp_path / "a.png").exists()
     assert ("bench: warning: uniform-weights fails bench check's weights check (weights differ from the "

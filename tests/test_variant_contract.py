@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import register_uniform_weights
 
 from attnbench import get_variant_spec, list_variants
 from attnbench.variants.check import CHECKS, FAIL, PASS, SKIP, run_check
@@ -89,14 +90,7 @@ def test_the_weights_check_catches_made_up_or_head_averaged_weights(sandbox):
     from attnbench import register_variant
     from attnbench.variants.multi_head import MultiHeadAttention
 
-    @register_variant("uniform-weights")
-    class UniformWeights(MultiHeadAttention):
-        def forward(self, x, context=None, *, need_weights=False, **kwargs):
-            out, weights = super().forward(x, context, need_weights=need_weights, **kwargs)
-            if weights is None:
-                return out, None
-            allowed = (weights > 0).to(weights.dtype)  # uniform over the keys it may see: causal, rows sum to 1
-            return out, allowed / allowed.sum(-1, keepdim=True)
+    register_uniform_weights()
 
     @register_variant("mean-weights")
     class MeanWeights(MultiHeadAttention):
