@@ -34,3 +34,27 @@ def test_readme_table_is_the_reference_reports_table() -> None:
     if "| variant |" not in table:
         pytest.fail("the report has no accuracy table")
     assert table in readme, "README's accuracy table differs from results/reference/quick/report.md"
+
+
+def test_the_reference_cells_were_trained_on_the_data_this_code_builds() -> None:
+    """Each committed accuracy cell's data_digest is what this tree's tasks build for it: a task whose
+    generator, split or sampling changed (char-lm's offsets) cannot keep the old run as its reference
+    without this test failing."""
+    import json
+
+    from attnbench.runner.train import data_digest, task_data
+    from attnbench.tasks import build_task
+
+    train = json.loads((ROOT / REFERENCE / "grid.json").read_text())["train"]
+    sizes = {"train": train["n_train"], "valid": train["n_valid"], "test": train["n_test"]}
+    seen: dict[tuple, str] = {}
+    for record in read_records(ROOT / REFERENCE):
+        if record["kind"] != "accuracy" or record["status"] != "ok":
+            continue
+        cell = (record["task"], json.dumps(record["task_options"], sort_keys=True), record["seq_len"], record["seed"])
+        if cell not in seen:
+            task = build_task(record["task"], **record["task_options"])
+            seen[cell] = data_digest({split: task_data(task, split, n, record["seq_len"], record["seed"])
+                                      for split, n in sizes.items()})
+        assert record["result"]["data_digest"] == seen[cell], record["key"]
+    assert len(seen) == 11  # every task the quick profile runs

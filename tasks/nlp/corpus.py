@@ -306,7 +306,7 @@ class CorpusTask(Task):
             target = torch.from_numpy(spans.label[idx].copy())
         meta: dict[str, Any] = {
             "index": torch.from_numpy(idx.astype(np.int64)),
-            "offset": torch.from_numpy(offset),
+            **({"offset": torch.from_numpy(offset)} if lm else {}),  # a classifier's is 0: its data as before
             "group": [self.corpus.groups[d] for d in spans.doc[idx]],
         }
         return Batch(tokens, tokens == PAD_ID, target, meta)
