@@ -258,7 +258,6 @@ def slow_dtype_warning(device: str, dtype) -> str | None:
 
     if device != "cpu" or dtype not in (torch.float16, torch.bfloat16):
         return None
-
     inputs = {of: (torch.randn(8, 256, 64, dtype=of), torch.randn(8, 64, 256, dtype=of)) for of in (dtype, torch.float32)}
     best = dict.fromkeys(inputs, math.inf)
     for round_ in range(6):  # interleaved, so load on the machine slows both alike; the first round warms up
