@@ -243,14 +243,20 @@ def _check_repeatable(layer: nn.Module, x: Tensor, first: Tensor, mode: str, tes
                       "(nn.Dropout draws from it)")
 
 
+def _padding_mask(rows: int, n: int, short: int, device: torch.device) -> Tensor:
+    """(rows, n) key padding mask, True = padding: the first row unpadded, the second `short` keys
+    long, each further row one key shorter than the one before it from n - 1 (a layer may branch on
+    the batch, so rows past 2 get lengths of their own)."""
+    lengths = [n, short, *(max(1, n - 1 - i) for i in range(rows - 2))][:rows]
+    return torch.arange(n, device=device)[None, :] >= torch.tensor(lengths, device=device)[:, None]
+
+
 def check_padding(s: Subject, n: int = 21, short: int = 13) -> str:
     """Changing masked keys leaves outputs at unmasked positions unchanged; the mask has effect."""
     if not s.spec.supports_padding_mask:
         raise Skip("spec: supports_padding_mask=False")
     layer = s.build()
-    lengths = [n, short, *[max(1, n - 1 - i) for i in range(s.batch - 2)]]
-    mask = torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]  # True = padding
-    mask = mask.to(s.device)
+    mask = _padding_mask(s.batch, n, short, s.device)
     x = s.randn(s.batch, n, s.d_model)
     changed = torch.where(mask[..., None], s.randn(s.batch, n, s.d_model, seed=9), x)
     worst = 0.0
@@ -335,17 +341,18 @@ def check_weights(s: Subject) -> str:
     if heads is not None and weights.shape[1] != heads:
         raise Failure(f"weights of {weights.shape[1]} head(s), where the layer splits into heads={heads}: "
                       "want one (n, m) map per head, not their mean")
-    calls = {"": weights}
+    calls = {False: weights}  # causal → the weights of that call
     if s.spec.supports_causal:
         _, causal = _call(layer, x, causal=True, need_weights=True)
         if _exceeds(causal.triu(diagonal=1).abs().max().item(), 0.0):
             raise Failure("causal weights put mass on future keys")
-        calls[" (causal)"] = causal
+        calls[True] = causal
     if not has_reference(layer):
         return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1; no reference to compare them with"
     worst = 0.0
-    for what, got in calls.items():
-        _, want = _call_reference(layer, x, causal=bool(what), need_weights=True)
+    for causal, got in calls.items():
+        what = " (causal)" if causal else ""
+        _, want = _call_reference(layer, x, causal=causal, need_weights=True)
         if want is None:
             return f"(2, {weights.shape[1]}, {n}, {n}), rows sum to 1; the reference returns no weights"
         if got.shape != want.shape:
@@ -408,8 +415,7 @@ def _reference_calls(s: Subject, b: int, n: int, m: int, used: frozenset[str] | 
     spec = s.spec
     causal = spec.supports_causal and (used is None or CAUSAL in used)
     cross = spec.supports_cross and (used is None or CROSS in used)
-    lengths = [n, max(1, n // 2), *(max(1, n - 1 - i) for i in range(b - 2))][:b]  # one row unpadded, one half
-    mask = torch.arange(n, device=s.device)[None, :] >= torch.tensor(lengths, device=s.device)[:, None]
+    mask = _padding_mask(b, n, max(1, n // 2), s.device)
     yield {}
     if causal:
         yield {"causal": True}
