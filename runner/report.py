@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from attnbench.errors import AttnbenchError
-from attnbench.runner.store import STATUSES, Run, load_run, provenance_changes, write_atomically
+from attnbench.runner.store import STATUSES, Run, load_run, provenance_changes, provenance_value, write_atomically
 from attnbench.tasks.files import short_digest
 from attnbench.selection import label_parts
 
@@ -718,12 +718,10 @@ def _header(run: Run) -> str:
             f"{eff.get('d_model', '?')}, {eff.get('n_heads', '?')} heads, lengths "
             f"{', '.join(str(n) for n in eff.get('lengths') or grid.get('efficiency_lengths') or [])}"
         )
-    plugins = env.get("plugins")
-    if isinstance(plugins, dict) and plugins:  # the --plugin sources the run started with
-        lines.append("- **plugins**: " + "; ".join(
-            f"`{target}` (sha256 {short_digest(str(digest))})" if digest else f"`{target}` (source not found)"
-            for target, digest in plugins.items()))
-    installed = plugin_sources(env, flag=False)
+    plugins = plugin_sources(env, "plugins")
+    if plugins:  # the --plugin sources the run started with
+        lines.append("- **plugins**: " + "; ".join(f"`{target}` ({what})" for target, what in plugins.items()))
+    installed = plugin_sources(env, "installed_plugins")
     if installed:  # entry points of installed packages, loaded by name
         lines.append("- **installed plugins**: " + "; ".join(f"`{name}` ({what})" for name, what in installed.items()))
     data = grid.get("data")
@@ -1058,22 +1056,17 @@ def _machine(run: Run, key: str):
     return run.grid.get(key) if value is None and key in ("device", "threads") else value
 
 
-def plugin_sources(env: Mapping, flag: bool | None = None) -> dict[str, str]:
-    """A run's plugins in words, by name: --plugin targets ('sha256 …', `flag`: True or None) and
-    installed entry points ('DIST VERSION, sha256 …' or 'failed to load', `flag`: False or None)."""
-    out = {}
-    plugins = env.get("plugins")
-    if flag in (True, None) and isinstance(plugins, Mapping):
-        out.update({f"--plugin {target}": f"sha256 {short_digest(str(digest))}" if digest else "source not found"
-                    for target, digest in plugins.items()})
-    installed = env.get("installed_plugins")
-    if flag in (False, None) and isinstance(installed, Mapping):
-        for name, ep in installed.items():  # 'variant:NAME (DISTRIBUTION)'
-            ep = ep if isinstance(ep, Mapping) else {}
-            what = ("failed to load" if ep.get("error") else
-                    f"sha256 {short_digest(str(ep['sha256']))}" if ep.get("sha256") else "source not found")
-            out[name] = f"version {ep.get('version') or '?'}, {what}"
-    return out
+def plugin_sources(env: Mapping, key: str) -> dict[str, str]:
+    """A run's plugins in words, by name, as a resume's warning says them (`store.provenance_value`):
+    `key` "plugins", each --plugin target's 'sha256 …' (or 'source not found'), or
+    "installed_plugins", each entry point's 'version V, sha256 …' (or 'failed to load')."""
+    recorded = env.get(key)
+    if not isinstance(recorded, Mapping):
+        return {}
+    if key == "plugins":
+        return {target: provenance_value(key, digest) if digest else "source not found"
+                for target, digest in recorded.items()}
+    return {name: provenance_value(key, dict(ep) if isinstance(ep, Mapping) else {}) for name, ep in recorded.items()}
 
 
 def _plugins_differ(a: Mapping, b: Mapping) -> list[str]:
@@ -1081,24 +1074,26 @@ def _plugins_differ(a: Mapping, b: Mapping) -> list[str]:
     is the same code), the installed ones by name; over the run's start and each resume that ran
     cells (env.json `resumes`: a run resumed on other plugins ran both); each only where both runs
     recorded it (a run from before it was recorded is unknown, not different)."""
+    def states(env: Mapping, key: str) -> list[Mapping]:  # the run's start, then each resume, that recorded `key`
+        ran = (env, *(env.get("resumes") or []))
+        return [s for s in ran if isinstance(s, Mapping) and isinstance(s.get(key), Mapping)]
+
     out = []
-    ran = [[env, *[r for r in env.get("resumes") or [] if isinstance(r, Mapping)]] for env in (a, b)]
     if all(isinstance(env.get("plugins"), Mapping) for env in (a, b)):
-        states = [[s for s in run if isinstance(s.get("plugins"), Mapping)] for run in ran]
-        digests = [{tuple(sorted(str(d) for d in s["plugins"].values())) for s in run} for run in states]
+        ran = [states(env, "plugins") for env in (a, b)]
+        digests = [{tuple(sorted(str(d) for d in s["plugins"].values())) for s in run} for run in ran]
         if digests[0] != digests[1]:
-            said = [" then ".join(dict.fromkeys(", ".join(f"{name.removeprefix('--plugin ')} ({what})" for name, what in
-                                                          plugin_sources(s, flag=True).items()) or "none" for s in run))
-                    for run in states]
+            said = [" then ".join(dict.fromkeys(", ".join(f"{target} ({what})" for target, what in
+                                                          plugin_sources(s, "plugins").items()) or "none" for s in run))
+                    for run in ran]
             out.append(f"--plugin sources: {said[0]} in A, {said[1]} in B")
     if all(isinstance(env.get("installed_plugins"), Mapping) for env in (a, b)):
         sources = []
-        for run in ran:
+        for env in (a, b):
             seen: dict[str, list[str]] = {}
-            for state in run:
-                if isinstance(state.get("installed_plugins"), Mapping):
-                    for name, what in plugin_sources(state, flag=False).items():
-                        seen.setdefault(name, []).append(what)
+            for state in states(env, "installed_plugins"):
+                for name, what in plugin_sources(state, "installed_plugins").items():
+                    seen.setdefault(name, []).append(what)
             sources.append({name: " then ".join(dict.fromkeys(whats)) for name, whats in seen.items()})
         out += [f"{name}: {sources[0].get(name, 'absent')} in A, {sources[1].get(name, 'absent')} in B"
                 for name in sorted(set(sources[0]) | set(sources[1])) if sources[0].get(name) != sources[1].get(name)]

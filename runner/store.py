@@ -78,15 +78,17 @@ def provenance_changes(then: dict, now: dict) -> list[str]:
             old, new = then.get(key), now.get(key)
             if isinstance(old, dict) and isinstance(new, dict):
                 what = "plugin" if key == "plugins" else "installed plugin"
-                changes += [f"{what} {name} {_provenance_value(key, old.get(name))} → "
-                            f"{_provenance_value(key, new.get(name))}"
+                changes += [f"{what} {name} {provenance_value(key, old.get(name))} → "
+                            f"{provenance_value(key, new.get(name))}"
                             for name in dict.fromkeys([*old, *new]) if old.get(name) != new.get(name)]
         elif then.get(key) != now.get(key):
-            changes.append(f"{key} {_provenance_value(key, then.get(key))} → {_provenance_value(key, now.get(key))}")
+            changes.append(f"{key} {provenance_value(key, then.get(key))} → {provenance_value(key, now.get(key))}")
     return changes
 
 
-def _provenance_value(key: str, value: Any) -> str:
+def provenance_value(key: str, value: Any) -> str:
+    """One PROVENANCE field's value as messages and reports say it ('?' where none is recorded);
+    for `plugins` and `installed_plugins`, one plugin's."""
     if value is None:
         return "?"
     if key == "git_sha":  # a short hash, keeping the mark of a modified tree
