@@ -117,12 +117,9 @@ def installed_plugins() -> dict[str, dict[str, str | None]]:
 
     found: list[tuple[str, dict[str, str | None]]] = []
     for registry in (VARIANTS, TASKS):
-        errors = registry.plugin_errors  # loads the group once
         for ep in importlib.metadata.entry_points(group=registry.entry_point_group):
             dist = getattr(ep.dist, "name", None)
-            error = errors.get(ep.name)  # the registry's errors end "[entry point 'NAME = VALUE' of DIST]"
-            if error is not None and not (f"'{ep.name} = {ep.value}'" in error and error.endswith(f" of {dist or 'unknown distribution'}]")):
-                error = None  # another distribution's entry point of this name failed, not this one
+            error = registry.entry_point_error(ep)  # this entry point's, not another distribution's of its name
             # the whole top-level package: a module's imports of its neighbours are its code too
             top = ep.module.partition(".")[0]
             found.append((f"{registry.kind}:{ep.name}", {

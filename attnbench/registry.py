@@ -87,6 +87,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}  # canonical name -> entry
         self._keys: dict[str, str] = {}  # normalized name or alias -> canonical name
         self._plugin_errors: dict[str, str] = {}
+        self._failed_entry_points: set[tuple[str, str, str]] = set()  # (name, value, distribution) of each
         self._plugins_loaded = entry_point_group is None
         self._origin_override: str | None = None
 
@@ -143,12 +144,12 @@ class Registry(Generic[T]):
     def temporary(self) -> Iterator[None]:
         """Undo every registration made inside the block (for tests and one-off checks)."""
         entries, keys = dict(self._entries), dict(self._keys)
-        errors, loaded = dict(self._plugin_errors), self._plugins_loaded
+        errors, failed, loaded = dict(self._plugin_errors), set(self._failed_entry_points), self._plugins_loaded
         try:
             yield
         finally:
             self._entries, self._keys = entries, keys
-            self._plugin_errors, self._plugins_loaded = errors, loaded
+            self._plugin_errors, self._failed_entry_points, self._plugins_loaded = errors, failed, loaded
 
     # ---------------------------------------------------------------- looking up
     def resolve(self, name: str) -> str:
@@ -230,6 +231,14 @@ class Registry(Generic[T]):
         self.load_plugins()
         return dict(self._plugin_errors)
 
+    def entry_point_error(self, ep: importlib.metadata.EntryPoint) -> str | None:
+        """Why entry point `ep` failed to load (as `plugin_errors` says it), None where it loaded:
+        of two distributions' entry points of one name, only the one that failed has the error."""
+        self.load_plugins()
+        if (ep.name, ep.value, _dist_name(ep)) not in self._failed_entry_points:
+            return None
+        return self._plugin_errors.get(ep.name)
+
     def load_plugins(self, *, reload: bool = False) -> None:
         """Load the entry-point group once (again with `reload=True`)."""
         if self._plugins_loaded and not reload:
@@ -237,6 +246,7 @@ class Registry(Generic[T]):
         self._plugins_loaded = True
         if reload:
             self._plugin_errors.clear()
+            self._failed_entry_points.clear()
         # entry points into one module that fails to import share its error: imported once, said once
         failed: dict[tuple[str, str], list[importlib.metadata.EntryPoint]] = {}
         broken: dict[str, str] = {}  # module → its import error
@@ -251,6 +261,7 @@ class Registry(Generic[T]):
             where = ", ".join(f"'{ep.name} = {ep.value}'" for ep in eps)
             for ep in eps:
                 self._plugin_errors[ep.name] = f"{error} [entry point{'s' * (len(eps) > 1)} {where} of {dist}]"
+                self._failed_entry_points.add((ep.name, ep.value, dist))
             names = ", ".join(repr(ep.name) for ep in eps)
             warnings.warn(
                 f"{self.kind} plugin{'s' * (len(eps) > 1)} {names} failed to load: {self._plugin_errors[eps[0].name]}",
