@@ -176,7 +176,8 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
     """Rows of `current` more than `tolerance` slower than `baseline` on the same machine, threads and heap."""
     base = _timed(baseline).rename(columns={"git_sha": "baseline_revision", "torch": "baseline_torch"})
     cur = _timed(current)
-    merged = cur.merge(base, on=_key(baseline, current), suffixes=("", "_base"))
+    key = _key(baseline, current)
+    merged = cur.merge(base, on=key, suffixes=("", "_base"))
     same = pd.Series(True, index=merged.index)
     for column in CONDITION:
         same &= merged[column] == merged[f"{column}_base"]
@@ -189,7 +190,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, tolerance: float =
         if r["median_s"] > r["median_s_base"] * (1 + tolerance)
     )
     return Comparison(regressions, int(same.sum()), int((~same).sum()), lost(base, current),
-                      _uncompared(base, cur, merged[same], _key(baseline, current)))
+                      _uncompared(base, cur, merged[same], key))
 
 
 def _uncompared(base: pd.DataFrame, cur: pd.DataFrame, matched: pd.DataFrame, key: list[str]) -> tuple[int, int]:
