@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,13 +98,13 @@ def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
                                        "chance", "baseline_bits_per_byte", "baselines"])
 
 
-def _best_trivial(ok: pd.DataFrame, higher: bool) -> tuple[float, str]:
-    """The best trivial baseline of a task at one length: each baseline's mean over the seeds (one
-    record per seed: every variant of a seed is scored on the same data), the highest of them by
-    name (the lowest where lower is better: bits per byte); (NaN, "") where no record holds one (a
-    run recorded before they were)."""
+def _best_trivial(seeds_baselines: Iterable[tuple[Any, Any]], higher: bool) -> tuple[float, str]:
+    """The best trivial baseline of a task at one length, from its records' (seed, baselines)
+    pairs: each baseline's mean over the seeds (one record per seed: every variant of a seed is
+    scored on the same data), the highest of them by name (the lowest where lower is better: bits
+    per byte); (NaN, "") where no record holds one (a run recorded before they were)."""
     per_seed: dict[Any, dict[str, float]] = {}
-    for seed, baselines in zip(ok.seed, ok.baselines):
+    for seed, baselines in seeds_baselines:
         if isinstance(baselines, dict) and seed not in per_seed:
             per_seed[seed] = {str(k): float(v) for k, v in baselines.items() if _finite(_number(v))}
     if not per_seed:
@@ -149,7 +149,7 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
             chance = ok.chance.dropna().iloc[0] if not ok.chance.dropna().empty else math.nan
             base = ok.baseline_bits_per_byte.dropna()
             baseline = base.iloc[0] if not base.empty else math.nan
-            trivial_score, trivial_name = _best_trivial(ok, metric not in LOWER_IS_BETTER)
+            trivial_score, trivial_name = _best_trivial(zip(ok.seed, ok.baselines), metric not in LOWER_IS_BETTER)
             name = task if len(lengths[task]) == 1 else f"{task} (n={n})"
             for variant in variants:
                 mine = cell_rows[cell_rows.variant == variant]
@@ -271,13 +271,16 @@ def _score_cell(row: pd.Series) -> str:
 # -- long range --------------------------------------------------------------------------------
 
 
-def _floor(result: dict) -> float:
-    """What a bucket's accuracy is judged against: the record's chance, or its best trivial
-    baseline where that is higher (distance's mode of the bound values, 0.41 against 0.125: a model
-    that scores it at every distance has learnt no reach)."""
-    baselines = result.get("baselines") if result.get("metric", "accuracy") == "accuracy" else None
-    scores = [_number(v) for v in baselines.values()] if isinstance(baselines, dict) else []
-    floors = [v for v in (_number(result.get("chance")), *scores) if _finite(v)]
+def _floor(results: Sequence[tuple[Any, dict]]) -> float:
+    """What a task's buckets at one length are judged against, from its records' (seed, result)
+    pairs: chance, or the best trivial baseline where that is higher (distance's mode of the bound
+    values, 0.41 against 0.125: a model that scores it at every distance has learnt no reach), read
+    as the report's trivial-baseline row reads it (`_best_trivial`: each baseline's mean over the
+    seeds), since the buckets pool the seeds too."""
+    chance = next((c for _, res in results if _finite(c := _number(res.get("chance")))), math.nan)
+    accuracy = [(seed, res.get("baselines")) for seed, res in results if res.get("metric", "accuracy") == "accuracy"]
+    trivial, _ = _best_trivial(accuracy, higher=True)
+    floors = [v for v in (chance, trivial) if _finite(v)]
     return max(floors) if floors else math.nan
 
 
@@ -289,13 +292,13 @@ def distance_frame(records: Sequence[dict]) -> pd.DataFrame:
     judged against (`_floor`): chance, or the task's best trivial baseline where higher.
     """
     pooled: dict[tuple, list[float]] = {}
-    chance: dict[tuple, float] = {}
+    results: dict[tuple, list[tuple[Any, dict]]] = {}
     for r in records:
         res = r.get("result") or {}
         if r.get("kind") != "accuracy" or r.get("status") != "ok" or not res.get("by_distance"):
             continue
         task, n, variant = r.get("task_label") or r.get("task"), int(r.get("seq_len") or 0), r.get("variant_label")
-        chance.setdefault((task, n), _floor(res))
+        results.setdefault((task, n), []).append((r.get("seed"), res))
         for edge, bucket in res["by_distance"].items():
             count = int(bucket.get("count") or 0)
             acc = _number(bucket.get("accuracy"))
@@ -304,6 +307,7 @@ def distance_frame(records: Sequence[dict]) -> pd.DataFrame:
             total = pooled.setdefault((task, n, variant, int(edge)), [0.0, 0])
             total[0] += acc * count
             total[1] += count
+    chance = {key: _floor(of_key) for key, of_key in results.items()}
     rows = [
         {"task": t, "seq_len": n, "variant": v, "bucket": e, "accuracy": hits / count, "count": count,
          "chance": chance[(t, n)]}

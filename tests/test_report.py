@@ -175,6 +175,19 @@ def test_a_bucket_is_judged_against_the_trivial_baseline_where_it_is_above_chanc
     assert reach == {"plain": 16, "floored": 4}
 
 
+def test_the_bucket_floor_is_the_trivial_baseline_row_over_every_seed_not_the_first_records():
+    """Seeds draw their own data, so their baselines differ: the floor was the first record's (seed 1's
+    0.30 here, under which 0.40 far out counted as reach), while the trivial-baseline row averages the seeds."""
+    buckets = {2: (0.95, 300), 4: (0.90, 300), 8: (0.40, 300), 16: (0.40, 300)}
+    records = [acc("multi-head", "distance", 0.6, seed=seed, by_distance=buckets, chance=0.125,
+                   baselines={"majority": 0.14, "most frequent bound value": mode})
+               for seed, mode in ((1, 0.30), (0, 0.52))]
+    floor = distance_frame(records).chance.unique()
+    assert floor == pytest.approx([0.41])  # (0.30 + 0.52) / 2, as the trivial-baseline row reads it
+    assert accuracy_table(accuracy_frame(records)).loc["trivial baseline"].iloc[0] == "0.410 (most frequent bound value)"
+    assert long_range_frame(records, grid()).iloc[0].above_chance_reach == 4
+
+
 def test_the_efficiency_notes_name_cells_timed_without_a_reference_to_compare_with(tmp_path: Path):
     records = [eff("multi-head", 256, reference={"reference_rel_err": 2e-7}),
                eff("mine", 256, reference={"reference_rel_err": None}),
