@@ -714,7 +714,32 @@ def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
         raise StoreError(f"cannot read {run_dir / name}: {err}") from None
     if not isinstance(value, dict):
         raise StoreError(f"{run_dir / name} is not a JSON object")
+    if name == GRID_FILE:
+        _check_grid_shape(run_dir / name, value)
     return value
+
+
+# grid.json's fields that reports, plots and resumes read into, by the JSON type each must have
+GRID_SHAPE = {"variants": list, "tasks": list, "seeds": list, "kinds": list, "efficiency_lengths": list,
+              "lengths": dict, "size": dict, "train": dict, "efficiency": dict, "data": dict}
+
+
+def _check_grid_shape(path: Path, grid: dict) -> None:
+    """StoreError for a grid.json field of another type than `bench run` writes (an edited or
+    foreign file), which the readers would otherwise meet as a traceback; absent or null is fine."""
+    inner = [(f"lengths[{task!r}]", lengths, list) for task, lengths in (grid.get("lengths") or {}).items()] \
+        if isinstance(grid.get("lengths"), dict) else []
+    efficiency = grid.get("efficiency") if isinstance(grid.get("efficiency"), dict) else {}
+    for field, value, kind in [*((f, grid.get(f), k) for f, k in GRID_SHAPE.items()), *inner,
+                               ("efficiency['lengths']", efficiency.get("lengths"), list)]:
+        if value is not None and not isinstance(value, kind):
+            raise StoreError(f"{path}: {field} is {_json_kind(value)}, not {_json_kind(kind())} "
+                             "(bench run writes it so; was the file edited?)")
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _require_run(run_dir: Path) -> None:

@@ -804,3 +804,20 @@ def test_compare_reads_plugin_sources_by_content_and_an_unrecorded_run_as_unknow
     out = bench_output("compare", here, edited)[1]
     assert ("the runs' plugins differ (--plugin sources: /a/my.py (sha256 cccccccccccc…) in A, /a/my.py "
             "(sha256 dddddddddddd…) in B)") in out
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("seeds", 5, "seeds is a number, not a list"),
+    ("size", "x", "size is a string, not an object"),
+    ("tasks", 3, "tasks is a number, not a list"),
+    ("lengths", {"task-a": 32}, "lengths['task-a'] is a number, not a list"),
+    ("efficiency", {"lengths": 7}, "efficiency['lengths'] is a number, not a list"),
+])
+@pytest.mark.parametrize("command", ["report", "plot", "export"])
+def test_a_grid_json_field_of_another_type_is_one_line_not_a_traceback(tmp_path, bench_output, field, value, says,
+                                                                         command):
+    """An edited grid.json: the report's header iterated `seeds`, called `size.get`, and so on."""
+    run = write_run(tmp_path / "run", accuracy_records(), grid_={**grid(), field: value})
+    code, out, err = bench_output(command, run, *(["--out", tmp_path / "plots"] if command == "plot" else []))
+    assert code == 2 and "Traceback" not in out + err
+    assert f"grid.json: {says} (bench run writes it so; was the file edited?)" in err
