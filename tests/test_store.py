@@ -38,7 +38,7 @@ from attnbench.runner.store import (
 )
 from support import one_error_line
 
-GRID = {"profile": "smoke", "lengths": [256], "seeds": [0], "variants": ["local", "linear"]}
+GRID = {"profile": "smoke", "lengths": {"copy": [256]}, "seeds": [0], "variants": ["local", "linear"]}
 ENV = {"torch": "2.13", "threads": 2, "argv": ["bench", "run"]}
 
 
@@ -178,19 +178,19 @@ def test_resume_of_a_non_run(tmp_path, make, message):
 
 
 def test_resume_with_a_different_grid_names_what_differs(run):
-    new = {**GRID, "lengths": [256, 1024], "seeds": [0, 1], "device": "cpu"}
+    new = {**GRID, "lengths": {"copy": [256, 1024]}, "seeds": [0, 1], "device": "cpu"}
     with pytest.raises(StoreError) as err:
         RunStore.resume(run, grid=new)
     message = str(err.value)
     assert message == (
         f"--resume {run}: this run's grid differs: device <absent> vs \"cpu\"; "
-        "lengths [256] vs [256, 1024]; seeds [0] vs [0, 1]"
+        "lengths {\"copy\": [256]} vs {\"copy\": [256, 1024]}; seeds [0] vs [0, 1]"
     )
     assert "\n" not in message and "profile" not in message
 
 
 def test_resume_with_the_same_grid_compares_as_json(run):
-    same = {**GRID, "lengths": (256,), "seeds": (0,)}  # tuples store as lists
+    same = {**GRID, "lengths": {"copy": (256,)}, "seeds": (0,)}  # tuples store as lists
     with RunStore.resume(run, grid=same) as store:
         assert store.env == ENV and store.grid == GRID
         assert store.done_keys() == {"a", "b", "c"}
