@@ -21,7 +21,7 @@ from attnbench.errors import AttnbenchError
 from attnbench.limits import MAX_THREADS
 from attnbench.plugins import import_plugin, installed_plugins, plugin_digests, recorded_plugin
 from attnbench.runner.cells import KINDS, Cell
-from attnbench.runner.execute import cell_budget
+from attnbench.runner.execute import cell_budget, checks_budget
 from attnbench.runner.environment import collect
 from attnbench.runner.executors import EXECUTORS
 from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame, timed_forward_only
@@ -195,7 +195,8 @@ def _labels(records: list[dict], kind: str) -> list[str]:
               help="Variant for cross-attention in seq2seq, options inline as in --variants: 'additive(heads=2)' "
                    "(default: the same variant).")
 @click.option("--max-cell-seconds", type=float, default=None,
-              help="Time budget of every cell (default: the profile's; quick: 120 s, its efficiency cells 10 s). "
+              help="Time budget of every cell (default: the profile's; quick: 120 s, its efficiency cells 10 s); "
+                   "an accuracy cell's layer checks run before it under their own limit, the same, at least 10 s. "
                    "A resume may change it: --resume DIR --retry timeout --max-cell-seconds 600.")
 @click.option("--out", default=None, help="Run directory (default results/runs/<time>-<profile>).")
 @click.option("--resume", default=None, help="Continue the run in this directory.")
@@ -357,10 +358,16 @@ def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:
     console.print(table)
     budgets = [cell_budget(cell, sweep.plan) for cell in todo]
     if all(budgets):
-        total = _most_seconds(todo, budgets, jobs or 1)
+        # an accuracy cell's layer checks run first, under their own limit (checks_budget)
+        checks = [checks_budget(cell, sweep.plan) or 0.0 for cell in todo]
+        total = _most_seconds(todo, [b + c for b, c in zip(budgets, checks)], jobs or 1)
         at_once = f", {jobs} accuracy cells at a time" if jobs and jobs > 1 else ""
+        checked = sorted({c for c in checks if c})
+        checking = f", up to {' or '.join(f'{c:g} s' for c in checked)} of layer checks before an accuracy cell" \
+            if checked else ""
         console.print(f"at most {_duration(total)} if every cell used its whole budget "
-                      f"({', '.join(f'{b:g} s' for b in sorted(set(budgets)))} a cell{at_once})", highlight=False)
+                      f"({', '.join(f'{b:g} s' for b in sorted(set(budgets)))} a cell{checking}{at_once})",
+                      highlight=False)
     else:
         console.print("no time bound: this profile gives its cells no budget (--max-cell-seconds sets one)",
                       highlight=False)
@@ -368,7 +375,8 @@ def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:
 
 
 def _most_seconds(todo: list[Cell], budgets: list[float], jobs: int) -> float:
-    """The longest the cells may take: efficiency cells one after another, accuracy cells `jobs` at
+    """The longest the cells may take, each within its `budgets` entry (an accuracy cell's with its
+    layer checks' limit): efficiency cells one after another, accuracy cells `jobs` at
     a time, each starting as soon as a job is free (so at most sum/jobs + (1 - 1/jobs)·longest:
     Graham's bound for list scheduling)."""
     timed = [b for c, b in zip(todo, budgets) if c.kind == "efficiency"]

@@ -169,8 +169,9 @@ def test_dry_run_bounds_a_pool_by_grahams_bound(tmp_path: Path, bench_output) ->
                                 "--seeds", "0,1,2,3", "--lengths", "16", "--kinds", "accuracy",
                                 "--max-cell-seconds", "60", "--executor", "subprocess", "--jobs", "2", "--dry-run")
     assert code == 0
-    # 4 cells of at most 60 s on 2 jobs: 4·60/2 + (1 - 1/2)·60 = 150 s, shown rounded up
-    assert "at most 3 min if every cell used its whole budget (60 s a cell, 2 accuracy cells at a time)" in " ".join(
+    # 4 cells of at most 60 s, each after up to 60 s of layer checks, on 2 jobs: 4·120/2 + (1 - 1/2)·120 = 300 s
+    assert ("at most 5 min if every cell used its whole budget (60 s a cell, up to 60 s of layer checks before an "
+            "accuracy cell, 2 accuracy cells at a time)") in " ".join(
         out.split()), out
 
 

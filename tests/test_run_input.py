@@ -181,7 +181,9 @@ def test_a_dry_run_lists_the_cells_and_writes_nothing(tmp_path, bench_output, mo
     assert code == 0 and "4 of the grid's 4 cells to run" in out
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
     assert rows == [["accuracy", "linear", "copy", "32", "0,1", "2"], ["accuracy", "linear", "distance", "32", "0,1", "2"]]
-    assert "at most 6 min if every cell used its whole budget (90 s a cell)" in out
+    # 4 cells of 90 s, each after up to 90 s of layer checks (their limit is the budget, at least 10 s)
+    assert ("at most 12 min if every cell used its whole budget (90 s a cell, up to 90 s of layer checks before an "
+            "accuracy cell)") in " ".join(out.split())
     assert list(tmp_path.iterdir()) == []
 
 
