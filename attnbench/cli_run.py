@@ -127,13 +127,17 @@ def _accuracy_summary(records: list[dict]) -> Table | None:
 
 
 def _score_text(lengths: pd.DataFrame) -> str:
-    """One variant's score on one task pooled over its lengths' ok seeds; its statuses if none scored."""
+    """One variant's score on one task pooled over its lengths' ok seeds, "(k/m seeds)" after it where
+    a seed did not score (as the report marks it); its statuses if none scored."""
     scored = lengths[lengths.ok_seeds > 0]
     if scored.empty:
         return ",".join(sorted({s for status in lengths.status for s in status.split("/")}))
     if len(scored) == 1:  # one length: its mean as it is, not re-weighted
-        return f"{scored['mean'].iloc[0]:.3f}"
-    return f"{np.average(scored['mean'], weights=scored.ok_seeds):.3f}"
+        text = f"{scored['mean'].iloc[0]:.3f}"
+    else:
+        text = f"{np.average(scored['mean'], weights=scored.ok_seeds):.3f}"
+    ok, total = int(lengths.ok_seeds.sum()), int(lengths.seeds.sum())
+    return text if ok == total else f"{text} ({ok}/{total} seeds)"
 
 
 def _efficiency_summary(records: list[dict]) -> Table | None:

@@ -184,6 +184,11 @@ def test_run_summary_pools_seeds_and_lengths_and_names_statuses():
     accuracy, efficiency = (table_rows(t) for t in summary_tables(records))
     # every ok seed at every length counts once: not the mean of the two lengths' means (0.8125)
     assert accuracy == {"multi-head": ["0.750", ""], "linear": ["oom,timeout", "0.250"]}
+    # a seed that did not score is marked, as the report marks it: 0.9 alone read as better than 0.6 on three
+    partial = [score("steady", "task-a", 32, seed, 0.6) for seed in range(3)] + [
+        score("flaky", "task-a", 32, 0, 0.9), score("flaky", "task-a", 32, 1, None, "error"),
+        score("flaky", "task-a", 64, 0, None, "timeout"), score("flaky", "task-a", 64, 1, 0.7)]
+    assert table_rows(summary_tables(partial)[0]) == {"steady": ["0.600"], "flaky": ["0.800 (2/4 seeds)"]}
     assert efficiency == {"multi-head": ["2.0 (3.0)", ""], "linear": ["oom", "5.0 (1.0)"]}
 
 
