@@ -123,7 +123,8 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
     `seeds`: the grid's seeds (grid.json), so a seed not recorded yet (a run killed or still
     running) counts as missing; a cell's ``seeds`` is how many it should have (those and any other
     it recorded), ``ok_seeds`` how many scored, and ``status`` "ok", or its other statuses joined
-    by "/", "not run" among them for seeds not recorded. A cell is complete when every seed scored.
+    by "/", "not run" among them for seeds not recorded (a variant with no record at a task's length
+    that others have: every seed "not run"). A cell is complete when every seed scored.
 
     A task run at several lengths gets one column per length, named ``task (n=N)``; a task run at
     one length is named by its label. Rows with ``column == "Average"`` hold each variant's mean
@@ -153,7 +154,7 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
             name = task if len(lengths[task]) == 1 else f"{task} (n={n})"
             for variant in variants:
                 mine = cell_rows[cell_rows.variant == variant]
-                if mine.empty:
+                if mine.empty and not seeds:  # without the grid's seeds, nothing says it was planned
                     continue
                 scores = mine.score[(mine.status == "ok")].dropna()
                 expected = len(set(seeds) | set(mine.seed))

@@ -264,6 +264,11 @@ def test_a_seed_of_the_grid_not_recorded_yet_counts_as_missing():
     assert table.loc["multi-head", "task-a"] == "0.800 (1/2 seeds; not run)"
     assert table.loc["multi-head", "Average"] == "0.500 (1/2 tasks)"
     assert accuracy_table(accuracy_frame(records)).loc["multi-head", "task-a"] == "**0.800**"  # no grid: as recorded
+    # a run killed before local reached task-b: its cell says so, where it was left blank
+    records.append(acc("local", "task-a", 0.7, seed=0, options=LOCAL))
+    table = accuracy_table(accuracy_frame(records, seeds=[0, 1]))
+    assert table.loc["local(window=4)", "task-b"] == "not run"
+    assert table.loc["local(window=4)", "Average"] == "-"  # no task complete
 
 
 def test_a_task_at_several_lengths_gets_a_column_per_length():
