@@ -285,3 +285,19 @@ def test_an_input_no_output_depends_on_is_not_compared_and_does_not_crash_the_ch
 
     result = run_check("ignores-query", "reference")
     assert result.status == PASS, result
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("variant", list_variants())
+def test_an_fp64_layer_computes_in_fp64(variant, causal):
+    """`linear` cast every input to fp32 (meant for fp16/bf16, whose range its sums overflow), so an
+    fp64 layer had fp32's precision: its output 6e-8 from the reference, and gradcheck failed."""
+    from attnbench import build_variant
+
+    if causal and not get_variant_spec(variant).supports_causal:
+        pytest.skip(f"{variant} does not attend causally")
+    torch.manual_seed(0)
+    layer = build_variant(variant, d_model=8, n_heads=2).double().eval()
+    x = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+    assert layer(x, causal=causal)[0].dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda x: layer(x, causal=causal)[0], (x,))

@@ -9,7 +9,7 @@ the O(n·d²) of a per-position cumulative sum; on CPU in inference it scans a c
 (batch, head) pairs at a time. The non-causal form walks the sequence in
 cache-sized segments on CPU in inference, and takes it in one step where gradients are wanted or
 on CUDA (temporaries O(n·d), like q). Computed in fp32 even for fp16/bf16 inputs, whose range the
-sums would overflow.
+sums would overflow; fp64 inputs in fp64.
 
 `kernel=compiled` runs the same step functions fused by torch.compile (variants/compiled.py);
 on CUDA, a call that needs no gradients replays a CUDA graph of the compiled step
@@ -96,7 +96,8 @@ class LinearAttention(ProjectedAttention):
 
     def core(self, q, k, v, key_padding_mask, causal, need_weights):
         dtype = q.dtype
-        q, k, v = q.float(), k.float(), v.float()
+        compute = torch.promote_types(dtype, torch.float32)  # half precision up to fp32; fp64 stays fp64
+        q, k, v = q.to(compute), k.to(compute), v.to(compute)
         fused = self.options["kernel"] == COMPILED
         if causal:
             out = causal_linear_attention(
