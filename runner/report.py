@@ -844,7 +844,7 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
                            pd.to_numeric(eff.peak_fraction_fwd_bwd, errors="coerce")])
     if (fractions > 1).any():
         notes.append(f"Above 100 % of the matmul peak (up to {fractions.max():.0%}): the peak is one square matmul's, "
-                     "timed once when the run started; a larger GEMM may run a little faster than it, and a peak "
+                     "timed when the run started; a larger GEMM may run a little faster than it, and a peak "
                      "taken while the machine was busier (other processes on its cores) reads low, so every % of "
                      "it reads high. Time and memory are unaffected; on a quiet machine, well past 100 % means the "
                      "latter.")

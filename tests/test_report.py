@@ -416,7 +416,7 @@ def test_a_fraction_of_the_matmul_peak_above_100_percent_is_explained(tmp_path):
     records[0]["result"]["peak_fraction_fwd_bwd"] = 1.432
     text = render_markdown(load_run(write_run(tmp_path / "busy", records)))
     assert "| 256 | multi-head |" in text and "50.0% / 143.2%" in text
-    assert ("Above 100 % of the matmul peak (up to 143%): the peak is one square matmul's, timed once when the run "
+    assert ("Above 100 % of the matmul peak (up to 143%): the peak is one square matmul's, timed when the run "
             "started; a larger GEMM may run a little faster than it, and a peak taken while the machine was busier") in text
 
 
