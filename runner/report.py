@@ -599,9 +599,9 @@ def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
                 row["train step ms"] = r.status
             rows.append(row)
             continue
-        row["fwd ms"] = _time_cell(r.fwd_ms, r.fwd_iqr_ms)
+        row["fwd ms"] = _time_cell(r.fwd_ms, r.fwd_iqr_ms, r.runs_fwd)
         row["fwd speed-up"] = _ratio(r.speedup_fwd)
-        row["fwd+bwd ms"] = _time_cell(r.fwd_bwd_ms, r.fwd_bwd_iqr_ms)
+        row["fwd+bwd ms"] = _time_cell(r.fwd_bwd_ms, r.fwd_bwd_iqr_ms, r.runs_fwd_bwd)
         row["fwd+bwd speed-up"] = _ratio(r.speedup_fwd_bwd)
         row["peak MiB fwd"] = _mib(r.peak_mib_fwd)
         row["peak MiB fwd+bwd"] = _mib(r.peak_mib_fwd_bwd)
@@ -821,8 +821,8 @@ def _efficiency_notes(eff: pd.DataFrame) -> str:
     single = eff[(eff.status == "ok") & ((eff.runs_fwd_bwd <= 1) | (eff.runs_fwd <= 1))]
     notes = []
     if not single.empty:
-        notes.append("Timed in a single block, so an IQR of 0 that says nothing about spread: "
-                     + ", ".join(f"{r.variant} n={r.seq_len}" for _, r in single.iterrows())
+        notes.append("± n/a: timed in a single block, so no spread to show: "
+                     + ", ".join(f"{r.variant} n={r.seq_len} ({_single_timings(r)})" for _, r in single.iterrows())
                      + " (`blocked_autorange` grows a block tenfold until the timer's overhead is negligible; "
                      "a slow call, or a block that reached the minimum run time, leaves one).")
     if "unverified" in eff.columns:
@@ -1231,11 +1231,21 @@ def _decimals(value: float) -> int:
     return 0 if magnitude >= 100 else 1 if magnitude >= 10 else 2 if magnitude >= 1 else 3
 
 
-def _time_cell(ms: float, iqr_ms: float | None) -> str:
+def _time_cell(ms: float, iqr_ms: float | None, runs: float = math.nan) -> str:
+    """'81.4 ± 0.3': the median and its IQR; '± n/a' where one block was timed (`runs` 1), whose IQR
+    of 0 says nothing about spread."""
     if not _finite(ms):
         return "-"
     d = _decimals(ms)
+    if _finite(runs) and runs <= 1:
+        return f"{ms:.{d}f} ± n/a"
     return f"{ms:.{d}f}" + (f" ± {iqr_ms:.{d}f}" if iqr_ms is not None and _finite(iqr_ms) else "")
+
+
+def _single_timings(row: pd.Series) -> str:
+    """Which of an efficiency row's timings ran one block: 'fwd', 'fwd+bwd' or both."""
+    return ", ".join(name for name, runs in (("fwd", row.runs_fwd), ("fwd+bwd", row.runs_fwd_bwd))
+                     if _finite(runs) and runs <= 1)
 
 
 def _mib(value: float) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -696,8 +697,10 @@ def test_report_on_a_realistic_hand_made_run(tmp_path, bench_output):
     assert code == 0, err
     check_realistic_report(out)
     assert "| 4096 | additive | timeout |" in out
-    assert ("Timed in a single block, so an IQR of 0 that says nothing about spread: dot-product n=4096, "
-            "linear n=4096, local(window=4) n=4096, multi-head n=4096 (") in out
+    assert ("± n/a: timed in a single block, so no spread to show: dot-product n=4096 (fwd, fwd+bwd), "
+            "linear n=4096 (fwd, fwd+bwd), local(window=4) n=4096 (fwd, fwd+bwd), multi-head n=4096 (fwd, fwd+bwd) (") in out
+    # one block: no IQR of 0 shown as if measured
+    assert re.search(r"\| 4096 \| multi-head \| [0-9.]+ ± n/a \| [0-9.]+× \| [0-9.]+ ± n/a \|", out), out
     assert "0.490 (3/4 tasks)" not in out  # local's average is over 2 of 3 averaged tasks
     assert "(2/3 tasks)" in out
     scaling = scaling_frame(efficiency_frame(load_run(run).records)).set_index("variant")
