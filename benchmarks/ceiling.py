@@ -203,10 +203,10 @@ def _row(shape: Shape, n: int, status: str, timings: list, common: dict) -> dict
     return row
 
 
-def _iqr(values: list[float]) -> float:
-    """Interquartile range of the per-round medians (0 for a single round)."""
+def _iqr(values: list[float]) -> float | None:
+    """Interquartile range of the per-round medians; None for a single round, which shows no spread."""
     if len(values) < 2:
-        return 0.0
+        return None
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q3 - q1
 
@@ -215,7 +215,8 @@ def _line(row: dict) -> str:
     if row["median_s"] is None:
         return f"n={row['n']:>5} {row['shape']:<8} {row['status']}"
     fraction = f"{row['fraction']:6.1%}" if row["fraction"] is not None else "     —"
-    return (f"n={row['n']:>5} {row['shape']:<8} {row['median_s'] * 1e3:9.3f} ms ± {row['iqr_s'] * 1e3:.3f}  "
+    spread = f"{row['iqr_s'] * 1e3:.3f}" if row["iqr_s"] is not None else "n/a"
+    return (f"n={row['n']:>5} {row['shape']:<8} {row['median_s'] * 1e3:9.3f} ms ± {spread}  "
             f"{row['flops_per_s'] / 1e9:7.1f} GFLOP/s  {fraction} of square")
 
 
