@@ -120,7 +120,7 @@ def test_parameters_no_gradient_reaches_are_named(sandbox):
     assert finite.status == PASS and finite.detail.endswith("; no gradient reaches q_proj.weight, q_proj.bias")
     reference = run_check("detached-queries", "reference")
     assert reference.status == FAIL
-    assert reference.detail == "a gradient exists on one path only: q_proj.weight, q_proj.bias"
+    assert reference.detail == "a gradient exists on one path only: q_proj.weight, q_proj.bias (b=3, n=7)"
 
 
 def test_only_a_missing_backward_makes_a_check_forward_only(sandbox):
@@ -242,6 +242,24 @@ def test_the_reference_checks_see_a_batch_past_two_rows(sandbox):
     assert result.status == FAIL and "(b=3, n=150" in result.detail, result
     failed = verify_for_training("wrong-past-two-rows", {}, "cpu", n=16)
     assert failed is not None and failed.check == "reference", failed
+
+
+def test_the_reference_check_pads_its_one_row_shapes_too(sandbox):
+    """The first row of a padding mask is unpadded, so at b = 1, (1, 33, 17) and (1, 300, 129), the
+    key-padded calls were the plain ones again: a wrong backward taken only for padded long inputs
+    (local's blocked path starts past n = 256 at its default window) passed every check."""
+    from attnbench import register_variant
+    from attnbench.variants.local import LocalAttention
+
+    @register_variant("local-padded-long-grad-bug")
+    class DetachedWhenPaddedLong(LocalAttention):
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            if key_padding_mask is not None and bool(key_padding_mask.any()) and q.shape[-2] > 256:
+                k, v = k.detach(), v.detach()  # no gradient reaches the keys and values
+            return super().core(q, k, v, key_padding_mask, causal, need_weights)
+
+    result = run_check("local-padded-long-grad-bug", "reference")
+    assert result.status == FAIL and "(b=1, n=300" in result.detail and "key_padding_mask" in result.detail, result
 
 
 @pytest.mark.parametrize("variant", ["multi-head", "dot-product", "linear", "additive"])
