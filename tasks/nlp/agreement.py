@@ -26,8 +26,10 @@ relative) | that NP V (object relative); CV a verb taking a clause (says, thinks
 with its NP. The subject takes up to `max_modifiers` modifiers, drawn uniformly, and no more than
 the (room - 2) // 3 that fit in what the leading clauses leave (each takes >= 3 tokens after
 `the N`); a noun phrase inside a modifier or a leading clause takes one more with probability 1/2
-while nesting is below `max_depth`. Verbs inside relative and leading clauses agree with their own
-subjects, so they are correct intervening cues of the *wrong* dependency.
+while nesting is below `max_depth`. Verbs inside leading clauses and object relatives agree with
+their own subjects, cues of the *wrong* dependency; a subject relative's verb agrees with the noun
+it modifies, so on the subject's head (`the N that V ...`) it gives the answer away (571 of 2000
+examples at seq_len 64, in every one with the target's number), which no trivial baseline reads.
 
 `.meta`: `distance` = verb position − subject head position (1 = the verb would follow the head),
 `attractors` (intervening nouns of the other number), `head` (position of the subject's head).
