@@ -923,3 +923,16 @@ def test_a_char_lm_example_is_a_slice_of_its_window_at_a_seeded_offset():
                                                                        batch.tokens)
     sentiment = build_task("sentiment").build("test", 16, 64, 0)
     assert "offset" not in sentiment.meta  # a classifier reads its span's first bytes: its data as before
+
+
+def test_a_char_lm_window_shorter_than_an_example_is_refused_at_that_length(bench_output):
+    """`char-lm(window=10)` at n=32 built examples of 10 real bytes and 22 of padding, in a cell
+    labelled n=32: its window bounds the length."""
+    task = build_task("char-lm", window=33)
+    assert task.build("train", 2, 32, 0).tokens.shape == (2, 32)  # seq_len + 1 bytes: fits
+    with pytest.raises(TaskError, match=r"--lengths: 33 is too long for char-lm\(window=33\): an example is seq_len "
+                                        r"\+ 1 bytes of one window, and its window is 33 \(give window=34 or more\)"):
+        task.check_length(33, flag="--lengths", label="char-lm(window=33)")
+    code, _, err = bench_output("run", "--profile", "smoke", "--tasks", "char-lm(window=10)", "--variants", "mha",
+                                "--kinds", "accuracy", "--lengths", "32", "--dry-run")
+    assert code == 2 and one_error_line(err) and "32 is too long for char-lm(window=10)" in err

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from attnbench.limits import MAX_TOKENS
 from attnbench.options import Option
-from attnbench.tasks.base import IGNORE_INDEX, Batch, TaskSpec, register_task
+from attnbench.tasks.base import IGNORE_INDEX, Batch, TaskError, TaskSpec, register_task
 from attnbench.tasks.nlp.corpus import Corpus, CorpusTask, Spans, tiled_spans
 from attnbench.tasks.nlp.sources import sotu_corpus
 
@@ -66,6 +66,15 @@ class CharLMTask(CorpusTask):
     def spans(self, corpus: Corpus, docs: np.ndarray) -> Spans:
         o = self.options
         return tiled_spans(corpus, docs, o["window"], o["stride"] or o["window"], 2)
+
+    def check_length(self, seq_len: int, *, flag: str, label: str | None = None) -> None:
+        """Also: an example is seq_len + 1 bytes of one window, so a shorter window would leave
+        every example padded, in a cell labelled with a length none of its examples has."""
+        super().check_length(seq_len, flag=flag, label=label)
+        window = self.options["window"]
+        if seq_len + 1 > window:
+            raise TaskError(f"{flag}: {seq_len} is too long for {label or self.name}: an example is seq_len + 1 bytes "
+                            f"of one window, and its window is {window} (give window={seq_len + 1} or more)")
 
     def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
         """Bits per byte, on the cell's own test data, of byte models fitted to its own train data:
