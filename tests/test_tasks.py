@@ -891,7 +891,7 @@ def test_a_target_is_described_by_the_names_its_input_gives_the_classes(name):
 def test_show_task_gives_a_bits_per_byte_task_its_unigram_baseline_for_chance(bench_output):
     code, out, err = bench_output("show-task", "char-lm", "-n", "1", "--seq-len", "32")
     assert code == 0, err
-    assert "metric bits_per_byte, chance 4.38 bpb (unigram)" in out
+    assert "metric bits_per_byte, chance 4.40 bpb (unigram)" in out
 
 
 # ----------------------------------------------------------------------------- trivial baselines
