@@ -691,13 +691,13 @@ def draw_attention(amap: AttentionMap, *, head: int | None, title: str, out: Pat
             top = matrix.argmax(axis=1)
             ax.scatter(top + 0.5, [i + 0.5 for i in range(n_rows)], s=16, c="white", edgecolors="black",
                        linewidths=0.7, zorder=3)
-            handles = [
-                Line2D([], [], marker="s", markersize=10, markerfacecolor="none", markeredgecolor=GOLD,
-                       markeredgewidth=2, linestyle="none", label="gold alignment"),
+            handles = [  # the gold alignment's entry only where one is drawn (--text has none)
+                *([Line2D([], [], marker="s", markersize=10, markerfacecolor="none", markeredgecolor=GOLD,
+                          markeredgewidth=2, linestyle="none", label="gold alignment")] if amap.gold else []),
                 Line2D([], [], marker="o", markersize=5, markerfacecolor="white", markeredgecolor="black",
                        linestyle="none", label="most-attended source word"),
             ]
-            fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
+            fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
         else:
             ax.set_xlabel("key token")
             ax.set_ylabel("query token")

@@ -90,10 +90,16 @@ def test_translation_map_is_target_by_source_with_the_gold_alignment(tmp_path):
     torch.testing.assert_close(amap.weights.sum(-1), torch.ones(1, target_len))
 
 
-def test_word_text_for_translation_is_greedy_decoded(tmp_path):
+def test_word_text_for_translation_is_greedy_decoded(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    legends, legend = [], matplotlib.figure.Figure.legend
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend", lambda self, *args, handles=(), **kwargs: (
+        legends.append([h.get_label() for h in handles]), legend(self, *args, handles=handles, **kwargs))[1])
     outcome = attention_figure(request("additive", "translation", tmp_path, text="The dog sees a cat"))
     assert outcome.amap.cols == ("the", "dog", "sees", "a", "cat") and outcome.amap.aer is None
     assert "no gold alignment" in outcome.amap.caption
+    assert legends == [["most-attended source word"]]  # no box drawn, none in the legend
 
 
 # ---------------------------------------------------------------------------- the weights themselves
