@@ -63,7 +63,7 @@ def test_show_task_prints_data_and_file_names_as_they_are_not_as_rich_markup(ben
     code, out, err = bench_output("show-task", f"text-cls(source={data},balance=false)", "-n", "5")
     assert code == 0, err  # before: rich.errors.MarkupError, a traceback and exit 1
     assert str(data) in out and out.count("[laughter] a [/] b :smile:") == 5
-    code, out, err = bench_output("show-task", "char-lm", "--seq-len", "4096", "-n", "50", "--seed", "4")
+    code, out, err = bench_output("show-task", "char-lm", "--seq-len", "4096", "-n", "50", "--seed", "52")
     assert code == 0 and "the charter [see APP Note] will expire" in out, err  # before: 'the charter  will expire'
 
 

@@ -68,12 +68,13 @@ class CharLMTask(CorpusTask):
         return tiled_spans(corpus, docs, o["window"], o["stride"] or o["window"], 2)
 
     def check_length(self, seq_len: int, *, flag: str, label: str | None = None) -> None:
-        """Also: an example is seq_len + 1 bytes of one window, so a shorter window would leave
-        every example padded, in a cell labelled with a length none of its examples has."""
+        """Also: an example is seq_len bytes of one window and the byte after each, so a window
+        shorter than seq_len would leave every example padded, in a cell labelled with a length none
+        of its examples has (at seq_len = window, only the last target falls past it, ignored)."""
         super().check_length(seq_len, flag=flag, label=label)
         window = self.options["window"]
-        if seq_len + 1 > window:
-            raise TaskError(f"{flag}: {seq_len} is too long for {label or self.name}: an example is seq_len + 1 bytes "
+        if seq_len > window:
+            raise TaskError(f"{flag}: {seq_len} is too long for {label or self.name}: an example is seq_len bytes "
                             f"of one window, and its window is {window} (give window={seq_len + 1} or more)")
 
     def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
