@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -92,8 +93,8 @@ def compare_command(run_a: Path, run_b: Path, rtol: float) -> int:
       bench compare results/runs/before results/runs/after
       bench compare before after --rtol 0.10     # allow 10 % noise in time and memory
     """
-    if not rtol >= 0:
-        raise AttnbenchError(f"--rtol must be >= 0, got {rtol}")
+    if not 0 <= rtol < math.inf:  # inf would pass every regression without a word
+        raise AttnbenchError(f"--rtol must be a finite number >= 0, got {rtol}")
     a, b = load_run(run_a), load_run(run_b)
     comparison = compare_runs(a, b, rtol)
     click.echo(render_comparison(a, b, comparison), nl=False)

@@ -633,10 +633,12 @@ def test_compare_says_a_run_is_incomplete(tmp_path, bench_output):
     assert "A is incomplete" not in out
 
 
-def test_compare_rejects_a_negative_rtol(tmp_path, bench_output):
+@pytest.mark.parametrize("rtol", ["-1", "nan", "inf"])
+def test_compare_rejects_an_rtol_that_is_negative_or_no_number_or_infinite(tmp_path, bench_output, rtol):
+    """inf passed every regression: 'No regressions beyond rtol inf', exit 0."""
     a = write_run(tmp_path / "a", [])
-    code, _, err = bench_output("compare", a, a, "--rtol", "-1")
-    assert code == 2 and "--rtol" in err
+    code, _, err = bench_output("compare", a, a, "--rtol", rtol)
+    assert code == 2 and f"--rtol must be a finite number >= 0, got {float(rtol)}" in one_error_line(err)
 
 
 def load_run_from(records: list[dict]):
