@@ -23,7 +23,7 @@ import attnbench
 from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import import_plugin
 from attnbench.runner.streams import Outliving, devnull_if_closed
-from attnbench.selection import parse_selection, unloaded_matching
+from attnbench.selection import is_glob, parse_selection, unloaded_matching
 from attnbench.variants.base import VARIANTS
 from attnbench.variants.check import CHECKS, FAIL, PASS, CheckResult, iter_checks, summary
 
@@ -163,10 +163,14 @@ def ls_command(what: str, pattern: str | None) -> None:
     from attnbench.cli_tasks import profiles_table, tasks_table
     from attnbench.tasks.base import TASKS
 
+    from attnbench.runner.profiles import PROFILES
+
     make = {"variants": variants_table, "tasks": tasks_table, "profiles": profiles_table}[what]
     table, found = make(pattern)
     if pattern is not None and not found:  # the error alone: an empty table on stdout would read as a result
-        raise AttnbenchError(f"no {what[:-1]} matches {pattern!r} (bench ls {what} lists all)")
+        registry = {"variants": VARIANTS, "tasks": TASKS, "profiles": PROFILES}[what]
+        hint = registry.close_hint(pattern) if pattern.strip() and not is_glob(pattern) else ""  # a misspelt name
+        raise AttnbenchError(f"no {what[:-1]} matches {pattern!r}{hint} (bench ls {what} lists all)")
     console.print(table)
     if pattern is not None and what != "profiles":  # narrowed down: what each option means too
         registry = VARIANTS if what == "variants" else TASKS

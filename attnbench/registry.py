@@ -200,6 +200,12 @@ class Registry(Generic[T]):
         cutoff of 0.6 keeps such a name from drawing an unrelated suggestion), and after a loose
         suggestion ('temp-softmax' → 'softmax') unless user code already registered a component
         here; a typo's fix (TYPO_RATIO) stands alone."""
+        known = ", ".join(sorted(self._entries)) or "none registered"
+        return f"unknown {self.kind} {name!r}{self.close_hint(name)} (known: {known})"
+
+    def close_hint(self, name: object) -> str:
+        """"; did you mean 'local'?" for a name that is none of this registry's (see
+        `_unknown_message`), or the plugin hint, or ''."""
         wanted = normalize(str(name))
         keys = {normalize(k): (e.name, k) for e in self._entries.values() for k in (e.name, *e.aliases)}
         close = difflib.get_close_matches(wanted, sorted(keys), n=6, cutoff=0.6)
@@ -217,8 +223,7 @@ class Registry(Generic[T]):
             hint = f"; did you mean {' or '.join(repr(c) for c in picks)}, or {plugin_hint}"
         else:
             hint = f"; did you mean {' or '.join(repr(c) for c in picks)}?"
-        known = ", ".join(sorted(self._entries)) or "none registered"
-        return f"unknown {self.kind} {name!r}{hint} (known: {known})"
+        return hint
 
     def _user_registered(self) -> bool:
         """Whether user code (a `--plugin` module, or one imported) registered anything here."""

@@ -111,7 +111,7 @@ def parse_selection(
         if rest and not rest.rstrip().endswith(")"):
             raise AttnbenchError(f"{what}: text after ')' in {item!r}")
         given = _parse_options(rest.rstrip()[:-1] if rest else "", item, what)
-        if name == ALL or _is_glob(name):
+        if name == ALL or is_glob(name):
             matches = registry.names() if name == ALL else registry.names(name)
             if not matches:
                 unloaded = unloaded_matching(name, registry)
@@ -130,7 +130,7 @@ def parse_selection(
     return list(unique.values())
 
 
-def _is_glob(name: str) -> bool:
+def is_glob(name: str) -> bool:
     """Whether a selected name is a glob (`lin*`, `mha-?`, `[ld]*`) rather than one name."""
     return any(c in name for c in "*?[")
 
@@ -143,7 +143,7 @@ def unloaded_matching(text: str, registry: Registry) -> dict[str, str]:
     patterns = [item.partition("(")[0].strip() for item in split_top_level(text, registry.kind)]
     if any(normalize(p) == ALL for p in patterns):
         return errors
-    globs = [normalize(p) for p in patterns if _is_glob(p)]
+    globs = [normalize(p) for p in patterns if is_glob(p)]
     return {name: why for name, why in errors.items() if any(fnmatch.fnmatchcase(normalize(name), g) for g in globs)}
 
 
