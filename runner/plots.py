@@ -46,6 +46,7 @@ from attnbench.runner.report import (  # noqa: E402
     forward_only_cells,
     grid_seeds,
     scaling_exponent,
+    threads_text,
     window_reach,
     with_defaults,
 )
@@ -168,7 +169,7 @@ def conditions(run: Run, kind: str) -> str:
         parts.append(f"torch {env['torch']}")
     threads = env.get("threads", grid.get("threads"))
     if threads is not None:
-        parts.append(f"{threads} threads")
+        parts.append(threads_text(threads))
     if grid.get("dtype"):
         parts.append(grid["dtype"])
     if kind in ("accuracy", "both"):

@@ -697,7 +697,7 @@ def _header(run: Run) -> str:
     lines = [
         f"# attnbench report: {run.path.name}",
         "",
-        f"- **device**: {device_text}, {env.get('threads', grid.get('threads', '?'))} threads, "
+        f"- **device**: {device_text}, {threads_text(env.get('threads', grid.get('threads')))}, "
         f"dtype {env.get('dtype') or grid.get('dtype') or '?'}",
         f"- **matmul peak**: {peak / 1e9:.1f} GFLOP/s ({env.get('matmul_peak_dtype') or 'fp32'}, measured at run start)"
         if _finite(peak) else "- **matmul peak**: not measured",
@@ -1120,7 +1120,7 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
         env = run.env
         where = env.get("cuda_device") or env.get("cpu", "?")
         lines.append(f"- **{name}**: `{run.path}` — {_machine(run, 'device') or '?'} ({where}), "
-                     f"{_machine(run, 'threads') or '?'} threads, torch {env.get('torch', '?')}, "
+                     f"{threads_text(_machine(run, 'threads'))}, torch {env.get('torch', '?')}, "
                      f"git {env.get('git_sha', '?')}, profile {run.grid.get('profile', '?')}, {env.get('created', '?')}")
     keys = ("device", "cpu", "cuda_device", "threads", "torch")
     if {_machine(a, "device"), _machine(b, "device")} == {"cpu"}:  # no GPU on either side to name
@@ -1216,6 +1216,11 @@ def _numeric_text(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def threads_text(threads: Any) -> str:
+    """'1 thread', '2 threads', '? threads' where a run does not say."""
+    return f"{threads} thread" if threads == 1 else f"{threads if threads not in (None, '') else '?'} threads"
 
 
 def _number(value: Any) -> float:

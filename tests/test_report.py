@@ -831,3 +831,10 @@ def test_a_grid_json_field_of_another_type_is_one_line_not_a_traceback(tmp_path,
     code, out, err = bench_output(command, run, *(["--out", tmp_path / "plots"] if command == "plot" else []))
     assert code == 2 and "Traceback" not in out + err
     assert f"grid.json: {says} (bench run writes it so; was the file edited?)" in err
+
+
+def test_one_thread_is_singular_in_the_report_and_compare(tmp_path, bench_output):
+    one = write_run(tmp_path / "one", efficiency_records(), env={**ENV, "threads": 1})
+    assert "cpu (Test CPU 9000), 1 thread, dtype" in render_markdown(load_run(one))
+    code, out, _ = bench_output("compare", one, write_run(tmp_path / "two", efficiency_records()))
+    assert "1 thread, torch" in out and "2 threads, torch" in out, out
