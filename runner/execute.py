@@ -73,7 +73,7 @@ def execute_cell(cell: Cell, plan: Plan, *, alarm: bool = True) -> dict[str, Any
     status, message, result = "ok", "", None
     budget = cell_budget(cell, plan)
     forget_compiled()  # compiled kernels start afresh: a cell's record never depends on the cells before it
-    _import_what_cells_import_lazily()
+    import_what_cells_import_lazily()
     checking, checks = cell.kind == "accuracy", checks_budget(cell, plan)
     try:
         if checking:  # under their own limit: see checks_budget
@@ -117,7 +117,7 @@ LAZY_IMPORTS = ("torch._dynamo", "torch.utils.benchmark", "torch.utils.cpp_exten
 
 
 @functools.cache
-def _import_what_cells_import_lazily() -> None:
+def import_what_cells_import_lazily() -> None:
     """Import LAZY_IMPORTS outside any cell's time limit. An alarm that lands inside such an import
     leaves a package half made in sys.modules, and every later cell of the process then fails on
     it (`module 'sympy' has no attribute 'printing'`)."""

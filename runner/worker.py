@@ -46,9 +46,12 @@ def main() -> None:
     import attnbench.tasks  # noqa: F401
     from attnbench.plugins import import_plugin
     from attnbench.runner.cells import Cell
-    from attnbench.runner.execute import Plan, execute_cell
+    from attnbench.runner.execute import Plan, import_what_cells_import_lazily, execute_cell
     from attnbench.runner.executors import MARK
 
+    # before READY: a worker started after another's timeout would else take them (1.4 s) within
+    # its first cell's wall seconds, and the cell's record would depend on what ran before it
+    import_what_cells_import_lazily()
     try:
         records.write(READY + "\n")
         records.flush()

@@ -695,3 +695,23 @@ def test_sigterm_while_ray_starts_is_benchs_own_and_stops_what_ray_started(monke
     from attnbench.runner.ray_executor import must_exit_at_once
 
     assert must_exit_at_once()  # Ray's half-made core worker must not see Python's finalization
+
+
+def test_a_worker_imports_what_cells_import_lazily_before_it_says_ready() -> None:
+    """A worker started after another's timeout took them (1.4 s here) inside its first cell's wall
+    seconds: that cell's record depended on what ran before it. Here no cell is sent at all."""
+    from attnbench.runner.executors import READY
+    from attnbench.runner.worker import PARENT_ENV
+
+    script = ("import sys, attnbench.runner.execute as e, attnbench.runner.worker as w; "
+              "real = e.import_what_cells_import_lazily; "
+              "e.import_what_cells_import_lazily = lambda: (real(), print('imported', 'torch._dynamo' in sys.modules, "
+              "file=sys.stderr, flush=True)); w.main()")
+    worker = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
+    try:
+        assert worker.stdout.readline().strip() == READY
+    finally:
+        worker.stdin.close()  # no cell: a closed stdin ends it
+        assert worker.wait(timeout=60) == 0
+    assert "imported True" in worker.stderr.read()
