@@ -360,6 +360,11 @@ def _print_plan(sweep: SweepPlan, todo: list[Cell], jobs: int | None) -> None:
         seeds = ",".join(map(str, sorted({c.seed for c in cells})))
         table.add_row(kind, variant, task, lengths, seeds, str(len(cells)))
     console.print(table)
+    from attnbench.tasks.base import TASKS
+
+    seq2seq = [c for c in todo if c.kind == "accuracy" and TASKS[c.task].spec.kind == "seq2seq"]
+    if sweep.plan.cross and seq2seq:  # not in the table's labels
+        console.print(f"seq2seq decoders cross-attend with {sweep.plan.cross} (--cross)", highlight=False)
     budgets = [cell_budget(cell, sweep.plan) for cell in todo]
     if all(budgets):
         # an accuracy cell's layer checks run first, under their own limit (checks_budget)

@@ -175,6 +175,15 @@ DRY = ["run", "--profile", "smoke", "--variants", "linear", "--tasks", "copy,dis
        "--lengths", "32", "--seeds", "0,1", "--threads", "1", "--device", "cpu"]
 
 
+def test_a_dry_run_names_the_cross_attention_variant_where_a_seq2seq_cell_uses_it(bench_output) -> None:
+    base = ["run", "--profile", "smoke", "--variants", "linear", "--kinds", "accuracy", "--cross", "additive(heads=2)",
+            "--dry-run"]
+    code, out, _ = bench_output(*base, "--tasks", "translation,copy")
+    assert code == 0 and "seq2seq decoders cross-attend with additive(heads=2) (--cross)" in out
+    code, out, _ = bench_output(*base, "--tasks", "copy")  # nothing cross-attends: not said (a warning says why)
+    assert code == 0 and "cross-attend" not in out
+
+
 def test_a_dry_run_lists_the_cells_and_writes_nothing(tmp_path, bench_output, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the default run directory would be results/runs here
     code, out, _ = bench_output(*DRY, "--max-cell-seconds", "90", "--dry-run")
