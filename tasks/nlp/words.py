@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -30,16 +31,24 @@ def words(row: Tensor) -> list[bytes]:
 def naive_bayes_accuracy(train_tokens: Tensor, train_target: Tensor, test_tokens: Tensor, test_target: Tensor,
                          n_classes: int) -> float:
     """Test accuracy of a multinomial Naive Bayes over words fitted on the train rows."""
+    return bag_naive_bayes_accuracy([words(row) for row in train_tokens.cpu()], train_target,
+                                    [words(row) for row in test_tokens.cpu()], test_target, n_classes)
+
+
+def bag_naive_bayes_accuracy(train_bags: Sequence[Sequence[Hashable]], train_target: Tensor,
+                             test_bags: Sequence[Sequence[Hashable]], test_target: Tensor, n_classes: int) -> float:
+    """Test accuracy of a multinomial Naive Bayes fitted on the train rows' bags of items (words; a
+    generated task's token ids), each row's items in any order (see the module docstring)."""
     counts = [Counter() for _ in range(n_classes)]
     docs = torch.bincount(train_target.view(-1), minlength=n_classes).tolist()
-    for row, label in zip(train_tokens.cpu(), train_target.view(-1).tolist()):
-        counts[label].update(words(row))
+    for bag, label in zip(train_bags, train_target.view(-1).tolist()):
+        counts[label].update(bag)
     vocab = set().union(*counts)
     totals = [sum(c.values()) + len(vocab) for c in counts]  # add-one smoothing over the train vocabulary
     prior = [math.log(d / sum(docs)) if d else -math.inf for d in docs]
     guesses = []
-    for row in test_tokens.cpu():
-        seen = [w for w in words(row) if w in vocab]
+    for bag in test_bags:
+        seen = [w for w in bag if w in vocab]
         scores = [prior[c] + sum(math.log((counts[c][w] + 1) / totals[c]) for w in seen) for c in range(n_classes)]
         guesses.append(max(range(n_classes), key=lambda c: (scores[c], -c)))
     return accuracy_of(torch.tensor(guesses).view_as(test_target), test_target)
