@@ -18,12 +18,19 @@ from attnbench.runner.heap import CACHED, HEAPS
 
 class NumberRange(click.FloatRange):
     """click's FloatRange, refusing NaN too: NaN passes every range check (each comparison with it
-    is false), and a NaN --min-run-time made blocked_autorange grow its block towards 1e9 calls."""
+    is false), and a NaN --min-run-time made blocked_autorange grow its block towards 1e9 calls.
+    `finite`: infinity too (an infinite --tolerance passed every regression)."""
+
+    def __init__(self, *args, finite: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.finite = finite
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if math.isnan(number):
             self.fail(f"{value!r} is not a number.", param, ctx)
+        if self.finite and math.isinf(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
 
@@ -73,7 +80,7 @@ class NumberRange(click.FloatRange):
                    "there too, or if that cannot show the cause (shared variants/ code changed since, another torch, "
                    "no usable revision; with --current, another machine or other kernels): then the flag stands. "
                    "Flagged SDPA, peer and naive rows are listed, not failed.")
-@click.option("--tolerance", type=NumberRange(min=0), default=0.10, show_default=True,
+@click.option("--tolerance", type=NumberRange(min=0, finite=True), default=0.10, show_default=True,
               help="The slowdown --compare and --against allow (0.10: 10 %).")
 @click.option("--note", default="", help="A line added to the markdown summary (e.g. machine load).")
 @click.option("--plugin", "plugins", multiple=True, hidden=True, expose_value=True)  # refused below, with the way

@@ -40,6 +40,7 @@ def assert_one_line_error(bench_output, argv, out_dir, says):
     (["--naive-limit-gib", "nan"], "'--naive-limit-gib': 'nan' is not a number."),
     (["--tolerance", "-1"], "'--tolerance': -1.0 is not in the range x>=0."),
     (["--tolerance", "nan"], "'--tolerance': 'nan' is not a number."),
+    (["--tolerance", "inf"], "'--tolerance': 'inf' is not a finite number."),  # it passed every regression
     (["--batched-max-n", "0"], "'--batched-max-n': 0 is not in the range x>=1."),
     (["--repeat", "0"], "'--repeat': 0 is not in the range 1<=x<=100."),
     (["--repeat", "-1"], "'--repeat': -1 is not in the range"),
