@@ -28,7 +28,7 @@ from attnbench.runner.report import AVERAGE, accuracy_frame, efficiency_frame, t
 from attnbench.runner import ray_executor
 from attnbench.runner.pool import MAX_JOBS, resolve_jobs
 from attnbench.runner.store import (
-    STATUSES, check_new_run, done_keys, export, load_results, recorded_labels, recorded_options,
+    STATUSES, check_new_run, done_keys, export, load_results, recorded_labels, recorded_options, threads_text,
 )
 from attnbench.runner.sweep import SweepPlan, SweepRequest, open_store, pending_cells, plan_sweep, run_sweep
 
@@ -336,7 +336,7 @@ def _warn_if_crowded(executor: str, jobs: int | None, threads: int, cells: list[
             fits = f"--jobs {cores // threads}"
         else:
             fits = f"--jobs {cores} --threads 1"
-        click.echo(f"bench: warning: --jobs {jobs} × {threads} threads a cell exceeds this machine's {cores} "
+        click.echo(f"bench: warning: --jobs {jobs} × {threads_text(threads)} a cell exceeds this machine's {cores} "
                    f"cores; cells will contend for them ({fits} fits)", err=True)
     elif threads > cores:
         timed = " (and every efficiency cell's timing with them)" if any(c.kind == "efficiency" for c in cells) else ""

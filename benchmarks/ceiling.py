@@ -32,7 +32,7 @@ from attnbench.benchmarks.suite import TOLERANCE, relative_error
 from attnbench.runner.environment import git_sha, machine_name
 from attnbench.runner.heap import CACHED, set_heap
 from attnbench.runner.measure import MATMUL_SIZE, time_call
-from attnbench.runner.store import replace_file
+from attnbench.runner.store import replace_file, threads_text
 
 TARGET = 0.75  # issue 8: multi-head (SDPA) at ≥ 75 % of the square matmul's FLOP/s
 QUERY_BLOCK = 256  # rows of the query block in `qk_block` and `pv_block` (capped at n)
@@ -146,7 +146,7 @@ def run_ceiling(
             "machine": machine_name(device),
             "torch": torch.__version__, "git_sha": git_sha(),
         }
-        log(f"{common['machine']}, {common['threads']} threads, heap {heap}, {repeat} rounds per length")
+        log(f"{common['machine']}, {threads_text(common['threads'])}, heap {heap}, {repeat} rounds per length")
         rows: list[dict] = []
         with torch.inference_mode():
             for n in lengths:
@@ -300,7 +300,7 @@ def conditions(rows: list[dict]) -> str:
     """The run's conditions as one paragraph."""
     first = rows[0]
     rounds = max((r["rounds"] or 0) for r in rows)
-    return (f"Machine: {first['machine']} · device {first['device']} · {first['threads']} threads · heap "
+    return (f"Machine: {first['machine']} · device {first['device']} · {threads_text(first['threads'])} · heap "
             f"{first['heap']} · torch {first['torch']} · attnbench {first['git_sha'] or 'unknown revision'} · "
             f"{first['dtype']}, B = 1, H = {first['heads']}, d_head = {first['d_head']}. Each length's shapes "
             f"and the square {MATMUL_SIZE['cuda' if first['device'].startswith('cuda') else 'cpu']}³ matmul "

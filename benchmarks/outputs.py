@@ -13,7 +13,7 @@ from attnbench.benchmarks.guard import timed_medians
 from attnbench.benchmarks.suite import IQR_MIN_RUNS, ROW_COLUMNS, range_text, round_range
 from attnbench.benchmarks.targets import check_targets
 from attnbench.runner.heap import CACHED
-from attnbench.runner.store import replace_file
+from attnbench.runner.store import replace_file, threads_text
 
 SUMMARY_LENGTHS = (2048, 8192, 16384)
 
@@ -69,7 +69,7 @@ def _conditions(df: pd.DataFrame) -> str:
         seen = sorted({str(v) for v in df[column].dropna()}) if column in df.columns else []
         return "/".join(seen) or "?"
 
-    return f"{values('dtype')}, {values('threads')} threads — {values('machine')}"
+    return f"{values('dtype')}, {threads_text(values('threads'))} — {values('machine')}"
 
 
 def _peak_range(df: pd.DataFrame) -> str:
@@ -143,7 +143,7 @@ def write_markdown(rows: list[dict], path: Path, *, csv_name: str, png_name: str
     lines = [f"# Attention benchmark: {path.stem}", ""]
     if first is not None:
         lines += [
-            f"Machine: {first['machine']} · device {first['device']} · {first['threads']} threads · "
+            f"Machine: {first['machine']} · device {first['device']} · {threads_text(first['threads'])} · "
             f"torch {first['torch']} · attnbench {first.get('git_sha') or 'unknown revision'} · {first['dtype']} · matmul peak "
             f"{_peak_range(df)} GFLOP/s (a square matmul timed in the same interleaved rounds as each "
             "length; each FLOP/s fraction is taken against the peak of its own length).",

@@ -32,6 +32,7 @@ from attnbench.benchmarks.rated_peaks import rated_peak
 from attnbench.benchmarks.revision import build_at, revision_classes
 from attnbench.errors import AttnbenchError, UnsupportedError
 from attnbench.runner.environment import git_sha, machine_name
+from attnbench.runner.store import threads_text
 from attnbench.runner import heap as glibc_heap
 from attnbench.runner.heap import CACHED, HEAPS, STEADY_BYTES, set_heap
 from attnbench.runner.measure import (
@@ -413,7 +414,7 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
         "matmul_peak_flops": peak_flops, "machine": machine, "threads": torch.get_num_threads(),
         "heap": heap, "torch": torch.__version__, "git_sha": git_sha(),
     }
-    log(f"matmul peak {peak_flops / 1e9:.1f} GFLOP/s on {machine}, {torch.get_num_threads()} threads, "
+    log(f"matmul peak {peak_flops / 1e9:.1f} GFLOP/s on {machine}, {threads_text(torch.get_num_threads())}, "
         f"{common['dtype']}, heap {heap}")
     rows: list[dict] = []
     for batch in cfg.batches:

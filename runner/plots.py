@@ -46,11 +46,10 @@ from attnbench.runner.report import (  # noqa: E402
     forward_only_cells,
     grid_seeds,
     scaling_exponent,
-    threads_text,
     window_reach,
     with_defaults,
 )
-from attnbench.runner.store import Run, StoreError, write_atomically  # noqa: E402
+from attnbench.runner.store import Run, StoreError, threads_text, write_atomically  # noqa: E402
 from attnbench.runner.store import load_run as read_run  # noqa: E402
 
 __all__ = [

@@ -33,7 +33,9 @@ import numpy as np
 import pandas as pd
 
 from attnbench.errors import AttnbenchError
-from attnbench.runner.store import STATUSES, Run, load_run, provenance_changes, provenance_value, write_atomically
+from attnbench.runner.store import (
+    STATUSES, Run, load_run, provenance_changes, provenance_value, threads_text, write_atomically,
+)
 from attnbench.tasks.files import short_digest
 from attnbench.selection import label_parts
 
@@ -1216,11 +1218,6 @@ def _numeric_text(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def threads_text(threads: Any) -> str:
-    """'1 thread', '2 threads', '? threads' where a run does not say."""
-    return f"{threads} thread" if threads == 1 else f"{threads if threads not in (None, '') else '?'} threads"
 
 
 def _number(value: Any) -> float:

@@ -86,6 +86,11 @@ def provenance_changes(then: dict, now: dict) -> list[str]:
     return changes
 
 
+def threads_text(threads: Any) -> str:
+    """'1 thread', '2 threads', '? threads' where a run does not say."""
+    return f"{threads} thread" if threads in (1, "1") else f"{threads if threads not in (None, '') else '?'} threads"
+
+
 def provenance_value(key: str, value: Any) -> str:
     """One PROVENANCE field's value as messages and reports say it ('?' where none is recorded);
     for `plugins` and `installed_plugins`, one plugin's."""

@@ -96,8 +96,9 @@ def test_a_refused_pin_is_recorded_as_glibc(monkeypatch):
 
 def test_one_round_shows_no_spread_rather_than_an_iqr_of_0():
     logged = []
-    out = run_ceiling(lengths=(32,), heads=1, d_head=8, repeat=1, min_run_time=0.001, log=logged.append)
+    out = run_ceiling(lengths=(32,), heads=1, d_head=8, threads=1, repeat=1, min_run_time=0.001, log=logged.append)
     assert {r["iqr_s"] for r in out} == {None} and {r["rounds"] for r in out} == {1}
+    assert any(", 1 thread, heap " in line for line in logged), logged  # not '1 threads'
     timed = [line for line in logged if line.startswith("n=   32")]
     assert timed and all(" ms ± n/a " in line for line in timed), timed
 

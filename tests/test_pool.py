@@ -148,7 +148,8 @@ def test_jobs_that_crowd_the_cores_get_advice_that_fits(bench_output, monkeypatc
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     code, _, err = bench_output("run", "--profile", "smoke", "--executor", "subprocess", "--jobs", jobs, "--threads",
                                 threads, "--dry-run")
-    assert code == 0 and err == (f"bench: warning: --jobs {jobs} × {threads} threads a cell exceeds this machine's 2 "
+    each = "1 thread" if threads == "1" else f"{threads} threads"
+    assert code == 0 and err == (f"bench: warning: --jobs {jobs} × {each} a cell exceeds this machine's 2 "
                                  f"cores; cells will contend for them ({advice})\n")
 
 
