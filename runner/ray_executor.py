@@ -31,7 +31,7 @@ from typing import Any
 from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import recorded_plugin
 from attnbench.runner.cells import Cell
-from attnbench.runner.execute import Plan, cell_budget, execute_cell
+from attnbench.runner.execute import Plan, cell_budget, checks_budget, execute_cell, import_what_cells_import_lazily
 from attnbench.runner.executors import DEFAULT_WORKER_SECONDS, WORKER_START_SECONDS, WorkerStartError, failed_record
 
 INSTALL = "pip install 'attnbench[ray]'"
@@ -203,6 +203,7 @@ class CellActor:
 
         for target in plugins:
             import_plugin(target)
+        import_what_cells_import_lazily()  # as the subprocess worker does: not inside its first cell
 
     def ready(self) -> int:
         return os.getpid()
@@ -254,12 +255,16 @@ class RayExecutor:
         if actor is None:  # closed meanwhile, from the thread that was interrupted
             return failed_record(cell, started, "error", "not run: the sweep stopped")
         budget = cell_budget(cell, self.plan)
-        try:  # the actor's own SIGALRM fires at `budget` where Ray runs the cell on its main thread
+        # the actor's own SIGALRMs fire at the layer checks' budget and the cell's, where Ray runs the
+        # cell on its main thread; the parent waits for both + grace, as the subprocess executor does
+        checks = checks_budget(cell, self.plan) or 0.0
+        try:
             ref = actor.run.remote(cell.to_dict(), self.plan.to_dict())
-            record = ray.get(ref, timeout=budget + 30 if budget else DEFAULT_WORKER_SECONDS)
+            record = ray.get(ref, timeout=checks + budget + 30 if budget else DEFAULT_WORKER_SECONDS)
         except ray.exceptions.GetTimeoutError:
             self._end_actor()
-            limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"
+            limit = (f"the {budget:g} s cell budget" + (f" and its layer checks' {checks:g} s" if checks else "")
+                     if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer")
             return failed_record(cell, started, "timeout", f"over {limit}; Ray actor killed")
         except ray.exceptions.RayError as exc:  # the actor died, its node was lost, Ray evicted it
             self._end_actor()

@@ -290,6 +290,7 @@ class FakeRay(types.ModuleType):
         return lambda cls: SimpleNamespace(remote=Handle)
 
     def get(self, outcome, timeout=None):
+        self.timeouts = [*getattr(self, "timeouts", []), timeout]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -323,7 +324,9 @@ def test_ray_executor_turns_each_way_a_cell_ends_into_its_record(monkeypatch) ->
     records = [executor.run(CELL) for _ in range(5)]
     assert records[0] == {"key": CELL.key, "status": "ok"}
     assert [r["status"] for r in records[1:]] == ["timeout", "oom", "oom", "error"]
-    assert records[1]["message"] == "over the 5 s cell budget; Ray actor killed"
+    # the actor's alarms allow the layer checks max(5, 10) s and the cell 5 s: the parent waits for both + 30 s
+    assert records[1]["message"] == "over the 5 s cell budget and its layer checks' 10 s; Ray actor killed"
+    assert set(fake.timeouts) == {600, 45}  # each actor's start, each cell's 10 + 5 + 30 s
     assert records[4]["message"] == ("Ray actor died: The actor died unexpectedly before finishing this task. "
                                      "Worker exit type: SYSTEM_ERROR.")  # one line: ids and the causes left out
     assert fake.killed == 4  # each lost cell's actor, and a fresh one for the next cell
