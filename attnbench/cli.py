@@ -169,7 +169,10 @@ def ls_command(what: str, pattern: str | None) -> None:
     table, found = make(pattern)
     if pattern is not None and not found:  # the error alone: an empty table on stdout would read as a result
         registry = {"variants": VARIANTS, "tasks": TASKS, "profiles": PROFILES}[what]
-        hint = registry.close_hint(pattern) if pattern.strip() and not is_glob(pattern) else ""  # a misspelt name
+        if "(" in pattern or "," in pattern:  # options or a list, as --variants takes them
+            hint = f"; bench ls takes one name or glob, without options: {pattern.split(',')[0].partition('(')[0]!r}"
+        else:  # a misspelt name: the closest
+            hint = registry.close_hint(pattern) if pattern.strip() and not is_glob(pattern) else ""
         raise AttnbenchError(f"no {what[:-1]} matches {pattern!r}{hint} (bench ls {what} lists all)")
     console.print(table)
     if pattern is not None and what != "profiles":  # narrowed down: what each option means too

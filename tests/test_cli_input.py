@@ -198,6 +198,8 @@ def test_a_file_that_is_no_checkpoint_is_one_line_without_unsafe_advice(tmp_path
         (["ls", "variants", "additve"], "no variant matches 'additve'; did you mean 'additive'? (bench ls variants", None),
         (["ls", "tasks", "selctive-copy"], "no task matches 'selctive-copy'; did you mean 'selective-copy'?", None),
         (["ls", "profiles", "quik"], "no profile matches 'quik'; did you mean 'quick'?", None),
+        (["ls", "variants", "local(window=4)"], "bench ls takes one name or glob, without options: 'local'", "plugin"),
+        (["ls", "variants", "linear,additve"], "bench ls takes one name or glob, without options: 'linear'", "plugin"),
     ],
 )
 def test_did_you_mean(bench_output, args, says, not_said):
