@@ -472,6 +472,8 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
             row[f"{key}_ms"] = mean(lambda res, k=key: (res.get(k) or {}).get("median_s")) * 1e3
             row[f"{key}_iqr_ms"] = mean(lambda res, k=key: (res.get(k) or {}).get("iqr_s")) * 1e3
             row[f"runs_{key}"] = mean(lambda res, k=key: (res.get(k) or {}).get("runs"))
+            if row[f"runs_{key}"] <= 1:  # one block: its IQR of 0 measured no spread (NaN in the CSV, no bar)
+                row[f"{key}_iqr_ms"] = math.nan
             row[f"peak_mib_{key}"] = mean(lambda res, k=key: res.get(f"peak_bytes_{k}")) / 2**20
             row[f"flops_{key}"] = mean(lambda res, k=key: res.get(f"flops_{k}"))
             row[f"peak_fraction_{key}"] = mean(lambda res, k=key: res.get(f"peak_fraction_{k}"))

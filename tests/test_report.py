@@ -701,7 +701,9 @@ def test_report_on_a_realistic_hand_made_run(tmp_path, bench_output):
     assert "| 4096 | additive | timeout |" in out
     assert ("± n/a: timed in a single block, so no spread to show: dot-product n=4096 (fwd, fwd+bwd), "
             "linear n=4096 (fwd, fwd+bwd), local(window=4) n=4096 (fwd, fwd+bwd), multi-head n=4096 (fwd, fwd+bwd) (") in out
-    # one block: no IQR of 0 shown as if measured
+    # one block: no IQR of 0 shown as if measured, nor written to the CSV or drawn as a bar
+    one_block = efficiency_frame(load_run(run).records).query("seq_len == 4096 and variant == 'multi-head'").iloc[0]
+    assert one_block.runs_fwd_bwd == 1 and math.isnan(one_block.fwd_bwd_iqr_ms)
     assert re.search(r"\| 4096 \| multi-head \| [0-9.]+ ± n/a \| [0-9.]+× \| [0-9.]+ ± n/a \|", out), out
     assert "0.490 (3/4 tasks)" not in out  # local's average is over 2 of 3 averaged tasks
     assert "(2/3 tasks)" in out
