@@ -958,7 +958,7 @@ def test_a_char_lm_window_shorter_than_an_example_is_refused_at_that_length(benc
     assert task.build("train", 2, 32, 0).tokens.shape == (2, 32)  # seq_len + 1 bytes: fits
     assert (task.build("train", 2, 33, 0).target[:, :-1] != IGNORE_INDEX).all()  # the last target past it: ignored
     with pytest.raises(TaskError, match=r"--lengths: 34 is too long for char-lm\(window=33\): an example is seq_len "
-                                        r"bytes of one window, and its window is 33 \(give window=35 or more\)"):
+                                        r"bytes of one window, and its window is 33 \(give window=34 or more\)"):
         task.check_length(34, flag="--lengths", label="char-lm(window=33)")
     code, _, err = bench_output("run", "--profile", "smoke", "--tasks", "char-lm(window=10)", "--variants", "mha",
                                 "--kinds", "accuracy", "--lengths", "32", "--dry-run")

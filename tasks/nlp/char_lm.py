@@ -44,7 +44,8 @@ class CharLMTask(CorpusTask):
         # window is: an example is a slice of its window from a seeded offset, so any window is read
         # whole over the examples; a longer one would only hold more of a speech
         options=(
-            Option("window", int, 4096, "bytes per window (an example is seq_len + 1 of them, from a seeded offset)",
+            Option("window", int, 4096, "bytes per window (an example is seq_len of them and the byte after each, "
+                   "from a seeded offset; at least seq_len)",
                    minimum=2,
                    maximum=MAX_TOKENS + 1),
             Option("stride", int, 0, "bytes between window starts; 0 = window (no overlap)", minimum=0,
@@ -75,7 +76,7 @@ class CharLMTask(CorpusTask):
         window = self.options["window"]
         if seq_len > window:
             raise TaskError(f"{flag}: {seq_len} is too long for {label or self.name}: an example is seq_len bytes "
-                            f"of one window, and its window is {window} (give window={seq_len + 1} or more)")
+                            f"of one window, and its window is {window} (give window={seq_len} or more)")
 
     def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
         """Bits per byte, on the cell's own test data, of byte models fitted to its own train data:
