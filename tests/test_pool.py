@@ -711,11 +711,15 @@ def test_a_worker_imports_what_cells_import_lazily_before_it_says_ready() -> Non
               "real = e.import_what_cells_import_lazily; "
               "e.import_what_cells_import_lazily = lambda: (real(), print('imported', 'torch._dynamo' in sys.modules, "
               "file=sys.stderr, flush=True)); w.main()")
+    # stderr into the records' pipe: the worker's own lines and its records in the order written
     worker = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
     try:
-        assert worker.stdout.readline().strip() == READY
+        lines = []
+        while not lines or lines[-1] != READY:
+            lines.append(worker.stdout.readline().strip())
+            assert lines[-1] or worker.poll() is None, lines  # EOF before READY: the worker failed
     finally:
         worker.stdin.close()  # no cell: a closed stdin ends it
         assert worker.wait(timeout=60) == 0
-    assert "imported True" in worker.stderr.read()
+    assert "imported True" in lines[:-1], lines  # before READY
