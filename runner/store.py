@@ -725,26 +725,49 @@ def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
 
 
 # grid.json's fields that reports, plots and resumes read into, by the JSON type each must have
+NUMBER = "number"  # an int or a float, not a boolean
+# grid.json's fields that reports, plots and resumes read, by the JSON type each must have; in the
+# objects, the fields they compute with
 GRID_SHAPE = {"variants": list, "tasks": list, "seeds": list, "kinds": list, "efficiency_lengths": list,
-              "lengths": dict, "size": dict, "train": dict, "efficiency": dict, "data": dict}
+              "lengths": dict, "size": dict, "train": dict, "efficiency": dict, "data": dict,
+              "profile": str, "device": str, "dtype": str, "threads": NUMBER, "max_cell_seconds": NUMBER}
+GRID_FIELDS = {
+    "size": {"d_model": NUMBER, "n_heads": NUMBER, "n_layers": NUMBER, "max_len": NUMBER, "mlp_ratio": NUMBER},
+    "efficiency": {"batch": NUMBER, "d_model": NUMBER, "n_heads": NUMBER, "lengths": list, "max_seconds": NUMBER,
+                   "min_run_time": NUMBER},
+    "train": {name: NUMBER for name in ("batch_size", "clip", "eval_every", "lr", "n_test", "n_train", "n_valid",
+                                        "patience", "steps", "warmup_frac", "weight_decay")},
+}
 
 
 def _check_grid_shape(path: Path, grid: dict) -> None:
     """StoreError for a grid.json field of another type than `bench run` writes (an edited or
-    foreign file), which the readers would otherwise meet as a traceback; absent or null is fine."""
-    inner = [(f"lengths[{task!r}]", lengths, list) for task, lengths in (grid.get("lengths") or {}).items()] \
-        if isinstance(grid.get("lengths"), dict) else []
-    efficiency = grid.get("efficiency") if isinstance(grid.get("efficiency"), dict) else {}
-    for field, value, kind in [*((f, grid.get(f), k) for f, k in GRID_SHAPE.items()), *inner,
-                               ("efficiency['lengths']", efficiency.get("lengths"), list)]:
-        if value is not None and not isinstance(value, kind):
-            raise StoreError(f"{path}: {field} is {_json_kind(value)}, not {_json_kind(kind())} "
+    foreign file), which the readers would otherwise meet as a traceback or a wrong number (a
+    layer count "2" made a window's reach 222); absent or null is fine."""
+    fields = [(field, grid.get(field), kind) for field, kind in GRID_SHAPE.items()]
+    if isinstance(grid.get("lengths"), dict):
+        fields += [(f"lengths[{task!r}]", lengths, list) for task, lengths in grid["lengths"].items()]
+    for outer, inner in GRID_FIELDS.items():
+        if isinstance(grid.get(outer), dict):
+            fields += [(f"{outer}[{name!r}]", grid[outer].get(name), kind) for name, kind in inner.items()]
+    for field, value, kind in fields:
+        if value is not None and not _is_kind(value, kind):
+            raise StoreError(f"{path}: {field} is {_json_kind(value)}, not {_json_kind(kind)} "
                              "(bench run writes it so; was the file edited?)")
 
 
+def _is_kind(value: Any, kind: type | str) -> bool:
+    if kind == NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
 def _json_kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return names.get(type(value), type(value).__name__)
+    """'a number', 'an object', …: a value's JSON type, or a type's (`GRID_SHAPE`)."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+             NUMBER: "a number"}
+    return names.get(value if isinstance(value, (type, str)) and value in names else type(value),
+                     type(value).__name__)
 
 
 def _require_run(run_dir: Path) -> None:

@@ -824,6 +824,8 @@ def test_compare_reads_plugin_sources_by_content_and_an_unrecorded_run_as_unknow
     ("tasks", 3, "tasks is a number, not a list"),
     ("lengths", {"task-a": 32}, "lengths['task-a'] is a number, not a list"),
     ("efficiency", {"lengths": 7}, "efficiency['lengths'] is a number, not a list"),
+    ("dtype", 16, "dtype is a number, not a string"),  # plot joined it into its caption: a TypeError
+    ("size", {"n_layers": "2"}, "size['n_layers'] is a string, not a number"),  # a window's reach read (4 − 1) × "2"
 ])
 @pytest.mark.parametrize("command", ["report", "plot", "export"])
 def test_a_grid_json_field_of_another_type_is_one_line_not_a_traceback(tmp_path, bench_output, field, value, says,
