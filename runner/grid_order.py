@@ -61,6 +61,15 @@ class _Slots:
         return self.found[memo]
 
 
+def unmatched_labels(records: list[dict], grid: dict, kind: str = "accuracy") -> list[str]:
+    """The grid's variant labels that no record of `kind` is matched to (a run killed before it
+    reached them), in the grid's order."""
+    variants = _Slots(grid.get("variants"))
+    found = {variants.find(r.get("variant"), r.get("variant_options")) for r in records if r.get("kind") == kind}
+    labels = grid.get("variants") if isinstance(grid.get("variants"), list) else []
+    return [label for i, label in enumerate(labels) if isinstance(label, str) and i not in found]
+
+
 def _places(values: Any) -> dict[str, int]:
     """A grid list's positions by value; a field of another shape (an edited grid.json) orders nothing."""
     return {_text(v): i for i, v in enumerate(values)} if isinstance(values, list) else {}

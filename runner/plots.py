@@ -45,6 +45,7 @@ from attnbench.runner.report import (  # noqa: E402
     efficiency_frame,
     forward_only_cells,
     grid_seeds,
+    grid_unrecorded,
     scaling_exponent,
     window_reach,
     with_defaults,
@@ -111,7 +112,7 @@ def _accuracy_view(run: Run) -> pd.DataFrame:
     `variant_options` the variant's options with their defaults filled in (`report.with_defaults`).
     """
     records = run.records
-    frame = accuracy_frame(records, grid_seeds(run))
+    frame = accuracy_frame(records, grid_seeds(run), grid_unrecorded(run))
     frame = frame[frame.column != AVERAGE].rename(columns={"mean": "score", "baseline_bits_per_byte": "baseline"})
     curves = _distance_curves(records)
     options = {r["variant_label"]: with_defaults("variant", r.get("variant"), r.get("variant_options"))

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from attnbench.errors import AttnbenchError
+from attnbench.runner.grid_order import unmatched_labels
 from attnbench.runner.store import (
     STATUSES, Run, load_run, provenance_changes, provenance_value, threads_text, write_atomically,
 )
@@ -119,14 +120,15 @@ def _best_trivial(seeds_baselines: Iterable[tuple[Any, Any]], higher: bool) -> t
     return means[best], best
 
 
-def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.DataFrame:
+def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = (), unrecorded: Sequence[str] = ()) -> pd.DataFrame:
     """Tidy accuracy: one row per (variant, task, n) — mean and sample std of the score over ok seeds.
 
     `seeds`: the grid's seeds (grid.json), so a seed not recorded yet (a run killed or still
     running) counts as missing; a cell's ``seeds`` is how many it should have (those and any other
     it recorded), ``ok_seeds`` how many scored, and ``status`` "ok", or its other statuses joined
     by "/", "not run" among them for seeds not recorded (a variant with no record at a task's length
-    that others have: every seed "not run"). A cell is complete when every seed scored.
+    that others have: every seed "not run"; so too for `unrecorded`, the grid's variants with no
+    accuracy record at all, `grid_order.unmatched_labels`). A cell is complete when every seed scored.
 
     A task run at several lengths gets one column per length, named ``task (n=N)``; a task run at
     one length is named by its label. Rows with ``column == "Average"`` hold each variant's mean
@@ -140,7 +142,7 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = ()) -> pd.Dat
                "tasks_total", "best"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    variants = list(dict.fromkeys(rows.variant))
+    variants = list(dict.fromkeys([*rows.variant, *(unrecorded if seeds else ())]))
     tasks = list(dict.fromkeys(rows.task))
     lengths = {t: sorted(set(rows.seq_len[rows.task == t])) for t in tasks}
     out = []
@@ -636,7 +638,7 @@ def _scaling_table(scaling: pd.DataFrame) -> pd.DataFrame:
 def render_markdown(run: Run) -> str:
     """The report of a run as plain GitHub markdown: header, accuracy, long-range, efficiency, notes."""
     parts = [_header(run)]
-    acc = accuracy_frame(run.records, grid_seeds(run))
+    acc = accuracy_frame(run.records, grid_seeds(run), grid_unrecorded(run))
     parts.append("## Accuracy\n")
     if acc.empty:
         parts.append(_no_cells(run, "accuracy"))
@@ -679,6 +681,11 @@ def _grid_kinds(grid: dict) -> list[str]:
     """The kinds of cell a grid plans (grid.json `kinds`); both where it does not say."""
     kinds = grid.get("kinds")
     return kinds if isinstance(kinds, list) and kinds else ["accuracy", "efficiency"]
+
+
+def grid_unrecorded(run: Run) -> list[str]:
+    """The grid's variants with no accuracy record yet (`grid_order.unmatched_labels`)."""
+    return unmatched_labels(run.records, run.grid) if "accuracy" in _grid_kinds(run.grid) else []
 
 
 def grid_seeds(run: Run) -> list[int]:
@@ -866,7 +873,7 @@ def write_csv(run: Run, prefix: str | Path) -> list[Path]:
         prefix = prefix.with_suffix("")
     eff = efficiency_frame(run.records)
     frames = {
-        "accuracy": accuracy_frame(run.records, grid_seeds(run)),
+        "accuracy": accuracy_frame(run.records, grid_seeds(run), grid_unrecorded(run)),
         "long_range": distance_frame(run.records),
         "effective_range": long_range_frame(run.records, run.grid),
         "efficiency": eff,
@@ -1195,6 +1202,11 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
 # -- formatting --------------------------------------------------------------------------------
 
 
+def _status_text(text: str) -> bool:
+    """Whether a cell's text is its statuses ('timeout', 'error/not run') or '-', not a value."""
+    return text == "-" or all(part in (*STATUSES, "not run") for part in text.split("/"))
+
+
 def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
     """`frame` as a GitHub markdown table (cells as text, '|' escaped); numbers right-aligned."""
     if index:
@@ -1203,7 +1215,7 @@ def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
     body = [["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in row]
             for row in frame.itertuples(index=False)]
     right = [i > 0 and any(row[i] for row in body)
-             and all(_numeric_text(row[i]) for row in body if row[i] and row[i] not in (*STATUSES, "-"))
+             and all(_numeric_text(row[i]) for row in body if row[i] and not _status_text(row[i]))
              for i in range(len(header))]
 
     def line(cells: list[str]) -> str:

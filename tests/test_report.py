@@ -842,3 +842,17 @@ def test_one_thread_is_singular_in_the_report_and_compare(tmp_path, bench_output
     assert "cpu (Test CPU 9000), 1 thread, dtype" in render_markdown(load_run(one))
     code, out, _ = bench_output("compare", one, write_run(tmp_path / "two", efficiency_records()))
     assert "1 thread, torch" in out and "2 threads, torch" in out, out
+
+
+def test_a_grid_variant_with_no_accuracy_record_yet_is_a_row_of_not_run(tmp_path):
+    """A run killed before its last variant's first accuracy cell: the table had no row for it at
+    all, while its header counted the cells not run."""
+    records = [acc("multi-head", "task-a", 0.8), acc("local", "task-a", 0.6, options={"window": 4}),
+               eff("linear", 256)]  # linear timed, never trained
+    run = write_run(tmp_path / "run", records, grid_=grid(variants=["multi-head", "local(window=4)", "linear"]))
+    text = render_markdown(load_run(run))
+    assert "| linear | not run | - |" in text, text
+    assert "| multi-head | **0.800** | **0.800** |" in text  # the other rows as before
+    efficiency_only = write_run(tmp_path / "efficiency-only", records,
+                                grid_=grid(variants=["multi-head", "local(window=4)", "linear"], kinds=["efficiency"]))
+    assert "| linear |" not in render_markdown(load_run(efficiency_only)).split("## Efficiency")[0]
