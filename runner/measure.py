@@ -460,7 +460,8 @@ PEAK_TIMINGS = 3
 def _matmul_peak(device: str, dtype: torch.dtype, threads: int, size: int, min_run_time: float) -> float:
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(size, size, generator=gen).to(device, dtype) for _ in range(2))
-    timings = [time_call(lambda: a @ b, device=device, min_run_time=min_run_time, warmup=2) for _ in range(PEAK_TIMINGS)]
+    timings = [time_call(lambda: a @ b, device=device, min_run_time=min_run_time, warmup=2)
+               for _ in range(PEAK_TIMINGS)]
     return 2 * size**3 / min(t.median_s for t in timings)
 
 

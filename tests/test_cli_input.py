@@ -195,7 +195,7 @@ def test_a_file_that_is_no_checkpoint_is_one_line_without_unsafe_advice(tmp_path
         (["show-task", "distanse"], "unknown task 'distanse'; did you mean 'distance'? (known:",
          "retrieval-distance'"),
         (["show-task", "copy", "--split", "tset"], "did you mean 'test'?", None),
-        (["ls", "variants", "additve"], "no variant matches 'additve'; did you mean 'additive'? (bench ls variants", None),
+        (["ls", "variants", "additve"], "no variant matches 'additve'; did you mean 'additive'? (bench ls", None),
         (["ls", "tasks", "selctive-copy"], "no task matches 'selctive-copy'; did you mean 'selective-copy'?", None),
         (["ls", "profiles", "quik"], "no profile matches 'quik'; did you mean 'quick'?", None),
         (["ls", "variants", "local(window=4)"], "bench ls takes one name or glob, without options: 'local'", "plugin"),

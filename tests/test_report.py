@@ -185,7 +185,8 @@ def test_the_bucket_floor_is_the_trivial_baseline_row_over_every_seed_not_the_fi
                for seed, mode in ((1, 0.30), (0, 0.52))]
     floor = distance_frame(records).chance.unique()
     assert floor == pytest.approx([0.41])  # (0.30 + 0.52) / 2, as the trivial-baseline row reads it
-    assert accuracy_table(accuracy_frame(records)).loc["trivial baseline"].iloc[0] == "0.410 (most frequent bound value)"
+    trivial = accuracy_table(accuracy_frame(records)).loc["trivial baseline"].iloc[0]
+    assert trivial == "0.410 (most frequent bound value)"
     assert long_range_frame(records, grid()).iloc[0].above_chance_reach == 4
 
 
@@ -699,8 +700,8 @@ def test_report_on_a_realistic_hand_made_run(tmp_path, bench_output):
     assert code == 0, err
     check_realistic_report(out)
     assert "| 4096 | additive | timeout |" in out
-    assert ("± n/a: timed in a single block, so no spread to show: dot-product n=4096 (fwd, fwd+bwd), "
-            "linear n=4096 (fwd, fwd+bwd), local(window=4) n=4096 (fwd, fwd+bwd), multi-head n=4096 (fwd, fwd+bwd) (") in out
+    assert ("± n/a: timed in a single block, so no spread to show: dot-product n=4096 (fwd, fwd+bwd), linear n=4096 "
+            "(fwd, fwd+bwd), local(window=4) n=4096 (fwd, fwd+bwd), multi-head n=4096 (fwd, fwd+bwd) (") in out
     # one block: no IQR of 0 shown as if measured, nor written to the CSV or drawn as a bar
     one_block = efficiency_frame(load_run(run).records).query("seq_len == 4096 and variant == 'multi-head'").iloc[0]
     assert one_block.runs_fwd_bwd == 1 and math.isnan(one_block.fwd_bwd_iqr_ms)
