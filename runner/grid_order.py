@@ -61,13 +61,18 @@ class _Slots:
         return self.found[memo]
 
 
-def unmatched_labels(records: list[dict], grid: dict, kind: str = "accuracy") -> list[str]:
-    """The grid's variant labels that no record of `kind` is matched to (a run killed before it
-    reached them), in the grid's order."""
+def planned_labels(records: list[dict], grid: dict, kind: str = "accuracy") -> list[tuple[str, bool]]:
+    """The grid's variants in its order, each as (label, recorded): named as its first record of
+    `kind` names it (`variant_label`, options sorted), or as the grid does where none has been
+    recorded (a run killed before it reached them)."""
     variants = _Slots(grid.get("variants"))
-    found = {variants.find(r.get("variant"), r.get("variant_options")) for r in records if r.get("kind") == kind}
+    named: dict[int, str] = {}
+    for r in records:
+        if r.get("kind") == kind and isinstance(r.get("variant_label"), str):
+            named.setdefault(variants.find(r.get("variant"), r.get("variant_options")), r["variant_label"])
     labels = grid.get("variants") if isinstance(grid.get("variants"), list) else []
-    return [label for i, label in enumerate(labels) if isinstance(label, str) and i not in found]
+    return [(named[i], True) if i in named else (label, False)
+            for i, label in enumerate(labels) if isinstance(label, str)]
 
 
 def _places(values: Any) -> dict[str, int]:

@@ -45,7 +45,7 @@ from attnbench.runner.report import (  # noqa: E402
     efficiency_frame,
     forward_only_cells,
     grid_seeds,
-    grid_unrecorded,
+    grid_variants,
     scaling_exponent,
     window_reach,
     with_defaults,
@@ -112,7 +112,7 @@ def _accuracy_view(run: Run) -> pd.DataFrame:
     `variant_options` the variant's options with their defaults filled in (`report.with_defaults`).
     """
     records = run.records
-    frame = accuracy_frame(records, grid_seeds(run), grid_unrecorded(run))
+    frame = accuracy_frame(records, grid_seeds(run), grid_variants(run))
     frame = frame[frame.column != AVERAGE].rename(columns={"mean": "score", "baseline_bits_per_byte": "baseline"})
     curves = _distance_curves(records)
     options = {r["variant_label"]: with_defaults("variant", r.get("variant"), r.get("variant_options"))
@@ -121,7 +121,7 @@ def _accuracy_view(run: Run) -> pd.DataFrame:
     return frame.assign(
         status=frame.status.where(frame.ok_seeds == 0, "ok"),
         by_distance=[curves.get(cell) for cell in cells],
-        variant_options=[options[v] for v, _, _ in cells],
+        variant_options=[options.get(v, {}) for v, _, _ in cells],  # {}: a variant not run yet
     )
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from attnbench.errors import AttnbenchError
-from attnbench.runner.grid_order import unmatched_labels
+from attnbench.runner.grid_order import planned_labels
 from attnbench.runner.store import (
     STATUSES, Run, load_run, provenance_changes, provenance_value, threads_text, write_atomically,
 )
@@ -120,15 +120,18 @@ def _best_trivial(seeds_baselines: Iterable[tuple[Any, Any]], higher: bool) -> t
     return means[best], best
 
 
-def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = (), unrecorded: Sequence[str] = ()) -> pd.DataFrame:
+def accuracy_frame(
+    records: Sequence[dict], seeds: Sequence[int] = (), planned: Sequence[tuple[str, bool]] = ()
+) -> pd.DataFrame:
     """Tidy accuracy: one row per (variant, task, n) — mean and sample std of the score over ok seeds.
 
     `seeds`: the grid's seeds (grid.json), so a seed not recorded yet (a run killed or still
     running) counts as missing; a cell's ``seeds`` is how many it should have (those and any other
     it recorded), ``ok_seeds`` how many scored, and ``status`` "ok", or its other statuses joined
     by "/", "not run" among them for seeds not recorded (a variant with no record at a task's length
-    that others have: every seed "not run"; so too for `unrecorded`, the grid's variants with no
-    accuracy record at all, `grid_order.unmatched_labels`). A cell is complete when every seed scored.
+    that others have: every seed "not run"). `planned`: the grid's variants in its order, (label,
+    recorded) (`grid_order.planned_labels`): rows follow it, and with `seeds` one with no accuracy
+    record yet gets every cell "not run". A cell is complete when every seed scored.
 
     A task run at several lengths gets one column per length, named ``task (n=N)``; a task run at
     one length is named by its label. Rows with ``column == "Average"`` hold each variant's mean
@@ -142,7 +145,8 @@ def accuracy_frame(records: Sequence[dict], seeds: Sequence[int] = (), unrecorde
                "tasks_total", "best"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    variants = list(dict.fromkeys([*rows.variant, *(unrecorded if seeds else ())]))
+    in_grid = [label for label, recorded in planned if recorded or seeds]
+    variants = list(dict.fromkeys([*in_grid, *rows.variant]))  # then any variant the grid does not name
     tasks = list(dict.fromkeys(rows.task))
     lengths = {t: sorted(set(rows.seq_len[rows.task == t])) for t in tasks}
     out = []
@@ -638,7 +642,7 @@ def _scaling_table(scaling: pd.DataFrame) -> pd.DataFrame:
 def render_markdown(run: Run) -> str:
     """The report of a run as plain GitHub markdown: header, accuracy, long-range, efficiency, notes."""
     parts = [_header(run)]
-    acc = accuracy_frame(run.records, grid_seeds(run), grid_unrecorded(run))
+    acc = accuracy_frame(run.records, grid_seeds(run), grid_variants(run))
     parts.append("## Accuracy\n")
     if acc.empty:
         parts.append(_no_cells(run, "accuracy"))
@@ -683,9 +687,10 @@ def _grid_kinds(grid: dict) -> list[str]:
     return kinds if isinstance(kinds, list) and kinds else ["accuracy", "efficiency"]
 
 
-def grid_unrecorded(run: Run) -> list[str]:
-    """The grid's variants with no accuracy record yet (`grid_order.unmatched_labels`)."""
-    return unmatched_labels(run.records, run.grid) if "accuracy" in _grid_kinds(run.grid) else []
+def grid_variants(run: Run) -> list[tuple[str, bool]]:
+    """The grid's variants for the accuracy table, (label, recorded) (`grid_order.planned_labels`);
+    none where the grid plans no accuracy cell."""
+    return planned_labels(run.records, run.grid) if "accuracy" in _grid_kinds(run.grid) else []
 
 
 def grid_seeds(run: Run) -> list[int]:
@@ -873,7 +878,7 @@ def write_csv(run: Run, prefix: str | Path) -> list[Path]:
         prefix = prefix.with_suffix("")
     eff = efficiency_frame(run.records)
     frames = {
-        "accuracy": accuracy_frame(run.records, grid_seeds(run), grid_unrecorded(run)),
+        "accuracy": accuracy_frame(run.records, grid_seeds(run), grid_variants(run)),
         "long_range": distance_frame(run.records),
         "effective_range": long_range_frame(run.records, run.grid),
         "efficiency": eff,

@@ -850,10 +850,19 @@ def test_a_grid_variant_with_no_accuracy_record_yet_is_a_row_of_not_run(tmp_path
     all, while its header counted the cells not run."""
     records = [acc("multi-head", "task-a", 0.8), acc("local", "task-a", 0.6, options={"window": 4}),
                eff("linear", 256)]  # linear timed, never trained
-    run = write_run(tmp_path / "run", records, grid_=grid(variants=["multi-head", "local(window=4)", "linear"]))
+    run = write_run(tmp_path / "run", records, grid_=grid(variants=["multi-head", "linear", "local(window=4)"]))
     text = render_markdown(load_run(run))
     assert "| linear | not run | - |" in text, text
     assert "| multi-head | **0.800** | **0.800** |" in text  # the other rows as before
+    rows = [line.split(" | ")[0] for line in text.split("## Accuracy")[1].splitlines() if line.startswith("| ")]
+    assert rows[1:4] == ["| multi-head", "| linear", "| local(window=4)"]  # the grid's order
+    from attnbench.runner.plots import plot_run
+
+    assert plot_run(run, tmp_path / "plots")  # each row's options looked up: a KeyError before
+    killed = write_run(tmp_path / "killed", records[:1],
+                       grid_=grid(variants=["multi-head", "local(window=4, kernel=eager)"]))
+    assert "| local(window=4, kernel=eager) | not run | - |" in render_markdown(load_run(killed))
+    assert plot_run(killed, tmp_path / "killed-plots")
     efficiency_only = write_run(tmp_path / "efficiency-only", records,
                                 grid_=grid(variants=["multi-head", "local(window=4)", "linear"], kinds=["efficiency"]))
     assert "| linear |" not in render_markdown(load_run(efficiency_only)).split("## Efficiency")[0]
