@@ -170,7 +170,9 @@ def ls_command(what: str, pattern: str | None) -> None:
     if pattern is not None and not found:  # the error alone: an empty table on stdout would read as a result
         registry = {"variants": VARIANTS, "tasks": TASKS, "profiles": PROFILES}[what]
         if "(" in pattern or "," in pattern:  # options or a list, as --variants takes them
-            hint = f"; bench ls takes one name or glob, without options: {pattern.split(',')[0].partition('(')[0]!r}"
+            name = pattern.split(",")[0].partition("(")[0].strip()
+            hint = "; bench ls takes one name or glob, without options" + (
+                f": {name!r}" if name and registry.entries(name) else registry.close_hint(name) if name else "")
         else:  # a misspelt name: the closest
             hint = registry.close_hint(pattern) if pattern.strip() and not is_glob(pattern) else ""
         raise AttnbenchError(f"no {what[:-1]} matches {pattern!r}{hint} (bench ls {what} lists all)")

@@ -724,8 +724,7 @@ def _read_json(run_dir: Path, name: str, *, required: bool = True) -> dict:
     return value
 
 
-# grid.json's fields that reports, plots and resumes read into, by the JSON type each must have
-NUMBER = "number"  # an int or a float, not a boolean
+NUMBER = object()  # a grid field's kind: an int or a float, not a boolean
 # grid.json's fields that reports, plots and resumes read, by the JSON type each must have; in the
 # objects, the fields they compute with
 GRID_SHAPE = {"variants": list, "tasks": list, "seeds": list, "kinds": list, "efficiency_lengths": list,
@@ -752,22 +751,23 @@ def _check_grid_shape(path: Path, grid: dict) -> None:
             fields += [(f"{outer}[{name!r}]", grid[outer].get(name), kind) for name, kind in inner.items()]
     for field, value, kind in fields:
         if value is not None and not _is_kind(value, kind):
-            raise StoreError(f"{path}: {field} is {_json_kind(value)}, not {_json_kind(kind)} "
+            raise StoreError(f"{path}: {field} is {_json_kind(value)}, not {_KIND_NAMES[kind]} "
                              "(bench run writes it so; was the file edited?)")
 
 
-def _is_kind(value: Any, kind: type | str) -> bool:
+def _is_kind(value: Any, kind: Any) -> bool:
     if kind == NUMBER:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, kind)
 
 
+_KIND_NAMES = {dict: "an object", list: "a list", str: "a string", NUMBER: "a number"}
+
+
 def _json_kind(value: Any) -> str:
-    """'a number', 'an object', …: a value's JSON type, or a type's (`GRID_SHAPE`)."""
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number",
-             NUMBER: "a number"}
-    return names.get(value if isinstance(value, (type, str)) and value in names else type(value),
-                     type(value).__name__)
+    """'a number', 'an object', …: a JSON value's type."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _require_run(run_dir: Path) -> None:

@@ -200,6 +200,7 @@ def test_a_file_that_is_no_checkpoint_is_one_line_without_unsafe_advice(tmp_path
         (["ls", "profiles", "quik"], "no profile matches 'quik'; did you mean 'quick'?", None),
         (["ls", "variants", "local(window=4)"], "bench ls takes one name or glob, without options: 'local'", "plugin"),
         (["ls", "variants", "linear,additve"], "bench ls takes one name or glob, without options: 'linear'", "plugin"),
+        (["ls", "variants", "lcoal(window=4)"], "without options; did you mean 'local'?", "'lcoal'?"),
     ],
 )
 def test_did_you_mean(bench_output, args, says, not_said):
