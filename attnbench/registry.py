@@ -193,19 +193,18 @@ class Registry(Generic[T]):
         return [self._entries[n] for n in self.names(pattern)]
 
     def _unknown_message(self, name: object) -> str:
-        """'unknown variant 'lcoal'; did you mean 'local'? (known: …)'. Each entry is suggested
-        once, by whichever of its name and aliases is closest (a name and its own alias would read
-        as two choices). A registry that plugins extend also says how to load one, since a plugin's
-        name given without `--plugin` is the usual cause: alone when nothing is close (difflib's
-        cutoff of 0.6 keeps such a name from drawing an unrelated suggestion), and after a loose
-        suggestion ('temp-softmax' → 'softmax') unless user code already registered a component
-        here; a typo's fix (TYPO_RATIO) stands alone."""
+        """'unknown variant 'lcoal'; did you mean 'local'? (known: …)' (the hint: `close_hint`)."""
         known = ", ".join(sorted(self._entries)) or "none registered"
         return f"unknown {self.kind} {name!r}{self.close_hint(name)} (known: {known})"
 
     def close_hint(self, name: object) -> str:
-        """"; did you mean 'local'?" for a name that is none of this registry's (see
-        `_unknown_message`), or the plugin hint, or ''."""
+        """"; did you mean 'local'?" for a name that is none of this registry's, or the plugin
+        hint, or ''. Each entry is suggested once, by whichever of its name and aliases is closest
+        (a name and its own alias would read as two choices). A registry that plugins extend also
+        says how to load one, since a plugin's name given without `--plugin` is the usual cause:
+        alone when nothing is close (difflib's cutoff of 0.6 keeps such a name from drawing an
+        unrelated suggestion), and after a loose suggestion ('temp-softmax' → 'softmax') unless
+        user code already registered a component here; a typo's fix (TYPO_RATIO) stands alone."""
         wanted = normalize(str(name))
         keys = {normalize(k): (e.name, k) for e in self._entries.values() for k in (e.name, *e.aliases)}
         close = difflib.get_close_matches(wanted, sorted(keys), n=6, cutoff=0.6)

@@ -38,6 +38,7 @@ EXECUTORS = ("local", "subprocess", "ray")
 MARK = "@@record "
 # without a cell budget, a worker still gets this long before it counts as hung
 DEFAULT_WORKER_SECONDS = 6 * 3600
+WORKER_GRACE_SECONDS = 30  # past a cell's own alarms, before its parent ends the worker
 # how long a starting worker may take to import torch and attnbench (seconds on a quiet machine)
 WORKER_START_SECONDS = 600
 # How the worker starts. Not `python -m attnbench.runner.worker`: -m puts the current directory
@@ -55,6 +56,14 @@ WORKER_COMMAND = (
     "runpy.run_module('attnbench.runner.worker', run_name='__main__', alter_sys=True)",
 )
 
+
+
+def worker_seconds(cell: Cell, plan: Plan) -> float:
+    """How long a worker process (or Ray actor) may take over `cell` before its parent ends it: the
+    worker's own SIGALRMs fire at the layer checks' limit and at the cell's budget, so both and
+    WORKER_GRACE_SECONDS; DEFAULT_WORKER_SECONDS where the cell has no budget."""
+    budget = cell_budget(cell, plan)
+    return (checks_budget(cell, plan) or 0.0) + budget + WORKER_GRACE_SECONDS if budget else DEFAULT_WORKER_SECONDS
 
 class WorkerStartError(AttnbenchError):
     """The worker process could not start (it died or hung while importing): the environment is
@@ -130,9 +139,7 @@ class SubprocessExecutor:
             self.proc.stdin.flush()
         except BrokenPipeError:
             return failed_record(cell, started, "error", "the worker process died before the cell started")
-        # the worker's own SIGALRMs fire at the checks' budget and the cell's; the parent kills at
-        # both + grace
-        deadline = started + (checks_budget(cell, self.plan) + budget + 30 if budget else DEFAULT_WORKER_SECONDS)
+        deadline = started + worker_seconds(cell, self.plan)
         for line in self._lines(deadline):
             if line.startswith(MARK):
                 record = json.loads(line[len(MARK) :])

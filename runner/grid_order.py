@@ -61,18 +61,17 @@ class _Slots:
         return self.found[memo]
 
 
-def planned_labels(records: list[dict], grid: dict, kind: str = "accuracy") -> list[tuple[str, bool]]:
-    """The grid's variants in its order, each as (label, recorded): named as its first record of
-    `kind` names it (`variant_label`, options sorted), or as the grid does where none has been
-    recorded (a run killed before it reached them)."""
+def planned_labels(records: list[dict], grid: dict, kind: str = "accuracy") -> list[str]:
+    """The grid's variants in its order, each named as its first record of `kind` names it
+    (`variant_label`, options sorted), or as the grid does where none has been recorded (a run
+    killed before it reached them)."""
     variants = _Slots(grid.get("variants"))
     named: dict[int, str] = {}
     for r in records:
         if r.get("kind") == kind and isinstance(r.get("variant_label"), str):
             named.setdefault(variants.find(r.get("variant"), r.get("variant_options")), r["variant_label"])
     labels = grid.get("variants") if isinstance(grid.get("variants"), list) else []
-    return [(named[i], True) if i in named else (label, False)
-            for i, label in enumerate(labels) if isinstance(label, str)]
+    return [named.get(i, label) for i, label in enumerate(labels) if isinstance(label, str)]
 
 
 def _places(values: Any) -> dict[str, int]:

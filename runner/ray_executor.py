@@ -32,7 +32,9 @@ from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import recorded_plugin
 from attnbench.runner.cells import Cell
 from attnbench.runner.execute import Plan, cell_budget, checks_budget, execute_cell, import_what_cells_import_lazily
-from attnbench.runner.executors import DEFAULT_WORKER_SECONDS, WORKER_START_SECONDS, WorkerStartError, failed_record
+from attnbench.runner.executors import (
+    DEFAULT_WORKER_SECONDS, WORKER_START_SECONDS, WorkerStartError, failed_record, worker_seconds,
+)
 
 INSTALL = "pip install 'attnbench[ray]'"
 # what Ray's memory monitor says of a worker it killed (a kernel OOM kill looks like any other
@@ -255,12 +257,10 @@ class RayExecutor:
         if actor is None:  # closed meanwhile, from the thread that was interrupted
             return failed_record(cell, started, "error", "not run: the sweep stopped")
         budget = cell_budget(cell, self.plan)
-        # the actor's own SIGALRMs fire at the layer checks' budget and the cell's, where Ray runs the
-        # cell on its main thread; the parent waits for both + grace, as the subprocess executor does
         checks = checks_budget(cell, self.plan) or 0.0
-        try:
+        try:  # the actor's own SIGALRMs fire where Ray runs the cell on its main thread (`worker_seconds`)
             ref = actor.run.remote(cell.to_dict(), self.plan.to_dict())
-            record = ray.get(ref, timeout=checks + budget + 30 if budget else DEFAULT_WORKER_SECONDS)
+            record = ray.get(ref, timeout=worker_seconds(cell, self.plan))
         except ray.exceptions.GetTimeoutError:
             self._end_actor()
             limit = (f"the {budget:g} s cell budget" + (f" and its layer checks' {checks:g} s" if checks else "")

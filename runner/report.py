@@ -121,7 +121,7 @@ def _best_trivial(seeds_baselines: Iterable[tuple[Any, Any]], higher: bool) -> t
 
 
 def accuracy_frame(
-    records: Sequence[dict], seeds: Sequence[int] = (), planned: Sequence[tuple[str, bool]] = ()
+    records: Sequence[dict], seeds: Sequence[int] = (), planned: Sequence[str] = ()
 ) -> pd.DataFrame:
     """Tidy accuracy: one row per (variant, task, n) — mean and sample std of the score over ok seeds.
 
@@ -129,9 +129,9 @@ def accuracy_frame(
     running) counts as missing; a cell's ``seeds`` is how many it should have (those and any other
     it recorded), ``ok_seeds`` how many scored, and ``status`` "ok", or its other statuses joined
     by "/", "not run" among them for seeds not recorded (a variant with no record at a task's length
-    that others have: every seed "not run"). `planned`: the grid's variants in its order, (label,
-    recorded) (`grid_order.planned_labels`): rows follow it, and with `seeds` one with no accuracy
-    record yet gets every cell "not run". A cell is complete when every seed scored.
+    that others have: every seed "not run"). `planned`: the grid's variants in its order
+    (`grid_order.planned_labels`): rows follow it, and with `seeds` one with no accuracy record yet
+    gets every cell "not run". A cell is complete when every seed scored.
 
     A task run at several lengths gets one column per length, named ``task (n=N)``; a task run at
     one length is named by its label. Rows with ``column == "Average"`` hold each variant's mean
@@ -145,7 +145,8 @@ def accuracy_frame(
                "tasks_total", "best"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    in_grid = [label for label, recorded in planned if recorded or seeds]
+    recorded = set(rows.variant)
+    in_grid = [label for label in planned if seeds or label in recorded]
     variants = list(dict.fromkeys([*in_grid, *rows.variant]))  # then any variant the grid does not name
     tasks = list(dict.fromkeys(rows.task))
     lengths = {t: sorted(set(rows.seq_len[rows.task == t])) for t in tasks}
@@ -478,7 +479,7 @@ def efficiency_frame(records: Sequence[dict]) -> pd.DataFrame:
             row[f"{key}_ms"] = mean(lambda res, k=key: (res.get(k) or {}).get("median_s")) * 1e3
             row[f"{key}_iqr_ms"] = mean(lambda res, k=key: (res.get(k) or {}).get("iqr_s")) * 1e3
             row[f"runs_{key}"] = mean(lambda res, k=key: (res.get(k) or {}).get("runs"))
-            if row[f"runs_{key}"] <= 1:  # one block: its IQR of 0 measured no spread (NaN in the CSV, no bar)
+            if _one_block(row[f"runs_{key}"]):  # its IQR of 0 measured no spread (NaN in the CSV, no bar)
                 row[f"{key}_iqr_ms"] = math.nan
             row[f"peak_mib_{key}"] = mean(lambda res, k=key: res.get(f"peak_bytes_{k}")) / 2**20
             row[f"flops_{key}"] = mean(lambda res, k=key: res.get(f"flops_{k}"))
@@ -687,9 +688,9 @@ def _grid_kinds(grid: dict) -> list[str]:
     return kinds if isinstance(kinds, list) and kinds else ["accuracy", "efficiency"]
 
 
-def grid_variants(run: Run) -> list[tuple[str, bool]]:
-    """The grid's variants for the accuracy table, (label, recorded) (`grid_order.planned_labels`);
-    none where the grid plans no accuracy cell."""
+def grid_variants(run: Run) -> list[str]:
+    """The grid's variants for the accuracy table (`grid_order.planned_labels`); none where the
+    grid plans no accuracy cell."""
     return planned_labels(run.records, run.grid) if "accuracy" in _grid_kinds(run.grid) else []
 
 
@@ -834,7 +835,7 @@ def _efficiency_conditions(run: Run, eff: pd.DataFrame) -> str:
 
 
 def _efficiency_notes(eff: pd.DataFrame) -> str:
-    single = eff[(eff.status == "ok") & ((eff.runs_fwd_bwd <= 1) | (eff.runs_fwd <= 1))]
+    single = eff[(eff.status == "ok") & (eff.runs_fwd_bwd.map(_one_block) | eff.runs_fwd.map(_one_block))]
     notes = []
     if not single.empty:
         notes.append("± n/a: timed in a single block, so no spread to show: "
@@ -1258,15 +1259,19 @@ def _time_cell(ms: float, iqr_ms: float | None, runs: float = math.nan) -> str:
     if not _finite(ms):
         return "-"
     d = _decimals(ms)
-    if _finite(runs) and runs <= 1:
+    if _one_block(runs):
         return f"{ms:.{d}f} ± n/a"
     return f"{ms:.{d}f}" + (f" ± {iqr_ms:.{d}f}" if iqr_ms is not None and _finite(iqr_ms) else "")
 
 
 def _single_timings(row: pd.Series) -> str:
     """Which of an efficiency row's timings ran one block: 'fwd', 'fwd+bwd' or both."""
-    return ", ".join(name for name, runs in (("fwd", row.runs_fwd), ("fwd+bwd", row.runs_fwd_bwd))
-                     if _finite(runs) and runs <= 1)
+    return ", ".join(name for name, runs in (("fwd", row.runs_fwd), ("fwd+bwd", row.runs_fwd_bwd)) if _one_block(runs))
+
+
+def _one_block(runs: float) -> bool:
+    """Whether a timing ran one block (`runs` 1), whose IQR of 0 says nothing about spread."""
+    return _finite(runs) and runs <= 1
 
 
 def _mib(value: float) -> str:

@@ -751,7 +751,7 @@ def _check_grid_shape(path: Path, grid: dict) -> None:
             fields += [(f"{outer}[{name!r}]", grid[outer].get(name), kind) for name, kind in inner.items()]
     for field, value, kind in fields:
         if value is not None and not _is_kind(value, kind):
-            raise StoreError(f"{path}: {field} is {_json_kind(value)}, not {_KIND_NAMES[kind]} "
+            raise StoreError(f"{path}: {field} is {_json_kind(type(value))}, not {_json_kind(kind)} "
                              "(bench run writes it so; was the file edited?)")
 
 
@@ -761,13 +761,13 @@ def _is_kind(value: Any, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
-_KIND_NAMES = {dict: "an object", list: "a list", str: "a string", NUMBER: "a number"}
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", NUMBER: "a number"}
 
 
-def _json_kind(value: Any) -> str:
-    """'a number', 'an object', …: a JSON value's type."""
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return names.get(type(value), type(value).__name__)
+def _json_kind(kind: Any) -> str:
+    """'a number', 'an object', …: a JSON value's type (`type(value)`) or a grid field's kind."""
+    return _JSON_KINDS.get(kind, getattr(kind, "__name__", str(kind)))
 
 
 def _require_run(run_dir: Path) -> None:

@@ -15,8 +15,8 @@ No positional or counting shortcut decides it (the first noun, the last, the nou
 `trivial_baselines`, 0.62-0.68 at seq_len 32), though counting gets further than any of them where
 it counts the right nouns: most of the nouns after the last clause verb (the subject's clause)
 scores 0.75 at seq_len 32, and a naive Bayes over the words, order ignored, 0.66-0.68 at 64 and
-0.67-0.71 from 128 on (2000 test examples, seeds 0-2);
-both are recorded too. What decides it is the syntax the task tests — the subject's head is
+0.67-0.71 from 128 on (2000 test examples, seeds 0-2); both are recorded too. What decides it is
+the syntax the task tests — the subject's head is
 the first noun after the last clause verb (says, thinks, ...), or the first noun, which a parser of
 this grammar finds every time. The leading clauses (0..`max_clauses`, uniformly) move the head off a
 fixed position, and their own nouns take random numbers (with only the subject at the start,
@@ -264,7 +264,7 @@ class AgreementTask(GeneratedTask):
         positions = torch.arange(test.tokens.shape[1])
         after = positions > torch.where(clause_verb[test.tokens], positions, -1).max(1, keepdim=True).values
         in_clause = (2 * ((numbers == 1) & after).sum(1) > (is_noun & after).sum(1)).long()
-        bags = [[[t for t in row if t] for row in batch.tokens.tolist()] for batch in (train, test)]  # padding 0 out
+        bags = [[[t for t in row if t != self.pad_id] for row in batch.tokens.tolist()] for batch in (train, test)]
         return {**super().trivial_baselines(train, test), "first noun": accuracy_of(ends[:, 0], test.target),
                 "last noun": accuracy_of(ends[:, 1], test.target), "nouns' majority": accuracy_of(most, test.target),
                 "last clause's nouns' majority": accuracy_of(in_clause, test.target),
