@@ -65,6 +65,15 @@ def worker_seconds(cell: Cell, plan: Plan) -> float:
     budget = cell_budget(cell, plan)
     return (checks_budget(cell, plan) or 0.0) + budget + WORKER_GRACE_SECONDS if budget else DEFAULT_WORKER_SECONDS
 
+
+def worker_limit_text(cell: Cell, plan: Plan) -> str:
+    """What a worker killed at `worker_seconds` ran over, for its `timeout` record: the cell's
+    budget and its layer checks' limit, both of which that wait allows."""
+    budget, checks = cell_budget(cell, plan), checks_budget(cell, plan)
+    if not budget:
+        return f"{DEFAULT_WORKER_SECONDS} s without an answer"
+    return f"the {budget:g} s cell budget" + (f" and its layer checks' {checks:g} s" if checks else "")
+
 class WorkerStartError(AttnbenchError):
     """The worker process could not start (it died or hung while importing): the environment is
     broken for every cell, so the sweep stops instead of recording each cell as an error."""
@@ -131,7 +140,6 @@ class SubprocessExecutor:
                     raise
                 # a replacement (after a crash, a hang or an OOM kill) failed: this cell only
                 return failed_record(cell, started, "error", str(exc))
-        budget = cell_budget(cell, self.plan)
         kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from another's
         message = json.dumps({"cell": cell.to_dict(), "plan": self.plan.to_dict()})
         try:
@@ -152,8 +160,7 @@ class SubprocessExecutor:
             pass
         if self.proc.poll() is None:  # hung past the deadline
             self._kill()
-            limit = f"the {budget:g} s cell budget" if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer"
-            return failed_record(cell, started, "timeout", f"over {limit}; worker killed")
+            return failed_record(cell, started, "timeout", f"over {worker_limit_text(cell, self.plan)}; worker killed")
         code = self.proc.returncode
         self.proc = None
         if code == -signal.SIGKILL:

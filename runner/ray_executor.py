@@ -31,9 +31,9 @@ from typing import Any
 from attnbench.errors import AttnbenchError, Terminated
 from attnbench.plugins import recorded_plugin
 from attnbench.runner.cells import Cell
-from attnbench.runner.execute import Plan, cell_budget, checks_budget, execute_cell, import_what_cells_import_lazily
+from attnbench.runner.execute import Plan, execute_cell, import_what_cells_import_lazily
 from attnbench.runner.executors import (
-    DEFAULT_WORKER_SECONDS, WORKER_START_SECONDS, WorkerStartError, failed_record, worker_seconds,
+    WORKER_START_SECONDS, WorkerStartError, failed_record, worker_limit_text, worker_seconds,
 )
 
 INSTALL = "pip install 'attnbench[ray]'"
@@ -256,16 +256,12 @@ class RayExecutor:
         ray, actor = self.ray, self.actor
         if actor is None:  # closed meanwhile, from the thread that was interrupted
             return failed_record(cell, started, "error", "not run: the sweep stopped")
-        budget = cell_budget(cell, self.plan)
-        checks = checks_budget(cell, self.plan) or 0.0
         try:  # the actor's own SIGALRMs fire where Ray runs the cell on its main thread (`worker_seconds`)
             ref = actor.run.remote(cell.to_dict(), self.plan.to_dict())
             record = ray.get(ref, timeout=worker_seconds(cell, self.plan))
         except ray.exceptions.GetTimeoutError:
             self._end_actor()
-            limit = (f"the {budget:g} s cell budget" + (f" and its layer checks' {checks:g} s" if checks else "")
-                     if budget else f"{DEFAULT_WORKER_SECONDS} s without an answer")
-            return failed_record(cell, started, "timeout", f"over {limit}; Ray actor killed")
+            return failed_record(cell, started, "timeout", f"over {worker_limit_text(cell, self.plan)}; Ray actor killed")
         except ray.exceptions.RayError as exc:  # the actor died, its node was lost, Ray evicted it
             self._end_actor()
             oom = isinstance(exc, ray.exceptions.OutOfMemoryError) or MEMORY_MONITOR in str(exc)

@@ -256,11 +256,24 @@ def test_subprocess_executor_kills_a_hang_that_ignores_alarms(tmp_path: Path, mo
         runner.plan = Plan(**{**vars(plan), "plugins": (FAULTS,)})
         record = runner.run(Cell.make("accuracy", "fault-hang", {}, "copy", {}, 32, 0))
         assert record["status"] == "timeout"
+        assert record["message"] == "over 3 s without an answer; worker killed"
         monkeypatch.setattr(executors, "DEFAULT_WORKER_SECONDS", 600)
         ok = runner.run(Cell.make("accuracy", "multi-head", {}, "copy", {}, 32, 0))
         assert ok["status"] == "ok"  # a fresh worker took over
     finally:
         runner.close()
+
+
+def test_a_killed_worker_s_record_names_every_limit_its_wait_allowed() -> None:
+    from attnbench.runner import executors
+
+    cell = Cell.make("accuracy", "multi-head", {}, "copy", {}, 32, 0)
+    plan = smoke_plan(max_cell_seconds=5)  # an accuracy cell's layer checks get max(5, CHECKS_SECONDS) s first
+    assert executors.worker_seconds(cell, plan) == 10 + 5 + executors.WORKER_GRACE_SECONDS
+    assert executors.worker_limit_text(cell, plan) == "the 5 s cell budget and its layer checks' 10 s"
+    timed = Cell.make("efficiency", "multi-head", {}, "none", {}, 32, 0)  # no layer checks
+    assert executors.worker_seconds(timed, plan) == 5 + executors.WORKER_GRACE_SECONDS
+    assert executors.worker_limit_text(timed, plan) == "the 5 s cell budget"
 
 
 # ---------------------------------------------------------------------------- resume
