@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ class Option:
     nullable: bool = False
     maximum: float | None = None
     path: bool = False  # a file or folder path: a sweep records it absolute (see runner.sweep)
+    # a path option's values that name no path (text-cls's 'sotu'); one ending in ':' is a prefix ('hf:')
+    keywords: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
@@ -132,13 +133,28 @@ def resolve_options(
     return resolved
 
 
-def names_a_path(value: Any) -> bool:
-    """Whether an `Option.path` value is written as a path (a folder in it, or a suffix) and
-    exists: not a keyword such as text-cls's `sotu`, even where a file or folder of that name
-    happens to be in the current directory. A path the system refuses (a name too long) names
-    nothing that exists: its reader says why."""
-    if not (isinstance(value, str) and (os.sep in value or Path(value).suffix)):
+def names_a_path(option: Option, value: Any) -> bool:
+    """Whether `value` of `option` names an existing file or folder (`~` expanded, as the tasks'
+    readers do): an `Option.path` whose value is none of its `keywords` (text-cls's `sotu`, even
+    where a file or folder of that name happens to be in the current directory), nor empty
+    (listops' '' = generate). A bare name counts (listops reads `path=data` as a file). A path the
+    system refuses (a name too long) names nothing that exists: its reader says why."""
+    if not (option.path and isinstance(value, str) and value.strip()) or is_keyword(option, value):
         return False
+    try:
+        return data_path(value).exists()
+    except OSError:  # Path.exists() raises ENAMETOOLONG on Python 3.11
+        return False
+
+
+def is_keyword(option: Option, value: str) -> bool:
+    word = value.strip()
+    return any(word == k or (k.endswith(":") and word.startswith(k)) for k in option.keywords)
+
+
+def data_path(value: str) -> Path:
+    """A path option's value as the file or folder it names: `~` expanded, absolute, links resolved."""
+    return Path(value).expanduser().resolve()
     try:
         return Path(value).exists()
     except OSError:  # Path.exists() raises ENAMETOOLONG on Python 3.11

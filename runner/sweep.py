@@ -24,7 +24,7 @@ import torch
 
 from attnbench.errors import AttnbenchError, OptionError
 from attnbench.limits import MAX_SEED, MAX_TOKENS
-from attnbench.options import names_a_path
+from attnbench.options import data_path, names_a_path
 from attnbench.plugins import installed_plugins, plugin_digests
 from attnbench.registry import BUILT_IN
 from attnbench.runner.cells import KINDS, Cell
@@ -296,8 +296,9 @@ def _absolute_paths(selected: Selected) -> Selected:
     """`selected` with each path option (`Option.path`) that names an existing file or folder made
     absolute: a cell's key holds its data file, and a resume from another directory must read the
     same one (a relative path would name another file there, or none)."""
-    paths = {o.name for o in TASKS[selected.name].spec.options if o.path}
-    options = {k: str(Path(v).resolve()) if k in paths and names_a_path(v) else v for k, v in selected.options.items()}
+    declared = {o.name: o for o in TASKS[selected.name].spec.options}
+    options = {k: str(data_path(v)) if k in declared and names_a_path(declared[k], v) else v
+               for k, v in selected.options.items()}
     return Selected(selected.name, options)
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from attnbench.errors import AttnbenchError, OptionError, PluginError
-from attnbench.options import Option, names_a_path, resolve_options
+from attnbench.options import Option, data_path, names_a_path, resolve_options
 from attnbench.registry import Registry, check_spec_class, class_or_module
 
 KINDS = ("classify", "tag", "lm", "seq2seq")
@@ -245,8 +245,8 @@ class Task:
         files = []
         for option in self.spec.options:
             value = self.options.get(option.name)
-            if option.path and names_a_path(value) and Path(value).is_file():  # not a keyword (sotu)
-                files.append(Path(value).resolve())
+            if names_a_path(option, value) and data_path(value).is_file():  # not a keyword (sotu)
+                files.append(data_path(value))
         return files
 
     # ---------------------------------------------------------------- for people

