@@ -360,7 +360,9 @@ def test_a_file_changed_only_in_docstrings_comments_or_layout_has_not_changed_si
     assert revision._code("def f(:\n") is None
 
 
-CONFIRM = ["--repeat", "3", "--min-run-time", "0.002", "--tolerance", "1"]  # 3× flags; noise, a median of 3 interleaved rounds, is far below 2×
+# 30× flags: the same code timed beside itself must stay within 10× of it, a median of 3 interleaved rounds of
+# a 0.1 ms core; 2× was not enough on a shared 2-core machine (2.78× [0.34–2.84] while three other jobs ran)
+CONFIRM, SLOWER = ["--repeat", "3", "--min-run-time", "0.002", "--tolerance", "9"], 30
 
 
 @pytest.fixture
@@ -377,10 +379,10 @@ def _head() -> str:
 
 
 def _confirm_a_3x_core(tmp_path, capsys, sha, *, peak=None, options=CONFIRM, base=None, **now) -> tuple[int, str]:
-    """`--compare --current --confirm` of a linear core 3× its baseline's time (at revision `sha`;
+    """`--compare --current --confirm` of a linear core 30× its baseline's time (at revision `sha`;
     `base`, `now`: columns of the baseline and of the run checked): exit code, stdout."""
     base = _gate_rows(tmp_path / "base.csv", scale=1, sha=sha, impls=("core",), **(base or {}))
-    checked = _gate_rows(tmp_path / "now.csv", scale=3, sha=sha, impls=("core",), peak=peak, **now)
+    checked = _gate_rows(tmp_path / "now.csv", scale=SLOWER, sha=sha, impls=("core",), peak=peak, **now)
     code = bench(["perf", "--compare", str(base), "--current", str(checked), "--confirm", *options,
                   "--out", str(tmp_path / "out")])
     return code, capsys.readouterr().out
@@ -390,19 +392,19 @@ def _confirm_a_3x_core(tmp_path, capsys, sha, *, peak=None, options=CONFIRM, bas
 def test_confirm_times_the_flagged_rows_beside_the_baselines_code_and_clears_drift(tmp_path, capsys, same_code):
     head = _head()
     base = _gate_rows(tmp_path / "base.csv", scale=1, sha=head, batches=(1, 2))
-    drifted = _gate_rows(tmp_path / "now.csv", scale=3, sha=head, batches=(1, 2))  # every row 3×: the machine's drift
+    drifted = _gate_rows(tmp_path / "now.csv", scale=SLOWER, sha=head, batches=(1, 2))  # every row 30×: the machine's drift
     code = bench(["perf", "--compare", str(base), "--current", str(drifted), "--confirm", *CONFIRM,
                   "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
-    assert "4 of 7 timings regressed by more than 100%" in out
-    assert "not failed: 3 timings of SDPA, naive references or peers slower by more than 100%" in out
+    assert "4 of 7 timings regressed by more than 900%" in out
+    assert "not failed: 3 timings of SDPA, naive references or peers slower by more than 900%" in out
     for batch in (1, 2):  # a run for each batch, of the flagged case only
         assert (f"timing 2 flagged rows again beside {head[:7]}'s code, the baseline's revision (linear at n = 32; "
                 f"batch {batch})") in out
         written = pd.read_csv(tmp_path / "out" / f"now-confirm-{head[:7]}-b{batch}.csv")
         assert set(written["case"]) == {"linear", "sdpa"} and set(written["batch"]) == {batch}
         assert {"core", f"core@{head[:7]}", "layer", f"layer@{head[:7]}"} <= set(written["impl"])
-    # the same code on both sides, far within the 100 % tolerance
+    # the same code on both sides, far within the 900 % tolerance
     assert out.count("'s core: not reproduced beside it") + out.count("'s layer: not reproduced beside it") == 4, out
     assert "0 of 4 flagged core and layer timings fail the gate: 0 confirmed beside the baseline's code, 0 not" in out
     assert code == 0
@@ -413,7 +415,7 @@ def test_confirm_times_each_flagged_case_only_at_the_lengths_it_was_flagged_at(t
     head = _head()
     parts = [pd.read_csv(_gate_rows(tmp_path / f"{stem}-{case}.csv", scale=scale, sha=head, impls=("core",),
                                     case=case, n=n))
-             for stem, scale in (("base", 1), ("now", 3)) for case, n in (("linear", 32), ("linear(causal)", 48))]
+             for stem, scale in (("base", 1), ("now", SLOWER)) for case, n in (("linear", 32), ("linear(causal)", 48))]
     base, now = tmp_path / "base.csv", tmp_path / "now.csv"
     pd.concat(parts[:2]).to_csv(base, index=False)
     pd.concat(parts[2:]).to_csv(now, index=False)
@@ -452,7 +454,7 @@ def test_confirm_fails_a_kernel_slower_than_the_baselines_code(tmp_path, capsys,
     monkeypatch.setattr(linear.LinearAttention, "core", slower)
     code, out = _confirm_a_3x_core(tmp_path, capsys, _head())
     assert code == 1
-    assert "linear core b=1 n=32: 0.30 ms vs 0.10 ms baseline (3.00×); " in out and ": slower beside it too: confirmed" in out
+    assert "linear core b=1 n=32: 3.00 ms vs 0.10 ms baseline (30.00×); " in out and ": slower beside it too: confirmed" in out
     assert "1 of 1 flagged core and layer timings fail the gate: 1 confirmed" in out
 
 
@@ -522,7 +524,7 @@ def test_a_revision_this_checkout_lacks_stands_with_gits_reason(tmp_path, capsys
 
 def test_another_torch_stands_without_running_anything(tmp_path, capsys):
     base = _gate_rows(tmp_path / "base.csv", scale=1, sha="HEAD", impls=("core",), torch="1.0.0")
-    checked = _gate_rows(tmp_path / "now.csv", scale=3, sha="HEAD", impls=("core",))
+    checked = _gate_rows(tmp_path / "now.csv", scale=SLOWER, sha="HEAD", impls=("core",))
     assert bench(["perf", "--compare", str(base), "--current", str(checked), "--confirm", *CONFIRM]) == 1
     assert "stands: the baseline was timed with torch 1.0.0, and this is " in capsys.readouterr().out
 
@@ -544,7 +546,7 @@ def test_bad_confirm_is_one_line_and_exit_2(argv, says, tmp_path, capsys, monkey
 def test_a_confirming_run_never_writes_over_an_earlier_one(tmp_path, capsys, same_code):
     head = _head()
     base = _gate_rows(tmp_path / "base.csv", scale=1, sha=head, batches=(1,))
-    drifted = _gate_rows(tmp_path / "now.csv", scale=3, sha=head, batches=(1,))
+    drifted = _gate_rows(tmp_path / "now.csv", scale=SLOWER, sha=head, batches=(1,))
     earlier = tmp_path / "out" / f"now-confirm-{head[:7]}-b1.csv"
     earlier.parent.mkdir()
     earlier.write_text("an earlier confirming run's")
