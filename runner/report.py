@@ -778,7 +778,8 @@ def _resume_lines(env: Mapping) -> list[str]:
 def _accuracy_notes(acc: pd.DataFrame, run: Run) -> str:
     cells = acc[acc.column != AVERAGE]
     lengths = cells.drop_duplicates("column")
-    metrics = {c: m for c, m in zip(lengths.column, lengths.metric) if m and m != "accuracy"}
+    # a column with no ok cell has no metric (NaN in the frame)
+    metrics = {c: m for c, m in zip(lengths.column, lengths.metric) if isinstance(m, str) and m != "accuracy"}
     seeds = run.grid.get("seeds") or sorted({r.get("seed") for r in run.records if r.get("kind") == "accuracy"})
     notes = [
         f"Test score per task, mean over {len(seeds)} seed(s)"

@@ -409,6 +409,13 @@ def test_markdown_report_has_the_environment_header_and_every_section(tmp_path):
     assert "<" not in text.replace("<0.001", "")  # plain markdown, no HTML
 
 
+def test_a_task_with_no_ok_cell_beside_one_with_is_reported(tmp_path):
+    # char-lm unsupported by a variant without a causal form, distance ok: the report crashed (a NaN metric)
+    records = [acc("m", "distance", 0.8), acc("m", "char-lm", status="unsupported", message="no causal form")]
+    text = render_markdown(load_run(write_run(tmp_path / "run", records)))
+    assert "| m | **0.800** | unsupported | 0.800 (1/2 tasks) |" in text, text
+
+
 def test_a_fraction_of_the_matmul_peak_above_100_percent_is_explained(tmp_path):
     # the peak is measured once, when the run starts: on a busy machine, cells timed later in a
     # quieter minute read 137-143 % of it, which the table had shown without a word
