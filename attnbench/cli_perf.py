@@ -166,6 +166,7 @@ def _run_and_gate(cfg, out_dir, name, note, at_rev, revision, tolerance, baselin
             code = 1
         else:
             code = perf_gate.report(result, tolerance, f"{revision}'s code timed beside it", rerun=None)
+        code = max(code, perf_gate.report_lost(result.lost, f"{revision}'s code"))
     if baseline:
         code = max(code, perf_gate.gate(base, rows, tolerance, baseline, str(csv),
                                         confirm=confirm and perf_gate.Confirm(settings, out_dir, name, note, False)))

@@ -298,17 +298,25 @@ def _values(column: pd.Series) -> str:
 def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
     """Each variant's core and layer against its `core@<rev>` and `layer@<rev>` (another revision's
     code) timed in the same interleaved rounds (`bench perf --against REV`): drift of the machine
-    cancels in the ratio."""
+    cancels in the ratio. A row the other revision's code timed and this tree's did not (its output
+    failed the check against the reference, its kernel raised) is `lost`: a broken kernel fails
+    the gate, as `--compare` fails it (`lost`)."""
     timed = timed_medians(rows)
-    regressions, compared = [], 0
+    statuses = {(r["case"], r["impl"], r["batch"], r["n"]): str(r.get("status") or "no time recorded") for r in rows}
+    regressions, compared, gone = [], 0, []
     for (case, impl, batch, n), old in sorted(timed.items()):
-        new = timed.get((case, impl.partition("@")[0], batch, n))
-        if "@" not in impl or new is None:
+        if "@" not in impl:
+            continue
+        mine = (case, impl.partition("@")[0], batch, n)
+        new = timed.get(mine)
+        if new is None:
+            why = statuses.get(mine, "no row")
+            gone.append(Lost(case, mine[1], batch, n, old, "no time recorded" if why in ("ok", "nan") else why))
             continue
         compared += 1
         if new > old * (1 + tolerance):
             regressions.append(Regression(case, f"{impl.partition('@')[0]} vs {impl}", batch, n, old, new))
-    return Comparison(tuple(regressions), compared, 0)
+    return Comparison(tuple(regressions), compared, 0, tuple(gone))
 
 
 def timed_medians(rows: list[dict]) -> dict[tuple, float]:

@@ -157,10 +157,12 @@ def test_side_by_side_flags_only_a_working_tree_slower_than_tolerance():
     rows = [row("linear", "core", 512, 1.2), row("linear", "core@abc", 512, 1.0),   # 1.20×: regressed
             row("linear", "core", 1024, 1.05), row("linear", "core@abc", 1024, 1.0),  # 1.05×: within 10 %
             row("local", "core", 512, 0.5), row("local", "core@abc", 512, 1.0),      # faster
-            row("local", "core@abc", 1024, 1.0), row("local", "core", 1024, None),   # not timed: not compared
+            row("local", "core@abc", 1024, 1.0), row("local", "core", 1024, None),   # not timed: lost
             row("linear", "layer", 512, 9.0)]
     result = side_by_side(rows)
     assert result.compared == 3
+    assert [str(lost) for lost in result.lost] == [
+        "local core b=1 n=1024: 1000.00 ms in the baseline, not timed here (no time recorded)"]
     # read back from a CSV, an untimed core is NaN: not compared either
     frame = pd.DataFrame(rows).to_csv(index=False)
     assert side_by_side(pd.read_csv(io.StringIO(frame)).to_dict("records")).compared == 3
@@ -182,6 +184,28 @@ def test_bench_perf_against_writes_the_rows_and_reports(tmp_path, capsys):
         assert f"no regression: {len(compared)} timings within 10% of HEAD's code timed beside it" in out
     else:
         assert "regressed by more than 10% against HEAD's code timed beside it" in out
+
+
+@needs_git
+def test_against_fails_a_working_tree_kernel_whose_output_is_wrong(tmp_path, capsys, monkeypatch):
+    from attnbench.benchmarks import suite
+
+    build = suite.build_candidates
+
+    def broken(*args, **kwargs):  # this tree's linear core 1 % off; HEAD's, beside it, as it is
+        candidates = build(*args, **kwargs)
+        for c in candidates:
+            if c.case.label == "linear" and c.impl == "core":
+                c.fn = lambda f=c.fn: f() * 1.01
+        return candidates
+
+    monkeypatch.setattr(suite, "build_candidates", broken)
+    code = bench(["perf", "--variants", "linear", "--lengths", "32", "--batch", "1", "--repeat", "1", "--min-run-time",
+                  "0.001", "--tolerance", "9", "--against", "HEAD", "--out", str(tmp_path), "--name", "t"])
+    out = capsys.readouterr().out
+    assert code == 1  # before: the rows timed on both sides passed, and so did the gate
+    assert "1 core or layer timings of HEAD's code were not timed in this run:" in out
+    assert re.search(r"linear core b=1 n=32: [\d.]+ ms in the baseline, not timed here \(mismatch", out), out
 
 
 @pytest.mark.parametrize(("argv", "says"), [
