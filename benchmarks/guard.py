@@ -286,6 +286,9 @@ def incomparable(baseline: pd.DataFrame, base_name: str, machine: str, threads: 
                    for column, value in (("machine", machine), ("threads", threads)) if not (base[column] == value).any()]
     if differences:
         return "rows compare only on the same machine, threads and heap, and it differs in " + ", ".join(differences)
+    if not ((base["machine"] == machine) & (base["threads"] == threads)).any():  # each alone, not together
+        return (f"rows compare only on the same machine, threads and heap, and its rows of {machine!r} have "
+                f"threads {_values(base.threads[base.machine == machine])}, not {threads!r}")
     return None
 
 

@@ -268,6 +268,20 @@ def test_a_baseline_of_another_machine_or_thread_count_is_refused_before_the_run
     assert "threads (2 there, 1 here); this run's timings could be compared with none of its rows" in err
 
 
+def test_a_baseline_whose_rows_of_this_machine_have_other_threads_is_refused_before_the_run(
+        bench_output, never_timed, tmp_path):
+    """This machine at 2 threads, another at 1: each alone matches a run here at 1 thread, together none
+    (before: the run went ahead, then compared nothing)."""
+    from attnbench.runner.environment import cpu_model
+
+    base = results(tmp_path / "BASELINE.csv", machine=cpu_model(), threads=2)
+    pd.concat([pd.read_csv(base), pd.read_csv(results(tmp_path / "other.csv", machine="gpu-box", threads=1))]).to_csv(
+        base, index=False)
+    code, out, err = bench_output("perf", "--quick", "--threads", "1", "--compare", base, "--out", tmp_path)
+    assert code == 2 and out == "" and err.startswith(f"bench: error: --compare {base}: rows compare only on the ")
+    assert f"its rows of {cpu_model()!r} have threads 2, not 1" in err
+
+
 def test_a_run_that_would_write_over_its_baseline_is_refused_and_the_baseline_kept(bench_output, never_timed, tmp_path):
     base = results(tmp_path / "p3.csv")
     before = base.read_bytes()
