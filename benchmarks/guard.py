@@ -112,7 +112,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
     missing = [c for c in KEY + MACHINE + ["median_s"] if c not in df.columns]
     if missing:
         raise AttnbenchError(f"{path}: not a benchmark CSV (missing columns: {', '.join(missing)})")
-    text = [c for c in NUMERIC if not df.empty and (not pd.api.types.is_numeric_dtype(df[c])
+    numeric = NUMERIC + [c for c in SHAPE if c in df.columns]  # optional, matched on where both files have them
+    text = [c for c in numeric if not df.empty and (not pd.api.types.is_numeric_dtype(df[c])
                                                     or pd.api.types.is_bool_dtype(df[c]))]
     if text:
         raise AttnbenchError(f"{path}: not a benchmark CSV (not numbers in columns: {', '.join(text)})")

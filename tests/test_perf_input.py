@@ -165,6 +165,8 @@ NOT_CSV = {
     "other.csv": ("a,b\n1,2\n", "(missing columns: case, impl, batch, n, dtype, device, machine, threads, median_s)"),
     "text.csv": (",".join(["case", "impl", "batch", "n", "dtype", "device", "machine", "threads", "median_s"])
                  + "\nlinear,core,one,512,float32,cpu,m,auto,fast\n", "(not numbers in columns: batch, threads, median_s)"),
+    "heads.csv": (",".join(["case", "impl", "batch", "n", "dtype", "device", "machine", "threads", "median_s", "heads"])
+                  + "\nlinear,core,1,512,float32,cpu,m,2,0.01,eight\n", "(not numbers in columns: heads)"),
 }
 HEADER = "case,impl,batch,n,dtype,device,machine,threads,median_s\n"
 # timed rows the gate cannot compare: an empty key (pandas would match it with the other file's),
