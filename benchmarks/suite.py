@@ -231,7 +231,7 @@ def build_candidates(
             cand.row["peak_bytes"] = int(need)
             cand.row["mem_method"] = estimate.method()
             if need > cfg.naive_limit_gib * 2**30:
-                cand.fn, cand.status = None, f"skipped: would need {need / 2**30:.1f} GiB (> {cfg.naive_limit_gib:g} GiB limit)"
+                cand.fn, cand.status = None, f"skipped: would need {_figure(need / 2**30, 1)} GiB (> {cfg.naive_limit_gib:g} GiB limit)"
         out.append(cand)
         if case.peer:
             peer = PEERS[case.peer]
@@ -443,6 +443,14 @@ def _run_suite(cfg: PerfConfig, extra, log, save, at_rev) -> list[dict]:
     return rows
 
 
+def _figure(value: float, decimals: int) -> str:
+    """`value` with `decimals` decimals, or as many more as show its first two digits: a limit of
+    0.08 s is not "0 s" (90 → '90', 0.0123 → '0.012')."""
+    if value > 0 and math.isfinite(value):
+        decimals = max(decimals, 1 - math.floor(math.log10(value)))
+    return f"{value:.{decimals}f}"
+
+
 def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common: dict, peak_flops: float, log) -> None:
     """Run each memory probe's core once (verified, not timed) and put its row in place of the skipped one.
 
@@ -467,7 +475,7 @@ def _memory_probes(cases: list[Case], cfg: PerfConfig, rows: list[dict], common:
             try:
                 seconds = verify(cand, cfg)
                 if cand.row["verified"]:
-                    cand.status = f"not timed: memory probe, one call took {seconds:.0f} s"
+                    cand.status = f"not timed: memory probe, one call took {_figure(seconds, 0)} s"
             except Exception as exc:
                 cand.status = f"oom: {exc}" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
                 cand.status = cand.status.splitlines()[0][:160]
@@ -510,12 +518,12 @@ def _verify_all(cands, cfg, history, dropped, batch, n, log, peak_flops=None) ->
         predicted = _predict(history, key, n, _exponent(cand))
         if predicted is not None and predicted > cfg.max_cell_s:
             cand.fn = None
-            cand.status = dropped[key] = f"skipped: predicted {predicted:.0f} s per call (> --max-cell-s {cfg.max_cell_s:g})"
+            cand.status = dropped[key] = f"skipped: predicted {_figure(predicted, 0)} s per call (> --max-cell-s {cfg.max_cell_s:g})"
             continue
         floor = _first_estimate(cand, batch, n, peak_flops) if predicted is None else None
         if floor is not None and floor > cfg.max_cell_s:  # a call the kernel could not stop short of hours
             cand.fn = None
-            cand.status = dropped[key] = (f"skipped: its FLOPs at the matmul peak take {floor:.0f} s per call at the "
+            cand.status = dropped[key] = (f"skipped: its FLOPs at the matmul peak take {_figure(floor, 0)} s per call at the "
                                           f"least (> --max-cell-s {cfg.max_cell_s:g})")
             continue
         try:
@@ -532,8 +540,8 @@ def _verify_all(cands, cfg, history, dropped, batch, n, log, peak_flops=None) ->
             log(f"  {cand.case.label} {cand.impl} n={n}: {cand.status} — not timed")
             continue
         if seconds * (1 + cfg.repeat) > cfg.max_cell_s:
-            cand.status = f"not timed: one call took {seconds:.1f} s; memory and output verified"
-            dropped[key] = f"skipped: one call took {seconds:.1f} s at a shorter length"
+            cand.status = f"not timed: one call took {_figure(seconds, 1)} s; memory and output verified"
+            dropped[key] = f"skipped: one call took {_figure(seconds, 1)} s at a shorter length"
             continue
         timed.append(cand)
     return timed

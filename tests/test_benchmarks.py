@@ -882,3 +882,11 @@ def test_the_linear_state_benchmark_rehearses_on_cpu(capsys):
     assert "where compiled linear's time goes" in out and "aten::bmm" in out
     if not torch.cuda.is_available():
         assert linear_state.main(["--lengths", "64"]) == 2  # CUDA asked for, none here
+
+
+def test_a_skip_or_limit_below_one_unit_keeps_its_first_two_digits():
+    from attnbench.benchmarks.suite import _figure
+
+    # before: "one call took 0.0 s", "skipped: predicted 0 s per call (> --max-cell-s 0.08)"
+    assert [_figure(x, d) for x, d in [(90, 0), (20.0, 1), (0.0123, 0), (0.07, 1), (1.5, 0)]] == [
+        "90", "20.0", "0.012", "0.070", "1.5"]
