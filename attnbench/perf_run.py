@@ -76,7 +76,11 @@ def load_revision(cfg):
     from attnbench.cli import console
 
     variants = sorted({c.variant for c in select_cases(list(cfg.variants), cfg.cases) if c.variant})
-    return revision_classes(cfg.against, variants, lambda line: console.print(line, highlight=False))
+    at_rev = revision_classes(cfg.against, variants, lambda line: console.print(line, highlight=False))
+    if not at_rev[1]:  # the run would time everything, then fail for want of a pair
+        raise AttnbenchError(f"--against {cfg.against}: none of {', '.join(variants)} can be timed at that revision "
+                             "(above); nothing would be compared")
+    return at_rev
 
 
 def execute(cfg, out_dir: str, name: str, note: str, at_rev=None) -> Path:

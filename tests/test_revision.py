@@ -233,13 +233,35 @@ def test_a_module_that_no_longer_loads_stops_bench_perf_before_out_is_created(tm
 
 
 @needs_git
-def test_nothing_compared_is_a_failure(tmp_path, capsys):
+def test_nothing_to_compare_is_refused_before_the_run(tmp_path, capsys):
+    """Before: the whole benchmark ran, then failed with "nothing compared" (exit 1)."""
     argv = ["perf", "--variants", "dot-product", "--lengths", "32", "--batch", "1", "--repeat", "1",
-            "--min-run-time", "0.001", "--against", "HEAD", "--out", str(tmp_path), "--name", "t"]
-    assert bench(argv) == 1
+            "--min-run-time", "0.001", "--against", "HEAD", "--out", str(tmp_path / "out"), "--name", "t"]
+    assert bench(argv) == 2
     captured = capsys.readouterr()
     assert "dot-product not compared" in captured.out
-    assert "bench perf: no core or layer was timed beside HEAD's; nothing compared" in captured.err
+    assert captured.err.strip() == ("bench: error: --against HEAD: none of dot-product can be timed at that revision "
+                                    "(above); nothing would be compared")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_timed_no_pair_is_a_failure(tmp_path, capsys, monkeypatch):
+    from attnbench.benchmarks import suite
+
+    build = suite.build_candidates
+
+    def untimed(*args, **kwargs):  # every core and layer, this tree's and HEAD's, fails its check
+        candidates = build(*args, **kwargs)
+        for c in candidates:
+            if c.impl.startswith(("core", "layer")):
+                c.fn = lambda f=c.fn: f() * 1.01
+        return candidates
+
+    monkeypatch.setattr(suite, "build_candidates", untimed)
+    argv = ["perf", "--variants", "linear", "--lengths", "32", "--batch", "1", "--repeat", "1",
+            "--min-run-time", "0.001", "--against", "HEAD", "--out", str(tmp_path), "--name", "t"]
+    assert bench(argv) == 1
+    assert "bench perf: no core or layer was timed beside HEAD's; nothing compared" in capsys.readouterr().err
 
 
 def test_the_page_shows_the_side_by_side_ratios(tmp_path):
