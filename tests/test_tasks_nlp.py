@@ -705,7 +705,8 @@ def test_hf_loader_uses_the_dataset_splits(monkeypatch, fresh_hf_cache):
         }
 
     _fake_datasets(monkeypatch, load_dataset)
-    t = build_task("text-cls", source="hf:fake-imdb:plain", balance=False)
+    with pytest.warns(DataWarning, match="its 'unsupervised' split is left out"):  # IMDb's unlabelled reviews
+        t = build_task("text-cls", source="hf:fake-imdb:plain", balance=False)
     assert calls == [("fake-imdb", "plain")]
     assert t.classes == ("neg", "pos")  # from the ClassLabel feature
     assert t.size("test") == 40  # the dataset's own test split, kept whole
@@ -726,6 +727,24 @@ def test_hf_loader_says_how_many_held_out_texts_its_splits_share_with_train(monk
     _fake_datasets(monkeypatch, lambda name, config=None: {"train": _rows(100, "train"), "test": _rows(40, "test")})
     build_task("text-cls", source="hf:fake-apart", balance=False)
     assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+
+
+def test_hf_splits_it_does_not_read_as_given_are_said(monkeypatch, fresh_hf_cache, recwarn):
+    """Before, silently: a split of another name was dropped, and without a train split the
+    dataset's own test rows were pooled into training."""
+    _fake_datasets(monkeypatch, lambda name, config=None: {"train": _rows(100, "train"), "eval": _rows(30, "e")})
+    t = build_task("text-cls", source="hf:fake-eval", balance=False)
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert said == ["text-cls: hf:fake-eval: its 'eval' split is left out (the splits read are named train, "
+                    "validation, valid, dev, test)"]
+    assert sum(t.size(s) for s in SPLITS) == 100
+    recwarn.clear()
+    _fake_datasets(monkeypatch, lambda name, config=None: {"validation": _rows(60, "v"), "test": _rows(60, "t")})
+    t = build_task("text-cls", source="hf:fake-no-train", balance=False)
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert said == ["text-cls: hf:fake-no-train: it has no 'train' split, so its 'validation', 'test' splits are "
+                    "pooled and split by a hash of the text"]
+    assert sum(t.size(s) for s in SPLITS) == 120
 
 
 def test_hf_loader_takes_plain_dicts(monkeypatch, fresh_hf_cache):

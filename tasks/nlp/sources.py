@@ -285,12 +285,17 @@ def _hf_corpus(
     groups: list[Any] = []
     owners: list[str | None] = []
     names: Sequence[str] | None = None
+    notes: list[str] = []
     if "train" in known:
         chosen: list[tuple[str | None, str]] = sorted(known.items())
+        if other := [s for s in parts if s not in _HF_SPLITS]:
+            notes.append(f"its {_split_names(other)} left out (the splits read are named {', '.join(_HF_SPLITS)})")
     else:  # no train split to anchor on: pool them all and split by hash
         chosen = [(None, s) for s in parts]
+        if len(parts) > 1:  # its own held-out rows are trained on too
+            by = f"column {group_column!r}" if group_column else "text"
+            notes.append(f"it has no 'train' split, so its {_split_names(parts)} pooled and split by a hash of the {by}")
     carve = set(known)
-    notes: list[str] = []
     hidden_rows = 0
     for ours, theirs in chosen:
         table = parts[theirs]
@@ -339,6 +344,12 @@ def _hf_corpus(
     if notes:
         warnings.warn(f"{owner}: {shown}: " + "; ".join(notes), DataWarning, stacklevel=2)
     return corpus
+
+
+def _split_names(names) -> str:
+    """"'eval' split is" / "'validation', 'test' splits are", for a note."""
+    names = list(names)
+    return ", ".join(map(repr, names)) + (" split is" if len(names) == 1 else " splits are")
 
 
 def repeated_in_train(corpus: Corpus) -> str:

@@ -114,7 +114,8 @@ class TextClassificationTask(CorpusTask):
         by = f"column {o['group_column']!r}" if o["group_column"] else "text"
         if source.startswith("hf:"):
             where, rows = source, f"{len(self.corpus)} labelled rows"
-            origin = f"Hugging Face dataset {source} ({columns}; its own splits, a missing one carved by {by})"
+            origin = (f"Hugging Face dataset {source} ({columns}; its own splits, a missing one carved from train by {by}, "
+                      f"or all pooled and split by {by} where it has no train split)")
             licence = "the dataset's own (see its card on the Hugging Face Hub)"
         else:
             path = Path(source).expanduser().resolve()
