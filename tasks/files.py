@@ -186,6 +186,8 @@ def _read_json(text: str, fmt: str, path: Path, owner: str) -> pd.DataFrame:
                 'object; write one object per row: [{"text": ..., "label": ...}, ...]'
             )
         return pd.read_json(io.StringIO(text), orient="records", dtype=False)  # as JSON Lines reads it
+    if fmt == "json" and isinstance(document := _json_or_none(text), dict):  # on one line too: not a row
+        raise DataFileError(_one_object(document, path, owner))
     try:
         return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     except Exception:
@@ -201,11 +203,6 @@ def _check_json_lines(text: str, fmt: str, path: Path, owner: str) -> None:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            if fmt == "json" and isinstance(_json_or_none(text), dict):
-                raise DataFileError(
-                    f"{owner}: {path} holds one JSON object; expected an array of row objects "
-                    "([{...}, {...}]) or JSON Lines (one object per line)"
-                ) from None
             raise DataFileError(
                 f"{owner}: {path} line {number} is not valid JSON: {exc.msg} (column {exc.colno}); "
                 "JSON Lines holds one object per line"
@@ -215,6 +212,15 @@ def _check_json_lines(text: str, fmt: str, path: Path, owner: str) -> None:
                 f"{owner}: {path} line {number} is a JSON {type(row).__name__}, not an object; "
                 "JSON Lines holds one object per line"
             )
+
+
+def _one_object(document: dict, path: Path, owner: str) -> str:
+    """What to say of a .json file holding one object: not rows; pandas' `to_json` writes a frame so
+    by default, a column to an object of its values."""
+    columns = document and all(isinstance(v, (dict, list)) for v in document.values())
+    return (f"{owner}: {path} holds one JSON object" + (" of columns (pandas' to_json default)" if columns else "")
+            + "; expected an array of row objects ([{...}, {...}]; to_json(PATH, orient='records')) or JSON Lines "
+            "(one object per line)")
 
 
 def _json_or_none(text: str):

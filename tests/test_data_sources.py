@@ -72,7 +72,11 @@ def test_a_json_file_of_json_lines_still_reads(tmp_path):
     "name, content, words",
     [
         ("one.json", json.dumps({"text": ["a", "b"], "label": [0, 1]}, indent=2),
-         "holds one JSON object; expected an array"),
+         "holds one JSON object of columns"),
+        # on one line, as pandas writes it: before, read as one row ("1 of 1 rows has no text")
+        ("columns.json", pd.DataFrame(_rows()).to_json(), r"holds one JSON object of columns \(pandas' to_json "
+         r"default\); expected an array of row objects \(\[\{...\}, \{...\}\]; to_json\(PATH, orient='records'\)\)"),
+        ("row.json", json.dumps(_rows(1)[0]), "holds one JSON object; expected an array"),
         ("mixed.json", json.dumps([{"text": "a", "label": 0}, 5]), "item 2 of its JSON array is a int, not an object"),
         ("empty.json", "[]", "holds an empty JSON array"),
         ("cut.json", '[{"text": "a", "label": 0},', r"is not valid JSON: Expecting value \(line 1\)"),
@@ -80,7 +84,7 @@ def test_a_json_file_of_json_lines_still_reads(tmp_path):
          r"line 6 is not valid JSON: Expecting property name enclosed in double quotes \(column 2\)"),
         ("scalar.jsonl", json.dumps(_rows(1)[0]) + "\n7\n", "line 2 is a JSON int, not an object"),
     ],
-    ids=["object", "array-of-non-objects", "empty-array", "truncated-array", "bad-line", "scalar-line"],
+    ids=["object", "columns", "one-row", "array-of-non-objects", "empty-array", "truncated-array", "bad-line", "scalar-line"],
 )
 def test_bad_json_is_one_line(tmp_path, name, content, words):
     # before: a bad JSON Lines line was named by its character position ("at position 208")
