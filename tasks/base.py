@@ -175,6 +175,10 @@ class Task:
         self.check_length(seq_len, flag="seq_len")
         if self.vocab_size < 1:  # before make: a sample() drawing from range(1, vocab_size) fails obscurely
             raise TaskError(f"{self.name}: vocab_size is {self.vocab_size}; set it in setup()")
+        chance = self.chance
+        if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1:
+            raise TaskError(f"{self.name}: chance is {chance!r}; set it in setup() to the score of answering at "
+                            "random, from 0 to 1")
         batch = self.make(split, n, seq_len, seed)
         self.check_batch(batch, n, seq_len)
         return batch
@@ -220,6 +224,15 @@ class Task:
         if top is None or top < 1:
             raise TaskError(f"{self.name}: {bound} is {top}; set it in setup()")
         _check_ids(self.name, "target", target, bound, top, ignore=None if kind == "classify" else IGNORE_INDEX)
+        distance = isinstance(batch.meta.get("distance"), Tensor)  # what the runner scores by distance
+        if distance != self.spec.has_distance:
+            raise TaskError(f"{self.name}: " + ("declares has_distance=True but records no meta['distance'] (an int, "
+                                                "or one per position, for each example)" if self.spec.has_distance
+                                                else "records meta['distance'] but does not declare has_distance=True "
+                                                "in its TaskSpec"))
+        if kind != "classify" and n and not (target != IGNORE_INDEX).any():  # the loss would be 0/0: NaN
+            raise TaskError(f"{self.name}: built {n} examples whose every target is IGNORE_INDEX ({IGNORE_INDEX}): "
+                            "nothing to learn or score; label at least one position")
 
     # ---------------------------------------------------------------- trivial baselines
     def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:
@@ -344,6 +357,9 @@ class GeneratedTask(Task):
         """One line for an Example that cannot be padded into the batch (not a TypeError in numpy)."""
         if len(ex.tokens) > seq_len:
             raise TaskError(f"{self.name}: sample() gave {len(ex.tokens)} tokens for seq_len={seq_len}")
+        if (at := np.flatnonzero(np.asarray(ex.tokens) == self.pad_id)).size:  # masked: the model never sees it
+            raise TaskError(f"{self.name}: sample() gave the pad id {self.pad_id} at position {at[0]} of an example's "
+                            "tokens; padding is masked from attention, so give content ids other than the pad id")
         one = isinstance(ex.target, (int, np.integer))
         if self.spec.kind == "classify" and not one:
             raise TaskError(f"{self.name}: a classify task's Example.target is one int, got {type(ex.target).__name__}")

@@ -115,15 +115,15 @@ def _task(kind: str, **attrs):
     from attnbench.tasks import Example, GeneratedTask, TaskSpec
 
     class Broken(GeneratedTask):
-        spec = TaskSpec(kind=kind, metric="accuracy")
+        spec = TaskSpec(kind=kind, metric="accuracy", has_distance=attrs.get("has_distance", False))
         vocab_size, n_classes, chance = 3, 2, 0.5
 
         def sample(self, rng, seq_len):
             tokens = (rng.integers(1, self.vocab_size, size=seq_len)).tolist()  # ValueError at vocab_size 0
             target = attrs.get("target", 1 if kind == "classify" else [1] * seq_len)
-            return Example(attrs.get("tokens", tokens), target)
+            return Example(attrs.get("tokens", tokens), target, attrs.get("meta", {}))
 
-    for name in ("vocab_size", "n_classes"):
+    for name in ("vocab_size", "n_classes", "chance"):
         if name in attrs:
             setattr(Broken, name, attrs[name])
     Broken.task_name = "broken"
@@ -144,6 +144,19 @@ def _task(kind: str, **attrs):
         ("tag", {"target": [1] * 7}, "broken: a tag task's Example.target is a sequence of at most 6 (one per position), got 7 targets"),
         ("classify", {"target": [1]}, "broken: a classify task's Example.target is one int, got list"),
         ("classify", {"tokens": [1] * 7}, "broken: sample() gave 7 tokens for seq_len=6"),
+        # before: each of these was recorded as something else (a score, or the variant diverging)
+        ("classify", {"tokens": [1, 2, 0, 1, 2]}, "broken: sample() gave the pad id 0 at position 2 of an example's "
+         "tokens; padding is masked from attention, so give content ids other than the pad id"),
+        ("tag", {"target": [-100] * 6}, "broken: built 4 examples whose every target is IGNORE_INDEX (-100): nothing "
+         "to learn or score; label at least one position"),
+        ("classify", {"has_distance": True}, "broken: declares has_distance=True but records no meta['distance'] (an "
+         "int, or one per position, for each example)"),
+        ("classify", {"meta": {"distance": 3}}, "broken: records meta['distance'] but does not declare "
+         "has_distance=True in its TaskSpec"),
+        ("classify", {"chance": 5.0}, "broken: chance is 5.0; set it in setup() to the score of answering at random, "
+         "from 0 to 1"),
+        ("classify", {"chance": None}, "broken: chance is None; set it in setup() to the score of answering at random, "
+         "from 0 to 1"),
     ],
 )
 def test_a_task_that_builds_outside_its_contract_is_one_line(kind, attrs, message):
