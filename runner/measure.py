@@ -587,7 +587,7 @@ def _output_and_grads(
     loss sum(output · probe), each checked for shape and finiteness (`whose`: for the messages)."""
     x = x.requires_grad_()
     params = [p for p in layer.parameters() if p.requires_grad]
-    out, _ = forward(x, causal=causal)
+    out, _ = _pair(forward(x, causal=causal), n, whose)
     _check_output(out, x, n, whose)
     grads = torch.autograd.grad((out.float() * probe).sum(), [x, *params], allow_unused=True)
     _check_finite(f"{whose}input gradient", grads[0], n)
@@ -598,7 +598,7 @@ def _output_and_grads(
 def _output(layer: nn.Module, x: Tensor, causal: bool, n: int) -> Tensor:
     """`layer(x)`'s output in inference mode, as the forward is timed, checked for shape and finiteness."""
     with torch.inference_mode():
-        out, _ = layer(x, causal=causal)
+        out, _ = _pair(layer(x, causal=causal), n)
     _check_output(out, x, n)
     return out
 
@@ -622,6 +622,15 @@ def _check_same_paths(
     if relative_error(inference, out) <= TOLERANCE[dtype] or relative_error(again(), inference) > TOLERANCE[dtype]:
         return  # the same, or a forward that differs from itself
     _within(inference, out, dtype, "output without gradients differs from the output with gradients", n)
+
+
+def _pair(result: object, n: int, whose: str = "") -> tuple[Tensor, object]:
+    """`result` as (out, weights), or a VerificationError naming what the forward returned: a bare
+    tensor would unpack along its batch axis, and be reported as an output of the wrong shape."""
+    if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], Tensor):
+        return result[0], result[1]
+    got = f"a Tensor of shape {tuple(result.shape)}" if isinstance(result, Tensor) else type(result).__name__
+    raise VerificationError(f"{whose}forward must return (out, weights|None), got {got} at n={n}")
 
 
 def _check_output(out: object, x: Tensor, n: int, whose: str = "") -> None:
@@ -678,9 +687,10 @@ def measure_attention(
     # input under inference_mode, and an inference input needs none
     x_inference = x.detach()
 
-    def forward():
+    def forward(checked: bool = False):  # checked: the warm-up's, before the timed calls
         with torch.inference_mode():
-            return layer(x_inference, causal=causal)[0]
+            result = layer(x_inference, causal=causal)
+        return _pair(result, seq_len)[0] if checked else result[0]
 
     def zero_grad():
         layer.zero_grad(set_to_none=True)
@@ -695,7 +705,7 @@ def measure_attention(
     # the timed shape, once each: finite outputs and input gradient; these are the warm-up calls,
     # each from the same random state, so a layer that draws (dropout) draws alike in both
     drawn = functools.partial(_same_draws, device, seed)
-    inference = drawn(forward)
+    inference = drawn(functools.partial(forward, True))
     _check_output(inference, x, seq_len)
     timed = {"fwd": forward, "fwd_bwd": forward_backward}
     result: dict = {"reference_rel_err": reference_err}  # None: no naive reference to compare with

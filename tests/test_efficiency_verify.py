@@ -101,6 +101,14 @@ class PlainNaNGrad(PlainNaN):
         return self.proj(_GradTimes.apply(x, float("nan"))), None
 
 
+@register_variant("plain-bare")
+class PlainBare(PlainNaN):
+    """No reference to compare with; returns its output alone, not (out, weights)."""
+
+    def forward(self, x, context=None, *, key_padding_mask=None, causal=False, need_weights=False):
+        return self.proj(x)
+
+
 @register_variant("no-reference-core")
 class NoReferenceCore(ProjectedAttention):
     """A sound ProjectedAttention without a reference_core: nothing to compare with, not an error."""
@@ -298,6 +306,8 @@ EXPECTED = {
     "nan-when-long": "output has NaN at n=512",
     "plain-nan": "output has NaN at n=512",  # no reference: checked at the timed length only
     "plain-nan-grad": "input gradient has NaN at n=512",
+    # before: "output shape (512, 64) is not the input's (1, 512, 64)", its batch axis unpacked
+    "plain-bare": "forward must return (out, weights|None), got a Tensor of shape (1, 512, 64) at n=512",
     "fault-nan": "output has NaN at n=300",
     "fault-shape": "output shape (1, 299, 64) is not the input's (1, 300, 64) at n=300",
     "forward-only-wrong": "output differs from the naive reference: max rel err ",  # its output alone compared
