@@ -120,7 +120,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from attnbench.errors import NoBackwardError
-from attnbench.variants.base import build_variant, has_reference
+from attnbench.variants.base import build_variant, has_reference, returned
 from attnbench.variants.caches import forget_caches
 from attnbench.variants.compiled import eager_fallbacks
 
@@ -629,8 +629,7 @@ def _pair(result: object, n: int, whose: str = "") -> tuple[Tensor, object]:
     tensor would unpack along its batch axis, and be reported as an output of the wrong shape."""
     if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], Tensor):
         return result[0], result[1]
-    got = f"a Tensor of shape {tuple(result.shape)}" if isinstance(result, Tensor) else type(result).__name__
-    raise VerificationError(f"{whose}forward must return (out, weights|None), got {got} at n={n}")
+    raise VerificationError(f"{whose}forward must return (out, weights|None), got {returned(result)} at n={n}")
 
 
 def _check_output(out: object, x: Tensor, n: int, whose: str = "") -> None:

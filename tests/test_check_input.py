@@ -61,6 +61,11 @@ def _register_faults() -> None:
         def core(self, q, k, v, key_padding_mask, causal, need_weights):
             return super().core(q, k, v, key_padding_mask, causal, need_weights)[0]
 
+    @register_variant("nested-core")
+    class NestedCore(MultiHeadAttention):  # wraps a function that returns (out, weights) in a pair of its own
+        def core(self, q, k, v, key_padding_mask, causal, need_weights):
+            return super().core(q, k, v, key_padding_mask, causal, need_weights), None
+
     @register_variant("nan-without-keys")
     class NaNWithoutKeys(MultiHeadAttention):  # a softmax over no keys: NaN rows, as a naive -inf fill gives
         def core(self, q, k, v, key_padding_mask, causal, need_weights):
@@ -130,6 +135,12 @@ def test_a_core_that_returns_a_bare_tensor_is_named_not_blamed_on_einops(faults)
     assert result.detail.startswith(
         "PluginError: bare-core: core must return (out, weights|None), got a Tensor of shape (2, 4, 11, 8) (at "
     ), result.detail
+
+
+def test_a_core_that_nests_its_pair_is_shown_as_what_it_returned(faults):
+    result = run_check("nested-core", "shape")  # before: "got tuple", which a pair is too
+    assert result.detail.startswith("PluginError: nested-core: core must return (out, weights|None), got "
+                                    "(tuple, NoneType) (at "), result.detail
 
 
 def test_a_nan_output_for_a_query_without_keys_fails_the_padding_check(faults):

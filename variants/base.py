@@ -175,8 +175,7 @@ class ProjectedAttention(AttentionLayer):
         if isinstance(result, (tuple, list)) and len(result) == 2 and torch.is_tensor(result[0]):
             return result[0], result[1]
         name = self.variant_name or type(self).__name__
-        got = f"a Tensor of shape {tuple(result.shape)}" if torch.is_tensor(result) else type(result).__name__
-        raise PluginError(f"{name}: {method} must return (out, weights|None), got {got}")
+        raise PluginError(f"{name}: {method} must return (out, weights|None), got {returned(result)}")
 
     def reference_forward(
         self,
@@ -219,6 +218,16 @@ def has_reference(layer: nn.Module) -> bool:
     if not callable(getattr(layer, "reference_forward", None)):
         return False
     return not (isinstance(layer, ProjectedAttention) and type(layer).reference_core is ProjectedAttention.reference_core)
+
+
+def returned(result: Any) -> str:
+    """What a forward or core returned, for a message: 'a Tensor of shape (2, 4)', '(tuple, NoneType)'
+    (a pair nested in a pair), 'list'."""
+    if torch.is_tensor(result):
+        return f"a Tensor of shape {tuple(result.shape)}"
+    if isinstance(result, (tuple, list)) and 0 < len(result) <= 3:
+        return "(" + ", ".join(type(item).__name__ for item in result) + ")"
+    return type(result).__name__
 
 
 def wants_grad(*tensors: Tensor) -> bool:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnbench.errors import NoBackwardError, PluginError, UnsupportedError
-from attnbench.variants.base import VARIANTS, ProjectedAttention, VariantSpec, build_variant, has_reference
+from attnbench.variants.base import VARIANTS, ProjectedAttention, VariantSpec, build_variant, has_reference, returned
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 D_MODEL, N_HEADS = 32, 4
@@ -116,11 +116,10 @@ def _returned(result: Any, x: Tensor, kwargs: dict, who: str) -> tuple[Tensor, T
     finite; else a Failure that says so, instead of an error deep inside the check that follows."""
     prefix = "" if who == "forward" else f"{who}: "
     if not (isinstance(result, tuple) and len(result) == 2):
-        raise Failure(f"{who} must return (out, weights), got {type(result).__name__}")
+        raise Failure(f"{who} must return (out, weights), got {returned(result)}")
     out, weights = result
     if not torch.is_tensor(out) or not (weights is None or torch.is_tensor(weights)):
-        got = f"({type(out).__name__}, {type(weights).__name__})"
-        raise Failure(f"{who} must return (out, weights) as (Tensor, Tensor or None), got {got}")
+        raise Failure(f"{who} must return (out, weights) as (Tensor, Tensor or None), got {returned(result)}")
     if out.shape != x.shape:
         raise Failure(f"{prefix}out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
     for name, value in (("output", out), ("weights", weights)):
