@@ -304,12 +304,18 @@ def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
 
 def plugin_frame(exc: BaseException) -> traceback.FrameSummary | None:
     """The innermost frame of `exc` in the plugin's own code: not in importlib (which raises a
-    missing attribute, `module:Typo`, itself) nor attnbench's loaders; None when the plugin's code
+    missing attribute, `module:Typo`, itself) nor in attnbench (its loaders, or an `Option(...)`
+    the plugin's spec gave a bad type: the plugin's line says which); None when the plugin's code
     never ran."""
-    skip = (__file__, os.path.join(os.path.dirname(__file__), "plugins.py"), os.path.dirname(importlib.__file__),
-            "<frozen importlib")
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(skip)]
+    skip = (os.path.dirname(importlib.__file__), "<frozen importlib")
+    frames = [summary for (frame, _), summary in zip(traceback.walk_tb(exc.__traceback__),
+                                                     traceback.extract_tb(exc.__traceback__))
+              if not summary.filename.startswith(skip) and not _in_attnbench(frame.f_globals.get("__name__") or "")]
     return frames[-1] if frames else None
+
+
+def _in_attnbench(module: str) -> bool:
+    return module == "attnbench" or module.startswith("attnbench.")
 
 
 def _origin_of(obj: object) -> str:

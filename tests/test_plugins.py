@@ -163,6 +163,9 @@ def test_plugin_option_imports_a_module_or_a_file(tmp_path):
      ("missing/file.py", "--plugin missing/file.py: no such file"),
      ("exits.py", "--plugin exits.py: import failed: SystemExit: 3 (at {tmp}/exits.py:2)"),
      ("deep.py", "--plugin deep.py: import failed: ValueError: bad config value (at {tmp}/helper_q.py:2)"),
+     # raised inside attnbench: the plugin's own line, not options.py's (before)
+     ("badopt.py", "--plugin badopt.py: import failed: TypeError: option 'scale': type must be one of int, float, "
+                   "bool, str (at {tmp}/badopt.py:2)"),
      ("./" + "a" * 300 + ".py", f"--plugin ./{'a' * 300}.py: File name too long"),
      ("./" + "a" * 300, f"--plugin ./{'a' * 300}: File name too long")],
 )
@@ -170,6 +173,7 @@ def test_a_plugin_that_does_not_import_is_one_clear_line(target, message, tmp_pa
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
     (tmp_path / "deep.py").write_text("import helper_q\n")  # the failing line is in a module it imports
     (tmp_path / "helper_q.py").write_text("CONFIG = 'x'\nraise ValueError('bad config value')\n")
+    (tmp_path / "badopt.py").write_text("from attnbench import Option\nSCALE = Option('scale', list, [1])\n")
     result = bench("ls", "variants", "--plugin", target, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"bench: error: {message.format(tmp=tmp_path)}")
