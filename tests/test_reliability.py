@@ -679,3 +679,16 @@ def test_a_run_started_with_closed_descriptors_records_every_cell_and_writes_now
     assert done.returncode == 0, done
     assert [r["status"] for r in read_records(tmp_path / "run")] == ["ok"] * 3
     assert all(p.read_bytes().count(b"from native code") == 0 for p in (tmp_path / "run").iterdir() if p.is_file())
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """docs/reliability.md and the README name the test that proves each row: a renamed test must be
+    renamed there too (four had gone stale before this check)."""
+    root = Path(__file__).parent
+    text = (root.parent / "docs" / "reliability.md").read_text() + (root.parent / "README.md").read_text()
+    named = set(re.findall(r"`(test_\w+\.py)::(test_\w+)", text))
+    assert len(named) > 250
+    missing = [f"{file}::{test}" for file, test in sorted(named)
+               if not (root / file).is_file() or not re.search(rf"^def {test}\(", (root / file).read_text(), re.M)]
+    assert not missing, missing
+
