@@ -213,6 +213,8 @@ class Registry(Generic[T]):
             entry, spelled = keys[key]
             suggested.setdefault(entry, spelled)
         picks = list(suggested.values())[:3]
+        if broken := self._closer_broken_plugin(wanted, close[0] if close else None):
+            return f"; did you mean {broken!r}? its installed plugin failed to load: {self._plugin_errors[broken]}"
         plugin_hint = f"a plugin's {self.kind}? load it with --plugin MODULE"
         if not picks:
             hint = f"; {plugin_hint} (or import its module)" if self.entry_point_group is not None else ""
@@ -223,6 +225,19 @@ class Registry(Generic[T]):
         else:
             hint = f"; did you mean {' or '.join(repr(c) for c in picks)}?"
         return hint
+
+    def _closer_broken_plugin(self, wanted: str, registered: str | None) -> str | None:
+        """The name of an installed plugin that failed to load, closer to `wanted` than the closest
+        registered key `registered` (a typo of a broken plugin's name would otherwise point at
+        --plugin, or at another component); None where there is none."""
+        broken = {normalize(n): n for n in self._plugin_errors}
+        match = difflib.get_close_matches(wanted, sorted(broken), n=1, cutoff=0.6)
+        if not match:
+            return None
+        ratio = difflib.SequenceMatcher(None, wanted, match[0]).ratio()
+        if registered is not None and difflib.SequenceMatcher(None, wanted, registered).ratio() >= ratio:
+            return None
+        return broken[match[0]]
 
     def _user_registered(self) -> bool:
         """Whether user code (a `--plugin` module, or one imported) registered anything here."""

@@ -123,6 +123,12 @@ def test_entry_points_load_lazily_and_a_broken_one_is_reported(tmp_path, monkeyp
     assert "no gizmo here" in reg.plugin_errors["broken"]
     with pytest.raises(PluginError, match="'broken' is unavailable: its plugin failed to load"):
         reg.resolve("broken")
+    with pytest.raises(UnknownNameError) as typo:  # before: "a plugin's widget? load it with --plugin MODULE"
+        reg.resolve("brokn")
+    assert "did you mean 'broken'? its installed plugin failed to load: ImportError: no gizmo here" in str(typo.value)
+    with pytest.raises(UnknownNameError) as other:  # a registered name closer than the broken one is the one named
+        reg.resolve("gooder")
+    assert "did you mean 'good'?" in str(other.value)
 
 
 # ------------------------------------------------------------------------------ plugin classes
