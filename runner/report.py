@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -666,7 +667,7 @@ def render_markdown(run: Run) -> str:
     else:
         parts.append(_efficiency_conditions(run, eff))
         parts.append(markdown_table(efficiency_table(eff)))
-        parts.append(_efficiency_notes(eff))
+        parts.append(_efficiency_notes(eff) + _failed_checks_note(run, eff))
         parts.append("### Scaling with sequence length\n")
         parts.append(markdown_table(_scaling_table(scaling_frame(eff))))
         parts.append("Exponent k of value ∝ n^k: the least-squares slope of log(value) against log(n) over "
@@ -833,6 +834,23 @@ def _efficiency_conditions(run: Run, eff: pd.DataFrame) -> str:
         + ". % of matmul peak: achieved FLOP/s (FlopCounterMode FLOPs / median time) over the measured "
         "matmul peak of the header.\n"
     )
+
+
+def _failed_checks_note(run: Run, eff: pd.DataFrame) -> str:
+    """A line naming the timed variants whose accuracy cells failed a layer check (`_verify_layers`:
+    'its padding check fails at n=32'): an efficiency cell compares outputs with the reference on
+    unpadded input only, so its timings stand beside a layer that is wrong elsewhere."""
+    timed = set(eff.variant[eff.status == "ok"])
+    failed: dict[str, set[str]] = {}
+    for r in run.records:
+        found = re.search(r"its (\S+) check fails at n=(\d+)", r.get("message") or "")
+        if r.get("kind") == "accuracy" and r.get("status") == "error" and found and r.get("variant_label") in timed:
+            failed.setdefault(r["variant_label"], set()).add(f"{found[1]} at n={found[2]}")
+    if not failed:
+        return ""
+    return ("Timed, though its accuracy cells failed a layer check and were not trained: "
+            + ", ".join(f"{v} ({', '.join(sorted(failed[v]))})" for v in sorted(failed))
+            + "; its timings are of a layer that fails it (`bench check --variants NAME`).\n")
 
 
 def _efficiency_notes(eff: pd.DataFrame) -> str:

@@ -416,6 +416,16 @@ def test_a_task_with_no_ok_cell_beside_one_with_is_reported(tmp_path):
     assert "| m | **0.800** | unsupported | 0.800 (1/2 tasks) |" in text, text
 
 
+def test_timings_of_a_variant_that_failed_its_layer_checks_say_so(tmp_path):
+    # before: its efficiency rows read as any other's, with no word of the failed check
+    records = [acc("v", "copy", status="error", message="v: its padding check fails at n=32: non-finite output "
+                   "(key_padding_mask); not trained (bench check --variants v runs every check)"),
+               acc("multi-head", "copy", 0.9), eff("v", 256), eff("multi-head", 256)]
+    text = render_markdown(load_run(write_run(tmp_path / "run", records)))
+    assert ("Timed, though its accuracy cells failed a layer check and were not trained: v (padding at n=32); its "
+            "timings are of a layer that fails it") in text, text
+
+
 def test_a_fraction_of_the_matmul_peak_above_100_percent_is_explained(tmp_path):
     # the peak is measured once, when the run starts: on a busy machine, cells timed later in a
     # quieter minute read 137-143 % of it, which the table had shown without a word
