@@ -24,7 +24,9 @@ class Option:
 
     `minimum` and `maximum` bound ints and floats; an int without a `maximum` is still held to
     INT_MAX, so that a value torch cannot take is refused here rather than deep inside a kernel,
-    and a float must be finite (NaN would pass every bound, inf none would catch).
+    and a float must be finite (NaN would pass every bound, inf none would catch). `path`: the
+    value names a file or folder the task reads, so a sweep records it absolute and checksums it
+    (`names_a_path`: any value that exists, but `keywords`, the values that name built-in data).
     """
 
     name: str
@@ -42,6 +44,8 @@ class Option:
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
             raise TypeError(f"option {self.name!r}: type must be one of int, float, bool, str")
+        if not (isinstance(self.keywords, tuple) and all(isinstance(k, str) for k in self.keywords)):
+            raise TypeError(f"option {self.name!r}: keywords must be a tuple of str, got {self.keywords!r}")
 
     def describe(self) -> str:
         """What the option accepts, in words: 'a positive int', 'one of fp32, bf16'."""
@@ -145,6 +149,8 @@ def names_a_path(option: Option, value: Any) -> bool:
         return data_path(value).exists()
     except OSError:  # Path.exists() raises ENAMETOOLONG on Python 3.11
         return False
+    except RuntimeError:  # expanduser() of ~nosuchuser
+        return False
 
 
 def is_keyword(option: Option, value: str) -> bool:
@@ -155,7 +161,3 @@ def is_keyword(option: Option, value: str) -> bool:
 def data_path(value: str) -> Path:
     """A path option's value as the file or folder it names: `~` expanded, absolute, links resolved."""
     return Path(value).expanduser().resolve()
-    try:
-        return Path(value).exists()
-    except OSError:  # Path.exists() raises ENAMETOOLONG on Python 3.11
-        return False

@@ -350,11 +350,16 @@ def _check_data(path: Path, then: Any, now: Any) -> None:
     cells left would train and score on other data than the recorded ones, under the same keys."""
     if not isinstance(then, dict) or not isinstance(now, dict):
         return  # a grid.json edited out of shape: the grid comparison names it
-    if set(then) != set(now):  # the same tasks reading other files (a folder's files renamed or added)
+    if not set(then) <= set(now):  # the same tasks reading other files (a folder's split file renamed)
         raise StoreError(
             f"--resume {path}: the run read data files {', '.join(sorted(then))}; these tasks now read "
             f"{', '.join(sorted(now)) or 'none'}: restore them, or start a new run"
         )
+    if unrecorded := sorted(set(now) - set(then)):  # the same tasks: a file the run's attnbench did not checksum
+        warnings.warn(f"--resume {path}: the run recorded no checksum of {', '.join(unrecorded)}, which these tasks "
+                      "read now (attnbench before 2026-11-29 took a path written with ~, or without a folder or suffix, "
+                      "for a name; or a file was added where a task reads a folder): its cells from here on read it as "
+                      "it is, unchecked against the earlier ones", StoreWarning, stacklevel=2)
     for file, digest in then.items():
         if now[file] != digest:
             raise StoreError(f"--resume {path}: {changed_data(file, str(digest), str(now[file]))}; restore it, "

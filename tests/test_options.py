@@ -124,3 +124,12 @@ def test_any_string_gives_a_selection_or_one_clear_error(text):
         assert str(exc) and "\n" not in str(exc)
     else:
         assert result and all(s.name in VARIANTS.names() for s in result)
+
+
+def test_a_path_options_keywords_are_a_tuple_of_names():
+    from attnbench.options import Option, names_a_path
+
+    with pytest.raises(TypeError, match=r"option 'corpus': keywords must be a tuple of str, got 'builtin'"):
+        Option("corpus", str, "builtin", path=True, keywords="builtin")  # matched letter by letter, before
+    corpus = Option("corpus", str, "builtin", path=True, keywords=("builtin",))
+    assert not names_a_path(corpus, "builtin")

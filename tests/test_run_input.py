@@ -283,6 +283,30 @@ def test_a_home_relative_or_bare_data_path_is_recorded_absolute_and_checksummed(
     source = next(o for o in TASKS["text-cls"].spec.options if o.name == "source")
     assert not names_a_path(source, "hf:imdb") and not names_a_path(source, " sotu ")
     assert names_a_path(source, "rows") and not names_a_path(source, "")
+    assert not names_a_path(source, "~nosuchuser/r.csv")  # before: expanduser's RuntimeError, a traceback
+
+
+def test_a_resume_of_a_run_that_did_not_checksum_a_file_it_reads_goes_on_and_says_so(
+        tmp_path, bench_output, monkeypatch) -> None:
+    """A run started before bare names counted as paths recorded only data/r.csv's checksum; its
+    resume read 'data files changed' where none had (before)."""
+    from test_tasks import lra_rows, write_lra
+
+    _reviews(tmp_path / "data" / "r.csv", "fine")
+    write_lra(tmp_path / "rows", lra_rows(12, 0))
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert bench_output("run", "--profile", "smoke", "--variants", "linear", "--tasks",
+                        "text-cls(source=data/r.csv),listops(path=rows)", "--kinds", "accuracy", "--lengths", "64",
+                        "--threads", "1", "--out", run, "--quiet")[0] == 0
+    grid = json.loads((run / "grid.json").read_text())
+    del grid["data"][str(tmp_path / "rows")]  # as an older attnbench recorded it: no checksum of a bare name
+    (run / "grid.json").write_text(json.dumps(grid))
+    cells = run / "cells.jsonl"
+    cells.write_text(cells.read_text().splitlines()[0] + "\n")
+    code, out, err = bench_output("run", "--resume", run, "--dry-run")
+    assert code == 0 and "1 of the grid's 2 cells to run" in out, err
+    assert f"the run recorded no checksum of {tmp_path / 'rows'}, which these tasks read now" in err
 
 
 def test_a_data_file_edited_since_the_run_started_is_refused_on_resume(tmp_path, bench_output) -> None:
