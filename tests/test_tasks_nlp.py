@@ -743,8 +743,21 @@ def test_hf_splits_it_does_not_read_as_given_are_said(monkeypatch, fresh_hf_cach
     t = build_task("text-cls", source="hf:fake-no-train", balance=False)
     said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
     assert said == ["text-cls: hf:fake-no-train: it has no 'train' split, so its 'validation', 'test' splits are "
-                    "pooled and split by a hash of the text"]
+                    "pooled and re-split by a hash of the text"]
     assert sum(t.size(s) for s in SPLITS) == 120
+    recwarn.clear()
+    _fake_datasets(monkeypatch, lambda name, config=None: {"test": _rows(60, "t")})
+    build_task("text-cls", source="hf:fake-test-only", balance=False)
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert said == ["text-cls: hf:fake-test-only: it has no 'train' split, so its 'test' split is re-split by a "
+                    "hash of the text"]
+    recwarn.clear()
+    _fake_datasets(monkeypatch, lambda name, config=None: {"train": _rows(100, "train"), "validation": _rows(20, "v"),
+                                                           "dev": _rows(30, "d")})
+    t = build_task("text-cls", source="hf:fake-two-valid", balance=False)
+    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
+    assert said == ["text-cls: hf:fake-two-valid: its 'dev' split is left out ('validation' is read as valid)"]
+    assert t.size("valid") == 20
 
 
 def test_hf_loader_takes_plain_dicts(monkeypatch, fresh_hf_cache):

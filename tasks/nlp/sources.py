@@ -278,7 +278,10 @@ def _hf_corpus(
     shown = f"hf:{name}" + (f":{config}" if config else "")
     loaded = _load_hf(name, config, shown, owner)
     parts = loaded if isinstance(loaded, Mapping) else {"train": loaded}
-    known = {_HF_SPLITS[s]: s for s in parts if s in _HF_SPLITS}
+    known: dict[str, str] = {}  # our split → the dataset's split read as it
+    for name in parts:
+        if name in _HF_SPLITS:
+            known.setdefault(_HF_SPLITS[name], name)  # validation before dev: the first of two names for one split
     columns = (text_column, label_column) + ((group_column,) if group_column else ())
     texts: list[Any] = []
     labels: list[Any] = []
@@ -290,11 +293,14 @@ def _hf_corpus(
         chosen: list[tuple[str | None, str]] = sorted(known.items())
         if other := [s for s in parts if s not in _HF_SPLITS]:
             notes.append(f"its {_split_names(other)} left out (the splits read are named {', '.join(_HF_SPLITS)})")
-    else:  # no train split to anchor on: pool them all and split by hash
+        if twice := [s for s in parts if s in _HF_SPLITS and known[_HF_SPLITS[s]] != s]:
+            notes.append(f"its {_split_names(twice)} left out ("
+                         + ", ".join(f"{known[_HF_SPLITS[s]]!r} is read as {_HF_SPLITS[s]}" for s in twice) + ")")
+    else:  # no train split to anchor on: pool them all and split by hash; its own held-out rows are trained on too
         chosen = [(None, s) for s in parts]
-        if len(parts) > 1:  # its own held-out rows are trained on too
-            by = f"column {group_column!r}" if group_column else "text"
-            notes.append(f"it has no 'train' split, so its {_split_names(parts)} pooled and split by a hash of the {by}")
+        by = f"column {group_column!r}" if group_column else "text"
+        notes.append(f"it has no 'train' split, so its {_split_names(parts)} {'pooled and ' * (len(parts) > 1)}"
+                     f"re-split by a hash of the {by}")
     carve = set(known)
     hidden_rows = 0
     for ours, theirs in chosen:
