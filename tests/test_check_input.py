@@ -61,6 +61,11 @@ def _register_faults() -> None:
         def core(self, q, k, v, key_padding_mask, causal, need_weights):
             return super().core(q, k, v, key_padding_mask, causal, need_weights)[0]
 
+    @register_variant("list-forward")
+    class ListForward(MultiHeadAttention):  # a list pair, which every caller unpacks alike
+        def forward(self, *args, **kwargs):
+            return list(super().forward(*args, **kwargs))
+
     @register_variant("nested-core")
     class NestedCore(MultiHeadAttention):  # wraps a function that returns (out, weights) in a pair of its own
         def core(self, q, k, v, key_padding_mask, causal, need_weights):
@@ -141,6 +146,17 @@ def test_a_core_that_nests_its_pair_is_shown_as_what_it_returned(faults):
     result = run_check("nested-core", "shape")  # before: "got tuple", which a pair is too
     assert result.detail.startswith("PluginError: nested-core: core must return (out, weights|None), got "
                                     "(tuple, NoneType) (at "), result.detail
+
+
+def test_what_a_layer_returned_is_shown_as_its_shape_and_a_list_pair_passes(faults):
+    import torch
+
+    from attnbench.variants.base import returned
+
+    t = torch.zeros(2, 4)
+    assert [returned(r) for r in (t, (t, None), [t], ((t, t), None), {})] == [
+        "a Tensor of shape (2, 4)", "(Tensor, NoneType)", "[Tensor]", "(tuple, NoneType)", "dict"]
+    assert run_check("list-forward", "shape").status == PASS  # the runner takes [out, weights] too
 
 
 def test_a_nan_output_for_a_query_without_keys_fails_the_padding_check(faults):

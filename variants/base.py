@@ -222,11 +222,12 @@ def has_reference(layer: nn.Module) -> bool:
 
 def returned(result: Any) -> str:
     """What a forward or core returned, for a message: 'a Tensor of shape (2, 4)', '(tuple, NoneType)'
-    (a pair nested in a pair), 'list'."""
+    (a pair nested in a pair), '[Tensor]' (a list), 'dict'."""
     if torch.is_tensor(result):
         return f"a Tensor of shape {tuple(result.shape)}"
     if isinstance(result, (tuple, list)) and 0 < len(result) <= 3:
-        return "(" + ", ".join(type(item).__name__ for item in result) + ")"
+        items = ", ".join(type(item).__name__ for item in result)
+        return f"({items})" if isinstance(result, tuple) else f"[{items}]"
     return type(result).__name__
 
 

@@ -115,7 +115,7 @@ def _returned(result: Any, x: Tensor, kwargs: dict, who: str) -> tuple[Tensor, T
     """`result` if it is (out, weights) with out a finite tensor of x's shape and weights None or
     finite; else a Failure that says so, instead of an error deep inside the check that follows."""
     prefix = "" if who == "forward" else f"{who}: "
-    if not (isinstance(result, tuple) and len(result) == 2):
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):  # a list pair works wherever a layer is run
         raise Failure(f"{who} must return (out, weights), got {returned(result)}")
     out, weights = result
     if not torch.is_tensor(out) or not (weights is None or torch.is_tensor(weights)):
