@@ -89,6 +89,7 @@ def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
         rows.append({
             "variant": r.get("variant_label") or r.get("variant"),
             "task": r.get("task_label") or r.get("task"),
+            "task_name": r.get("task"),
             "seq_len": int(r.get("seq_len") or 0),
             "seed": r.get("seed"),
             "status": r.get("status"),
@@ -98,7 +99,7 @@ def _accuracy_rows(records: Sequence[dict]) -> pd.DataFrame:
             "baseline_bits_per_byte": _number(res.get("baseline_bits_per_byte")),
             "baselines": res.get("baselines") if isinstance(res.get("baselines"), dict) else None,
         })
-    return pd.DataFrame(rows, columns=["variant", "task", "seq_len", "seed", "status", "metric", "score",
+    return pd.DataFrame(rows, columns=["variant", "task", "task_name", "seq_len", "seed", "status", "metric", "score",
                                        "chance", "baseline_bits_per_byte", "baselines"])
 
 
@@ -156,7 +157,7 @@ def accuracy_frame(
         for n in lengths[task]:
             cell_rows = rows[(rows.task == task) & (rows.seq_len == n)]
             ok = cell_rows[cell_rows.status == "ok"]
-            metric = ok.metric.dropna().iloc[0] if not ok.metric.dropna().empty else None
+            metric = ok.metric.dropna().iloc[0] if not ok.metric.dropna().empty else _metric_of(rows, task)
             chance = ok.chance.dropna().iloc[0] if not ok.chance.dropna().empty else math.nan
             base = ok.baseline_bits_per_byte.dropna()
             baseline = base.iloc[0] if not base.empty else math.nan
@@ -1065,6 +1066,22 @@ def _same_cell(record: Mapping) -> str:
     return json.dumps([record.get("kind"), record.get("variant"), options("variant", record.get("variant"),
                        record.get("variant_options")), task, options("task", task, record.get("task_options")) if task
                        else None, record.get("seq_len"), record.get("seed")], sort_keys=True, default=str)
+
+
+def _metric_of(rows: pd.DataFrame, task: str) -> str | None:
+    """The metric of a task column without an ok cell: as its cells at another length recorded it,
+    else as the task registered here declares it (a bits-per-byte column stays out of the Average
+    and lower-is-better when every cell failed); None where neither says."""
+    recorded = rows.metric[(rows.task == task)].dropna()
+    if not recorded.empty:
+        return recorded.iloc[0]
+    from attnbench.tasks.base import TASKS
+
+    name = rows.task_name[rows.task == task].dropna()
+    try:
+        return TASKS[name.iloc[0]].spec.metric if not name.empty else None
+    except Exception:  # noqa: BLE001 — a plugin's task not loaded here
+        return None
 
 
 def with_defaults(kind: str, name: Any, options: Any) -> dict[str, Any]:

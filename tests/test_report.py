@@ -413,7 +413,8 @@ def test_a_task_with_no_ok_cell_beside_one_with_is_reported(tmp_path):
     # char-lm unsupported by a variant without a causal form, distance ok: the report crashed (a NaN metric)
     records = [acc("m", "distance", 0.8), acc("m", "char-lm", status="unsupported", message="no causal form")]
     text = render_markdown(load_run(write_run(tmp_path / "run", records)))
-    assert "| m | **0.800** | unsupported | 0.800 (1/2 tasks) |" in text, text
+    assert "| m | **0.800** | **0.800** | unsupported |" in text, text  # bits per byte: never in the Average
+    assert "char-lm (bits per byte ↓)" in text  # as the registered task declares it, with no ok cell to say
 
 
 def test_timings_of_a_variant_that_failed_its_layer_checks_say_so(tmp_path):
