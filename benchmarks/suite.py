@@ -231,7 +231,7 @@ def build_candidates(
             cand.row["peak_bytes"] = int(need)
             cand.row["mem_method"] = estimate.method()
             if need > cfg.naive_limit_gib * 2**30:
-                cand.fn, cand.status = None, f"skipped: would need {_figure(need / 2**30, 1)} GiB (> {cfg.naive_limit_gib:g} GiB limit)"
+                cand.fn, cand.status = None, f"skipped: would need {_figure(need / 2**30, 2)} GiB (> {cfg.naive_limit_gib:g} GiB limit)"
         out.append(cand)
         if case.peer:
             peer = PEERS[case.peer]

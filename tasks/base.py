@@ -24,6 +24,7 @@ so no test input ever appears in training. Corpus tasks split by document.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,7 @@ class Task:
         if self.vocab_size < 1:  # before make: a sample() drawing from range(1, vocab_size) fails obscurely
             raise TaskError(f"{self.name}: vocab_size is {self.vocab_size}; set it in setup()")
         chance = self.chance
-        if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1:
+        if isinstance(chance, (bool, np.bool_)) or not isinstance(chance, numbers.Real) or not 0 <= chance <= 1:
             raise TaskError(f"{self.name}: chance is {chance!r}; set it in setup() to the score of answering at "
                             "random, from 0 to 1")
         batch = self.make(split, n, seq_len, seed)

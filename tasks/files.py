@@ -218,7 +218,9 @@ def _one_object(document: dict, path: Path, owner: str) -> str:
     """What to say of a .json file holding one object: not rows; pandas' `to_json` writes a frame so
     by default, a column to an object of its values."""
     columns = document and all(isinstance(v, (dict, list)) for v in document.values())
-    return (f"{owner}: {path} holds one JSON object" + (" of columns (pandas' to_json default)" if columns else "")
+    default = columns and all(isinstance(v, dict) for v in document.values())  # orient='columns'
+    return (f"{owner}: {path} holds one JSON object" + (" of columns" if columns else "")
+            + (" (pandas' to_json default)" if default else "")
             + "; expected an array of row objects ([{...}, {...}]; to_json(PATH, orient='records')) or JSON Lines "
             "(one object per line)")
 

@@ -245,6 +245,7 @@ def test_nothing_to_compare_is_refused_before_the_run(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@needs_git
 def test_a_run_that_timed_no_pair_is_a_failure(tmp_path, capsys, monkeypatch):
     from attnbench.benchmarks import suite
 

@@ -168,6 +168,12 @@ def test_a_task_that_builds_outside_its_contract_is_one_line(kind, attrs, messag
     assert str(caught.value) == message
 
 
+def test_a_numpy_chance_is_a_number():
+    import numpy as np
+
+    assert _task("classify", chance=np.float32(0.5)).build("train", n=4, seq_len=6, seed=0).target.shape == (4,)
+
+
 def test_a_task_within_its_contract_builds_with_unlabelled_positions():
     batch = _task("tag", target=[-100, 1, 0, -100, 1, 1]).build("train", n=4, seq_len=6, seed=0)
     assert batch.target.shape == (4, 6)
