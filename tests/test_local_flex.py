@@ -108,6 +108,14 @@ def test_on_cpu_a_call_that_needs_gradients_is_refused_in_one_line():
 
 
 @pytest.mark.compiler
+def test_on_cpu_float64_is_refused_in_one_line():
+    layer = build_variant("local", d_model=8, n_heads=2, window=4, kernel="compiled").double()
+    with torch.no_grad(), pytest.raises(UnsupportedError, match=r"^local: kernel=compiled \(FlexAttention\) takes "
+                                                                r"fp32, fp16 and bf16 on CPU in torch .*, not float64"):
+        layer(torch.randn(1, 8, 8, dtype=torch.float64))  # before: inductor's LoweringException, pages long
+
+
+@pytest.mark.compiler
 def test_bench_check_runs_forward_only_and_says_so():
     shape = run_check("local", "shape", {"window": 8, "kernel": "compiled"})
     grads = run_check("local", "finite-grad", {"window": 8, "kernel": "compiled"})

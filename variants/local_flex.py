@@ -66,6 +66,9 @@ def flex_window_attention(
             f"local: kernel=compiled (FlexAttention) has no backward on CPU in torch {torch.__version__}; "
             "kernel=eager trains on CPU"
         )
+    if q.device.type == "cpu" and q.dtype == torch.float64:  # else inductor's lowering error, pages long
+        raise UnsupportedError(f"local: kernel=compiled (FlexAttention) takes fp32, fp16 and bf16 on CPU in torch "
+                               f"{torch.__version__}, not float64; kernel=eager computes in float64")
     n = q.shape[-2]
     kernel = compile_kernel(_flex, dynamic=False)
     if key_padding_mask is None:  # a cached block mask: on CUDA without gradients, a graph's replay
