@@ -44,8 +44,9 @@ class Option:
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
             raise TypeError(f"option {self.name!r}: type must be one of int, float, bool, str")
-        if not (isinstance(self.keywords, tuple) and all(isinstance(k, str) for k in self.keywords)):
+        if not (isinstance(self.keywords, (tuple, list)) and all(isinstance(k, str) for k in self.keywords)):
             raise TypeError(f"option {self.name!r}: keywords must be a tuple of str, got {self.keywords!r}")
+        object.__setattr__(self, "keywords", tuple(self.keywords))  # a list, as choices may be: hashable now
 
     def describe(self) -> str:
         """What the option accepts, in words: 'a positive int', 'one of fp32, bf16'."""

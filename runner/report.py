@@ -843,10 +843,10 @@ def _failed_checks_note(run: Run, eff: pd.DataFrame) -> str:
     unpadded input only, so its timings stand beside a layer that is wrong elsewhere."""
     timed = set(eff.variant[eff.status == "ok"])
     failed: dict[str, set[str]] = {}
-    for r in run.records:
-        found = re.search(r"its (\S+) check fails at n=(\d+)", r.get("message") or "")
-        if r.get("kind") == "accuracy" and r.get("status") == "error" and found and r.get("variant_label") in timed:
-            failed.setdefault(r["variant_label"], set()).add(f"{found[1]} at n={found[2]}")
+    for r in run.records:  # the message names the layer that failed: the cell's own, or its --cross variant
+        found = re.match(r"(.+?): its (\S+) check fails at n=(\d+)", r.get("message") or "")
+        if r.get("kind") == "accuracy" and r.get("status") == "error" and found and found[1] in timed:
+            failed.setdefault(found[1], set()).add(f"{found[2]} at n={found[3]}")
     if not failed:
         return ""
     return ("Timed, though its accuracy cells failed a layer check and were not trained: "

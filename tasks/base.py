@@ -180,6 +180,7 @@ class Task:
         if isinstance(chance, (bool, np.bool_)) or not isinstance(chance, numbers.Real) or not 0 <= chance <= 1:
             raise TaskError(f"{self.name}: chance is {chance!r}; set it in setup() to the score of answering at "
                             "random, from 0 to 1")
+        self.chance = float(chance)  # recorded in each cell's JSON: a numpy float32 is not serialisable
         batch = self.make(split, n, seq_len, seed)
         self.check_batch(batch, n, seq_len)
         return batch
@@ -225,15 +226,28 @@ class Task:
         if top is None or top < 1:
             raise TaskError(f"{self.name}: {bound} is {top}; set it in setup()")
         _check_ids(self.name, "target", target, bound, top, ignore=None if kind == "classify" else IGNORE_INDEX)
-        distance = isinstance(batch.meta.get("distance"), Tensor)  # what the runner scores by distance
-        if distance != self.spec.has_distance:
-            raise TaskError(f"{self.name}: " + ("declares has_distance=True but records no meta['distance'] (an int, "
-                                                "or one per position, for each example)" if self.spec.has_distance
-                                                else "records meta['distance'] but does not declare has_distance=True "
-                                                "in its TaskSpec"))
+        self._check_distance(batch, tuple(target.shape))
         if kind != "classify" and n and not (target != IGNORE_INDEX).any():  # the loss would be 0/0: NaN
             raise TaskError(f"{self.name}: built {n} examples whose every target is IGNORE_INDEX ({IGNORE_INDEX}): "
                             "nothing to learn or score; label at least one position")
+
+    def _check_distance(self, batch: Batch, shape: tuple[int, ...]) -> None:
+        """meta['distance'], which the runner scores accuracy by, is there exactly where the spec
+        declares `has_distance`, as int64 of the targets' shape (runner.train.distance_buckets)."""
+        distance = batch.meta.get("distance")
+        if not self.spec.has_distance:
+            if "distance" in batch.meta:
+                raise TaskError(f"{self.name}: records meta['distance'] but does not declare has_distance=True "
+                                "in its TaskSpec")
+            return
+        if distance is None:
+            raise TaskError(f"{self.name}: declares has_distance=True but records no meta['distance'] (an int per "
+                            "example for a classify task, else one per target position)")
+        if not isinstance(distance, Tensor) or distance.dtype != torch.long or tuple(distance.shape) != shape:
+            got = (f"{tuple(distance.shape)} {distance.dtype}" if isinstance(distance, Tensor)
+                   else f"{type(distance).__name__} (not ints)")
+            raise TaskError(f"{self.name}: meta['distance'] must be int64 of the targets' shape {shape} (an int per "
+                            f"example for a classify task, else one per target position), got {got}")
 
     # ---------------------------------------------------------------- trivial baselines
     def trivial_baselines(self, train: Batch, test: Batch) -> dict[str, float]:

@@ -133,3 +133,4 @@ def test_a_path_options_keywords_are_a_tuple_of_names():
         Option("corpus", str, "builtin", path=True, keywords="builtin")  # matched letter by letter, before
     corpus = Option("corpus", str, "builtin", path=True, keywords=("builtin",))
     assert not names_a_path(corpus, "builtin")
+    assert Option("corpus", str, "builtin", path=True, keywords=["builtin"]).keywords == ("builtin",)  # as choices

@@ -425,6 +425,11 @@ def test_timings_of_a_variant_that_failed_its_layer_checks_say_so(tmp_path):
     text = render_markdown(load_run(write_run(tmp_path / "run", records)))
     assert ("Timed, though its accuracy cells failed a layer check and were not trained: v (padding at n=32); its "
             "timings are of a layer that fails it") in text, text
+    # a translation cell whose --cross variant failed: that one is named, not the cell's own (sound) variant
+    records = [acc("multi-head", "translation", status="error", message="bad: its cross check fails at n=32: …"),
+               eff("multi-head", 256), eff("bad", 256)]
+    text = render_markdown(load_run(write_run(tmp_path / "cross", records)))
+    assert "not trained: bad (cross at n=32);" in text, text
 
 
 def test_a_fraction_of_the_matmul_peak_above_100_percent_is_explained(tmp_path):

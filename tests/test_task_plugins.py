@@ -110,8 +110,6 @@ def test_a_plugin_task_with_a_string_max_seq_len_is_one_line(tmp_path, task_sand
 
 def _task(kind: str, **attrs):
     """A one-example-shape plugin task whose `sample` and sizes a test sets: what authors get wrong."""
-    import numpy as np
-
     from attnbench.tasks import Example, GeneratedTask, TaskSpec
 
     class Broken(GeneratedTask):
@@ -150,7 +148,13 @@ def _task(kind: str, **attrs):
         ("tag", {"target": [-100] * 6}, "broken: built 4 examples whose every target is IGNORE_INDEX (-100): nothing "
          "to learn or score; label at least one position"),
         ("classify", {"has_distance": True}, "broken: declares has_distance=True but records no meta['distance'] (an "
-         "int, or one per position, for each example)"),
+         "int per example for a classify task, else one per target position)"),
+        ("classify", {"has_distance": True, "meta": {"distance": [1] * 6}}, "broken: meta['distance'] must be int64 "
+         "of the targets' shape (4,) (an int per example for a classify task, else one per target position), got "
+         "(4, 6) torch.int64"),  # before: an IndexError in training's distance buckets
+        ("tag", {"has_distance": True, "meta": {"distance": 2.5}}, "broken: meta['distance'] must be int64 of the "
+         "targets' shape (4, 6) (an int per example for a classify task, else one per target position), got list "
+         "(not ints)"),  # before: "records no meta['distance']"
         ("classify", {"meta": {"distance": 3}}, "broken: records meta['distance'] but does not declare "
          "has_distance=True in its TaskSpec"),
         ("classify", {"chance": 5.0}, "broken: chance is 5.0; set it in setup() to the score of answering at random, "
@@ -168,10 +172,14 @@ def test_a_task_that_builds_outside_its_contract_is_one_line(kind, attrs, messag
     assert str(caught.value) == message
 
 
-def test_a_numpy_chance_is_a_number():
+def test_a_numpy_chance_is_a_number_and_recorded_as_one():
+    import json
+
     import numpy as np
 
-    assert _task("classify", chance=np.float32(0.5)).build("train", n=4, seq_len=6, seed=0).target.shape == (4,)
+    task = _task("classify", chance=np.float32(0.5))
+    assert task.build("train", n=4, seq_len=6, seed=0).target.shape == (4,)
+    assert json.dumps({"chance": task.chance}) == '{"chance": 0.5}'  # before: float32 is not JSON serializable
 
 
 def test_a_task_within_its_contract_builds_with_unlabelled_positions():

@@ -760,6 +760,35 @@ def test_hf_splits_it_does_not_read_as_given_are_said(monkeypatch, fresh_hf_cach
     assert t.size("valid") == 20
 
 
+def test_hf_hidden_splits_and_the_splits_read_in_their_place_are_said(monkeypatch, fresh_hf_cache, recwarn):
+    hidden = lambda n, prefix: _FakeDataset(_rows(n, prefix, label=-1))  # noqa: E731 — GLUE's hidden test labels
+    cases = {
+        # a hidden validation: its labelled second name is read in its place (before: left out, valid carved)
+        "valid-hidden-dev-ok": ({"train": _FakeDataset(_rows(100, "train")), "validation": hidden(20, "v"),
+                                 "dev": _FakeDataset(_rows(30, "d"))},
+                                ["its 'validation' split is left out ('dev' is read as valid)"]),
+        # a hidden train: the rest pooled, its test rows trained on (before: said only 'it is left out')
+        "hidden-train": ({"train": hidden(50, "train"), "validation": _FakeDataset(_rows(60, "v")),
+                          "test": _FakeDataset(_rows(60, "t"))},
+                         ["its 'train' split has only hidden labels (-1), so it is left out; it has no labelled "
+                          "'train' split, so its 'test', 'validation' splits are pooled and re-split by a hash of "
+                          "the text"]),
+        # no train, a hidden test: only what is read is said to be pooled (before: 'validation', 'test' pooled)
+        "notrain-hidden": ({"validation": _FakeDataset(_rows(60, "v")), "test": hidden(20, "t")},
+                           ["its 'test' split has only hidden labels (-1), so it is left out; it has no 'train' "
+                            "split, so its 'validation' split is re-split by a hash of the text"]),
+    }
+    for name, (splits, expected) in cases.items():
+        recwarn.clear()
+        _fake_datasets(monkeypatch, lambda n, config=None, splits=splits: splits)
+        t = build_task("text-cls", source=f"hf:{name}", balance=False)
+        said = [str(w.message).removeprefix(f"text-cls: hf:{name}: ") for w in recwarn
+                if issubclass(w.category, DataWarning)]
+        assert said == expected, (name, said)
+        if name == "valid-hidden-dev-ok":
+            assert t.size("valid") == 30
+
+
 def test_hf_loader_takes_plain_dicts(monkeypatch, fresh_hf_cache):
     splits = {"train": _rows(100, "train"), "validation": _rows(20, "valid")}
     _fake_datasets(monkeypatch, lambda name, config=None: splits)

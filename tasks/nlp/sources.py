@@ -278,11 +278,14 @@ def _hf_corpus(
     shown = f"hf:{name}" + (f":{config}" if config else "")
     loaded = _load_hf(name, config, shown, owner)
     parts = loaded if isinstance(loaded, Mapping) else {"train": loaded}
-    known: dict[str, str] = {}  # our split → the dataset's split read as it
-    for name in parts:
-        if name in _HF_SPLITS:
-            known.setdefault(_HF_SPLITS[name], name)  # validation before dev: the first of two names for one split
+    known: dict[str, str] = {}  # our split → the dataset's split read as it: the first of two names for one
+    for split in parts:  # (validation before dev), unless its labels are all hidden and the other's are not
+        ours = _HF_SPLITS.get(split)
+        if ours and (ours not in known or (_only_hidden(parts[known[ours]], label_column)
+                                           and not _only_hidden(parts[split], label_column))):
+            known[ours] = split
     columns = (text_column, label_column) + ((group_column,) if group_column else ())
+    by = f"column {group_column!r}" if group_column else "text"
     texts: list[Any] = []
     labels: list[Any] = []
     groups: list[Any] = []
@@ -296,13 +299,11 @@ def _hf_corpus(
         if twice := [s for s in parts if s in _HF_SPLITS and known[_HF_SPLITS[s]] != s]:
             notes.append(f"its {_split_names(twice)} left out ("
                          + ", ".join(f"{known[_HF_SPLITS[s]]!r} is read as {_HF_SPLITS[s]}" for s in twice) + ")")
-    else:  # no train split to anchor on: pool them all and split by hash; its own held-out rows are trained on too
+    else:  # no train split to anchor on: pool them all and split by hash (said below)
         chosen = [(None, s) for s in parts]
-        by = f"column {group_column!r}" if group_column else "text"
-        notes.append(f"it has no 'train' split, so its {_split_names(parts)} {'pooled and ' * (len(parts) > 1)}"
-                     f"re-split by a hash of the {by}")
     carve = set(known)
     hidden_rows = 0
+    read: list[str] = []  # the dataset's splits whose rows are read
     for ours, theirs in chosen:
         table = parts[theirs]
         have = list(getattr(table, "column_names", None) or table.keys())
@@ -331,8 +332,13 @@ def _hf_corpus(
         labels += rows_label
         groups += list(table[group_column]) if group_column else [None] * len(rows_text)
         owners += [ours] * len(rows_text)
-    if "train" in known and "train" not in carve:  # train itself hidden: split what is left by hash
+        read.append(theirs)
+    if "train" not in known or "train" not in carve:  # no train (or a hidden one): split what is left by hash
         owners = [None] * len(owners)
+        if read:  # its own held-out rows are trained on too
+            lacking = "no 'train' split" if "train" not in known else "no labelled 'train' split"
+            notes.append(f"it has {lacking}, so its {_split_names(read)} {'pooled and ' * (len(read) > 1)}"
+                         f"re-split by a hash of the {by}")
     frame = pd.DataFrame({"text": texts, "label": labels, "group": groups, "split": owners}, dtype=object)
     _, no_text, no_label = _usable_rows(frame["text"], frame["label"])
     if hidden_rows:
@@ -350,6 +356,19 @@ def _hf_corpus(
     if notes:
         warnings.warn(f"{owner}: {shown}: " + "; ".join(notes), DataWarning, stacklevel=2)
     return corpus
+
+
+def _only_hidden(table: Any, label_column: str) -> bool:
+    """Whether a Hugging Face split's labels are all hidden (-1 in a ClassLabel column, as GLUE's test
+    splits): False where it lacks the column (its reader says so) or has no rows."""
+    try:
+        values = list(table[label_column])
+    except (KeyError, ValueError):
+        return False
+    feature = (getattr(table, "features", None) or {}).get(label_column)
+    if feature is not None and getattr(feature, "names", None) is None:  # a plain column: -1 is a value
+        return False
+    return bool(values) and all(_label_key(y) == HF_HIDDEN_LABEL for y in values)
 
 
 def _split_names(names) -> str:
