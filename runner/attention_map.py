@@ -52,6 +52,7 @@ from attnbench.errors import AttnbenchError, UnsupportedError  # noqa: E402
 from attnbench.limits import MAX_SHOWN  # noqa: E402
 from attnbench.options import resolve_options  # noqa: E402
 from attnbench.runner.model import BenchModel, ModelSize  # noqa: E402
+from attnbench.runner.store import StoreError, refuse_run_file, write_atomically  # noqa: E402
 from attnbench.runner.train import TrainSettings, evaluate, greedy_decode, task_data, train_and_evaluate  # noqa: E402
 from attnbench.selection import Selected  # noqa: E402
 from attnbench.tasks.base import IGNORE_INDEX, Batch, Task, build_task, shift_right  # noqa: E402
@@ -180,6 +181,10 @@ def check_file_target(flag: str, path: Path) -> None:
     Checked before training, so that a bad path costs no training run; nothing is made here."""
     if path.is_dir():
         raise AttnbenchError(f"{flag}: {path} is a directory; give a file name")
+    try:
+        refuse_run_file(path)  # a run's cells.jsonl, grid.json …: writing there would lose the run
+    except StoreError as err:
+        raise AttnbenchError(f"{flag}: {err}") from None
     if path.exists() and not os.access(path, os.W_OK):
         raise AttnbenchError(f"{flag}: cannot write {path}: permission denied")
     ancestor = path.parent
@@ -504,11 +509,10 @@ def _cause(err: BaseException) -> str:
 def save_weights(model: BenchModel, path: Path, identity: dict[str, Any], what: str) -> None:
     """A checkpoint: the state dict with the `identity` it must be loaded as, and `what` in words."""
     checkpoint = {"format": CHECKPOINT, "identity": identity, "what": what, "state_dict": model.state_dict()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, path)
-    except OSError as err:
-        raise AttnbenchError(f"--save-weights: cannot write {path}: {err.strerror or err}") from None
+    try:  # atomically: a failed write leaves the file there before, not half a checkpoint
+        write_atomically(path, lambda tmp: torch.save(checkpoint, tmp))
+    except StoreError as err:
+        raise AttnbenchError(f"--save-weights: {err}") from None
 
 
 # -- the whole command ---------------------------------------------------------------------
@@ -529,6 +533,8 @@ def attention_figure(request: AttentionRequest) -> AttentionOutcome:
     check_out(r.out)
     if r.save_weights is not None:
         check_file_target("--save-weights", r.save_weights)
+        if r.save_weights.resolve() == r.out.resolve():  # the figure, written second, would replace it
+            raise AttnbenchError(f"--save-weights: {r.save_weights} is the --out figure too; give each its own file")
     if r.layer is not None and not 0 <= r.layer < r.size.n_layers:
         raise AttnbenchError(f"--layer: {r.layer + 1} does not exist; the model has layers 1 to {r.size.n_layers}")
     cross = f" with cross-attention {_label(*r.cross)}" if r.cross and task.spec.kind == "seq2seq" else ""

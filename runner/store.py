@@ -422,7 +422,7 @@ def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Pat
     target = Path(target)
     if target.is_dir():
         raise StoreError(f"cannot write {target}: it is a directory")
-    _refuse_run_file(target)
+    refuse_run_file(target)
     _make_parents(target)
     try:
         return replace_file(target, write)
@@ -433,7 +433,7 @@ def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Pat
 RUN_FILES = (ENV_FILE, GRID_FILE, CELLS_FILE, LOCK_FILE, PID_FILE)
 
 
-def _refuse_run_file(target: Path) -> None:
+def refuse_run_file(target: Path) -> None:
     """StoreError where `target` (links followed) is one of the files that make up a run directory
     (`bench report RUN --out RUN/cells.jsonl`): writing there would lose the run."""
     try:

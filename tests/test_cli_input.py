@@ -48,11 +48,18 @@ def no_work(monkeypatch):
         ("--save-weights", "a-file/deeper/w.pt", "{dir}/a-file is not a directory"),
         ("--out", "dir.png", "--out: {dir}/dir.png is a directory; give a file name"),
         ("--out", "a-file/map.png", "--out: cannot write {dir}/a-file/map.png: {dir}/a-file is not a directory"),
+        # before: the checkpoint replaced the run's records, or the figure (written second) the checkpoint
+        ("--save-weights", "run/cells.jsonl", "--save-weights: cannot write {dir}/run/cells.jsonl: it is the "
+         "cells.jsonl of the run {dir}/run, which writing over it would lose; name another file"),
+        ("--save-weights", "map.png", "--save-weights: {dir}/map.png is the --out figure too; give each its own file"),
     ],
 )
 def test_an_unwritable_file_path_is_refused_before_training(tmp_path, no_work, bench_output, flag, target, message):
     (tmp_path / "a-file").write_text("a file, not a folder")
     (tmp_path / "dir.png").mkdir()
+    (tmp_path / "run").mkdir()  # a run directory's files
+    for name in ("grid.json", "cells.jsonl"):
+        (tmp_path / "run" / name).write_text("{}\n")
     before = sorted(tmp_path.rglob("*"))
     path = tmp_path / target if target != "." else tmp_path
     out = [] if flag == "--out" else ["--out", str(tmp_path / "map.png")]
