@@ -31,6 +31,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window (set before anything imports pyplot)
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -189,9 +190,10 @@ def conditions(run: Run, kind: str) -> str:
 
 
 def _title(fig: Figure, what: str, run: Run, kind: str) -> None:
-    """The figure's subject over its conditions, the conditions wrapped at ' · ' to the figure's width."""
+    """The figure's subject over its conditions, each wrapped to the figure's width (the conditions
+    at ' · '): a narrow figure (a heatmap of two tasks) cut a long subject at both ends."""
     width = int(fig.get_figwidth() * 11)  # characters of the 12-pt title per inch, roughly
-    lines, line = [], ""
+    lines, line = textwrap.wrap(what, width) or [what], ""
     for part in conditions(run, kind).split(" · "):
         if line and len(line) + 3 + len(part) > width:
             lines.append(line)
@@ -199,7 +201,7 @@ def _title(fig: Figure, what: str, run: Run, kind: str) -> None:
         else:
             line = f"{line} · {part}" if line else part
     lines.append(line)
-    fig.suptitle("\n".join([what, *lines]), fontsize=12)
+    fig.suptitle("\n".join(lines), fontsize=12)
 
 
 def _log2_axis(ax, lengths: Sequence[int]) -> None:
@@ -463,6 +465,14 @@ def bubble_data(run: Run) -> tuple[pd.DataFrame, str, str, int] | None:
         xlabel = f"forward+backward throughput at n={length} (tokens/s, log scale)"
     data = pd.DataFrame({"variant": variants, "x": [x[v] for v in variants], "y": [y[v] for v in variants],
                          "mib": [at.loc[v, "peak_mib_fwd_bwd"] for v in variants]})
+    values = data[["x", "y", "mib"]].apply(pd.to_numeric, errors="coerce").astype(float)
+    drawable = np.isfinite(values).all(axis=1) & (values.x > 0) & (values.mib >= 0)  # a hand-edited or torn record
+    if not drawable.all():
+        xlabel += (f"\n{', '.join(data.variant[~drawable])} left out: no finite positive time, score or peak memory "
+                   "in its records")
+        data = data[drawable].reset_index(drop=True)
+    if data.empty:
+        return None
     return data, xlabel, ylabel, length
 
 
@@ -558,13 +568,19 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> PlotOutc
     palette = variant_palette(r["variant_label"] for r in run.records)  # once: the same colours in every figure
     for name, (draw, needs) in FIGURES.items():
         with sns.axes_style("whitegrid"), matplotlib.rc_context(RC):
-            fig = draw(run, palette)
-            if fig is None:
-                outcome.skipped.append(f"{name}: skipped ({needs})")
-                continue
-            for fmt in FORMATS:
-                path = write_atomically(out / f"{name}.{fmt}", lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
-                outcome.files.append(path)
+            try:  # records a figure cannot take (edited by hand) cost that figure, not the others
+                fig = draw(run, palette)
+                if fig is None:
+                    outcome.skipped.append(f"{name}: skipped ({needs})")
+                    continue
+                for fmt in FORMATS:  # each atomically: a failed write leaves the file there before
+                    path = write_atomically(out / f"{name}.{fmt}", lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
+                    outcome.files.append(path)
+            except AttnbenchError:  # a write that failed (a full disk): the command's one line
+                raise
+            except (ValueError, TypeError, KeyError, ZeroDivisionError) as err:
+                why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                outcome.skipped.append(f"{name}: skipped (its records could not be drawn: {why})")
     return outcome
 
 

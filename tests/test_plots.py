@@ -271,6 +271,22 @@ def test_bubble_uses_the_longest_length_where_all_are_ok(full_run):
     assert "over 1 task (" in ylabel and "translation" in ylabel
 
 
+def test_records_a_figure_cannot_take_leave_out_their_variant_not_the_figures(tmp_path):
+    """Before: a traceback (exit 1) after six of the eight files were written."""
+    cells = accuracy_cells() + efficiency_cells()
+    for c in cells:
+        if c["variant_label"] == "linear" and c["kind"] == "accuracy" and c["task"] == "copy":
+            c["result"]["score"] = math.inf  # as a hand edit leaves it: Infinity in the JSON
+        if c["variant_label"] == "local(window=4)" and c["kind"] == "efficiency" and c["seq_len"] == 1024:
+            c["result"]["peak_bytes_fwd_bwd"] = None  # how the writer stores NaN
+    run = write_run(tmp_path / "run", cells)
+    files = plot_run(run, tmp_path / "out")
+    assert {f.name for f in files} == {f"{name}.{fmt}" for name in FIGURES for fmt in ("png", "svg")}
+    data, xlabel, _, _ = bubble_data(load_run(run))
+    assert list(data.variant) == ["multi-head"]
+    assert "linear, local(window=4) left out: no finite positive time, score or peak memory" in xlabel
+
+
 def test_cli_plot_lists_the_files(tmp_path, capsys):
     run = write_run(tmp_path / "run", efficiency_cells())
     with pytest.raises(SystemExit) as done:
@@ -348,6 +364,12 @@ def test_the_heatmap_caption_fits_its_figure_and_says_only_what_its_panels_hold(
     caption = figure.get_supxlabel()
     assert "chance level" not in caption and "unigram's entropy of the train split" in " ".join(caption.split())
     assert max(len(line) for line in caption.splitlines()) <= figure.get_figwidth() * 11
+    seeds = [accuracy_cell(label, "copy", 0.5 + 0.1 * seed, seed=seed) for label in VARIANTS for seed in (0, 1)]
+    spread = load_run(write_run(tmp_path / "seeds", seeds))  # two seeds: the subject says "mean ± std over seeds"
+    figure = figure_heatmap(spread, variant_palette(r["variant_label"] for r in spread.records))
+    title = figure._suptitle.get_text()  # the subject too (before: cut at both ends at this width)
+    assert "mean ± std over seeds" in " ".join(title.split())
+    assert max(len(line) for line in title.splitlines()) <= figure.get_figwidth() * 11, title
     full = load_run(write_run(tmp_path / "full", accuracy_cells()))
     caption = figure_heatmap(full, variant_palette(r["variant_label"] for r in full.records)).get_supxlabel()
     assert "chance level" in caption and "bits per byte" in caption
