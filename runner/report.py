@@ -1001,7 +1001,8 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
     Worse: a score lower (bits per byte: higher), the forward's or the fwd+bwd's median time or peak
     memory higher (where either cell was timed forward only, `measure.py`: the forward's alone; a
     cell that B timed forward only and A did not is a regression itself), or a status that went
-    from ok to anything else. A cell not ok in A is never a regression. Runs of
+    from ok to anything else, or a number A's cell has that B's ok cell lacks (null, NaN, inf: a
+    hand-edited or torn record). A cell not ok in A is never a regression. Runs of
     different settings (`incomparable_settings`) are refused: their cells only share keys.
     """
     differs = incomparable_settings(a.grid, b.grid)
@@ -1039,7 +1040,9 @@ def compare_runs(a: Run, b: Run, rtol: float = 0.05) -> Comparison:
             vb = mb.get(name, (math.nan, higher))[0]
             ratio = vb / va if _finite(va) and _finite(vb) and va != 0 else math.nan
             change = (vb - va) / abs(va) if _finite(va) and _finite(vb) and va != 0 else math.nan
-            if not (_finite(va) and _finite(vb)):
+            if _finite(va) and not _finite(vb):  # an ok cell of B that lost what A measured: no number to pass
+                regressed, note = True, ("no value" if vb is None or vb != vb else f"{vb}") + " in B"
+            elif not (_finite(va) and _finite(vb)):
                 regressed, note = False, "not comparable"
             else:  # both ways beyond rtol: a change within it is noise either way
                 gain = (vb - va) if higher else (va - vb)
@@ -1201,7 +1204,7 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
                      "and memory ratios may compare machines.")
     lines += ["", f"B / A per matched cell; a regression is B worse than A by more than rtol = {comparison.rtol:g} "
               "(score down — bits per byte up —, fwd or fwd+bwd time or peak memory up, a backward lost (timed forward "
-              "only in B), or ok → not ok).", ""]
+              "only in B), a number lost, or ok → not ok).", ""]
     frame = comparison.frame
     table = pd.DataFrame([
         {"cell": f"`{r.key}`", "metric": r.metric,
@@ -1236,6 +1239,8 @@ def render_comparison(a: Run, b: Run, comparison: Comparison) -> str:
         for _, r in bad.iterrows():
             if r.metric in ("status", "fwd+bwd"):  # no numbers: what changed is in the note
                 lines.append(f"- `{r.key}`: {r.note}")
+            elif not _finite(r.b):  # a number A had and B lost
+                lines.append(f"- `{r.key}`: {r.metric} {_value(r.a)} in A, {r.note}")
             else:
                 lines.append(f"- `{r.key}`: {r.metric} {_value(r.a)} → {_value(r.b)} ({r.change:+.1%})")
     return "\n".join(lines).rstrip("\n") + "\n"

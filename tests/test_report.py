@@ -583,6 +583,16 @@ def test_compare_an_accuracy_drop_beyond_rtol_exits_1_naming_the_cell(tmp_path, 
     assert "linear" not in summary  # -2.5 % is within the tolerance
 
 
+def test_compare_fails_an_ok_cell_of_b_that_lost_a_number_a_has(tmp_path, bench_output):
+    """Before: 'not comparable', not a regression, and 'No regressions … in N matched cells'."""
+    a = write_run(tmp_path / "a", [acc("multi-head", "task-a", 0.8), acc("linear", "task-a", 0.8)])
+    b = write_run(tmp_path / "b", [acc("multi-head", "task-a", None), acc("linear", "task-a", 0.8)])
+    code, out, _ = bench_output("compare", a, b)
+    assert code == 1
+    summary = out.split("regression(s)**")[1]
+    assert "accuracy/multi-head/task-a/n=32/seed=0" in summary and "no value in B" in summary, out
+
+
 def test_compare_bits_per_byte_up_is_a_regression():
     a = load_run_from([acc("multi-head", "char-lm", 3.0, metric="bits_per_byte")])
     b = load_run_from([acc("multi-head", "char-lm", 3.3, metric="bits_per_byte")])
