@@ -112,6 +112,9 @@ def attention_command(variant, task, text, out, profile, seq_len, steps, layer, 
         outcome = attention_figure(request)
     unused = [f"--steps {steps}: --weights loads a trained model, so no step is run; ignored"] if (
         weights is not None and steps is not None) else []  # loaded, not trained: nothing took the steps
+    given = click.get_current_context().get_parameter_source("example") == click.core.ParameterSource.COMMANDLINE
+    if text is not None and given:  # the figure is of the text: no test example is drawn
+        unused.append(f"--example {example}: --text gives the input, so no test example is drawn; ignored")
     if cross_choice is not None and TASKS[t.name].spec.kind != "seq2seq":
         unused.append(f"--cross {cross}: {t.label} is no seq2seq task, so nothing attends across; ignored")
     for warning in [*unused, *outcome.warnings]:

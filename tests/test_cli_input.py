@@ -271,6 +271,14 @@ def test_a_plugins_own_exception_is_one_line_naming_where_it_was_raised(tmp_path
     assert re.search(r"\(at \S+\.py:\d+\)$", line), line
 
 
+def test_attention_warns_of_an_example_its_text_replaces(tmp_path, bench_output):
+    # before: silent, rc 0, though the same index without --text is refused
+    code, _, err = bench_output(*SMOKE, "--variant", "multi-head", "--task", "sentiment", "--text", "a fine movie",
+                                "--example", "9999", "--out", tmp_path / "a.png")
+    assert code == 0 and err == ("bench: warning: --example 9999: --text gives the input, so no test example is drawn; "
+                                 "ignored\n")
+
+
 def test_attention_warns_of_a_cross_no_task_uses_and_names_cross_where_it_lacks_cross_attention(tmp_path, bench_output):
     code, _, err = bench_output(*SMOKE, "--variant", "multi-head", "--task", "copy", "--cross", "additive",
                                 "--out", tmp_path / "a.png")
