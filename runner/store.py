@@ -492,6 +492,9 @@ def default_run_dir(root: str | Path, profile: str, *, now: datetime | None = No
 # -- helpers -------------------------------------------------------------------------------
 
 
+SKIPS_SAID = 5  # damaged lines of cells.jsonl named one by one; the rest in one line
+
+
 def _read_cells(cells: Path) -> list[dict]:
     """Tolerant read of cells.jsonl, keeping the last record of each key.
 
@@ -518,7 +521,7 @@ def _read_cells(cells: Path) -> list[dict]:
             continue
         by_key.pop(record["key"], None)
         by_key[record["key"]] = record
-    for number, problem, key in skipped:  # a resume that reran the cell recorded it again: say so, not "reruns"
+    for number, problem, key in skipped[:SKIPS_SAID]:  # a resume that reran the cell recorded it again: say so
         again = key is not None and key in by_key
         warnings.warn(
             f"{CELLS_FILE} line {number} {problem}; skipped "
@@ -526,6 +529,10 @@ def _read_cells(cells: Path) -> list[dict]:
             StoreWarning,
             stacklevel=3,
         )
+    if rest := skipped[SKIPS_SAID:]:  # a file written over (a checkpoint saved there): one line, not thousands
+        warnings.warn(f"{CELLS_FILE}: {len(rest)} more lines skipped (lines {rest[0][0]}–{rest[-1][0]}), each torn, "
+                      "corrupted or not a cell record (their cells rerun on resume, unless another line records "
+                      "them)", StoreWarning, stacklevel=3)
     return list(by_key.values())
 
 

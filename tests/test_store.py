@@ -279,6 +279,19 @@ def test_release_is_idempotent_and_the_store_can_lock_again(run):
 # -- torn and corrupted lines --------------------------------------------------------------
 
 
+def test_a_file_of_many_damaged_lines_is_named_line_by_line_five_times_then_in_one_line(run):
+    # before: one warning per line (145 for a checkpoint saved over cells.jsonl)
+    with open(run / "cells.jsonl", "a") as f:
+        f.write("".join(f"garbage {i}\n" for i in range(40)))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert [r["key"] for r in read_records(run)] == ["a", "b", "c"]
+    lines = [str(w.message) for w in said if issubclass(w.category, StoreWarning)]
+    assert len(lines) == 6 and lines[0].startswith("cells.jsonl line 4 is torn or corrupted; skipped")
+    assert lines[-1] == ("cells.jsonl: 35 more lines skipped (lines 9–43), each torn, corrupted or not a cell record "
+                         "(their cells rerun on resume, unless another line records them)")
+
+
 def test_a_torn_last_line_is_skipped_and_the_next_append_starts_a_new_line(run):
     with open(run / "cells.jsonl", "a") as f:
         f.write('{"key": "d", "status": "o')  # a writer killed mid-line
