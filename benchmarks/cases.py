@@ -85,8 +85,9 @@ CASES: tuple[Case, ...] = (
     Case("linear(causal, kernel=compiled)", "linear", (("kernel", "compiled"),), causal=True, complexity="n",
          family="linear", peer="linear-attention-transformer", same_as="linear(causal)"),
     # additive forms a (b, h, chunk, m, d) block per chunk: 0.11-0.14 s per call at n = 1024 on CPU,
-    # 0.49-0.59 s at 2048 (2 threads, the 4165781-r5 and 2d11f2b-r2 runs; 0.7 and 2.8 s with ATen's tanh), and glibc's heap fragments under it (RSS
-    # far above the live tensors), so it is timed up to batch × n = 2048 (a 2-thread run was
+    # 0.49-0.59 s at 2048 (2 threads, the 4165781-r5 and 2d11f2b-r2 runs; 0.7 and 2.8 s with ATen's
+    # tanh), and glibc's heap fragments under it (RSS far above the live tensors), so it is timed up
+    # to batch × n = 2048 (a 2-thread run was
     # OOM-killed at 24 GiB RSS, at n = 4096 and at batch 4, n = 2048); its memory at n = 4096 is
     # probed once, at the end of the run (PerfConfig.memory_probes)
     Case("additive(heads=8)", "additive", (("heads", HEADS),), family="additive", max_tokens=2048),
