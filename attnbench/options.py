@@ -148,9 +148,7 @@ def names_a_path(option: Option, value: Any) -> bool:
         return False
     try:
         return data_path(value).exists()
-    except OSError:  # Path.exists() raises ENAMETOOLONG on Python 3.11
-        return False
-    except RuntimeError:  # expanduser() of ~nosuchuser
+    except (OSError, RuntimeError):  # Path.exists(): ENAMETOOLONG on Python 3.11; expanduser(): ~nosuchuser
         return False
 
 

@@ -335,7 +335,7 @@ def _in_attnbench(module: str) -> bool:
 
 def _origin_of(obj: object) -> str:
     module = getattr(obj, "__module__", None) or ""
-    if module == "attnbench" or module.startswith("attnbench."):
+    if _in_attnbench(module):
         return BUILT_IN
     if module.startswith(PLUGIN_FILE_MODULE):  # a `--plugin path/to/file.py`: the file says more
         return f"python:{getattr(sys.modules.get(module), '__file__', None) or module}"

@@ -231,11 +231,15 @@ def lost(base: pd.DataFrame, current: pd.DataFrame) -> tuple[Lost, ...]:
         key, where = tuple(row[c] for c in KEY + CONDITION), tuple(row[c] for c in cell)
         if key in timed or where not in cells or where in lacking:
             continue
-        why = status.get(key, "no row")
-        if why == "ok" or why == "nan":  # no median, and no status saying why
-            why = "no time recorded"
-        out.append(Lost(row["case"], row["impl"], int(row["batch"]), int(row["n"]), float(row["median_s"]), why))
+        out.append(Lost(row["case"], row["impl"], int(row["batch"]), int(row["n"]), float(row["median_s"]),
+                        _untimed_because(status.get(key, "no row"))))
     return tuple(out)
+
+
+def _untimed_because(status: str) -> str:
+    """Why a row was not timed, for `Lost`: its status, or where it says none (ok, or empty: NaN
+    read from a CSV) "no time recorded"."""
+    return "no time recorded" if status in ("ok", "nan") else status
 
 
 def _text(value) -> str | None:
@@ -306,7 +310,7 @@ def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
     failed the check against the reference, its kernel raised) is `lost`: a broken kernel fails
     the gate, as `--compare` fails it (`lost`)."""
     timed = timed_medians(rows)
-    statuses = {(r["case"], r["impl"], r["batch"], r["n"]): str(r.get("status") or "no time recorded") for r in rows}
+    statuses = {(r["case"], r["impl"], r["batch"], r["n"]): str(r.get("status") or "nan") for r in rows}
     regressions, compared, gone = [], 0, []
     for (case, impl, batch, n), old in sorted(timed.items()):
         if "@" not in impl:
@@ -314,8 +318,7 @@ def side_by_side(rows: list[dict], *, tolerance: float = 0.10) -> Comparison:
         mine = (case, impl.partition("@")[0], batch, n)
         new = timed.get(mine)
         if new is None:
-            why = statuses.get(mine, "no row")
-            gone.append(Lost(case, mine[1], batch, n, old, "no time recorded" if why in ("ok", "nan") else why))
+            gone.append(Lost(case, mine[1], batch, n, old, _untimed_because(statuses.get(mine, "no row"))))
             continue
         compared += 1
         if new > old * (1 + tolerance):

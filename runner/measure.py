@@ -120,7 +120,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from attnbench.errors import NoBackwardError
-from attnbench.variants.base import build_variant, has_reference, returned
+from attnbench.variants.base import build_variant, has_reference, is_pair, returned
 from attnbench.variants.caches import forget_caches
 from attnbench.variants.compiled import eager_fallbacks
 
@@ -627,7 +627,7 @@ def _check_same_paths(
 def _pair(result: object, n: int, whose: str = "") -> tuple[Tensor, object]:
     """`result` as (out, weights), or a VerificationError naming what the forward returned: a bare
     tensor would unpack along its batch axis, and be reported as an output of the wrong shape."""
-    if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], Tensor):
+    if is_pair(result):
         return result[0], result[1]
     raise VerificationError(f"{whose}forward must return (out, weights|None), got {returned(result)} at n={n}")
 

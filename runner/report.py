@@ -1075,16 +1075,12 @@ def _metric_of(rows: pd.DataFrame, task: str) -> str | None:
     """The metric of a task column without an ok cell: as its cells at another length recorded it,
     else as the task registered here declares it (a bits-per-byte column stays out of the Average
     and lower-is-better when every cell failed); None where neither says."""
-    recorded = rows.metric[(rows.task == task)].dropna()
+    recorded = rows.metric[rows.task == task].dropna()
     if not recorded.empty:
         return recorded.iloc[0]
-    from attnbench.tasks.base import TASKS
-
     name = rows.task_name[rows.task == task].dropna()
-    try:
-        return TASKS[name.iloc[0]].spec.metric if not name.empty else None
-    except Exception:  # noqa: BLE001 — a plugin's task not loaded here
-        return None
+    spec = _registered_spec("task", name.iloc[0]) if not name.empty else None
+    return spec.metric if spec is not None else None
 
 
 def with_defaults(kind: str, name: Any, options: Any) -> dict[str, Any]:
@@ -1092,17 +1088,24 @@ def with_defaults(kind: str, name: Any, options: Any) -> dict[str, Any]:
     give filled in, as registered here; as given where `name` is not registered here (a plugin not
     loaded) or the record's options are not a mapping."""
     given = dict(options) if isinstance(options, Mapping) else {}
-    if not isinstance(name, str) or not name:
+    spec = _registered_spec(kind, name)
+    if spec is None:  # as given
         return given
+    return {**{o.name: o.default for o in spec.options}, **given}
+
+
+def _registered_spec(kind: str, name: Any) -> Any:
+    """The spec of the variant or task (`kind`) `name` as registered here; None where it is not (a
+    plugin not loaded, or one that fails to load) or `name` is no name."""
+    if not isinstance(name, str) or not name:
+        return None
     from attnbench.tasks.base import TASKS  # registries: only here, the rest of the report reads files
     from attnbench.variants.base import VARIANTS
 
-    registry = VARIANTS if kind == "variant" else TASKS
     try:
-        spec = registry[name].spec
-    except Exception:  # noqa: BLE001 — not registered here, or a plugin that fails to load: as given
-        return given
-    return {**{o.name: o.default for o in spec.options}, **given}
+        return (VARIANTS if kind == "variant" else TASKS)[name].spec
+    except Exception:  # noqa: BLE001 — not registered here, or a plugin that fails to load
+        return None
 
 
 # the matmul peaks of two runs' starts further apart than this ratio: one machine was busier (this

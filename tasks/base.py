@@ -273,8 +273,8 @@ class Task:
         files = []
         for option in self.spec.options:
             value = self.options.get(option.name)
-            if names_a_path(option, value) and data_path(value).is_file():  # not a keyword (sotu)
-                files.append(data_path(value))
+            if names_a_path(option, value) and (path := data_path(value)).is_file():  # not a keyword (sotu)
+                files.append(path)
         return files
 
     # ---------------------------------------------------------------- for people

@@ -729,34 +729,31 @@ def test_hf_loader_says_how_many_held_out_texts_its_splits_share_with_train(monk
     assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
 
 
+def _hf_notes(monkeypatch, recwarn, name: str, splits: dict):
+    """text-cls built from a fake Hugging Face dataset `name` of `splits`: the task, and what its
+    DataWarning says (the 'text-cls: hf:NAME: ' prefix cut)."""
+    recwarn.clear()
+    _fake_datasets(monkeypatch, lambda n, config=None: splits)
+    task = build_task("text-cls", source=f"hf:{name}", balance=False)
+    return task, [str(w.message).removeprefix(f"text-cls: hf:{name}: ") for w in recwarn
+                  if issubclass(w.category, DataWarning)]
+
+
 def test_hf_splits_it_does_not_read_as_given_are_said(monkeypatch, fresh_hf_cache, recwarn):
     """Before, silently: a split of another name was dropped, and without a train split the
     dataset's own test rows were pooled into training."""
-    _fake_datasets(monkeypatch, lambda name, config=None: {"train": _rows(100, "train"), "eval": _rows(30, "e")})
-    t = build_task("text-cls", source="hf:fake-eval", balance=False)
-    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
-    assert said == ["text-cls: hf:fake-eval: its 'eval' split is left out (the splits read are named train, "
-                    "validation, valid, dev, test)"]
+    t, said = _hf_notes(monkeypatch, recwarn, "fake-eval", {"train": _rows(100, "train"), "eval": _rows(30, "e")})
+    assert said == ["its 'eval' split is left out (the splits read are named train, validation, valid, dev, test)"]
     assert sum(t.size(s) for s in SPLITS) == 100
-    recwarn.clear()
-    _fake_datasets(monkeypatch, lambda name, config=None: {"validation": _rows(60, "v"), "test": _rows(60, "t")})
-    t = build_task("text-cls", source="hf:fake-no-train", balance=False)
-    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
-    assert said == ["text-cls: hf:fake-no-train: it has no 'train' split, so its 'validation', 'test' splits are "
-                    "pooled and re-split by a hash of the text"]
+    t, said = _hf_notes(monkeypatch, recwarn, "fake-no-train", {"validation": _rows(60, "v"), "test": _rows(60, "t")})
+    assert said == ["it has no 'train' split, so its 'validation', 'test' splits are pooled and re-split by a hash "
+                    "of the text"]
     assert sum(t.size(s) for s in SPLITS) == 120
-    recwarn.clear()
-    _fake_datasets(monkeypatch, lambda name, config=None: {"test": _rows(60, "t")})
-    build_task("text-cls", source="hf:fake-test-only", balance=False)
-    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
-    assert said == ["text-cls: hf:fake-test-only: it has no 'train' split, so its 'test' split is re-split by a "
-                    "hash of the text"]
-    recwarn.clear()
-    _fake_datasets(monkeypatch, lambda name, config=None: {"train": _rows(100, "train"), "validation": _rows(20, "v"),
-                                                           "dev": _rows(30, "d")})
-    t = build_task("text-cls", source="hf:fake-two-valid", balance=False)
-    said = [str(w.message) for w in recwarn if issubclass(w.category, DataWarning)]
-    assert said == ["text-cls: hf:fake-two-valid: its 'dev' split is left out ('validation' is read as valid)"]
+    _, said = _hf_notes(monkeypatch, recwarn, "fake-test-only", {"test": _rows(60, "t")})
+    assert said == ["it has no 'train' split, so its 'test' split is re-split by a hash of the text"]
+    t, said = _hf_notes(monkeypatch, recwarn, "fake-two-valid",
+                        {"train": _rows(100, "train"), "validation": _rows(20, "v"), "dev": _rows(30, "d")})
+    assert said == ["its 'dev' split is left out ('validation' is read as valid)"]
     assert t.size("valid") == 20
 
 
@@ -779,11 +776,7 @@ def test_hf_hidden_splits_and_the_splits_read_in_their_place_are_said(monkeypatc
                             "split, so its 'validation' split is re-split by a hash of the text"]),
     }
     for name, (splits, expected) in cases.items():
-        recwarn.clear()
-        _fake_datasets(monkeypatch, lambda n, config=None, splits=splits: splits)
-        t = build_task("text-cls", source=f"hf:{name}", balance=False)
-        said = [str(w.message).removeprefix(f"text-cls: hf:{name}: ") for w in recwarn
-                if issubclass(w.category, DataWarning)]
+        t, said = _hf_notes(monkeypatch, recwarn, name, splits)
         assert said == expected, (name, said)
         if name == "valid-hidden-dev-ok":
             assert t.size("valid") == 30

@@ -172,7 +172,7 @@ class ProjectedAttention(AttentionLayer):
     def _pair(self, result: Any, method: str) -> tuple[Tensor, Tensor | None]:
         """`result` if it is (out, weights): a bare tensor would unpack along its batch axis into
         two tensors of the wrong shape, and fail later in words about einops."""
-        if isinstance(result, (tuple, list)) and len(result) == 2 and torch.is_tensor(result[0]):
+        if is_pair(result):
             return result[0], result[1]
         name = self.variant_name or type(self).__name__
         raise PluginError(f"{name}: {method} must return (out, weights|None), got {returned(result)}")
@@ -218,6 +218,12 @@ def has_reference(layer: nn.Module) -> bool:
     if not callable(getattr(layer, "reference_forward", None)):
         return False
     return not (isinstance(layer, ProjectedAttention) and type(layer).reference_core is ProjectedAttention.reference_core)
+
+
+def is_pair(result: Any) -> bool:
+    """Whether a forward's or core's `result` is (out, weights): two items, a tensor first (a tuple
+    or a list: every caller unpacks either)."""
+    return isinstance(result, (tuple, list)) and len(result) == 2 and torch.is_tensor(result[0])
 
 
 def returned(result: Any) -> str:

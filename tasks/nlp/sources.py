@@ -315,11 +315,9 @@ def _hf_corpus(
             )
         rows_text = list(table[text_column])
         rows_label = list(table[label_column])
-        feature = (getattr(table, "features", None) or {}).get(label_column)
-        split_names = getattr(feature, "names", None)
-        names = names or split_names
-        if feature is None or split_names is not None:  # a ClassLabel (or unknown): -1 = hidden
-            hidden = [_label_key(y) == HF_HIDDEN_LABEL for y in rows_label]
+        names = names or getattr((getattr(table, "features", None) or {}).get(label_column), "names", None)
+        hidden = _hidden(table, label_column, rows_label)
+        if hidden is not None:
             if rows_label and all(hidden):  # e.g. GLUE's test split: as if the dataset lacked it
                 carve.discard(ours)
                 carved = ours is not None and "train" in carve and ours != "train"
@@ -365,10 +363,17 @@ def _only_hidden(table: Any, label_column: str) -> bool:
         values = list(table[label_column])
     except (KeyError, ValueError):
         return False
+    hidden = _hidden(table, label_column, values)
+    return bool(hidden) and all(hidden)
+
+
+def _hidden(table: Any, label_column: str, values: list) -> list[bool] | None:
+    """Which of a Hugging Face split's label `values` are hidden (-1 where the column is a
+    ClassLabel, or of unknown type); None for a plain column, where -1 is a value like any other."""
     feature = (getattr(table, "features", None) or {}).get(label_column)
-    if feature is not None and getattr(feature, "names", None) is None:  # a plain column: -1 is a value
-        return False
-    return bool(values) and all(_label_key(y) == HF_HIDDEN_LABEL for y in values)
+    if feature is not None and getattr(feature, "names", None) is None:
+        return None
+    return [_label_key(y) == HF_HIDDEN_LABEL for y in values]
 
 
 def _split_names(names) -> str:
